@@ -1,0 +1,246 @@
+//! Custom header policy, and the signature header an endpoint may choose.
+//!
+//! Values are limited to what the worker's HTTP stack sends unchanged:
+//! visible ASCII, space and tab.
+
+use crate::error::RuleError;
+use serde_json::{Map, Value};
+
+pub const MAX_HEADERS: usize = 20;
+pub const MAX_NAME_BYTES: usize = 256;
+pub const MAX_VALUE_BYTES: usize = 4096;
+/// The header `sha256-hex` endpoints get their signature in, unless they pick one.
+pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Webhook-Signature";
+
+/// Names postbox or the HTTP stack sets itself, compared ignoring case.
+pub const RESERVED: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "user-agent",
+];
+
+/// How a delivery is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureStyle {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    Standard,
+    /// `sha256=<hex HMAC of the body>` in one header of the endpoint's choice.
+    Sha256Hex,
+}
+
+impl SignatureStyle {
+    pub fn parse(s: &str) -> Result<Self, RuleError> {
+        match s {
+            "standard" => Ok(Self::Standard),
+            "sha256-hex" => Ok(Self::Sha256Hex),
+            _ => Err(RuleError::new(
+                "signature_style must be 'standard' or 'sha256-hex'",
+                s,
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Sha256Hex => "sha256-hex",
+        }
+    }
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn check_name(name: &str, what: &str) -> Result<(), RuleError> {
+    if name.is_empty() {
+        return Err(RuleError::new(format!("{what} name must not be empty"), "\"\""));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(RuleError::new(
+            format!("{what} name must be at most {MAX_NAME_BYTES} bytes"),
+            name,
+        ));
+    }
+    if !name.bytes().all(is_tchar) {
+        return Err(RuleError::new(
+            format!("{what} name must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"),
+            name,
+        ));
+    }
+    Ok(())
+}
+
+fn reserved_reason(lower: &str) -> Option<&'static str> {
+    if RESERVED.contains(&lower) {
+        Some("is set by postbox")
+    } else if lower.starts_with("proxy-") {
+        Some("Proxy-* headers are reserved")
+    } else if lower.starts_with("webhook-") {
+        Some("webhook-* headers are reserved for the signature")
+    } else {
+        None
+    }
+}
+
+/// Validates the signature settings of an endpoint and returns the header the
+/// signature goes in: `None` for `standard`, whose headers are fixed.
+pub fn validate_signature(
+    style: SignatureStyle,
+    header: Option<&str>,
+) -> Result<Option<String>, RuleError> {
+    match (style, header) {
+        (SignatureStyle::Standard, None) => Ok(None),
+        (SignatureStyle::Standard, Some(h)) => Err(RuleError::new(
+            "signature_header applies only to signature_style 'sha256-hex'",
+            h,
+        )),
+        (SignatureStyle::Sha256Hex, h) => {
+            let h = h.unwrap_or(DEFAULT_SIGNATURE_HEADER);
+            check_name(h, "signature header")?;
+            let lower = h.to_ascii_lowercase();
+            if RESERVED.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+                return Err(RuleError::new("signature header must not be a reserved header", h));
+            }
+            Ok(Some(h.to_string()))
+        }
+    }
+}
+
+/// Validates an endpoint's custom headers, a JSON object of name → value.
+/// `signature_header` is the endpoint's own signature header, reserved too.
+pub fn validate(headers: &Value, signature_header: Option<&str>) -> Result<Map<String, Value>, RuleError> {
+    let Value::Object(map) = headers else {
+        return Err(RuleError::new("headers must be a JSON object of name to value", headers));
+    };
+    if map.len() > MAX_HEADERS {
+        return Err(RuleError::new(
+            format!("an endpoint may have at most {MAX_HEADERS} custom headers"),
+            format!("{} headers", map.len()),
+        ));
+    }
+    let sig = signature_header.map(str::to_ascii_lowercase);
+    let mut seen: Vec<String> = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        check_name(name, "header")?;
+        let lower = name.to_ascii_lowercase();
+        if let Some(why) = reserved_reason(&lower) {
+            return Err(RuleError::new(format!("header name is reserved ({why})"), name));
+        }
+        if sig.as_deref() == Some(lower.as_str()) {
+            return Err(RuleError::new(
+                "header name is reserved (it is this endpoint's signature header)",
+                name,
+            ));
+        }
+        if seen.contains(&lower) {
+            return Err(RuleError::new("header names must be unique ignoring case", name));
+        }
+        seen.push(lower);
+        let Value::String(v) = value else {
+            return Err(RuleError::new(format!("header {name} must have a string value"), value));
+        };
+        check_value(name, v)?;
+    }
+    Ok(map.clone())
+}
+
+fn check_value(name: &str, v: &str) -> Result<(), RuleError> {
+    if v.trim_matches([' ', '\t']).is_empty() {
+        return Err(RuleError::new(format!("header {name} must have a non-empty value"), format!("{v:?}")));
+    }
+    if v.len() > MAX_VALUE_BYTES {
+        return Err(RuleError::new(
+            format!("header {name} value must be at most {MAX_VALUE_BYTES} bytes"),
+            format!("{} bytes", v.len()),
+        ));
+    }
+    if let Some(bad) = v.chars().find(|c| !(matches!(c, ' ' | '\t') || c.is_ascii_graphic())) {
+        return Err(RuleError::new(
+            format!(
+                "header {name} value may hold only visible ASCII, space and tab (found U+{:04X})",
+                bad as u32
+            ),
+            format!("{v:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err(v: Value, sig: Option<&str>) -> String {
+        validate(&v, sig).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn accepts_ordinary_headers() {
+        let h = json!({"Authorization": "Bearer abc.def", "X-Tenant": "42", "x-trace": "a\tb c"});
+        assert_eq!(validate(&h, None).unwrap().len(), 3);
+        assert!(validate(&json!({}), None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_reserved_names_ignoring_case() {
+        for n in ["Content-Type", "HOST", "user-agent", "TE", "Proxy-Authorization", "Webhook-Signature", "webhook-id"] {
+            let e = err(json!({ n: "x" }), None);
+            assert!(e.contains("reserved") && e.ends_with(n), "{n}: {e}");
+        }
+        let e = err(json!({"x-webhook-signature": "x"}), Some("X-Webhook-Signature"));
+        assert!(e.contains("signature header"), "{e}");
+    }
+
+    #[test]
+    fn refuses_bad_names_and_values() {
+        assert!(err(json!({"": "x"}), None).contains("must not be empty"));
+        assert!(err(json!({"X Bad": "x"}), None).contains("HTTP token"));
+        assert!(err(json!({"X-A": ""}), None).contains("non-empty value"));
+        assert!(err(json!({"X-A": "  "}), None).contains("non-empty value"));
+        let e = err(json!({"X-A": "line\r\nInjected: 1"}), None);
+        assert!(e.contains("visible ASCII") && e.contains("U+000D"), "{e}");
+        assert!(err(json!({"X-A": "nul\u{0}"}), None).contains("U+0000"));
+        assert!(err(json!({"X-A": "caf\u{e9}"}), None).contains("U+00E9"));
+        assert!(err(json!({"X-A": 5}), None).contains("string value"));
+        assert!(err(json!({"X-A": "a", "x-a": "b"}), None).contains("unique"));
+        assert!(err(json!(["X-A"]), None).contains("JSON object"));
+    }
+
+    #[test]
+    fn enforces_sizes() {
+        let long_name = "X".repeat(MAX_NAME_BYTES + 1);
+        assert!(err(json!({ long_name: "x" }), None).contains("at most 256 bytes"));
+        assert!(validate(&json!({ "X".repeat(MAX_NAME_BYTES): "x" }), None).is_ok());
+        assert!(err(json!({"X-A": "v".repeat(MAX_VALUE_BYTES + 1)}), None).contains("at most 4096 bytes"));
+        assert!(validate(&json!({"X-A": "v".repeat(MAX_VALUE_BYTES)}), None).is_ok());
+        let many: Map<String, Value> = (0..=MAX_HEADERS).map(|i| (format!("X-{i}"), json!("v"))).collect();
+        assert!(err(Value::Object(many), None).contains("at most 20"));
+    }
+
+    #[test]
+    fn signature_settings() {
+        assert_eq!(validate_signature(SignatureStyle::Standard, None).unwrap(), None);
+        assert!(validate_signature(SignatureStyle::Standard, Some("X-Sig")).is_err());
+        assert_eq!(
+            validate_signature(SignatureStyle::Sha256Hex, None).unwrap().as_deref(),
+            Some(DEFAULT_SIGNATURE_HEADER)
+        );
+        assert_eq!(
+            validate_signature(SignatureStyle::Sha256Hex, Some("X-Hub-Signature-256")).unwrap().as_deref(),
+            Some("X-Hub-Signature-256")
+        );
+        assert!(validate_signature(SignatureStyle::Sha256Hex, Some("Content-Type")).is_err());
+        assert!(validate_signature(SignatureStyle::Sha256Hex, Some("bad header")).is_err());
+        assert!(SignatureStyle::parse("md5").unwrap_err().to_string().contains("'standard' or 'sha256-hex'"));
+    }
+}

@@ -1,0 +1,25 @@
+//! The rules that postbox's extension and worker must apply identically.
+//!
+//! The extension validates what users register; the worker checks the same
+//! rules again at delivery time (an address a name resolves to, the options it
+//! obeys). Keeping both in one plain-Rust crate means the two can never
+//! disagree. Nothing here knows about PostgreSQL.
+//!
+//! # Layout
+//! - [`error`]: [`RuleError`], which names the broken rule and the value.
+//! - [`ip`]: address ranges a webhook must never reach.
+//! - [`url`]: webhook URL policy (WHATWG parsing, https only, no private hosts).
+//! - [`headers`]: custom header policy and the reserved names.
+//! - [`event`]: event names, endpoint filters and how they match.
+//! - [`options`]: per-endpoint delivery options.
+//! - [`secret`]: `whsec_` signing secrets.
+
+pub mod error;
+pub mod event;
+pub mod headers;
+pub mod ip;
+pub mod options;
+pub mod secret;
+pub mod url;
+
+pub use error::RuleError;

@@ -1,0 +1,176 @@
+//! Per-endpoint delivery options, stored as JSON on the endpoint.
+//!
+//! The extension validates them on write; the worker parses the same JSON
+//! with the same function, so a stored value always means one thing.
+
+use crate::error::RuleError;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Gaps between attempts when an endpoint sets no `retry_schedule`: 8
+/// attempts in all, the first at once.
+pub const DEFAULT_RETRY_SCHEDULE: [Duration; 7] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+
+pub const TIMEOUT_MS: (u64, u64) = (100, 120_000);
+pub const CONNECT_TIMEOUT_MS: (u64, u64) = (100, 60_000);
+pub const MAX_IN_FLIGHT: (u64, u64) = (1, 1_000);
+pub const RATE_LIMIT_PER_S: (f64, f64) = (0.01, 100_000.0);
+pub const MAX_RETRIES: usize = 30;
+pub const MAX_RETRY_GAP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointOptions {
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    pub max_in_flight: Option<u32>,
+    pub rate_limit_per_s: Option<f64>,
+    pub retry_schedule: Option<Vec<Duration>>,
+}
+
+impl EndpointOptions {
+    /// The gaps between attempts this endpoint uses.
+    pub fn retry_gaps(&self) -> &[Duration] {
+        self.retry_schedule.as_deref().unwrap_or(&DEFAULT_RETRY_SCHEDULE)
+    }
+}
+
+const KEYS: &str = "timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule";
+
+fn int_in(key: &str, v: &Value, (lo, hi): (u64, u64)) -> Result<u64, RuleError> {
+    match v.as_u64() {
+        Some(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(RuleError::new(format!("options.{key} must be a whole number from {lo} to {hi}"), v)),
+    }
+}
+
+/// Parses an endpoint's `options` object. Unknown keys and out-of-range
+/// values are errors.
+pub fn parse(v: &Value) -> Result<EndpointOptions, RuleError> {
+    let Value::Object(map) = v else {
+        return Err(RuleError::new("options must be a JSON object", v));
+    };
+    let mut o = EndpointOptions::default();
+    for (key, val) in map {
+        match key.as_str() {
+            "timeout_ms" => o.timeout = Some(Duration::from_millis(int_in(key, val, TIMEOUT_MS)?)),
+            "connect_timeout_ms" => {
+                o.connect_timeout = Some(Duration::from_millis(int_in(key, val, CONNECT_TIMEOUT_MS)?))
+            }
+            "max_in_flight" => o.max_in_flight = Some(int_in(key, val, MAX_IN_FLIGHT)? as u32),
+            "rate_limit_per_s" => {
+                let (lo, hi) = RATE_LIMIT_PER_S;
+                match val.as_f64() {
+                    Some(r) if (lo..=hi).contains(&r) => o.rate_limit_per_s = Some(r),
+                    _ => {
+                        return Err(RuleError::new(
+                            format!("options.rate_limit_per_s must be a number from {lo} to {hi}"),
+                            val,
+                        ))
+                    }
+                }
+            }
+            "retry_schedule" => o.retry_schedule = Some(parse_schedule(val)?),
+            _ => return Err(RuleError::new(format!("options may hold only {KEYS}"), key)),
+        }
+    }
+    if let (Some(c), Some(t)) = (o.connect_timeout, o.timeout) {
+        if c > t {
+            return Err(RuleError::new(
+                "options.connect_timeout_ms must not exceed options.timeout_ms",
+                format!("{} > {}", c.as_millis(), t.as_millis()),
+            ));
+        }
+    }
+    Ok(o)
+}
+
+fn parse_schedule(v: &Value) -> Result<Vec<Duration>, RuleError> {
+    let Value::Array(items) = v else {
+        return Err(RuleError::new(
+            "options.retry_schedule must be an array of intervals such as [\"30s\", \"5m\", \"2h\"]",
+            v,
+        ));
+    };
+    if items.len() > MAX_RETRIES {
+        return Err(RuleError::new(
+            format!("options.retry_schedule may hold at most {MAX_RETRIES} intervals"),
+            items.len(),
+        ));
+    }
+    items.iter().map(parse_gap).collect()
+}
+
+fn parse_gap(v: &Value) -> Result<Duration, RuleError> {
+    let rule = || {
+        RuleError::new(
+            "options.retry_schedule intervals must be seconds or durations like \"500ms\", \"30s\", \"5m\", \"2h\", from 1ms to 7 days",
+            v,
+        )
+    };
+    let d = match v {
+        Value::Number(n) => n.as_f64().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64),
+        Value::String(s) => humantime::parse_duration(s.trim()).ok(),
+        _ => None,
+    }
+    .ok_or_else(rule)?;
+    if d < Duration::from_millis(1) || d > MAX_RETRY_GAP {
+        return Err(rule());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accepts_every_option() {
+        let o = parse(&json!({
+            "timeout_ms": 2000, "connect_timeout_ms": 500, "max_in_flight": 4,
+            "rate_limit_per_s": 2.5, "retry_schedule": ["100ms", "5s", 30, "2h"]
+        }))
+        .unwrap();
+        assert_eq!(o.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(o.connect_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(o.max_in_flight, Some(4));
+        assert_eq!(o.rate_limit_per_s, Some(2.5));
+        assert_eq!(
+            o.retry_gaps(),
+            [Duration::from_millis(100), Duration::from_secs(5), Duration::from_secs(30), Duration::from_secs(7200)]
+        );
+        assert_eq!(parse(&json!({})).unwrap().retry_gaps(), DEFAULT_RETRY_SCHEDULE);
+        assert!(parse(&json!({"retry_schedule": []})).unwrap().retry_gaps().is_empty());
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_out_of_range_values() {
+        let cases = [
+            (json!({"timeout": 5}), "may hold only"),
+            (json!({"timeout_ms": 50}), "timeout_ms must be a whole number from 100 to 120000"),
+            (json!({"timeout_ms": 1.5}), "whole number"),
+            (json!({"timeout_ms": "5s"}), "whole number"),
+            (json!({"connect_timeout_ms": 999999}), "connect_timeout_ms"),
+            (json!({"max_in_flight": 0}), "max_in_flight"),
+            (json!({"rate_limit_per_s": -1}), "rate_limit_per_s"),
+            (json!({"retry_schedule": "5s"}), "must be an array"),
+            (json!({"retry_schedule": ["soon"]}), "intervals must be"),
+            (json!({"retry_schedule": ["30d"]}), "intervals must be"),
+            (json!({"retry_schedule": [0]}), "intervals must be"),
+            (json!({"timeout_ms": 1000, "connect_timeout_ms": 2000}), "must not exceed"),
+            (json!([1]), "JSON object"),
+        ];
+        for (v, want) in cases {
+            let e = parse(&v).unwrap_err().to_string();
+            assert!(e.contains(want), "{v}: {e}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Webhook URL policy.
+//!
+//! URLs are parsed the way a browser parses them (WHATWG, via the `url` crate),
+//! so `https://2130706433/` and `https://0x7f.1/` are seen as the 127.0.0.1
+//! they really are before the host is checked.
+
+use crate::error::RuleError;
+use crate::ip;
+use url::{Host, Url};
+
+/// The longest URL accepted, in bytes, before and after normalization.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Checks a webhook URL and returns it normalized.
+///
+/// `allow_insecure` is the development switch (`postbox.allow_insecure_urls`):
+/// it admits `http` and private, loopback and dot-less hosts. Credentials,
+/// fragments and over-long URLs are refused either way.
+pub fn validate(input: &str, allow_insecure: bool) -> Result<Url, RuleError> {
+    let fail = |rule: &str| RuleError::new(rule, input);
+    if input.len() > MAX_URL_LEN {
+        return Err(RuleError::new(
+            format!("webhook URL must be at most {MAX_URL_LEN} bytes"),
+            format!("{}... ({} bytes)", truncate(input, 64), input.len()),
+        ));
+    }
+    let url = Url::parse(input).map_err(|e| fail(&format!("webhook URL must be a valid absolute URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_insecure => {}
+        _ if allow_insecure => return Err(fail("webhook URL must use http or https")),
+        _ => return Err(fail("webhook URL must use https")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(fail("webhook URL must not contain a user name or password"));
+    }
+    if url.fragment().is_some() {
+        return Err(fail("webhook URL must not contain a fragment"));
+    }
+    if url.port() == Some(0) {
+        return Err(fail("webhook URL port must be between 1 and 65535"));
+    }
+    if url.as_str().len() > MAX_URL_LEN {
+        return Err(RuleError::new(
+            format!("webhook URL must be at most {MAX_URL_LEN} bytes once normalized"),
+            truncate(input, 64),
+        ));
+    }
+    match url.host() {
+        None => return Err(fail("webhook URL must have a host")),
+        Some(Host::Domain(name)) => {
+            if !allow_insecure {
+                check_name(name).map_err(|rule| fail(rule))?;
+            }
+        }
+        Some(Host::Ipv4(addr)) => {
+            if !allow_insecure {
+                check_ip(addr.into()).map_err(|rule| fail(&rule))?;
+            }
+        }
+        Some(Host::Ipv6(addr)) => {
+            if !allow_insecure {
+                check_ip(addr.into()).map_err(|rule| fail(&rule))?;
+            }
+        }
+    }
+    Ok(url)
+}
+
+fn check_name(name: &str) -> Result<(), &'static str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name == "localhost" || name.ends_with(".localhost") {
+        return Err("webhook URL host must not be localhost");
+    }
+    if !name.contains('.') {
+        return Err("webhook URL host must be a fully qualified domain name (it has no dot)");
+    }
+    Ok(())
+}
+
+fn check_ip(addr: std::net::IpAddr) -> Result<(), String> {
+    ip::check(addr).map_err(|why| {
+        format!(
+            "webhook URL host must be a public address, not a {} one",
+            why.describe()
+        )
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> String {
+        validate(s, false).unwrap_or_else(|e| panic!("{s}: {e}")).to_string()
+    }
+
+    fn err(s: &str) -> String {
+        match validate(s, false) {
+            Ok(u) => panic!("{s} was accepted as {u}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn accepts_and_normalizes_public_https() {
+        assert_eq!(ok("https://example.com/hook"), "https://example.com/hook");
+        assert_eq!(ok("HTTPS://Example.COM:8443/a?b=c"), "https://example.com:8443/a?b=c");
+        assert_eq!(ok("https://example.com"), "https://example.com/");
+        assert_eq!(ok("https://93.184.216.34/x"), "https://93.184.216.34/x");
+        assert_eq!(ok("https://[2606:4700:4700::1111]/"), "https://[2606:4700:4700::1111]/");
+        assert_eq!(ok("  https://example.com/hook  "), "https://example.com/hook");
+    }
+
+    #[test]
+    fn refuses_non_https() {
+        assert_eq!(
+            err("http://example.com/hook"),
+            "postbox: webhook URL must use https: http://example.com/hook"
+        );
+        assert!(err("ftp://example.com/").contains("must use https"));
+        assert!(err("javascript:alert(1)").contains("must use https"));
+    }
+
+    #[test]
+    fn refuses_encoded_loopback_forms() {
+        for s in [
+            "https://2130706433/",
+            "https://0x7f.1/",
+            "https://0177.0.0.1/",
+            "https://127.1/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://[::1]/",
+        ] {
+            let e = err(s);
+            assert!(e.contains("loopback"), "{s}: {e}");
+            assert!(e.ends_with(s), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn refuses_private_and_metadata_hosts() {
+        assert!(err("https://169.254.169.254/latest/meta-data").contains("link-local"));
+        assert!(err("https://10.0.0.1/").contains("private"));
+        assert!(err("https://192.168.0.10/").contains("private"));
+        assert!(err("https://100.64.1.1/").contains("carrier-grade NAT"));
+        assert!(err("https://[fd00::1]/").contains("unique local"));
+        assert!(err("https://[fe80::1]/").contains("link-local"));
+        assert!(err("https://0.0.0.0/").contains("unspecified"));
+        assert!(err("https://[64:ff9b::7f00:1]/").contains("loopback"));
+    }
+
+    #[test]
+    fn refuses_local_names() {
+        assert!(err("https://localhost/").contains("localhost"));
+        assert!(err("https://LOCALHOST./").contains("localhost"));
+        assert!(err("https://api.localhost/").contains("localhost"));
+        assert!(err("https://intranet/").contains("no dot"));
+    }
+
+    #[test]
+    fn refuses_credentials_fragments_and_bad_ports() {
+        assert_eq!(
+            err("https://user:pw@example.com/"),
+            "postbox: webhook URL must not contain a user name or password: https://user:pw@example.com/"
+        );
+        assert!(err("https://user@example.com/").contains("user name"));
+        assert!(err("https://example.com/#frag").contains("fragment"));
+        assert!(err("https://example.com/#").contains("fragment"));
+        assert!(err("https://example.com:0/").contains("port"));
+        assert!(err("https://example.com:70000/").contains("valid absolute URL"));
+        assert!(err("not a url").contains("valid absolute URL"));
+    }
+
+    #[test]
+    fn refuses_overlong_urls() {
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        assert!(err(&long).contains("at most 2048 bytes"));
+        let max = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN - 20));
+        assert_eq!(max.len(), MAX_URL_LEN);
+        ok(&max);
+    }
+
+    #[test]
+    fn insecure_mode_admits_http_and_private_hosts_only() {
+        for s in ["http://127.0.0.1:8080/hook", "http://localhost/x", "https://10.0.0.1/", "http://receiver/"] {
+            validate(s, true).unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+        assert!(validate("https://u:p@localhost/", true).is_err());
+        assert!(validate("http://localhost/#x", true).is_err());
+        assert!(validate("ftp://localhost/", true).unwrap_err().to_string().contains("http or https"));
+    }
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything postbox needs on a fresh Debian machine. Idempotent: each
+# step checks before it acts, so a second run does almost nothing.
+set -euo pipefail
+
+PGRX_VERSION=0.18.0
+PG_MAJOR=15
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+
+need_apt=()
+for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev python3-venv; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+  log "cargo install cargo-pgrx $PGRX_VERSION (takes about 6 minutes)"
+  cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+fi
+
+if ! grep -q "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
+  log "cargo pgrx init --pg$PG_MAJOR"
+  cargo pgrx init --pg$PG_MAJOR "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
+fi
+
+# Python venv with the official Standard Webhooks library, used by the worker's
+# tests to verify real signatures.
+VENV="$(cd "$(dirname "$0")/.." && pwd)/target/pyvenv"
+if ! "$VENV/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
+  log "python venv with standardwebhooks at $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q standardwebhooks
+fi
+log "toolchain ready"
