@@ -12,7 +12,9 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_FILTERS: usize = 100;
 
 fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 const NAME_RULE: &str =
@@ -21,7 +23,10 @@ const NAME_RULE: &str =
 /// Checks an event type name such as `recording.processing.completed`.
 pub fn validate_name(name: &str) -> Result<(), RuleError> {
     if name.len() > MAX_NAME_LEN {
-        return Err(RuleError::new(format!("event type must be at most {MAX_NAME_LEN} bytes"), name));
+        return Err(RuleError::new(
+            format!("event type must be at most {MAX_NAME_LEN} bytes"),
+            name,
+        ));
     }
     let mut n = 0;
     for seg in name.split('.') {
@@ -51,7 +56,8 @@ impl Filter {
             return Ok(Filter::All);
         }
         if let Some(prefix) = s.strip_suffix(".*") {
-            if s.len() <= MAX_NAME_LEN && !prefix.is_empty() && prefix.split('.').all(valid_segment) {
+            if s.len() <= MAX_NAME_LEN && !prefix.is_empty() && prefix.split('.').all(valid_segment)
+            {
                 return Ok(Filter::Prefix(format!("{prefix}.")));
             }
             return Err(RuleError::new(
@@ -154,7 +160,17 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused() {
-        for n in ["demo", "", ".demo", "demo.", "demo..viewed", "Demo.viewed", "demo.viewed-now", "demo.*", "demo viewed.x"] {
+        for n in [
+            "demo",
+            "",
+            ".demo",
+            "demo.",
+            "demo..viewed",
+            "Demo.viewed",
+            "demo.viewed-now",
+            "demo.*",
+            "demo viewed.x",
+        ] {
             let e = validate_name(n).unwrap_err().to_string();
             assert!(e.contains("dot-separated segments"), "{n}: {e}");
         }
@@ -168,11 +184,22 @@ mod tests {
         let rec_proc = Filter::parse("recording.processing.*").unwrap();
         let exact = Filter::parse("recording.processing.completed").unwrap();
         let name = "recording.processing.completed";
-        assert!(all.matches(name) && rec.matches(name) && rec_proc.matches(name) && exact.matches(name));
+        assert!(
+            all.matches(name) && rec.matches(name) && rec_proc.matches(name) && exact.matches(name)
+        );
         assert!(!rec.matches("recordings.created"));
         assert!(!rec_proc.matches("recording.created"));
-        assert!(!Filter::parse("recording.processing.completed.*").unwrap().matches(name));
-        for bad in ["**", "recording*", ".*", "Recording.*", "recording..*", "a.*.b"] {
+        assert!(!Filter::parse("recording.processing.completed.*")
+            .unwrap()
+            .matches(name));
+        for bad in [
+            "**",
+            "recording*",
+            ".*",
+            "Recording.*",
+            "recording..*",
+            "a.*.b",
+        ] {
             assert!(Filter::parse(bad).is_err(), "{bad}");
         }
     }
@@ -183,22 +210,47 @@ mod tests {
         let keys = match_keys(name);
         assert_eq!(keys, ["*", "recording.*", "recording.processing.*", name]);
         // Every key matches, and a filter matches exactly when it is a key.
-        for f in ["*", "recording.*", "recording.processing.*", name, "demo.*", "recording.created", "recording.processing.completed.*"] {
-            assert_eq!(Filter::parse(f).unwrap().matches(name), keys.iter().any(|k| k == f), "{f}");
+        for f in [
+            "*",
+            "recording.*",
+            "recording.processing.*",
+            name,
+            "demo.*",
+            "recording.created",
+            "recording.processing.completed.*",
+        ] {
+            assert_eq!(
+                Filter::parse(f).unwrap().matches(name),
+                keys.iter().any(|k| k == f),
+                "{f}"
+            );
         }
     }
 
     #[test]
     fn unknown_exact_names_list_close_ones() {
-        let catalog = ["recording.created", "recording.updated", "recording.deleted", "demo.viewed"];
+        let catalog = [
+            "recording.created",
+            "recording.updated",
+            "recording.deleted",
+            "demo.viewed",
+        ];
         let known = |n: &str| catalog.contains(&n);
         let e = validate_filters(&["recording.creatd"], known, || catalog.to_vec()).unwrap_err();
-        assert!(e.to_string().contains("did you mean recording.created"), "{e}");
+        assert!(
+            e.to_string().contains("did you mean recording.created"),
+            "{e}"
+        );
         assert!(e.to_string().ends_with(": recording.creatd"));
         let e = validate_filters(&["zzz.qqq"], known, || catalog.to_vec()).unwrap_err();
         assert!(e.to_string().contains("create_event_type"), "{e}");
         assert_eq!(
-            validate_filters(&["recording.*", "demo.viewed", "demo.viewed", "new.*"], known, || catalog.to_vec()).unwrap(),
+            validate_filters(
+                &["recording.*", "demo.viewed", "demo.viewed", "new.*"],
+                known,
+                || catalog.to_vec()
+            )
+            .unwrap(),
             ["recording.*", "demo.viewed", "new.*"]
         );
         assert!(validate_filters(&[], known, || catalog.to_vec()).is_err());

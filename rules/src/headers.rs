@@ -62,7 +62,10 @@ fn is_tchar(b: u8) -> bool {
 
 fn check_name(name: &str, what: &str) -> Result<(), RuleError> {
     if name.is_empty() {
-        return Err(RuleError::new(format!("{what} name must not be empty"), "\"\""));
+        return Err(RuleError::new(
+            format!("{what} name must not be empty"),
+            "\"\"",
+        ));
     }
     if name.len() > MAX_NAME_BYTES {
         return Err(RuleError::new(
@@ -108,7 +111,10 @@ pub fn validate_signature(
             check_name(h, "signature header")?;
             let lower = h.to_ascii_lowercase();
             if RESERVED.contains(&lower.as_str()) || lower.starts_with("proxy-") {
-                return Err(RuleError::new("signature header must not be a reserved header", h));
+                return Err(RuleError::new(
+                    "signature header must not be a reserved header",
+                    h,
+                ));
             }
             Ok(Some(h.to_string()))
         }
@@ -117,9 +123,15 @@ pub fn validate_signature(
 
 /// Validates an endpoint's custom headers, a JSON object of name → value.
 /// `signature_header` is the endpoint's own signature header, reserved too.
-pub fn validate(headers: &Value, signature_header: Option<&str>) -> Result<Map<String, Value>, RuleError> {
+pub fn validate(
+    headers: &Value,
+    signature_header: Option<&str>,
+) -> Result<Map<String, Value>, RuleError> {
     let Value::Object(map) = headers else {
-        return Err(RuleError::new("headers must be a JSON object of name to value", headers));
+        return Err(RuleError::new(
+            "headers must be a JSON object of name to value",
+            headers,
+        ));
     };
     if map.len() > MAX_HEADERS {
         return Err(RuleError::new(
@@ -133,7 +145,10 @@ pub fn validate(headers: &Value, signature_header: Option<&str>) -> Result<Map<S
         check_name(name, "header")?;
         let lower = name.to_ascii_lowercase();
         if let Some(why) = reserved_reason(&lower) {
-            return Err(RuleError::new(format!("header name is reserved ({why})"), name));
+            return Err(RuleError::new(
+                format!("header name is reserved ({why})"),
+                name,
+            ));
         }
         if sig.as_deref() == Some(lower.as_str()) {
             return Err(RuleError::new(
@@ -142,11 +157,17 @@ pub fn validate(headers: &Value, signature_header: Option<&str>) -> Result<Map<S
             ));
         }
         if seen.contains(&lower) {
-            return Err(RuleError::new("header names must be unique ignoring case", name));
+            return Err(RuleError::new(
+                "header names must be unique ignoring case",
+                name,
+            ));
         }
         seen.push(lower);
         let Value::String(v) = value else {
-            return Err(RuleError::new(format!("header {name} must have a string value"), value));
+            return Err(RuleError::new(
+                format!("header {name} must have a string value"),
+                value,
+            ));
         };
         check_value(name, v)?;
     }
@@ -155,7 +176,10 @@ pub fn validate(headers: &Value, signature_header: Option<&str>) -> Result<Map<S
 
 fn check_value(name: &str, v: &str) -> Result<(), RuleError> {
     if v.trim_matches([' ', '\t']).is_empty() {
-        return Err(RuleError::new(format!("header {name} must have a non-empty value"), format!("{v:?}")));
+        return Err(RuleError::new(
+            format!("header {name} must have a non-empty value"),
+            format!("{v:?}"),
+        ));
     }
     if v.len() > MAX_VALUE_BYTES {
         return Err(RuleError::new(
@@ -163,7 +187,10 @@ fn check_value(name: &str, v: &str) -> Result<(), RuleError> {
             format!("{} bytes", v.len()),
         ));
     }
-    if let Some(bad) = v.chars().find(|c| !(matches!(c, ' ' | '\t') || c.is_ascii_graphic())) {
+    if let Some(bad) = v
+        .chars()
+        .find(|c| !(matches!(c, ' ' | '\t') || c.is_ascii_graphic()))
+    {
         return Err(RuleError::new(
             format!(
                 "header {name} value may hold only visible ASCII, space and tab (found U+{:04X})",
@@ -193,11 +220,22 @@ mod tests {
 
     #[test]
     fn refuses_reserved_names_ignoring_case() {
-        for n in ["Content-Type", "HOST", "user-agent", "TE", "Proxy-Authorization", "Webhook-Signature", "webhook-id"] {
+        for n in [
+            "Content-Type",
+            "HOST",
+            "user-agent",
+            "TE",
+            "Proxy-Authorization",
+            "Webhook-Signature",
+            "webhook-id",
+        ] {
             let e = err(json!({ n: "x" }), None);
             assert!(e.contains("reserved") && e.ends_with(n), "{n}: {e}");
         }
-        let e = err(json!({"x-webhook-signature": "x"}), Some("X-Webhook-Signature"));
+        let e = err(
+            json!({"x-webhook-signature": "x"}),
+            Some("X-Webhook-Signature"),
+        );
         assert!(e.contains("signature header"), "{e}");
     }
 
@@ -221,26 +259,39 @@ mod tests {
         let long_name = "X".repeat(MAX_NAME_BYTES + 1);
         assert!(err(json!({ long_name: "x" }), None).contains("at most 256 bytes"));
         assert!(validate(&json!({ "X".repeat(MAX_NAME_BYTES): "x" }), None).is_ok());
-        assert!(err(json!({"X-A": "v".repeat(MAX_VALUE_BYTES + 1)}), None).contains("at most 4096 bytes"));
+        assert!(err(json!({"X-A": "v".repeat(MAX_VALUE_BYTES + 1)}), None)
+            .contains("at most 4096 bytes"));
         assert!(validate(&json!({"X-A": "v".repeat(MAX_VALUE_BYTES)}), None).is_ok());
-        let many: Map<String, Value> = (0..=MAX_HEADERS).map(|i| (format!("X-{i}"), json!("v"))).collect();
+        let many: Map<String, Value> = (0..=MAX_HEADERS)
+            .map(|i| (format!("X-{i}"), json!("v")))
+            .collect();
         assert!(err(Value::Object(many), None).contains("at most 20"));
     }
 
     #[test]
     fn signature_settings() {
-        assert_eq!(validate_signature(SignatureStyle::Standard, None).unwrap(), None);
+        assert_eq!(
+            validate_signature(SignatureStyle::Standard, None).unwrap(),
+            None
+        );
         assert!(validate_signature(SignatureStyle::Standard, Some("X-Sig")).is_err());
         assert_eq!(
-            validate_signature(SignatureStyle::Sha256Hex, None).unwrap().as_deref(),
+            validate_signature(SignatureStyle::Sha256Hex, None)
+                .unwrap()
+                .as_deref(),
             Some(DEFAULT_SIGNATURE_HEADER)
         );
         assert_eq!(
-            validate_signature(SignatureStyle::Sha256Hex, Some("X-Hub-Signature-256")).unwrap().as_deref(),
+            validate_signature(SignatureStyle::Sha256Hex, Some("X-Hub-Signature-256"))
+                .unwrap()
+                .as_deref(),
             Some("X-Hub-Signature-256")
         );
         assert!(validate_signature(SignatureStyle::Sha256Hex, Some("Content-Type")).is_err());
         assert!(validate_signature(SignatureStyle::Sha256Hex, Some("bad header")).is_err());
-        assert!(SignatureStyle::parse("md5").unwrap_err().to_string().contains("'standard' or 'sha256-hex'"));
+        assert!(SignatureStyle::parse("md5")
+            .unwrap_err()
+            .to_string()
+            .contains("'standard' or 'sha256-hex'"));
     }
 }

@@ -91,10 +91,19 @@ const V6_RANGES: &[((Ipv6Addr, u8), Blocked)] = &[
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 96), Blocked::Reserved),
     (v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), Blocked::Private),
     (v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), Blocked::Reserved),
-    (v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), Blocked::Documentation),
-    (v6([0x2001, 0x2, 0, 0, 0, 0, 0, 0], 48), Blocked::Benchmarking),
+    (
+        v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        Blocked::Documentation,
+    ),
+    (
+        v6([0x2001, 0x2, 0, 0, 0, 0, 0, 0], 48),
+        Blocked::Benchmarking,
+    ),
     (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), Blocked::Reserved),
-    (v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), Blocked::Documentation),
+    (
+        v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
+        Blocked::Documentation,
+    ),
     (v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16), Blocked::Reserved),
     (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), Blocked::UniqueLocal),
     (v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), Blocked::LinkLocal),

@@ -38,16 +38,22 @@ pub struct EndpointOptions {
 impl EndpointOptions {
     /// The gaps between attempts this endpoint uses.
     pub fn retry_gaps(&self) -> &[Duration] {
-        self.retry_schedule.as_deref().unwrap_or(&DEFAULT_RETRY_SCHEDULE)
+        self.retry_schedule
+            .as_deref()
+            .unwrap_or(&DEFAULT_RETRY_SCHEDULE)
     }
 }
 
-const KEYS: &str = "timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule";
+const KEYS: &str =
+    "timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule";
 
 fn int_in(key: &str, v: &Value, (lo, hi): (u64, u64)) -> Result<u64, RuleError> {
     match v.as_u64() {
         Some(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ => Err(RuleError::new(format!("options.{key} must be a whole number from {lo} to {hi}"), v)),
+        _ => Err(RuleError::new(
+            format!("options.{key} must be a whole number from {lo} to {hi}"),
+            v,
+        )),
     }
 }
 
@@ -62,7 +68,8 @@ pub fn parse(v: &Value) -> Result<EndpointOptions, RuleError> {
         match key.as_str() {
             "timeout_ms" => o.timeout = Some(Duration::from_millis(int_in(key, val, TIMEOUT_MS)?)),
             "connect_timeout_ms" => {
-                o.connect_timeout = Some(Duration::from_millis(int_in(key, val, CONNECT_TIMEOUT_MS)?))
+                o.connect_timeout =
+                    Some(Duration::from_millis(int_in(key, val, CONNECT_TIMEOUT_MS)?))
             }
             "max_in_flight" => o.max_in_flight = Some(int_in(key, val, MAX_IN_FLIGHT)? as u32),
             "rate_limit_per_s" => {
@@ -116,7 +123,10 @@ fn parse_gap(v: &Value) -> Result<Duration, RuleError> {
         )
     };
     let d = match v {
-        Value::Number(n) => n.as_f64().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64),
         Value::String(s) => humantime::parse_duration(s.trim()).ok(),
         _ => None,
     }
@@ -145,17 +155,31 @@ mod tests {
         assert_eq!(o.rate_limit_per_s, Some(2.5));
         assert_eq!(
             o.retry_gaps(),
-            [Duration::from_millis(100), Duration::from_secs(5), Duration::from_secs(30), Duration::from_secs(7200)]
+            [
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(7200)
+            ]
         );
-        assert_eq!(parse(&json!({})).unwrap().retry_gaps(), DEFAULT_RETRY_SCHEDULE);
-        assert!(parse(&json!({"retry_schedule": []})).unwrap().retry_gaps().is_empty());
+        assert_eq!(
+            parse(&json!({})).unwrap().retry_gaps(),
+            DEFAULT_RETRY_SCHEDULE
+        );
+        assert!(parse(&json!({"retry_schedule": []}))
+            .unwrap()
+            .retry_gaps()
+            .is_empty());
     }
 
     #[test]
     fn refuses_unknown_keys_and_out_of_range_values() {
         let cases = [
             (json!({"timeout": 5}), "may hold only"),
-            (json!({"timeout_ms": 50}), "timeout_ms must be a whole number from 100 to 120000"),
+            (
+                json!({"timeout_ms": 50}),
+                "timeout_ms must be a whole number from 100 to 120000",
+            ),
             (json!({"timeout_ms": 1.5}), "whole number"),
             (json!({"timeout_ms": "5s"}), "whole number"),
             (json!({"connect_timeout_ms": 999999}), "connect_timeout_ms"),
@@ -165,7 +189,10 @@ mod tests {
             (json!({"retry_schedule": ["soon"]}), "intervals must be"),
             (json!({"retry_schedule": ["30d"]}), "intervals must be"),
             (json!({"retry_schedule": [0]}), "intervals must be"),
-            (json!({"timeout_ms": 1000, "connect_timeout_ms": 2000}), "must not exceed"),
+            (
+                json!({"timeout_ms": 1000, "connect_timeout_ms": 2000}),
+                "must not exceed",
+            ),
             (json!([1]), "JSON object"),
         ];
         for (v, want) in cases {

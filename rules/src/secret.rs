@@ -77,7 +77,10 @@ mod tests {
         for (s, want) in cases {
             let e = validate(s).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
-            assert!(!e.contains(s.trim_start_matches("whsec_")), "secret leaked: {e}");
+            assert!(
+                !e.contains(s.trim_start_matches("whsec_")),
+                "secret leaked: {e}"
+            );
         }
         assert!(validate(&format!("whsec_{}", STANDARD.encode([1u8; 65]))).is_err());
     }

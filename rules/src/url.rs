@@ -24,7 +24,8 @@ pub fn validate(input: &str, allow_insecure: bool) -> Result<Url, RuleError> {
             format!("{}... ({} bytes)", truncate(input, 64), input.len()),
         ));
     }
-    let url = Url::parse(input).map_err(|e| fail(&format!("webhook URL must be a valid absolute URL ({e})")))?;
+    let url = Url::parse(input)
+        .map_err(|e| fail(&format!("webhook URL must be a valid absolute URL ({e})")))?;
     match url.scheme() {
         "https" => {}
         "http" if allow_insecure => {}
@@ -99,7 +100,9 @@ mod tests {
     use super::*;
 
     fn ok(s: &str) -> String {
-        validate(s, false).unwrap_or_else(|e| panic!("{s}: {e}")).to_string()
+        validate(s, false)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .to_string()
     }
 
     fn err(s: &str) -> String {
@@ -112,11 +115,20 @@ mod tests {
     #[test]
     fn accepts_and_normalizes_public_https() {
         assert_eq!(ok("https://example.com/hook"), "https://example.com/hook");
-        assert_eq!(ok("HTTPS://Example.COM:8443/a?b=c"), "https://example.com:8443/a?b=c");
+        assert_eq!(
+            ok("HTTPS://Example.COM:8443/a?b=c"),
+            "https://example.com:8443/a?b=c"
+        );
         assert_eq!(ok("https://example.com"), "https://example.com/");
         assert_eq!(ok("https://93.184.216.34/x"), "https://93.184.216.34/x");
-        assert_eq!(ok("https://[2606:4700:4700::1111]/"), "https://[2606:4700:4700::1111]/");
-        assert_eq!(ok("  https://example.com/hook  "), "https://example.com/hook");
+        assert_eq!(
+            ok("https://[2606:4700:4700::1111]/"),
+            "https://[2606:4700:4700::1111]/"
+        );
+        assert_eq!(
+            ok("  https://example.com/hook  "),
+            "https://example.com/hook"
+        );
     }
 
     #[test]
@@ -190,11 +202,19 @@ mod tests {
 
     #[test]
     fn insecure_mode_admits_http_and_private_hosts_only() {
-        for s in ["http://127.0.0.1:8080/hook", "http://localhost/x", "https://10.0.0.1/", "http://receiver/"] {
+        for s in [
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/x",
+            "https://10.0.0.1/",
+            "http://receiver/",
+        ] {
             validate(s, true).unwrap_or_else(|e| panic!("{s}: {e}"));
         }
         assert!(validate("https://u:p@localhost/", true).is_err());
         assert!(validate("http://localhost/#x", true).is_err());
-        assert!(validate("ftp://localhost/", true).unwrap_err().to_string().contains("http or https"));
+        assert!(validate("ftp://localhost/", true)
+            .unwrap_err()
+            .to_string()
+            .contains("http or https"));
     }
 }

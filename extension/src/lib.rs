@@ -1,0 +1,185 @@
+//! postbox: signed webhooks straight out of PostgreSQL, the extension.
+//!
+//! The tables, triggers and most functions are plain SQL and PL/pgSQL in the
+//! repository's `sql/` folder. Rust holds only what needs Rust: the shared
+//! validation rules (so the worker applies exactly the same ones), secrets
+//! from the OS CSPRNG, time-ordered event ids and the two settings.
+//!
+//! # Layout
+//! - `sql/schema.sql`: roles and tables (runs first).
+//! - this file: settings, validation and generator functions.
+//! - `sql/api.sql`: the public SQL API, views, grants and comments (runs last).
+//! - `tests.rs`: `#[pg_test]`s of the SQL behaviour.
+
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, JsonB, PgSqlErrorCode};
+use postbox_rules::{self as rules, RuleError};
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../../sql/api.sql", name = "api", finalize);
+
+/// Largest event `data`, in bytes of JSON text.
+static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(262_144);
+/// Development only: admit http and private or loopback targets.
+static ALLOW_INSECURE_URLS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    GucRegistry::define_int_guc(
+        c"postbox.max_payload_bytes",
+        c"Largest event data postbox.emit accepts, in bytes of JSON text.",
+        c"Larger events are refused with SQLSTATE 22023.",
+        &MAX_PAYLOAD_BYTES,
+        1024,
+        64 * 1024 * 1024,
+        GucContext::Suset,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_bool_guc(
+        c"postbox.allow_insecure_urls",
+        c"Development only: accept http and private, loopback or dot-less webhook hosts.",
+        c"The worker honours it too. Never enable it in production.",
+        &ALLOW_INSECURE_URLS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// Raises a rule violation as SQLSTATE 22023 (invalid_parameter_value).
+fn raise(e: RuleError) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        e.to_string()
+    );
+}
+
+fn ok_or_raise<T>(r: Result<T, RuleError>) -> T {
+    r.unwrap_or_else(|e| raise(e))
+}
+
+/// Returns the normalized webhook URL, or raises naming the broken rule.
+#[pg_extern(stable, parallel_safe)]
+fn validate_url(url: &str) -> String {
+    ok_or_raise(rules::url::validate(url, ALLOW_INSECURE_URLS.get())).into()
+}
+
+/// Returns the headers if every one is allowed, or raises naming the broken rule.
+#[pg_extern(immutable, parallel_safe)]
+fn validate_headers(headers: JsonB, signature_header: default!(Option<&str>, "NULL")) -> JsonB {
+    JsonB(ok_or_raise(rules::headers::validate(&headers.0, signature_header)).into())
+}
+
+/// Checks a signature style and returns the header its signature goes in
+/// (NULL for `standard`, whose headers are fixed).
+#[pg_extern(immutable, parallel_safe)]
+fn _validate_signature(style: &str, header: Option<&str>) -> Option<String> {
+    let style = ok_or_raise(rules::headers::SignatureStyle::parse(style));
+    ok_or_raise(rules::headers::validate_signature(style, header))
+}
+
+/// Validates an event type name and returns its match keys (see `rules::event`).
+#[pg_extern(immutable, parallel_safe)]
+fn _event_match_keys(name: &str) -> Vec<String> {
+    ok_or_raise(rules::event::validate_name(name));
+    rules::event::match_keys(name)
+}
+
+/// Validates an endpoint's filters against the catalog; returns them deduplicated.
+#[pg_extern(immutable, parallel_safe)]
+fn _validate_filters(
+    filters: Option<Vec<Option<String>>>,
+    catalog: Vec<Option<String>>,
+) -> Vec<String> {
+    let filters: Vec<String> = match filters {
+        Some(f) => f
+            .into_iter()
+            .map(|f| {
+                f.unwrap_or_else(|| {
+                    raise(RuleError::new("event_types must not contain NULL", "NULL"))
+                })
+            })
+            .collect(),
+        None => raise(RuleError::new("event_types must not be NULL", "NULL")),
+    };
+    let catalog: Vec<&str> = catalog.iter().flatten().map(String::as_str).collect();
+    let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+    ok_or_raise(rules::event::validate_filters(
+        &refs,
+        |n| catalog.contains(&n),
+        || catalog.clone(),
+    ))
+}
+
+/// Up to three catalog names close to an unknown one, for error messages.
+#[pg_extern(immutable, parallel_safe)]
+fn _close_names(name: &str, catalog: Vec<Option<String>>) -> Vec<String> {
+    let catalog: Vec<&str> = catalog.iter().flatten().map(String::as_str).collect();
+    rules::event::close_names(name, &catalog)
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// Validates per-endpoint delivery options.
+#[pg_extern(immutable, parallel_safe)]
+fn _validate_options(options: JsonB) -> JsonB {
+    ok_or_raise(rules::options::parse(&options.0));
+    options
+}
+
+/// A new `whsec_` secret: 32 bytes from the operating system's CSPRNG.
+#[pg_extern(volatile, parallel_safe)]
+fn _generate_secret() -> String {
+    let mut bytes = [0u8; rules::secret::GENERATED_BYTES];
+    if getrandom::fill(&mut bytes).is_err() {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "postbox: the OS random generator failed"
+        );
+    }
+    rules::secret::encode(&bytes)
+}
+
+/// Checks a caller-supplied secret without ever echoing it.
+#[pg_extern(immutable, parallel_safe)]
+fn _validate_secret(secret: &str) {
+    ok_or_raise(rules::secret::validate(secret));
+}
+
+/// A time-ordered (version 7) UUID, so new rows land at the right edge of
+/// their primary key index instead of on random pages.
+#[pg_extern(volatile, parallel_safe)]
+fn _uuid7() -> pgrx::Uuid {
+    pgrx::Uuid::from_bytes(uuid::Uuid::now_v7().into_bytes())
+}
+
+/// The current `postbox.max_payload_bytes`. Reading it through the library
+/// makes sure the setting is registered (and range-checked) in this session.
+#[pg_extern(stable, parallel_safe)]
+fn _max_payload_bytes() -> i32 {
+    MAX_PAYLOAD_BYTES.get()
+}
+
+/// Whether `postbox.allow_insecure_urls` is on in this session.
+#[pg_extern(stable, parallel_safe)]
+fn _allow_insecure_urls() -> bool {
+    ALLOW_INSECURE_URLS.get()
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,794 @@
+//! `#[pg_test]`s: the SQL API as users call it, inside a real PostgreSQL.
+//! Each test runs in its own transaction, which is rolled back afterwards.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn run(sql: &str) {
+        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_else(|| panic!("{sql}: NULL"))
+    }
+
+    fn count(sql: &str) -> i64 {
+        one::<i64>(&format!("SELECT count(*) FROM ({sql}) AS q"))
+    }
+
+    /// Runs `sql` in a subtransaction and returns (SQLSTATE, message) of the
+    /// error it raised; panics if it succeeded.
+    fn error_of(sql: &str) -> (String, String) {
+        // Created once per session, before any SET ROLE in a test.
+        run("DO $d$ BEGIN
+             IF to_regprocedure('pg_temp.try_sql(text)') IS NULL THEN
+                 CREATE FUNCTION pg_temp.try_sql(q text, OUT state text, OUT msg text)
+                 LANGUAGE plpgsql AS $f$
+                 BEGIN
+                     EXECUTE q;
+                     state := '00000';
+                 EXCEPTION WHEN OTHERS THEN
+                     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                 END $f$;
+             END IF;
+             END $d$");
+        let (state, msg) = Spi::get_two::<String, String>(&format!(
+            "SELECT state, msg FROM pg_temp.try_sql($sql_under_test${sql}$sql_under_test$)"
+        ))
+        .unwrap();
+        let state = state.unwrap();
+        assert_ne!(state, "00000", "expected an error from: {sql}");
+        (state, msg.unwrap_or_default())
+    }
+
+    /// Asserts `sql` fails with 22023 and a message containing `want`.
+    fn rejects(sql: &str, want: &str) -> String {
+        let (state, msg) = error_of(sql);
+        assert_eq!(state, "22023", "{sql}: {msg}");
+        assert!(msg.starts_with("postbox: "), "{msg}");
+        assert!(msg.contains(want), "{sql}: expected {want:?} in {msg:?}");
+        msg
+    }
+
+    fn endpoint(tenant: &str, filters: &str) -> String {
+        one::<String>(&format!(
+            "SELECT id::text FROM postbox.create_endpoint('{tenant}', 'https://hooks.example.com/{tenant}', {filters})"
+        ))
+    }
+
+    fn pending(id: &str) -> i64 {
+        one::<i64>(&format!(
+            "SELECT pending FROM postbox.endpoint_status WHERE id = '{id}'"
+        ))
+    }
+
+    fn catalog() {
+        for name in [
+            "demo.viewed",
+            "demo.event_response_updated",
+            "recording.transcription_postprocessed",
+            "recording.processing.completed",
+            "recording.created",
+        ] {
+            run(&format!("SELECT postbox.create_event_type('{name}')"));
+        }
+    }
+
+    #[pg_test]
+    fn event_catalog() {
+        catalog();
+        assert_eq!(
+            count("SELECT FROM postbox.event_types WHERE name = 'webhook.test' AND builtin"),
+            1
+        );
+        run("SELECT postbox.create_event_type('demo.viewed', 'A demo was viewed', '{\"type\": \"object\"}')");
+        run("SELECT postbox.create_event_type('demo.viewed', 'A demo was viewed (v2)', '{\"type\": \"object\"}')");
+        assert_eq!(
+            one::<String>("SELECT description FROM postbox.event_types WHERE name = 'demo.viewed'"),
+            "A demo was viewed (v2)"
+        );
+        assert_eq!(
+            count("SELECT FROM postbox.event_types WHERE name = 'demo.viewed'"),
+            1
+        );
+        for bad in [
+            "demo",
+            "Demo.viewed",
+            "demo..viewed",
+            "demo.viewed-now",
+            "demo.*",
+            "",
+        ] {
+            rejects(
+                &format!("SELECT postbox.create_event_type('{bad}')"),
+                "dot-separated segments",
+            );
+        }
+        rejects(
+            "SELECT postbox.create_event_type('demo.x', NULL, '[1]')",
+            "JSON Schema",
+        );
+        assert_eq!(
+            count("SELECT FROM postbox.event_types WHERE name = 'demo.x'"),
+            0
+        );
+    }
+
+    #[pg_test]
+    fn url_rules() {
+        assert_eq!(
+            one::<String>("SELECT postbox.validate_url('HTTPS://Hooks.Example.COM:8443/in?x=1')"),
+            "https://hooks.example.com:8443/in?x=1"
+        );
+        let msg = rejects(
+            "SELECT postbox.validate_url('http://example.com/hook')",
+            "must use https",
+        );
+        assert_eq!(
+            msg,
+            "postbox: webhook URL must use https: http://example.com/hook"
+        );
+        for (url, want) in [
+            ("https://2130706433/", "loopback"),
+            ("https://0x7f.1/", "loopback"),
+            ("https://[::ffff:127.0.0.1]/", "loopback"),
+            ("https://[::1]/", "loopback"),
+            ("https://user:pw@example.com/", "user name or password"),
+            ("https://169.254.169.254/", "link-local"),
+            ("https://10.1.2.3/", "private"),
+            ("https://100.64.0.1/", "carrier-grade NAT"),
+            ("https://[fd00::1]/", "unique local"),
+            ("https://localhost/", "localhost"),
+            ("https://intranet/", "no dot"),
+            ("https://example.com/#x", "fragment"),
+            ("not a url", "valid absolute URL"),
+        ] {
+            let msg = rejects(&format!("SELECT postbox.validate_url('{url}')"), want);
+            assert!(msg.ends_with(url), "{msg}");
+        }
+        rejects(
+            &format!(
+                "SELECT postbox.validate_url('https://example.com/{}')",
+                "a".repeat(2048)
+            ),
+            "at most 2048 bytes",
+        );
+        // The development switch admits http and loopback, nothing else.
+        run("SET LOCAL postbox.allow_insecure_urls = on");
+        assert_eq!(
+            one::<String>("SELECT postbox.validate_url('http://127.0.0.1:8080/hook')"),
+            "http://127.0.0.1:8080/hook"
+        );
+        rejects(
+            "SELECT postbox.validate_url('http://u:p@localhost/')",
+            "user name",
+        );
+    }
+
+    #[pg_test]
+    fn header_rules() {
+        assert_eq!(
+            count("SELECT jsonb_object_keys(postbox.validate_headers('{\"Authorization\": \"Bearer x\", \"X-Tenant\": \"7\"}'))"),
+            2
+        );
+        for (h, want) in [
+            (r#"{"X-A": "a\u0001b"}"#, "visible ASCII"),
+            (r#"{"X-A": "a\r\nX-B: c"}"#, "visible ASCII"),
+            (r#"{"X-A": ""}"#, "non-empty value"),
+            (r#"{"": "x"}"#, "must not be empty"),
+            (r#"{"Bad Name": "x"}"#, "HTTP token"),
+            (r#"{"content-type": "text/plain"}"#, "reserved"),
+            (r#"{"Host": "evil.example"}"#, "reserved"),
+            (r#"{"Proxy-Authorization": "x"}"#, "reserved"),
+            (r#"{"Webhook-Id": "x"}"#, "reserved"),
+            (r#"{"X-A": "1", "x-a": "2"}"#, "unique ignoring case"),
+            (r#"{"X-A": 1}"#, "string value"),
+        ] {
+            rejects(&format!("SELECT postbox.validate_headers('{h}')"), want);
+        }
+        rejects(
+            r#"SELECT postbox.validate_headers('{"X-Hub-Signature": "x"}', 'x-hub-signature')"#,
+            "signature header",
+        );
+    }
+
+    #[pg_test]
+    fn create_endpoint_returns_a_secret_once() {
+        catalog();
+        let (id, secret) = Spi::get_two::<pgrx::Uuid, String>(
+            "SELECT id, secret FROM postbox.create_endpoint('t1', 'https://hooks.example.com/a', '{demo.viewed, recording.*}',
+                 '{\"Authorization\": \"Bearer abc\"}', 'main hook')",
+        )
+        .unwrap();
+        let (id, secret) = (id.unwrap(), secret.unwrap());
+        assert!(
+            secret.starts_with("whsec_") && secret.len() == 6 + 44,
+            "{secret}"
+        );
+        let row = format!("SELECT * FROM postbox.endpoints WHERE id = '{id}'");
+        assert_eq!(count(&row), 1);
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT signature_style FROM postbox.endpoints WHERE id = '{id}'"
+            )),
+            "standard"
+        );
+        // The status view never shows the secret.
+        assert_eq!(count("SELECT FROM information_schema.columns WHERE table_name = 'endpoint_status' AND column_name ILIKE '%secret%'"), 0);
+
+        // An own secret, and sha256-hex with its default header.
+        let own = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let got = one::<String>(&format!(
+            "SELECT secret FROM postbox.create_endpoint('t1', 'https://hooks.example.com/b', own_secret => '{own}',
+                 signature_style => 'sha256-hex')"
+        ));
+        assert_eq!(got, own);
+        assert_eq!(
+            count("SELECT FROM postbox.endpoints WHERE signature_header = 'X-Webhook-Signature'"),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn create_endpoint_validates_everything_and_writes_nothing_on_error() {
+        catalog();
+        let before = count("SELECT FROM postbox.endpoints");
+        let cases = [
+            ("'t', 'http://example.com/'", "must use https"),
+            ("'t', 'https://[::1]/'", "loopback"),
+            ("'', 'https://example.com/'", "tenant must be a non-empty string"),
+            ("'t', 'https://example.com/', '{recording.creatd}'", "did you mean recording.created"),
+            ("'t', 'https://example.com/', '{nothing.like_it}'", "create_event_type"),
+            ("'t', 'https://example.com/', '{Recording.*}'", "'.*'"),
+            ("'t', 'https://example.com/', '{}'", "at least one"),
+            ("'t', 'https://example.com/', headers => '{\"X-A\": \"a\\u0007\"}'", "visible ASCII"),
+            ("'t', 'https://example.com/', headers => '{\"User-Agent\": \"x\"}'", "reserved"),
+            ("'t', 'https://example.com/', signature_style => 'md5'", "'standard' or 'sha256-hex'"),
+            ("'t', 'https://example.com/', signature_header => 'X-Sig'", "applies only to"),
+            (
+                "'t', 'https://example.com/', signature_style => 'sha256-hex', headers => '{\"x-webhook-signature\": \"v\"}'",
+                "signature header",
+            ),
+            ("'t', 'https://example.com/', own_secret => 'whsec_AAAA'", "24 to 64 bytes"),
+            ("'t', 'https://example.com/', own_secret => 'not-a-secret-at-all'", "start with whsec_"),
+            ("'t', 'https://example.com/', options => '{\"timeout\": 5}'", "may hold only"),
+            ("'t', 'https://example.com/', options => '{\"timeout_ms\": 10}'", "from 100 to 120000"),
+            ("'t', 'https://example.com/', options => '{\"max_in_flight\": 0}'", "max_in_flight"),
+            ("'t', 'https://example.com/', options => '{\"rate_limit_per_s\": -2}'", "rate_limit_per_s"),
+            ("'t', 'https://example.com/', options => '{\"retry_schedule\": [\"soon\"]}'", "intervals"),
+        ];
+        for (args, want) in cases {
+            let msg = rejects(&format!("SELECT postbox.create_endpoint({args})"), want);
+            assert!(
+                !msg.contains("AAAA") && !msg.contains("not-a-secret"),
+                "secret leaked: {msg}"
+            );
+        }
+        assert_eq!(count("SELECT FROM postbox.endpoints"), before);
+        assert_eq!(count("SELECT FROM postbox.endpoint_secrets"), before);
+        // Valid options and a prefix pattern for types that do not exist yet.
+        endpoint("t", "'{future.*}', options => '{\"timeout_ms\": 2000, \"connect_timeout_ms\": 500, \"max_in_flight\": 2, \"rate_limit_per_s\": 0.5, \"retry_schedule\": [\"1s\", 30, \"2h\"]}'");
+    }
+
+    #[pg_test]
+    fn tenant_limits() {
+        run("SELECT postbox.set_tenant_limit('small', 1)");
+        endpoint("small", "'{*}'");
+        rejects(
+            "SELECT postbox.create_endpoint('small', 'https://example.com/2')",
+            "at most 1 endpoints",
+        );
+        run("SELECT postbox.set_tenant_limit('none', 0)");
+        rejects(
+            "SELECT postbox.create_endpoint('none', 'https://example.com/')",
+            "not available",
+        );
+        rejects("SELECT postbox.set_tenant_limit('x', -1)", "0 or more");
+        run("SELECT postbox.set_tenant_limit('small', NULL)");
+        endpoint("small", "'{*}'");
+        assert_eq!(
+            count("SELECT FROM postbox.endpoints WHERE tenant = 'small'"),
+            2
+        );
+    }
+
+    #[pg_test]
+    fn emit_validates_its_input() {
+        catalog();
+        rejects(
+            "SELECT postbox.emit('t', 'recording.creatd', '{}')",
+            "did you mean recording.created",
+        );
+        rejects("SELECT postbox.emit('t', 'no_dots', '{}')", "dot-separated");
+        rejects(
+            "SELECT postbox.emit('t', 'demo.viewed', '[1,2]')",
+            "must be a JSON object",
+        );
+        rejects(
+            "SELECT postbox.emit('t', 'demo.viewed', '\"x\"')",
+            "must be a JSON object",
+        );
+        rejects(
+            "SELECT postbox.emit(NULL, 'demo.viewed', '{}')",
+            "tenant must not be NULL",
+        );
+        run("SET LOCAL postbox.max_payload_bytes = 1024");
+        rejects(
+            &format!(
+                "SELECT postbox.emit('t', 'demo.viewed', '{{\"x\": \"{}\"}}')",
+                "a".repeat(1100)
+            ),
+            "at most postbox.max_payload_bytes (1024)",
+        );
+        assert_eq!(count("SELECT FROM postbox.events"), 0);
+        let id = one::<pgrx::Uuid>("SELECT postbox.emit('t', 'demo.viewed', '{\"demo_id\": 1}')");
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.events WHERE id = '{id}' AND event_type = 'demo.viewed'"
+            )),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn routing_filters_and_tenants() {
+        catalog();
+        let all = endpoint("a", "'{*}'");
+        let rec = endpoint("a", "'{recording.*}'");
+        let rec_proc = endpoint("a", "'{recording.processing.*}'");
+        let exact = endpoint("a", "'{demo.viewed}'");
+        let other_tenant = endpoint("b", "'{*}'");
+        run("SELECT postbox.emit('a', 'recording.processing.completed', '{}')");
+        run("SELECT postbox.emit('a', 'demo.viewed', '{}')");
+        run("SELECT postbox.emit('a', 'recording.created', '{}')");
+        assert_eq!(pending(&all), 3);
+        assert_eq!(pending(&rec), 2);
+        assert_eq!(pending(&rec_proc), 1);
+        assert_eq!(pending(&exact), 1);
+        // Tenant A's events never count for tenant B.
+        assert_eq!(pending(&other_tenant), 0);
+        run("SELECT postbox.emit('b', 'demo.viewed', '{}')");
+        assert_eq!(pending(&other_tenant), 1);
+        assert_eq!(pending(&all), 3);
+    }
+
+    #[pg_test]
+    fn idempotency_keys() {
+        catalog();
+        let ep = endpoint("t", "'{*}'");
+        let first =
+            one::<String>("SELECT postbox.emit('t', 'demo.viewed', '{\"n\": 1}', 'key-1')::text");
+        let again =
+            one::<String>("SELECT postbox.emit('t', 'demo.viewed', '{\"n\": 2}', 'key-1')::text");
+        assert_eq!(first, again);
+        assert_eq!(count("SELECT FROM postbox.events WHERE tenant = 't'"), 1);
+        assert_eq!(pending(&ep), 1);
+        let other = one::<String>("SELECT postbox.emit('u', 'demo.viewed', '{}', 'key-1')::text");
+        assert_ne!(first, other);
+        let fresh = one::<String>("SELECT postbox.emit('t', 'demo.viewed', '{}', 'key-2')::text");
+        assert_ne!(first, fresh);
+        assert_eq!(pending(&ep), 2);
+    }
+
+    #[pg_test]
+    fn pending_counts_through_expansion_and_test_sends() {
+        catalog();
+        let ep = endpoint("t", "'{demo.*}'");
+        run("SELECT postbox.emit('t', 'demo.viewed', '{}') FROM generate_series(1, 3)");
+        run("SELECT postbox.emit('t', 'recording.created', '{}')");
+        assert_eq!(pending(&ep), 3);
+        assert_eq!(one::<i32>("SELECT postbox.expand_events(2)"), 2);
+        assert_eq!(pending(&ep), 3);
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 1);
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 0);
+        assert_eq!(pending(&ep), 3);
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.deliveries WHERE endpoint_id = '{ep}' AND status = 'pending'"
+            )),
+            3
+        );
+        // A test send goes to this endpoint only, whatever its filter.
+        let other = endpoint("t", "'{recording.*}'");
+        run(&format!(
+            "SELECT postbox.send_test('{ep}', 'recording.created')"
+        ));
+        assert_eq!(pending(&ep), 4);
+        assert_eq!(pending(&other), 0);
+    }
+
+    #[pg_test]
+    fn paused_endpoints_get_nothing_while_paused() {
+        catalog();
+        let ep = endpoint("t", "'{*}'");
+        run("SELECT postbox.emit('t', 'demo.viewed', '{\"before\": true}')");
+        run("SELECT postbox.expand_events()");
+        run(&format!(
+            "SELECT postbox.update_endpoint('{ep}', enabled => false)"
+        ));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status FROM postbox.endpoint_status WHERE id = '{ep}'"
+            )),
+            "paused"
+        );
+        run("SELECT postbox.emit('t', 'demo.viewed', '{\"during\": true}')");
+        run("SELECT postbox.expand_events()");
+        // Queued before the pause: held, not lost. Emitted during it: never queued.
+        assert_eq!(pending(&ep), 1);
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status FROM postbox.deliveries WHERE endpoint_id = '{ep}'"
+            )),
+            "held"
+        );
+        // A test send still goes to a paused endpoint.
+        run(&format!("SELECT postbox.send_test('{ep}')"));
+        assert_eq!(pending(&ep), 2);
+        // Resume: held deliveries are pending again, failure streak and disable cleared.
+        run(&format!("UPDATE postbox.endpoints SET consecutive_failures = 5, disabled_at = now(), disabled_reason = 'x' WHERE id = '{ep}'"));
+        run(&format!(
+            "SELECT postbox.update_endpoint('{ep}', enabled => true)"
+        ));
+        assert_eq!(
+            one::<String>(&format!("SELECT status || consecutive_failures FROM postbox.endpoint_status WHERE id = '{ep}'")),
+            "healthy0"
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.deliveries WHERE endpoint_id = '{ep}' AND status = 'pending'"
+            )),
+            2
+        );
+        run("SELECT postbox.emit('t', 'demo.viewed', '{\"after\": true}')");
+        assert_eq!(pending(&ep), 3);
+    }
+
+    #[pg_test]
+    fn update_and_delete_endpoint() {
+        catalog();
+        let ep = endpoint("t", "'{*}'");
+        run(&format!(
+            "SELECT postbox.update_endpoint('{ep}', url => 'https://new.example.com/x', event_types => '{{demo.viewed}}',
+                 headers => '{{\"X-Env\": \"prod\"}}', description => 'renamed', options => '{{\"timeout_ms\": 1000}}')"
+        ));
+        assert_eq!(
+            one::<String>(&format!("SELECT url || ' ' || description || ' ' || headers::text FROM postbox.endpoints WHERE id = '{ep}'")),
+            "https://new.example.com/x renamed {\"X-Env\": \"prod\"}"
+        );
+        rejects(
+            &format!("SELECT postbox.update_endpoint('{ep}', url => 'https://10.0.0.1/')"),
+            "private",
+        );
+        rejects(
+            &format!("SELECT postbox.update_endpoint('{ep}', options => '{{\"nope\": 1}}')"),
+            "may hold only",
+        );
+        rejects("SELECT postbox.update_endpoint('00000000-0000-0000-0000-000000000000', enabled => true)", "no endpoint");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT url FROM postbox.endpoints WHERE id = '{ep}'"
+            )),
+            "https://new.example.com/x"
+        );
+
+        run("SELECT postbox.emit('t', 'demo.viewed', '{}')");
+        run("SELECT postbox.expand_events()");
+        let delivery = one::<i64>(&format!(
+            "SELECT id FROM postbox.outbox WHERE endpoint_id = '{ep}'"
+        ));
+        run(&format!(
+            "INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at, duration_ms, status_code, outcome, queued_at)
+             SELECT id, tenant, endpoint_id, event_id, 1, now(), 5, 500, 'retrying', created_at FROM postbox.outbox WHERE id = {delivery}"
+        ));
+        run(&format!("SELECT postbox.delete_endpoint('{ep}')"));
+        assert_eq!(
+            count(&format!("SELECT FROM postbox.endpoints WHERE id = '{ep}'")),
+            0
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.endpoint_secrets WHERE endpoint_id = '{ep}'"
+            )),
+            0
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status FROM postbox.deliveries WHERE id = {delivery}"
+            )),
+            "cancelled"
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.attempts WHERE delivery_id = {delivery}"
+            )),
+            1
+        );
+        rejects(
+            &format!("SELECT postbox.delete_endpoint('{ep}')"),
+            "no endpoint",
+        );
+        rejects(
+            &format!("SELECT postbox.retry_delivery({delivery})"),
+            "deleted",
+        );
+    }
+
+    #[pg_test]
+    fn retry_delivery_requeues_failed_ones() {
+        catalog();
+        let ep = endpoint("t", "'{*}'");
+        run("SELECT postbox.emit('t', 'demo.viewed', '{}')");
+        run("SELECT postbox.expand_events()");
+        let d = one::<i64>(&format!(
+            "SELECT id FROM postbox.outbox WHERE endpoint_id = '{ep}'"
+        ));
+        rejects(
+            &format!("SELECT postbox.retry_delivery({d})"),
+            "still pending",
+        );
+        run(&format!(
+            "UPDATE postbox.outbox SET status = 'failed', attempts = 8 WHERE id = {d}"
+        ));
+        assert_eq!(pending(&ep), 0);
+        run(&format!("SELECT postbox.retry_delivery({d})"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || attempts FROM postbox.deliveries WHERE id = {d}"
+            )),
+            "pending0"
+        );
+        assert_eq!(pending(&ep), 1);
+        rejects(
+            "SELECT postbox.retry_delivery(-1)",
+            "no failed or cancelled delivery",
+        );
+    }
+
+    #[pg_test]
+    fn rotate_secret_keeps_the_old_one_for_the_grace_period() {
+        let (id, first) = Spi::get_two::<String, String>(
+            "SELECT id::text, secret FROM postbox.create_endpoint('t', 'https://example.com/')",
+        )
+        .unwrap();
+        let (id, first) = (id.unwrap(), first.unwrap());
+        let second = one::<String>(&format!("SELECT postbox.rotate_secret('{id}', '1 hour')"));
+        assert_ne!(first, second);
+        let valid = format!("SELECT secret FROM postbox.endpoint_secrets WHERE endpoint_id = '{id}' AND (expires_at IS NULL OR expires_at > now())");
+        assert_eq!(count(&valid), 2);
+        assert_eq!(
+            count(&format!("SELECT FROM postbox.endpoint_secrets WHERE endpoint_id = '{id}' AND secret = '{first}' AND expires_at BETWEEN now() + '59 min' AND now() + '61 min'")),
+            1
+        );
+        let own = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT postbox.rotate_secret('{id}', '0', '{own}')"
+            )),
+            own
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.endpoint_secrets WHERE endpoint_id = '{id}'"
+            )),
+            1
+        );
+        rejects(
+            &format!("SELECT postbox.rotate_secret('{id}', '-1 hour')"),
+            "grace must be",
+        );
+        rejects(
+            &format!("SELECT postbox.rotate_secret('{id}', own_secret => 'whsec_short')"),
+            "whsec_",
+        );
+    }
+
+    fn app_table() {
+        catalog();
+        run("CREATE SCHEMA IF NOT EXISTS app");
+        run("CREATE TABLE app.recordings (id serial PRIMARY KEY, workspace_id text, title text, transcript text)");
+        run("SELECT postbox.attach('app.recordings', 'recording', 'workspace_id')");
+    }
+
+    fn event_data(kind: &str) -> Vec<serde_json::Value> {
+        Spi::connect(|c| {
+            c.select(
+                &format!("SELECT data FROM postbox.events WHERE event_type = 'recording.{kind}' ORDER BY id"),
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<pgrx::JsonB>(1).unwrap().unwrap().0)
+            .collect()
+        })
+    }
+
+    #[pg_test]
+    fn attach_emits_row_changes() {
+        app_table();
+        let ep = endpoint("w1", "'{recording.*}'");
+        run("INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'standup'), (NULL, 'orphan')");
+        run("UPDATE app.recordings SET title = 'daily standup' WHERE title = 'standup'");
+        run("UPDATE app.recordings SET title = title WHERE workspace_id = 'w1'");
+        run("DELETE FROM app.recordings WHERE workspace_id = 'w1'");
+        let created = event_data("created");
+        assert_eq!(created.len(), 1, "{created:?}");
+        assert_eq!(created[0]["recording"]["title"], "standup");
+        assert_eq!(created[0]["recording"]["workspace_id"], "w1");
+        let updated = event_data("updated");
+        assert_eq!(
+            updated.len(),
+            1,
+            "a no-op update emits nothing: {updated:?}"
+        );
+        assert_eq!(updated[0]["recording"]["title"], "daily standup");
+        assert_eq!(updated[0]["changed"], serde_json::json!(["title"]));
+        let deleted = event_data("deleted");
+        assert_eq!(deleted.len(), 1);
+        assert_eq!(deleted[0]["recording"]["title"], "daily standup");
+        assert_eq!(pending(&ep), 3);
+        // Attach is idempotent: attaching again leaves one set of triggers.
+        run("SELECT postbox.attach('app.recordings', 'recording', 'workspace_id')");
+        assert_eq!(count("SELECT FROM pg_trigger WHERE tgrelid = 'app.recordings'::regclass AND NOT tgisinternal"), 3);
+        // A bulk insert emits one event per row.
+        run("INSERT INTO app.recordings (workspace_id, title) SELECT 'w1', 'r' || i FROM generate_series(1, 500) i");
+        assert_eq!(
+            count("SELECT FROM postbox.events WHERE event_type = 'recording.created'"),
+            501
+        );
+        assert_eq!(pending(&ep), 503);
+    }
+
+    #[pg_test]
+    fn attach_limits_payload_columns() {
+        app_table();
+        run("SELECT postbox.attach('app.recordings', 'recording', 'workspace_id', '{id, title}')");
+        run("INSERT INTO app.recordings (workspace_id, title, transcript) VALUES ('w1', 'a', 'very long text')");
+        run("UPDATE app.recordings SET transcript = 'changed, but not in the payload'");
+        run("UPDATE app.recordings SET title = 'b'");
+        let created = event_data("created");
+        assert_eq!(
+            created[0]["recording"],
+            serde_json::json!({"id": 1, "title": "a"})
+        );
+        let updated = event_data("updated");
+        assert_eq!(updated.len(), 1, "{updated:?}");
+        assert_eq!(updated[0]["changed"], serde_json::json!(["title"]));
+        rejects(
+            "SELECT postbox.attach('app.recordings', 'recording', 'no_such_column')",
+            "column does not exist",
+        );
+        rejects(
+            "SELECT postbox.attach('app.recordings', 'Recording', 'workspace_id')",
+            "dot-separated",
+        );
+    }
+
+    #[pg_test]
+    fn row_trigger_used_directly_and_rolled_back_emits() {
+        catalog();
+        run("CREATE SCHEMA IF NOT EXISTS app");
+        run("CREATE TABLE app.demos (id int, workspace_id text, name text)");
+        run("SELECT postbox.create_event_type(n) FROM unnest(ARRAY['demo.created', 'demo.updated', 'demo.deleted']) n");
+        run("CREATE TRIGGER t AFTER INSERT OR UPDATE OR DELETE ON app.demos FOR EACH ROW EXECUTE FUNCTION postbox.emit_row_change('demo', 'workspace_id')");
+        run("INSERT INTO app.demos VALUES (1, 'w', 'x'), (2, 'w', 'y')");
+        assert_eq!(
+            count("SELECT FROM postbox.events WHERE event_type = 'demo.created'"),
+            2
+        );
+        // A write that rolls back (here a subtransaction) leaves nothing behind.
+        let (state, _) = error_of("DO $$ BEGIN INSERT INTO app.demos VALUES (3, 'w', 'z'); RAISE EXCEPTION 'boom'; END $$");
+        assert_eq!(state, "P0001");
+        assert_eq!(
+            count("SELECT FROM postbox.events WHERE event_type = 'demo.created'"),
+            2
+        );
+        assert_eq!(count("SELECT FROM app.demos"), 2);
+    }
+
+    #[pg_test]
+    fn roles_are_separated() {
+        catalog();
+        let ep = endpoint("t", "'{*}'");
+        run("CREATE SCHEMA IF NOT EXISTS app");
+        run("CREATE TABLE app.things (id int, tenant text)");
+        run("GRANT USAGE ON SCHEMA app TO postbox_emitter");
+        run("GRANT INSERT, SELECT, TRIGGER ON app.things TO postbox_emitter");
+
+        let _ = error_of("SELECT 1/0"); // creates the helper as the superuser
+        run("SET LOCAL ROLE postbox_emitter");
+        run("SELECT postbox.emit('t', 'demo.viewed', '{}')");
+        run("SELECT postbox.attach('app.things', 'thing', 'tenant')");
+        run("INSERT INTO app.things VALUES (1, 't')");
+        for sql in [
+            "SELECT * FROM postbox.endpoint_secrets",
+            "SELECT * FROM postbox.endpoints",
+            "SELECT postbox.create_endpoint('t', 'https://example.com/')",
+            &format!("SELECT postbox.update_endpoint('{ep}', enabled => false)"),
+            &format!("SELECT postbox.rotate_secret('{ep}')"),
+            "SELECT postbox.create_event_type('x.y')",
+            "SELECT postbox._generate_secret()",
+            "INSERT INTO postbox.events (id, tenant, event_type, created_at, data) VALUES (gen_random_uuid(), 't', 'x.y', now(), '{}')",
+        ] {
+            assert_eq!(error_of(sql).0, "42501", "emitter: {sql}");
+        }
+        run("RESET ROLE");
+
+        run("SET LOCAL ROLE postbox_admin");
+        let other = endpoint("t", "'{*}'");
+        run(&format!("SELECT postbox.rotate_secret('{other}')"));
+        run(&format!(
+            "SELECT postbox.update_endpoint('{other}', enabled => false)"
+        ));
+        assert!(count("SELECT * FROM postbox.endpoint_status") >= 2);
+        for sql in [
+            "SELECT * FROM postbox.endpoint_secrets",
+            "SELECT postbox.emit('t', 'demo.viewed', '{}')",
+            "DELETE FROM postbox.outbox",
+        ] {
+            assert_eq!(error_of(sql).0, "42501", "admin: {sql}");
+        }
+        run("RESET ROLE");
+
+        run("SET LOCAL ROLE postbox_worker");
+        assert_eq!(
+            count(&format!(
+                "SELECT secret FROM postbox.endpoint_secrets WHERE endpoint_id = '{ep}'"
+            )),
+            1
+        );
+        assert!(one::<i32>("SELECT postbox.expand_events()") >= 2);
+        for sql in [
+            "SELECT postbox.create_endpoint('t', 'https://example.com/')",
+            "SELECT postbox.emit('t', 'demo.viewed', '{}')",
+            "UPDATE postbox.endpoints SET url = 'https://evil.example.com/'",
+        ] {
+            assert_eq!(error_of(sql).0, "42501", "worker: {sql}");
+        }
+        run("RESET ROLE");
+    }
+
+    #[pg_test]
+    fn every_object_has_a_comment() {
+        let missing: Vec<String> = Spi::connect(|c| {
+            c.select(
+                "SELECT format('%s %s', kind, name) FROM (
+                     SELECT 'relation' AS kind, c.oid::regclass::text AS name, obj_description(c.oid, 'pg_class') AS d
+                       FROM pg_class c WHERE c.relnamespace = 'postbox'::regnamespace AND c.relkind IN ('r', 'v')
+                     UNION ALL
+                     SELECT 'function', p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc')
+                       FROM pg_proc p WHERE p.pronamespace = 'postbox'::regnamespace
+                     UNION ALL
+                     SELECT 'schema', 'postbox', obj_description('postbox'::regnamespace, 'pg_namespace')
+                 ) o WHERE d IS NULL ORDER BY 1",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap())
+            .collect()
+        });
+        assert!(
+            missing.is_empty(),
+            "objects without COMMENT ON: {missing:?}"
+        );
+    }
+
+    #[pg_test]
+    fn emitted_while_paused_or_unmatched_is_never_queued_but_recorded() {
+        catalog();
+        let ep = endpoint("t", "'{recording.*}'");
+        let id = one::<String>("SELECT postbox.emit('t', 'demo.viewed', '{\"x\": 1}')::text");
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.events WHERE id = '{id}' AND fanout IS NULL"
+            )),
+            1
+        );
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 0);
+        assert_eq!(pending(&ep), 0);
+    }
+}

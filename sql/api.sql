@@ -1,0 +1,772 @@
+-- postbox public SQL API. Loaded last (finalize), after the Rust functions.
+--
+-- Every function that writes is SECURITY DEFINER with a pinned search_path:
+-- the three roles get EXECUTE on what they may do and no direct access to the
+-- tables, except the worker, which reads and writes the outbox itself.
+-- Bad input raises SQLSTATE 22023 with a message naming the rule and value.
+
+-------------------------------------------------------------------------------
+-- Event catalog
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION postbox.create_event_type(name text, description text DEFAULT NULL, schema jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    IF create_event_type.schema IS NOT NULL
+       AND jsonb_typeof(create_event_type.schema) NOT IN ('object', 'boolean') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: event type schema must be a JSON Schema (an object or a boolean): %s',
+                             left(create_event_type.schema::text, 100));
+    END IF;
+    INSERT INTO postbox.event_types AS t (name, description, schema, match_keys)
+    VALUES (create_event_type.name, create_event_type.description, create_event_type.schema,
+            postbox._event_match_keys(create_event_type.name))
+    ON CONFLICT (name) DO UPDATE
+        SET description = EXCLUDED.description, schema = EXCLUDED.schema, updated_at = now();
+END
+$fn$;
+
+-------------------------------------------------------------------------------
+-- Endpoints
+-------------------------------------------------------------------------------
+
+-- Raises unless p_tenant may have one more endpoint. Locks the tenant's limit
+-- row, so concurrent creates for a limited tenant cannot both slip under it.
+CREATE FUNCTION postbox._check_tenant_limit(p_tenant text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_max   integer;
+    v_count bigint;
+BEGIN
+    IF p_tenant IS NULL OR p_tenant = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: '
+            || coalesce(quote_literal(p_tenant), 'NULL');
+    END IF;
+    SELECT max_endpoints INTO v_max FROM postbox.tenant_limits WHERE tenant = p_tenant FOR UPDATE;
+    IF v_max IS NULL THEN
+        RETURN;
+    END IF;
+    IF v_max = 0 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', p_tenant);
+    END IF;
+    SELECT count(*) INTO v_count FROM postbox.endpoints WHERE tenant = p_tenant;
+    IF v_count >= v_max THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: tenant may have at most %s endpoints: %s', v_max, p_tenant);
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION postbox._catalog_names()
+RETURNS text[]
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM postbox.event_types $fn$;
+
+CREATE FUNCTION postbox.create_endpoint(
+    tenant text,
+    url text,
+    event_types text[] DEFAULT '{*}',
+    headers jsonb DEFAULT '{}',
+    description text DEFAULT NULL,
+    signature_style text DEFAULT 'standard',
+    signature_header text DEFAULT NULL,
+    own_secret text DEFAULT NULL,
+    options jsonb DEFAULT '{}')
+RETURNS TABLE (id uuid, secret text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_id      uuid := postbox._uuid7();
+    v_url     text;
+    v_sig     text;
+    v_headers jsonb;
+    v_filters text[];
+    v_secret  text;
+BEGIN
+    PERFORM postbox._check_tenant_limit(create_endpoint.tenant);
+    v_url := postbox.validate_url(create_endpoint.url);
+    v_sig := postbox._validate_signature(coalesce(create_endpoint.signature_style, 'standard'),
+                                         create_endpoint.signature_header);
+    v_headers := postbox.validate_headers(coalesce(create_endpoint.headers, '{}'), v_sig);
+    v_filters := postbox._validate_filters(coalesce(create_endpoint.event_types, '{*}'), postbox._catalog_names());
+    PERFORM postbox._validate_options(coalesce(create_endpoint.options, '{}'));
+    IF create_endpoint.own_secret IS NULL THEN
+        v_secret := postbox._generate_secret();
+    ELSE
+        PERFORM postbox._validate_secret(create_endpoint.own_secret);
+        v_secret := create_endpoint.own_secret;
+    END IF;
+
+    INSERT INTO postbox.endpoints (id, tenant, url, event_types, headers, description,
+                                   signature_style, signature_header, options)
+    VALUES (v_id, create_endpoint.tenant, v_url, v_filters, v_headers, create_endpoint.description,
+            coalesce(create_endpoint.signature_style, 'standard'), v_sig,
+            coalesce(create_endpoint.options, '{}'));
+    INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (v_id, v_secret);
+
+    id := v_id;
+    secret := v_secret;
+    RETURN NEXT;
+END
+$fn$;
+
+CREATE FUNCTION postbox._no_endpoint(p_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('postbox: no endpoint has this id: %s', coalesce(p_id::text, 'NULL'));
+END
+$fn$;
+
+CREATE FUNCTION postbox.update_endpoint(
+    id uuid,
+    url text DEFAULT NULL,
+    event_types text[] DEFAULT NULL,
+    headers jsonb DEFAULT NULL,
+    description text DEFAULT NULL,
+    enabled boolean DEFAULT NULL,
+    options jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    e postbox.endpoints%ROWTYPE;
+BEGIN
+    SELECT * INTO e FROM postbox.endpoints WHERE id = update_endpoint.id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM postbox._no_endpoint(update_endpoint.id);
+    END IF;
+    IF update_endpoint.url IS NOT NULL THEN
+        e.url := postbox.validate_url(update_endpoint.url);
+    END IF;
+    IF update_endpoint.event_types IS NOT NULL THEN
+        e.event_types := postbox._validate_filters(update_endpoint.event_types, postbox._catalog_names());
+    END IF;
+    IF update_endpoint.headers IS NOT NULL THEN
+        e.headers := postbox.validate_headers(update_endpoint.headers, e.signature_header);
+    END IF;
+    IF update_endpoint.description IS NOT NULL THEN
+        e.description := update_endpoint.description;
+    END IF;
+    IF update_endpoint.options IS NOT NULL THEN
+        e.options := postbox._validate_options(update_endpoint.options);
+    END IF;
+    IF update_endpoint.enabled IS NOT NULL THEN
+        e.enabled := update_endpoint.enabled;
+        IF update_endpoint.enabled THEN
+            -- Resuming clears the failure streak and any automatic disable.
+            e.disabled_at := NULL;
+            e.disabled_reason := NULL;
+            e.consecutive_failures := 0;
+            e.failing_since := NULL;
+        END IF;
+    END IF;
+    UPDATE postbox.endpoints
+       SET url = e.url, event_types = e.event_types, headers = e.headers, description = e.description,
+           options = e.options, enabled = e.enabled, disabled_at = e.disabled_at,
+           disabled_reason = e.disabled_reason, consecutive_failures = e.consecutive_failures,
+           failing_since = e.failing_since, updated_at = now()
+     WHERE id = update_endpoint.id;
+END
+$fn$;
+
+CREATE FUNCTION postbox.delete_endpoint(id uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    DELETE FROM postbox.endpoints WHERE id = delete_endpoint.id;  -- secrets go with it (cascade)
+    IF NOT FOUND THEN
+        PERFORM postbox._no_endpoint(delete_endpoint.id);
+    END IF;
+    UPDATE postbox.outbox
+       SET status = 'cancelled', last_error = 'endpoint deleted', lease_until = NULL
+     WHERE endpoint_id = delete_endpoint.id AND status = 'pending';
+    -- Events not yet expanded still name it in fanout; expansion skips
+    -- endpoints that no longer exist.
+END
+$fn$;
+
+CREATE FUNCTION postbox.rotate_secret(id uuid, grace interval DEFAULT '24 hours', own_secret text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_secret text;
+BEGIN
+    PERFORM 1 FROM postbox.endpoints WHERE id = rotate_secret.id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM postbox._no_endpoint(rotate_secret.id);
+    END IF;
+    IF rotate_secret.grace IS NULL OR rotate_secret.grace < interval '0' OR rotate_secret.grace > interval '30 days' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: grace must be between 0 and 30 days: %s', coalesce(rotate_secret.grace::text, 'NULL'));
+    END IF;
+    IF rotate_secret.own_secret IS NULL THEN
+        v_secret := postbox._generate_secret();
+    ELSE
+        PERFORM postbox._validate_secret(rotate_secret.own_secret);
+        v_secret := rotate_secret.own_secret;
+    END IF;
+    -- Older secrets stay valid until the grace period ends (never longer
+    -- than they already were).
+    UPDATE postbox.endpoint_secrets
+       SET expires_at = least(coalesce(expires_at, 'infinity'), clock_timestamp() + rotate_secret.grace)
+     WHERE endpoint_id = rotate_secret.id;
+    DELETE FROM postbox.endpoint_secrets WHERE endpoint_id = rotate_secret.id AND expires_at <= clock_timestamp();
+    INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (rotate_secret.id, v_secret);
+    RETURN v_secret;
+END
+$fn$;
+
+CREATE FUNCTION postbox.set_tenant_limit(tenant text, max_endpoints integer)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    IF set_tenant_limit.tenant IS NULL OR set_tenant_limit.tenant = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: '
+            || coalesce(quote_literal(set_tenant_limit.tenant), 'NULL');
+    END IF;
+    IF set_tenant_limit.max_endpoints IS NULL THEN
+        DELETE FROM postbox.tenant_limits WHERE tenant = set_tenant_limit.tenant;  -- back to no limit
+        RETURN;
+    END IF;
+    IF set_tenant_limit.max_endpoints < 0 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: max_endpoints must be 0 or more (NULL for no limit): %s', set_tenant_limit.max_endpoints);
+    END IF;
+    INSERT INTO postbox.tenant_limits (tenant, max_endpoints)
+    VALUES (set_tenant_limit.tenant, set_tenant_limit.max_endpoints)
+    ON CONFLICT (tenant) DO UPDATE SET max_endpoints = EXCLUDED.max_endpoints, updated_at = now();
+END
+$fn$;
+
+-------------------------------------------------------------------------------
+-- Emitting
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION postbox._unknown_event_type(p_name text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_close text[];
+BEGIN
+    BEGIN
+        PERFORM postbox._event_match_keys(p_name);  -- raises if the name is malformed
+    END;
+    v_close := postbox._close_names(p_name, postbox._catalog_names());
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('postbox: unknown event type (%s): %s',
+        CASE WHEN cardinality(v_close) > 0 THEN 'did you mean ' || array_to_string(v_close, ', ') || '?'
+             ELSE 'create it with postbox.create_event_type first' END,
+        coalesce(p_name, 'NULL'));
+END
+$fn$;
+
+CREATE FUNCTION postbox._check_data(p_data jsonb)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_bytes integer;
+BEGIN
+    IF p_data IS NULL OR jsonb_typeof(p_data) <> 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: event data must be a JSON object: %s', coalesce(left(p_data::text, 100), 'NULL'));
+    END IF;
+    v_bytes := octet_length(p_data::text);
+    IF v_bytes > postbox._max_payload_bytes() THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: event data must be at most postbox.max_payload_bytes (%s) bytes: %s bytes',
+            postbox._max_payload_bytes(), v_bytes);
+    END IF;
+END
+$fn$;
+
+-- The emit path is the application's hot path: one lookup (event type, the
+-- tenant's matching endpoints and the wake-up flag in a single statement),
+-- one row, and a NOTIFY only while a worker is waiting.
+CREATE FUNCTION postbox.emit(tenant text, event_type text, data jsonb, idempotency_key text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_id     uuid;
+    v_known  boolean;
+    v_fanout uuid[];
+    v_wake   boolean;
+BEGIN
+    IF tenant IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must not be NULL: NULL';
+    END IF;
+    PERFORM postbox._check_data(data);
+
+    SELECT true,
+           (SELECT array_agg(e.id) FROM postbox.endpoints e
+             WHERE e.tenant = emit.tenant AND e.enabled AND e.disabled_at IS NULL
+               AND e.event_types && t.match_keys),
+           (SELECT w.waiting FROM postbox.wakeup w)
+      INTO v_known, v_fanout, v_wake
+      FROM postbox.event_types t
+     WHERE t.name = emit.event_type;
+    IF v_known IS NULL THEN
+        PERFORM postbox._unknown_event_type(event_type);
+    END IF;
+
+    v_id := postbox._uuid7();
+    IF idempotency_key IS NOT NULL THEN
+        INSERT INTO postbox.idempotency_keys AS k (tenant, key, event_id)
+        VALUES (emit.tenant, emit.idempotency_key, v_id)
+        ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            -- The first emit with this key won (or committed meanwhile).
+            RETURN (SELECT k.event_id FROM postbox.idempotency_keys k
+                     WHERE k.tenant = emit.tenant AND k.key = emit.idempotency_key);
+        END IF;
+    END IF;
+
+    INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
+    VALUES (v_id, tenant, event_type, clock_timestamp(), v_fanout, data);
+
+    IF v_wake AND v_fanout IS NOT NULL THEN
+        PERFORM pg_notify('postbox_wakeup', '');
+    END IF;
+    RETURN v_id;
+END
+$fn$;
+
+-- The payload of a row: all its columns, or only p_columns.
+CREATE FUNCTION postbox._row_payload(p_row jsonb, p_columns text[])
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT CASE WHEN p_columns IS NULL OR cardinality(p_columns) = 0 THEN p_row
+                ELSE (SELECT coalesce(jsonb_object_agg(c, p_row -> c), '{}')
+                        FROM unnest(p_columns) AS c WHERE p_row ? c) END
+$fn$;
+
+-- Used by statement-level triggers: one set-based insert for all rows.
+CREATE FUNCTION postbox._emit_rows(p_event_type text, p_resource text, p_tenants text[], p_rows jsonb[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_keys text[];
+    v_n    bigint;
+BEGIN
+    SELECT match_keys INTO v_keys FROM postbox.event_types WHERE name = p_event_type;
+    IF v_keys IS NULL THEN
+        PERFORM postbox._unknown_event_type(p_event_type);
+    END IF;
+    INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
+    SELECT postbox._uuid7(), r.tenant, p_event_type, clock_timestamp(),
+           (SELECT array_agg(e.id) FROM postbox.endpoints e
+             WHERE e.tenant = r.tenant AND e.enabled AND e.disabled_at IS NULL
+               AND e.event_types && v_keys),
+           jsonb_build_object(p_resource, r.payload)
+      FROM unnest(p_tenants, p_rows) AS r(tenant, payload)
+     WHERE r.tenant IS NOT NULL;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n > 0 AND (SELECT w.waiting FROM postbox.wakeup w) THEN
+        PERFORM pg_notify('postbox_wakeup', '');
+    END IF;
+END
+$fn$;
+
+-- Trigger function: emit_row_change('<resource>', '<tenant column>' [, '<column>' ...]).
+-- As a row trigger it emits per row; as a statement trigger with transition
+-- tables named postbox_new / postbox_old (what postbox.attach creates) it
+-- emits all rows with one insert.
+CREATE FUNCTION postbox.emit_row_change()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_resource   text := TG_ARGV[0];
+    v_tenant_col text := TG_ARGV[1];
+    v_columns    text[] := TG_ARGV[2:];
+    v_old        jsonb;
+    v_new        jsonb;
+    v_changed    text[];
+    v_data       jsonb;
+    v_tenants    text[];
+    v_rows       jsonb[];
+BEGIN
+    IF TG_NARGS < 2 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: emit_row_change needs (resource, tenant_column [, columns...]) as trigger arguments: %s', TG_NAME);
+    END IF;
+
+    IF TG_LEVEL = 'STATEMENT' THEN
+        IF TG_OP = 'INSERT' THEN
+            SELECT array_agg(to_jsonb(n) ->> v_tenant_col), array_agg(postbox._row_payload(to_jsonb(n), v_columns))
+              INTO v_tenants, v_rows FROM postbox_new n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(to_jsonb(o) ->> v_tenant_col), array_agg(postbox._row_payload(to_jsonb(o), v_columns))
+              INTO v_tenants, v_rows FROM postbox_old o;
+        ELSE
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                'postbox: emit_row_change handles statement-level INSERT and DELETE only; use a row trigger for: %s', TG_OP);
+        END IF;
+        IF v_rows IS NOT NULL THEN
+            PERFORM postbox._emit_rows(v_resource || CASE TG_OP WHEN 'INSERT' THEN '.created' ELSE '.deleted' END,
+                                       v_resource, v_tenants, v_rows);
+        END IF;
+        RETURN NULL;
+    END IF;
+
+    IF TG_OP = 'INSERT' THEN
+        v_new := to_jsonb(NEW);
+        IF v_new ->> v_tenant_col IS NOT NULL THEN
+            PERFORM postbox.emit(v_new ->> v_tenant_col, v_resource || '.created',
+                                 jsonb_build_object(v_resource, postbox._row_payload(v_new, v_columns)));
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        v_old := to_jsonb(OLD);
+        IF v_old ->> v_tenant_col IS NOT NULL THEN
+            PERFORM postbox.emit(v_old ->> v_tenant_col, v_resource || '.deleted',
+                                 jsonb_build_object(v_resource, postbox._row_payload(v_old, v_columns)));
+        END IF;
+    ELSE
+        v_new := postbox._row_payload(to_jsonb(NEW), v_columns);
+        v_old := postbox._row_payload(to_jsonb(OLD), v_columns);
+        -- Changed columns in table order; only payload columns count.
+        SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_changed
+          FROM pg_attribute a
+         WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+           AND v_new ? a.attname
+           AND (v_new -> a.attname) IS DISTINCT FROM (v_old -> a.attname);
+        IF v_changed IS NOT NULL AND to_jsonb(NEW) ->> v_tenant_col IS NOT NULL THEN
+            PERFORM postbox.emit(to_jsonb(NEW) ->> v_tenant_col, v_resource || '.updated',
+                                 jsonb_build_object(v_resource, v_new, 'changed', to_jsonb(v_changed)));
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE FUNCTION postbox._register_resource(p_resource text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_suffix text;
+BEGIN
+    IF p_resource IS NULL OR p_resource ~ '[.](created|updated|deleted)$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: resource must be a name such as recording: %s', coalesce(p_resource, 'NULL'));
+    END IF;
+    PERFORM postbox._event_match_keys(p_resource || '.created');  -- raises on a bad resource name
+    FOREACH v_suffix IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
+        INSERT INTO postbox.event_types (name, description, match_keys)
+        VALUES (p_resource || '.' || v_suffix,
+                format('A %s row was %s (emitted by postbox.attach).', p_resource, v_suffix),
+                postbox._event_match_keys(p_resource || '.' || v_suffix))
+        ON CONFLICT (name) DO NOTHING;
+    END LOOP;
+END
+$fn$;
+
+-- SECURITY INVOKER on purpose: creating the triggers needs the caller's own
+-- TRIGGER privilege on the table, so attach cannot reach tables the caller
+-- could not touch anyway.
+CREATE FUNCTION postbox.attach(tbl regclass, resource text, tenant_column text, columns text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_kind  "char";
+    v_args  text;
+    v_col   text;
+BEGIN
+    SELECT relkind INTO v_kind FROM pg_class WHERE oid = tbl;
+    IF v_kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: attach needs a table: %s', tbl);
+    END IF;
+    PERFORM postbox._register_resource(resource);  -- validates the name first
+    FOREACH v_col IN ARRAY ARRAY[tenant_column] || coalesce(columns, '{}') LOOP
+        IF v_col IS NULL OR NOT EXISTS (SELECT FROM pg_attribute
+                       WHERE attrelid = tbl AND attname = v_col AND attnum > 0 AND NOT attisdropped) THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = format('postbox: column does not exist in %s: %s', tbl, coalesce(v_col, 'NULL'));
+        END IF;
+    END LOOP;
+
+    SELECT string_agg(quote_literal(a), ', ') INTO v_args
+      FROM unnest(ARRAY[resource, tenant_column] || coalesce(columns, '{}')) AS a;
+
+    -- Statement-level with transition tables for INSERT and DELETE: a bulk
+    -- write emits with one set-based insert. UPDATE needs OLD/NEW pairs, so
+    -- it stays row-level.
+    EXECUTE format('DROP TRIGGER IF EXISTS postbox_insert ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS postbox_update ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS postbox_delete ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER postbox_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS postbox_new '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_row_change(%s)', tbl, v_args);
+    EXECUTE format('CREATE TRIGGER postbox_update AFTER UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION postbox.emit_row_change(%s)', tbl, v_args);
+    EXECUTE format('CREATE TRIGGER postbox_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS postbox_old '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_row_change(%s)', tbl, v_args);
+END
+$fn$;
+
+CREATE FUNCTION postbox.send_test(id uuid, event_type text DEFAULT 'webhook.test', data jsonb DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_tenant text;
+    v_event  uuid := postbox._uuid7();
+    v_data   jsonb;
+    v_now    timestamptz := clock_timestamp();
+BEGIN
+    SELECT tenant INTO v_tenant FROM postbox.endpoints WHERE id = send_test.id;
+    IF NOT FOUND THEN
+        PERFORM postbox._no_endpoint(send_test.id);
+    END IF;
+    IF NOT EXISTS (SELECT FROM postbox.event_types WHERE name = send_test.event_type) THEN
+        PERFORM postbox._unknown_event_type(send_test.event_type);
+    END IF;
+    v_data := coalesce(send_test.data, jsonb_build_object(
+        'message', 'This is a test event from postbox.', 'endpoint_id', send_test.id));
+    PERFORM postbox._check_data(v_data);
+
+    INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
+    VALUES (v_event, v_tenant, send_test.event_type, v_now, NULL, v_data);
+    INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, is_test, next_attempt_at, created_at)
+    VALUES (v_tenant, send_test.id, v_event, true, v_now, v_now);
+    IF (SELECT w.waiting FROM postbox.wakeup w) THEN
+        PERFORM pg_notify('postbox_wakeup', '');
+    END IF;
+    RETURN v_event;
+END
+$fn$;
+
+-------------------------------------------------------------------------------
+-- Worker side: expansion and manual retry
+-------------------------------------------------------------------------------
+
+-- Turns committed events into outbox rows, oldest first, in one statement.
+-- Concurrent workers skip each other's events. Endpoints deleted or disabled
+-- since the emit are skipped; paused ones get their rows (held until resume).
+CREATE FUNCTION postbox.expand_events(max_events integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH ev AS (
+        SELECT id, tenant, fanout, created_at
+          FROM postbox.events
+         WHERE fanout IS NOT NULL
+         ORDER BY id
+         LIMIT max_events
+           FOR UPDATE SKIP LOCKED
+    ), queued AS (
+        INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, next_attempt_at, created_at)
+        SELECT ev.tenant, f.endpoint_id, ev.id, ev.created_at, ev.created_at
+          FROM ev CROSS JOIN LATERAL unnest(ev.fanout) AS f(endpoint_id)
+          JOIN postbox.endpoints e ON e.id = f.endpoint_id AND e.disabled_at IS NULL
+        RETURNING 1
+    ), done AS (
+        UPDATE postbox.events v SET fanout = NULL FROM ev WHERE v.id = ev.id
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM done
+$fn$;
+
+CREATE FUNCTION postbox.retry_delivery(id bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_status text;
+BEGIN
+    SELECT status INTO v_status FROM postbox.outbox WHERE id = retry_delivery.id FOR UPDATE;
+    IF v_status IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: no failed or cancelled delivery has this id: %s', coalesce(retry_delivery.id::text, 'NULL'));
+    END IF;
+    IF v_status = 'pending' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: only a failed or cancelled delivery can be retried; this one is still pending: %s', retry_delivery.id);
+    END IF;
+    IF NOT EXISTS (SELECT FROM postbox.outbox d JOIN postbox.endpoints e ON e.id = d.endpoint_id
+                    WHERE d.id = retry_delivery.id) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: the endpoint of this delivery was deleted: %s', retry_delivery.id);
+    END IF;
+    -- A fresh schedule: the attempt count restarts; earlier attempts stay in the log.
+    UPDATE postbox.outbox
+       SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL
+     WHERE id = retry_delivery.id;
+    IF (SELECT w.waiting FROM postbox.wakeup w) THEN
+        PERFORM pg_notify('postbox_wakeup', '');
+    END IF;
+END
+$fn$;
+
+-------------------------------------------------------------------------------
+-- Views
+-------------------------------------------------------------------------------
+
+CREATE VIEW postbox.endpoint_status AS
+SELECT e.id, e.tenant, e.url, e.event_types, e.enabled,
+       CASE WHEN NOT e.enabled THEN 'paused'
+            WHEN e.disabled_at IS NOT NULL THEN 'disabled'
+            WHEN e.consecutive_failures > 0 THEN 'failing'
+            ELSE 'healthy' END AS status,
+       e.disabled_reason, e.consecutive_failures, e.last_attempt_at, e.last_success_at, e.last_error,
+       (SELECT count(*) FROM postbox.outbox d
+         WHERE d.endpoint_id = e.id AND d.status = 'pending')
+     + CASE WHEN e.disabled_at IS NULL THEN
+           (SELECT count(*) FROM postbox.events v
+             WHERE v.fanout IS NOT NULL AND e.id = ANY (v.fanout))
+       ELSE 0 END AS pending
+  FROM postbox.endpoints e;
+
+CREATE VIEW postbox.deliveries AS
+SELECT d.id, d.tenant, d.endpoint_id, d.event_id, v.event_type,
+       CASE WHEN d.status <> 'pending' THEN d.status
+            WHEN d.lease_until > now() THEN 'in_flight'
+            WHEN NOT d.is_test AND (e.id IS NULL OR NOT e.enabled) THEN 'held'
+            ELSE 'pending' END AS status,
+       d.attempts,
+       CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
+       d.last_status_code, d.last_error, d.created_at
+  FROM postbox.outbox d
+  LEFT JOIN postbox.endpoints e ON e.id = d.endpoint_id
+  LEFT JOIN postbox.events v ON v.id = d.event_id
+UNION ALL
+SELECT a.delivery_id, a.tenant, a.endpoint_id, a.event_id, v.event_type,
+       'succeeded', a.attempt, NULL, a.status_code, NULL, a.queued_at
+  FROM postbox.attempt_log a
+  LEFT JOIN postbox.events v ON v.id = a.event_id
+ WHERE a.outcome = 'succeeded';
+
+CREATE VIEW postbox.attempts AS
+SELECT delivery_id, endpoint_id, attempt, started_at, duration_ms, status_code, response_excerpt, error,
+       tenant, event_id, outcome
+  FROM postbox.attempt_log;
+
+-------------------------------------------------------------------------------
+-- pg_dump keeps the configuration (and so, for a superuser, the secrets)
+-------------------------------------------------------------------------------
+
+SELECT pg_catalog.pg_extension_config_dump('postbox.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('postbox.endpoint_secrets', '');
+SELECT pg_catalog.pg_extension_config_dump('postbox.tenant_limits', '');
+SELECT pg_catalog.pg_extension_config_dump('postbox.event_types', 'WHERE NOT builtin');
+
+-------------------------------------------------------------------------------
+-- Comments on every object (a pg_test checks none is missing)
+-------------------------------------------------------------------------------
+
+COMMENT ON SCHEMA postbox IS 'postbox: signed webhooks straight out of PostgreSQL.';
+COMMENT ON TABLE postbox.event_types IS 'The event catalog: names endpoints can subscribe to and emit can send.';
+COMMENT ON TABLE postbox.tenant_limits IS 'Per-tenant endpoint limits; a tenant without a row has no limit, 0 means no webhooks.';
+COMMENT ON TABLE postbox.endpoints IS 'Webhook endpoints: configuration and health. Secrets live in endpoint_secrets.';
+COMMENT ON TABLE postbox.endpoint_secrets IS 'Signing secrets; only postbox_worker can read them. Rotated ones keep expires_at until their grace ends.';
+COMMENT ON TABLE postbox.events IS 'Emitted events. fanout holds the endpoints chosen at emit until the worker expands them into outbox rows.';
+COMMENT ON TABLE postbox.idempotency_keys IS 'Idempotency keys of emit, per tenant, kept at least 24 hours.';
+COMMENT ON TABLE postbox.outbox IS 'Deliveries not yet succeeded: pending (claimed with a lease), failed or cancelled. Succeeded ones move to attempt_log.';
+COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';
+COMMENT ON TABLE postbox.wakeup IS 'One-row wake-up flag: emit NOTIFYs only while a worker says it is waiting.';
+COMMENT ON VIEW postbox.endpoint_status IS 'One row per endpoint: healthy, failing, disabled (automatic) or paused (enabled = false), and its pending deliveries.';
+COMMENT ON VIEW postbox.deliveries IS 'Every delivery with its status: pending, in_flight, held, succeeded, failed or cancelled.';
+COMMENT ON VIEW postbox.attempts IS 'Every delivery attempt: when, how long, the status code, the first 4 KiB of the response, the error.';
+
+COMMENT ON FUNCTION postbox.create_event_type(text, text, jsonb) IS 'Adds an event type to the catalog, or updates its description and schema.';
+COMMENT ON FUNCTION postbox.create_endpoint(text, text, text[], jsonb, text, text, text, text, jsonb) IS 'Registers a webhook endpoint for a tenant and returns its id and signing secret (shown only here).';
+COMMENT ON FUNCTION postbox.update_endpoint(uuid, text, text[], jsonb, text, boolean, jsonb) IS 'Changes an endpoint; NULL leaves a field as it is. enabled => false pauses it, true resumes it.';
+COMMENT ON FUNCTION postbox.delete_endpoint(uuid) IS 'Removes an endpoint and its secrets and cancels its pending deliveries; its attempt log stays.';
+COMMENT ON FUNCTION postbox.rotate_secret(uuid, interval, text) IS 'Gives an endpoint a new secret (returned once); older ones keep signing until the grace period ends.';
+COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (0: none, NULL: no limit).';
+COMMENT ON FUNCTION postbox.emit(text, text, jsonb, text) IS 'Records an event in the caller''s transaction; its webhooks go out if and only if the transaction commits.';
+COMMENT ON FUNCTION postbox.emit_row_change() IS 'Trigger function: emit_row_change(resource, tenant_column [, column ...]) emits <resource>.created/updated/deleted.';
+COMMENT ON FUNCTION postbox.attach(regclass, text, text, text[]) IS 'Creates the emit triggers on a table and registers its three event types. Idempotent.';
+COMMENT ON FUNCTION postbox.send_test(uuid, text, jsonb) IS 'Queues one test delivery to one endpoint, even while paused, whatever its filter.';
+COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed events into outbox rows, oldest first; returns how many events it expanded.';
+COMMENT ON FUNCTION postbox.retry_delivery(bigint) IS 'Queues a failed or cancelled delivery again with a fresh schedule; earlier attempts stay logged.';
+COMMENT ON FUNCTION postbox.validate_url(text) IS 'Returns the normalized webhook URL, or raises 22023 naming the broken rule.';
+COMMENT ON FUNCTION postbox.validate_headers(jsonb, text) IS 'Returns the custom headers if all are allowed, or raises 22023 naming the broken rule.';
+COMMENT ON FUNCTION postbox._check_tenant_limit(text) IS 'Internal: raises unless the tenant may have one more endpoint.';
+COMMENT ON FUNCTION postbox._catalog_names() IS 'Internal: every event type name, for validation messages.';
+COMMENT ON FUNCTION postbox._no_endpoint(uuid) IS 'Internal: raises the unknown-endpoint error.';
+COMMENT ON FUNCTION postbox._unknown_event_type(text) IS 'Internal: raises the unknown-event-type error with the closest names.';
+COMMENT ON FUNCTION postbox._check_data(jsonb) IS 'Internal: raises unless event data is an object within postbox.max_payload_bytes.';
+COMMENT ON FUNCTION postbox._row_payload(jsonb, text[]) IS 'Internal: a row as JSON, limited to the given columns.';
+COMMENT ON FUNCTION postbox._emit_rows(text, text, text[], jsonb[]) IS 'Internal: set-based emit for statement-level triggers.';
+COMMENT ON FUNCTION postbox._register_resource(text) IS 'Internal: registers <resource>.created/updated/deleted for attach.';
+COMMENT ON FUNCTION postbox._validate_signature(text, text) IS 'Internal: checks a signature style and returns its header.';
+COMMENT ON FUNCTION postbox._event_match_keys(text) IS 'Internal: validates an event name and returns every filter that matches it.';
+COMMENT ON FUNCTION postbox._validate_filters(text[], text[]) IS 'Internal: validates an endpoint''s event_types against the catalog.';
+COMMENT ON FUNCTION postbox._close_names(text, text[]) IS 'Internal: catalog names close to an unknown one.';
+COMMENT ON FUNCTION postbox._validate_options(jsonb) IS 'Internal: validates per-endpoint delivery options.';
+COMMENT ON FUNCTION postbox._generate_secret() IS 'Internal: a new whsec_ secret from the OS CSPRNG.';
+COMMENT ON FUNCTION postbox._validate_secret(text) IS 'Internal: checks a caller-supplied secret without echoing it.';
+COMMENT ON FUNCTION postbox._uuid7() IS 'Internal: a time-ordered (version 7) UUID.';
+COMMENT ON FUNCTION postbox._max_payload_bytes() IS 'Internal: the current postbox.max_payload_bytes.';
+COMMENT ON FUNCTION postbox._allow_insecure_urls() IS 'Whether postbox.allow_insecure_urls is on (the worker honours it too).';
+
+-------------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC, then each role what it needs
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA postbox FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA postbox FROM PUBLIC;
+GRANT USAGE ON SCHEMA postbox TO postbox_emitter, postbox_admin, postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.emit(text, text, jsonb, text),
+                          postbox.emit_row_change(),
+                          postbox.attach(regclass, text, text, text[]),
+                          postbox._register_resource(text)
+   TO postbox_emitter;
+GRANT SELECT ON postbox.event_types TO postbox_emitter;
+
+GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb),
+                          postbox.create_endpoint(text, text, text[], jsonb, text, text, text, text, jsonb),
+                          postbox.update_endpoint(uuid, text, text[], jsonb, text, boolean, jsonb),
+                          postbox.delete_endpoint(uuid),
+                          postbox.rotate_secret(uuid, interval, text),
+                          postbox.set_tenant_limit(text, integer),
+                          postbox.send_test(uuid, text, jsonb),
+                          postbox.retry_delivery(bigint),
+                          postbox.validate_url(text),
+                          postbox.validate_headers(jsonb, text)
+   TO postbox_admin;
+GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.endpoint_status,
+                postbox.deliveries, postbox.attempts
+   TO postbox_admin;
+
+GRANT EXECUTE ON FUNCTION postbox.expand_events(integer),
+                          postbox.validate_url(text),
+                          postbox._allow_insecure_urls()
+   TO postbox_worker;
+GRANT SELECT ON postbox.endpoints, postbox.endpoint_secrets, postbox.events, postbox.event_types,
+                postbox.endpoint_status, postbox.deliveries, postbox.attempts
+   TO postbox_worker;
+GRANT SELECT, UPDATE, DELETE ON postbox.outbox TO postbox_worker;
+GRANT INSERT ON postbox.attempt_log TO postbox_worker;
+GRANT SELECT ON postbox.attempt_log TO postbox_worker;
+GRANT UPDATE (disabled_at, disabled_reason, consecutive_failures, failing_since,
+              last_attempt_at, last_success_at, last_error, updated_at)
+   ON postbox.endpoints TO postbox_worker;
+GRANT SELECT, INSERT, UPDATE ON postbox.wakeup TO postbox_worker;
+GRANT DELETE ON postbox.events, postbox.idempotency_keys, postbox.attempt_log TO postbox_worker;

@@ -1,0 +1,162 @@
+-- postbox schema: roles and tables. Loaded first (bootstrap); functions,
+-- views, grants and comments follow in api.sql.
+--
+-- Shape of the outbox, and why (figures in shared/measured-here.md):
+--   * emit writes ONE row: postbox.events, carrying the ids of the endpoints
+--     chosen at that moment in `fanout`. Writing a delivery row per endpoint
+--     in the emitting transaction costs too much of the application's TPS.
+--   * the worker expands events into postbox.outbox rows in batches right
+--     after commit (postbox.expand_events), then claims outbox rows with
+--     FOR UPDATE SKIP LOCKED and a lease.
+--   * a succeeded delivery is deleted from postbox.outbox; its record lives in
+--     the append-only postbox.attempt_log. Failed and cancelled deliveries stay
+--     in the outbox so they can be inspected and retried.
+--   * every outbox row carries `tenant`, so the tables can later be
+--     distributed by tenant.
+
+DO $roles$
+BEGIN
+    -- Roles are cluster-wide: create them only if an earlier install did not.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'postbox_emitter') THEN
+        CREATE ROLE postbox_emitter NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'postbox_admin') THEN
+        CREATE ROLE postbox_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'postbox_worker') THEN
+        CREATE ROLE postbox_worker NOLOGIN;
+    END IF;
+END
+$roles$;
+
+CREATE TABLE postbox.event_types (
+    name        text PRIMARY KEY,
+    description text,
+    schema      jsonb,
+    -- Every filter string that matches this name ('*', 'a.*', ..., the name),
+    -- so emit can match endpoints with a plain array overlap.
+    match_keys  text[] NOT NULL,
+    builtin     boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO postbox.event_types (name, description, match_keys, builtin)
+VALUES ('webhook.test', 'A test event sent by postbox.send_test.',
+        ARRAY['*', 'webhook.*', 'webhook.test'], true);
+
+CREATE TABLE postbox.tenant_limits (
+    tenant        text PRIMARY KEY,
+    max_endpoints integer NOT NULL CHECK (max_endpoints >= 0),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE postbox.endpoints (
+    id                   uuid PRIMARY KEY,
+    tenant               text NOT NULL,
+    url                  text NOT NULL,
+    event_types          text[] NOT NULL,
+    headers              jsonb NOT NULL DEFAULT '{}',
+    description          text,
+    signature_style      text NOT NULL CHECK (signature_style IN ('standard', 'sha256-hex')),
+    signature_header     text,
+    options              jsonb NOT NULL DEFAULT '{}',
+    enabled              boolean NOT NULL DEFAULT true,
+    disabled_at          timestamptz,
+    disabled_reason      text,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    failing_since        timestamptz,
+    last_attempt_at      timestamptz,
+    last_success_at      timestamptz,
+    last_error           text,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 70);  -- the worker updates health columns often: room for HOT updates
+
+CREATE INDEX endpoints_tenant ON postbox.endpoints (tenant);
+-- What emit looks up: the tenant's endpoints that may receive new events.
+CREATE INDEX endpoints_routable ON postbox.endpoints (tenant)
+    WHERE enabled AND disabled_at IS NULL;
+
+-- Kept apart from endpoints so that only the worker's role can read them.
+CREATE TABLE postbox.endpoint_secrets (
+    endpoint_id uuid NOT NULL REFERENCES postbox.endpoints (id) ON DELETE CASCADE,
+    secret      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- NULL for the current secret; set by a rotation's grace period.
+    expires_at  timestamptz,
+    PRIMARY KEY (endpoint_id, created_at)
+);
+
+CREATE TABLE postbox.events (
+    id         uuid PRIMARY KEY,  -- version 7: time-ordered
+    tenant     text NOT NULL,
+    event_type text NOT NULL,
+    created_at timestamptz NOT NULL,
+    -- Endpoints chosen at emit and not yet expanded into outbox rows; NULL
+    -- once expanded (or when nothing matched).
+    fanout     uuid[],
+    data       jsonb NOT NULL
+);
+
+CREATE INDEX events_to_expand ON postbox.events (id) WHERE fanout IS NOT NULL;
+
+CREATE TABLE postbox.idempotency_keys (
+    tenant     text NOT NULL,
+    key        text NOT NULL,
+    event_id   uuid NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, key)
+);
+
+CREATE TABLE postbox.outbox (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant          text NOT NULL,
+    endpoint_id     uuid NOT NULL,
+    event_id        uuid NOT NULL,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'failed', 'cancelled')),
+    is_test         boolean NOT NULL DEFAULT false,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL,
+    -- A claim sets the lease; neither column is indexed, so claims are HOT updates.
+    lease_until     timestamptz,
+    leased_by       text,
+    last_attempt_at timestamptz,
+    last_status_code integer,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 50);  -- measured: half-full pages make ~93% of claim updates HOT
+
+-- Due work per endpoint, in order: fair claiming and the pending counts.
+CREATE INDEX outbox_due ON postbox.outbox (endpoint_id, next_attempt_at)
+    WHERE status = 'pending';
+
+CREATE TABLE postbox.attempt_log (
+    delivery_id      bigint NOT NULL,
+    tenant           text NOT NULL,
+    endpoint_id      uuid NOT NULL,
+    event_id         uuid NOT NULL,
+    attempt          integer NOT NULL,
+    started_at       timestamptz NOT NULL,
+    duration_ms      integer NOT NULL,
+    status_code      integer,
+    response_excerpt text,
+    error            text,
+    -- What the attempt did to its delivery.
+    outcome          text NOT NULL CHECK (outcome IN ('succeeded', 'retrying', 'failed', 'cancelled')),
+    is_test          boolean NOT NULL DEFAULT false,
+    queued_at        timestamptz NOT NULL
+);
+
+CREATE INDEX attempt_log_delivery ON postbox.attempt_log (delivery_id);
+
+-- The wake-up flag. NOTIFY takes a database-wide lock at commit, so emit
+-- notifies only while a worker has said it is waiting; a worker clears the
+-- flag as soon as it wakes. Unlogged: after a crash the row is gone, emit
+-- then sees no waiter, and the worker's poll covers it.
+CREATE UNLOGGED TABLE postbox.wakeup (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    waiting   boolean NOT NULL DEFAULT false
+);
+INSERT INTO postbox.wakeup DEFAULT VALUES;
