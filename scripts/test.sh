@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test: the shared rules' unit tests, the extension's pg_tests, and
+# the end-to-end tests against real PostgreSQL clusters (and, for the worker,
+# real HTTP receivers on loopback). Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+bash scripts/setup.sh
+
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="--sudo"
+step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
+
+step "unit tests: postbox-rules"
+cargo test -p postbox-rules
+
+step "pg_tests: the extension inside PostgreSQL 15"
+PGRX_TEST_DIR=${PGRX_TEST_DIR:-/tmp/postbox-pgrx-test}
+mkdir -p "$PGRX_TEST_DIR"
+[ "$(id -u)" = 0 ] && chown postgres "$PGRX_TEST_DIR"
+(cd extension && cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_DIR/data")
+
+step "install the extension (without the test schema) for the end-to-end tests"
+(cd extension && cargo pgrx install $SUDO --pg-config "$PG_CONFIG")
+
+step "end-to-end tests against real clusters"
+export POSTBOX_PYTHON="$ROOT/target/pyvenv/bin/python"
+cargo test -p postbox-tests

@@ -1,0 +1,188 @@
+//! Test harness: a throwaway PostgreSQL cluster with postbox installed.
+//!
+//! Each [`Cluster`] runs `initdb` into its own directory under the system
+//! temp dir, starts on a free loopback port, and is stopped and removed on
+//! drop. PostgreSQL refuses to run as root, so as root the cluster runs as the
+//! `postgres` user. The extension must already be installed into the local
+//! PostgreSQL (`cargo pgrx install`); `scripts/test.sh` does that.
+//!
+//! # Layout
+//! - [`Cluster`]: start, connect, stop.
+//! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+fn pg_bindir() -> PathBuf {
+    if let Ok(dir) = std::env::var("POSTBOX_PG_BINDIR") {
+        return dir.into();
+    }
+    let out = Command::new("pg_config").arg("--bindir").output().expect("pg_config is not installed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Cluster {
+    /// initdb + start, with `CREATE EXTENSION postbox` in database `postgres`.
+    pub async fn start() -> Cluster {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Cluster::start`], with extra `postgresql.conf` settings.
+    pub async fn start_with(settings: &[(&str, &str)]) -> Cluster {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("postbox-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = pg_bindir();
+        let cluster = Cluster { dir, bin, port: free_port() };
+        if is_root() {
+            let ok = Command::new("chown").arg("-R").arg("postgres").arg(&cluster.dir).status().unwrap();
+            assert!(ok.success(), "chown postgres failed");
+        }
+        let data = cluster.dir.join("data");
+        cluster.pg(&["initdb", "-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        let mut conf = format!(
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 100\n",
+            cluster.port,
+            cluster.dir.display()
+        );
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        let conf_path = data.join("postgresql.conf");
+        let mut existing = std::fs::read_to_string(&conf_path).unwrap();
+        existing.push_str(&conf);
+        std::fs::write(&conf_path, existing).unwrap();
+        let log = cluster.dir.join("server.log");
+        cluster.pg(&["pg_ctl", "-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "start"]);
+        let client = cluster.connect("postgres").await;
+        client.batch_execute("CREATE EXTENSION postbox").await.expect("CREATE EXTENSION postbox (is it installed? run scripts/test.sh)");
+        cluster
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let tool = self.bin.join(args[0]);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&tool);
+            c
+        } else {
+            Command::new(&tool)
+        };
+        let out = cmd.args(&args[1..]).output().unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+        assert!(
+            out.status.success(),
+            "{} failed: {}{}",
+            args[0],
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A libpq-style connection string for `user` in database `postgres`.
+    pub fn url(&self, user: &str) -> String {
+        self.url_db(user, "postgres")
+    }
+
+    /// A connection string for `user` in database `db`.
+    pub fn url_db(&self, user: &str, db: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn bindir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// A connection whose notifications are discarded.
+    pub async fn connect(&self, user: &str) -> Client {
+        self.connect_listening(user).await.0
+    }
+
+    /// A connection and the notifications it receives.
+    pub async fn connect_listening(&self, user: &str) -> (Client, mpsc::UnboundedReceiver<Notification>) {
+        let (client, mut conn) = tokio_postgres::connect(&self.url(user), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+            use futures_util::StreamExt;
+            while let Some(Ok(msg)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = msg {
+                    let _ = tx.send(n);
+                }
+            }
+        });
+        (client, rx)
+    }
+
+    /// Stops the server at once, as a crash would.
+    pub fn kill(&self) {
+        let data = self.dir.join("data");
+        self.pg(&["pg_ctl", "-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let tool = self.bin.join("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&tool);
+            c
+        } else {
+            Command::new(&tool)
+        };
+        let _ = cmd.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]).output();
+        if std::env::var_os("POSTBOX_KEEP_CLUSTER").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `limit`
+/// with `what` in the message.
+pub async fn wait_until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,194 @@
+//! End-to-end behaviour of the extension that needs real sessions: top-level
+//! commit and rollback, concurrent emitters, login roles, pg_dump, and the
+//! wake-up NOTIFY.
+
+use postbox_tests::Cluster;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+async fn setup(db: &Client) -> String {
+    db.batch_execute(
+        "CREATE SCHEMA app;
+         CREATE TABLE app.recordings (id serial PRIMARY KEY, workspace_id text NOT NULL, title text);
+         SELECT postbox.attach('app.recordings', 'recording', 'workspace_id');",
+    )
+    .await
+    .unwrap();
+    let row = db
+        .query_one("SELECT id::text FROM postbox.create_endpoint('w1', 'https://hooks.example.com/in', '{recording.*}')", &[])
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+async fn pending(db: &Client, endpoint: &str) -> i64 {
+    db.query_one("SELECT pending FROM postbox.endpoint_status WHERE id::text = $1", &[&endpoint])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn webhooks_follow_the_transaction() {
+    let pg = Cluster::start().await;
+    let db = pg.connect("postgres").await;
+    let ep = setup(&db).await;
+    let other = pg.connect("postgres").await;
+
+    db.batch_execute("BEGIN; INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'doomed');").await.unwrap();
+    // Counted at once inside the emitting transaction, invisible outside it.
+    assert_eq!(pending(&db, &ep).await, 1);
+    assert_eq!(pending(&other, &ep).await, 0);
+    db.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(pending(&db, &ep).await, 0);
+    let events: i64 = db.query_one("SELECT count(*) FROM postbox.events", &[]).await.unwrap().get(0);
+    assert_eq!(events, 0, "a rolled-back write leaves no event behind");
+
+    db.batch_execute("BEGIN; INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'kept'); COMMIT;")
+        .await
+        .unwrap();
+    assert_eq!(pending(&other, &ep).await, 1);
+    assert_eq!(other.query_one("SELECT postbox.expand_events()", &[]).await.unwrap().get::<_, i32>(0), 1);
+    let status: String = other
+        .query_one("SELECT status FROM postbox.deliveries WHERE endpoint_id::text = $1", &[&ep])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "pending");
+}
+
+#[tokio::test]
+async fn concurrent_emits_with_one_idempotency_key_make_one_event() {
+    let pg = Cluster::start().await;
+    let a = pg.connect("postgres").await;
+    let b = pg.connect("postgres").await;
+    a.batch_execute("SELECT postbox.create_event_type('order.paid')").await.unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    let first: uuid::Uuid = a
+        .query_one("SELECT postbox.emit('t', 'order.paid', '{\"n\": 1}', 'k')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // b blocks on the key until a commits, then gets a's event id.
+    let b_task = tokio::spawn(async move {
+        b.query_one("SELECT postbox.emit('t', 'order.paid', '{\"n\": 2}', 'k')", &[])
+            .await
+            .unwrap()
+            .get::<_, uuid::Uuid>(0)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await; // let b reach the lock
+    a.batch_execute("COMMIT").await.unwrap();
+    let second = b_task.await.unwrap();
+    assert_eq!(first, second);
+    let n: i64 = a.query_one("SELECT count(*) FROM postbox.events", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn login_roles_get_only_their_grants() {
+    let pg = Cluster::start().await;
+    let su = pg.connect("postgres").await;
+    let ep = setup(&su).await;
+    su.batch_execute(
+        "CREATE ROLE app_writer LOGIN IN ROLE postbox_emitter;
+         CREATE ROLE ops LOGIN IN ROLE postbox_admin;
+         CREATE ROLE deliverer LOGIN IN ROLE postbox_worker;
+         GRANT USAGE ON SCHEMA app TO app_writer;
+         GRANT INSERT ON app.recordings TO app_writer;
+         GRANT USAGE ON SEQUENCE app.recordings_id_seq TO app_writer;",
+    )
+    .await
+    .unwrap();
+
+    let app = pg.connect("app_writer").await;
+    app.batch_execute("INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'x')").await.unwrap();
+    app.batch_execute("SELECT postbox.emit('w1', 'recording.updated', '{}')").await.unwrap();
+    for sql in ["SELECT secret FROM postbox.endpoint_secrets", "SELECT postbox.create_endpoint('w1', 'https://example.com/')"] {
+        let e = app.batch_execute(sql).await.unwrap_err();
+        assert_eq!(e.code().unwrap().code(), "42501", "{sql}");
+    }
+
+    let admin = pg.connect("ops").await;
+    admin.batch_execute(&format!("SELECT postbox.update_endpoint('{ep}', description => 'ops was here')")).await.unwrap();
+    let e = admin.batch_execute("SELECT secret FROM postbox.endpoint_secrets").await.unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "42501");
+    assert_eq!(pending(&admin, &ep).await, 2);
+
+    let worker = pg.connect("deliverer").await;
+    let secrets = worker.query("SELECT secret FROM postbox.endpoint_secrets", &[]).await.unwrap();
+    assert_eq!(secrets.len(), 1);
+    let e = worker.batch_execute("SELECT postbox.emit('w1', 'recording.updated', '{}')").await.unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "42501");
+}
+
+#[tokio::test]
+async fn pg_dump_keeps_endpoints_and_secrets() {
+    let pg = Cluster::start().await;
+    let db = pg.connect("postgres").await;
+    let ep = setup(&db).await;
+    db.batch_execute("SELECT postbox.create_event_type('custom.thing', 'mine'); SELECT postbox.set_tenant_limit('w1', 5);")
+        .await
+        .unwrap();
+    db.batch_execute("CREATE DATABASE restored").await.unwrap();
+    let dump = pg.dir().join("dump.sql");
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(pg.bindir().join(&args[0])).args(&args[1..]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(vec!["pg_dump".into(), "-f".into(), dump.display().to_string(), pg.url("postgres")]);
+    run(vec![
+        "psql".into(),
+        "-q".into(),
+        "-v".into(),
+        "ON_ERROR_STOP=1".into(),
+        "-f".into(),
+        dump.display().to_string(),
+        pg.url_db("postgres", "restored"),
+    ]);
+    let restored = tokio_postgres::connect(&pg.url_db("postgres", "restored"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(restored.1);
+    let r = restored.0;
+    let n: i64 = r
+        .query_one("SELECT count(*) FROM postbox.endpoints e JOIN postbox.endpoint_secrets s ON s.endpoint_id = e.id WHERE e.id::text = $1", &[&ep])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let types: i64 = r
+        .query_one("SELECT count(*) FROM postbox.event_types WHERE name IN ('custom.thing', 'webhook.test', 'recording.created')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(types, 3);
+    let limit: i32 = r.query_one("SELECT max_endpoints FROM postbox.tenant_limits WHERE tenant = 'w1'", &[]).await.unwrap().get(0);
+    assert_eq!(limit, 5);
+}
+
+#[tokio::test]
+async fn emit_notifies_only_while_a_worker_waits() {
+    let pg = Cluster::start().await;
+    let (listener, mut notes) = pg.connect_listening("postgres").await;
+    listener.batch_execute("LISTEN postbox_wakeup").await.unwrap();
+    let app = pg.connect("postgres").await;
+    let _ep = setup(&app).await;
+
+    // No worker waiting: the emitting commit sends no NOTIFY.
+    app.batch_execute("INSERT INTO app.recordings (workspace_id) VALUES ('w1')").await.unwrap();
+    // A worker says it waits: the next emit wakes it.
+    listener.batch_execute("UPDATE postbox.wakeup SET waiting = true").await.unwrap();
+    app.batch_execute("SELECT postbox.emit('w1', 'recording.updated', '{}')").await.unwrap();
+    // Notifications arrive in commit order, so a sentinel closes the window.
+    app.batch_execute("NOTIFY postbox_wakeup, 'sentinel'").await.unwrap();
+
+    let mut seen = Vec::new();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), notes.recv()).await.expect("sentinel").unwrap();
+        if n.payload() == "sentinel" {
+            break;
+        }
+        seen.push(n.payload().to_string());
+    }
+    assert_eq!(seen, [""], "exactly one wake-up, from the emit made while the worker waited");
+}
