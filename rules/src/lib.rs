@@ -13,6 +13,7 @@
 //! - [`event`]: event names, endpoint filters and how they match.
 //! - [`options`]: per-endpoint delivery options.
 //! - [`secret`]: `whsec_` signing secrets.
+//! - [`sign`]: the two signature formats (Standard Webhooks, `sha256=` hex).
 
 pub mod error;
 pub mod event;
@@ -20,6 +21,7 @@ pub mod headers;
 pub mod ip;
 pub mod options;
 pub mod secret;
+pub mod sign;
 pub mod url;
 
 pub use error::RuleError;
