@@ -23,7 +23,12 @@ fn mac(key: &[u8]) -> HmacSha256 {
 }
 
 /// The `webhook-signature` value for `secrets` (newest first).
-pub fn standard(msg_id: &str, timestamp: i64, body: &[u8], secrets: &[&str]) -> Result<String, RuleError> {
+pub fn standard(
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    secrets: &[&str],
+) -> Result<String, RuleError> {
     let ts = timestamp.to_string();
     let mut out = String::with_capacity(secrets.len() * 48);
     for s in secrets {

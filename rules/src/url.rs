@@ -51,7 +51,7 @@ pub fn validate(input: &str, allow_insecure: bool) -> Result<Url, RuleError> {
         None => return Err(fail("webhook URL must have a host")),
         Some(Host::Domain(name)) => {
             if !allow_insecure {
-                check_name(name).map_err(|rule| fail(rule))?;
+                check_name(name).map_err(&fail)?;
             }
         }
         Some(Host::Ipv4(addr)) => {

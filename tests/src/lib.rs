@@ -30,7 +30,10 @@ fn pg_bindir() -> PathBuf {
     if let Ok(dir) = std::env::var("POSTBOX_PG_BINDIR") {
         return dir.into();
     }
-    let out = Command::new("pg_config").arg("--bindir").output().expect("pg_config is not installed");
+    let out = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .expect("pg_config is not installed");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
@@ -43,7 +46,11 @@ fn is_root() -> bool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Cluster {
@@ -59,13 +66,32 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let bin = pg_bindir();
-        let cluster = Cluster { dir, bin, port: free_port() };
+        let cluster = Cluster {
+            dir,
+            bin,
+            port: free_port(),
+        };
         if is_root() {
-            let ok = Command::new("chown").arg("-R").arg("postgres").arg(&cluster.dir).status().unwrap();
+            let ok = Command::new("chown")
+                .arg("-R")
+                .arg("postgres")
+                .arg(&cluster.dir)
+                .status()
+                .unwrap();
             assert!(ok.success(), "chown postgres failed");
         }
         let data = cluster.dir.join("data");
-        cluster.pg(&["initdb", "-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        cluster.pg(&[
+            "initdb",
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
         let mut conf = format!(
             "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 100\n",
             cluster.port,
@@ -79,9 +105,20 @@ impl Cluster {
         existing.push_str(&conf);
         std::fs::write(&conf_path, existing).unwrap();
         let log = cluster.dir.join("server.log");
-        cluster.pg(&["pg_ctl", "-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "start"]);
+        cluster.pg(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "start",
+        ]);
         let client = cluster.connect("postgres").await;
-        client.batch_execute("CREATE EXTENSION postbox").await.expect("CREATE EXTENSION postbox (is it installed? run scripts/test.sh)");
+        client
+            .batch_execute("CREATE EXTENSION postbox")
+            .await
+            .expect("CREATE EXTENSION postbox (is it installed? run scripts/test.sh)");
         cluster
     }
 
@@ -94,7 +131,10 @@ impl Cluster {
         } else {
             Command::new(&tool)
         };
-        let out = cmd.args(&args[1..]).output().unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+        let out = cmd
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
         assert!(
             out.status.success(),
             "{} failed: {}{}",
@@ -128,7 +168,10 @@ impl Cluster {
     }
 
     /// A connection and the notifications it receives.
-    pub async fn connect_listening(&self, user: &str) -> (Client, mpsc::UnboundedReceiver<Notification>) {
+    pub async fn connect_listening(
+        &self,
+        user: &str,
+    ) -> (Client, mpsc::UnboundedReceiver<Notification>) {
         let (client, mut conn) = tokio_postgres::connect(&self.url(user), NoTls)
             .await
             .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
@@ -148,7 +191,15 @@ impl Cluster {
     /// Stops the server at once, as a crash would.
     pub fn kill(&self) {
         let data = self.dir.join("data");
-        self.pg(&["pg_ctl", "-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
     }
 }
 
@@ -163,7 +214,11 @@ impl Drop for Cluster {
         } else {
             Command::new(&tool)
         };
-        let _ = cmd.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]).output();
+        let _ = cmd
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
         if std::env::var_os("POSTBOX_KEEP_CLUSTER").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -182,7 +237,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

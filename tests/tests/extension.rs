@@ -22,10 +22,13 @@ async fn setup(db: &Client) -> String {
 }
 
 async fn pending(db: &Client, endpoint: &str) -> i64 {
-    db.query_one("SELECT pending FROM postbox.endpoint_status WHERE id::text = $1", &[&endpoint])
-        .await
-        .unwrap()
-        .get(0)
+    db.query_one(
+        "SELECT pending FROM postbox.endpoint_status WHERE id::text = $1",
+        &[&endpoint],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 #[tokio::test]
@@ -35,22 +38,42 @@ async fn webhooks_follow_the_transaction() {
     let ep = setup(&db).await;
     let other = pg.connect("postgres").await;
 
-    db.batch_execute("BEGIN; INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'doomed');").await.unwrap();
+    db.batch_execute(
+        "BEGIN; INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'doomed');",
+    )
+    .await
+    .unwrap();
     // Counted at once inside the emitting transaction, invisible outside it.
     assert_eq!(pending(&db, &ep).await, 1);
     assert_eq!(pending(&other, &ep).await, 0);
     db.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(pending(&db, &ep).await, 0);
-    let events: i64 = db.query_one("SELECT count(*) FROM postbox.events", &[]).await.unwrap().get(0);
+    let events: i64 = db
+        .query_one("SELECT count(*) FROM postbox.events", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(events, 0, "a rolled-back write leaves no event behind");
 
-    db.batch_execute("BEGIN; INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'kept'); COMMIT;")
-        .await
-        .unwrap();
+    db.batch_execute(
+        "BEGIN; INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'kept'); COMMIT;",
+    )
+    .await
+    .unwrap();
     assert_eq!(pending(&other, &ep).await, 1);
-    assert_eq!(other.query_one("SELECT postbox.expand_events()", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        other
+            .query_one("SELECT postbox.expand_events()", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
     let status: String = other
-        .query_one("SELECT status FROM postbox.deliveries WHERE endpoint_id::text = $1", &[&ep])
+        .query_one(
+            "SELECT status FROM postbox.deliveries WHERE endpoint_id::text = $1",
+            &[&ep],
+        )
         .await
         .unwrap()
         .get(0);
@@ -62,25 +85,37 @@ async fn concurrent_emits_with_one_idempotency_key_make_one_event() {
     let pg = Cluster::start().await;
     let a = pg.connect("postgres").await;
     let b = pg.connect("postgres").await;
-    a.batch_execute("SELECT postbox.create_event_type('order.paid')").await.unwrap();
+    a.batch_execute("SELECT postbox.create_event_type('order.paid')")
+        .await
+        .unwrap();
     a.batch_execute("BEGIN").await.unwrap();
     let first: uuid::Uuid = a
-        .query_one("SELECT postbox.emit('t', 'order.paid', '{\"n\": 1}', 'k')", &[])
+        .query_one(
+            "SELECT postbox.emit('t', 'order.paid', '{\"n\": 1}', 'k')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     // b blocks on the key until a commits, then gets a's event id.
     let b_task = tokio::spawn(async move {
-        b.query_one("SELECT postbox.emit('t', 'order.paid', '{\"n\": 2}', 'k')", &[])
-            .await
-            .unwrap()
-            .get::<_, uuid::Uuid>(0)
+        b.query_one(
+            "SELECT postbox.emit('t', 'order.paid', '{\"n\": 2}', 'k')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, uuid::Uuid>(0)
     });
     tokio::time::sleep(Duration::from_millis(100)).await; // let b reach the lock
     a.batch_execute("COMMIT").await.unwrap();
     let second = b_task.await.unwrap();
     assert_eq!(first, second);
-    let n: i64 = a.query_one("SELECT count(*) FROM postbox.events", &[]).await.unwrap().get(0);
+    let n: i64 = a
+        .query_one("SELECT count(*) FROM postbox.events", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
 }
 
@@ -101,23 +136,44 @@ async fn login_roles_get_only_their_grants() {
     .unwrap();
 
     let app = pg.connect("app_writer").await;
-    app.batch_execute("INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'x')").await.unwrap();
-    app.batch_execute("SELECT postbox.emit('w1', 'recording.updated', '{}')").await.unwrap();
-    for sql in ["SELECT secret FROM postbox.endpoint_secrets", "SELECT postbox.create_endpoint('w1', 'https://example.com/')"] {
+    app.batch_execute("INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'x')")
+        .await
+        .unwrap();
+    app.batch_execute("SELECT postbox.emit('w1', 'recording.updated', '{}')")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT secret FROM postbox.endpoint_secrets",
+        "SELECT postbox.create_endpoint('w1', 'https://example.com/')",
+    ] {
         let e = app.batch_execute(sql).await.unwrap_err();
         assert_eq!(e.code().unwrap().code(), "42501", "{sql}");
     }
 
     let admin = pg.connect("ops").await;
-    admin.batch_execute(&format!("SELECT postbox.update_endpoint('{ep}', description => 'ops was here')")).await.unwrap();
-    let e = admin.batch_execute("SELECT secret FROM postbox.endpoint_secrets").await.unwrap_err();
+    admin
+        .batch_execute(&format!(
+            "SELECT postbox.update_endpoint('{ep}', description => 'ops was here')"
+        ))
+        .await
+        .unwrap();
+    let e = admin
+        .batch_execute("SELECT secret FROM postbox.endpoint_secrets")
+        .await
+        .unwrap_err();
     assert_eq!(e.code().unwrap().code(), "42501");
     assert_eq!(pending(&admin, &ep).await, 2);
 
     let worker = pg.connect("deliverer").await;
-    let secrets = worker.query("SELECT secret FROM postbox.endpoint_secrets", &[]).await.unwrap();
+    let secrets = worker
+        .query("SELECT secret FROM postbox.endpoint_secrets", &[])
+        .await
+        .unwrap();
     assert_eq!(secrets.len(), 1);
-    let e = worker.batch_execute("SELECT postbox.emit('w1', 'recording.updated', '{}')").await.unwrap_err();
+    let e = worker
+        .batch_execute("SELECT postbox.emit('w1', 'recording.updated', '{}')")
+        .await
+        .unwrap_err();
     assert_eq!(e.code().unwrap().code(), "42501");
 }
 
@@ -132,10 +188,22 @@ async fn pg_dump_keeps_endpoints_and_secrets() {
     db.batch_execute("CREATE DATABASE restored").await.unwrap();
     let dump = pg.dir().join("dump.sql");
     let run = |args: Vec<String>| {
-        let out = std::process::Command::new(pg.bindir().join(&args[0])).args(&args[1..]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(pg.bindir().join(&args[0]))
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    run(vec!["pg_dump".into(), "-f".into(), dump.display().to_string(), pg.url("postgres")]);
+    run(vec![
+        "pg_dump".into(),
+        "-f".into(),
+        dump.display().to_string(),
+        pg.url("postgres"),
+    ]);
     run(vec![
         "psql".into(),
         "-q".into(),
@@ -145,9 +213,10 @@ async fn pg_dump_keeps_endpoints_and_secrets() {
         dump.display().to_string(),
         pg.url_db("postgres", "restored"),
     ]);
-    let restored = tokio_postgres::connect(&pg.url_db("postgres", "restored"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let restored =
+        tokio_postgres::connect(&pg.url_db("postgres", "restored"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
     tokio::spawn(restored.1);
     let r = restored.0;
     let n: i64 = r
@@ -162,7 +231,14 @@ async fn pg_dump_keeps_endpoints_and_secrets() {
         .unwrap()
         .get(0);
     assert_eq!(types, 3);
-    let limit: i32 = r.query_one("SELECT max_endpoints FROM postbox.tenant_limits WHERE tenant = 'w1'", &[]).await.unwrap().get(0);
+    let limit: i32 = r
+        .query_one(
+            "SELECT max_endpoints FROM postbox.tenant_limits WHERE tenant = 'w1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(limit, 5);
 }
 
@@ -170,25 +246,44 @@ async fn pg_dump_keeps_endpoints_and_secrets() {
 async fn emit_notifies_only_while_a_worker_waits() {
     let pg = Cluster::start().await;
     let (listener, mut notes) = pg.connect_listening("postgres").await;
-    listener.batch_execute("LISTEN postbox_wakeup").await.unwrap();
+    listener
+        .batch_execute("LISTEN postbox_wakeup")
+        .await
+        .unwrap();
     let app = pg.connect("postgres").await;
     let _ep = setup(&app).await;
 
     // No worker waiting: the emitting commit sends no NOTIFY.
-    app.batch_execute("INSERT INTO app.recordings (workspace_id) VALUES ('w1')").await.unwrap();
+    app.batch_execute("INSERT INTO app.recordings (workspace_id) VALUES ('w1')")
+        .await
+        .unwrap();
     // A worker says it waits: the next emit wakes it.
-    listener.batch_execute("UPDATE postbox.wakeup SET waiting = true").await.unwrap();
-    app.batch_execute("SELECT postbox.emit('w1', 'recording.updated', '{}')").await.unwrap();
+    listener
+        .batch_execute("UPDATE postbox.wakeup SET waiting = true")
+        .await
+        .unwrap();
+    app.batch_execute("SELECT postbox.emit('w1', 'recording.updated', '{}')")
+        .await
+        .unwrap();
     // Notifications arrive in commit order, so a sentinel closes the window.
-    app.batch_execute("NOTIFY postbox_wakeup, 'sentinel'").await.unwrap();
+    app.batch_execute("NOTIFY postbox_wakeup, 'sentinel'")
+        .await
+        .unwrap();
 
     let mut seen = Vec::new();
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), notes.recv()).await.expect("sentinel").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), notes.recv())
+            .await
+            .expect("sentinel")
+            .unwrap();
         if n.payload() == "sentinel" {
             break;
         }
         seen.push(n.payload().to_string());
     }
-    assert_eq!(seen, [""], "exactly one wake-up, from the emit made while the worker waited");
+    assert_eq!(
+        seen,
+        [""],
+        "exactly one wake-up, from the emit made while the worker waited"
+    );
 }

@@ -1,0 +1,480 @@
+//! postbox-worker: turns the outbox into signed HTTP requests.
+//!
+//! [`run`] is the whole worker; the binary only parses configuration and
+//! waits for a signal. Tests drive [`run`] in-process with their own
+//! resolver, roots and shutdown future.
+//!
+//! # Layout
+//! - [`config`]: flags, environment, TOML file; validation.
+//! - [`listen`]: the LISTEN connection (a wake-up hint, never relied on).
+//! - [`claim`]: expansion of events, fair claims with a lease, the wake-up flag.
+//! - [`deliver`]: SSRF-checked resolution and one HTTP attempt.
+//! - [`sign`]: the signature headers of an attempt.
+//! - [`retry`]: the retry schedule, jitter and Retry-After.
+//! - [`health`]: batched acknowledgements, endpoint health, auto-disable.
+//! - [`metrics`]: Prometheus metrics and `/healthz`.
+//! - [`shutdown`]: signals and the stop flag.
+//! - this file: the dispatcher loop that ties them together.
+
+pub mod claim;
+pub mod config;
+pub mod deliver;
+pub mod health;
+pub mod listen;
+pub mod metrics;
+pub mod retry;
+pub mod shutdown;
+pub mod sign;
+
+pub use config::{Cli, Config, ConfigError};
+pub use deliver::Resolve;
+
+use claim::{ClaimError, Claimed};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deliver::Sender;
+use health::{DisablePolicy, Outcome, Verdict};
+use metrics::Metrics;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::{Id, JoinSet};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// Extension versions this worker can drive.
+pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.1.0"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    #[error("the postbox extension is not installed in this database (CREATE EXTENSION postbox)")]
+    NoExtension,
+    #[error("the postbox extension is version {0}, which this worker does not support (supported: {supported})", supported = SUPPORTED_EXTENSION_VERSIONS.join(", "))]
+    UnsupportedExtension(String),
+    #[error("database: {0}")]
+    Db(String),
+    #[error("metrics address: {0}")]
+    Metrics(std::io::Error),
+    #[error("{0}")]
+    Deliver(#[from] deliver::DeliverError),
+}
+
+impl RunError {
+    /// Errors a configuration change fixes: the binary exits 2 on these.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            RunError::Config(_)
+                | RunError::NoExtension
+                | RunError::UnsupportedExtension(_)
+                | RunError::Metrics(_)
+        )
+    }
+}
+
+/// Runs the worker until `shutdown` resolves, then stops claiming, lets
+/// in-flight requests finish (or releases them after the shutdown timeout),
+/// writes the last acknowledgements and returns.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate()?;
+    let pg: tokio_postgres::Config = config
+        .database_url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| RunError::Db(e.to_string()))?;
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(config.db_pool_size)
+        .build()
+        .map_err(|e| RunError::Db(e.to_string()))?;
+    let db = pool.get().await.map_err(|e| RunError::Db(e.to_string()))?;
+    let version: Option<String> = db
+        .query_opt(
+            "SELECT extversion FROM pg_extension WHERE extname = 'postbox'",
+            &[],
+        )
+        .await
+        .map_err(|e| RunError::Db(e.to_string()))?
+        .map(|r| r.get(0));
+    match version {
+        None => return Err(RunError::NoExtension),
+        Some(v) if !SUPPORTED_EXTENSION_VERSIONS.contains(&v.as_str()) => {
+            return Err(RunError::UnsupportedExtension(v))
+        }
+        Some(_) => {}
+    }
+    let db_insecure: bool = db
+        .query_one("SELECT coalesce(current_setting('postbox.allow_insecure_urls', true), 'off') IN ('on', 'true', '1', 'yes')", &[])
+        .await
+        .map_err(|e| RunError::Db(e.to_string()))?
+        .get(0);
+    drop(db);
+    let allow_private = config.allow_private_targets || db_insecure;
+    if allow_private {
+        tracing::warn!("private and http targets are allowed: for local development only");
+    }
+
+    let mut roots = config.root_certificates.clone();
+    for path in &config.extra_root_certs {
+        let pem = std::fs::read(path).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            source: e,
+        })?;
+        roots.extend(
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| deliver::DeliverError::Client(e.to_string()))?,
+        );
+    }
+    let sender = Arc::new(Sender::new(
+        config.resolver.clone(),
+        roots,
+        allow_private,
+        config.request_timeout,
+        config.connect_timeout,
+        config.max_request_time(),
+    )?);
+    let metrics = Arc::new(Metrics::new());
+    let stop = shutdown::watch_for(shutdown);
+    if let Some(addr) = config.metrics_addr {
+        let bound = metrics::serve(addr, metrics.clone(), pool.clone(), stop.clone())
+            .await
+            .map_err(RunError::Metrics)?;
+        tracing::info!(%bound, "metrics at /metrics, liveness at /healthz");
+    }
+
+    let wake = Arc::new(Notify::new());
+    let listener = tokio::spawn(listen::run(
+        config.database_url.clone(),
+        wake.clone(),
+        stop.clone(),
+    ));
+    let (ack_tx, ack_rx) = mpsc::channel(10_000);
+    let policy = DisablePolicy {
+        after_failures: config.disable_after_failures,
+        after: config.disable_after,
+    };
+    let acker = tokio::spawn(health::run_acker(
+        pool.clone(),
+        ack_rx,
+        policy,
+        metrics.clone(),
+    ));
+    tracing::info!(worker_id = %config.worker_id, max_in_flight = config.max_in_flight, "postbox-worker started");
+
+    let mut d = Dispatcher {
+        cfg: config,
+        pool,
+        sender,
+        metrics,
+        ack: ack_tx,
+        wake,
+        tasks: JoinSet::new(),
+        running: HashMap::new(),
+        busy: HashMap::new(),
+        buckets: HashMap::new(),
+        waiting: false,
+    };
+    d.run(stop).await;
+    d.drain().await;
+    let pool = d.pool.clone();
+    drop(d); // closes the acknowledgement channel: the acker flushes and ends
+    let _ = acker.await;
+    listener.abort();
+    if let Ok(db) = pool.get().await {
+        let _ = claim::set_waiting(&db, false).await;
+    }
+    tracing::info!("postbox-worker stopped");
+    Ok(())
+}
+
+/// A token bucket for an endpoint's `rate_limit_per_s`: one second's burst.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + self.rate * now.duration_since(self.at).as_secs_f64())
+            .min(self.rate.max(1.0));
+        self.at = now;
+    }
+}
+
+struct Dispatcher {
+    cfg: Config,
+    pool: Pool,
+    sender: Arc<Sender>,
+    metrics: Arc<Metrics>,
+    ack: mpsc::Sender<Outcome>,
+    wake: Arc<Notify>,
+    tasks: JoinSet<()>,
+    /// Task → (endpoint, delivery), for the per-endpoint counts and releases.
+    running: HashMap<Id, (Uuid, i64)>,
+    busy: HashMap<Uuid, u32>,
+    buckets: HashMap<Uuid, Bucket>,
+    /// Whether this worker has set the wake-up flag.
+    waiting: bool,
+}
+
+impl Dispatcher {
+    async fn run(&mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut rechecked = false;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            self.reap();
+            match self.step().await {
+                Ok(true) => {
+                    backoff = Duration::from_millis(100);
+                    rechecked = false;
+                    continue;
+                }
+                Ok(false) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "claim cycle failed; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            let free = self.cfg.max_in_flight.saturating_sub(self.tasks.len());
+            if free > 0 && !self.waiting {
+                // Say we wait, then look once more: an event committed before
+                // the flag was visible would otherwise wait for the poll.
+                if self.set_waiting(true).await.is_ok() && !rechecked {
+                    rechecked = true;
+                    continue;
+                }
+            }
+            let deadline = self.deadline().await;
+            tokio::select! {
+                _ = self.wake.notified() => {
+                    // Every emit NOTIFYs while the flag is set: clear it at once.
+                    let _ = self.set_waiting(false).await;
+                    rechecked = false;
+                }
+                Some(res) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finish(res),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let _ = self.set_waiting(false).await;
+                    rechecked = false;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One cycle: expand events, claim what there is room for, start it.
+    /// Returns whether it started anything.
+    async fn step(&mut self) -> Result<bool, ClaimError> {
+        let db = self.pool.get().await?;
+        for _ in 0..10 {
+            if claim::expand(&db, 1000).await? < 1000 {
+                break;
+            }
+        }
+        let free = self.cfg.max_in_flight.saturating_sub(self.tasks.len());
+        // While busy, claim in chunks rather than one slot at a time.
+        if free == 0 || (free < (self.cfg.max_in_flight / 8).max(1) && !self.tasks.is_empty()) {
+            return Ok(false);
+        }
+        let rooms = self.rate_rooms();
+        let jobs = claim::claim(
+            &db,
+            &self.cfg.worker_id,
+            free.min(self.cfg.batch_size),
+            self.cfg.endpoint_max_in_flight,
+            &self.busy,
+            &rooms,
+            self.cfg.lease,
+        )
+        .await?;
+        drop(db);
+        if jobs.is_empty() {
+            return Ok(false);
+        }
+        if self.waiting {
+            let _ = self.set_waiting(false).await;
+        }
+        for job in jobs {
+            self.start(job);
+        }
+        Ok(true)
+    }
+
+    fn rate_rooms(&mut self) -> HashMap<Uuid, u32> {
+        self.buckets
+            .iter_mut()
+            .map(|(id, b)| {
+                b.refill();
+                (*id, b.tokens.floor() as u32)
+            })
+            .collect()
+    }
+
+    fn start(&mut self, job: Claimed) {
+        let opts = postbox_rules::options::parse(&job.options).unwrap_or_else(|e| {
+            tracing::warn!(endpoint_id = %job.endpoint_id, error = %e, "stored options are invalid; using defaults");
+            Default::default()
+        });
+        if let Some(rate) = opts.rate_limit_per_s {
+            let b = self.buckets.entry(job.endpoint_id).or_insert(Bucket {
+                rate,
+                tokens: rate.max(1.0),
+                at: Instant::now(),
+            });
+            b.rate = rate;
+            b.refill();
+            b.tokens -= 1.0;
+        } else {
+            self.buckets.remove(&job.endpoint_id);
+        }
+        *self.busy.entry(job.endpoint_id).or_insert(0) += 1;
+        let (endpoint_id, delivery_id) = (job.endpoint_id, job.id);
+        let sender = self.sender.clone();
+        let ack = self.ack.clone();
+        let metrics = self.metrics.clone();
+        let handle = self.tasks.spawn(async move {
+            metrics.in_flight.inc();
+            let result = sender.send(&job, &opts).await;
+            metrics.in_flight.dec();
+            metrics.attempt_seconds.observe(result.duration.as_secs_f64());
+            let attempt = job.attempts + 1;
+            let verdict = if result.succeeded() {
+                Verdict::Succeeded
+            } else if result.status == Some(410) {
+                Verdict::Gone
+            } else if job.is_test {
+                Verdict::Failed // a test send is attempted once
+            } else {
+                match retry::next_attempt(opts.retry_gaps(), attempt as u32, result.status, result.retry_after, SystemTime::now()) {
+                    Some(at) => Verdict::Retry(at),
+                    None => Verdict::Failed,
+                }
+            };
+            tracing::debug!(
+                delivery_id = job.id, endpoint_id = %job.endpoint_id, attempt, status = ?result.status,
+                error = ?result.error, outcome = verdict.label(), "attempt"
+            );
+            let _ = ack
+                .send(Outcome {
+                    delivery_id: job.id,
+                    tenant: job.tenant,
+                    endpoint_id: job.endpoint_id,
+                    event_id: job.event_id,
+                    attempt,
+                    is_test: job.is_test,
+                    queued_at: job.queued_at,
+                    result,
+                    verdict,
+                })
+                .await;
+        });
+        self.running.insert(handle.id(), (endpoint_id, delivery_id));
+    }
+
+    fn finish(&mut self, res: Result<(Id, ()), tokio::task::JoinError>) {
+        let id = match &res {
+            Ok((id, ())) => *id,
+            Err(e) => {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "delivery task panicked; its lease will expire and it will be retried");
+                }
+                e.id()
+            }
+        };
+        if let Some((endpoint, _)) = self.running.remove(&id) {
+            if let Some(n) = self.busy.get_mut(&endpoint) {
+                *n -= 1;
+                if *n == 0 {
+                    self.busy.remove(&endpoint);
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        while let Some(res) = self.tasks.try_join_next_with_id() {
+            self.finish(res);
+        }
+    }
+
+    /// When to look again without a wake-up: the next scheduled attempt, a
+    /// rate limit's next token, or the poll interval, whichever is first.
+    async fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        let mut deadline = now + self.cfg.poll_interval;
+        if let Ok(db) = self.pool.get().await {
+            if let Ok(Some(at)) = claim::next_due(&db).await {
+                if let Ok(wait) = at.duration_since(SystemTime::now()) {
+                    deadline = deadline.min(now + wait + Duration::from_millis(1));
+                }
+            }
+        }
+        for b in self.buckets.values() {
+            if b.tokens < 1.0 {
+                deadline = deadline.min(now + Duration::from_secs_f64((1.0 - b.tokens) / b.rate));
+            }
+        }
+        deadline
+    }
+
+    async fn set_waiting(&mut self, waiting: bool) -> Result<(), ClaimError> {
+        if self.waiting == waiting {
+            return Ok(());
+        }
+        let db = self.pool.get().await?;
+        claim::set_waiting(&db, waiting).await?;
+        self.waiting = waiting;
+        Ok(())
+    }
+
+    /// Lets in-flight requests finish within the shutdown timeout, then
+    /// aborts the rest and gives their claims back.
+    async fn drain(&mut self) {
+        let deadline = Instant::now() + self.cfg.shutdown_timeout;
+        tracing::info!(
+            in_flight = self.tasks.len(),
+            "finishing in-flight deliveries"
+        );
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(res) = self.tasks.join_next_with_id() => self.finish(res),
+                _ = tokio::time::sleep_until(deadline.into()) => break,
+            }
+        }
+        if self.tasks.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = self.running.values().map(|(_, d)| *d).collect();
+        self.tasks.abort_all();
+        while let Some(res) = self.tasks.join_next_with_id().await {
+            self.finish(res);
+        }
+        match self.pool.get().await {
+            Ok(db) => match claim::release(&db, &ids, &self.cfg.worker_id).await {
+                Ok(n) => tracing::info!(released = n, "released unfinished deliveries"),
+                Err(e) => tracing::warn!(error = %e, "could not release; their leases will expire"),
+            },
+            Err(e) => tracing::warn!(error = %e, "could not release; their leases will expire"),
+        }
+    }
+}

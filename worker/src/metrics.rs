@@ -1,0 +1,175 @@
+//! Prometheus metrics at `/metrics` and a liveness answer at `/healthz`.
+//!
+//! The server is a minimal HTTP/1.1 responder: scrapes are rare and small,
+//! so it does not need a full HTTP stack.
+
+use deadpool_postgres::Pool;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub deliveries: Family<Labels, Counter>,
+    pub attempt_seconds: Histogram,
+    pub due: Gauge,
+    pub oldest_due_seconds: Gauge<f64, AtomicU64>,
+    pub in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("postbox");
+        let deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery attempts by outcome (succeeded, retrying, failed, gone)",
+            deliveries.clone(),
+        );
+        let attempt_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "attempt_duration_seconds",
+            "Time from sending a request to its response or error",
+            attempt_seconds.clone(),
+        );
+        let due = Gauge::default();
+        registry.register(
+            "deliveries_due",
+            "Deliveries due now and not claimed (events not yet expanded count once)",
+            due.clone(),
+        );
+        let oldest_due_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "oldest_due_age_seconds",
+            "Age of the oldest due, unclaimed delivery",
+            oldest_due_seconds.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "HTTP requests in flight in this worker",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            deliveries,
+            attempt_seconds,
+            due,
+            oldest_due_seconds,
+            in_flight,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Refreshes the gauges that come from the database.
+    pub async fn refresh(&self, pool: &Pool) -> Result<(), deadpool_postgres::PoolError> {
+        let db = pool.get().await?;
+        let row = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM postbox.outbox
+                          WHERE status = 'pending' AND next_attempt_at <= now()
+                            AND (lease_until IS NULL OR lease_until < now()))
+                      + (SELECT count(*) FROM postbox.events WHERE fanout IS NOT NULL),
+                        extract(epoch FROM now() - least(
+                          (SELECT min(next_attempt_at) FROM postbox.outbox
+                            WHERE status = 'pending' AND next_attempt_at <= now()
+                              AND (lease_until IS NULL OR lease_until < now())),
+                          (SELECT min(created_at) FROM postbox.events WHERE fanout IS NOT NULL)))::float8",
+                &[],
+            )
+            .await
+            .map_err(deadpool_postgres::PoolError::Backend)?;
+        self.due.set(row.get::<_, i64>(0));
+        self.oldest_due_seconds
+            .set(row.get::<_, Option<f64>>(1).unwrap_or(0.0).max(0.0));
+        Ok(())
+    }
+}
+
+/// Binds `addr` and serves until `stop`; gauges refresh every 5 s meanwhile.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    pool: Pool,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let m = metrics.clone();
+    let mut stop2 = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = m.refresh(&pool).await {
+                tracing::debug!(error = %e, "metrics refresh failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stop2.changed() => return,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                _ = stop.changed() => return,
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut n = 0;
+                while n < buf.len() {
+                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[n..]))
+                        .await
+                    {
+                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                        Ok(Ok(k)) => {
+                            n += k;
+                            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let path = head.split_whitespace().nth(1).unwrap_or("");
+                let (status, ctype, body) = match path {
+                    "/metrics" => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        metrics.render(),
+                    ),
+                    "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                    _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+                };
+                let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    Ok(bound)
+}
