@@ -7,9 +7,20 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
+/// A database error with PostgreSQL's own message (tokio-postgres shows only "db error").
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    #[error("database: {0}")]
+    #[error("database: {}", pg_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -76,25 +87,27 @@ WITH busy AS (
       FROM postbox.endpoints e
      WHERE e.enabled AND e.disabled_at IS NULL
      ORDER BY random()
+), fair AS (
+    SELECT d.id
+      FROM eps CROSS JOIN LATERAL (
+           SELECT d.id FROM postbox.outbox d
+            WHERE d.endpoint_id = eps.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+              AND (d.lease_until IS NULL OR d.lease_until < now())
+            ORDER BY d.next_attempt_at
+            LIMIT greatest(eps.room, 0)
+              FOR UPDATE SKIP LOCKED) d
+     LIMIT $2
+), tests AS (
+    SELECT d.id FROM postbox.outbox d
+     WHERE d.is_test AND d.status = 'pending' AND d.next_attempt_at <= now()
+       AND (d.lease_until IS NULL OR d.lease_until < now())
+       AND NOT EXISTS (SELECT FROM postbox.endpoints e
+                        WHERE e.id = d.endpoint_id AND e.enabled AND e.disabled_at IS NULL)
+     ORDER BY d.next_attempt_at
+     LIMIT 16
+       FOR UPDATE SKIP LOCKED
 ), picked AS (
-    (SELECT d.id
-       FROM eps CROSS JOIN LATERAL (
-            SELECT d.id FROM postbox.outbox d
-             WHERE d.endpoint_id = eps.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-               AND (d.lease_until IS NULL OR d.lease_until < now())
-             ORDER BY d.next_attempt_at
-             LIMIT greatest(eps.room, 0)
-               FOR UPDATE SKIP LOCKED) d
-      LIMIT $2)
-    UNION ALL
-    (SELECT d.id FROM postbox.outbox d
-      WHERE d.is_test AND d.status = 'pending' AND d.next_attempt_at <= now()
-        AND (d.lease_until IS NULL OR d.lease_until < now())
-        AND NOT EXISTS (SELECT FROM postbox.endpoints e
-                         WHERE e.id = d.endpoint_id AND e.enabled AND e.disabled_at IS NULL)
-      ORDER BY d.next_attempt_at
-      LIMIT 16
-        FOR UPDATE SKIP LOCKED)
+    SELECT id FROM fair UNION ALL SELECT id FROM tests
 )
 UPDATE postbox.outbox o
    SET lease_until = now() + make_interval(secs => $8::float8), leased_by = $1

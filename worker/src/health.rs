@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AckError {
-    #[error("database: {0}")]
+    #[error("database: {}", crate::claim::pg_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -110,7 +110,7 @@ pub async fn run_acker(
 #[derive(Default)]
 struct Health {
     reset: bool,
-    trailing: i32,
+    streak: i32,
     first_fail: Option<SystemTime>,
     last_at: Option<SystemTime>,
     last_ok: Option<SystemTime>,
@@ -241,11 +241,11 @@ async fn write_batch(
         h.last_at = h.last_at.max(Some(o.result.started_at));
         if o.verdict == Verdict::Succeeded {
             h.reset = true;
-            h.trailing = 0;
+            h.streak = 0;
             h.first_fail = None;
             h.last_ok = Some(o.result.started_at);
         } else {
-            h.trailing += 1;
+            h.streak += 1;
             h.first_fail.get_or_insert(o.result.started_at);
             h.last_err = o.result.error.clone();
         }
@@ -260,7 +260,7 @@ async fn write_batch(
         let ids: Vec<Uuid> = health.keys().copied().collect();
         let hs: Vec<&Health> = ids.iter().map(|id| &health[id]).collect();
         let reset: Vec<bool> = hs.iter().map(|h| h.reset).collect();
-        let trailing: Vec<i32> = hs.iter().map(|h| h.trailing).collect();
+        let streak: Vec<i32> = hs.iter().map(|h| h.streak).collect();
         let first_fail: Vec<Option<SystemTime>> = hs.iter().map(|h| h.first_fail).collect();
         let last_at: Vec<Option<SystemTime>> = hs.iter().map(|h| h.last_at).collect();
         let last_ok: Vec<Option<SystemTime>> = hs.iter().map(|h| h.last_ok).collect();
@@ -268,15 +268,15 @@ async fn write_batch(
         let stmt = tx
             .prepare_cached(
                 "UPDATE postbox.endpoints e
-                    SET consecutive_failures = CASE WHEN h.reset THEN h.trailing ELSE e.consecutive_failures + h.trailing END,
-                        failing_since = CASE WHEN h.trailing = 0 THEN NULL
+                    SET consecutive_failures = CASE WHEN h.reset THEN h.streak ELSE e.consecutive_failures + h.streak END,
+                        failing_since = CASE WHEN h.streak = 0 THEN NULL
                                              WHEN h.reset THEN h.first_fail
                                              ELSE coalesce(e.failing_since, h.first_fail) END,
                         last_attempt_at = greatest(e.last_attempt_at, h.last_at),
                         last_success_at = coalesce(h.last_ok, e.last_success_at),
                         last_error = coalesce(h.last_err, e.last_error)
                    FROM unnest($1::uuid[], $2::bool[], $3::int4[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::text[])
-                        AS h(id, reset, trailing, first_fail, last_at, last_ok, last_err)
+                        AS h(id, reset, streak, first_fail, last_at, last_ok, last_err)
                   WHERE e.id = h.id",
             )
             .await?;
@@ -285,7 +285,7 @@ async fn write_batch(
             &[
                 &ids,
                 &reset,
-                &trailing,
+                &streak,
                 &first_fail,
                 &last_at,
                 &last_ok,

@@ -105,7 +105,7 @@ pub async fn run(
             &[],
         )
         .await
-        .map_err(|e| RunError::Db(e.to_string()))?
+        .map_err(|e| RunError::Db(claim::pg_message(&e)))?
         .map(|r| r.get(0));
     match version {
         None => return Err(RunError::NoExtension),
@@ -117,7 +117,7 @@ pub async fn run(
     let db_insecure: bool = db
         .query_one("SELECT coalesce(current_setting('postbox.allow_insecure_urls', true), 'off') IN ('on', 'true', '1', 'yes')", &[])
         .await
-        .map_err(|e| RunError::Db(e.to_string()))?
+        .map_err(|e| RunError::Db(claim::pg_message(&e)))?
         .get(0);
     drop(db);
     let allow_private = config.allow_private_targets || db_insecure;

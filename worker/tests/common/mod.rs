@@ -1,0 +1,289 @@
+//! Shared pieces of the worker's integration tests: HTTP(S) receivers on
+//! 127.0.0.1, a resolver the test controls, a worker started through `run()`,
+//! and Standard Webhooks verification with the official Python library.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use postbox_tests::Cluster;
+use postbox_worker::deliver::BoxFuture;
+use postbox_worker::{Config, Resolve};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+/// What a receiver answers.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// These statuses in turn; the last one repeats.
+    Statuses(Vec<u16>),
+    /// Accept, read the request, never answer.
+    Hang,
+    /// Answer 200 after a delay.
+    Slow(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// Arrival order across every receiver sharing the counter.
+    pub seq: u64,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+struct State {
+    behavior: Mutex<Behavior>,
+    received: Mutex<Vec<Received>>,
+    order: Arc<AtomicU64>,
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl Receiver {
+    pub async fn start(behavior: Behavior, order: Arc<AtomicU64>) -> Receiver {
+        Self::start_tls(behavior, order, None).await
+    }
+
+    pub async fn start_tls(behavior: Behavior, order: Arc<AtomicU64>, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State { behavior: Mutex::new(behavior), received: Mutex::new(Vec::new()), order });
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else { continue };
+                let st = st.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(sock).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(sock), svc).await;
+                        }
+                    }
+                });
+            }
+        });
+        Receiver { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.addr.port())
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    pub fn set_behavior(&self, b: Behavior) {
+        *self.state.behavior.lock().unwrap() = b;
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let seq = state.order.fetch_add(1, Ordering::SeqCst);
+    let n = {
+        let mut r = state.received.lock().unwrap();
+        r.push(Received { seq, headers, body: String::from_utf8_lossy(&body).into_owned() });
+        r.len()
+    };
+    let behavior = state.behavior.lock().unwrap().clone();
+    let status = match behavior {
+        Behavior::Statuses(s) => s[(n - 1).min(s.len() - 1)],
+        Behavior::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Behavior::Slow(d) => {
+            tokio::time::sleep(d).await;
+            200
+        }
+    };
+    Ok(Response::builder().status(status).body(Full::new(Bytes::from_static(b"received"))).unwrap())
+}
+
+/// Name → answers; each lookup takes the next answer, the last one repeats.
+#[derive(Default)]
+pub struct TestResolver {
+    map: Mutex<HashMap<String, Vec<Vec<IpAddr>>>>,
+    pub lookups: AtomicU64,
+}
+
+impl TestResolver {
+    pub fn set(&self, name: &str, answers: Vec<Vec<IpAddr>>) {
+        self.map.lock().unwrap().insert(name.to_string(), answers);
+    }
+}
+
+impl Resolve for TestResolver {
+    fn lookup(&self, host: String) -> BoxFuture<std::io::Result<Vec<IpAddr>>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let mut map = self.map.lock().unwrap();
+        let answer = match map.get_mut(&host) {
+            Some(answers) if answers.len() > 1 => Ok(answers.remove(0)),
+            Some(answers) => Ok(answers[0].clone()),
+            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("test resolver: no such host {host}"))),
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+/// A worker running in-process through `run()`.
+pub struct Worker {
+    stop: Option<oneshot::Sender<()>>,
+    join: JoinHandle<Result<(), postbox_worker::RunError>>,
+}
+
+impl Worker {
+    pub fn start(config: Config) -> Worker {
+        static LOG: std::sync::Once = std::sync::Once::new();
+        LOG.call_once(|| {
+            let filter = std::env::var("POSTBOX_TEST_LOG").unwrap_or_else(|_| "warn".into());
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        });
+        let (tx, rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(postbox_worker::run(config, async move {
+            let _ = rx.await;
+        }));
+        Worker { stop: Some(tx), join }
+    }
+
+    /// Graceful shutdown; returns what `run` returned.
+    pub async fn stop(mut self) -> Result<(), postbox_worker::RunError> {
+        let _ = self.stop.take().unwrap().send(());
+        self.join.await.unwrap()
+    }
+}
+
+/// Fast settings for tests: short poll, lease and timeouts, private targets on.
+pub fn test_config(pg: &Cluster) -> Config {
+    let mut c = Config::new(pg.url("postgres"));
+    c.allow_private_targets = true;
+    c.poll_interval = Duration::from_millis(200);
+    c.request_timeout = Duration::from_secs(2);
+    c.connect_timeout = Duration::from_secs(1);
+    c.lease = Duration::from_secs(5);
+    c.shutdown_timeout = Duration::from_secs(5);
+    c
+}
+
+/// A cluster with a few event types, and a superuser session that may
+/// register http://127.0.0.1 endpoints.
+pub async fn cluster() -> (Cluster, Client) {
+    let pg = Cluster::start().await;
+    let db = pg.connect("postgres").await;
+    db.batch_execute(
+        "SET postbox.allow_insecure_urls = on;
+         SELECT postbox.create_event_type(n) FROM unnest(ARRAY['order.paid', 'order.refunded', 'burst.item', 'single.item']) n;",
+    )
+    .await
+    .unwrap();
+    (pg, db)
+}
+
+/// Creates an endpoint; returns (id, secret).
+pub async fn endpoint(db: &Client, tenant: &str, url: &str, extra: &str) -> (String, String) {
+    let row = db
+        .query_one(
+            &format!("SELECT id::text, secret FROM postbox.create_endpoint('{tenant}', '{url}'{extra})"),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+pub async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(db: &Client, sql: &str) -> T {
+    db.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+/// Polls until `f` holds or 30 s pass.
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
+    postbox_tests::wait_until(Duration::from_secs(30), what, || std::future::ready(f().then_some(()))).await
+}
+
+pub async fn eventually_sql(db: &Client, what: &str, sql: &str) {
+    let sql = sql.to_string();
+    postbox_tests::wait_until(Duration::from_secs(30), what, || {
+        let sql = sql.clone();
+        async move { db.query_one(&sql, &[]).await.ok().and_then(|r| r.get::<_, bool>(0).then_some(())) }
+    })
+    .await
+}
+
+/// Verifies a delivery with the official `standardwebhooks` Python package
+/// (standard style) or Python's own hmac (sha256-hex). Returns its verdict.
+pub fn python_verify(style: &str, secret: &str, r: &Received, signature_header: &str) -> Result<(), String> {
+    let python = std::env::var("POSTBOX_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pyvenv/bin/python").to_string()
+    });
+    let script = r#"
+import hashlib, hmac, json, sys
+case = json.load(sys.stdin)
+if case["style"] == "standard":
+    from standardwebhooks import Webhook
+    Webhook(case["secret"]).verify(case["body"], case["headers"])
+else:
+    want = "sha256=" + hmac.new(case["secret"].encode(), case["body"].encode(), hashlib.sha256).hexdigest()
+    got = case["headers"][case["signature_header"].lower()]
+    if not hmac.compare_digest(want, got):
+        sys.exit("sha256-hex mismatch: " + got)
+print("verified")
+"#;
+    let case = serde_json::json!({
+        "style": style, "secret": secret, "body": r.body, "headers": r.headers, "signature_header": signature_header,
+    });
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e} (run scripts/setup.sh)"));
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(case.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
