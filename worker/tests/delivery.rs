@@ -261,6 +261,7 @@ async fn paused_endpoints_hold_deliveries_until_resumed() {
     eventually("the held deliveries after resume", || paused.count() == 3).await;
     let events: HashSet<String> = paused.received().iter().map(|r| r.json()["event"].as_str().unwrap().to_string()).collect();
     assert_eq!(events, HashSet::from(["order.paid".to_string()]), "nothing emitted during the pause");
+    eventually_sql(&db, "their acknowledgements", &format!("SELECT count(*) = 3 FROM postbox.deliveries WHERE endpoint_id = '{p}' AND status = 'succeeded'")).await;
     let attempts: i64 = one(&db, &format!("SELECT count(*) FROM postbox.attempts WHERE endpoint_id = '{p}'")).await;
     assert_eq!(attempts, 3, "held deliveries spent no attempts while paused");
     worker.stop().await.unwrap();
