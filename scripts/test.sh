@@ -28,3 +28,6 @@ step "install the extension (without the test schema) for the end-to-end tests"
 step "end-to-end tests against real clusters"
 export POSTBOX_PYTHON="$ROOT/target/pyvenv/bin/python"
 cargo test -p postbox-tests
+
+step "worker: unit tests and integration tests (real cluster, real HTTP receivers)"
+cargo test -p postbox-worker

@@ -487,7 +487,7 @@ $fn$;
 -- could not touch anyway.
 CREATE FUNCTION postbox.attach(tbl regclass, resource text, tenant_column text, columns text[] DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp SET client_min_messages = warning
 AS $fn$
 DECLARE
     v_kind  "char";
