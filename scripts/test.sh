@@ -12,22 +12,29 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="--sudo"
 step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+# Every test command's output also goes to $LOG, for the total at the end.
+t() { "$@" 2>&1 | tee -a "$LOG"; }
 
 step "unit tests: postbox-rules"
-cargo test -p postbox-rules
+t cargo test -p postbox-rules
 
 step "pg_tests: the extension inside PostgreSQL 15"
 PGRX_TEST_DIR=${PGRX_TEST_DIR:-/tmp/postbox-pgrx-test}
 mkdir -p "$PGRX_TEST_DIR"
 [ "$(id -u)" = 0 ] && chown postgres "$PGRX_TEST_DIR"
-(cd extension && cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_DIR/data")
+(cd extension && t cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_DIR/data")
 
 step "install the extension (without the test schema) for the end-to-end tests"
 (cd extension && cargo pgrx install $SUDO --pg-config "$PG_CONFIG")
 
 step "end-to-end tests against real clusters"
 export POSTBOX_PYTHON="$ROOT/target/pyvenv/bin/python"
-cargo test -p postbox-tests
+t cargo test -p postbox-tests
 
 step "worker: unit tests and integration tests (real cluster, real HTTP receivers)"
-cargo test -p postbox-worker
+t cargo test -p postbox-worker
+
+step "summary"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG"

@@ -10,7 +10,12 @@ use uuid::Uuid;
 /// A database error with PostgreSQL's own message (tokio-postgres shows only "db error").
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
         None => match std::error::Error::source(e) {
             Some(s) => format!("{e}: {s}"),
             None => e.to_string(),

@@ -83,10 +83,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let pg: tokio_postgres::Config = config
+    let mut pg: tokio_postgres::Config = config
         .database_url
         .parse()
         .map_err(|e: tokio_postgres::Error| RunError::Db(e.to_string()))?;
+    // Lets operators find (and tests terminate) the worker's sessions.
+    pg.application_name("postbox-worker");
+    let pg_listen = pg.clone();
     let manager = Manager::from_config(
         pg,
         NoTls,
@@ -154,11 +157,7 @@ pub async fn run(
     }
 
     let wake = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen::run(
-        config.database_url.clone(),
-        wake.clone(),
-        stop.clone(),
-    ));
+    let listener = tokio::spawn(listen::run(pg_listen, wake.clone(), stop.clone()));
     let (ack_tx, ack_rx) = mpsc::channel(10_000);
     let policy = DisablePolicy {
         after_failures: config.disable_after_failures,

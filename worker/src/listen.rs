@@ -10,13 +10,13 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 pub const CHANNEL: &str = "postbox_wakeup";
 
-pub async fn run(database_url: String, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+pub async fn run(pg: tokio_postgres::Config, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
             return;
         }
-        match tokio_postgres::connect(&database_url, NoTls).await {
+        match pg.connect(NoTls).await {
             Ok((client, mut conn)) => {
                 let wake2 = wake.clone();
                 let mut pump = tokio::spawn(async move {

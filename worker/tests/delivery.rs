@@ -18,7 +18,13 @@ fn order() -> Arc<AtomicU64> {
 async fn signed_deliveries_verify_in_both_styles_and_during_rotation() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Statuses(vec![204]), order()).await;
-    let (std_id, std_secret) = endpoint(&db, "acme", &rx.url(), ", '{order.*}', headers => '{\"Authorization\": \"Bearer t0k\"}'").await;
+    let (std_id, std_secret) = endpoint(
+        &db,
+        "acme",
+        &rx.url(),
+        ", '{order.*}', headers => '{\"Authorization\": \"Bearer t0k\"}'",
+    )
+    .await;
     let (_, hex_secret) = endpoint(
         &db,
         "acme",
@@ -27,35 +33,71 @@ async fn signed_deliveries_verify_in_both_styles_and_during_rotation() {
     )
     .await;
     let worker = Worker::start(test_config(&pg));
-    let event: uuid::Uuid = one(&db, "SELECT postbox.emit('acme', 'order.paid', '{\"order_id\": 42, \"note\": \"caf\\u00e9\"}')").await;
+    let event: uuid::Uuid = one(
+        &db,
+        "SELECT postbox.emit('acme', 'order.paid', '{\"order_id\": 42, \"note\": \"caf\\u00e9\"}')",
+    )
+    .await;
     eventually("two deliveries", || rx.count() == 2).await;
 
     let got = rx.received();
-    let std = got.iter().find(|r| r.headers.contains_key("webhook-signature")).unwrap();
-    let hex = got.iter().find(|r| r.headers.contains_key("x-hub-signature-256")).unwrap();
-    python_verify("standard", &std_secret, std, "").expect("standardwebhooks verifies the standard style");
-    python_verify("sha256-hex", &hex_secret, hex, "X-Hub-Signature-256").expect("sha256-hex verifies");
-    assert!(python_verify("standard", &hex_secret, std, "").is_err(), "a wrong secret must not verify");
+    let std = got
+        .iter()
+        .find(|r| r.headers.contains_key("webhook-signature"))
+        .unwrap();
+    let hex = got
+        .iter()
+        .find(|r| r.headers.contains_key("x-hub-signature-256"))
+        .unwrap();
+    python_verify("standard", &std_secret, std, "")
+        .expect("standardwebhooks verifies the standard style");
+    python_verify("sha256-hex", &hex_secret, hex, "X-Hub-Signature-256")
+        .expect("sha256-hex verifies");
+    assert!(
+        python_verify("standard", &hex_secret, std, "").is_err(),
+        "a wrong secret must not verify"
+    );
 
     let body = std.json();
     assert_eq!(body["id"], event.to_string());
     assert_eq!(body["event"], "order.paid");
-    assert_eq!(body["data"], serde_json::json!({"order_id": 42, "note": "café"}));
+    assert_eq!(
+        body["data"],
+        serde_json::json!({"order_id": 42, "note": "café"})
+    );
     assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(std.header("webhook-id"), event.to_string());
-    assert_eq!(hex.json()["id"], body["id"], "the same id for every endpoint");
+    assert_eq!(
+        hex.json()["id"],
+        body["id"],
+        "the same id for every endpoint"
+    );
     assert_eq!(std.header("content-type"), "application/json");
-    assert_eq!(std.header("user-agent"), concat!("postbox/", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        std.header("user-agent"),
+        concat!("postbox/", env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(std.header("authorization"), "Bearer t0k");
 
     // Rotation with a grace period: two signatures, each secret verifies.
-    let new_secret: String = one(&db, &format!("SELECT postbox.rotate_secret('{std_id}', '1 hour')")).await;
-    db.batch_execute("SELECT postbox.emit('acme', 'order.refunded', '{}')").await.unwrap();
+    let new_secret: String = one(
+        &db,
+        &format!("SELECT postbox.rotate_secret('{std_id}', '1 hour')"),
+    )
+    .await;
+    db.batch_execute("SELECT postbox.emit('acme', 'order.refunded', '{}')")
+        .await
+        .unwrap();
     eventually("the delivery after rotation", || rx.count() == 3).await;
-    let rotated = rx.received().into_iter().find(|r| r.json()["event"] == "order.refunded").unwrap();
+    let rotated = rx
+        .received()
+        .into_iter()
+        .find(|r| r.json()["event"] == "order.refunded")
+        .unwrap();
     assert_eq!(rotated.header("webhook-signature").split(' ').count(), 2);
     python_verify("standard", &new_secret, &rotated, "").expect("the new secret verifies");
-    python_verify("standard", &std_secret, &rotated, "").expect("the old secret verifies during the grace period");
+    python_verify("standard", &std_secret, &rotated, "")
+        .expect("the old secret verifies during the grace period");
     worker.stop().await.unwrap();
 }
 
@@ -63,19 +105,40 @@ async fn signed_deliveries_verify_in_both_styles_and_during_rotation() {
 async fn a_500_is_retried_and_delivered_once() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Statuses(vec![500, 200]), order()).await;
-    let (ep, _) = endpoint(&db, "t", &rx.url(), ", options => '{\"retry_schedule\": [\"100ms\", \"100ms\"]}'").await;
+    let (ep, _) = endpoint(
+        &db,
+        "t",
+        &rx.url(),
+        ", options => '{\"retry_schedule\": [\"100ms\", \"100ms\"]}'",
+    )
+    .await;
     let worker = Worker::start(test_config(&pg));
-    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')").await.unwrap();
-    eventually_sql(&db, "the delivery succeeds", "SELECT count(*) = 1 FROM postbox.deliveries WHERE status = 'succeeded'").await;
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+        .await
+        .unwrap();
+    eventually_sql(
+        &db,
+        "the delivery succeeds",
+        "SELECT count(*) = 1 FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
     let got = rx.received();
     assert_eq!(got.len(), 2);
-    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"), "the id is stable across retries");
+    assert_eq!(
+        got[0].header("webhook-id"),
+        got[1].header("webhook-id"),
+        "the id is stable across retries"
+    );
     let (attempts, codes): (i32, String) = {
         let r = db.query_one("SELECT attempts, (SELECT string_agg(status_code::text, ',' ORDER BY attempt) FROM postbox.attempts) FROM postbox.deliveries", &[]).await.unwrap();
         (r.get(0), r.get(1))
     };
     assert_eq!((attempts, codes.as_str()), (2, "500,200"));
-    let status: String = one(&db, &format!("SELECT status FROM postbox.endpoint_status WHERE id = '{ep}'")).await;
+    let status: String = one(
+        &db,
+        &format!("SELECT status FROM postbox.endpoint_status WHERE id = '{ep}'"),
+    )
+    .await;
     assert_eq!(status, "healthy");
     worker.stop().await.unwrap();
 }
@@ -85,7 +148,9 @@ async fn gone_disables_the_endpoint_at_once() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Statuses(vec![410]), order()).await;
     let (ep, _) = endpoint(&db, "t", &rx.url(), "").await;
-    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 3)").await.unwrap();
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 3)")
+        .await
+        .unwrap();
     let mut cfg = test_config(&pg);
     cfg.endpoint_max_in_flight = 1;
     let worker = Worker::start(cfg);
@@ -95,12 +160,27 @@ async fn gone_disables_the_endpoint_at_once() {
         &format!("SELECT status = 'disabled' AND disabled_reason LIKE '%410 Gone%' FROM postbox.endpoint_status WHERE id = '{ep}'"),
     )
     .await;
-    eventually_sql(&db, "nothing left pending", &format!("SELECT pending = 0 FROM postbox.endpoint_status WHERE id = '{ep}'")).await;
-    let cancelled: i64 = one(&db, "SELECT count(*) FROM postbox.deliveries WHERE status = 'cancelled'").await;
+    eventually_sql(
+        &db,
+        "nothing left pending",
+        &format!("SELECT pending = 0 FROM postbox.endpoint_status WHERE id = '{ep}'"),
+    )
+    .await;
+    let cancelled: i64 = one(
+        &db,
+        "SELECT count(*) FROM postbox.deliveries WHERE status = 'cancelled'",
+    )
+    .await;
     assert!(cancelled >= 1, "the other deliveries are cancelled");
     // Emits after the disable are not queued for it.
-    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')").await.unwrap();
-    let pending: i64 = one(&db, &format!("SELECT pending FROM postbox.endpoint_status WHERE id = '{ep}'")).await;
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+        .await
+        .unwrap();
+    let pending: i64 = one(
+        &db,
+        &format!("SELECT pending FROM postbox.endpoint_status WHERE id = '{ep}'"),
+    )
+    .await;
     assert_eq!(pending, 0);
     worker.stop().await.unwrap();
 }
@@ -111,7 +191,13 @@ async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
     let o = order();
     let hang = Receiver::start(Behavior::Hang, o.clone()).await;
     let ok = Receiver::start(Behavior::Statuses(vec![200]), o).await;
-    let (hang_id, _) = endpoint(&db, "t", &hang.url(), ", '{order.refunded}', options => '{\"timeout_ms\": 3000}'").await;
+    let (hang_id, _) = endpoint(
+        &db,
+        "t",
+        &hang.url(),
+        ", '{order.refunded}', options => '{\"timeout_ms\": 3000}'",
+    )
+    .await;
     let (ok_id, _) = endpoint(&db, "t", &ok.url(), ", '{order.paid}'").await;
     db.batch_execute(
         "SELECT postbox.emit('t', 'order.refunded', '{}') FROM generate_series(1, 50);
@@ -136,8 +222,15 @@ async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
         ),
     )
     .await;
-    assert_eq!(before, 300, "every healthy delivery finished before the first hanging attempt timed out");
-    let err: String = one(&db, &format!("SELECT error FROM postbox.attempts WHERE endpoint_id = '{hang_id}' LIMIT 1")).await;
+    assert_eq!(
+        before, 300,
+        "every healthy delivery finished before the first hanging attempt timed out"
+    );
+    let err: String = one(
+        &db,
+        &format!("SELECT error FROM postbox.attempts WHERE endpoint_id = '{hang_id}' LIMIT 1"),
+    )
+    .await;
     assert!(err.contains("timed out"), "{err}");
     worker.stop().await.unwrap();
 }
@@ -151,14 +244,20 @@ async fn a_burst_for_one_endpoint_does_not_hold_up_another() {
     endpoint(&db, "big", &busy.url(), ", '{burst.*}'").await;
     endpoint(&db, "small", &quiet.url(), ", '{single.*}'").await;
     db.batch_execute("SELECT postbox.emit('big', 'burst.item', jsonb_build_object('i', i)) FROM generate_series(1, 10000) i").await.unwrap();
-    db.batch_execute("SELECT postbox.emit('small', 'single.item', '{}')").await.unwrap();
+    db.batch_execute("SELECT postbox.emit('small', 'single.item', '{}')")
+        .await
+        .unwrap();
     let worker = Worker::start(test_config(&pg));
     eventually("the single delivery", || quiet.count() == 1).await;
     let single = quiet.received()[0].seq;
     eventually("the burst's 2,000th delivery", || busy.count() >= 2000).await;
     let mut burst: Vec<u64> = busy.received().iter().map(|r| r.seq).collect();
     burst.sort();
-    assert!(single < burst[1999], "the single delivery arrived {single}th, after the burst's 2,000th ({})", burst[1999]);
+    assert!(
+        single < burst[1999],
+        "the single delivery arrived {single}th, after the burst's 2,000th ({})",
+        burst[1999]
+    );
     worker.stop().await.unwrap();
 }
 
@@ -171,32 +270,75 @@ async fn private_targets_are_refused_by_resolved_address() {
     resolver.set("internal.example.test", vec![vec![lo]]);
     // A public answer first and a private one after it, in one response: a
     // client that checks the first and connects to the rest would leak.
-    resolver.set("rebind.example.test", vec![vec!["93.184.216.34".parse().unwrap(), lo]]);
+    resolver.set(
+        "rebind.example.test",
+        vec![vec!["93.184.216.34".parse().unwrap(), lo]],
+    );
     let port = rx.addr.port();
-    let (private, _) = endpoint(&db, "t", &format!("https://internal.example.test:{port}/hook"), ", options => '{\"retry_schedule\": []}'").await;
-    let (rebind, _) = endpoint(&db, "t", &format!("https://rebind.example.test:{port}/hook"), ", options => '{\"retry_schedule\": []}'").await;
+    let (private, _) = endpoint(
+        &db,
+        "t",
+        &format!("https://internal.example.test:{port}/hook"),
+        ", options => '{\"retry_schedule\": []}'",
+    )
+    .await;
+    let (rebind, _) = endpoint(
+        &db,
+        "t",
+        &format!("https://rebind.example.test:{port}/hook"),
+        ", options => '{\"retry_schedule\": []}'",
+    )
+    .await;
     let mut cfg = test_config(&pg);
     cfg.allow_private_targets = false;
     cfg.resolver = resolver.clone();
     let worker = Worker::start(cfg);
-    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')").await.unwrap();
-    eventually_sql(&db, "both attempts fail", "SELECT count(*) = 2 FROM postbox.deliveries WHERE status = 'failed'").await;
-    for (ep, host) in [(&private, "internal.example.test"), (&rebind, "rebind.example.test")] {
-        let err: String = one(&db, &format!("SELECT error FROM postbox.attempts WHERE endpoint_id = '{ep}'")).await;
-        assert!(err.contains("blocked") && err.contains(host) && err.contains("loopback") && err.contains("127.0.0.1"), "{err}");
-        let last: String = one(&db, &format!("SELECT last_error FROM postbox.endpoint_status WHERE id = '{ep}'")).await;
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+        .await
+        .unwrap();
+    eventually_sql(
+        &db,
+        "both attempts fail",
+        "SELECT count(*) = 2 FROM postbox.deliveries WHERE status = 'failed'",
+    )
+    .await;
+    for (ep, host) in [
+        (&private, "internal.example.test"),
+        (&rebind, "rebind.example.test"),
+    ] {
+        let err: String = one(
+            &db,
+            &format!("SELECT error FROM postbox.attempts WHERE endpoint_id = '{ep}'"),
+        )
+        .await;
+        assert!(
+            err.contains("blocked")
+                && err.contains(host)
+                && err.contains("loopback")
+                && err.contains("127.0.0.1"),
+            "{err}"
+        );
+        let last: String = one(
+            &db,
+            &format!("SELECT last_error FROM postbox.endpoint_status WHERE id = '{ep}'"),
+        )
+        .await;
         assert!(last.contains("blocked"), "{last}");
     }
     assert_eq!(rx.count(), 0, "nothing reached the private address");
     worker.stop().await.unwrap();
 }
 
-fn tls_receiver_config(names: &[&str], ca: &rcgen::Issuer<'_, rcgen::KeyPair>) -> tokio_rustls::TlsAcceptor {
+fn tls_receiver_config(
+    names: &[&str],
+    ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> tokio_rustls::TlsAcceptor {
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .unwrap()
-        .signed_by(&key, ca)
-        .unwrap();
+    let cert =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&key, ca)
+            .unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -218,22 +360,50 @@ async fn https_with_a_test_ca_and_hostname_verification() {
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
     let o = order();
-    let good = Receiver::start_tls(Behavior::Statuses(vec![200]), o.clone(), Some(tls_receiver_config(&["hooks.example.test"], &ca))).await;
-    let wrong = Receiver::start_tls(Behavior::Statuses(vec![200]), o, Some(tls_receiver_config(&["other.example.test"], &ca))).await;
+    let good = Receiver::start_tls(
+        Behavior::Statuses(vec![200]),
+        o.clone(),
+        Some(tls_receiver_config(&["hooks.example.test"], &ca)),
+    )
+    .await;
+    let wrong = Receiver::start_tls(
+        Behavior::Statuses(vec![200]),
+        o,
+        Some(tls_receiver_config(&["other.example.test"], &ca)),
+    )
+    .await;
     let resolver = Arc::new(TestResolver::default());
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     resolver.set("hooks.example.test", vec![vec![lo]]);
     resolver.set("wrong.example.test", vec![vec![lo]]);
-    let (_good_id, _) = endpoint(&db, "t", &format!("https://hooks.example.test:{}/in", good.addr.port()), "").await;
-    let (wrong_id, _) = endpoint(&db, "t", &format!("https://wrong.example.test:{}/in", wrong.addr.port()), ", options => '{\"retry_schedule\": []}'").await;
+    let (_good_id, _) = endpoint(
+        &db,
+        "t",
+        &format!("https://hooks.example.test:{}/in", good.addr.port()),
+        "",
+    )
+    .await;
+    let (wrong_id, _) = endpoint(
+        &db,
+        "t",
+        &format!("https://wrong.example.test:{}/in", wrong.addr.port()),
+        ", options => '{\"retry_schedule\": []}'",
+    )
+    .await;
     let mut cfg = test_config(&pg);
     cfg.resolver = resolver;
     cfg.root_certificates = vec![reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()];
     let worker = Worker::start(cfg);
-    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')").await.unwrap();
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+        .await
+        .unwrap();
     eventually("the HTTPS delivery", || good.count() == 1).await;
     eventually_sql(&db, "the mismatched host fails", &format!("SELECT count(*) = 1 FROM postbox.deliveries WHERE endpoint_id = '{wrong_id}' AND status = 'failed'")).await;
-    let err: String = one(&db, &format!("SELECT error FROM postbox.attempts WHERE endpoint_id = '{wrong_id}'")).await;
+    let err: String = one(
+        &db,
+        &format!("SELECT error FROM postbox.attempts WHERE endpoint_id = '{wrong_id}'"),
+    )
+    .await;
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert_eq!(wrong.count(), 0);
     worker.stop().await.unwrap();
@@ -249,21 +419,60 @@ async fn paused_endpoints_hold_deliveries_until_resumed() {
     endpoint(&db, "t", &control.url(), ", '{order.*}'").await;
     // Queued while active, then paused before any worker runs.
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', jsonb_build_object('n', i)) FROM generate_series(1, 3) i").await.unwrap();
-    db.batch_execute(&format!("SELECT postbox.update_endpoint('{p}', enabled => false)")).await.unwrap();
+    db.batch_execute(&format!(
+        "SELECT postbox.update_endpoint('{p}', enabled => false)"
+    ))
+    .await
+    .unwrap();
     let worker = Worker::start(test_config(&pg));
-    db.batch_execute("SELECT postbox.emit('t', 'order.refunded', '{}')").await.unwrap();
-    eventually("the control endpoint gets all four", || control.count() == 4).await;
-    eventually_sql(&db, "the worker went idle", "SELECT count(*) = 0 FROM postbox.deliveries WHERE status IN ('pending', 'in_flight')").await;
+    db.batch_execute("SELECT postbox.emit('t', 'order.refunded', '{}')")
+        .await
+        .unwrap();
+    eventually("the control endpoint gets all four", || {
+        control.count() == 4
+    })
+    .await;
+    eventually_sql(
+        &db,
+        "the worker went idle",
+        "SELECT count(*) = 0 FROM postbox.deliveries WHERE status IN ('pending', 'in_flight')",
+    )
+    .await;
     assert_eq!(paused.count(), 0, "a paused endpoint receives nothing");
-    let held: i64 = one(&db, &format!("SELECT count(*) FROM postbox.deliveries WHERE endpoint_id = '{p}' AND status = 'held'")).await;
+    let held: i64 = one(
+        &db,
+        &format!(
+            "SELECT count(*) FROM postbox.deliveries WHERE endpoint_id = '{p}' AND status = 'held'"
+        ),
+    )
+    .await;
     assert_eq!(held, 3);
-    db.batch_execute(&format!("SELECT postbox.update_endpoint('{p}', enabled => true)")).await.unwrap();
+    db.batch_execute(&format!(
+        "SELECT postbox.update_endpoint('{p}', enabled => true)"
+    ))
+    .await
+    .unwrap();
     eventually("the held deliveries after resume", || paused.count() == 3).await;
-    let events: HashSet<String> = paused.received().iter().map(|r| r.json()["event"].as_str().unwrap().to_string()).collect();
-    assert_eq!(events, HashSet::from(["order.paid".to_string()]), "nothing emitted during the pause");
+    let events: HashSet<String> = paused
+        .received()
+        .iter()
+        .map(|r| r.json()["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        events,
+        HashSet::from(["order.paid".to_string()]),
+        "nothing emitted during the pause"
+    );
     eventually_sql(&db, "their acknowledgements", &format!("SELECT count(*) = 3 FROM postbox.deliveries WHERE endpoint_id = '{p}' AND status = 'succeeded'")).await;
-    let attempts: i64 = one(&db, &format!("SELECT count(*) FROM postbox.attempts WHERE endpoint_id = '{p}'")).await;
-    assert_eq!(attempts, 3, "held deliveries spent no attempts while paused");
+    let attempts: i64 = one(
+        &db,
+        &format!("SELECT count(*) FROM postbox.attempts WHERE endpoint_id = '{p}'"),
+    )
+    .await;
+    assert_eq!(
+        attempts, 3,
+        "held deliveries spent no attempts while paused"
+    );
     worker.stop().await.unwrap();
 }
 
@@ -271,23 +480,54 @@ async fn paused_endpoints_hold_deliveries_until_resumed() {
 async fn repeated_failures_disable_an_endpoint() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Statuses(vec![500]), order()).await;
-    let (ep, _) = endpoint(&db, "t", &rx.url(), ", options => '{\"retry_schedule\": [\"50ms\", \"50ms\", \"50ms\", \"50ms\"]}'").await;
-    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 2)").await.unwrap();
+    let (ep, _) = endpoint(
+        &db,
+        "t",
+        &rx.url(),
+        ", options => '{\"retry_schedule\": [\"50ms\", \"50ms\", \"50ms\", \"50ms\"]}'",
+    )
+    .await;
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 2)")
+        .await
+        .unwrap();
     let mut cfg = test_config(&pg);
     cfg.disable_after_failures = 4;
     cfg.disable_after = Duration::ZERO;
     cfg.endpoint_max_in_flight = 1;
     let worker = Worker::start(cfg);
-    eventually_sql(&db, "auto-disable", &format!("SELECT status = 'disabled' FROM postbox.endpoint_status WHERE id = '{ep}'")).await;
+    eventually_sql(
+        &db,
+        "auto-disable",
+        &format!("SELECT status = 'disabled' FROM postbox.endpoint_status WHERE id = '{ep}'"),
+    )
+    .await;
     let (n, reason): (i32, String) = {
         let r = db.query_one(&format!("SELECT consecutive_failures, disabled_reason FROM postbox.endpoint_status WHERE id = '{ep}'"), &[]).await.unwrap();
         (r.get(0), r.get(1))
     };
-    assert!(n >= 4 && reason.contains("consecutive failed attempts"), "{n} {reason}");
-    eventually_sql(&db, "its deliveries cancelled", &format!("SELECT pending = 0 FROM postbox.endpoint_status WHERE id = '{ep}'")).await;
+    assert!(
+        n >= 4 && reason.contains("consecutive failed attempts"),
+        "{n} {reason}"
+    );
+    eventually_sql(
+        &db,
+        "its deliveries cancelled",
+        &format!("SELECT pending = 0 FROM postbox.endpoint_status WHERE id = '{ep}'"),
+    )
+    .await;
     // Resume clears the disable and the streak.
-    db.batch_execute(&format!("SELECT postbox.update_endpoint('{ep}', enabled => true)")).await.unwrap();
-    let status: String = one(&db, &format!("SELECT status || consecutive_failures FROM postbox.endpoint_status WHERE id = '{ep}'")).await;
+    db.batch_execute(&format!(
+        "SELECT postbox.update_endpoint('{ep}', enabled => true)"
+    ))
+    .await
+    .unwrap();
+    let status: String = one(
+        &db,
+        &format!(
+            "SELECT status || consecutive_failures FROM postbox.endpoint_status WHERE id = '{ep}'"
+        ),
+    )
+    .await;
     assert_eq!(status, "healthy0");
     worker.stop().await.unwrap();
 }
@@ -314,8 +554,17 @@ async fn a_killed_worker_loses_nothing() {
     child.wait().unwrap();
     rx.set_behavior(Behavior::Statuses(vec![200]));
     let worker = Worker::start(test_config(&pg));
-    eventually_sql(&db, "all 20 delivered", "SELECT count(*) = 20 FROM postbox.deliveries WHERE status = 'succeeded'").await;
-    let distinct: i64 = one(&db, "SELECT count(DISTINCT event_id) FROM postbox.deliveries WHERE status = 'succeeded'").await;
+    eventually_sql(
+        &db,
+        "all 20 delivered",
+        "SELECT count(*) = 20 FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
+    let distinct: i64 = one(
+        &db,
+        "SELECT count(DISTINCT event_id) FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
     assert_eq!(distinct, 20);
     worker.stop().await.unwrap();
 }
@@ -334,12 +583,25 @@ async fn two_workers_send_no_duplicates() {
     c2.worker_id = "two".into();
     let (w1, w2) = (Worker::start(c1), Worker::start(c2));
     for _ in 0..10 {
-        db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 100)").await.unwrap();
+        db.batch_execute(
+            "SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 100)",
+        )
+        .await
+        .unwrap();
     }
     eventually("2,000 deliveries", || a.count() + b.count() >= 2000).await;
-    eventually_sql(&db, "all acknowledged", "SELECT count(*) = 2000 FROM postbox.deliveries WHERE status = 'succeeded'").await;
+    eventually_sql(
+        &db,
+        "all acknowledged",
+        "SELECT count(*) = 2000 FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
     for rx in [&a, &b] {
-        let ids: HashSet<String> = rx.received().iter().map(|r| r.header("webhook-id").to_string()).collect();
+        let ids: HashSet<String> = rx
+            .received()
+            .iter()
+            .map(|r| r.header("webhook-id").to_string())
+            .collect();
         assert_eq!(ids.len(), 1000);
         assert_eq!(rx.count(), 1000, "no duplicate sends");
     }
@@ -355,7 +617,12 @@ async fn a_missed_notify_is_covered_by_the_poll() {
     let rx = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
     let (ep, _) = endpoint(&db, "t", &rx.url(), "").await;
     let worker = Worker::start(test_config(&pg));
-    eventually_sql(&db, "the worker waits", "SELECT waiting FROM postbox.wakeup").await;
+    eventually_sql(
+        &db,
+        "the worker waits",
+        "SELECT waiting FROM postbox.wakeup",
+    )
+    .await;
     // Queue a delivery behind the extension's back: no NOTIFY is sent.
     db.batch_execute(&format!(
         "INSERT INTO postbox.events (id, tenant, event_type, created_at, data) VALUES (gen_random_uuid(), 't', 'order.paid', now(), '{{}}');
@@ -373,13 +640,25 @@ async fn test_sends_go_out_while_paused_and_leave_health_alone() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Statuses(vec![500]), order()).await;
     let (ep, _) = endpoint(&db, "t", &rx.url(), ", '{order.refunded}'").await;
-    db.batch_execute(&format!("SELECT postbox.update_endpoint('{ep}', enabled => false)")).await.unwrap();
+    db.batch_execute(&format!(
+        "SELECT postbox.update_endpoint('{ep}', enabled => false)"
+    ))
+    .await
+    .unwrap();
     let worker = Worker::start(test_config(&pg));
-    db.batch_execute(&format!("SELECT postbox.send_test('{ep}')")).await.unwrap();
+    db.batch_execute(&format!("SELECT postbox.send_test('{ep}')"))
+        .await
+        .unwrap();
     eventually("the test send", || rx.count() == 1).await;
     assert_eq!(rx.received()[0].json()["event"], "webhook.test");
     eventually_sql(&db, "it is logged", &format!("SELECT count(*) = 1 FROM postbox.attempts WHERE endpoint_id = '{ep}' AND status_code = 500")).await;
-    let health: String = one(&db, &format!("SELECT status || consecutive_failures FROM postbox.endpoint_status WHERE id = '{ep}'")).await;
+    let health: String = one(
+        &db,
+        &format!(
+            "SELECT status || consecutive_failures FROM postbox.endpoint_status WHERE id = '{ep}'"
+        ),
+    )
+    .await;
     assert_eq!(health, "paused0");
     worker.stop().await.unwrap();
 }
@@ -389,11 +668,16 @@ async fn metrics_are_scraped() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
     endpoint(&db, "t", &rx.url(), "").await;
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut cfg = test_config(&pg);
     cfg.metrics_addr = Some(addr);
     let worker = Worker::start(cfg);
-    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')").await.unwrap();
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+        .await
+        .unwrap();
     eventually("the delivery", || rx.count() == 1).await;
     let http = reqwest::Client::new();
     let url = format!("http://{addr}/metrics");
@@ -401,15 +685,25 @@ async fn metrics_are_scraped() {
         let (http, url) = (http.clone(), url.clone());
         async move {
             let text = http.get(&url).send().await.ok()?.text().await.ok()?;
-            text.contains("postbox_deliveries_total{outcome=\"succeeded\"} 1").then_some(text)
+            text.contains("postbox_deliveries_total{outcome=\"succeeded\"} 1")
+                .then_some(text)
         }
     })
     .await;
     let text = http.get(&url).send().await.unwrap().text().await.unwrap();
-    for name in ["postbox_attempt_duration_seconds_bucket", "postbox_deliveries_due", "postbox_oldest_due_age_seconds", "postbox_requests_in_flight"] {
+    for name in [
+        "postbox_attempt_duration_seconds_bucket",
+        "postbox_deliveries_due",
+        "postbox_oldest_due_age_seconds",
+        "postbox_requests_in_flight",
+    ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
-    let health = http.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    let health = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     worker.stop().await.unwrap();
 }
@@ -419,13 +713,109 @@ async fn graceful_shutdown_finishes_in_flight_deliveries() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Slow(Duration::from_millis(500)), order()).await;
     endpoint(&db, "t", &rx.url(), "").await;
-    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 5)").await.unwrap();
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 5)")
+        .await
+        .unwrap();
     let worker = Worker::start(test_config(&pg));
     eventually("requests in flight", || rx.count() >= 5).await;
     worker.stop().await.unwrap();
     // Every request that went out was finished and acknowledged.
-    let ok: i64 = one(&db, "SELECT count(*) FROM postbox.deliveries WHERE status = 'succeeded'").await;
+    let ok: i64 = one(
+        &db,
+        "SELECT count(*) FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
     assert_eq!(ok, 5);
     let waiting: bool = one(&db, "SELECT waiting FROM postbox.wakeup").await;
-    assert!(!waiting, "a stopped worker does not leave the wake-up flag set");
+    assert!(
+        !waiting,
+        "a stopped worker does not leave the wake-up flag set"
+    );
+}
+
+#[tokio::test]
+async fn per_endpoint_limits_bound_concurrency_and_rate() {
+    let (pg, db) = cluster().await;
+    let o = order();
+    let default_cap = Receiver::start(Behavior::Slow(Duration::from_millis(100)), o.clone()).await;
+    let capped = Receiver::start(Behavior::Slow(Duration::from_millis(100)), o.clone()).await;
+    let limited = Receiver::start(Behavior::Statuses(vec![200]), o).await;
+    endpoint(&db, "t", &default_cap.url(), ", '{order.paid}'").await;
+    endpoint(
+        &db,
+        "t",
+        &capped.url(),
+        ", '{order.paid}', options => '{\"max_in_flight\": 2}'",
+    )
+    .await;
+    let (rate_id, _) = endpoint(
+        &db,
+        "t",
+        &limited.url(),
+        ", '{order.refunded}', options => '{\"rate_limit_per_s\": 5}'",
+    )
+    .await;
+    db.batch_execute(
+        "SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 40);
+         SELECT postbox.emit('t', 'order.refunded', '{}') FROM generate_series(1, 10);",
+    )
+    .await
+    .unwrap();
+    let worker = Worker::start(test_config(&pg));
+    eventually("every delivery", || {
+        default_cap.count() == 40 && capped.count() == 40 && limited.count() == 10
+    })
+    .await;
+    assert!(
+        default_cap.max_concurrent() <= 8,
+        "default per-endpoint limit: {}",
+        default_cap.max_concurrent()
+    );
+    assert!(
+        default_cap.max_concurrent() >= 2,
+        "requests do run in parallel"
+    );
+    assert!(
+        capped.max_concurrent() <= 2,
+        "max_in_flight option: {}",
+        capped.max_concurrent()
+    );
+    // 10 requests at 5/s with a one-second burst cannot span less than one second.
+    eventually_sql(
+        &db,
+        "acknowledged",
+        &format!("SELECT count(*) = 10 FROM postbox.attempts WHERE endpoint_id = '{rate_id}'"),
+    )
+    .await;
+    let span: f64 = one(&db, &format!("SELECT extract(epoch FROM max(started_at) - min(started_at))::float8 FROM postbox.attempts WHERE endpoint_id = '{rate_id}'")).await;
+    assert!(
+        span >= 0.9,
+        "rate_limit_per_s = 5 sent 10 requests within {span}s"
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn lost_database_connections_are_reestablished() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
+    endpoint(&db, "t", &rx.url(), "").await;
+    let worker = Worker::start(test_config(&pg));
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+        .await
+        .unwrap();
+    eventually("the first delivery", || rx.count() == 1).await;
+    let killed: i64 = one(&db, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'postbox-worker'").await;
+    assert!(killed >= 2, "the pool and the LISTEN connection: {killed}");
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 5)")
+        .await
+        .unwrap();
+    eventually("deliveries after the reconnect", || rx.count() == 6).await;
+    eventually_sql(
+        &db,
+        "all acknowledged",
+        "SELECT count(*) = 6 FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
+    worker.stop().await.unwrap();
 }

@@ -4,26 +4,59 @@ use postbox_tests::Cluster;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// (flags, environment, expected text in stderr)
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 fn worker() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_postbox-worker"));
-    c.env_remove("DATABASE_URL").env_remove("POSTBOX_DATABASE_URL");
+    c.env_remove("DATABASE_URL")
+        .env_remove("POSTBOX_DATABASE_URL");
     c
 }
 
 #[test]
 fn bad_configuration_exits_2_with_a_clear_message() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    let cases: [Case; 5] = [
         (&[], &[], "no database"),
-        (&["--max-in-flight", "0"], &[("POSTBOX_DATABASE_URL", "postgres://localhost/x")], "POSTBOX_MAX_IN_FLIGHT: must be from 1 to 10000: 0"),
-        (&[], &[("POSTBOX_DATABASE_URL", "postgres://localhost/x"), ("POSTBOX_POLL_INTERVAL", "often")], "often"),
-        (&[], &[("POSTBOX_DATABASE_URL", "postgres://localhost/x"), ("POSTBOX_LEASE", "3s")], "POSTBOX_LEASE: must exceed POSTBOX_REQUEST_TIMEOUT"),
-        (&["--config", "/nonexistent/worker.toml"], &[], "cannot read config file /nonexistent/worker.toml"),
+        (
+            &["--max-in-flight", "0"],
+            &[("POSTBOX_DATABASE_URL", "postgres://localhost/x")],
+            "POSTBOX_MAX_IN_FLIGHT: must be from 1 to 10000: 0",
+        ),
+        (
+            &[],
+            &[
+                ("POSTBOX_DATABASE_URL", "postgres://localhost/x"),
+                ("POSTBOX_POLL_INTERVAL", "often"),
+            ],
+            "often",
+        ),
+        (
+            &[],
+            &[
+                ("POSTBOX_DATABASE_URL", "postgres://localhost/x"),
+                ("POSTBOX_LEASE", "3s"),
+            ],
+            "POSTBOX_LEASE: must exceed POSTBOX_REQUEST_TIMEOUT",
+        ),
+        (
+            &["--config", "/nonexistent/worker.toml"],
+            &[],
+            "cannot read config file /nonexistent/worker.toml",
+        ),
     ];
     for (args, env, want) in cases {
-        let out = worker().args(args).envs(env.iter().copied()).output().unwrap();
+        let out = worker()
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
-        assert!(stderr.contains(want), "{args:?} {env:?}: expected {want:?} in {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{args:?} {env:?}: expected {want:?} in {stderr}"
+        );
     }
 }
 
@@ -31,13 +64,24 @@ fn bad_configuration_exits_2_with_a_clear_message() {
 async fn unsupported_extension_version_exits_2() {
     let pg = Cluster::start().await;
     let db = pg.connect("postgres").await;
-    db.batch_execute("UPDATE pg_extension SET extversion = '9.9.9' WHERE extname = 'postbox'").await.unwrap();
-    let out = worker().env("POSTBOX_DATABASE_URL", pg.url("postgres")).output().unwrap();
+    db.batch_execute("UPDATE pg_extension SET extversion = '9.9.9' WHERE extname = 'postbox'")
+        .await
+        .unwrap();
+    let out = worker()
+        .env("POSTBOX_DATABASE_URL", pg.url("postgres"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("version 9.9.9") && stderr.contains("supported: 0.1.0"), "{stderr}");
+    assert!(
+        stderr.contains("version 9.9.9") && stderr.contains("supported: 0.1.0"),
+        "{stderr}"
+    );
     db.batch_execute("DROP EXTENSION postbox").await.unwrap();
-    let out = worker().env("POSTBOX_DATABASE_URL", pg.url("postgres")).output().unwrap();
+    let out = worker()
+        .env("POSTBOX_DATABASE_URL", pg.url("postgres"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not installed"));
 }
@@ -53,24 +97,42 @@ async fn sigterm_stops_the_worker_with_exit_0() {
         .spawn()
         .unwrap();
     let db = pg.connect("postgres").await;
-    postbox_tests::wait_until(Duration::from_secs(30), "the worker to start waiting", || {
-        let db = &db;
-        async move { db.query_one("SELECT waiting FROM postbox.wakeup", &[]).await.ok().and_then(|r| r.get::<_, bool>(0).then_some(())) }
-    })
+    postbox_tests::wait_until(
+        Duration::from_secs(30),
+        "the worker to start waiting",
+        || {
+            let db = &db;
+            async move {
+                db.query_one("SELECT waiting FROM postbox.wakeup", &[])
+                    .await
+                    .ok()
+                    .and_then(|r| r.get::<_, bool>(0).then_some(()))
+            }
+        },
+    )
     .await;
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "the worker did not stop");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the worker did not stop"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stdout);
     assert_eq!(status.code(), Some(0), "{log}");
-    assert!(log.contains("\"postbox-worker stopped\""), "JSON logs: {log}");
+    assert!(
+        log.contains("\"postbox-worker stopped\""),
+        "JSON logs: {log}"
+    );
     assert!(!log.contains("whsec_"), "no secrets in the log");
 }

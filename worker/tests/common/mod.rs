@@ -51,6 +51,8 @@ impl Received {
 }
 
 struct State {
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
     behavior: Mutex<Behavior>,
     received: Mutex<Vec<Received>>,
     order: Arc<AtomicU64>,
@@ -66,14 +68,26 @@ impl Receiver {
         Self::start_tls(behavior, order, None).await
     }
 
-    pub async fn start_tls(behavior: Behavior, order: Arc<AtomicU64>, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
+    pub async fn start_tls(
+        behavior: Behavior,
+        order: Arc<AtomicU64>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State { behavior: Mutex::new(behavior), received: Mutex::new(Vec::new()), order });
+        let state = Arc::new(State {
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
+            behavior: Mutex::new(behavior),
+            received: Mutex::new(Vec::new()),
+            order,
+        });
         let st = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { continue };
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = st.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -107,22 +121,48 @@ impl Receiver {
         self.state.received.lock().unwrap().len()
     }
 
+    /// The most requests this receiver had open at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn set_behavior(&self, b: Behavior) {
         *self.state.behavior.lock().unwrap() = b;
     }
 }
 
-async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let headers = req
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _leave = Leave(&state.in_flight);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let seq = state.order.fetch_add(1, Ordering::SeqCst);
     let n = {
         let mut r = state.received.lock().unwrap();
-        r.push(Received { seq, headers, body: String::from_utf8_lossy(&body).into_owned() });
+        r.push(Received {
+            seq,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
         r.len()
     };
     let behavior = state.behavior.lock().unwrap().clone();
@@ -137,7 +177,10 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Resul
             200
         }
     };
-    Ok(Response::builder().status(status).body(Full::new(Bytes::from_static(b"received"))).unwrap())
+    Ok(Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from_static(b"received")))
+        .unwrap())
 }
 
 /// Name → answers; each lookup takes the next answer, the last one repeats.
@@ -160,7 +203,10 @@ impl Resolve for TestResolver {
         let answer = match map.get_mut(&host) {
             Some(answers) if answers.len() > 1 => Ok(answers.remove(0)),
             Some(answers) => Ok(answers[0].clone()),
-            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("test resolver: no such host {host}"))),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("test resolver: no such host {host}"),
+            )),
         };
         Box::pin(async move { answer })
     }
@@ -177,13 +223,19 @@ impl Worker {
         static LOG: std::sync::Once = std::sync::Once::new();
         LOG.call_once(|| {
             let filter = std::env::var("POSTBOX_TEST_LOG").unwrap_or_else(|_| "warn".into());
-            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
         });
         let (tx, rx) = oneshot::channel::<()>();
         let join = tokio::spawn(postbox_worker::run(config, async move {
             let _ = rx.await;
         }));
-        Worker { stop: Some(tx), join }
+        Worker {
+            stop: Some(tx),
+            join,
+        }
     }
 
     /// Graceful shutdown; returns what `run` returned.
@@ -223,7 +275,9 @@ pub async fn cluster() -> (Cluster, Client) {
 pub async fn endpoint(db: &Client, tenant: &str, url: &str, extra: &str) -> (String, String) {
     let row = db
         .query_one(
-            &format!("SELECT id::text, secret FROM postbox.create_endpoint('{tenant}', '{url}'{extra})"),
+            &format!(
+                "SELECT id::text, secret FROM postbox.create_endpoint('{tenant}', '{url}'{extra})"
+            ),
             &[],
         )
         .await
@@ -232,26 +286,42 @@ pub async fn endpoint(db: &Client, tenant: &str, url: &str, extra: &str) -> (Str
 }
 
 pub async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(db: &Client, sql: &str) -> T {
-    db.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    db.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }
 
 /// Polls until `f` holds or 30 s pass.
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
-    postbox_tests::wait_until(Duration::from_secs(30), what, || std::future::ready(f().then_some(()))).await
+    postbox_tests::wait_until(Duration::from_secs(30), what, || {
+        std::future::ready(f().then_some(()))
+    })
+    .await
 }
 
 pub async fn eventually_sql(db: &Client, what: &str, sql: &str) {
     let sql = sql.to_string();
     postbox_tests::wait_until(Duration::from_secs(30), what, || {
         let sql = sql.clone();
-        async move { db.query_one(&sql, &[]).await.ok().and_then(|r| r.get::<_, bool>(0).then_some(())) }
+        async move {
+            db.query_one(&sql, &[])
+                .await
+                .ok()
+                .and_then(|r| r.get::<_, bool>(0).then_some(()))
+        }
     })
     .await
 }
 
 /// Verifies a delivery with the official `standardwebhooks` Python package
 /// (standard style) or Python's own hmac (sha256-hex). Returns its verdict.
-pub fn python_verify(style: &str, secret: &str, r: &Received, signature_header: &str) -> Result<(), String> {
+pub fn python_verify(
+    style: &str,
+    secret: &str,
+    r: &Received,
+    signature_header: &str,
+) -> Result<(), String> {
     let python = std::env::var("POSTBOX_PYTHON").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pyvenv/bin/python").to_string()
     });
@@ -279,7 +349,12 @@ print("verified")
         .spawn()
         .unwrap_or_else(|e| panic!("{python}: {e} (run scripts/setup.sh)"));
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(case.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(case.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified") {
         Ok(())
