@@ -213,6 +213,16 @@ impl Bucket {
     }
 }
 
+/// What one claim cycle did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Started,
+    /// Nothing claimable right now.
+    Nothing,
+    /// Too little free room to be worth a claim.
+    Full,
+}
+
 struct Dispatcher {
     cfg: Config,
     pool: Pool,
@@ -233,18 +243,22 @@ impl Dispatcher {
     async fn run(&mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         let mut rechecked = false;
+        // After a NOTIFY that brought nothing claimable (the new work is for
+        // endpoints at their limit), the flag stays down for a while, so a
+        // stream of such emits does not pay a NOTIFY each.
+        let mut woke_by_notify = false;
+        let mut rearm_at = Instant::now();
+        let mut rearm_backoff = Duration::ZERO;
         loop {
             if *stop.borrow() {
                 return;
             }
             self.reap();
-            match self.step().await {
-                Ok(true) => {
+            let step = match self.step().await {
+                Ok(s) => {
                     backoff = Duration::from_millis(100);
-                    rechecked = false;
-                    continue;
+                    s
                 }
-                Ok(false) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(error = %e, "claim cycle failed; retrying in {backoff:?}");
                     tokio::select! {
@@ -254,22 +268,44 @@ impl Dispatcher {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
-            }
-            let free = self.cfg.max_in_flight.saturating_sub(self.tasks.len());
-            if free > 0 && !self.waiting {
-                // Say we wait, then look once more: an event committed before
-                // the flag was visible would otherwise wait for the poll.
-                if self.set_waiting(true).await.is_ok() && !rechecked {
-                    rechecked = true;
-                    continue;
+            };
+            if woke_by_notify {
+                woke_by_notify = false;
+                if step == Step::Nothing {
+                    rearm_backoff = (rearm_backoff * 2)
+                        .clamp(Duration::from_millis(10), self.cfg.poll_interval / 2);
+                    rearm_at = Instant::now() + rearm_backoff;
+                } else {
+                    rearm_backoff = Duration::ZERO;
                 }
             }
-            let deadline = self.deadline().await;
+            match step {
+                Step::Started => {
+                    rechecked = false;
+                    continue;
+                }
+                Step::Full => {}
+                Step::Nothing => {
+                    if !self.waiting && Instant::now() >= rearm_at {
+                        // Say we wait, then look once more: an event committed
+                        // before the flag was visible would otherwise wait for the poll.
+                        if self.set_waiting(true).await.is_ok() && !rechecked {
+                            rechecked = true;
+                            continue;
+                        }
+                    }
+                }
+            }
+            let mut deadline = self.deadline().await;
+            if !self.waiting && step == Step::Nothing && rearm_at > Instant::now() {
+                deadline = deadline.min(rearm_at);
+            }
             tokio::select! {
                 _ = self.wake.notified() => {
                     // Every emit NOTIFYs while the flag is set: clear it at once.
                     let _ = self.set_waiting(false).await;
                     rechecked = false;
+                    woke_by_notify = true;
                 }
                 Some(res) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finish(res),
                 _ = tokio::time::sleep_until(deadline.into()) => {
@@ -282,8 +318,7 @@ impl Dispatcher {
     }
 
     /// One cycle: expand events, claim what there is room for, start it.
-    /// Returns whether it started anything.
-    async fn step(&mut self) -> Result<bool, ClaimError> {
+    async fn step(&mut self) -> Result<Step, ClaimError> {
         let db = self.pool.get().await?;
         for _ in 0..10 {
             if claim::expand(&db, 1000).await? < 1000 {
@@ -293,7 +328,7 @@ impl Dispatcher {
         let free = self.cfg.max_in_flight.saturating_sub(self.tasks.len());
         // While busy, claim in chunks rather than one slot at a time.
         if free == 0 || (free < (self.cfg.max_in_flight / 8).max(1) && !self.tasks.is_empty()) {
-            return Ok(false);
+            return Ok(Step::Full);
         }
         let rooms = self.rate_rooms();
         let jobs = claim::claim(
@@ -308,7 +343,7 @@ impl Dispatcher {
         .await?;
         drop(db);
         if jobs.is_empty() {
-            return Ok(false);
+            return Ok(Step::Nothing);
         }
         if self.waiting {
             let _ = self.set_waiting(false).await;
@@ -316,7 +351,7 @@ impl Dispatcher {
         for job in jobs {
             self.start(job);
         }
-        Ok(true)
+        Ok(Step::Started)
     }
 
     fn rate_rooms(&mut self) -> HashMap<Uuid, u32> {
