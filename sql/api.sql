@@ -360,38 +360,13 @@ AS $fn$
                         FROM unnest(p_columns) AS c WHERE p_row ? c) END
 $fn$;
 
--- Used by statement-level triggers: one set-based insert for all rows.
-CREATE FUNCTION postbox._emit_rows(p_event_type text, p_resource text, p_tenants text[], p_rows jsonb[])
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    v_keys text[];
-    v_n    bigint;
-BEGIN
-    SELECT match_keys INTO v_keys FROM postbox.event_types WHERE name = p_event_type;
-    IF v_keys IS NULL THEN
-        PERFORM postbox._unknown_event_type(p_event_type);
-    END IF;
-    INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
-    SELECT postbox._uuid7(), r.tenant, p_event_type, clock_timestamp(),
-           (SELECT array_agg(e.id) FROM postbox.endpoints e
-             WHERE e.tenant = r.tenant AND e.enabled AND e.disabled_at IS NULL
-               AND e.event_types && v_keys),
-           jsonb_build_object(p_resource, r.payload)
-      FROM unnest(p_tenants, p_rows) AS r(tenant, payload)
-     WHERE r.tenant IS NOT NULL;
-    GET DIAGNOSTICS v_n = ROW_COUNT;
-    IF v_n > 0 AND (SELECT w.waiting FROM postbox.wakeup w) THEN
-        PERFORM pg_notify('postbox_wakeup', '');
-    END IF;
-END
-$fn$;
-
 -- Trigger function: emit_row_change('<resource>', '<tenant column>' [, '<column>' ...]).
 -- As a row trigger it emits per row; as a statement trigger with transition
 -- tables named postbox_new / postbox_old (what postbox.attach creates) it
--- emits all rows with one insert.
+-- emits all the statement's rows with one INSERT ... SELECT. This is the
+-- application's hot path, so it does the work of emit inline: one catalog
+-- lookup, one insert (routing in the same statement), and a NOTIFY only while
+-- a worker waits. Payload columns are picked only when a column list is given.
 CREATE FUNCTION postbox.emit_row_change()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -399,62 +374,107 @@ AS $fn$
 DECLARE
     v_resource   text := TG_ARGV[0];
     v_tenant_col text := TG_ARGV[1];
-    v_columns    text[] := TG_ARGV[2:];
+    v_columns    text[];
+    v_type       text;
+    v_keys       text[];
+    v_tenant     text;
     v_old        jsonb;
     v_new        jsonb;
     v_changed    text[];
     v_data       jsonb;
-    v_tenants    text[];
-    v_rows       jsonb[];
+    v_fanout     uuid[];
+    v_routed     boolean;
 BEGIN
     IF TG_NARGS < 2 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: emit_row_change needs (resource, tenant_column [, columns...]) as trigger arguments: %s', TG_NAME);
     END IF;
+    IF TG_NARGS > 2 THEN
+        v_columns := TG_ARGV[2:];
+    END IF;
+    v_type := v_resource || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END;
+    SELECT match_keys INTO v_keys FROM postbox.event_types WHERE name = v_type;
+    IF v_keys IS NULL THEN
+        PERFORM postbox._unknown_event_type(v_type);
+    END IF;
 
     IF TG_LEVEL = 'STATEMENT' THEN
         IF TG_OP = 'INSERT' THEN
-            SELECT array_agg(to_jsonb(n) ->> v_tenant_col), array_agg(postbox._row_payload(to_jsonb(n), v_columns))
-              INTO v_tenants, v_rows FROM postbox_new n;
+            WITH ins AS (
+                INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
+                SELECT postbox._uuid7(), r.tenant, v_type, clock_timestamp(),
+                       (SELECT array_agg(e.id) FROM postbox.endpoints e
+                         WHERE e.tenant = r.tenant AND e.enabled AND e.disabled_at IS NULL
+                           AND e.event_types && v_keys),
+                       jsonb_build_object(v_resource, CASE WHEN v_columns IS NULL THEN r.j
+                                                           ELSE postbox._row_payload(r.j, v_columns) END)
+                  FROM (SELECT to_jsonb(n) AS j, to_jsonb(n) ->> v_tenant_col AS tenant FROM postbox_new n) r
+                 WHERE r.tenant IS NOT NULL
+                RETURNING fanout IS NOT NULL AS routed)
+            SELECT bool_or(routed) INTO v_routed FROM ins;
         ELSIF TG_OP = 'DELETE' THEN
-            SELECT array_agg(to_jsonb(o) ->> v_tenant_col), array_agg(postbox._row_payload(to_jsonb(o), v_columns))
-              INTO v_tenants, v_rows FROM postbox_old o;
+            WITH ins AS (
+                INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
+                SELECT postbox._uuid7(), r.tenant, v_type, clock_timestamp(),
+                       (SELECT array_agg(e.id) FROM postbox.endpoints e
+                         WHERE e.tenant = r.tenant AND e.enabled AND e.disabled_at IS NULL
+                           AND e.event_types && v_keys),
+                       jsonb_build_object(v_resource, CASE WHEN v_columns IS NULL THEN r.j
+                                                           ELSE postbox._row_payload(r.j, v_columns) END)
+                  FROM (SELECT to_jsonb(o) AS j, to_jsonb(o) ->> v_tenant_col AS tenant FROM postbox_old o) r
+                 WHERE r.tenant IS NOT NULL
+                RETURNING fanout IS NOT NULL AS routed)
+            SELECT bool_or(routed) INTO v_routed FROM ins;
         ELSE
             RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
                 'postbox: emit_row_change handles statement-level INSERT and DELETE only; use a row trigger for: %s', TG_OP);
         END IF;
-        IF v_rows IS NOT NULL THEN
-            PERFORM postbox._emit_rows(v_resource || CASE TG_OP WHEN 'INSERT' THEN '.created' ELSE '.deleted' END,
-                                       v_resource, v_tenants, v_rows);
+    ELSE
+        IF TG_OP = 'INSERT' THEN
+            v_new := to_jsonb(NEW);
+            v_tenant := v_new ->> v_tenant_col;
+            IF v_columns IS NOT NULL THEN
+                v_new := postbox._row_payload(v_new, v_columns);
+            END IF;
+            v_data := jsonb_build_object(v_resource, v_new);
+        ELSIF TG_OP = 'DELETE' THEN
+            v_old := to_jsonb(OLD);
+            v_tenant := v_old ->> v_tenant_col;
+            IF v_columns IS NOT NULL THEN
+                v_old := postbox._row_payload(v_old, v_columns);
+            END IF;
+            v_data := jsonb_build_object(v_resource, v_old);
+        ELSE
+            v_new := to_jsonb(NEW);
+            v_tenant := v_new ->> v_tenant_col;
+            v_old := to_jsonb(OLD);
+            IF v_columns IS NOT NULL THEN
+                v_new := postbox._row_payload(v_new, v_columns);
+                v_old := postbox._row_payload(v_old, v_columns);
+            END IF;
+            -- Changed columns in table order; only payload columns count.
+            SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_changed
+              FROM pg_attribute a
+             WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+               AND v_new ? a.attname
+               AND (v_new -> a.attname) IS DISTINCT FROM (v_old -> a.attname);
+            IF v_changed IS NULL THEN
+                RETURN NULL;  -- nothing changed: nothing to say
+            END IF;
+            v_data := jsonb_build_object(v_resource, v_new, 'changed', to_jsonb(v_changed));
         END IF;
-        RETURN NULL;
+        IF v_tenant IS NULL THEN
+            RETURN NULL;
+        END IF;
+        SELECT array_agg(e.id) INTO v_fanout FROM postbox.endpoints e
+         WHERE e.tenant = v_tenant AND e.enabled AND e.disabled_at IS NULL AND e.event_types && v_keys;
+        INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
+        VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_fanout, v_data);
+        v_routed := v_fanout IS NOT NULL;
     END IF;
 
-    IF TG_OP = 'INSERT' THEN
-        v_new := to_jsonb(NEW);
-        IF v_new ->> v_tenant_col IS NOT NULL THEN
-            PERFORM postbox.emit(v_new ->> v_tenant_col, v_resource || '.created',
-                                 jsonb_build_object(v_resource, postbox._row_payload(v_new, v_columns)));
-        END IF;
-    ELSIF TG_OP = 'DELETE' THEN
-        v_old := to_jsonb(OLD);
-        IF v_old ->> v_tenant_col IS NOT NULL THEN
-            PERFORM postbox.emit(v_old ->> v_tenant_col, v_resource || '.deleted',
-                                 jsonb_build_object(v_resource, postbox._row_payload(v_old, v_columns)));
-        END IF;
-    ELSE
-        v_new := postbox._row_payload(to_jsonb(NEW), v_columns);
-        v_old := postbox._row_payload(to_jsonb(OLD), v_columns);
-        -- Changed columns in table order; only payload columns count.
-        SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_changed
-          FROM pg_attribute a
-         WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
-           AND v_new ? a.attname
-           AND (v_new -> a.attname) IS DISTINCT FROM (v_old -> a.attname);
-        IF v_changed IS NOT NULL AND to_jsonb(NEW) ->> v_tenant_col IS NOT NULL THEN
-            PERFORM postbox.emit(to_jsonb(NEW) ->> v_tenant_col, v_resource || '.updated',
-                                 jsonb_build_object(v_resource, v_new, 'changed', to_jsonb(v_changed)));
-        END IF;
+    IF v_routed AND (SELECT w.waiting FROM postbox.wakeup w) THEN
+        PERFORM pg_notify('postbox_wakeup', '');
     END IF;
     RETURN NULL;
 END
@@ -712,7 +732,6 @@ COMMENT ON FUNCTION postbox._no_endpoint(uuid) IS 'Internal: raises the unknown-
 COMMENT ON FUNCTION postbox._unknown_event_type(text) IS 'Internal: raises the unknown-event-type error with the closest names.';
 COMMENT ON FUNCTION postbox._check_data(jsonb) IS 'Internal: raises unless event data is an object within postbox.max_payload_bytes.';
 COMMENT ON FUNCTION postbox._row_payload(jsonb, text[]) IS 'Internal: a row as JSON, limited to the given columns.';
-COMMENT ON FUNCTION postbox._emit_rows(text, text, text[], jsonb[]) IS 'Internal: set-based emit for statement-level triggers.';
 COMMENT ON FUNCTION postbox._register_resource(text) IS 'Internal: registers <resource>.created/updated/deleted for attach.';
 COMMENT ON FUNCTION postbox._validate_signature(text, text) IS 'Internal: checks a signature style and returns its header.';
 COMMENT ON FUNCTION postbox._event_match_keys(text) IS 'Internal: validates an event name and returns every filter that matches it.';
