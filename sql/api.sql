@@ -408,7 +408,8 @@ BEGIN
                            AND e.event_types && v_keys),
                        jsonb_build_object(v_resource, CASE WHEN v_columns IS NULL THEN r.j
                                                            ELSE postbox._row_payload(r.j, v_columns) END)
-                  FROM (SELECT to_jsonb(n) AS j, to_jsonb(n) ->> v_tenant_col AS tenant FROM postbox_new n) r
+                  FROM (SELECT to_jsonb(postbox_row.*) AS j FROM postbox_new AS postbox_row) r0,
+                       LATERAL (SELECT r0.j, r0.j ->> v_tenant_col AS tenant) r
                  WHERE r.tenant IS NOT NULL
                 RETURNING fanout IS NOT NULL AS routed)
             SELECT bool_or(routed) INTO v_routed FROM ins;
@@ -421,7 +422,8 @@ BEGIN
                            AND e.event_types && v_keys),
                        jsonb_build_object(v_resource, CASE WHEN v_columns IS NULL THEN r.j
                                                            ELSE postbox._row_payload(r.j, v_columns) END)
-                  FROM (SELECT to_jsonb(o) AS j, to_jsonb(o) ->> v_tenant_col AS tenant FROM postbox_old o) r
+                  FROM (SELECT to_jsonb(postbox_row.*) AS j FROM postbox_old AS postbox_row) r0,
+                       LATERAL (SELECT r0.j, r0.j ->> v_tenant_col AS tenant) r
                  WHERE r.tenant IS NOT NULL
                 RETURNING fanout IS NOT NULL AS routed)
             SELECT bool_or(routed) INTO v_routed FROM ins;

@@ -643,6 +643,25 @@ mod tests {
     }
 
     #[pg_test]
+    fn attach_works_whatever_the_column_names() {
+        catalog();
+        run("CREATE SCHEMA IF NOT EXISTS app");
+        // Columns named like the aliases a trigger might use for its rows.
+        run("CREATE TABLE app.odd (n int, o int, j text, r text, tenant text, postbox_new int)");
+        run("SELECT postbox.attach('app.odd', 'odd', 'tenant')");
+        let ep = endpoint("w", "'{odd.*}'");
+        run("INSERT INTO app.odd VALUES (1, 2, 'x', 'y', 'w', 3)");
+        run("UPDATE app.odd SET n = 5");
+        run("DELETE FROM app.odd");
+        assert_eq!(pending(&ep), 3);
+        assert_eq!(
+            one::<pgrx::JsonB>("SELECT data FROM postbox.events WHERE event_type = 'odd.created'")
+                .0,
+            serde_json::json!({"odd": {"n": 1, "o": 2, "j": "x", "r": "y", "tenant": "w", "postbox_new": 3}})
+        );
+    }
+
+    #[pg_test]
     fn attach_limits_payload_columns() {
         app_table();
         run("SELECT postbox.attach('app.recordings', 'recording', 'workspace_id', '{id, title}')");

@@ -1,0 +1,765 @@
+//! postbox-bench: measures postbox on this machine and writes
+//! `target/bench/results.json` (one object per figure: name, value, unit,
+//! target, op, met) and a table on stdout.
+//!
+//! It starts its own PostgreSQL cluster with the settings from
+//! `shared/measured-here.md`, runs the release-built worker as a separate
+//! process, and receives on a tokio + hyper receiver in this process. Every
+//! ratio is measured in the same run as its baseline. `--quick` shrinks every
+//! figure so CI can check that each one is produced (under 2 minutes).
+//!
+//! # Layout
+//! - `main.rs`: the figures, in order 1 (emit overhead), 2 (throughput, and
+//!   6, worker memory), 4 (isolation), 3 (latency), 5 (backlog).
+//! - `receiver.rs`: the counting receiver.
+//! - `procstat.rs`: CPU and peak memory from /proc.
+
+mod procstat;
+mod receiver;
+
+use postbox_tests::Cluster;
+use receiver::Stats;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// shared/measured-here.md's settings, plus a shorter autovacuum naptime so
+/// figure 5 sees an autovacuum cycle within a minute.
+const SETTINGS: &[(&str, &str)] = &[
+    ("shared_buffers", "'2GB'"),
+    ("synchronous_commit", "on"),
+    ("fsync", "on"),
+    ("full_page_writes", "on"),
+    ("wal_compression", "on"),
+    ("max_wal_size", "'4GB'"),
+    ("min_wal_size", "'1GB'"),
+    ("checkpoint_timeout", "'15min'"),
+    ("wal_buffers", "'64MB'"),
+    ("effective_cache_size", "'16GB'"),
+    ("work_mem", "'16MB'"),
+    ("maintenance_work_mem", "'512MB'"),
+    ("random_page_cost", "1.1"),
+    ("autovacuum", "on"),
+    ("autovacuum_naptime", "'10s'"),
+];
+
+/// The machine's measured delivery ceiling (shared/measured-here.md).
+const CEILING: (f64, f64) = (18_000.0, 23_000.0);
+
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    target: Option<(&'static str, f64)>,
+}
+
+impl Figure {
+    fn met(&self) -> Option<bool> {
+        self.target.map(|(op, t)| {
+            if op == ">=" {
+                self.value >= t
+            } else {
+                self.value <= t
+            }
+        })
+    }
+}
+
+struct Bench {
+    quick: bool,
+    pg: Cluster,
+    db: Client,
+    stats: Arc<Stats>,
+    rx: SocketAddr,
+    worker_bin: PathBuf,
+    figures: Vec<Figure>,
+    notes: Vec<String>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+impl Bench {
+    fn add(
+        &mut self,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        target: Option<(&'static str, f64)>,
+    ) {
+        let f = Figure {
+            name: name.into(),
+            value,
+            unit,
+            target,
+        };
+        let status = match f.met() {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        let t = f
+            .target
+            .map(|(op, t)| format!("{op} {t}"))
+            .unwrap_or_default();
+        println!(
+            "  {:<58} {:>12.3} {:<14} {:<10} {}",
+            f.name, f.value, f.unit, t, status
+        );
+        self.figures.push(f);
+    }
+
+    async fn sql(&self, q: &str) {
+        self.db.batch_execute(q).await.unwrap_or_else(|e| {
+            panic!(
+                "{q}: {}",
+                e.as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or(e.to_string())
+            )
+        });
+    }
+
+    async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, q: &str) -> T {
+        self.db
+            .query_one(q, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+            .get(0)
+    }
+
+    fn postmaster(&self) -> u32 {
+        let pid = std::fs::read_to_string(self.pg.dir().join("data/postmaster.pid")).unwrap();
+        pid.lines().next().unwrap().trim().parse().unwrap()
+    }
+
+    async fn reset(&self) {
+        self.sql(
+            "TRUNCATE postbox.events, postbox.outbox, postbox.attempt_log, postbox.idempotency_keys;
+             DELETE FROM postbox.endpoints;",
+        )
+        .await;
+        self.stats.reset();
+    }
+
+    /// Endpoints on the receiver: `paths` like "/e0" or "/hang/1", for one tenant each or a shared one.
+    async fn endpoints(&self, tenants_and_paths: &[(String, String)]) {
+        let mut q = String::from("SET postbox.allow_insecure_urls = on;\n");
+        for (tenant, path) in tenants_and_paths {
+            q.push_str(&format!(
+                "SELECT postbox.create_endpoint('{tenant}', 'http://127.0.0.1:{}{path}', '{{bench.*}}');\n",
+                self.rx.port()
+            ));
+        }
+        q.push_str("RESET postbox.allow_insecure_urls;");
+        self.sql(&q).await;
+    }
+
+    fn start_worker(&self) -> Child {
+        Command::new(&self.worker_bin)
+            .env("POSTBOX_DATABASE_URL", self.pg.url("postgres"))
+            .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
+            .env("POSTBOX_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/bench.sh)", self.worker_bin.display()))
+    }
+
+    async fn wait_worker_idle(&self) {
+        let db = &self.db;
+        postbox_tests::wait_until(
+            Duration::from_secs(60),
+            "the worker to start",
+            || async move {
+                db.query_one("SELECT waiting FROM postbox.wakeup", &[])
+                    .await
+                    .ok()
+                    .and_then(|r| r.get::<_, bool>(0).then_some(()))
+            },
+        )
+        .await;
+    }
+
+    fn stop_worker(&self, mut child: Child) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+
+    async fn wait_delivered(&self, n: u64, limit: Duration) -> Instant {
+        let stats = self.stats.clone();
+        postbox_tests::wait_until(limit, "all deliveries", || {
+            let stats = stats.clone();
+            async move { (stats.ok.load(Ordering::SeqCst) >= n).then_some(()) }
+        })
+        .await;
+        self.stats.last_ok.lock().unwrap().unwrap()
+    }
+
+    /// `events` events of ~600 bytes for tenant `bench`, 1,000 per transaction.
+    /// Returns the instant the first transaction committed.
+    async fn emit_events(&self, events: u64) -> Instant {
+        let mut first = None;
+        let mut i = 0;
+        while i < events {
+            let n = 1000.min(events - i);
+            self.sql(&format!(
+                "SELECT count(postbox.emit('bench', 'bench.event', jsonb_build_object('i', i, 'pad', repeat('x', 560))))
+                   FROM generate_series({}, {}) i",
+                i + 1,
+                i + n
+            ))
+            .await;
+            first.get_or_insert_with(Instant::now);
+            i += n;
+        }
+        first.unwrap()
+    }
+
+    fn pgbench(&self, script: &str, clients: u32, secs: u32) -> f64 {
+        let path = self.pg.dir().join("bench.sql");
+        std::fs::write(&path, script).unwrap();
+        let out = Command::new(self.pg.bindir().join("pgbench"))
+            .args([
+                "-n",
+                "-c",
+                &clients.to_string(),
+                "-j",
+                &clients.min(2).to_string(),
+                "-T",
+                &secs.to_string(),
+                "-f",
+            ])
+            .arg(&path)
+            .arg(self.pg.url("postgres"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "pgbench: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .find(|l| l.starts_with("tps = "))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no tps in: {text}"))
+    }
+
+    // ---------------------------------------------------------------- 1
+    async fn emit_overhead(&mut self) {
+        println!("\n1. Emit overhead (worker stopped)");
+        self.sql(
+            "CREATE SCHEMA app;
+             CREATE TABLE app.plain (id bigserial PRIMARY KEY, tenant text NOT NULL, title text, n int);
+             CREATE TABLE app.bare (LIKE app.plain INCLUDING ALL);
+             CREATE TABLE app.items (LIKE app.plain INCLUDING ALL);
+             CREATE TABLE app.bare_outbox (id bigserial PRIMARY KEY, tenant text, data jsonb, created_at timestamptz DEFAULT now());
+             CREATE FUNCTION app.bare_trigger() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO app.bare_outbox (tenant, data) VALUES (NEW.tenant, to_jsonb(NEW)); RETURN NULL; END $$;
+             CREATE TRIGGER bare AFTER INSERT ON app.bare FOR EACH ROW EXECUTE FUNCTION app.bare_trigger();
+             SELECT postbox.attach('app.items', 'item', 'tenant');
+             SELECT postbox.create_event_type('other.thing');
+             SELECT count(*) FROM (SELECT postbox.create_endpoint('tenant-' || i, 'https://hooks-' || i || '.example.com/in', '{item.*}') FROM generate_series(1, 100) i) x;
+             SELECT count(*) FROM (SELECT postbox.create_endpoint('tenant-' || i, 'https://hooks-' || i || '.example.com/other', '{other.thing}') FROM generate_series(1, 100) i) x;",
+        )
+        .await;
+        let script = |t: &str| {
+            format!("\\set t random(1, 100)\nINSERT INTO app.{t} (tenant, title, n) VALUES ('tenant-' || :t, 'a recording title', :t);\n")
+        };
+        let (rounds, secs) = if self.quick { (1, 3) } else { (3, 30) };
+        let (mut ratio, mut bare_ratio) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            self.sql("TRUNCATE postbox.events, app.bare_outbox, app.plain, app.bare, app.items; CHECKPOINT;").await;
+            let plain = self.pgbench(&script("plain"), 8, secs);
+            let bare = self.pgbench(&script("bare"), 8, secs);
+            let items = self.pgbench(&script("items"), 8, secs);
+            println!("     round {round}: no trigger {plain:.0} TPS, bare outbox {bare:.0}, postbox {items:.0}");
+            ratio.push(items / plain);
+            bare_ratio.push(bare / plain);
+        }
+        let routed: i64 = self
+            .one("SELECT count(*) FROM postbox.events WHERE cardinality(fanout) = 1")
+            .await;
+        assert!(routed > 0, "the postbox run routed its events");
+        self.add(
+            "emit: TPS ratio to no trigger (8 clients)",
+            median(ratio),
+            "ratio",
+            Some((">=", 0.70)),
+        );
+        self.add(
+            "baseline: bare one-row outbox trigger, TPS ratio",
+            median(bare_ratio),
+            "ratio",
+            None,
+        );
+
+        let secs1 = if self.quick { 2 } else { 10 };
+        let (mut added, mut bulk) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let plain = self.pgbench(&script("plain"), 1, secs1);
+            let items = self.pgbench(&script("items"), 1, secs1);
+            added.push((1e6 / items - 1e6 / plain).max(0.0));
+        }
+        self.add(
+            "emit: added time per row, 1 client",
+            median(added),
+            "us",
+            None,
+        );
+        for _ in 0..rounds {
+            let mut t = [0.0; 2];
+            for (k, table) in ["plain", "items"].iter().enumerate() {
+                self.sql(&format!(
+                    "TRUNCATE app.{table}, postbox.events; CHECKPOINT;"
+                ))
+                .await;
+                let start = Instant::now();
+                self.sql(&format!(
+                    "INSERT INTO app.{table} (tenant, title, n) SELECT 'tenant-' || (i % 100 + 1), 'bulk row', i FROM generate_series(1, 10000) i"
+                ))
+                .await;
+                t[k] = start.elapsed().as_secs_f64();
+            }
+            bulk.push(t[1] / t[0]);
+        }
+        let emitted: i64 = self.one("SELECT count(*) FROM postbox.events").await;
+        assert_eq!(emitted, 10_000);
+        self.add(
+            "emit: time ratio of one 10,000-row INSERT ... SELECT",
+            median(bulk),
+            "ratio",
+            Some(("<=", 2.0)),
+        );
+        self.sql("DROP SCHEMA app CASCADE;").await;
+        self.reset().await;
+    }
+
+    /// Runs `events` x 10 endpoints with the worker; `hanging` of the 10 never answer.
+    /// Returns (healthy deliveries/s, worker pid stats).
+    async fn throughput(
+        &mut self,
+        events: u64,
+        hanging: usize,
+    ) -> (f64, Duration, Duration, Duration, Duration, u64) {
+        self.reset().await;
+        let eps: Vec<(String, String)> = (0..10)
+            .map(|i| {
+                (
+                    "bench".to_string(),
+                    if i < hanging {
+                        format!("/hang/{i}")
+                    } else {
+                        format!("/e{i}")
+                    },
+                )
+            })
+            .collect();
+        self.endpoints(&eps).await;
+        let worker = self.start_worker();
+        self.wait_worker_idle().await;
+        let pid = worker.id();
+        let (w0, p0, b0) = (
+            procstat::process_cpu(pid),
+            procstat::cluster_cpu(self.postmaster()),
+            procstat::process_cpu(std::process::id()),
+        );
+        let healthy = events * (10 - hanging as u64);
+        let first = self.emit_events(events).await;
+        let last = self
+            .wait_delivered(
+                healthy,
+                Duration::from_secs(if self.quick { 120 } else { 900 }),
+            )
+            .await;
+        let wall = last.duration_since(first);
+        let (w1, p1, b1) = (
+            procstat::process_cpu(pid),
+            procstat::cluster_cpu(self.postmaster()),
+            procstat::process_cpu(std::process::id()),
+        );
+        let rss = procstat::peak_rss(pid);
+        self.stop_worker(worker);
+        (
+            healthy as f64 / wall.as_secs_f64(),
+            wall,
+            w1 - w0,
+            p1 - p0,
+            b1 - b0,
+            rss,
+        )
+    }
+
+    // ---------------------------------------------------------------- 2, 6, 4
+    async fn throughput_and_isolation(&mut self) -> f64 {
+        let events = if self.quick { 2_000 } else { 100_000 };
+        println!("\n2. End-to-end throughput: {events} events x 10 endpoints, emitted in transactions of 1,000 while the worker runs");
+        self.sql("SELECT postbox.create_event_type('bench.event')")
+            .await;
+        let (rate, wall, worker, pg, recv, rss) = self.throughput(events, 0).await;
+        let total = (worker + pg + recv).as_secs_f64();
+        println!(
+            "     {} deliveries in {:.2} s",
+            events * 10,
+            wall.as_secs_f64()
+        );
+        self.add(
+            "throughput: deliveries per second (first commit to last 2xx)",
+            rate,
+            "deliveries/s",
+            Some((">=", 10_000.0)),
+        );
+        self.add(
+            "throughput: ratio to the machine's ceiling (18,000/s)",
+            rate / CEILING.0,
+            "ratio",
+            None,
+        );
+        self.add(
+            "throughput: ratio to the machine's ceiling (23,000/s)",
+            rate / CEILING.1,
+            "ratio",
+            None,
+        );
+        for (name, cpu) in [
+            ("PostgreSQL", pg),
+            ("worker", worker),
+            ("receiver and emitter", recv),
+        ] {
+            self.add(
+                format!("throughput: CPU share, {name}"),
+                100.0 * cpu.as_secs_f64() / total,
+                "%",
+                None,
+            );
+            self.add(
+                format!("throughput: CPU per delivery, {name}"),
+                1e6 * cpu.as_secs_f64() / (events * 10) as f64,
+                "us",
+                None,
+            );
+        }
+        println!("\n6. Worker memory");
+        self.add(
+            "worker: peak RSS during figure 2",
+            rss as f64 / 1048576.0,
+            "MiB",
+            Some(("<=", 64.0)),
+        );
+
+        println!(
+            "\n4. Isolation: the same, with 5 of the 10 endpoints accepting and never answering"
+        );
+        let (healthy_rate, wall, ..) = self.throughput(events, 5).await;
+        println!(
+            "     {} healthy deliveries in {:.2} s",
+            events * 5,
+            wall.as_secs_f64()
+        );
+        self.add(
+            "isolation: healthy deliveries/s",
+            healthy_rate,
+            "deliveries/s",
+            None,
+        );
+        self.add(
+            "isolation: healthy rate as a ratio to the all-healthy run",
+            healthy_rate / rate,
+            "ratio",
+            Some((">=", 0.90)),
+        );
+        rate
+    }
+
+    // ---------------------------------------------------------------- 3
+    async fn latency(&mut self) {
+        let secs = if self.quick { 3 } else { 30 };
+        println!(
+            "\n3. Latency: a steady 1,000 events/s for {secs} s, round-robin over 10 endpoints"
+        );
+        self.reset().await;
+        let eps: Vec<(String, String)> = (0..10)
+            .map(|i| (format!("lat-{i}"), format!("/l{i}")))
+            .collect();
+        self.endpoints(&eps).await;
+        let worker = self.start_worker();
+        self.wait_worker_idle().await;
+        self.stats.record_arrivals.store(true, Ordering::SeqCst);
+        let total = secs * 1000;
+        let start = Instant::now() + Duration::from_millis(50);
+        let mut tasks = Vec::new();
+        for lane in 0..2u64 {
+            let client = self.pg.connect("postgres").await;
+            tasks.push(tokio::spawn(async move {
+                let stmt = client
+                    .prepare(
+                        "SELECT postbox.emit($1, 'bench.event', jsonb_build_object('k', $2::int8))",
+                    )
+                    .await
+                    .unwrap();
+                let mut commits = Vec::new();
+                for k in (lane..total).step_by(2) {
+                    tokio::time::sleep_until((start + Duration::from_millis(k)).into()).await;
+                    let tenant = format!("lat-{}", k % 10);
+                    let id: uuid::Uuid = client
+                        .query_one(&stmt, &[&tenant, &(k as i64)])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    commits.push((id.to_string(), Instant::now()));
+                }
+                commits
+            }));
+        }
+        let mut commits = Vec::new();
+        for t in tasks {
+            commits.extend(t.await.unwrap());
+        }
+        let achieved = total as f64 / start.elapsed().as_secs_f64();
+        self.wait_delivered(total, Duration::from_secs(120)).await;
+        self.stats.record_arrivals.store(false, Ordering::SeqCst);
+        self.stop_worker(worker);
+        let arrivals = std::mem::take(&mut *self.stats.arrivals.lock().unwrap());
+        // Arrival can precede the client seeing its COMMIT acknowledged; that counts as 0.
+        let mut lat: Vec<f64> = commits
+            .iter()
+            .map(|(id, c)| {
+                arrivals
+                    .get(id)
+                    .map(|a| a.saturating_duration_since(*c).as_secs_f64() * 1000.0)
+                    .unwrap()
+            })
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        self.add("latency: emit rate achieved", achieved, "events/s", None);
+        self.add(
+            "latency: commit to arrival, p50",
+            percentile(&lat, 0.50),
+            "ms",
+            Some(("<=", 5.0)),
+        );
+        self.add(
+            "latency: commit to arrival, p99",
+            percentile(&lat, 0.99),
+            "ms",
+            Some(("<=", 20.0)),
+        );
+    }
+
+    // ---------------------------------------------------------------- 5
+    async fn backlog(&mut self) {
+        let (small, large, runs) = if self.quick {
+            (2_000u64, 20_000u64, 1)
+        } else {
+            (100_000, 1_000_000, 3)
+        };
+        println!("\n5. Backlog: {large} vs {small} due deliveries created through emit with the worker stopped, drained {runs}x each");
+        let mut rates = [Vec::new(), Vec::new()];
+        for _ in 0..runs {
+            for (k, n) in [small, large].into_iter().enumerate() {
+                self.reset().await;
+                let eps: Vec<(String, String)> = (0..10)
+                    .map(|i| ("bench".to_string(), format!("/e{i}")))
+                    .collect();
+                self.endpoints(&eps).await;
+                self.emit_events(n / 10).await;
+                self.sql("VACUUM ANALYZE postbox.events; CHECKPOINT;").await;
+                let start = Instant::now();
+                let worker = self.start_worker();
+                let last = self
+                    .wait_delivered(n, Duration::from_secs(if self.quick { 120 } else { 1800 }))
+                    .await;
+                self.stop_worker(worker);
+                let rate = n as f64 / last.duration_since(start).as_secs_f64();
+                println!("     {n}: {rate:.0} deliveries/s");
+                rates[k].push(rate);
+            }
+        }
+        let (r_small, r_large) = (median(rates[0].clone()), median(rates[1].clone()));
+        self.add(
+            format!("backlog: drain rate, {small}"),
+            r_small,
+            "deliveries/s",
+            None,
+        );
+        self.add(
+            format!("backlog: drain rate, {large}"),
+            r_large,
+            "deliveries/s",
+            None,
+        );
+        self.add(
+            "backlog: drain rate ratio, large to small",
+            r_large / r_small,
+            "ratio",
+            Some((">=", 0.90)),
+        );
+        for rel in ["outbox", "events", "attempt_log"] {
+            let r = self
+                .db
+                .query_one(
+                    &format!(
+                        "SELECT pg_table_size('postbox.{rel}'), pg_indexes_size('postbox.{rel}')"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let (t, i) = (
+                r.get::<_, i64>(0) as f64 / 1048576.0,
+                r.get::<_, i64>(1) as f64 / 1048576.0,
+            );
+            self.add(
+                format!("backlog: after {large}: {rel} table size"),
+                t,
+                "MiB",
+                None,
+            );
+            self.add(
+                format!("backlog: after {large}: {rel} index size"),
+                i,
+                "MiB",
+                None,
+            );
+        }
+        let dead = |rel: &'static str| {
+            format!("SELECT n_dead_tup FROM pg_stat_user_tables WHERE schemaname = 'postbox' AND relname = '{rel}'")
+        };
+        let counts = |rel: &'static str| {
+            format!("SELECT autovacuum_count + vacuum_count FROM pg_stat_user_tables WHERE schemaname = 'postbox' AND relname = '{rel}'")
+        };
+        self.sql("SELECT pg_stat_force_next_flush()").await;
+        let before: i64 = self.one(&counts("outbox")).await;
+        for rel in ["outbox", "events"] {
+            let d: i64 = self.one(&dead(rel)).await;
+            self.add(
+                format!("backlog: dead tuples in {rel} right after the drain"),
+                d as f64,
+                "tuples",
+                None,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(if self.quick { 25 } else { 90 });
+        let mut vacuumed = false;
+        while Instant::now() < deadline {
+            let now: i64 = self.one(&counts("outbox")).await;
+            if now > before {
+                vacuumed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if !vacuumed {
+            self.notes.push(
+                "figure 5: no autovacuum of postbox.outbox within the wait; ran VACUUM instead"
+                    .into(),
+            );
+            self.sql("VACUUM postbox.outbox, postbox.events").await;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        for rel in ["outbox", "events"] {
+            let d: i64 = self.one(&dead(rel)).await;
+            self.add(
+                format!("backlog: dead tuples in {rel} after one vacuum cycle"),
+                d as f64,
+                "tuples",
+                None,
+            );
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let worker_bin = std::env::var("POSTBOX_WORKER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target/release/postbox-worker"));
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    println!(
+        "postbox-bench{}: PostgreSQL 15 with {}",
+        if quick { " --quick" } else { "" },
+        SETTINGS
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.trim_matches('\'')))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().next().map(|l| l
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")))
+            .unwrap_or_default()
+    );
+    let pg = Cluster::start_with(SETTINGS).await;
+    let db = pg.connect("postgres").await;
+    let stats = Arc::new(Stats::default());
+    let rx = receiver::start(stats.clone()).await;
+    let mut b = Bench {
+        quick,
+        pg,
+        db,
+        stats,
+        rx,
+        worker_bin,
+        figures: Vec::new(),
+        notes: Vec::new(),
+    };
+    let started = Instant::now();
+    b.emit_overhead().await;
+    b.throughput_and_isolation().await;
+    b.latency().await;
+    b.backlog().await;
+
+    let results: Vec<serde_json::Value> = b
+        .figures
+        .iter()
+        .map(|f| json!({"name": f.name, "value": f.value, "unit": f.unit, "target": f.target.map(|t| t.1), "op": f.target.map(|t| t.0), "met": f.met()}))
+        .collect();
+    let path = out_dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    for n in &b.notes {
+        println!("note: {n}");
+    }
+    let missed: Vec<&str> = b
+        .figures
+        .iter()
+        .filter(|f| f.met() == Some(false))
+        .map(|f| f.name.as_str())
+        .collect();
+    println!(
+        "\n{} figures in {:.0} s, written to {}",
+        b.figures.len(),
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
+    if !missed.is_empty() {
+        println!("targets missed: {}", missed.join("; "));
+    }
+}

@@ -1,0 +1,77 @@
+//! The benchmark's receiver: tokio + hyper on 127.0.0.1, answering 204 and
+//! counting. Paths under `/hang/` accept the request and never answer.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+pub struct Stats {
+    pub ok: AtomicU64,
+    pub last_ok: Mutex<Option<Instant>>,
+    /// webhook-id -> arrival, only while `record_arrivals` is on.
+    pub arrivals: Mutex<HashMap<String, Instant>>,
+    pub record_arrivals: std::sync::atomic::AtomicBool,
+}
+
+impl Stats {
+    pub fn reset(&self) {
+        self.ok.store(0, Ordering::SeqCst);
+        *self.last_ok.lock().unwrap() = None;
+        self.arrivals.lock().unwrap().clear();
+    }
+}
+
+pub async fn start(stats: Arc<Stats>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(stats.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn handle(
+    stats: Arc<Stats>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Empty<Bytes>>, Infallible> {
+    if req.uri().path().starts_with("/hang/") {
+        std::future::pending::<()>().await;
+    }
+    let id = req
+        .headers()
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let _ = req.into_body().collect().await;
+    let now = Instant::now();
+    if stats.record_arrivals.load(Ordering::Relaxed) {
+        if let Some(id) = id {
+            stats.arrivals.lock().unwrap().insert(id, now);
+        }
+    }
+    *stats.last_ok.lock().unwrap() = Some(now);
+    stats.ok.fetch_add(1, Ordering::SeqCst);
+    Ok(Response::builder().status(204).body(Empty::new()).unwrap())
+}
