@@ -400,30 +400,40 @@ BEGIN
 
     IF TG_LEVEL = 'STATEMENT' THEN
         IF TG_OP = 'INSERT' THEN
-            WITH ins AS (
+            -- Routes are looked up once per tenant of the statement, not per row.
+            WITH r AS (
+                SELECT j, j ->> v_tenant_col AS tenant
+                  FROM (SELECT to_jsonb(postbox_row.*) AS j FROM postbox_new AS postbox_row) r0
+            ), routes AS (
+                SELECT e.tenant, array_agg(e.id) AS ids FROM postbox.endpoints e
+                 WHERE e.tenant IN (SELECT DISTINCT r.tenant FROM r)
+                   AND e.enabled AND e.disabled_at IS NULL AND e.event_types && v_keys
+                 GROUP BY e.tenant
+            ), ins AS (
                 INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
-                SELECT postbox._uuid7(), r.tenant, v_type, clock_timestamp(),
-                       (SELECT array_agg(e.id) FROM postbox.endpoints e
-                         WHERE e.tenant = r.tenant AND e.enabled AND e.disabled_at IS NULL
-                           AND e.event_types && v_keys),
+                SELECT postbox._uuid7(), r.tenant, v_type, clock_timestamp(), routes.ids,
                        jsonb_build_object(v_resource, CASE WHEN v_columns IS NULL THEN r.j
                                                            ELSE postbox._row_payload(r.j, v_columns) END)
-                  FROM (SELECT to_jsonb(postbox_row.*) AS j FROM postbox_new AS postbox_row) r0,
-                       LATERAL (SELECT r0.j, r0.j ->> v_tenant_col AS tenant) r
+                  FROM r LEFT JOIN routes ON routes.tenant = r.tenant
                  WHERE r.tenant IS NOT NULL
                 RETURNING fanout IS NOT NULL AS routed)
             SELECT bool_or(routed) INTO v_routed FROM ins;
         ELSIF TG_OP = 'DELETE' THEN
-            WITH ins AS (
+            -- Routes are looked up once per tenant of the statement, not per row.
+            WITH r AS (
+                SELECT j, j ->> v_tenant_col AS tenant
+                  FROM (SELECT to_jsonb(postbox_row.*) AS j FROM postbox_old AS postbox_row) r0
+            ), routes AS (
+                SELECT e.tenant, array_agg(e.id) AS ids FROM postbox.endpoints e
+                 WHERE e.tenant IN (SELECT DISTINCT r.tenant FROM r)
+                   AND e.enabled AND e.disabled_at IS NULL AND e.event_types && v_keys
+                 GROUP BY e.tenant
+            ), ins AS (
                 INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
-                SELECT postbox._uuid7(), r.tenant, v_type, clock_timestamp(),
-                       (SELECT array_agg(e.id) FROM postbox.endpoints e
-                         WHERE e.tenant = r.tenant AND e.enabled AND e.disabled_at IS NULL
-                           AND e.event_types && v_keys),
+                SELECT postbox._uuid7(), r.tenant, v_type, clock_timestamp(), routes.ids,
                        jsonb_build_object(v_resource, CASE WHEN v_columns IS NULL THEN r.j
                                                            ELSE postbox._row_payload(r.j, v_columns) END)
-                  FROM (SELECT to_jsonb(postbox_row.*) AS j FROM postbox_old AS postbox_row) r0,
-                       LATERAL (SELECT r0.j, r0.j ->> v_tenant_col AS tenant) r
+                  FROM r LEFT JOIN routes ON routes.tenant = r.tenant
                  WHERE r.tenant IS NOT NULL
                 RETURNING fanout IS NOT NULL AS routed)
             SELECT bool_or(routed) INTO v_routed FROM ins;

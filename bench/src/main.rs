@@ -284,7 +284,8 @@ impl Bench {
         let (rounds, secs) = if self.quick { (1, 3) } else { (3, 30) };
         let (mut ratio, mut bare_ratio) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
-            self.sql("TRUNCATE postbox.events, app.bare_outbox, app.plain, app.bare, app.items; CHECKPOINT;").await;
+            self.sql("TRUNCATE postbox.events, app.bare_outbox, app.plain, app.bare, app.items").await;
+            self.sql("CHECKPOINT").await;
             let plain = self.pgbench(&script("plain"), 8, secs);
             let bare = self.pgbench(&script("bare"), 8, secs);
             let items = self.pgbench(&script("items"), 8, secs);
@@ -578,7 +579,8 @@ impl Bench {
                     .collect();
                 self.endpoints(&eps).await;
                 self.emit_events(n / 10).await;
-                self.sql("VACUUM ANALYZE postbox.events; CHECKPOINT;").await;
+                self.sql("VACUUM ANALYZE postbox.events").await;
+                self.sql("CHECKPOINT").await;
                 let start = Instant::now();
                 let worker = self.start_worker();
                 let last = self
@@ -669,7 +671,8 @@ impl Bench {
                 "figure 5: no autovacuum of postbox.outbox within the wait; ran VACUUM instead"
                     .into(),
             );
-            self.sql("VACUUM postbox.outbox, postbox.events").await;
+            self.sql("VACUUM postbox.outbox").await;
+            self.sql("VACUUM postbox.events").await;
         }
         tokio::time::sleep(Duration::from_millis(600)).await;
         for rel in ["outbox", "events"] {

@@ -193,7 +193,10 @@ impl std::fmt::Debug for Config {
     }
 }
 
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// High enough that endpoints which hang (each holding at most its own
+/// limit) leave room for the healthy ones; the per-endpoint limit keeps the
+/// active concurrency per receiver low.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 pub const DEFAULT_ENDPOINT_MAX_IN_FLIGHT: u32 = 8;
 
 impl Config {
