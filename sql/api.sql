@@ -303,6 +303,7 @@ $fn$;
 CREATE FUNCTION postbox.emit(tenant text, event_type text, data jsonb, idempotency_key text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 #variable_conflict use_variable
 DECLARE
@@ -370,6 +371,8 @@ $fn$;
 CREATE FUNCTION postbox.emit_row_change()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Custom plans would be re-planned on every call; the generic ones are as good here.
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
     v_resource   text := TG_ARGV[0];
