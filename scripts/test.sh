@@ -37,4 +37,5 @@ step "worker: unit tests and integration tests (real cluster, real HTTP receiver
 t cargo test -p postbox-worker
 
 step "summary"
-awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG"
+mkdir -p target
+awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG" | tee target/test-total.txt

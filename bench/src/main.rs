@@ -284,7 +284,8 @@ impl Bench {
         let (rounds, secs) = if self.quick { (1, 3) } else { (3, 30) };
         let (mut ratio, mut bare_ratio) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
-            self.sql("TRUNCATE postbox.events, app.bare_outbox, app.plain, app.bare, app.items").await;
+            self.sql("TRUNCATE postbox.events, app.bare_outbox, app.plain, app.bare, app.items")
+                .await;
             self.sql("CHECKPOINT").await;
             let plain = self.pgbench(&script("plain"), 8, secs);
             let bare = self.pgbench(&script("bare"), 8, secs);

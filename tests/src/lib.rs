@@ -122,16 +122,22 @@ impl Cluster {
         cluster
     }
 
-    fn pg(&self, args: &[&str]) {
-        let tool = self.bin.join(args[0]);
-        let mut cmd = if is_root() {
+    /// A PostgreSQL tool, run as `postgres` when we are root.
+    fn tool(&self, name: &str) -> Command {
+        let tool = self.bin.join(name);
+        if is_root() {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&tool);
+            c.args(["-u", "postgres", "--"]).arg(tool);
             c
         } else {
-            Command::new(&tool)
-        };
-        let out = cmd
+            Command::new(tool)
+        }
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let tool = self.bin.join(args[0]);
+        let out = self
+            .tool(args[0])
             .args(&args[1..])
             .output()
             .unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
@@ -206,15 +212,8 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let tool = self.bin.join("pg_ctl");
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&tool);
-            c
-        } else {
-            Command::new(&tool)
-        };
-        let _ = cmd
+        let _ = self
+            .tool("pg_ctl")
             .arg("-D")
             .arg(&data)
             .args(["-m", "immediate", "-w", "stop"])

@@ -85,6 +85,7 @@ WITH busy AS (
 ), eps AS (
     SELECT e.id,
            least(coalesce((e.options ->> 'max_in_flight')::int4, $5::int4)
+                   * CASE WHEN e.id = ANY($9::uuid[]) THEN 4 ELSE 1 END
                    - coalesce((SELECT b.n FROM busy b WHERE b.endpoint_id = e.id), 0),
                  coalesce(ceil((e.options ->> 'rate_limit_per_s')::float8)::int4, 2147483647),
                  coalesce((SELECT r.room FROM unnest($6::uuid[], $7::int4[]) AS r(endpoint_id, room)
@@ -125,8 +126,9 @@ RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.cr
                  WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
                  ORDER BY s.created_at DESC)";
 
-/// Claims up to `limit` due deliveries. `busy` is what this worker has in
-/// flight per endpoint; `rooms` caps endpoints further (rate limits).
+/// Claims up to `limit` due deliveries. `busy` is what this worker holds per
+/// endpoint (in flight or queued); `rooms` caps endpoints further (rate
+/// limits); `fast` endpoints may have up to 4x their in-flight limit claimed.
 pub async fn claim(
     db: &Client,
     worker_id: &str,
@@ -134,6 +136,7 @@ pub async fn claim(
     default_cap: u32,
     busy: &HashMap<Uuid, u32>,
     rooms: &HashMap<Uuid, u32>,
+    fast: &[Uuid],
     lease: Duration,
 ) -> Result<Vec<Claimed>, ClaimError> {
     let (busy_ids, busy_n): (Vec<Uuid>, Vec<i32>) =
@@ -153,6 +156,7 @@ pub async fn claim(
                 &room_ids,
                 &room_n,
                 &lease.as_secs_f64(),
+                &fast,
             ],
         )
         .await?;

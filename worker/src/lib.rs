@@ -34,7 +34,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use deliver::Sender;
 use health::{DisablePolicy, Outcome, Verdict};
 use metrics::Metrics;
-use std::collections::HashMap;
+use postbox_rules::options::EndpointOptions;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -181,6 +182,10 @@ pub async fn run(
         tasks: JoinSet::new(),
         running: HashMap::new(),
         busy: HashMap::new(),
+        in_flight: HashMap::new(),
+        queues: HashMap::new(),
+        queued: 0,
+        latency: HashMap::new(),
         buckets: HashMap::new(),
         waiting: false,
     };
@@ -213,6 +218,11 @@ impl Bucket {
     }
 }
 
+/// Endpoints answering faster than this on average may have a few claimed
+/// deliveries queued locally (up to 3x their in-flight limit), so claims come
+/// in large batches; slow or stuck endpoints never do.
+const FAST_ENDPOINT: Duration = Duration::from_millis(50);
+
 /// What one claim cycle did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -230,10 +240,19 @@ struct Dispatcher {
     metrics: Arc<Metrics>,
     ack: mpsc::Sender<Outcome>,
     wake: Arc<Notify>,
-    tasks: JoinSet<()>,
+    /// Requests in flight; each returns its attempt's duration.
+    tasks: JoinSet<Duration>,
     /// Task → (endpoint, delivery), for the per-endpoint counts and releases.
     running: HashMap<Id, (Uuid, i64)>,
+    /// Per endpoint: requests in flight plus claimed deliveries waiting to start.
     busy: HashMap<Uuid, u32>,
+    /// Per endpoint: requests in flight, and its in-flight limit.
+    in_flight: HashMap<Uuid, (u32, u32)>,
+    /// Claimed deliveries of endpoints that answer fast, waiting for a slot.
+    queues: HashMap<Uuid, VecDeque<(Claimed, EndpointOptions)>>,
+    queued: usize,
+    /// Recent attempt time per endpoint (moving average).
+    latency: HashMap<Uuid, Duration>,
     buckets: HashMap<Uuid, Bucket>,
     /// Whether this worker has set the wake-up flag.
     waiting: bool,
@@ -326,18 +345,28 @@ impl Dispatcher {
             }
         }
         let free = self.cfg.max_in_flight.saturating_sub(self.tasks.len());
-        // While busy, claim in chunks rather than one slot at a time.
-        if free == 0 || (free < (self.cfg.max_in_flight / 8).max(1) && !self.tasks.is_empty()) {
+        // Claim in batches: a claim is worth it when there are free slots and
+        // the local queue is running low, or when nothing is going on.
+        let want = self.cfg.batch_size.saturating_sub(self.queued);
+        let idle = self.tasks.is_empty() && self.queued == 0;
+        if !idle && (free == 0 || want < (self.cfg.batch_size / 4).max(1)) {
             return Ok(Step::Full);
         }
         let rooms = self.rate_rooms();
+        let fast: Vec<Uuid> = self
+            .latency
+            .iter()
+            .filter(|(_, d)| **d < FAST_ENDPOINT)
+            .map(|(id, _)| *id)
+            .collect();
         let jobs = claim::claim(
             &db,
             &self.cfg.worker_id,
-            free.min(self.cfg.batch_size),
+            want.max(1),
             self.cfg.endpoint_max_in_flight,
             &self.busy,
             &rooms,
+            &fast,
             self.cfg.lease,
         )
         .await?;
@@ -349,8 +378,9 @@ impl Dispatcher {
             let _ = self.set_waiting(false).await;
         }
         for job in jobs {
-            self.start(job);
+            self.enqueue(job);
         }
+        self.pump();
         Ok(Step::Started)
     }
 
@@ -364,7 +394,8 @@ impl Dispatcher {
             .collect()
     }
 
-    fn start(&mut self, job: Claimed) {
+    /// Takes a claimed delivery: counts it against its endpoint and queues it.
+    fn enqueue(&mut self, job: Claimed) {
         let opts = postbox_rules::options::parse(&job.options).unwrap_or_else(|e| {
             tracing::warn!(endpoint_id = %job.endpoint_id, error = %e, "stored options are invalid; using defaults");
             Default::default()
@@ -382,6 +413,47 @@ impl Dispatcher {
             self.buckets.remove(&job.endpoint_id);
         }
         *self.busy.entry(job.endpoint_id).or_insert(0) += 1;
+        let cap = opts
+            .max_in_flight
+            .unwrap_or(self.cfg.endpoint_max_in_flight);
+        self.in_flight.entry(job.endpoint_id).or_insert((0, cap)).1 = cap;
+        self.queues
+            .entry(job.endpoint_id)
+            .or_default()
+            .push_back((job, opts));
+        self.queued += 1;
+    }
+
+    /// Starts queued deliveries while their endpoints and the worker have room.
+    fn pump(&mut self) {
+        if self.queued == 0 {
+            return;
+        }
+        let endpoints: Vec<Uuid> = self.queues.keys().copied().collect();
+        for ep in endpoints {
+            loop {
+                if self.tasks.len() >= self.cfg.max_in_flight {
+                    return;
+                }
+                let (running, cap) = self.in_flight.get(&ep).copied().unwrap_or((0, 1));
+                if running >= cap {
+                    break;
+                }
+                let Some((job, opts)) = self.queues.get_mut(&ep).and_then(VecDeque::pop_front)
+                else {
+                    self.queues.remove(&ep);
+                    break;
+                };
+                self.queued -= 1;
+                self.launch(job, opts);
+            }
+        }
+    }
+
+    fn launch(&mut self, job: Claimed, opts: EndpointOptions) {
+        if let Some(e) = self.in_flight.get_mut(&job.endpoint_id) {
+            e.0 += 1;
+        }
         let (endpoint_id, delivery_id) = (job.endpoint_id, job.id);
         let sender = self.sender.clone();
         let ack = self.ack.clone();
@@ -389,6 +461,7 @@ impl Dispatcher {
         let handle = self.tasks.spawn(async move {
             metrics.in_flight.inc();
             let result = sender.send(&job, &opts).await;
+            let took = result.duration;
             metrics.in_flight.dec();
             metrics.attempt_seconds.observe(result.duration.as_secs_f64());
             let attempt = job.attempts + 1;
@@ -421,18 +494,19 @@ impl Dispatcher {
                     verdict,
                 })
                 .await;
+            took
         });
         self.running.insert(handle.id(), (endpoint_id, delivery_id));
     }
 
-    fn finish(&mut self, res: Result<(Id, ()), tokio::task::JoinError>) {
-        let id = match &res {
-            Ok((id, ())) => *id,
+    fn finish(&mut self, res: Result<(Id, Duration), tokio::task::JoinError>) {
+        let (id, took) = match &res {
+            Ok((id, took)) => (*id, Some(*took)),
             Err(e) => {
                 if e.is_panic() {
                     tracing::error!(error = %e, "delivery task panicked; its lease will expire and it will be retried");
                 }
-                e.id()
+                (e.id(), None)
             }
         };
         if let Some((endpoint, _)) = self.running.remove(&id) {
@@ -442,7 +516,18 @@ impl Dispatcher {
                     self.busy.remove(&endpoint);
                 }
             }
+            if let Some(e) = self.in_flight.get_mut(&endpoint) {
+                e.0 -= 1;
+                if e.0 == 0 && !self.queues.contains_key(&endpoint) {
+                    self.in_flight.remove(&endpoint);
+                }
+            }
+            if let Some(took) = took {
+                let avg = self.latency.entry(endpoint).or_insert(took);
+                *avg = (*avg * 7 + took) / 8;
+            }
         }
+        self.pump();
     }
 
     fn reap(&mut self) {
@@ -485,6 +570,16 @@ impl Dispatcher {
     /// aborts the rest and gives their claims back.
     async fn drain(&mut self) {
         let deadline = Instant::now() + self.cfg.shutdown_timeout;
+        // Claimed but not started: give back at once.
+        let queued: Vec<i64> = self
+            .queues
+            .drain()
+            .flat_map(|(_, q)| q.into_iter().map(|(j, _)| j.id))
+            .collect();
+        self.queued = 0;
+        if !queued.is_empty() {
+            self.release(&queued).await;
+        }
         tracing::info!(
             in_flight = self.tasks.len(),
             "finishing in-flight deliveries"
@@ -503,8 +598,12 @@ impl Dispatcher {
         while let Some(res) = self.tasks.join_next_with_id().await {
             self.finish(res);
         }
+        self.release(&ids).await;
+    }
+
+    async fn release(&self, ids: &[i64]) {
         match self.pool.get().await {
-            Ok(db) => match claim::release(&db, &ids, &self.cfg.worker_id).await {
+            Ok(db) => match claim::release(&db, ids, &self.cfg.worker_id).await {
                 Ok(n) => tracing::info!(released = n, "released unfinished deliveries"),
                 Err(e) => tracing::warn!(error = %e, "could not release; their leases will expire"),
             },
