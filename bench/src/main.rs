@@ -409,7 +409,10 @@ impl Bench {
 
     // ---------------------------------------------------------------- 2, 6, 4
     async fn throughput_and_isolation(&mut self) -> f64 {
-        let events = if self.quick { 2_000 } else { 100_000 };
+        let events = std::env::var("POSTBOX_BENCH_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if self.quick { 2_000 } else { 100_000 });
         println!("\n2. End-to-end throughput: {events} events x 10 endpoints, emitted in transactions of 1,000 while the worker runs");
         self.sql("SELECT postbox.create_event_type('bench.event')")
             .await;
@@ -736,10 +739,21 @@ async fn main() {
         notes: Vec::new(),
     };
     let started = Instant::now();
-    b.emit_overhead().await;
-    b.throughput_and_isolation().await;
-    b.latency().await;
-    b.backlog().await;
+    // For development: POSTBOX_BENCH_ONLY=2 runs figure 2 (and 4 and 6) only.
+    let only = std::env::var("POSTBOX_BENCH_ONLY").unwrap_or_default();
+    let run = |n: &str| only.is_empty() || only.split(',').any(|o| o.trim() == n);
+    if run("1") {
+        b.emit_overhead().await;
+    }
+    if run("2") {
+        b.throughput_and_isolation().await;
+    }
+    if run("3") {
+        b.latency().await;
+    }
+    if run("5") {
+        b.backlog().await;
+    }
 
     let results: Vec<serde_json::Value> = b
         .figures

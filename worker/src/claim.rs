@@ -4,6 +4,7 @@
 
 use deadpool_postgres::Client;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
@@ -33,7 +34,19 @@ pub enum ClaimError {
     Json(Uuid, serde_json::Error),
 }
 
-/// A claimed delivery with all it takes to send it. No `Debug`: it holds secrets.
+/// An endpoint's delivery settings, loaded once per claim batch. No `Debug`:
+/// it holds secrets.
+pub struct Endpoint {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub signature_style: String,
+    pub signature_header: Option<String>,
+    pub options: postbox_rules::options::EndpointOptions,
+    /// Valid secrets, newest first.
+    pub secrets: Vec<String>,
+}
+
+/// A claimed delivery with all it takes to send it.
 pub struct Claimed {
     pub id: i64,
     pub tenant: String,
@@ -46,13 +59,7 @@ pub struct Claimed {
     pub event_type: String,
     pub event_time: SystemTime,
     pub data: String,
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub signature_style: String,
-    pub signature_header: Option<String>,
-    pub options: serde_json::Value,
-    /// Valid secrets, newest first.
-    pub secrets: Vec<String>,
+    pub endpoint: Arc<Endpoint>,
 }
 
 impl Claimed {
@@ -117,14 +124,19 @@ WITH busy AS (
 )
 UPDATE postbox.outbox o
    SET lease_until = now() + make_interval(secs => $8::float8), leased_by = $1
-  FROM picked p, postbox.events v, postbox.endpoints e
- WHERE o.id = p.id AND v.id = o.event_id AND e.id = o.endpoint_id
+  FROM picked p, postbox.events v
+ WHERE o.id = p.id AND v.id = o.event_id
 RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.created_at,
-          v.event_type, v.created_at, v.data::text, e.url, e.headers::text, e.signature_style,
-          e.signature_header, e.options::text,
-          ARRAY(SELECT s.secret FROM postbox.endpoint_secrets s
-                 WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
-                 ORDER BY s.created_at DESC)";
+          v.event_type, v.created_at, v.data::text";
+
+// Endpoint settings and valid secrets, once per endpoint of a claim batch.
+pub const ENDPOINTS: &str = "
+SELECT e.id, e.url, e.headers::text, e.signature_style, e.signature_header, e.options::text,
+       ARRAY(SELECT s.secret FROM postbox.endpoint_secrets s
+              WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
+              ORDER BY s.created_at DESC)
+  FROM postbox.endpoints e
+ WHERE e.id = ANY($1)";
 
 /// Claims up to `limit` due deliveries. `busy` is what this worker holds per
 /// endpoint (in flight or queued); `rooms` caps endpoints further (rate
@@ -160,17 +172,19 @@ pub async fn claim(
             ],
         )
         .await?;
-    rows.into_iter()
-        .map(|r| {
-            let endpoint_id: Uuid = r.get(2);
-            let headers: String = r.get(11);
-            let headers: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&headers).map_err(|e| ClaimError::Json(endpoint_id, e))?;
-            let options: String = r.get(14);
-            Ok(Claimed {
+    let mut ids: Vec<Uuid> = rows.iter().map(|r| r.get(2)).collect();
+    ids.sort();
+    ids.dedup();
+    let endpoints = endpoints(db, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            // An endpoint deleted meanwhile: its deliveries were cancelled.
+            let endpoint = endpoints.get(&r.get::<_, Uuid>(2))?.clone();
+            Some(Claimed {
                 id: r.get(0),
                 tenant: r.get(1),
-                endpoint_id,
+                endpoint_id: r.get(2),
                 event_id: r.get(3),
                 attempts: r.get(4),
                 is_test: r.get(5),
@@ -178,17 +192,43 @@ pub async fn claim(
                 event_type: r.get(7),
                 event_time: r.get(8),
                 data: r.get(9),
-                url: r.get(10),
-                headers: headers
-                    .into_iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                    .collect(),
-                signature_style: r.get(12),
-                signature_header: r.get(13),
-                options: serde_json::from_str(&options)
-                    .map_err(|e| ClaimError::Json(endpoint_id, e))?,
-                secrets: r.get(15),
+                endpoint,
             })
+        })
+        .collect())
+}
+
+async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoint>>, ClaimError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let stmt = db.prepare_cached(ENDPOINTS).await?;
+    let rows = db.query(&stmt, &[&ids]).await?;
+    rows.into_iter()
+        .map(|r| {
+            let id: Uuid = r.get(0);
+            let headers: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(r.get::<_, &str>(2)).map_err(|e| ClaimError::Json(id, e))?;
+            let options: serde_json::Value =
+                serde_json::from_str(r.get::<_, &str>(5)).map_err(|e| ClaimError::Json(id, e))?;
+            let options = postbox_rules::options::parse(&options).unwrap_or_else(|e| {
+                tracing::warn!(endpoint_id = %id, error = %e, "stored options are invalid; using defaults");
+                Default::default()
+            });
+            Ok((
+                id,
+                Arc::new(Endpoint {
+                    url: r.get(1),
+                    headers: headers
+                        .into_iter()
+                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                        .collect(),
+                    signature_style: r.get(3),
+                    signature_header: r.get(4),
+                    options,
+                    secrets: r.get(6),
+                }),
+            ))
         })
         .collect()
 }

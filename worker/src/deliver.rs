@@ -178,7 +178,7 @@ impl Sender {
             error,
         };
         // The same URL rules as the extension; IP literals never reach the resolver.
-        let url = match url_rules::validate(&job.url, self.allow_private) {
+        let url = match url_rules::validate(&job.endpoint.url, self.allow_private) {
             Ok(u) => u,
             Err(e) => return done(None, None, None, Some(e.to_string())),
         };
@@ -200,7 +200,7 @@ impl Sender {
             .post(url)
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in &job.headers {
+        for (name, value) in &job.endpoint.headers {
             req = req.header(name.as_str(), value.as_str());
         }
         match sign::headers(job, unix, body.as_bytes()) {

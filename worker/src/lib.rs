@@ -396,10 +396,7 @@ impl Dispatcher {
 
     /// Takes a claimed delivery: counts it against its endpoint and queues it.
     fn enqueue(&mut self, job: Claimed) {
-        let opts = postbox_rules::options::parse(&job.options).unwrap_or_else(|e| {
-            tracing::warn!(endpoint_id = %job.endpoint_id, error = %e, "stored options are invalid; using defaults");
-            Default::default()
-        });
+        let opts = job.endpoint.options.clone();
         if let Some(rate) = opts.rate_limit_per_s {
             let b = self.buckets.entry(job.endpoint_id).or_insert(Bucket {
                 rate,

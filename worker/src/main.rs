@@ -4,6 +4,11 @@ use clap::Parser;
 use postbox_worker::{run, shutdown, Cli, Config};
 use std::process::ExitCode;
 
+// Each delivery allocates many small buffers (body, headers, HTTP state);
+// glibc's allocator showed up at ~18% of the worker's profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match Config::from_cli(Cli::parse()) {
         Ok(c) => c,

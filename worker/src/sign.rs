@@ -5,21 +5,21 @@ use postbox_rules::{sign, RuleError};
 
 /// (name, value) pairs to add to the request. `unix` is this attempt's time.
 pub fn headers(job: &Claimed, unix: i64, body: &[u8]) -> Result<Vec<(String, String)>, RuleError> {
-    if job.secrets.is_empty() {
+    if job.endpoint.secrets.is_empty() {
         return Err(RuleError::new(
             "endpoint has no valid signing secret",
             job.endpoint_id,
         ));
     }
-    match job.signature_header.as_deref() {
+    match job.endpoint.signature_header.as_deref() {
         // sha256-hex carries one signature: always the newest secret.
-        Some(header) if job.signature_style == "sha256-hex" => Ok(vec![(
+        Some(header) if job.endpoint.signature_style == "sha256-hex" => Ok(vec![(
             header.to_string(),
-            sign::sha256_hex(&job.secrets[0], body),
+            sign::sha256_hex(&job.endpoint.secrets[0], body),
         )]),
         _ => {
             let id = job.event_id.to_string();
-            let secrets: Vec<&str> = job.secrets.iter().map(String::as_str).collect();
+            let secrets: Vec<&str> = job.endpoint.secrets.iter().map(String::as_str).collect();
             let sig = sign::standard(&id, unix, body, &secrets)?;
             Ok(vec![
                 ("webhook-id".into(), id),
