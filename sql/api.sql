@@ -603,8 +603,13 @@ $fn$;
 -- since the emit are skipped; paused ones get their rows (held until resume).
 CREATE FUNCTION postbox.expand_events(max_events integer DEFAULT 1000)
 RETURNS integer
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- PL/pgSQL rather than SQL: the worker calls it in every cycle, and PL/pgSQL
+-- keeps the plan between calls.
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    v_expanded integer;
+BEGIN
     WITH ev AS (
         SELECT id, tenant, fanout, created_at
           FROM postbox.events
@@ -622,7 +627,9 @@ AS $fn$
         UPDATE postbox.events v SET fanout = NULL FROM ev WHERE v.id = ev.id
         RETURNING 1
     )
-    SELECT count(*)::integer FROM done
+    SELECT count(*)::integer INTO v_expanded FROM done;
+    RETURN v_expanded;
+END
 $fn$;
 
 CREATE FUNCTION postbox.retry_delivery(id bigint)
