@@ -694,6 +694,13 @@ impl Bench {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(bad) = args.iter().skip(1).find(|a| *a != "--quick") {
+        eprintln!(
+            "usage: postbox-bench [--quick]   (unknown argument {bad:?})\n\
+             Writes target/bench/results.json. POSTBOX_BENCH_ONLY=1,2,3,5 runs only those figures."
+        );
+        std::process::exit(2);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let worker_bin = std::env::var("POSTBOX_WORKER_BIN")
