@@ -97,6 +97,11 @@ CREATE TABLE postbox.events (
     -- once expanded (or when nothing matched).
     fanout     uuid[],
     data       jsonb NOT NULL
+) WITH (
+    -- Expansion updates each event once; vacuum the old versions early.
+    autovacuum_vacuum_scale_factor = 0.0,
+    autovacuum_vacuum_threshold = 20000,
+    autovacuum_vacuum_cost_delay = 0
 );
 
 CREATE INDEX events_to_expand ON postbox.events (id) WHERE fanout IS NOT NULL;
@@ -126,7 +131,14 @@ CREATE TABLE postbox.outbox (
     last_status_code integer,
     last_error      text,
     created_at      timestamptz NOT NULL DEFAULT now()
-) WITH (fillfactor = 50);  -- measured: half-full pages make ~93% of claim updates HOT
+) WITH (
+    fillfactor = 50,  -- measured: half-full pages make ~93% of claim updates HOT
+    -- Every delivery leaves dead tuples at the front of the claim index, which
+    -- each claim must step over until vacuum runs: vacuum early and at full speed.
+    autovacuum_vacuum_scale_factor = 0.0,
+    autovacuum_vacuum_threshold = 20000,
+    autovacuum_vacuum_cost_delay = 0
+);
 
 -- Due work per endpoint, in order: fair claiming and the pending counts.
 CREATE INDEX outbox_due ON postbox.outbox (endpoint_id, next_attempt_at)
