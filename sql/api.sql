@@ -422,7 +422,8 @@ BEGIN
                 RETURNING fanout IS NOT NULL AS routed)
             SELECT bool_or(routed) INTO v_routed FROM ins;
         ELSIF TG_OP = 'DELETE' THEN
-            -- Routes are looked up once per tenant of the statement, not per row.
+            -- The INSERT branch again, over postbox_old: static SQL must name the
+            -- transition table, and dynamic SQL would be planned on every call.
             WITH r AS (
                 SELECT j, j ->> v_tenant_col AS tenant
                   FROM (SELECT to_jsonb(postbox_row.*) AS j FROM postbox_old AS postbox_row) r0
