@@ -138,23 +138,30 @@ SELECT e.id, e.url, e.headers::text, e.signature_style, e.signature_header, e.op
   FROM postbox.endpoints e
  WHERE e.id = ANY($1)";
 
-/// Claims up to `limit` due deliveries. `busy` is what this worker holds per
-/// endpoint (in flight or queued); `rooms` caps endpoints further (rate
-/// limits); `fast` endpoints may have up to 4x their in-flight limit claimed.
+/// What bounds a claim per endpoint.
+pub struct Room<'a> {
+    /// In-flight limit of endpoints whose options set none.
+    pub default_cap: u32,
+    /// What this worker holds per endpoint (in flight or queued).
+    pub held: &'a HashMap<Uuid, u32>,
+    /// Further caps (rate limits).
+    pub rate: &'a HashMap<Uuid, u32>,
+    /// Endpoints that may have up to 4x their in-flight limit claimed.
+    pub fast: &'a [Uuid],
+}
+
+/// Claims up to `limit` due deliveries within `room`, leased for `lease`.
 pub async fn claim(
     db: &Client,
     worker_id: &str,
     limit: usize,
-    default_cap: u32,
-    busy: &HashMap<Uuid, u32>,
-    rooms: &HashMap<Uuid, u32>,
-    fast: &[Uuid],
+    room: Room<'_>,
     lease: Duration,
 ) -> Result<Vec<Claimed>, ClaimError> {
     let (busy_ids, busy_n): (Vec<Uuid>, Vec<i32>) =
-        busy.iter().map(|(k, v)| (*k, *v as i32)).unzip();
+        room.held.iter().map(|(k, v)| (*k, *v as i32)).unzip();
     let (room_ids, room_n): (Vec<Uuid>, Vec<i32>) =
-        rooms.iter().map(|(k, v)| (*k, *v as i32)).unzip();
+        room.rate.iter().map(|(k, v)| (*k, *v as i32)).unzip();
     let stmt = db.prepare_cached(CLAIM).await?;
     let rows = db
         .query(
@@ -164,11 +171,11 @@ pub async fn claim(
                 &(limit as i64),
                 &busy_ids,
                 &busy_n,
-                &(default_cap as i32),
+                &(room.default_cap as i32),
                 &room_ids,
                 &room_n,
                 &lease.as_secs_f64(),
-                &fast,
+                &room.fast,
             ],
         )
         .await?;

@@ -29,6 +29,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The attempt log's `outcome`: what the attempt did to its delivery.
+    pub fn logged_as(self) -> &'static str {
+        match self {
+            Verdict::Succeeded => "succeeded",
+            Verdict::Retry(_) => "retrying",
+            Verdict::Failed | Verdict::Gone => "failed",
+        }
+    }
+
+    /// The metrics label, which keeps 410 Gone apart.
     pub fn label(self) -> &'static str {
         match self {
             Verdict::Succeeded => "succeeded",
@@ -126,7 +136,6 @@ async fn write_batch(
     let tx = db.transaction().await?;
 
     // 1. The attempt log.
-    let col = |f: &dyn Fn(&Outcome) -> _| batch.iter().map(f).collect::<Vec<_>>();
     let ids: Vec<i64> = batch.iter().map(|o| o.delivery_id).collect();
     let tenants: Vec<&str> = batch.iter().map(|o| o.tenant.as_str()).collect();
     let endpoints: Vec<Uuid> = batch.iter().map(|o| o.endpoint_id).collect();
@@ -143,11 +152,7 @@ async fn write_batch(
         .collect();
     let excerpts: Vec<Option<&str>> = batch.iter().map(|o| o.result.excerpt.as_deref()).collect();
     let errors: Vec<Option<&str>> = batch.iter().map(|o| o.result.error.as_deref()).collect();
-    let outcomes: Vec<&str> = col(&|o: &Outcome| match o.verdict {
-        Verdict::Succeeded => "succeeded",
-        Verdict::Retry(_) => "retrying",
-        Verdict::Failed | Verdict::Gone => "failed",
-    });
+    let outcomes: Vec<&str> = batch.iter().map(|o| o.verdict.logged_as()).collect();
     let tests: Vec<bool> = batch.iter().map(|o| o.is_test).collect();
     let queued: Vec<SystemTime> = batch.iter().map(|o| o.queued_at).collect();
     let stmt = tx

@@ -181,7 +181,6 @@ pub async fn run(
         wake,
         tasks: JoinSet::new(),
         running: HashMap::new(),
-        busy: HashMap::new(),
         in_flight: HashMap::new(),
         queues: HashMap::new(),
         queued: 0,
@@ -244,8 +243,6 @@ struct Dispatcher {
     tasks: JoinSet<Duration>,
     /// Task → (endpoint, delivery), for the per-endpoint counts and releases.
     running: HashMap<Id, (Uuid, i64)>,
-    /// Per endpoint: requests in flight plus claimed deliveries waiting to start.
-    busy: HashMap<Uuid, u32>,
     /// Per endpoint: requests in flight, and its in-flight limit.
     in_flight: HashMap<Uuid, (u32, u32)>,
     /// Claimed deliveries of endpoints that answer fast, waiting for a slot.
@@ -363,10 +360,12 @@ impl Dispatcher {
             &db,
             &self.cfg.worker_id,
             want.max(1),
-            self.cfg.endpoint_max_in_flight,
-            &self.busy,
-            &rooms,
-            &fast,
+            claim::Room {
+                default_cap: self.cfg.endpoint_max_in_flight,
+                held: &self.held(),
+                rate: &rooms,
+                fast: &fast,
+            },
             self.cfg.lease,
         )
         .await?;
@@ -382,6 +381,19 @@ impl Dispatcher {
         }
         self.pump();
         Ok(Step::Started)
+    }
+
+    /// Per endpoint: requests in flight plus claimed deliveries waiting to start.
+    fn held(&self) -> HashMap<Uuid, u32> {
+        self.in_flight
+            .iter()
+            .map(|(id, (running, _))| {
+                (
+                    *id,
+                    running + self.queues.get(id).map_or(0, |q| q.len() as u32),
+                )
+            })
+            .collect()
     }
 
     fn rate_rooms(&mut self) -> HashMap<Uuid, u32> {
@@ -409,7 +421,6 @@ impl Dispatcher {
         } else {
             self.buckets.remove(&job.endpoint_id);
         }
-        *self.busy.entry(job.endpoint_id).or_insert(0) += 1;
         let cap = opts
             .max_in_flight
             .unwrap_or(self.cfg.endpoint_max_in_flight);
@@ -507,12 +518,6 @@ impl Dispatcher {
             }
         };
         if let Some((endpoint, _)) = self.running.remove(&id) {
-            if let Some(n) = self.busy.get_mut(&endpoint) {
-                *n -= 1;
-                if *n == 0 {
-                    self.busy.remove(&endpoint);
-                }
-            }
             if let Some(e) = self.in_flight.get_mut(&endpoint) {
                 e.0 -= 1;
                 if e.0 == 0 && !self.queues.contains_key(&endpoint) {
