@@ -104,11 +104,13 @@ BEGIN
         v_secret := create_endpoint.own_secret;
     END IF;
 
+    -- created_at from the clock, as emit's: routing sends an endpoint only
+    -- events emitted after it was created, even within one transaction.
     INSERT INTO postbox.endpoints (id, tenant, url, event_types, headers, description,
-                                   signature_style, signature_header, options)
+                                   signature_style, signature_header, options, created_at)
     VALUES (v_id, create_endpoint.tenant, v_url, v_filters, v_headers, create_endpoint.description,
             coalesce(create_endpoint.signature_style, 'standard'), v_sig,
-            coalesce(create_endpoint.options, '{}'));
+            coalesce(create_endpoint.options, '{}'), clock_timestamp());
     INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (v_id, v_secret);
 
     id := v_id;
@@ -162,6 +164,14 @@ BEGIN
         e.options := postbox._validate_options(update_endpoint.options);
     END IF;
     IF update_endpoint.enabled IS NOT NULL THEN
+        -- Pause history, which routing reads: events emitted while paused never go out.
+        IF e.enabled AND NOT update_endpoint.enabled THEN
+            INSERT INTO postbox.endpoint_pauses (endpoint_id, tenant, paused_at)
+            VALUES (e.id, e.tenant, clock_timestamp());
+        ELSIF NOT e.enabled AND update_endpoint.enabled THEN
+            UPDATE postbox.endpoint_pauses SET resumed_at = clock_timestamp()
+             WHERE endpoint_id = e.id AND resumed_at IS NULL;
+        END IF;
         e.enabled := update_endpoint.enabled;
         IF update_endpoint.enabled THEN
             -- Resuming clears the failure streak and any automatic disable.
@@ -193,8 +203,7 @@ BEGIN
     UPDATE postbox.outbox
        SET status = 'cancelled', last_error = 'endpoint deleted', lease_until = NULL
      WHERE endpoint_id = delete_endpoint.id AND status = 'pending';
-    -- Events not yet expanded still name it in fanout; expansion skips
-    -- endpoints that no longer exist.
+    -- Events not yet expanded are routed to existing endpoints only.
 END
 $fn$;
 
@@ -297,9 +306,10 @@ BEGIN
 END
 $fn$;
 
--- The emit path is the application's hot path: one lookup (event type, the
--- tenant's matching endpoints and the wake-up flag in a single statement),
--- one row, and a NOTIFY only while a worker is waiting.
+-- The emit path is the application's hot path: one lookup (the event type
+-- and the wake-up flag in a single statement), one lean row in
+-- postbox.emitted, and a NOTIFY only while a worker is waiting. Routing
+-- happens at expansion, after commit.
 CREATE FUNCTION postbox.emit(tenant text, event_type text, data jsonb, idempotency_key text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -309,7 +319,6 @@ AS $fn$
 DECLARE
     v_id     uuid;
     v_known  boolean;
-    v_fanout uuid[];
     v_wake   boolean;
 BEGIN
     IF tenant IS NULL THEN
@@ -317,12 +326,8 @@ BEGIN
     END IF;
     PERFORM postbox._check_data(data);
 
-    SELECT true,
-           (SELECT array_agg(e.id) FROM postbox.endpoints e
-             WHERE e.tenant = emit.tenant AND e.enabled AND e.disabled_at IS NULL
-               AND e.event_types && t.match_keys),
-           (SELECT w.waiting FROM postbox.wakeup w)
-      INTO v_known, v_fanout, v_wake
+    SELECT true, (SELECT w.waiting FROM postbox.wakeup w)
+      INTO v_known, v_wake
       FROM postbox.event_types t
      WHERE t.name = emit.event_type;
     IF v_known IS NULL THEN
@@ -341,10 +346,10 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
-    VALUES (v_id, tenant, event_type, clock_timestamp(), v_fanout, data);
+    INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data)
+    VALUES (v_id, tenant, event_type, clock_timestamp(), data);
 
-    IF v_wake AND v_fanout IS NOT NULL THEN
+    IF v_wake THEN
         PERFORM pg_notify('postbox_wakeup', '');
     END IF;
     RETURN v_id;
@@ -362,12 +367,13 @@ AS $fn$
 $fn$;
 
 -- Trigger function: emit_row_change('<resource>', '<tenant column>' [, '<column>' ...]).
--- As a row trigger it emits per row; as a statement trigger with transition
--- tables named postbox_new / postbox_old (what postbox.attach creates) it
--- emits all the statement's rows with one INSERT ... SELECT. This is the
--- application's hot path, so it does the work of emit inline: one catalog
--- lookup, one insert (routing in the same statement), and a NOTIFY only while
--- a worker waits. Payload columns are picked only when a column list is given.
+-- As a statement trigger with transition tables named postbox_new /
+-- postbox_old (what postbox.attach creates) it writes ONE postbox.emitted row
+-- for the whole statement: its rows as a JSON array, which the worker turns
+-- into one event per row (tenant and payload columns picked there). As a row
+-- trigger (UPDATE, which needs OLD/NEW pairs) it writes one event. This is
+-- the application's hot path: one statement, nothing looked up but the event
+-- type and the wake-up flag, and a NOTIFY only while a worker waits.
 CREATE FUNCTION postbox.emit_row_change()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -379,14 +385,13 @@ DECLARE
     v_tenant_col text := TG_ARGV[1];
     v_columns    text[];
     v_type       text;
-    v_keys       text[];
     v_tenant     text;
     v_old        jsonb;
     v_new        jsonb;
     v_changed    text[];
     v_data       jsonb;
-    v_fanout     uuid[];
-    v_routed     boolean;
+    v_known      boolean;
+    v_wake       boolean;
 BEGIN
     IF TG_NARGS < 2 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
@@ -396,51 +401,31 @@ BEGIN
         v_columns := TG_ARGV[2:];
     END IF;
     v_type := v_resource || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END;
-    SELECT match_keys INTO v_keys FROM postbox.event_types WHERE name = v_type;
-    IF v_keys IS NULL THEN
-        PERFORM postbox._unknown_event_type(v_type);
-    END IF;
 
     IF TG_LEVEL = 'STATEMENT' THEN
+        -- TG_ARGV is 0-based; the slice stores it 1-based.
         IF TG_OP = 'INSERT' THEN
-            -- Routes are looked up once per tenant of the statement, not per row.
-            WITH r AS (
-                SELECT j, j ->> v_tenant_col AS tenant
-                  FROM (SELECT to_jsonb(postbox_row.*) AS j FROM postbox_new AS postbox_row) r0
-            ), routes AS (
-                SELECT e.tenant, array_agg(e.id) AS ids FROM postbox.endpoints e
-                 WHERE e.tenant IN (SELECT DISTINCT r.tenant FROM r)
-                   AND e.enabled AND e.disabled_at IS NULL AND e.event_types && v_keys
-                 GROUP BY e.tenant
-            ), ins AS (
-                INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
-                SELECT postbox._uuid7(), r.tenant, v_type, clock_timestamp(), routes.ids,
-                       jsonb_build_object(v_resource, CASE WHEN v_columns IS NULL THEN r.j
-                                                           ELSE postbox._row_payload(r.j, v_columns) END)
-                  FROM r LEFT JOIN routes ON routes.tenant = r.tenant
-                 WHERE r.tenant IS NOT NULL
-                RETURNING fanout IS NOT NULL AS routed)
-            SELECT bool_or(routed) INTO v_routed FROM ins;
+            WITH ins AS (
+                INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
+                SELECT postbox._uuid7(), v_type, clock_timestamp(), x.rows, TG_ARGV[0:]
+                  FROM (SELECT json_agg(postbox_row) AS rows FROM postbox_new AS postbox_row) x
+                 WHERE x.rows IS NOT NULL
+                RETURNING 1)
+            SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
+                   (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
+              INTO v_known, v_wake;
         ELSIF TG_OP = 'DELETE' THEN
             -- The INSERT branch again, over postbox_old: static SQL must name the
             -- transition table, and dynamic SQL would be planned on every call.
-            WITH r AS (
-                SELECT j, j ->> v_tenant_col AS tenant
-                  FROM (SELECT to_jsonb(postbox_row.*) AS j FROM postbox_old AS postbox_row) r0
-            ), routes AS (
-                SELECT e.tenant, array_agg(e.id) AS ids FROM postbox.endpoints e
-                 WHERE e.tenant IN (SELECT DISTINCT r.tenant FROM r)
-                   AND e.enabled AND e.disabled_at IS NULL AND e.event_types && v_keys
-                 GROUP BY e.tenant
-            ), ins AS (
-                INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
-                SELECT postbox._uuid7(), r.tenant, v_type, clock_timestamp(), routes.ids,
-                       jsonb_build_object(v_resource, CASE WHEN v_columns IS NULL THEN r.j
-                                                           ELSE postbox._row_payload(r.j, v_columns) END)
-                  FROM r LEFT JOIN routes ON routes.tenant = r.tenant
-                 WHERE r.tenant IS NOT NULL
-                RETURNING fanout IS NOT NULL AS routed)
-            SELECT bool_or(routed) INTO v_routed FROM ins;
+            WITH ins AS (
+                INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
+                SELECT postbox._uuid7(), v_type, clock_timestamp(), x.rows, TG_ARGV[0:]
+                  FROM (SELECT json_agg(postbox_row) AS rows FROM postbox_old AS postbox_row) x
+                 WHERE x.rows IS NOT NULL
+                RETURNING 1)
+            SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
+                   (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
+              INTO v_known, v_wake;
         ELSE
             RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
                 'postbox: emit_row_change handles statement-level INSERT and DELETE only; use a row trigger for: %s', TG_OP);
@@ -449,25 +434,16 @@ BEGIN
         IF TG_OP = 'INSERT' THEN
             v_new := to_jsonb(NEW);
             v_tenant := v_new ->> v_tenant_col;
-            IF v_columns IS NOT NULL THEN
-                v_new := postbox._row_payload(v_new, v_columns);
-            END IF;
-            v_data := jsonb_build_object(v_resource, v_new);
+            v_data := jsonb_build_object(v_resource, postbox._row_payload(v_new, v_columns));
         ELSIF TG_OP = 'DELETE' THEN
             v_old := to_jsonb(OLD);
             v_tenant := v_old ->> v_tenant_col;
-            IF v_columns IS NOT NULL THEN
-                v_old := postbox._row_payload(v_old, v_columns);
-            END IF;
-            v_data := jsonb_build_object(v_resource, v_old);
+            v_data := jsonb_build_object(v_resource, postbox._row_payload(v_old, v_columns));
         ELSE
             v_new := to_jsonb(NEW);
             v_tenant := v_new ->> v_tenant_col;
-            v_old := to_jsonb(OLD);
-            IF v_columns IS NOT NULL THEN
-                v_new := postbox._row_payload(v_new, v_columns);
-                v_old := postbox._row_payload(v_old, v_columns);
-            END IF;
+            v_new := postbox._row_payload(v_new, v_columns);
+            v_old := postbox._row_payload(to_jsonb(OLD), v_columns);
             -- Changed columns in table order; only payload columns count.
             SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_changed
               FROM pg_attribute a
@@ -482,14 +458,19 @@ BEGIN
         IF v_tenant IS NULL THEN
             RETURN NULL;
         END IF;
-        SELECT array_agg(e.id) INTO v_fanout FROM postbox.endpoints e
-         WHERE e.tenant = v_tenant AND e.enabled AND e.disabled_at IS NULL AND e.event_types && v_keys;
-        INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
-        VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_fanout, v_data);
-        v_routed := v_fanout IS NOT NULL;
+        WITH ins AS (
+            INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data)
+            VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_data)
+            RETURNING 1)
+        SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
+               (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
+          INTO v_known, v_wake;
     END IF;
 
-    IF v_routed AND (SELECT w.waiting FROM postbox.wakeup w) THEN
+    IF NOT v_known THEN
+        PERFORM postbox._unknown_event_type(v_type);  -- raises: the statement is undone
+    END IF;
+    IF v_wake THEN
         PERFORM pg_notify('postbox_wakeup', '');
     END IF;
     RETURN NULL;
@@ -584,8 +565,8 @@ BEGIN
         'message', 'This is a test event from postbox.', 'endpoint_id', send_test.id));
     PERFORM postbox._check_data(v_data);
 
-    INSERT INTO postbox.events (id, tenant, event_type, created_at, fanout, data)
-    VALUES (v_event, v_tenant, send_test.event_type, v_now, NULL, v_data);
+    INSERT INTO postbox.events (id, tenant, event_type, created_at, data)
+    VALUES (v_event, v_tenant, send_test.event_type, v_now, v_data);
     INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, is_test, next_attempt_at, created_at)
     VALUES (v_tenant, send_test.id, v_event, true, v_now, v_now);
     IF (SELECT w.waiting FROM postbox.wakeup w) THEN
@@ -599,9 +580,11 @@ $fn$;
 -- Worker side: expansion and manual retry
 -------------------------------------------------------------------------------
 
--- Turns committed events into outbox rows, oldest first, in one statement.
--- Concurrent workers skip each other's events. Endpoints deleted or disabled
--- since the emit are skipped; paused ones get their rows (held until resume).
+-- Turns committed postbox.emitted rows into events and outbox rows, oldest
+-- first, in one statement; concurrent workers skip each other's rows.
+-- Routing: the tenant's endpoints whose filter matches, that existed when
+-- the event was emitted, were not paused at that moment and are not
+-- disabled now. Endpoints paused now get their rows (held until resume).
 CREATE FUNCTION postbox.expand_events(max_events integer DEFAULT 1000)
 RETURNS integer
 -- PL/pgSQL rather than SQL: the worker calls it in every cycle, and PL/pgSQL
@@ -611,24 +594,40 @@ AS $fn$
 DECLARE
     v_expanded integer;
 BEGIN
-    WITH ev AS (
-        SELECT id, tenant, fanout, created_at
-          FROM postbox.events
-         WHERE fanout IS NOT NULL
-         ORDER BY id
-         LIMIT max_events
-           FOR UPDATE SKIP LOCKED
+    WITH batch AS (
+        DELETE FROM postbox.emitted m
+         WHERE m.id IN (SELECT id FROM postbox.emitted ORDER BY id LIMIT max_events FOR UPDATE SKIP LOCKED)
+        RETURNING m.*
+    ), ev AS (
+        SELECT b.id, b.tenant, b.event_type, b.created_at, b.data
+          FROM batch b
+         WHERE b.rows IS NULL
+        UNION ALL
+        SELECT postbox._uuid7(), r.value ->> b.trigger_args[2], b.event_type, b.created_at,
+               jsonb_build_object(b.trigger_args[1],
+                                  CASE WHEN cardinality(b.trigger_args) > 2
+                                       THEN postbox._row_payload(r.value, b.trigger_args[3:])
+                                       ELSE r.value END)
+          FROM batch b CROSS JOIN LATERAL jsonb_array_elements(b.rows::jsonb) AS r(value)
+         WHERE b.rows IS NOT NULL AND r.value ->> b.trigger_args[2] IS NOT NULL
+    ), stored AS (
+        INSERT INTO postbox.events (id, tenant, event_type, created_at, data)
+        SELECT id, tenant, event_type, created_at, data FROM ev
+        RETURNING id, tenant, event_type, created_at
     ), queued AS (
         INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, next_attempt_at, created_at)
-        SELECT ev.tenant, f.endpoint_id, ev.id, ev.created_at, ev.created_at
-          FROM ev CROSS JOIN LATERAL unnest(ev.fanout) AS f(endpoint_id)
-          JOIN postbox.endpoints e ON e.id = f.endpoint_id AND e.disabled_at IS NULL
-        RETURNING 1
-    ), done AS (
-        UPDATE postbox.events v SET fanout = NULL FROM ev WHERE v.id = ev.id
+        SELECT s.tenant, e.id, s.id, s.created_at, s.created_at
+          FROM stored s
+          JOIN postbox.event_types t ON t.name = s.event_type
+          JOIN postbox.endpoints e
+            ON e.tenant = s.tenant AND e.event_types && t.match_keys
+           AND e.disabled_at IS NULL AND e.created_at <= s.created_at
+         WHERE NOT EXISTS (SELECT FROM postbox.endpoint_pauses p
+                            WHERE p.endpoint_id = e.id AND p.paused_at <= s.created_at
+                              AND (p.resumed_at IS NULL OR p.resumed_at > s.created_at))
         RETURNING 1
     )
-    SELECT count(*)::integer INTO v_expanded FROM done;
+    SELECT count(*)::integer INTO v_expanded FROM stored;
     RETURN v_expanded;
 END
 $fn$;
@@ -679,8 +678,17 @@ SELECT e.id, e.tenant, e.url, e.event_types, e.enabled,
        (SELECT count(*) FROM postbox.outbox d
          WHERE d.endpoint_id = e.id AND d.status = 'pending')
      + CASE WHEN e.disabled_at IS NULL THEN
-           (SELECT count(*) FROM postbox.events v
-             WHERE v.fanout IS NOT NULL AND e.id = ANY (v.fanout))
+           -- Emitted, not yet expanded, and routed to e (expand_events' rule).
+           (SELECT count(*)
+              FROM postbox.emitted m
+              CROSS JOIN LATERAL (SELECT m.tenant WHERE m.rows IS NULL
+                                  UNION ALL
+                                  SELECT r ->> m.trigger_args[2] FROM json_array_elements(m.rows) r) x(tenant)
+              JOIN postbox.event_types t ON t.name = m.event_type
+             WHERE x.tenant = e.tenant AND e.event_types && t.match_keys AND e.created_at <= m.created_at
+               AND NOT EXISTS (SELECT FROM postbox.endpoint_pauses p
+                                WHERE p.endpoint_id = e.id AND p.paused_at <= m.created_at
+                                  AND (p.resumed_at IS NULL OR p.resumed_at > m.created_at)))
        ELSE 0 END AS pending
   FROM postbox.endpoints e;
 
@@ -715,6 +723,7 @@ SELECT delivery_id, endpoint_id, attempt, started_at, duration_ms, status_code, 
 SELECT pg_catalog.pg_extension_config_dump('postbox.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('postbox.endpoint_secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('postbox.tenant_limits', '');
+SELECT pg_catalog.pg_extension_config_dump('postbox.endpoint_pauses', '');
 SELECT pg_catalog.pg_extension_config_dump('postbox.event_types', 'WHERE NOT builtin');
 
 -------------------------------------------------------------------------------
@@ -726,7 +735,9 @@ COMMENT ON TABLE postbox.event_types IS 'The event catalog: names endpoints can 
 COMMENT ON TABLE postbox.tenant_limits IS 'Per-tenant endpoint limits; a tenant without a row has no limit, 0 means no webhooks.';
 COMMENT ON TABLE postbox.endpoints IS 'Webhook endpoints: configuration and health. Secrets live in endpoint_secrets.';
 COMMENT ON TABLE postbox.endpoint_secrets IS 'Signing secrets; only postbox_worker can read them. Rotated ones keep expires_at until their grace ends.';
-COMMENT ON TABLE postbox.events IS 'Emitted events. fanout holds the endpoints chosen at emit until the worker expands them into outbox rows.';
+COMMENT ON TABLE postbox.events IS 'Events, written by the worker when it expands postbox.emitted; deliveries point here.';
+COMMENT ON TABLE postbox.emitted IS 'The emit buffer: what emit and the triggers wrote, not yet turned into events and outbox rows.';
+COMMENT ON TABLE postbox.endpoint_pauses IS 'When each endpoint was paused and resumed: events emitted meanwhile never go to it.';
 COMMENT ON TABLE postbox.idempotency_keys IS 'Idempotency keys of emit, per tenant, kept at least 24 hours.';
 COMMENT ON TABLE postbox.outbox IS 'Deliveries not yet succeeded: pending (claimed with a lease), failed or cancelled. Succeeded ones move to attempt_log.';
 COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';
@@ -745,7 +756,7 @@ COMMENT ON FUNCTION postbox.emit(text, text, jsonb, text) IS 'Records an event i
 COMMENT ON FUNCTION postbox.emit_row_change() IS 'Trigger function: emit_row_change(resource, tenant_column [, column ...]) emits <resource>.created/updated/deleted.';
 COMMENT ON FUNCTION postbox.attach(regclass, text, text, text[]) IS 'Creates the emit triggers on a table and registers its three event types. Idempotent.';
 COMMENT ON FUNCTION postbox.send_test(uuid, text, jsonb) IS 'Queues one test delivery to one endpoint, even while paused, whatever its filter.';
-COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed events into outbox rows, oldest first; returns how many events it expanded.';
+COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed emitted rows into events and routed outbox rows, oldest first; returns how many events.';
 COMMENT ON FUNCTION postbox.retry_delivery(bigint) IS 'Queues a failed or cancelled delivery again with a fresh schedule; earlier attempts stay logged.';
 COMMENT ON FUNCTION postbox.validate_url(text) IS 'Returns the normalized webhook URL, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox.validate_headers(jsonb, text) IS 'Returns the custom headers if all are allowed, or raises 22023 naming the broken rule.';
@@ -801,7 +812,7 @@ GRANT EXECUTE ON FUNCTION postbox.expand_events(integer),
                           postbox.validate_url(text),
                           postbox._allow_insecure_urls()
    TO postbox_worker;
-GRANT SELECT ON postbox.endpoints, postbox.endpoint_secrets, postbox.events, postbox.event_types,
+GRANT SELECT ON postbox.endpoints, postbox.endpoint_secrets, postbox.events, postbox.emitted, postbox.event_types,
                 postbox.endpoint_status, postbox.deliveries, postbox.attempts
    TO postbox_worker;
 GRANT SELECT, UPDATE, DELETE ON postbox.outbox TO postbox_worker;

@@ -2,17 +2,20 @@
 -- views, grants and comments follow in api.sql.
 --
 -- Shape of the outbox, and why (figures in shared/measured-here.md):
---   * emit writes ONE row: postbox.events, carrying the ids of the endpoints
---     chosen at that moment in `fanout`. Writing a delivery row per endpoint
---     in the emitting transaction costs too much of the application's TPS.
---   * the worker expands events into postbox.outbox rows in batches right
---     after commit (postbox.expand_events), then claims outbox rows with
---     FOR UPDATE SKIP LOCKED and a lease.
+--   * emit writes ONE lean row into postbox.emitted and looks nothing up
+--     (no routing, no index beyond its key): every row and lookup on the emit
+--     path costs the application's TPS directly. A statement trigger writes
+--     one row for the whole statement, its rows as a JSON array.
+--   * the worker turns emitted rows into postbox.events and routes them into
+--     postbox.outbox rows in batches right after commit (postbox.expand_events).
+--     Routing then uses the endpoints as they were at emit: created before it,
+--     not paused at that moment (postbox.endpoint_pauses), not disabled.
+--   * the worker claims outbox rows with FOR UPDATE SKIP LOCKED and a lease.
 --   * a succeeded delivery is deleted from postbox.outbox; its record lives in
 --     the append-only postbox.attempt_log. Failed and cancelled deliveries stay
 --     in the outbox so they can be inspected and retried.
---   * every outbox row carries `tenant`, so the tables can later be
---     distributed by tenant.
+--   * every events, outbox and attempt_log row carries `tenant`, so the tables
+--     can later be distributed by tenant.
 
 DO $roles$
 BEGIN
@@ -88,23 +91,43 @@ CREATE TABLE postbox.endpoint_secrets (
     PRIMARY KEY (endpoint_id, created_at)
 );
 
-CREATE TABLE postbox.events (
-    id         uuid PRIMARY KEY,  -- version 7: time-ordered
-    tenant     text NOT NULL,
-    event_type text NOT NULL,
-    created_at timestamptz NOT NULL,
-    -- Endpoints chosen at emit and not yet expanded into outbox rows; NULL
-    -- once expanded (or when nothing matched).
-    fanout     uuid[],
-    data       jsonb NOT NULL
+-- Pause history: routing at expansion skips endpoints that were paused when
+-- an event was emitted, even if they have been resumed since.
+CREATE TABLE postbox.endpoint_pauses (
+    endpoint_id uuid NOT NULL REFERENCES postbox.endpoints (id) ON DELETE CASCADE,
+    tenant      text NOT NULL,
+    paused_at   timestamptz NOT NULL,
+    resumed_at  timestamptz,  -- NULL while paused
+    PRIMARY KEY (endpoint_id, paused_at)
+);
+
+-- The emit buffer: what emit and the triggers write in the application's
+-- transaction. The worker moves each row into events and outbox and deletes it.
+CREATE TABLE postbox.emitted (
+    id           uuid PRIMARY KEY,  -- version 7; for emit() the event's id
+    -- NULL for a statement's rows: each row's tenant column says.
+    tenant       text,
+    event_type   text NOT NULL,
+    created_at   timestamptz NOT NULL,
+    data         jsonb,  -- one event (emit, row triggers)
+    rows         json,   -- or a statement's rows, one event each
+    -- With rows: resource, tenant column, payload columns (emit_row_change's arguments).
+    trigger_args text[],
+    CHECK ((data IS NULL) <> (rows IS NULL))
 ) WITH (
-    -- Expansion updates each event once; vacuum the old versions early.
+    -- A queue: every row is deleted soon after it is written. Vacuum early.
     autovacuum_vacuum_scale_factor = 0.0,
     autovacuum_vacuum_threshold = 20000,
     autovacuum_vacuum_cost_delay = 0
 );
 
-CREATE INDEX events_to_expand ON postbox.events (id) WHERE fanout IS NOT NULL;
+CREATE TABLE postbox.events (
+    id         uuid PRIMARY KEY,  -- version 7: time-ordered
+    tenant     text NOT NULL,
+    event_type text NOT NULL,
+    created_at timestamptz NOT NULL,
+    data       jsonb NOT NULL
+);
 
 CREATE TABLE postbox.idempotency_keys (
     tenant     text NOT NULL,

@@ -323,14 +323,23 @@ mod tests {
             ),
             "at most postbox.max_payload_bytes (1024)",
         );
-        assert_eq!(count("SELECT FROM postbox.events"), 0);
+        assert_eq!(count("SELECT FROM postbox.emitted"), 0);
         let id = one::<pgrx::Uuid>("SELECT postbox.emit('t', 'demo.viewed', '{\"demo_id\": 1}')");
         assert_eq!(
             count(&format!(
-                "SELECT FROM postbox.events WHERE id = '{id}' AND event_type = 'demo.viewed'"
+                "SELECT FROM postbox.emitted WHERE id = '{id}' AND event_type = 'demo.viewed'"
             )),
             1
         );
+        // The worker's expansion keeps the id emit returned.
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 1);
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.events WHERE id = '{id}' AND event_type = 'demo.viewed' AND data = '{{\"demo_id\": 1}}'"
+            )),
+            1
+        );
+        assert_eq!(count("SELECT FROM postbox.emitted"), 0);
     }
 
     #[pg_test]
@@ -364,7 +373,7 @@ mod tests {
         let again =
             one::<String>("SELECT postbox.emit('t', 'demo.viewed', '{\"n\": 2}', 'key-1')::text");
         assert_eq!(first, again);
-        assert_eq!(count("SELECT FROM postbox.events WHERE tenant = 't'"), 1);
+        assert_eq!(count("SELECT FROM postbox.emitted WHERE tenant = 't'"), 1);
         assert_eq!(pending(&ep), 1);
         let other = one::<String>("SELECT postbox.emit('u', 'demo.viewed', '{}', 'key-1')::text");
         assert_ne!(first, other);
@@ -382,7 +391,8 @@ mod tests {
         assert_eq!(pending(&ep), 3);
         assert_eq!(one::<i32>("SELECT postbox.expand_events(2)"), 2);
         assert_eq!(pending(&ep), 3);
-        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 1);
+        // Every event is expanded, the unmatched one too (it routes nowhere).
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 2);
         assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 0);
         assert_eq!(pending(&ep), 3);
         assert_eq!(
@@ -594,6 +604,7 @@ mod tests {
     }
 
     fn event_data(kind: &str) -> Vec<serde_json::Value> {
+        run("SELECT postbox.expand_events(100000)");
         Spi::connect(|c| {
             c.select(
                 &format!("SELECT data FROM postbox.events WHERE event_type = 'recording.{kind}' ORDER BY id"),
@@ -635,6 +646,8 @@ mod tests {
         assert_eq!(count("SELECT FROM pg_trigger WHERE tgrelid = 'app.recordings'::regclass AND NOT tgisinternal"), 3);
         // A bulk insert emits one event per row.
         run("INSERT INTO app.recordings (workspace_id, title) SELECT 'w1', 'r' || i FROM generate_series(1, 500) i");
+        assert_eq!(pending(&ep), 503);
+        run("SELECT postbox.expand_events(100000)");
         assert_eq!(
             count("SELECT FROM postbox.events WHERE event_type = 'recording.created'"),
             501
@@ -653,6 +666,8 @@ mod tests {
         run("INSERT INTO app.odd VALUES (1, 2, 'x', 'y', 'w', 3)");
         run("UPDATE app.odd SET n = 5");
         run("DELETE FROM app.odd");
+        assert_eq!(pending(&ep), 3);
+        run("SELECT postbox.expand_events()");
         assert_eq!(pending(&ep), 3);
         assert_eq!(
             one::<pgrx::JsonB>("SELECT data FROM postbox.events WHERE event_type = 'odd.created'")
@@ -694,6 +709,7 @@ mod tests {
         run("SELECT postbox.create_event_type(n) FROM unnest(ARRAY['demo.created', 'demo.updated', 'demo.deleted']) n");
         run("CREATE TRIGGER t AFTER INSERT OR UPDATE OR DELETE ON app.demos FOR EACH ROW EXECUTE FUNCTION postbox.emit_row_change('demo', 'workspace_id')");
         run("INSERT INTO app.demos VALUES (1, 'w', 'x'), (2, 'w', 'y')");
+        run("SELECT postbox.expand_events()");
         assert_eq!(
             count("SELECT FROM postbox.events WHERE event_type = 'demo.created'"),
             2
@@ -701,6 +717,7 @@ mod tests {
         // A write that rolls back (here a subtransaction) leaves nothing behind.
         let (state, _) = error_of("DO $$ BEGIN INSERT INTO app.demos VALUES (3, 'w', 'z'); RAISE EXCEPTION 'boom'; END $$");
         assert_eq!(state, "P0001");
+        run("SELECT postbox.expand_events()");
         assert_eq!(
             count("SELECT FROM postbox.events WHERE event_type = 'demo.created'"),
             2
@@ -731,6 +748,7 @@ mod tests {
             "SELECT postbox.create_event_type('x.y')",
             "SELECT postbox._generate_secret()",
             "INSERT INTO postbox.events (id, tenant, event_type, created_at, data) VALUES (gen_random_uuid(), 't', 'x.y', now(), '{}')",
+            "INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data) VALUES (gen_random_uuid(), 't', 'x.y', now(), '{}')",
         ] {
             assert_eq!(error_of(sql).0, "42501", "emitter: {sql}");
         }
@@ -801,13 +819,47 @@ mod tests {
         catalog();
         let ep = endpoint("t", "'{recording.*}'");
         let id = one::<String>("SELECT postbox.emit('t', 'demo.viewed', '{\"x\": 1}')::text");
+        assert_eq!(pending(&ep), 0);
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 1);
         assert_eq!(
-            count(&format!(
-                "SELECT FROM postbox.events WHERE id = '{id}' AND fanout IS NULL"
-            )),
+            count(&format!("SELECT FROM postbox.events WHERE id = '{id}'")),
             1
         );
-        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 0);
+        assert_eq!(count("SELECT FROM postbox.outbox"), 0);
         assert_eq!(pending(&ep), 0);
+    }
+
+    /// Routing happens at expansion, but with the endpoints as they were at
+    /// emit: not to one paused then (even if resumed before the expansion),
+    /// nor to one created after the emit.
+    #[pg_test]
+    fn expansion_routes_as_of_emit() {
+        catalog();
+        let ep = endpoint("t", "'{*}'");
+        run("SELECT postbox.emit('t', 'demo.viewed', '{\"before\": true}')");
+        run(&format!(
+            "SELECT postbox.update_endpoint('{ep}', enabled => false)"
+        ));
+        run("SELECT postbox.emit('t', 'demo.viewed', '{\"during\": true}')");
+        assert_eq!(pending(&ep), 1);
+        run(&format!(
+            "SELECT postbox.update_endpoint('{ep}', enabled => true)"
+        ));
+        run("SELECT postbox.emit('t', 'demo.viewed', '{\"after\": true}')");
+        let late = endpoint("t", "'{*}'");
+        assert_eq!(pending(&ep), 2);
+        assert_eq!(pending(&late), 0);
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 3);
+        assert_eq!(pending(&ep), 2);
+        assert_eq!(pending(&late), 0);
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.outbox d JOIN postbox.events v ON v.id = d.event_id
+                  WHERE d.endpoint_id = '{ep}' AND v.data ? 'during'"
+            )),
+            0
+        );
+        // Pause history survives a second pause.
+        assert_eq!(count(&format!("SELECT FROM postbox.endpoint_pauses WHERE endpoint_id = '{ep}' AND resumed_at IS NOT NULL")), 1);
     }
 }

@@ -45,7 +45,7 @@ use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 /// Extension versions this worker can drive.
-pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.1.0"];
+pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.2.0"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -53,7 +53,7 @@ impl Metrics {
         let due = Gauge::default();
         registry.register(
             "deliveries_due",
-            "Deliveries due now and not claimed (events not yet expanded count once)",
+            "Deliveries due now and not claimed (emitted rows not yet expanded count once)",
             due.clone(),
         );
         let oldest_due_seconds = Gauge::<f64, AtomicU64>::default();
@@ -92,12 +92,12 @@ impl Metrics {
                 "SELECT (SELECT count(*) FROM postbox.outbox
                           WHERE status = 'pending' AND next_attempt_at <= now()
                             AND (lease_until IS NULL OR lease_until < now()))
-                      + (SELECT count(*) FROM postbox.events WHERE fanout IS NOT NULL),
+                      + (SELECT count(*) FROM postbox.emitted),
                         extract(epoch FROM now() - least(
                           (SELECT min(next_attempt_at) FROM postbox.outbox
                             WHERE status = 'pending' AND next_attempt_at <= now()
                               AND (lease_until IS NULL OR lease_until < now())),
-                          (SELECT min(created_at) FROM postbox.events WHERE fanout IS NOT NULL)))::float8",
+                          (SELECT min(created_at) FROM postbox.emitted)))::float8",
                 &[],
             )
             .await

@@ -74,7 +74,7 @@ async fn unsupported_extension_version_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("version 9.9.9") && stderr.contains("supported: 0.1.0"),
+        stderr.contains("version 9.9.9") && stderr.contains("supported: 0.2.0"),
         "{stderr}"
     );
     db.batch_execute("DROP EXTENSION postbox").await.unwrap();
