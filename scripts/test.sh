@@ -28,6 +28,9 @@ mkdir -p "$PGRX_TEST_DIR"
 
 step "install the extension (without the test schema) for the end-to-end tests"
 (cd extension && cargo pgrx install $SUDO --pg-config "$PG_CONFIG")
+# Released install scripts, frozen, for the upgrade test (pgrx installs only
+# the current version's script and the upgrade scripts).
+${SUDO:+sudo} install -m 644 sql/released/*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 
 step "end-to-end tests against real clusters"
 export POSTBOX_PYTHON="$ROOT/target/pyvenv/bin/python"

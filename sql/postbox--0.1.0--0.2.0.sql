@@ -457,4 +457,5 @@ COMMENT ON TABLE postbox.endpoint_pauses IS 'When each endpoint was paused and r
 COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed emitted rows into events and routed outbox rows, oldest first; returns how many events.';
 
 SELECT pg_catalog.pg_extension_config_dump('postbox.endpoint_pauses', '');
+REVOKE ALL ON postbox.endpoint_pauses, postbox.emitted FROM PUBLIC;
 GRANT SELECT ON postbox.emitted TO postbox_worker;

@@ -49,7 +49,10 @@ async fn webhooks_follow_the_transaction() {
     db.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(pending(&db, &ep).await, 0);
     let events: i64 = db
-        .query_one("SELECT count(*) FROM postbox.events", &[])
+        .query_one(
+            "SELECT (SELECT count(*) FROM postbox.emitted) + (SELECT count(*) FROM postbox.events)",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -112,7 +115,7 @@ async fn concurrent_emits_with_one_idempotency_key_make_one_event() {
     let second = b_task.await.unwrap();
     assert_eq!(first, second);
     let n: i64 = a
-        .query_one("SELECT count(*) FROM postbox.events", &[])
+        .query_one("SELECT count(*) FROM postbox.emitted", &[])
         .await
         .unwrap()
         .get(0);
@@ -285,5 +288,119 @@ async fn emit_notifies_only_while_a_worker_waits() {
         seen,
         [""],
         "exactly one wake-up, from the emit made while the worker waited"
+    );
+}
+
+
+/// Everything that defines the extension's objects, one line each, sorted:
+/// an upgraded database must match a fresh install line for line.
+const SHAPE: &str = "
+SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+  SELECT 'fn ' || p.oid::regprocedure || ' ' || md5(pg_get_functiondef(p.oid)) || ' '
+         || coalesce(obj_description(p.oid, 'pg_proc'), '-') || ' ' || coalesce(p.proacl::text, '-')
+    FROM pg_proc p WHERE p.pronamespace = 'postbox'::regnamespace
+  UNION ALL
+  SELECT 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
+         || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-') || ' '
+         || coalesce(col_description(c.oid, a.attnum), '-') || ' ' || coalesce(a.attacl::text, '-')
+    FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+   WHERE c.relnamespace = 'postbox'::regnamespace
+  UNION ALL
+  SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' ' || c.relpersistence::text || ' '
+         || coalesce(c.reloptions::text, '-') || ' ' || coalesce(c.relacl::text, '-') || ' '
+         || coalesce(obj_description(c.oid, 'pg_class'), '-')
+    FROM pg_class c WHERE c.relnamespace = 'postbox'::regnamespace
+  UNION ALL
+  SELECT 'idx ' || pg_get_indexdef(i.indexrelid)
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'postbox'::regnamespace
+  UNION ALL
+  SELECT 'con ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+    FROM pg_constraint WHERE connamespace = 'postbox'::regnamespace
+  UNION ALL
+  SELECT 'view ' || c.relname || ' ' || pg_get_viewdef(c.oid)
+    FROM pg_class c WHERE c.relnamespace = 'postbox'::regnamespace AND c.relkind = 'v'
+  UNION ALL
+  SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+   WHERE c.relnamespace = 'postbox'::regnamespace AND NOT t.tgisinternal
+  UNION ALL
+  SELECT 'dump ' || t.c::regclass || ' ' || t.w
+    FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS t(c, w) WHERE e.extname = 'postbox'
+) s(x)";
+
+/// 0.1.0 -> 0.2.0 keeps the data (events emitted under 0.1.0 and not yet
+/// expanded are queued, paused endpoints stay paused) and ends up exactly
+/// like a fresh 0.2.0. Needs sql/released/postbox--0.1.0.sql installed
+/// (scripts/test.sh does it).
+#[tokio::test]
+async fn upgrade_from_0_1_0_matches_a_fresh_install() {
+    let pg = Cluster::start().await;
+    let su = pg.connect("postgres").await;
+    su.batch_execute("CREATE DATABASE up").await.unwrap();
+    let (old, conn) = tokio_postgres::connect(&pg.url_db("postgres", "up"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    old.batch_execute(
+        "CREATE EXTENSION postbox VERSION '0.1.0';
+         SELECT postbox.create_event_type('order.paid');",
+    )
+    .await
+    .unwrap();
+    let ep = |sql: &'static str| {
+        let old = &old;
+        async move { old.query_one(sql, &[]).await.unwrap().get::<_, uuid::Uuid>(0) }
+    };
+    let live = ep("SELECT id FROM postbox.create_endpoint('t', 'https://a.example.com/', '{order.*}')").await;
+    let paused = ep("SELECT id FROM postbox.create_endpoint('t', 'https://b.example.com/', '{order.*}')").await;
+    old.batch_execute(&format!(
+        "SELECT postbox.emit('t', 'order.paid', '{{\"n\": 1}}');
+         SELECT postbox.expand_events();
+         SELECT postbox.emit('t', 'order.paid', '{{\"n\": 2}}');
+         SELECT postbox.update_endpoint('{paused}', enabled => false);"
+    ))
+    .await
+    .unwrap();
+
+    old.batch_execute("ALTER EXTENSION postbox UPDATE TO '0.2.0'")
+        .await
+        .unwrap();
+    let count = |sql: &'static str| {
+        let old = &old;
+        async move { old.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    // n=1 was queued for both; n=2 (routed to both at emit under 0.1.0) is queued now.
+    assert_eq!(count("SELECT count(*) FROM postbox.outbox").await, 4);
+    assert_eq!(
+        count("SELECT count(*) FROM postbox.endpoint_pauses WHERE resumed_at IS NULL").await,
+        1
+    );
+    // 0.2.0 behaviour on the upgraded data: the paused endpoint gets nothing new.
+    old.batch_execute(
+        "SELECT postbox.emit('t', 'order.paid', '{\"n\": 3}');
+         SELECT postbox.expand_events();",
+    )
+    .await
+    .unwrap();
+    let queued: Vec<(uuid::Uuid, i64)> = old
+        .query(
+            "SELECT endpoint_id, count(*) FROM postbox.outbox GROUP BY 1 ORDER BY 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(queued, vec![(paused, 2), (live, 3)]);
+
+    let fresh: String = su.query_one(SHAPE, &[]).await.unwrap().get(0);
+    let upgraded: String = old.query_one(SHAPE, &[]).await.unwrap().get(0);
+    let (f, u): (Vec<&str>, Vec<&str>) = (fresh.lines().collect(), upgraded.lines().collect());
+    let only_fresh: Vec<&&str> = f.iter().filter(|l| !u.contains(l)).collect();
+    let only_upgraded: Vec<&&str> = u.iter().filter(|l| !f.contains(l)).collect();
+    assert!(
+        only_fresh.is_empty() && only_upgraded.is_empty(),
+        "upgrade differs from a fresh install:\nonly fresh: {only_fresh:#?}\nonly upgraded: {only_upgraded:#?}"
     );
 }
