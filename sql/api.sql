@@ -367,6 +367,9 @@ AS $fn$
 $fn$;
 
 -- Trigger function: emit_row_change('<resource>', '<tenant column>' [, '<column>' ...]).
+-- attach uses it for UPDATE (a row trigger) and postbox.emit_statement (Rust,
+-- faster) for INSERT and DELETE; it also serves hand-made triggers and those
+-- attached before 0.2.0.
 -- As a statement trigger with transition tables named postbox_new /
 -- postbox_old (what postbox.attach creates) it writes ONE postbox.emitted row
 -- for the whole statement: its rows as a JSON array, which the worker turns
@@ -528,18 +531,18 @@ BEGIN
     SELECT string_agg(quote_literal(a), ', ') INTO v_args
       FROM unnest(ARRAY[resource, tenant_column] || coalesce(columns, '{}')) AS a;
 
-    -- Statement-level with transition tables for INSERT and DELETE: a bulk
-    -- write emits with one set-based insert. UPDATE needs OLD/NEW pairs, so
-    -- it stays row-level.
+    -- Statement-level with transition tables for INSERT and DELETE, in Rust
+    -- (postbox.emit_statement): one emitted row per statement. UPDATE needs
+    -- OLD/NEW pairs, so it stays a row trigger.
     EXECUTE format('DROP TRIGGER IF EXISTS postbox_insert ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS postbox_update ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS postbox_delete ON %s', tbl);
     EXECUTE format('CREATE TRIGGER postbox_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS postbox_new '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_row_change(%s)', tbl, v_args);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_statement(%s)', tbl, v_args);
     EXECUTE format('CREATE TRIGGER postbox_update AFTER UPDATE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION postbox.emit_row_change(%s)', tbl, v_args);
     EXECUTE format('CREATE TRIGGER postbox_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS postbox_old '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_row_change(%s)', tbl, v_args);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_statement(%s)', tbl, v_args);
 END
 $fn$;
 
@@ -753,6 +756,7 @@ COMMENT ON FUNCTION postbox.delete_endpoint(uuid) IS 'Removes an endpoint and it
 COMMENT ON FUNCTION postbox.rotate_secret(uuid, interval, text) IS 'Gives an endpoint a new secret (returned once); older ones keep signing until the grace period ends.';
 COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (0: none, NULL: no limit).';
 COMMENT ON FUNCTION postbox.emit(text, text, jsonb, text) IS 'Records an event in the caller''s transaction; its webhooks go out if and only if the transaction commits.';
+COMMENT ON FUNCTION postbox.emit_statement() IS 'Statement trigger (Rust) for INSERT and DELETE with a transition table: emit_statement(resource, tenant_column [, column ...]); attach creates it.';
 COMMENT ON FUNCTION postbox.emit_row_change() IS 'Trigger function: emit_row_change(resource, tenant_column [, column ...]) emits <resource>.created/updated/deleted.';
 COMMENT ON FUNCTION postbox.attach(regclass, text, text, text[]) IS 'Creates the emit triggers on a table and registers its three event types. Idempotent.';
 COMMENT ON FUNCTION postbox.send_test(uuid, text, jsonb) IS 'Queues one test delivery to one endpoint, even while paused, whatever its filter.';
@@ -788,6 +792,7 @@ GRANT USAGE ON SCHEMA postbox TO postbox_emitter, postbox_admin, postbox_worker;
 
 GRANT EXECUTE ON FUNCTION postbox.emit(text, text, jsonb, text),
                           postbox.emit_row_change(),
+                          postbox.emit_statement(),
                           postbox.attach(regclass, text, text, text[]),
                           postbox._register_resource(text)
    TO postbox_emitter;

@@ -451,6 +451,82 @@ BEGIN
 END
 $fn$;
 
+
+-- The statement trigger in Rust (see extension/src/trigger.rs).
+CREATE FUNCTION postbox.emit_statement() RETURNS trigger
+LANGUAGE c SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'emit_statement_wrapper';
+REVOKE ALL ON FUNCTION postbox.emit_statement() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION postbox.emit_statement() TO postbox_emitter;
+
+-- SECURITY INVOKER on purpose: creating the triggers needs the caller's own
+-- TRIGGER privilege on the table, so attach cannot reach tables the caller
+-- could not touch anyway.
+CREATE OR REPLACE FUNCTION postbox.attach(tbl regclass, resource text, tenant_column text, columns text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp SET client_min_messages = warning
+AS $fn$
+DECLARE
+    v_kind  "char";
+    v_args  text;
+    v_col   text;
+BEGIN
+    SELECT relkind INTO v_kind FROM pg_class WHERE oid = tbl;
+    IF v_kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: attach needs a table: %s', tbl);
+    END IF;
+    PERFORM postbox._register_resource(resource);  -- validates the name first
+    FOREACH v_col IN ARRAY ARRAY[tenant_column] || coalesce(columns, '{}') LOOP
+        IF v_col IS NULL OR NOT EXISTS (SELECT FROM pg_attribute
+                       WHERE attrelid = tbl AND attname = v_col AND attnum > 0 AND NOT attisdropped) THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = format('postbox: column does not exist in %s: %s', tbl, coalesce(v_col, 'NULL'));
+        END IF;
+    END LOOP;
+
+    SELECT string_agg(quote_literal(a), ', ') INTO v_args
+      FROM unnest(ARRAY[resource, tenant_column] || coalesce(columns, '{}')) AS a;
+
+    -- Statement-level with transition tables for INSERT and DELETE, in Rust
+    -- (postbox.emit_statement): one emitted row per statement. UPDATE needs
+    -- OLD/NEW pairs, so it stays a row trigger.
+    EXECUTE format('DROP TRIGGER IF EXISTS postbox_insert ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS postbox_update ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS postbox_delete ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER postbox_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS postbox_new '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_statement(%s)', tbl, v_args);
+    EXECUTE format('CREATE TRIGGER postbox_update AFTER UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION postbox.emit_row_change(%s)', tbl, v_args);
+    EXECUTE format('CREATE TRIGGER postbox_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS postbox_old '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_statement(%s)', tbl, v_args);
+END
+$fn$;
+
+-- Tables attached under 0.1.0: move their INSERT and DELETE triggers to emit_statement.
+DO $repoint$
+DECLARE
+    t     record;
+    v_def text;
+BEGIN
+    FOR t IN SELECT tg.oid, tg.tgname, tg.tgrelid::regclass AS tbl
+               FROM pg_catalog.pg_trigger tg
+              WHERE tg.tgfoid = 'postbox.emit_row_change()'::regprocedure
+                AND tg.tgname IN ('postbox_insert', 'postbox_delete')
+                AND tg.tgtype & 1 = 0  -- statement-level
+    LOOP
+        -- The definition may name the function with or without its schema.
+        v_def := regexp_replace(pg_catalog.pg_get_triggerdef(t.oid),
+                                'EXECUTE FUNCTION (postbox\.)?emit_row_change\(',
+                                'EXECUTE FUNCTION postbox.emit_statement(');
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.tbl);
+        EXECUTE v_def;
+    END LOOP;
+END
+$repoint$;
+
+COMMENT ON FUNCTION postbox.emit_statement() IS 'Statement trigger (Rust) for INSERT and DELETE with a transition table: emit_statement(resource, tenant_column [, column ...]); attach creates it.';
+COMMENT ON FUNCTION postbox.emit_row_change() IS 'Trigger function: emit_row_change(resource, tenant_column [, column ...]) emits <resource>.created/updated/deleted.';
 COMMENT ON TABLE postbox.events IS 'Events, written by the worker when it expands postbox.emitted; deliveries point here.';
 COMMENT ON TABLE postbox.emitted IS 'The emit buffer: what emit and the triggers wrote, not yet turned into events and outbox rows.';
 COMMENT ON TABLE postbox.endpoint_pauses IS 'When each endpoint was paused and resumed: events emitted meanwhile never go to it.';

@@ -3,11 +3,13 @@
 //! The tables, triggers and most functions are plain SQL and PL/pgSQL in the
 //! repository's `sql/` folder. Rust holds only what needs Rust: the shared
 //! validation rules (so the worker applies exactly the same ones), secrets
-//! from the OS CSPRNG, time-ordered event ids and the two settings.
+//! from the OS CSPRNG, time-ordered event ids, the two settings, and the
+//! statement trigger every attached table's writes run.
 //!
 //! # Layout
 //! - `sql/schema.sql`: roles and tables (runs first).
 //! - this file: settings, validation and generator functions.
+//! - `trigger.rs`: `postbox.emit_statement`, the statement-level emit trigger.
 //! - `sql/api.sql`: the public SQL API, views, grants and comments (runs last).
 //! - `tests.rs`: `#[pg_test]`s of the SQL behaviour.
 
@@ -19,6 +21,8 @@ use postbox_rules::{self as rules, RuleError};
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/api.sql", name = "api", finalize);
+
+mod trigger;
 
 /// Largest event `data`, in bytes of JSON text.
 static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(262_144);

@@ -862,4 +862,71 @@ mod tests {
         // Pause history survives a second pause.
         assert_eq!(count(&format!("SELECT FROM postbox.endpoint_pauses WHERE endpoint_id = '{ep}' AND resumed_at IS NOT NULL")), 1);
     }
+
+    /// attach's INSERT/DELETE trigger (Rust) writes one emitted row per
+    /// statement, none for a statement without rows; expansion makes one
+    /// event per row, each with its own tenant and id.
+    #[pg_test]
+    fn statement_trigger_writes_one_row_per_statement() {
+        app_table();
+        let ep = endpoint("w1", "'{recording.*}'");
+        run("INSERT INTO app.recordings (workspace_id, title) SELECT 'w' || (i % 2), 'r' || i FROM generate_series(1, 10) i");
+        run("INSERT INTO app.recordings (workspace_id, title) SELECT 'w1', 'none' WHERE false");
+        assert_eq!(count("SELECT FROM postbox.emitted"), 1);
+        assert_eq!(pending(&ep), 5);
+        run("DELETE FROM app.recordings WHERE workspace_id = 'w1'");
+        assert_eq!(count("SELECT FROM postbox.emitted"), 2);
+        assert_eq!(pending(&ep), 10);
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 15);
+        assert_eq!(count("SELECT FROM postbox.events WHERE tenant = 'w1'"), 10);
+        assert_eq!(count("SELECT DISTINCT id FROM postbox.events"), 15);
+        assert_eq!(pending(&ep), 10);
+    }
+
+    /// A statement with more than 8 MiB of rows is split over emitted rows.
+    #[pg_test]
+    fn statement_trigger_splits_large_statements() {
+        app_table();
+        run("INSERT INTO app.recordings (workspace_id, transcript) SELECT 'w1', repeat('x', 100000) FROM generate_series(1, 100)");
+        assert_eq!(count("SELECT FROM postbox.emitted"), 2);
+        assert_eq!(
+            one::<i64>("SELECT sum(json_array_length(rows))::int8 FROM postbox.emitted"),
+            100
+        );
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 100);
+        assert_eq!(
+            count("SELECT FROM postbox.events WHERE length(data -> 'recording' ->> 'transcript') = 100000"),
+            100
+        );
+    }
+
+    #[pg_test]
+    fn statement_trigger_misuse_is_refused() {
+        catalog();
+        run("CREATE SCHEMA IF NOT EXISTS app");
+        run("CREATE TABLE app.t (id int, tenant text)");
+        run("CREATE TRIGGER r AFTER INSERT ON app.t FOR EACH ROW EXECUTE FUNCTION postbox.emit_statement('demo', 'tenant')");
+        rejects(
+            "INSERT INTO app.t VALUES (1, 'x')",
+            "statement-level INSERT or DELETE",
+        );
+        run("DROP TRIGGER r ON app.t");
+        run("CREATE TRIGGER s AFTER INSERT ON app.t FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_statement('demo', 'tenant')");
+        rejects(
+            "INSERT INTO app.t VALUES (1, 'x')",
+            "needs a transition table",
+        );
+        run("DROP TRIGGER s ON app.t");
+        run("CREATE TRIGGER a AFTER INSERT ON app.t REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_statement('demo')");
+        rejects(
+            "INSERT INTO app.t VALUES (1, 'x')",
+            "needs (resource, tenant_column",
+        );
+        run("DROP TRIGGER a ON app.t");
+        // A resource whose event types were never registered (attach does that).
+        run("CREATE TRIGGER u AFTER INSERT ON app.t REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_statement('nothing', 'tenant')");
+        rejects("INSERT INTO app.t VALUES (1, 'x')", "nothing.created");
+        assert_eq!(count("SELECT FROM postbox.emitted"), 0);
+        assert_eq!(count("SELECT FROM app.t"), 0);
+    }
 }

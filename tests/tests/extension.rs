@@ -291,7 +291,6 @@ async fn emit_notifies_only_while_a_worker_waits() {
     );
 }
 
-
 /// Everything that defines the extension's objects, one line each, sorted:
 /// an upgraded database must match a fresh install line for line.
 const SHAPE: &str = "
@@ -343,16 +342,27 @@ async fn upgrade_from_0_1_0_matches_a_fresh_install() {
     tokio::spawn(conn);
     old.batch_execute(
         "CREATE EXTENSION postbox VERSION '0.1.0';
-         SELECT postbox.create_event_type('order.paid');",
+         SELECT postbox.create_event_type('order.paid');
+         CREATE TABLE orders (id int, tenant text);
+         SELECT postbox.attach('orders', 'order', 'tenant');",
     )
     .await
     .unwrap();
     let ep = |sql: &'static str| {
         let old = &old;
-        async move { old.query_one(sql, &[]).await.unwrap().get::<_, uuid::Uuid>(0) }
+        async move {
+            old.query_one(sql, &[])
+                .await
+                .unwrap()
+                .get::<_, uuid::Uuid>(0)
+        }
     };
-    let live = ep("SELECT id FROM postbox.create_endpoint('t', 'https://a.example.com/', '{order.*}')").await;
-    let paused = ep("SELECT id FROM postbox.create_endpoint('t', 'https://b.example.com/', '{order.*}')").await;
+    let live =
+        ep("SELECT id FROM postbox.create_endpoint('t', 'https://a.example.com/', '{order.*}')")
+            .await;
+    let paused =
+        ep("SELECT id FROM postbox.create_endpoint('t', 'https://b.example.com/', '{order.*}')")
+            .await;
     old.batch_execute(&format!(
         "SELECT postbox.emit('t', 'order.paid', '{{\"n\": 1}}');
          SELECT postbox.expand_events();
@@ -393,6 +403,24 @@ async fn upgrade_from_0_1_0_matches_a_fresh_install() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(queued, vec![(paused, 2), (live, 3)]);
+    // Tables attached under 0.1.0 now use the Rust statement trigger.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM pg_trigger
+              WHERE tgrelid = 'orders'::regclass
+                AND tgfoid = 'postbox.emit_statement()'::regprocedure"
+        )
+        .await,
+        2
+    );
+    old.batch_execute(
+        "INSERT INTO orders VALUES (1, 't'), (2, 't'); DELETE FROM orders WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    let emitted: i64 =
+        count("SELECT sum(json_array_length(rows))::int8 FROM postbox.emitted").await;
+    assert_eq!(emitted, 3);
 
     let fresh: String = su.query_one(SHAPE, &[]).await.unwrap().get(0);
     let upgraded: String = old.query_one(SHAPE, &[]).await.unwrap().get(0);

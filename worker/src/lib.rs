@@ -35,7 +35,7 @@ use deliver::Sender;
 use health::{DisablePolicy, Outcome, Verdict};
 use metrics::Metrics;
 use postbox_rules::options::EndpointOptions;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -187,6 +187,8 @@ pub async fn run(
         latency: HashMap::new(),
         buckets: HashMap::new(),
         waiting: false,
+        last_claim: Instant::now(),
+        claimed_from: HashSet::new(),
     };
     d.run(stop).await;
     d.drain().await;
@@ -222,6 +224,10 @@ impl Bucket {
 /// in large batches; slow or stuck endpoints never do.
 const FAST_ENDPOINT: Duration = Duration::from_millis(50);
 
+/// While busy, claim at least this often: work for endpoints this worker
+/// holds nothing of is found within this time even when no queue runs low.
+const CLAIM_GAP: Duration = Duration::from_millis(10);
+
 /// What one claim cycle did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -253,6 +259,9 @@ struct Dispatcher {
     buckets: HashMap<Uuid, Bucket>,
     /// Whether this worker has set the wake-up flag.
     waiting: bool,
+    /// When the last claim ran, and the endpoints it returned work for.
+    last_claim: Instant,
+    claimed_from: HashSet<Uuid>,
 }
 
 impl Dispatcher {
@@ -312,7 +321,13 @@ impl Dispatcher {
                     }
                 }
             }
-            let mut deadline = self.deadline().await;
+            // Busy: completions wake the loop, and claims are paced by
+            // CLAIM_GAP; only an idle loop asks the database when to look again.
+            let mut deadline = if step == Step::Full {
+                Instant::now() + CLAIM_GAP
+            } else {
+                self.deadline().await
+            };
             if !self.waiting && step == Step::Nothing && rearm_at > Instant::now() {
                 deadline = deadline.min(rearm_at);
             }
@@ -335,19 +350,19 @@ impl Dispatcher {
 
     /// One cycle: expand events, claim what there is room for, start it.
     async fn step(&mut self) -> Result<Step, ClaimError> {
-        let db = self.pool.get().await?;
-        for _ in 0..10 {
-            if claim::expand(&db, 1000).await? < 1000 {
-                break;
-            }
-        }
         let free = self.cfg.max_in_flight.saturating_sub(self.tasks.len());
         // Claim in batches: a claim is worth it when there are free slots and
         // the local queue is running low, or when nothing is going on.
         let want = self.cfg.batch_size.saturating_sub(self.queued);
         let idle = self.tasks.is_empty() && self.queued == 0;
-        if !idle && (free == 0 || want < (self.cfg.batch_size / 4).max(1)) {
+        if !idle && (free == 0 || want < (self.cfg.batch_size / 4).max(1) || !self.claim_wanted()) {
             return Ok(Step::Full);
+        }
+        let db = self.pool.get().await?;
+        for _ in 0..10 {
+            if claim::expand(&db, 1000).await? < 1000 {
+                break;
+            }
         }
         let rooms = self.rate_rooms();
         let fast: Vec<Uuid> = self
@@ -370,6 +385,8 @@ impl Dispatcher {
         )
         .await?;
         drop(db);
+        self.last_claim = Instant::now();
+        self.claimed_from = jobs.iter().map(|j| j.endpoint_id).collect();
         if jobs.is_empty() {
             return Ok(Step::Nothing);
         }
@@ -381,6 +398,28 @@ impl Dispatcher {
         }
         self.pump();
         Ok(Step::Started)
+    }
+
+    /// Whether a busy worker should claim now. Claiming after every completion
+    /// would make batches of one or two rows, each paying a claim's fixed cost;
+    /// so claim once an endpoint the last claim had work for has room for a
+    /// good batch again (fast endpoints: two rounds of their in-flight limit,
+    /// others: one), or CLAIM_GAP has passed.
+    fn claim_wanted(&self) -> bool {
+        if self.last_claim.elapsed() >= CLAIM_GAP {
+            return true;
+        }
+        self.claimed_from.iter().any(|ep| {
+            let (running, cap) = self
+                .in_flight
+                .get(ep)
+                .copied()
+                .unwrap_or((0, self.cfg.endpoint_max_in_flight));
+            let held = running + self.queues.get(ep).map_or(0, |q| q.len() as u32);
+            let fast = self.latency.get(ep).is_some_and(|d| *d < FAST_ENDPOINT);
+            let (allowance, batch) = if fast { (cap * 4, cap * 2) } else { (cap, cap) };
+            allowance.saturating_sub(held) >= batch.max(1)
+        })
     }
 
     /// Per endpoint: requests in flight plus claimed deliveries waiting to start.
