@@ -476,7 +476,7 @@ impl Bench {
         println!(
             "\n4. Isolation: the same, with 5 of the 10 endpoints accepting and never answering"
         );
-        let (healthy_rate, wall, ..) = self.throughput(events, 5).await;
+        let (healthy_rate, wall, worker, pg, recv, _) = self.throughput(events, 5).await;
         println!(
             "     {} healthy deliveries in {:.2} s",
             events * 5,
@@ -488,6 +488,18 @@ impl Bench {
             "deliveries/s",
             None,
         );
+        for (name, cpu) in [
+            ("PostgreSQL", pg),
+            ("worker", worker),
+            ("receiver and emitter", recv),
+        ] {
+            self.add(
+                format!("isolation: CPU per healthy delivery, {name}"),
+                1e6 * cpu.as_secs_f64() / (events * 5) as f64,
+                "us",
+                None,
+            );
+        }
         self.add(
             "isolation: healthy rate as a ratio to the all-healthy run",
             healthy_rate / rate,

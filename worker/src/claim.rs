@@ -259,17 +259,20 @@ pub async fn release(db: &Client, ids: &[i64], worker_id: &str) -> Result<u64, C
 }
 
 /// The earliest scheduled attempt of a routable endpoint, to sleep exactly until it.
-pub async fn next_due(db: &Client) -> Result<Option<SystemTime>, ClaimError> {
+pub async fn next_due(db: &Client, full: &[Uuid]) -> Result<Option<SystemTime>, ClaimError> {
+    // Endpoints this worker cannot start more for (at their in-flight limit,
+    // or out of rate tokens) are left out: their due rows would wake the loop
+    // at once, again and again, with nothing it may claim.
     let stmt = db
         .prepare_cached(
             "SELECT min(x.n) FROM postbox.endpoints e CROSS JOIN LATERAL (
                  SELECT d.next_attempt_at AS n FROM postbox.outbox d
                   WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.lease_until IS NULL
                   ORDER BY d.next_attempt_at LIMIT 1) x
-              WHERE e.enabled AND e.disabled_at IS NULL",
+              WHERE e.enabled AND e.disabled_at IS NULL AND e.id <> ALL ($1::uuid[])",
         )
         .await?;
-    Ok(db.query_one(&stmt, &[]).await?.get(0))
+    Ok(db.query_one(&stmt, &[&full]).await?.get(0))
 }
 
 /// Sets the wake-up flag that tells emitters to NOTIFY (see sql/schema.sql).
