@@ -600,8 +600,11 @@ DECLARE
     v_expanded integer;
 BEGIN
     WITH batch AS (
+        -- By ctid, so that even the generic plan deletes exactly the rows it
+        -- locked (a join on id may be planned as a scan of the whole table).
         DELETE FROM postbox.emitted m
-         WHERE m.id IN (SELECT id FROM postbox.emitted ORDER BY id LIMIT max_events FOR UPDATE SKIP LOCKED)
+         WHERE m.ctid = ANY (ARRAY(SELECT e.ctid FROM postbox.emitted e
+                                    ORDER BY e.id LIMIT max_events FOR UPDATE SKIP LOCKED))
         RETURNING m.*
     ), ev AS (
         SELECT b.id, b.tenant, b.event_type, b.created_at, b.data

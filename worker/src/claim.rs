@@ -121,13 +121,19 @@ WITH busy AS (
        FOR UPDATE SKIP LOCKED
 ), picked AS (
     SELECT id FROM fair UNION ALL SELECT id FROM tests
+), claimed AS (
+    -- Shaped so the generic plan (the worker forces those) cannot scan whole
+    -- tables: ids as an array for the primary key, events fetched per row.
+    UPDATE postbox.outbox o
+       SET lease_until = now() + make_interval(secs => $8::float8), leased_by = $1
+     WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
+    RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.created_at
 )
-UPDATE postbox.outbox o
-   SET lease_until = now() + make_interval(secs => $8::float8), leased_by = $1
-  FROM picked p, postbox.events v
- WHERE o.id = p.id AND v.id = o.event_id
-RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.created_at,
-          v.event_type, v.created_at, v.data::text";
+SELECT c.id, c.tenant, c.endpoint_id, c.event_id, c.attempts, c.is_test, c.created_at,
+       v.event_type, v.created_at, v.data::text
+  FROM claimed c
+ CROSS JOIN LATERAL (SELECT v.event_type, v.created_at, v.data FROM postbox.events v
+                      WHERE v.id = c.event_id OFFSET 0) v";
 
 // Endpoint settings and valid secrets, once per endpoint of a claim batch.
 pub const ENDPOINTS: &str = "
