@@ -260,7 +260,7 @@ async fn write_batch(
         .filter(|o| o.verdict == Verdict::Gone && !o.is_test)
         .map(|o| o.endpoint_id)
         .collect();
-    let mut disabled = Vec::new();
+    let mut disabled: Vec<(Uuid, String)> = Vec::new();
     if !health.is_empty() {
         let ids: Vec<Uuid> = health.keys().copied().collect();
         let hs: Vec<&Health> = ids.iter().map(|id| &health[id]).collect();
@@ -300,27 +300,22 @@ async fn write_batch(
         .await?;
 
         // 5. Disable: at once on 410, or when the streak is long enough in
-        //    both count and age. Their pending deliveries are cancelled.
+        //    both count and age. Their pending deliveries are cancelled, in a
+        //    second statement run only when one was disabled: as one statement
+        //    with the cancellation in a CTE, the generic plan scanned the whole
+        //    outbox on every acknowledgement batch.
         let stmt = tx
             .prepare_cached(
-                "WITH d AS (
-                     UPDATE postbox.endpoints e
-                        SET disabled_at = now(), updated_at = now(),
-                            disabled_reason = CASE WHEN e.id = ANY($2)
-                                THEN 'the endpoint answered 410 Gone'
-                                ELSE format('%s consecutive failed attempts since %s', e.consecutive_failures,
-                                            to_char(e.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC')) END
-                      WHERE e.id = ANY($1) AND e.disabled_at IS NULL
-                        AND (e.id = ANY($2)
-                             OR (e.consecutive_failures >= $3 AND e.failing_since <= now() - make_interval(secs => $4)))
-                     RETURNING e.id, e.disabled_reason
-                 ), c AS (
-                     UPDATE postbox.outbox o
-                        SET status = 'cancelled', lease_until = NULL, last_error = 'endpoint disabled: ' || d.disabled_reason
-                       FROM d
-                      WHERE o.endpoint_id = d.id AND o.status = 'pending' AND NOT o.is_test
-                 )
-                 SELECT id, disabled_reason FROM d",
+                "UPDATE postbox.endpoints e
+                    SET disabled_at = now(), updated_at = now(),
+                        disabled_reason = CASE WHEN e.id = ANY($2)
+                            THEN 'the endpoint answered 410 Gone'
+                            ELSE format('%s consecutive failed attempts since %s', e.consecutive_failures,
+                                        to_char(e.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC')) END
+                  WHERE e.id = ANY($1) AND e.disabled_at IS NULL
+                    AND (e.id = ANY($2)
+                         OR (e.consecutive_failures >= $3 AND e.failing_since <= now() - make_interval(secs => $4)))
+                 RETURNING e.id, e.disabled_reason",
             )
             .await?;
         let rows = tx
@@ -335,6 +330,18 @@ async fn write_batch(
             )
             .await?;
         disabled = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        // One endpoint at a time (disabling is rare): `endpoint_id = $1` keeps
+        // even the generic plan on the endpoint's index range.
+        for (id, reason) in &disabled {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE postbox.outbox
+                        SET status = 'cancelled', lease_until = NULL, last_error = 'endpoint disabled: ' || $2
+                      WHERE endpoint_id = $1 AND status = 'pending' AND NOT is_test",
+                )
+                .await?;
+            tx.execute(&stmt, &[id, reason]).await?;
+        }
     }
     tx.commit().await?;
     Ok(disabled)
