@@ -91,8 +91,9 @@ WITH busy AS (
     SELECT * FROM unnest($3::uuid[], $4::int4[]) AS b(endpoint_id, n)
 ), eps AS (
     SELECT e.id,
-           least(coalesce((e.options ->> 'max_in_flight')::int4, $5::int4)
-                   * CASE WHEN e.id = ANY($9::uuid[]) THEN 4 ELSE 1 END
+           least(CASE WHEN e.id = ANY($9::uuid[])
+                      THEN least(coalesce((e.options ->> 'max_in_flight')::int4, $5::int4), $10::int4) * 4
+                      ELSE coalesce((e.options ->> 'max_in_flight')::int4, $5::int4) END
                    - coalesce((SELECT b.n FROM busy b WHERE b.endpoint_id = e.id), 0),
                  coalesce(ceil((e.options ->> 'rate_limit_per_s')::float8)::int4, 2147483647),
                  coalesce((SELECT r.room FROM unnest($6::uuid[], $7::int4[]) AS r(endpoint_id, room)
@@ -154,6 +155,8 @@ pub struct Room<'a> {
     pub rate: &'a HashMap<Uuid, u32>,
     /// Endpoints that may have up to 4x their in-flight limit claimed.
     pub fast: &'a [Uuid],
+    /// The in-flight limit of fast endpoints is at most this (their share).
+    pub fast_share: u32,
 }
 
 /// Claims up to `limit` due deliveries within `room`, leased for `lease`.
@@ -182,6 +185,7 @@ pub async fn claim(
                 &room_n,
                 &lease.as_secs_f64(),
                 &room.fast,
+                &(room.fast_share as i32),
             ],
         )
         .await?;

@@ -388,6 +388,7 @@ impl Dispatcher {
                 held: &self.held(),
                 rate: &rooms,
                 fast: &fast,
+                fast_share: self.fast_share(),
             },
             self.cfg.lease,
         )
@@ -417,17 +418,45 @@ impl Dispatcher {
         if self.last_claim.elapsed() >= CLAIM_GAP {
             return true;
         }
+        let share = self.fast_share();
         self.claimed_from.iter().any(|ep| {
-            let (running, cap) = self
-                .in_flight
-                .get(ep)
-                .copied()
-                .unwrap_or((0, self.cfg.endpoint_max_in_flight));
+            let running = self.in_flight.get(ep).map_or(0, |e| e.0);
+            let cap = self.cap(ep, share);
             let held = running + self.queues.get(ep).map_or(0, |q| q.len() as u32);
-            let fast = self.latency.get(ep).is_some_and(|d| *d < FAST_ENDPOINT);
-            let (allowance, batch) = if fast { (cap * 4, cap * 2) } else { (cap, cap) };
+            let (allowance, batch) = if self.is_fast(ep) {
+                (cap * 4, cap * 2)
+            } else {
+                (cap, cap)
+            };
             allowance.saturating_sub(held) >= batch.max(1)
         })
+    }
+
+    fn is_fast(&self, ep: &Uuid) -> bool {
+        self.latency.get(ep).is_some_and(|d| *d < FAST_ENDPOINT)
+    }
+
+    /// The in-flight limit each fast endpoint with work gets now: an equal
+    /// share of POSTBOX_FAST_IN_FLIGHT. Fast requests are what costs CPU, and
+    /// past about that many in flight more only cost more per request; slow or
+    /// stuck endpoints need no share, so they cannot crowd out fast ones.
+    fn fast_share(&self) -> u32 {
+        let n = self.in_flight.keys().filter(|ep| self.is_fast(ep)).count();
+        (self.cfg.fast_in_flight / n.max(1)).max(1) as u32
+    }
+
+    /// An endpoint's in-flight limit: its own (option or default), and for a
+    /// fast endpoint at most its share of the fast lane.
+    fn cap(&self, ep: &Uuid, share: u32) -> u32 {
+        let own = self
+            .in_flight
+            .get(ep)
+            .map_or(self.cfg.endpoint_max_in_flight, |e| e.1);
+        if self.is_fast(ep) {
+            own.min(share)
+        } else {
+            own
+        }
     }
 
     /// Per endpoint: requests in flight plus claimed deliveries waiting to start.
@@ -484,13 +513,15 @@ impl Dispatcher {
         if self.queued == 0 {
             return;
         }
+        let share = self.fast_share();
         let endpoints: Vec<Uuid> = self.queues.keys().copied().collect();
         for ep in endpoints {
+            let cap = self.cap(&ep, share);
             loop {
                 if self.tasks.len() >= self.cfg.max_in_flight {
                     return;
                 }
-                let (running, cap) = self.in_flight.get(&ep).copied().unwrap_or((0, 1));
+                let running = self.in_flight.get(&ep).map_or(0, |e| e.0);
                 if running >= cap {
                     break;
                 }
@@ -590,13 +621,11 @@ impl Dispatcher {
     async fn deadline(&self) -> Instant {
         let now = Instant::now();
         let mut deadline = now + self.cfg.poll_interval;
+        let share = self.fast_share();
         let full: Vec<Uuid> = self
             .held()
             .into_iter()
-            .filter(|(id, held)| {
-                let cap = self.in_flight.get(id).map_or(1, |e| e.1);
-                *held >= cap
-            })
+            .filter(|(id, held)| *held >= self.cap(id, share))
             .map(|(id, _)| id)
             .chain(
                 self.buckets

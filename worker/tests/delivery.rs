@@ -767,7 +767,8 @@ async fn per_endpoint_limits_bound_concurrency_and_rate() {
     })
     .await;
     assert!(
-        default_cap.max_concurrent() <= 8,
+        default_cap.max_concurrent()
+            <= postbox_worker::config::DEFAULT_ENDPOINT_MAX_IN_FLIGHT as usize,
         "default per-endpoint limit: {}",
         default_cap.max_concurrent()
     );
@@ -791,6 +792,55 @@ async fn per_endpoint_limits_bound_concurrency_and_rate() {
     assert!(
         span >= 0.9,
         "rate_limit_per_s = 5 sent 10 requests within {span}s"
+    );
+    worker.stop().await.unwrap();
+}
+
+/// Endpoints that answer fast share POSTBOX_FAST_IN_FLIGHT equally, below
+/// their own limit; a slow endpoint keeps its own limit beside them.
+#[tokio::test]
+async fn fast_endpoints_share_the_fast_lane() {
+    let (pg, db) = cluster().await;
+    let o = order();
+    // 20 ms: fast (under 50 ms), yet long enough for concurrency to show.
+    let a = Receiver::start(Behavior::Slow(Duration::from_millis(20)), o.clone()).await;
+    let b = Receiver::start(Behavior::Slow(Duration::from_millis(20)), o.clone()).await;
+    let slow = Receiver::start(Behavior::Slow(Duration::from_millis(300)), o).await;
+    for r in [&a, &b] {
+        endpoint(&db, "t", &r.url(), ", '{order.paid}'").await;
+    }
+    endpoint(&db, "t", &slow.url(), ", '{order.refunded}'").await;
+    db.batch_execute(
+        "SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 300);
+         SELECT postbox.emit('t', 'order.refunded', '{}') FROM generate_series(1, 30);",
+    )
+    .await
+    .unwrap();
+    let mut cfg = test_config(&pg);
+    cfg.fast_in_flight = 4; // two fast endpoints: 2 each, below the default 16
+    let worker = Worker::start(cfg);
+    // Until an endpoint's first answers, nothing is known to be fast.
+    eventually("a warm-up", || a.count() >= 40 && b.count() >= 40).await;
+    a.reset_max_concurrent();
+    b.reset_max_concurrent();
+    eventually("every delivery", || {
+        a.count() == 300 && b.count() == 300 && slow.count() == 30
+    })
+    .await;
+    assert!(
+        a.max_concurrent() <= 2,
+        "fast share: {}",
+        a.max_concurrent()
+    );
+    assert!(
+        b.max_concurrent() <= 2,
+        "fast share: {}",
+        b.max_concurrent()
+    );
+    assert!(
+        slow.max_concurrent() > 2,
+        "a slow endpoint is not held to the fast share: {}",
+        slow.max_concurrent()
     );
     worker.stop().await.unwrap();
 }

@@ -126,6 +126,12 @@ impl Receiver {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Starts measuring max_concurrent afresh, from what is in flight now.
+    pub fn reset_max_concurrent(&self) {
+        let now = self.state.in_flight.load(Ordering::SeqCst);
+        self.state.max_in_flight.store(now, Ordering::SeqCst);
+    }
+
     pub fn set_behavior(&self, b: Behavior) {
         *self.state.behavior.lock().unwrap() = b;
     }
