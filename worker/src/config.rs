@@ -492,6 +492,13 @@ mod tests {
             .to_string()
             .starts_with("POSTBOX_MAX_IN_FLIGHT"));
         let mut c = base.clone();
+        c.fast_in_flight = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("POSTBOX_FAST_IN_FLIGHT"));
+        let mut c = base.clone();
         c.lease = Duration::from_secs(10);
         assert!(c
             .validate()
