@@ -10,6 +10,7 @@
 //! - `sql/schema.sql`: roles and tables (runs first).
 //! - this file: settings, validation and generator functions.
 //! - `trigger.rs`: `postbox.emit_statement`, the statement-level emit trigger.
+//! - `rowjson.rs`: rows as JSON text, as `row_to_json` writes them, but fast.
 //! - `sql/api.sql`: the public SQL API, views, grants and comments (runs last).
 //! - `tests.rs`: `#[pg_test]`s of the SQL behaviour.
 
@@ -22,6 +23,7 @@ use postbox_rules::{self as rules, RuleError};
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 
+mod rowjson;
 mod trigger;
 
 /// Largest event `data`, in bytes of JSON text.

@@ -929,4 +929,43 @@ mod tests {
         assert_eq!(count("SELECT FROM postbox.emitted"), 0);
         assert_eq!(count("SELECT FROM app.t"), 0);
     }
+
+    /// The statement trigger writes row_to_json's text byte for byte: with
+    /// its own encoder for the types it handles, with row_to_json for others.
+    #[pg_test]
+    fn statement_trigger_json_is_row_to_json() {
+        catalog();
+        run("CREATE SCHEMA IF NOT EXISTS app");
+        run("CREATE DOMAIN app.positive AS int CHECK (VALUE > 0)");
+        run("CREATE TABLE app.kinds (id serial, tenant text, b bool, i2 int2, i8 int8, f4 real, f8 float8,
+             n numeric, t text, v varchar(40), c char(4), nm name, u uuid, j json, jb jsonb, d date,
+             ts timestamp, tz timestamptz, p app.positive, gone int)");
+        run("ALTER TABLE app.kinds DROP COLUMN gone");
+        run("CREATE TABLE app.other (id serial, tenant text, a int[], ip inet, iv interval)");
+        for t in ["kinds", "other"] {
+            run(&format!(
+                "SELECT postbox.attach('app.{t}', 'rj{t}', 'tenant')"
+            ));
+        }
+        run(
+            r#"INSERT INTO app.kinds (tenant, b, i2, i8, f4, f8, n, t, v, c, nm, u, j, jb, d, ts, tz, p) VALUES
+            ('w', true, -32768, 9223372036854775807, 1.5, 'NaN', 123.4500,
+             E'tab\there "q" back\\slash \x01 \x1f é 😀 </script>', 'v', 'ab', 'nm',
+             'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2],  "b": null}', '{"z": 1, "a": "x"}',
+             '2026-11-25', '2026-11-25 23:37:30.123456', '2026-11-25 23:37:30+02', 7),
+            ('w', false, 0, -1, '-Infinity', 1e100, 'NaN', '', NULL, NULL, NULL, NULL, 'null', '[]',
+             'infinity', '-infinity', 'infinity', NULL),
+            (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"#,
+        );
+        run("INSERT INTO app.other (tenant, a, ip, iv) VALUES ('w', '{1,NULL,3}', '10.0.0.1/8', '1 day 2 hours'), ('w', NULL, NULL, NULL)");
+        for t in ["kinds", "other"] {
+            let written = one::<String>(&format!(
+                "SELECT rows::text FROM postbox.emitted WHERE event_type = 'rj{t}.created'"
+            ));
+            let expected = one::<String>(&format!(
+                "SELECT '[' || string_agg(row_to_json(k)::text, ',' ORDER BY id) || ']' FROM app.{t} k"
+            ));
+            assert_eq!(written, expected, "app.{t}");
+        }
+    }
 }

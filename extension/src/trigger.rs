@@ -3,10 +3,12 @@
 //! Rust rather than PL/pgSQL: no interpreter, no function-level SET (its SQL
 //! is schema-qualified throughout, operators included), one kept plan.
 //!
-//! It reads the statement's transition table, turns each row into JSON with
-//! `row_to_json` and writes ONE `postbox.emitted` row holding them all (one
-//! per 8 MiB of JSON); the worker makes one event per row at expansion.
+//! It reads the statement's transition table, turns each row into JSON (as
+//! `row_to_json` would, see `rowjson.rs`) and writes ONE `postbox.emitted`
+//! row holding them all (one per 8 MiB of JSON); the worker makes one event
+//! per row at expansion.
 
+use crate::rowjson::Encoder;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
@@ -95,17 +97,23 @@ unsafe fn each_chunk(
     pg_sys::tuplestore_select_read_pointer(store, ptr);
     pg_sys::tuplestore_rescan(store);
     let slot = pg_sys::MakeSingleTupleTableSlot(desc, &raw const pg_sys::TTSOpsMinimalTuple);
+    let mut encoder = Encoder::new(desc);
     let mut rows = String::new();
     while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
-        let record = pg_sys::ExecFetchSlotHeapTupleDatum(slot);
-        let json = pgrx::direct_function_call_as_datum(pg_sys::row_to_json, &[Some(record)])
-            .expect("row_to_json of a row is never NULL");
         rows.push(if rows.is_empty() { '[' } else { ',' });
-        rows.push_str(pgrx::varlena::text_to_rust_str_unchecked(
-            json.cast_mut_ptr(),
-        ));
-        pg_sys::pfree(json.cast_mut_ptr());
-        pg_sys::pfree(record.cast_mut_ptr());
+        if let Some(encoder) = encoder.as_mut() {
+            encoder.push(slot, &mut rows);
+        } else {
+            // A column type rowjson does not handle: PostgreSQL's own, per row.
+            let record = pg_sys::ExecFetchSlotHeapTupleDatum(slot);
+            let json = pgrx::direct_function_call_as_datum(pg_sys::row_to_json, &[Some(record)])
+                .expect("row_to_json of a row is never NULL");
+            rows.push_str(pgrx::varlena::text_to_rust_str_unchecked(
+                json.cast_mut_ptr(),
+            ));
+            pg_sys::pfree(json.cast_mut_ptr());
+            pg_sys::pfree(record.cast_mut_ptr());
+        }
         if rows.len() >= CHUNK_BYTES {
             rows.push(']');
             f(std::mem::take(&mut rows));

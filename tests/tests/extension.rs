@@ -300,7 +300,8 @@ SELECT string_agg(x, E'\n' ORDER BY x) FROM (
     FROM pg_proc p WHERE p.pronamespace = 'postbox'::regnamespace
   UNION ALL
   SELECT 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
-         || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-') || ' '
+         || a.attnotnull || ' ' || a.attstorage::text || ' ' || a.attcompression::text || ' '
+         || coalesce(pg_get_expr(d.adbin, d.adrelid), '-') || ' '
          || coalesce(col_description(c.oid, a.attnum), '-') || ' ' || coalesce(a.attacl::text, '-')
     FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum

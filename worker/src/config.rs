@@ -204,9 +204,9 @@ impl std::fmt::Debug for Config {
 /// active concurrency per receiver low.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 pub const DEFAULT_ENDPOINT_MAX_IN_FLIGHT: u32 = 16;
-/// Measured on a 2-core machine: past ~64-96 requests in flight, each one
+/// Measured on a 2-core machine: past ~64 requests in flight, each one
 /// costs more CPU (worker and receiver alike) without raising throughput.
-pub const DEFAULT_FAST_IN_FLIGHT: usize = 96;
+pub const DEFAULT_FAST_IN_FLIGHT: usize = 64;
 
 impl Config {
     /// Defaults for everything but the database.
