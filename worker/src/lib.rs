@@ -197,6 +197,7 @@ pub async fn run(
         waiting: false,
         last_claim: Instant::now(),
         claimed_from: HashSet::new(),
+        notified: false,
     };
     d.run(stop).await;
     d.drain().await;
@@ -270,6 +271,8 @@ struct Dispatcher {
     /// When the last claim ran, and the endpoints it returned work for.
     last_claim: Instant,
     claimed_from: HashSet<Uuid>,
+    /// A NOTIFY arrived: new work, so claim now even while busy.
+    notified: bool,
 }
 
 impl Dispatcher {
@@ -345,6 +348,7 @@ impl Dispatcher {
                     let _ = self.set_waiting(false).await;
                     rechecked = false;
                     woke_by_notify = true;
+                    self.notified = true;
                 }
                 Some(res) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finish(res),
                 _ = tokio::time::sleep_until(deadline.into()) => {
@@ -363,7 +367,11 @@ impl Dispatcher {
         // the local queue is running low, or when nothing is going on.
         let want = self.cfg.batch_size.saturating_sub(self.queued);
         let idle = self.tasks.is_empty() && self.queued == 0;
-        if !idle && (free == 0 || want < (self.cfg.batch_size / 4).max(1) || !self.claim_wanted()) {
+        if !idle
+            && (free == 0
+                || want < (self.cfg.batch_size / 4).max(1)
+                || !(self.notified || self.claim_wanted()))
+        {
             return Ok(Step::Full);
         }
         let db = self.pool.get().await?;
@@ -395,6 +403,7 @@ impl Dispatcher {
         .await?;
         drop(db);
         self.last_claim = Instant::now();
+        self.notified = false;
         self.claimed_from = jobs.iter().map(|j| j.endpoint_id).collect();
         if jobs.is_empty() {
             return Ok(Step::Nothing);
