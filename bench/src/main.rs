@@ -145,9 +145,11 @@ impl Bench {
     }
 
     async fn reset(&self) {
+        // create_event_type is create-or-update: every figure may run alone.
         self.sql(
             "TRUNCATE postbox.emitted, postbox.events, postbox.outbox, postbox.attempt_log, postbox.idempotency_keys;
-             DELETE FROM postbox.endpoints;",
+             DELETE FROM postbox.endpoints;
+             SELECT postbox.create_event_type('bench.event');",
         )
         .await;
         self.stats.reset();
@@ -420,8 +422,6 @@ impl Bench {
             .and_then(|v| v.parse().ok())
             .unwrap_or(if self.quick { 2_000 } else { 100_000 });
         println!("\n2. End-to-end throughput: {events} events x 10 endpoints, emitted in transactions of 1,000 while the worker runs");
-        self.sql("SELECT postbox.create_event_type('bench.event')")
-            .await;
         let (rate, wall, worker, pg, recv, rss) = self.throughput(events, 0).await;
         let total = (worker + pg + recv).as_secs_f64();
         println!(
