@@ -68,8 +68,10 @@ INSERT INTO app.recordings (workspace_id, title) VALUES ('acme', 'Rolled back: n
 ROLLBACK;
 DELETE FROM app.recordings WHERE title = 'Customer call';
 SQL
-echo "the outbox, before any worker runs:"
-psql -c "SELECT event_type, tenant, cardinality(fanout) AS endpoints_to_reach FROM postbox.events ORDER BY id" \
+echo "emitted, before any worker runs (one row per statement; the worker makes one event per row):"
+psql -c "SELECT event_type, coalesce(tenant, '(per row)') AS tenant,
+                CASE WHEN rows IS NULL THEN 1 ELSE json_array_length(rows) END AS events
+           FROM postbox.emitted ORDER BY id" \
      -c "SELECT tenant, url, status, pending FROM postbox.endpoint_status"
 
 step "start postbox-worker; signed deliveries arrive"
