@@ -53,8 +53,9 @@ pub extern "C-unwind" fn _PG_init() {
     );
 }
 
-/// Raises a rule violation as SQLSTATE 22023 (invalid_parameter_value).
-fn raise(e: RuleError) -> ! {
+/// Raises a rule violation (or any other bad input) as SQLSTATE 22023
+/// (invalid_parameter_value).
+pub(crate) fn raise(e: impl std::fmt::Display) -> ! {
     ereport!(
         ERROR,
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

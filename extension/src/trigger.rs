@@ -8,11 +8,12 @@
 //! row holding them all (one per 8 MiB of JSON); the worker makes one event
 //! per row at expansion.
 
+use crate::raise;
 use crate::rowjson::Encoder;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::{PgOid, PgSqlErrorCode};
+use pgrx::PgOid;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::mem::ManuallyDrop;
@@ -34,10 +35,6 @@ thread_local! {
     // Event types seen in the catalog. postbox never deletes one, so a name
     // once found stays valid; checking it per statement cost ~15% of the insert.
     static KNOWN: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-}
-
-fn raise(msg: String) -> ! {
-    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg);
 }
 
 #[pg_trigger(sql = "

@@ -34,7 +34,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use deliver::Sender;
 use health::{DisablePolicy, Outcome, Verdict};
 use metrics::Metrics;
-use postbox_rules::options::EndpointOptions;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
@@ -261,7 +260,7 @@ struct Dispatcher {
     /// Per endpoint: requests in flight, and its in-flight limit.
     in_flight: HashMap<Uuid, (u32, u32)>,
     /// Claimed deliveries of endpoints that answer fast, waiting for a slot.
-    queues: HashMap<Uuid, VecDeque<(Claimed, EndpointOptions)>>,
+    queues: HashMap<Uuid, VecDeque<Claimed>>,
     queued: usize,
     /// Recent attempt time per endpoint (moving average).
     latency: HashMap<Uuid, Duration>,
@@ -383,9 +382,9 @@ impl Dispatcher {
         let rooms = self.rate_rooms();
         let fast: Vec<Uuid> = self
             .latency
-            .iter()
-            .filter(|(_, d)| **d < FAST_ENDPOINT)
-            .map(|(id, _)| *id)
+            .keys()
+            .filter(|ep| self.is_fast(ep))
+            .copied()
             .collect();
         let jobs = claim::claim(
             &db,
@@ -429,9 +428,8 @@ impl Dispatcher {
         }
         let share = self.fast_share();
         self.claimed_from.iter().any(|ep| {
-            let running = self.in_flight.get(ep).map_or(0, |e| e.0);
             let cap = self.cap(ep, share);
-            let held = running + self.queues.get(ep).map_or(0, |q| q.len() as u32);
+            let held = self.held_by(ep);
             let (allowance, batch) = if self.is_fast(ep) {
                 (cap * 4, cap * 2)
             } else {
@@ -468,16 +466,17 @@ impl Dispatcher {
         }
     }
 
-    /// Per endpoint: requests in flight plus claimed deliveries waiting to start.
+    /// Requests in flight plus claimed deliveries waiting to start.
+    fn held_by(&self, ep: &Uuid) -> u32 {
+        self.in_flight.get(ep).map_or(0, |e| e.0)
+            + self.queues.get(ep).map_or(0, |q| q.len() as u32)
+    }
+
+    /// `held_by` for every endpoint this worker holds anything of.
     fn held(&self) -> HashMap<Uuid, u32> {
         self.in_flight
-            .iter()
-            .map(|(id, (running, _))| {
-                (
-                    *id,
-                    running + self.queues.get(id).map_or(0, |q| q.len() as u32),
-                )
-            })
+            .keys()
+            .map(|ep| (*ep, self.held_by(ep)))
             .collect()
     }
 
@@ -493,7 +492,7 @@ impl Dispatcher {
 
     /// Takes a claimed delivery: counts it against its endpoint and queues it.
     fn enqueue(&mut self, job: Claimed) {
-        let opts = job.endpoint.options.clone();
+        let opts = &job.endpoint.options;
         if let Some(rate) = opts.rate_limit_per_s {
             let b = self.buckets.entry(job.endpoint_id).or_insert(Bucket {
                 rate,
@@ -513,7 +512,7 @@ impl Dispatcher {
         self.queues
             .entry(job.endpoint_id)
             .or_default()
-            .push_back((job, opts));
+            .push_back(job);
         self.queued += 1;
     }
 
@@ -534,18 +533,17 @@ impl Dispatcher {
                 if running >= cap {
                     break;
                 }
-                let Some((job, opts)) = self.queues.get_mut(&ep).and_then(VecDeque::pop_front)
-                else {
+                let Some(job) = self.queues.get_mut(&ep).and_then(VecDeque::pop_front) else {
                     self.queues.remove(&ep);
                     break;
                 };
                 self.queued -= 1;
-                self.launch(job, opts);
+                self.launch(job);
             }
         }
     }
 
-    fn launch(&mut self, job: Claimed, opts: EndpointOptions) {
+    fn launch(&mut self, job: Claimed) {
         if let Some(e) = self.in_flight.get_mut(&job.endpoint_id) {
             e.0 += 1;
         }
@@ -555,7 +553,8 @@ impl Dispatcher {
         let metrics = self.metrics.clone();
         let handle = self.tasks.spawn(async move {
             metrics.in_flight.inc();
-            let result = sender.send(&job, &opts).await;
+            let opts = &job.endpoint.options;
+            let result = sender.send(&job, opts).await;
             let took = result.duration;
             metrics.in_flight.dec();
             metrics.attempt_seconds.observe(result.duration.as_secs_f64());
@@ -676,7 +675,7 @@ impl Dispatcher {
         let queued: Vec<i64> = self
             .queues
             .drain()
-            .flat_map(|(_, q)| q.into_iter().map(|(j, _)| j.id))
+            .flat_map(|(_, q)| q.into_iter().map(|j| j.id))
             .collect();
         self.queued = 0;
         if !queued.is_empty() {

@@ -119,10 +119,10 @@ impl Metrics {
     }
 }
 
-/// Binds `addr` and serves until `stop`; gauges refresh every 5 s meanwhile.
 /// The due gauge counts at most this many rows of each kind.
 const DUE_CAP: i64 = 100_000;
 
+/// Binds `addr` and serves until `stop`; gauges refresh every 5 s meanwhile.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
