@@ -366,117 +366,63 @@ AS $fn$
                         FROM unnest(p_columns) AS c WHERE p_row ? c) END
 $fn$;
 
--- Trigger function: emit_row_change('<resource>', '<tenant column>' [, '<column>' ...]).
--- attach uses it for UPDATE (a row trigger) and postbox.emit_statement (Rust,
--- faster) for INSERT and DELETE; it also serves hand-made triggers and those
--- attached before 0.2.0.
--- As a statement trigger with transition tables named postbox_new /
--- postbox_old (what postbox.attach creates) it writes ONE postbox.emitted row
--- for the whole statement: its rows as a JSON array, which the worker turns
--- into one event per row (tenant and payload columns picked there). As a row
--- trigger (UPDATE, which needs OLD/NEW pairs) it writes one event. This is
--- the application's hot path: one statement, nothing looked up but the event
--- type and the wake-up flag, and a NOTIFY only while a worker waits.
-CREATE FUNCTION postbox.emit_row_change()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- The write behind the row trigger postbox.emit_row_change (Rust,
+-- extension/src/trigger.rs). The trigger encodes NEW and OLD with the
+-- caller's rights and calls this as the owner: it sees only that JSON text,
+-- the trigger's arguments and the table's oid, so nothing the caller typed or
+-- named runs here. Granted to no one; SECURITY INVOKER, run by the owner.
+-- One event: the tenant from the row, its payload columns, and for UPDATE
+-- the payload columns that changed (in table order; none: no event).
+CREATE FUNCTION postbox._emit_row(p_relid oid, p_op text, p_new json, p_old json, p_args text[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 -- Custom plans would be re-planned on every call; the generic ones are as good here.
 SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
-    v_resource   text := TG_ARGV[0];
-    v_tenant_col text := TG_ARGV[1];
-    v_columns    text[];
-    v_type       text;
-    v_tenant     text;
-    v_old        jsonb;
-    v_new        jsonb;
-    v_changed    text[];
-    v_data       jsonb;
-    v_known      boolean;
-    v_wake       boolean;
+    v_type    text := p_args[1] || CASE p_op WHEN 'INSERT' THEN '.created'
+                                            WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END;
+    v_row     jsonb := coalesce(p_new, p_old)::jsonb;
+    v_tenant  text := v_row ->> p_args[2];
+    v_columns text[] := CASE WHEN cardinality(p_args) > 2 THEN p_args[3:] END;
+    v_new     jsonb;
+    v_old     jsonb;
+    v_changed text[];
+    v_data    jsonb;
+    v_known   boolean;
+    v_wake    boolean;
 BEGIN
-    IF TG_NARGS < 2 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: emit_row_change needs (resource, tenant_column [, columns...]) as trigger arguments: %s', TG_NAME);
+    IF v_tenant IS NULL THEN
+        RETURN;  -- a row without a tenant belongs to no one: nothing to send
     END IF;
-    IF TG_NARGS > 2 THEN
-        v_columns := TG_ARGV[2:];
-    END IF;
-    v_type := v_resource || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END;
-
-    IF TG_LEVEL = 'STATEMENT' THEN
-        -- TG_ARGV is 0-based; the slice stores it 1-based.
-        IF TG_OP = 'INSERT' THEN
-            WITH ins AS (
-                INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
-                SELECT postbox._uuid7(), v_type, clock_timestamp(), x.rows, TG_ARGV[0:]
-                  FROM (SELECT json_agg(postbox_row) AS rows FROM postbox_new AS postbox_row) x
-                 WHERE x.rows IS NOT NULL
-                RETURNING 1)
-            SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
-                   (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
-              INTO v_known, v_wake;
-        ELSIF TG_OP = 'DELETE' THEN
-            -- The INSERT branch again, over postbox_old: static SQL must name the
-            -- transition table, and dynamic SQL would be planned on every call.
-            WITH ins AS (
-                INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
-                SELECT postbox._uuid7(), v_type, clock_timestamp(), x.rows, TG_ARGV[0:]
-                  FROM (SELECT json_agg(postbox_row) AS rows FROM postbox_old AS postbox_row) x
-                 WHERE x.rows IS NOT NULL
-                RETURNING 1)
-            SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
-                   (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
-              INTO v_known, v_wake;
-        ELSE
-            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-                'postbox: emit_row_change handles statement-level INSERT and DELETE only; use a row trigger for: %s', TG_OP);
+    v_new := postbox._row_payload(v_row, v_columns);
+    IF p_op = 'UPDATE' THEN
+        v_old := postbox._row_payload(p_old::jsonb, v_columns);
+        SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_changed
+          FROM pg_attribute a
+         WHERE a.attrelid = p_relid AND a.attnum > 0 AND NOT a.attisdropped
+           AND v_new ? a.attname
+           AND (v_new -> a.attname) IS DISTINCT FROM (v_old -> a.attname);
+        IF v_changed IS NULL THEN
+            RETURN;  -- nothing changed: nothing to say
         END IF;
+        v_data := jsonb_build_object(p_args[1], v_new, 'changed', to_jsonb(v_changed));
     ELSE
-        IF TG_OP = 'INSERT' THEN
-            v_new := to_jsonb(NEW);
-            v_tenant := v_new ->> v_tenant_col;
-            v_data := jsonb_build_object(v_resource, postbox._row_payload(v_new, v_columns));
-        ELSIF TG_OP = 'DELETE' THEN
-            v_old := to_jsonb(OLD);
-            v_tenant := v_old ->> v_tenant_col;
-            v_data := jsonb_build_object(v_resource, postbox._row_payload(v_old, v_columns));
-        ELSE
-            v_new := to_jsonb(NEW);
-            v_tenant := v_new ->> v_tenant_col;
-            v_new := postbox._row_payload(v_new, v_columns);
-            v_old := postbox._row_payload(to_jsonb(OLD), v_columns);
-            -- Changed columns in table order; only payload columns count.
-            SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_changed
-              FROM pg_attribute a
-             WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
-               AND v_new ? a.attname
-               AND (v_new -> a.attname) IS DISTINCT FROM (v_old -> a.attname);
-            IF v_changed IS NULL THEN
-                RETURN NULL;  -- nothing changed: nothing to say
-            END IF;
-            v_data := jsonb_build_object(v_resource, v_new, 'changed', to_jsonb(v_changed));
-        END IF;
-        IF v_tenant IS NULL THEN
-            RETURN NULL;
-        END IF;
-        WITH ins AS (
-            INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data)
-            VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_data)
-            RETURNING 1)
-        SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
-               (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
-          INTO v_known, v_wake;
+        v_data := jsonb_build_object(p_args[1], v_new);
     END IF;
-
+    WITH ins AS (
+        INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data)
+        VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_data)
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
+           (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
+      INTO v_known, v_wake;
     IF NOT v_known THEN
         PERFORM postbox._unknown_event_type(v_type);  -- raises: the statement is undone
     END IF;
     IF v_wake THEN
         PERFORM pg_notify('postbox_wakeup', '');
     END IF;
-    RETURN NULL;
 END
 $fn$;
 
@@ -584,10 +530,12 @@ $fn$;
 -------------------------------------------------------------------------------
 
 -- Turns committed postbox.emitted rows into events and outbox rows, oldest
--- first, in one statement; concurrent workers skip each other's rows.
--- Routing: the tenant's endpoints whose filter matches, that existed when
--- the event was emitted, were not paused at that moment and are not
--- disabled now. Endpoints paused now get their rows (held until resume).
+-- first; concurrent workers skip each other's rows. A row that cannot be
+-- expanded (data PostgreSQL refuses, say from before 0.3.0 checked rows at
+-- emit) never stops the rest: it is moved to postbox.emitted_rejects with
+-- the reason, for admins to read. Other errors (a lock timeout, a lost
+-- connection) are not the row's fault: they fail the call, and the rows
+-- stay for the next one.
 CREATE FUNCTION postbox.expand_events(max_events integer DEFAULT 1000)
 RETURNS integer
 -- PL/pgSQL rather than SQL: the worker calls it in every cycle, and PL/pgSQL
@@ -597,14 +545,59 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
+    v_rows     tid[];
+    v_row      tid;
+    v_expanded integer := 0;
+    v_reason   text;
+BEGIN
+    v_rows := ARRAY(SELECT e.ctid FROM postbox.emitted e
+                     ORDER BY e.id LIMIT max_events FOR UPDATE SKIP LOCKED);
+    IF cardinality(v_rows) = 0 THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        RETURN postbox._expand(v_rows);
+    EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
+        NULL;  -- some row is bad: take them one at a time, below
+    END;
+    -- The rows stay locked by this transaction, so their ctids hold.
+    FOREACH v_row IN ARRAY v_rows LOOP
+        BEGIN
+            v_expanded := v_expanded + postbox._expand(ARRAY[v_row]);
+        EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
+            GET STACKED DIAGNOSTICS v_reason = MESSAGE_TEXT;
+            WITH gone AS (
+                DELETE FROM postbox.emitted m WHERE m.ctid = v_row RETURNING m.*
+            )
+            INSERT INTO postbox.emitted_rejects (id, tenant, event_type, created_at, data, rows,
+                                                 trigger_args, reason)
+            SELECT g.id, g.tenant, g.event_type, g.created_at, g.data, g.rows, g.trigger_args, v_reason
+              FROM gone g;
+        END;
+    END LOOP;
+    RETURN v_expanded;
+END
+$fn$;
+
+-- expand_events' work for the emitted rows at p_rows (locked by the caller):
+-- events, one per row of a statement, and their routed outbox rows.
+-- Routing: the tenant's endpoints whose filter matches, that existed when
+-- the event was emitted, were not paused at that moment and are not
+-- disabled now. Endpoints paused now get their rows (held until resume).
+CREATE FUNCTION postbox._expand(p_rows tid[])
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
     v_expanded integer;
 BEGIN
     WITH batch AS (
-        -- By ctid, so that even the generic plan deletes exactly the rows it
-        -- locked (a join on id may be planned as a scan of the whole table).
+        -- By ctid, so that even the generic plan deletes exactly the rows
+        -- expand_events locked (a join on id may be planned as a scan of the
+        -- whole table).
         DELETE FROM postbox.emitted m
-         WHERE m.ctid = ANY (ARRAY(SELECT e.ctid FROM postbox.emitted e
-                                    ORDER BY e.id LIMIT max_events FOR UPDATE SKIP LOCKED))
+         WHERE m.ctid = ANY (p_rows)
         RETURNING m.*
     ), ev AS (
         SELECT b.id, b.tenant, b.event_type, b.created_at, b.data
@@ -748,6 +741,7 @@ COMMENT ON TABLE postbox.tenant_limits IS 'Per-tenant endpoint limits; a tenant 
 COMMENT ON TABLE postbox.endpoints IS 'Webhook endpoints: configuration and health. Secrets live in endpoint_secrets.';
 COMMENT ON TABLE postbox.endpoint_secrets IS 'Signing secrets; only postbox_worker can read them. Rotated ones keep expires_at until their grace ends.';
 COMMENT ON TABLE postbox.events IS 'Events, written by the worker when it expands postbox.emitted; deliveries point here.';
+COMMENT ON TABLE postbox.emitted_rejects IS 'Emitted rows expansion could not turn into events, with the reason; nothing of them was sent.';
 COMMENT ON TABLE postbox.emitted IS 'The emit buffer: what emit and the triggers wrote, not yet turned into events and outbox rows.';
 COMMENT ON TABLE postbox.endpoint_pauses IS 'When each endpoint was paused and resumed: events emitted meanwhile never go to it.';
 COMMENT ON TABLE postbox.idempotency_keys IS 'Idempotency keys of emit, per tenant, kept at least 24 hours.';
@@ -766,10 +760,12 @@ COMMENT ON FUNCTION postbox.rotate_secret(uuid, interval, text) IS 'Gives an end
 COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (0: none, NULL: no limit).';
 COMMENT ON FUNCTION postbox.emit(text, text, jsonb, text) IS 'Records an event in the caller''s transaction; its webhooks go out if and only if the transaction commits.';
 COMMENT ON FUNCTION postbox.emit_statement() IS 'Statement trigger (Rust) for INSERT and DELETE with a transition table: emit_statement(resource, tenant_column [, column ...]); attach creates it.';
-COMMENT ON FUNCTION postbox.emit_row_change() IS 'Trigger function: emit_row_change(resource, tenant_column [, column ...]) emits <resource>.created/updated/deleted.';
+COMMENT ON FUNCTION postbox.emit_row_change() IS 'Row trigger (Rust) for AFTER INSERT, UPDATE or DELETE: emit_row_change(resource, tenant_column [, column ...]) emits <resource>.created/updated/deleted; attach uses it for UPDATE.';
+COMMENT ON FUNCTION postbox._emit_row(oid, text, json, json, text[]) IS 'Internal: the row trigger''s write, run as the owner over already-encoded rows; granted to no one.';
 COMMENT ON FUNCTION postbox.attach(regclass, text, text, text[]) IS 'Creates the emit triggers on a table and registers its three event types. Idempotent.';
 COMMENT ON FUNCTION postbox.send_test(uuid, text, jsonb) IS 'Queues one test delivery to one endpoint, even while paused, whatever its filter.';
-COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed emitted rows into events and routed outbox rows, oldest first; returns how many events.';
+COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed emitted rows into events and routed outbox rows, oldest first; sets aside rows it cannot expand; returns how many events.';
+COMMENT ON FUNCTION postbox._expand(tid[]) IS 'Internal: expand_events'' work for the emitted rows it locked.';
 COMMENT ON FUNCTION postbox.retry_delivery(bigint) IS 'Queues a failed or cancelled delivery again with a fresh schedule; earlier attempts stay logged.';
 COMMENT ON FUNCTION postbox.validate_url(text) IS 'Returns the normalized webhook URL, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox.validate_headers(jsonb, text) IS 'Returns the custom headers if all are allowed, or raises 22023 naming the broken rule.';
@@ -819,7 +815,7 @@ GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb),
                           postbox.validate_headers(jsonb, text)
    TO postbox_admin;
 GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.endpoint_status,
-                postbox.deliveries, postbox.attempts
+                postbox.deliveries, postbox.attempts, postbox.emitted_rejects
    TO postbox_admin;
 
 GRANT EXECUTE ON FUNCTION postbox.expand_events(integer),

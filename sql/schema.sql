@@ -134,6 +134,20 @@ EXCEPTION WHEN feature_not_supported THEN
 END
 $lz4$;
 
+-- Emitted rows that expansion could not turn into events (data PostgreSQL
+-- refuses), set aside with the reason so the rest goes on. Admins read it.
+CREATE TABLE postbox.emitted_rejects (
+    id           uuid PRIMARY KEY,
+    tenant       text,
+    event_type   text NOT NULL,
+    created_at   timestamptz NOT NULL,
+    data         jsonb,
+    rows         json,
+    trigger_args text[],
+    reason       text NOT NULL,
+    rejected_at  timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE postbox.events (
     id         uuid PRIMARY KEY,  -- version 7: time-ordered
     tenant     text NOT NULL,

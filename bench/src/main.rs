@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - `main.rs`: the figures, in order 1 (emit overhead), 2 (throughput, and
-//!   6, worker memory), 4 (isolation), 3 (latency), 5 (backlog).
+//!   6, worker memory), 4 (isolation), 7 (many idle endpoints), 3 (latency),
+//!   5 (backlog).
 //! - `receiver.rs`: the counting receiver.
 //! - `procstat.rs`: CPU and peak memory from /proc.
 
@@ -284,7 +285,7 @@ impl Bench {
             format!("\\set t random(1, 100)\nINSERT INTO app.{t} (tenant, title, n) VALUES ('tenant-' || :t, 'a recording title', :t);\n")
         };
         let (rounds, secs) = if self.quick { (1, 3) } else { (3, 30) };
-        let (mut ratio, mut bare_ratio) = (Vec::new(), Vec::new());
+        let (mut ratio, mut bare_ratio, mut ratio_bare) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=rounds {
             self.sql("TRUNCATE postbox.emitted, postbox.events, app.bare_outbox, app.plain, app.bare, app.items")
                 .await;
@@ -295,6 +296,7 @@ impl Bench {
             println!("     round {round}: no trigger {plain:.0} TPS, bare outbox {bare:.0}, postbox {items:.0}");
             ratio.push(items / plain);
             bare_ratio.push(bare / plain);
+            ratio_bare.push(items / bare);
         }
         // The events are real: a sample expands to one delivery each (the
         // matching endpoint of its tenant, not the other one).
@@ -304,14 +306,24 @@ impl Bench {
             sample == 1000 && routed == 1000,
             "the postbox run's events route to one endpoint each: {sample} events, {routed} deliveries"
         );
+        // The target is against the bare outbox, interleaved in the same
+        // rounds: the least any table-based transactional emit writes. Against
+        // no trigger at all the ratio moves with the machine (a bare outbox
+        // alone kept 0.67 to 0.85 of it across runs here), so it has no target.
+        self.add(
+            "emit: TPS ratio to a bare one-row outbox trigger (8 clients)",
+            median(ratio_bare),
+            "ratio",
+            Some((">=", 0.90)),
+        );
         self.add(
             "emit: TPS ratio to no trigger (8 clients)",
             median(ratio),
             "ratio",
-            Some((">=", 0.70)),
+            None,
         );
         self.add(
-            "baseline: bare one-row outbox trigger, TPS ratio",
+            "baseline: bare one-row outbox trigger, TPS ratio to no trigger",
             median(bare_ratio),
             "ratio",
             None,
@@ -366,8 +378,19 @@ impl Bench {
         &mut self,
         events: u64,
         hanging: usize,
+        idle: u64,
     ) -> (f64, Duration, Duration, Duration, Duration, u64) {
         self.reset().await;
+        if idle > 0 {
+            // Idle endpoints of other tenants, 10 each, as a SaaS with many
+            // customers has: enabled, subscribed, never sent anything.
+            self.sql(&format!(
+                "SELECT count(*) FROM (SELECT postbox.create_endpoint('idle-' || (i / 10), 'https://idle-' || i || '.example.com/in', '{{bench.*}}')
+                   FROM generate_series(1, {idle}) i) x;
+                 ANALYZE postbox.endpoints;"
+            ))
+            .await;
+        }
         let eps: Vec<(String, String)> = (0..10)
             .map(|i| {
                 (
@@ -422,7 +445,7 @@ impl Bench {
             .and_then(|v| v.parse().ok())
             .unwrap_or(if self.quick { 2_000 } else { 100_000 });
         println!("\n2. End-to-end throughput: {events} events x 10 endpoints, emitted in transactions of 1,000 while the worker runs");
-        let (rate, wall, worker, pg, recv, rss) = self.throughput(events, 0).await;
+        let (rate, wall, worker, pg, recv, rss) = self.throughput(events, 0, 0).await;
         let total = (worker + pg + recv).as_secs_f64();
         println!(
             "     {} deliveries in {:.2} s",
@@ -476,7 +499,7 @@ impl Bench {
         println!(
             "\n4. Isolation: the same, with 5 of the 10 endpoints accepting and never answering"
         );
-        let (healthy_rate, wall, worker, pg, recv, _) = self.throughput(events, 5).await;
+        let (healthy_rate, wall, worker, pg, recv, _) = self.throughput(events, 5, 0).await;
         println!(
             "     {} healthy deliveries in {:.2} s",
             events * 5,
@@ -503,6 +526,33 @@ impl Bench {
         self.add(
             "isolation: healthy rate as a ratio to the all-healthy run",
             healthy_rate / rate,
+            "ratio",
+            Some((">=", 0.90)),
+        );
+
+        let idle = if self.quick { 5_000 } else { 100_000 };
+        println!("\n7. Many endpoints: figure 2 again, with {idle} other enabled endpoints idle");
+        let (many_rate, wall, _, pg, _, _) = self.throughput(events, 0, idle).await;
+        println!(
+            "     {} deliveries in {:.2} s",
+            events * 10,
+            wall.as_secs_f64()
+        );
+        self.add(
+            format!("many endpoints: deliveries per second with {idle} idle endpoints"),
+            many_rate,
+            "deliveries/s",
+            None,
+        );
+        self.add(
+            "many endpoints: CPU per delivery, PostgreSQL",
+            1e6 * pg.as_secs_f64() / (events * 10) as f64,
+            "us",
+            None,
+        );
+        self.add(
+            "many endpoints: rate as a ratio to figure 2",
+            many_rate / rate,
             "ratio",
             Some((">=", 0.90)),
         );
@@ -765,7 +815,7 @@ async fn main() {
         notes: Vec::new(),
     };
     let started = Instant::now();
-    // For development: POSTBOX_BENCH_ONLY=2 runs figure 2 (and 4 and 6) only.
+    // For development: POSTBOX_BENCH_ONLY=2 runs figure 2 (and 4, 6 and 7) only.
     let only = std::env::var("POSTBOX_BENCH_ONLY").unwrap_or_default();
     let run = |n: &str| only.is_empty() || only.split(',').any(|o| o.trim() == n);
     if run("1") {

@@ -9,8 +9,11 @@
 //! # Layout
 //! - `sql/schema.sql`: roles and tables (runs first).
 //! - this file: settings, validation and generator functions.
-//! - `trigger.rs`: `postbox.emit_statement`, the statement-level emit trigger.
-//! - `rowjson.rs`: rows as JSON text, as `row_to_json` writes them, but fast.
+//! - `trigger.rs`: the emit triggers `emit_statement` (INSERT and DELETE
+//!   statements) and `emit_row_change` (rows; UPDATE), SECURITY INVOKER.
+//! - `owner.rs`: the one privileged step, their write as the owner.
+//! - `rowjson.rs`: rows as JSON text, as `row_to_json` writes them, but fast;
+//!   and the jsonb check of rows holding `json`.
 //! - `sql/api.sql`: the public SQL API, views, grants and comments (runs last).
 //! - `tests.rs`: `#[pg_test]`s of the SQL behaviour.
 
@@ -23,6 +26,7 @@ use postbox_rules::{self as rules, RuleError};
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 
+mod owner;
 mod rowjson;
 mod trigger;
 
@@ -162,6 +166,11 @@ fn _validate_secret(secret: &str) {
 #[pg_extern(volatile, parallel_safe)]
 fn _uuid7() -> pgrx::Uuid {
     pgrx::Uuid::from_bytes(uuid::Uuid::now_v7().into_bytes())
+}
+
+/// `postbox.max_payload_bytes`, for the triggers' per-row check.
+pub(crate) fn max_payload_bytes() -> usize {
+    MAX_PAYLOAD_BYTES.get().max(0) as usize
 }
 
 /// The current `postbox.max_payload_bytes`. Reading it through the library

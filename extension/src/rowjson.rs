@@ -36,17 +36,21 @@ struct Column {
 }
 
 pub struct Encoder {
-    /// One per attribute; None for dropped ones.
+    /// One per attribute; None for dropped ones and those not asked for.
     columns: Vec<Option<Column>>,
+    /// A `json` column's text is passed through as stored, and `json` accepts
+    /// what `jsonb` refuses (`\u0000`, lone surrogates, numbers out of
+    /// numeric's range): such rows must be checked with [`check_jsonb`].
+    raw_json: bool,
 }
 
 impl Encoder {
-    /// An encoder for rows of `desc`, or None if a column has a type this
-    /// module does not handle.
+    /// An encoder for rows of `desc` (only the columns named in `only`, when
+    /// given), or None if a column has a type this module does not handle.
     ///
     /// # Safety
     /// `desc` must be a valid tuple descriptor.
-    pub unsafe fn new(desc: pg_sys::TupleDesc) -> Option<Encoder> {
+    pub unsafe fn new(desc: pg_sys::TupleDesc, only: Option<&[String]>) -> Option<Encoder> {
         // Output functions write the server encoding; Rust strings are UTF-8.
         if pg_sys::GetDatabaseEncoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
             return None;
@@ -54,8 +58,10 @@ impl Encoder {
         let natts = (*desc).natts as usize;
         let attrs = (*desc).attrs.as_slice(natts);
         let mut columns = Vec::with_capacity(natts);
+        let mut raw_json = false;
         for att in attrs {
-            if att.attisdropped {
+            let name = CStr::from_ptr(att.attname.data.as_ptr()).to_string_lossy();
+            if att.attisdropped || only.is_some_and(|o| !o.iter().any(|c| *c == name)) {
                 columns.push(None);
                 continue;
             }
@@ -77,17 +83,22 @@ impl Encoder {
                 }
                 _ => return None,
             };
+            raw_json |= base == pg_sys::JSONOID;
             let mut out = pg_sys::FmgrInfo::default();
             let (mut func, mut varlena) = (pg_sys::InvalidOid, false);
             pg_sys::getTypeOutputInfo(base, &mut func, &mut varlena);
             pg_sys::fmgr_info(func, &mut out);
-            let name = CStr::from_ptr(att.attname.data.as_ptr()).to_string_lossy();
             let mut key = String::with_capacity(name.len() + 3);
             escape(&mut key, &name);
             key.push(':');
             columns.push(Some(Column { key, kind, out }));
         }
-        Some(Encoder { columns })
+        Some(Encoder { columns, raw_json })
+    }
+
+    /// Whether rows must pass [`check_jsonb`] before postbox stores them.
+    pub fn raw_json(&self) -> bool {
+        self.raw_json
     }
 
     /// Appends the slot's row as a JSON object.
@@ -143,6 +154,36 @@ impl Encoder {
         }
         out.push('}');
     }
+}
+
+/// Checks that `json` is also valid `jsonb`, which expansion and the
+/// delivery log store; returns PostgreSQL's reason otherwise. Runs
+/// `jsonb_in`, a built-in, so the rule is exactly PostgreSQL's.
+pub fn check_jsonb(json: &str) -> Result<(), String> {
+    let Ok(c) = std::ffi::CString::new(json) else {
+        return Err("the JSON contains a NUL byte".into());
+    };
+    pgrx::PgTryBuilder::new(|| {
+        let d = unsafe {
+            pgrx::direct_function_call_as_datum(
+                pg_sys::jsonb_in,
+                &[Some(pg_sys::Datum::from(c.as_ptr()))],
+            )
+        };
+        if let Some(d) = d {
+            unsafe { pg_sys::pfree(d.cast_mut_ptr()) };
+        }
+        Ok(())
+    })
+    .catch_others(|e| match e {
+        pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+        | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => Err(match r.detail() {
+            Some(d) => format!("{} ({d})", r.message()),
+            None => r.message().to_string(),
+        }),
+        other => other.rethrow(),
+    })
+    .execute()
 }
 
 unsafe fn with_output(out: &mut pg_sys::FmgrInfo, v: pg_sys::Datum, f: impl FnOnce(&str)) {

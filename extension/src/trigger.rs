@@ -1,21 +1,40 @@
-//! `postbox.emit_statement`: the statement-level INSERT / DELETE trigger
-//! `postbox.attach` creates. It runs in every application write, so it is
-//! Rust rather than PL/pgSQL: no interpreter, no function-level SET (its SQL
-//! is schema-qualified throughout, operators included), one kept plan.
+//! The emit triggers `postbox.attach` creates. They run in every application
+//! write, so they are Rust rather than PL/pgSQL: no interpreter, one kept
+//! plan each.
 //!
-//! It reads the statement's transition table, turns each row into JSON (as
-//! `row_to_json` would, see `rowjson.rs`) and writes ONE `postbox.emitted`
-//! row holding them all (one per 8 MiB of JSON); the worker makes one event
-//! per row at expansion.
+//! - `postbox.emit_statement`: statement-level AFTER INSERT / DELETE with a
+//!   transition table. It writes ONE `postbox.emitted` row holding the
+//!   statement's rows as a JSON array (one per 8 MiB of JSON); the worker
+//!   makes one event per row at expansion.
+//! - `postbox.emit_row_change`: row-level AFTER INSERT / UPDATE / DELETE
+//!   (attach uses it for UPDATE, which needs OLD/NEW pairs). It hands the
+//!   encoded row(s) to `postbox._emit_row` (sql/api.sql), which picks the
+//!   tenant, the payload and the changed columns and writes one event.
+//!
+//! # Rights
+//! Both are SECURITY INVOKER. The application's rows are read and encoded
+//! with the caller's rights, so a user-defined cast, output function or
+//! view can never run as the extension's owner. Only the fixed statements
+//! that write into postbox's tables run as the owner ([`as_owner`]), and they
+//! take nothing but the encoded text and the trigger's arguments.
+//!
+//! # What a row may hold
+//! Every row must fit `postbox.max_payload_bytes` (its JSON as encoded: the
+//! tenant and payload columns, or the whole row for types `rowjson` does not
+//! handle), and rows with `json` values must also be valid `jsonb`, which is
+//! what expansion stores. Otherwise the application's statement fails with
+//! 22023 naming the table, the resource and the reason, and nothing is written.
 
+use crate::owner::as_owner;
 use crate::raise;
-use crate::rowjson::Encoder;
+use crate::rowjson::{check_jsonb, Encoder};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::PgOid;
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::ffi::CStr;
 use std::mem::ManuallyDrop;
 
 /// Flush an `emitted` row once a statement's JSON grows past this, so memory
@@ -29,38 +48,108 @@ INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
 VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4)
 RETURNING (SELECT w.waiting FROM postbox.wakeup w)";
 
+/// The row trigger's write: relation, operation, NEW, OLD, trigger arguments.
+const EMIT_ROW: &str = "SELECT postbox._emit_row($1, $2, $3, $4, $5)";
+
 thread_local! {
     // Kept for the backend's life; ManuallyDrop so no SPI call runs at exit.
     static PLAN: RefCell<Option<ManuallyDrop<OwnedPreparedStatement>>> = const { RefCell::new(None) };
+    static ROW_PLAN: RefCell<Option<ManuallyDrop<OwnedPreparedStatement>>> = const { RefCell::new(None) };
     // Event types seen in the catalog. postbox never deletes one, so a name
     // once found stays valid; checking it per statement cost ~15% of the insert.
     static KNOWN: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 
+/// What every emit trigger needs to know about its firing.
+struct Firing {
+    /// The trigger's name, for messages.
+    name: String,
+    /// `schema.table`, for messages.
+    table: String,
+    /// resource, tenant column, payload columns.
+    args: Vec<String>,
+    desc: pg_sys::TupleDesc,
+}
+
+impl Firing {
+    fn new(trigger: &PgTrigger<'_>, function: &str) -> Firing {
+        let data = trigger.trigger_data();
+        // SAFETY: a trigger's data, trigger and relation are valid for the call.
+        let (name, table, desc) = unsafe {
+            let rel = data.tg_relation;
+            let schema = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
+            let table = format!(
+                "{}.{}",
+                cstr(schema),
+                cstr((*(*rel).rd_rel).relname.data.as_ptr())
+            );
+            (cstr((*data.tg_trigger).tgname), table, (*rel).rd_att)
+        };
+        let args = trigger.extra_args().unwrap_or_default();
+        if args.len() < 2 {
+            raise(format!(
+                "postbox: {function} needs (resource, tenant_column [, columns...]) as trigger arguments: {name}"
+            ));
+        }
+        Firing {
+            name,
+            table,
+            args,
+            desc,
+        }
+    }
+
+    /// The columns to encode: the tenant and payload columns, or all.
+    fn columns(&self) -> Option<&[String]> {
+        (self.args.len() > 2).then(|| &self.args[1..])
+    }
+
+    /// Raises 22023 unless one encoded row may be stored (see the header).
+    fn check_row(&self, json: &str, raw_json: bool) {
+        let max = crate::max_payload_bytes();
+        if json.len() > max {
+            raise(format!(
+                "postbox: a row of {} is larger than postbox.max_payload_bytes ({max} bytes) allows for {} events: {} bytes",
+                self.table,
+                self.args[0],
+                json.len()
+            ));
+        }
+        if raw_json {
+            if let Err(why) = check_jsonb(json) {
+                raise(format!(
+                    "postbox: a row of {} cannot be sent as {} event data: {why}",
+                    self.table, self.args[0]
+                ));
+            }
+        }
+    }
+}
+
+unsafe fn cstr(p: *const std::ffi::c_char) -> String {
+    CStr::from_ptr(p).to_string_lossy().into_owned()
+}
+
 #[pg_trigger(sql = "
 CREATE FUNCTION postbox.emit_statement() RETURNS trigger
-LANGUAGE c SECURITY DEFINER
+LANGUAGE c
 AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 ")]
 fn emit_statement<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    let data = trigger.trigger_data();
-    let name = unsafe { std::ffi::CStr::from_ptr((*data.tg_trigger).tgname) }
-        .to_string_lossy()
-        .into_owned();
-    let args = trigger.extra_args().unwrap_or_default();
-    if args.len() < 2 {
-        raise(format!(
-            "postbox: emit_statement needs (resource, tenant_column [, columns...]) as trigger arguments: {name}"
-        ));
-    }
+    let f = Firing::new(trigger, "emit_statement");
     let event = trigger.event();
-    if !event.fired_for_statement() || !(event.fired_by_insert() || event.fired_by_delete()) {
+    if !event.fired_for_statement()
+        || !event.fired_after()
+        || !(event.fired_by_insert() || event.fired_by_delete())
+    {
         raise(format!(
-            "postbox: emit_statement is a statement-level INSERT or DELETE trigger (use postbox.attach): {name}"
+            "postbox: emit_statement is a statement-level AFTER INSERT or DELETE trigger (use postbox.attach): {}",
+            f.name
         ));
     }
+    let data = trigger.trigger_data();
     let (store, suffix) = if event.fired_by_insert() {
         (data.tg_newtable, "created")
     } else {
@@ -68,63 +157,162 @@ fn emit_statement<'a>(
     };
     if store.is_null() {
         raise(format!(
-            "postbox: emit_statement needs a transition table (REFERENCING NEW/OLD TABLE; use postbox.attach): {name}"
+            "postbox: emit_statement needs a transition table (REFERENCING NEW/OLD TABLE; use postbox.attach): {}",
+            f.name
         ));
     }
-    let event_type = format!("{}.{suffix}", args[0]);
+    let event_type = format!("{}.{suffix}", f.args[0]);
     // SAFETY: a statement-level AFTER trigger's transition table and relation
     // are valid for the whole call.
-    unsafe {
-        each_chunk(store, (*data.tg_relation).rd_att, |rows| {
-            emit(&event_type, &args, rows)
-        })
-    };
+    unsafe { each_chunk(store, &f, |rows| emit(&event_type, &f.args, rows)) };
     Ok(None)
 }
 
-/// Calls `f` with the statement's rows as JSON arrays of at most about
-/// CHUNK_BYTES each (none when the statement touched no row).
-unsafe fn each_chunk(
-    store: *mut pg_sys::Tuplestorestate,
-    desc: pg_sys::TupleDesc,
-    mut f: impl FnMut(String),
-) {
+#[pg_trigger(sql = "
+CREATE FUNCTION postbox.emit_row_change() RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+")]
+fn emit_row_change<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
+    let f = Firing::new(trigger, "emit_row_change");
+    let event = trigger.event();
+    let op = if event.fired_by_insert() {
+        "INSERT"
+    } else if event.fired_by_update() {
+        "UPDATE"
+    } else if event.fired_by_delete() {
+        "DELETE"
+    } else {
+        ""
+    };
+    if !event.fired_for_row() || !event.fired_after() || op.is_empty() {
+        raise(format!(
+            "postbox: emit_row_change is a row-level AFTER INSERT, UPDATE or DELETE trigger (use postbox.attach): {}",
+            f.name
+        ));
+    }
+    let data = trigger.trigger_data();
+    // tg_trigtuple is NEW for INSERT and OLD for UPDATE and DELETE.
+    let (new, old) = match op {
+        "INSERT" => (data.tg_trigtuple, std::ptr::null_mut()),
+        "UPDATE" => (data.tg_newtuple, data.tg_trigtuple),
+        _ => (std::ptr::null_mut(), data.tg_trigtuple),
+    };
+    // SAFETY: the trigger's tuples and descriptor are valid for the call.
+    let (new, old) = unsafe { (encode_tuple(&f, new), encode_tuple(&f, old)) };
+    let relid = unsafe { (*data.tg_relation).rd_id };
+    as_owner(|| {
+        Spi::connect_mut(|client| {
+            ROW_PLAN.with(|plan| {
+                let mut plan = plan.borrow_mut();
+                let plan = plan.get_or_insert_with(|| {
+                    ManuallyDrop::new(prepare(
+                        client,
+                        EMIT_ROW,
+                        &[
+                            pg_sys::OIDOID,
+                            pg_sys::TEXTOID,
+                            pg_sys::JSONOID,
+                            pg_sys::JSONOID,
+                            pg_sys::TEXTARRAYOID,
+                        ],
+                    ))
+                });
+                let json = |s: Option<String>| match s {
+                    Some(s) => unsafe { DatumWithOid::new(s, pg_sys::JSONOID) },
+                    None => DatumWithOid::null_oid(pg_sys::JSONOID),
+                };
+                let params = [
+                    DatumWithOid::from(relid),
+                    DatumWithOid::from(op),
+                    json(new),
+                    json(old),
+                    DatumWithOid::from(f.args.clone()),
+                ];
+                client
+                    .update(&**plan, None, &params)
+                    .unwrap_or_else(|e| raise(format!("postbox: emit_row_change failed: {e}")));
+            })
+        })
+    });
+    Ok(None)
+}
+
+/// One row as JSON (the tenant and payload columns), checked; None for no row.
+unsafe fn encode_tuple(f: &Firing, tuple: pg_sys::HeapTuple) -> Option<String> {
+    if tuple.is_null() {
+        return None;
+    }
+    let mut out = String::new();
+    let raw = match Encoder::new(f.desc, f.columns()) {
+        Some(mut encoder) => {
+            let slot = pg_sys::MakeSingleTupleTableSlot(f.desc, &raw const pg_sys::TTSOpsHeapTuple);
+            pg_sys::ExecStoreHeapTuple(tuple, slot, false);
+            encoder.push(slot, &mut out);
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
+            encoder.raw_json()
+        }
+        None => {
+            let record = pg_sys::heap_copy_tuple_as_datum(tuple, f.desc);
+            push_row_to_json(record, &mut out);
+            true
+        }
+    };
+    f.check_row(&out, raw);
+    Some(out)
+}
+
+/// Appends `row_to_json(record)`: PostgreSQL's own encoding, for column types
+/// `rowjson` does not handle. Runs as the caller, like everything that reads
+/// the caller's rows.
+unsafe fn push_row_to_json(record: pg_sys::Datum, out: &mut String) {
+    let json = pgrx::direct_function_call_as_datum(pg_sys::row_to_json, &[Some(record)])
+        .expect("row_to_json of a row is never NULL");
+    out.push_str(pgrx::varlena::text_to_rust_str_unchecked(
+        json.cast_mut_ptr(),
+    ));
+    pg_sys::pfree(json.cast_mut_ptr());
+    pg_sys::pfree(record.cast_mut_ptr());
+}
+
+/// Calls `emit` with the statement's rows as JSON arrays of at most about
+/// CHUNK_BYTES each (none when the statement touched no row). Each row is
+/// checked before anything is written.
+unsafe fn each_chunk(store: *mut pg_sys::Tuplestorestate, f: &Firing, mut emit: impl FnMut(String)) {
     // Our own read pointer: other triggers may read the same transition table.
     let ptr = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
     pg_sys::tuplestore_select_read_pointer(store, ptr);
     pg_sys::tuplestore_rescan(store);
-    let slot = pg_sys::MakeSingleTupleTableSlot(desc, &raw const pg_sys::TTSOpsMinimalTuple);
-    let mut encoder = Encoder::new(desc);
+    let slot = pg_sys::MakeSingleTupleTableSlot(f.desc, &raw const pg_sys::TTSOpsMinimalTuple);
+    let mut encoder = Encoder::new(f.desc, f.columns());
+    // Rows of types rowjson does not handle may hold json anywhere.
+    let raw = encoder.as_ref().is_none_or(Encoder::raw_json);
     let mut rows = String::new();
     while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
         rows.push(if rows.is_empty() { '[' } else { ',' });
+        let start = rows.len();
         if let Some(encoder) = encoder.as_mut() {
             encoder.push(slot, &mut rows);
         } else {
-            // A column type rowjson does not handle: PostgreSQL's own, per row.
-            let record = pg_sys::ExecFetchSlotHeapTupleDatum(slot);
-            let json = pgrx::direct_function_call_as_datum(pg_sys::row_to_json, &[Some(record)])
-                .expect("row_to_json of a row is never NULL");
-            rows.push_str(pgrx::varlena::text_to_rust_str_unchecked(
-                json.cast_mut_ptr(),
-            ));
-            pg_sys::pfree(json.cast_mut_ptr());
-            pg_sys::pfree(record.cast_mut_ptr());
+            push_row_to_json(pg_sys::ExecFetchSlotHeapTupleDatum(slot), &mut rows);
         }
+        f.check_row(&rows[start..], raw);
         if rows.len() >= CHUNK_BYTES {
             rows.push(']');
-            f(std::mem::take(&mut rows));
+            emit(std::mem::take(&mut rows));
         }
     }
     pg_sys::ExecDropSingleTupleTableSlot(slot);
     if !rows.is_empty() {
         rows.push(']');
-        f(rows);
+        emit(rows);
     }
 }
 
 /// Raises the catalog error (with the closest names) unless `event_type`
-/// exists; the statement is undone.
+/// exists; the statement is undone. Runs as the owner.
 fn check_known(event_type: &str) {
     if KNOWN.with(|k| k.borrow().contains(event_type)) {
         return;
@@ -145,43 +333,51 @@ fn check_known(event_type: &str) {
     }
 }
 
-/// Writes one `emitted` row; NOTIFYs if a worker waits.
+/// Writes one `emitted` row as the owner; NOTIFYs if a worker waits.
 fn emit(event_type: &str, args: &[String], rows: String) {
-    check_known(event_type);
-    let waiting = Spi::connect_mut(|client| {
-        PLAN.with(|plan| {
-            let mut plan = plan.borrow_mut();
-            let plan = plan.get_or_insert_with(|| ManuallyDrop::new(prepare(client)));
-            let params = [
-                DatumWithOid::from(crate::_uuid7()),
-                DatumWithOid::from(event_type),
-                // json is text on disk: the array is passed as is, not re-parsed.
-                unsafe { DatumWithOid::new(rows, pg_sys::JSONOID) },
-                DatumWithOid::from(args.to_vec()),
-            ];
-            client
-                .update(&**plan, None, &params)
-                .and_then(|t| t.first().get_one::<bool>())
-                .unwrap_or_else(|e| raise(format!("postbox: emit_statement failed: {e}")))
-                .unwrap_or(false)
-        })
-    });
-    if waiting {
-        // Rare: only while a worker sleeps, and it clears the flag at once.
-        Spi::run("SELECT pg_catalog.pg_notify('postbox_wakeup', '')")
-            .unwrap_or_else(|e| raise(format!("postbox: pg_notify failed: {e}")));
-    }
+    as_owner(|| {
+        check_known(event_type);
+        let waiting = Spi::connect_mut(|client| {
+            PLAN.with(|plan| {
+                let mut plan = plan.borrow_mut();
+                let plan = plan.get_or_insert_with(|| {
+                    ManuallyDrop::new(prepare(
+                        client,
+                        INSERT,
+                        &[
+                            pg_sys::UUIDOID,
+                            pg_sys::TEXTOID,
+                            pg_sys::JSONOID,
+                            pg_sys::TEXTARRAYOID,
+                        ],
+                    ))
+                });
+                let params = [
+                    DatumWithOid::from(crate::_uuid7()),
+                    DatumWithOid::from(event_type),
+                    // json is text on disk: the array is passed as is, not re-parsed.
+                    unsafe { DatumWithOid::new(rows, pg_sys::JSONOID) },
+                    DatumWithOid::from(args.to_vec()),
+                ];
+                client
+                    .update(&**plan, None, &params)
+                    .and_then(|t| t.first().get_one::<bool>())
+                    .unwrap_or_else(|e| raise(format!("postbox: emit_statement failed: {e}")))
+                    .unwrap_or(false)
+            })
+        });
+        if waiting {
+            // Rare: only while a worker sleeps, and it clears the flag at once.
+            Spi::run("SELECT pg_catalog.pg_notify('postbox_wakeup', '')")
+                .unwrap_or_else(|e| raise(format!("postbox: pg_notify failed: {e}")));
+        }
+    })
 }
 
-fn prepare(client: &SpiClient<'_>) -> OwnedPreparedStatement {
-    let types = [
-        PgOid::from(pg_sys::UUIDOID),
-        PgOid::from(pg_sys::TEXTOID),
-        PgOid::from(pg_sys::JSONOID),
-        PgOid::from(pg_sys::TEXTARRAYOID),
-    ];
+fn prepare(client: &SpiClient<'_>, sql: &str, types: &[pg_sys::Oid]) -> OwnedPreparedStatement {
+    let types: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
     client
-        .prepare_mut(INSERT, &types)
-        .unwrap_or_else(|e| raise(format!("postbox: emit_statement could not prepare: {e}")))
+        .prepare_mut(sql, &types)
+        .unwrap_or_else(|e| raise(format!("postbox: emit trigger could not prepare: {e}")))
         .keep()
 }

@@ -1,6 +1,7 @@
 //! End-to-end behaviour of the extension that needs real sessions: top-level
-//! commit and rollback, concurrent emitters, login roles, pg_dump, and the
-//! wake-up NOTIFY.
+//! commit and rollback, concurrent emitters, login roles, an emitter trying
+//! to run its code with postbox's rights, pg_dump, the wake-up NOTIFY, and
+//! upgrades.
 
 use postbox_tests::Cluster;
 use std::time::Duration;
@@ -180,6 +181,123 @@ async fn login_roles_get_only_their_grants() {
     assert_eq!(e.code().unwrap().code(), "42501");
 }
 
+/// A LOGIN role holding only postbox_emitter (and PUBLIC's TEMP) tries
+/// every way to make the triggers run its code as the extension's owner:
+/// casts to json on an enum, inside an array, a composite and a domain, a
+/// cast to text on the tenant column, on INSERT, UPDATE and DELETE, and a
+/// temp view shadowing a transition table. Its function records who ran it
+/// and tries to make the role superuser.
+#[tokio::test]
+async fn an_emitter_cannot_run_its_code_as_the_owner() {
+    let pg = Cluster::start().await;
+    let su = pg.connect("postgres").await;
+    su.batch_execute("CREATE ROLE mallory LOGIN IN ROLE postbox_emitter")
+        .await
+        .unwrap();
+    let m = pg.connect("mallory").await;
+    m.batch_execute(
+        r#"
+        CREATE TEMP TABLE seen (who text, what text);
+        CREATE TYPE pg_temp.mood AS ENUM ('happy', 'sad');
+        CREATE TYPE pg_temp.pair AS (a int, m pg_temp.mood);
+        CREATE DOMAIN pg_temp.dmood AS pg_temp.mood;
+        CREATE TYPE pg_temp.org AS ENUM ('t1', 't2');
+        CREATE FUNCTION pg_temp.escalate(what text) RETURNS void LANGUAGE plpgsql AS $f$
+        BEGIN
+            INSERT INTO pg_temp.seen VALUES (current_user::text, what);
+            BEGIN
+                EXECUTE 'ALTER ROLE mallory SUPERUSER';
+            EXCEPTION WHEN insufficient_privilege THEN NULL;
+            END;
+        END $f$;
+        CREATE FUNCTION pg_temp.mood_json(x pg_temp.mood) RETURNS json LANGUAGE plpgsql AS $f$
+        BEGIN
+            PERFORM pg_temp.escalate('json');
+            RETURN to_json(x::text);
+        END $f$;
+        CREATE FUNCTION pg_temp.org_text(x pg_temp.org) RETURNS text LANGUAGE plpgsql AS $f$
+        BEGIN
+            PERFORM pg_temp.escalate('text');
+            RETURN 't1';
+        END $f$;
+        CREATE CAST (pg_temp.mood AS json) WITH FUNCTION pg_temp.mood_json(pg_temp.mood);
+        CREATE CAST (pg_temp.org AS text) WITH FUNCTION pg_temp.org_text(pg_temp.org);
+        CREATE TEMP TABLE t (id int, tenant text, m pg_temp.mood, ms pg_temp.mood[],
+                             p pg_temp.pair, d pg_temp.dmood);
+        CREATE TEMP TABLE o (id int, tenant pg_temp.org, m pg_temp.mood);
+        SELECT postbox.attach('pg_temp.t', 'mal', 'tenant');
+        SELECT postbox.attach('pg_temp.o', 'org', 'tenant');
+        "#,
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "INSERT INTO t VALUES (1, 't1', 'happy', '{happy,sad}', ROW(1, 'sad'), 'happy')",
+        "UPDATE t SET m = 'sad', ms = '{sad}', p = ROW(2, 'happy'), d = 'sad'",
+        "DELETE FROM t",
+        "INSERT INTO o VALUES (1, 't1', 'happy')",
+        "UPDATE o SET m = 'sad', tenant = 't2'",
+        "DELETE FROM o",
+    ] {
+        m.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // A statement trigger on emit_row_change with no transition tables once
+    // read pg_temp.postbox_new: a view the caller owns. Now refused.
+    m.batch_execute(
+        "CREATE TEMP VIEW postbox_new AS SELECT 1 AS id, 't1' AS tenant, 'happy'::pg_temp.mood AS m;
+         CREATE TRIGGER shadow AFTER INSERT ON t FOR EACH STATEMENT
+             EXECUTE FUNCTION postbox.emit_row_change('mal', 'tenant');",
+    )
+    .await
+    .unwrap();
+    let e = m
+        .batch_execute("INSERT INTO t (id, tenant) VALUES (2, 't1')")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "22023", "{e:?}");
+
+    let su_now: bool = su
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!su_now, "mallory became superuser");
+    let seen: Vec<(String, String)> = m
+        .query("SELECT DISTINCT who, what FROM pg_temp.seen ORDER BY 1, 2", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // The json casts did run (row_to_json calls them), as the caller.
+    assert_eq!(seen, vec![("mallory".to_string(), "json".to_string())]);
+    // What was emitted is what the caller's casts returned; expansion (as the
+    // worker would) runs none of the caller's code.
+    let emitted: i64 = su
+        .query_one("SELECT count(*) FROM postbox.emitted", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(emitted, 6);
+    let expanded: i32 = su
+        .query_one("SELECT postbox.expand_events()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(expanded, 6);
+    let data: String = su
+        .query_one(
+            "SELECT data::text FROM postbox.events WHERE event_type = 'mal.created'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(data.contains(r#""ms": ["happy", "sad"]"#), "{data}");
+}
+
 #[tokio::test]
 async fn pg_dump_keeps_endpoints_and_secrets() {
     let pg = Cluster::start().await;
@@ -329,11 +447,11 @@ SELECT string_agg(x, E'\n' ORDER BY x) FROM (
 ) s(x)";
 
 /// 0.1.0 -> 0.2.0 keeps the data (events emitted under 0.1.0 and not yet
-/// expanded are queued, paused endpoints stay paused) and ends up exactly
-/// like a fresh 0.2.0. Needs sql/released/postbox--0.1.0.sql installed
-/// (scripts/test.sh does it).
+/// expanded are queued, paused endpoints stay paused); on to the current
+/// version it ends up exactly like a fresh install. Needs
+/// sql/released/postbox--0.1.0.sql installed (scripts/test.sh does it).
 #[tokio::test]
-async fn upgrade_from_0_1_0_matches_a_fresh_install() {
+async fn upgrade_from_0_1_0_then_to_current_matches_a_fresh_install() {
     let pg = Cluster::start().await;
     let su = pg.connect("postgres").await;
     su.batch_execute("CREATE DATABASE up").await.unwrap();
@@ -423,8 +541,15 @@ async fn upgrade_from_0_1_0_matches_a_fresh_install() {
         count("SELECT sum(json_array_length(rows))::int8 FROM postbox.emitted").await;
     assert_eq!(emitted, 3);
 
-    let fresh: String = su.query_one(SHAPE, &[]).await.unwrap().get(0);
-    let upgraded: String = old.query_one(SHAPE, &[]).await.unwrap().get(0);
+    // On to the current version.
+    old.batch_execute("ALTER EXTENSION postbox UPDATE").await.unwrap();
+    assert_same_shape(&su, &old).await;
+}
+
+/// Panics unless `upgraded` defines exactly the objects `fresh` does.
+async fn assert_same_shape(fresh: &Client, upgraded: &Client) {
+    let fresh: String = fresh.query_one(SHAPE, &[]).await.unwrap().get(0);
+    let upgraded: String = upgraded.query_one(SHAPE, &[]).await.unwrap().get(0);
     let (f, u): (Vec<&str>, Vec<&str>) = (fresh.lines().collect(), upgraded.lines().collect());
     let only_fresh: Vec<&&str> = f.iter().filter(|l| !u.contains(l)).collect();
     let only_upgraded: Vec<&&str> = u.iter().filter(|l| !f.contains(l)).collect();
@@ -432,4 +557,68 @@ async fn upgrade_from_0_1_0_matches_a_fresh_install() {
         only_fresh.is_empty() && only_upgraded.is_empty(),
         "upgrade differs from a fresh install:\nonly fresh: {only_fresh:#?}\nonly upgraded: {only_upgraded:#?}"
     );
+}
+
+/// 0.2.0 -> 0.3.0 keeps the data and the attached tables' triggers (now
+/// SECURITY INVOKER, emit_row_change in Rust) and ends up exactly like a
+/// fresh install. Needs sql/released/postbox--0.2.0.sql installed.
+#[tokio::test]
+async fn upgrade_from_0_2_0_matches_a_fresh_install() {
+    let pg = Cluster::start().await;
+    let su = pg.connect("postgres").await;
+    su.batch_execute("CREATE DATABASE up").await.unwrap();
+    let (old, conn) = tokio_postgres::connect(&pg.url_db("postgres", "up"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    old.batch_execute(
+        "CREATE EXTENSION postbox VERSION '0.2.0';
+         CREATE TABLE orders (id int, tenant text, total int);
+         SELECT postbox.attach('orders', 'order', 'tenant');
+         SELECT postbox.create_endpoint('t', 'https://a.example.com/', '{order.*}');
+         INSERT INTO orders VALUES (1, 't', 10), (2, 't', 20);
+         UPDATE orders SET total = 11 WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    old.batch_execute("ALTER EXTENSION postbox UPDATE TO '0.3.0'")
+        .await
+        .unwrap();
+    // The same triggers, now on the invoker functions.
+    let definers: i64 = old
+        .query_one(
+            "SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+              WHERE t.tgrelid = 'orders'::regclass AND p.prosecdef",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(definers, 0);
+    old.batch_execute(
+        "UPDATE orders SET total = 21 WHERE id = 2;
+         DELETE FROM orders WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    let n: i32 = old
+        .query_one("SELECT postbox.expand_events()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5, "2 created, 2 updated, 1 deleted");
+    let updated: String = old
+        .query_one(
+            "SELECT string_agg(data::text, ' ' ORDER BY data::text) FROM postbox.events
+              WHERE event_type = 'order.updated'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        updated,
+        r#"{"order": {"id": 1, "total": 11, "tenant": "t"}, "changed": ["total"]} {"order": {"id": 2, "total": 21, "tenant": "t"}, "changed": ["total"]}"#
+    );
+    assert_same_shape(&su, &old).await;
 }
