@@ -1,7 +1,9 @@
 //! Custom header policy, and the signature header an endpoint may choose.
 //!
 //! Values are limited to what the worker's HTTP stack sends unchanged:
-//! visible ASCII, space and tab.
+//! visible ASCII, space and tab. Errors name the header and the rule, never
+//! the value: values are often credentials (`Authorization`), and errors
+//! reach clients, the server log and the worker's log.
 
 use crate::error::RuleError;
 use serde_json::{Map, Value};
@@ -128,9 +130,10 @@ pub fn validate(
     signature_header: Option<&str>,
 ) -> Result<Map<String, Value>, RuleError> {
     let Value::Object(map) = headers else {
+        // Only the JSON type: an array or string here may still hold a credential.
         return Err(RuleError::new(
             "headers must be a JSON object of name to value",
-            headers,
+            format!("a JSON {}", json_type(headers)),
         ));
     };
     if map.len() > MAX_HEADERS {
@@ -165,8 +168,11 @@ pub fn validate(
         seen.push(lower);
         let Value::String(v) = value else {
             return Err(RuleError::new(
-                format!("header {name} must have a string value"),
-                value,
+                format!(
+                    "header value must be a string, not a JSON {}",
+                    json_type(value)
+                ),
+                name,
             ));
         };
         check_value(name, v)?;
@@ -174,29 +180,43 @@ pub fn validate(
     Ok(map.clone())
 }
 
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Checks a value; the error's value is the header's name, never its value.
 fn check_value(name: &str, v: &str) -> Result<(), RuleError> {
     if v.trim_matches([' ', '\t']).is_empty() {
-        return Err(RuleError::new(
-            format!("header {name} must have a non-empty value"),
-            format!("{v:?}"),
-        ));
+        return Err(RuleError::new("header value must not be empty", name));
     }
     if v.len() > MAX_VALUE_BYTES {
         return Err(RuleError::new(
-            format!("header {name} value must be at most {MAX_VALUE_BYTES} bytes"),
-            format!("{} bytes", v.len()),
+            format!(
+                "header value must be at most {MAX_VALUE_BYTES} bytes (this one has {})",
+                v.len()
+            ),
+            name,
         ));
     }
     if let Some(bad) = v
         .chars()
         .find(|c| !(matches!(c, ' ' | '\t') || c.is_ascii_graphic()))
     {
+        // The code point of the offending character only: it is never a
+        // visible ASCII character, so no part of a token is shown.
         return Err(RuleError::new(
             format!(
-                "header {name} value may hold only visible ASCII, space and tab (found U+{:04X})",
+                "header value may hold only visible ASCII, space and tab (found U+{:04X})",
                 bad as u32
             ),
-            format!("{v:?}"),
+            name,
         ));
     }
     Ok(())
@@ -243,15 +263,57 @@ mod tests {
     fn refuses_bad_names_and_values() {
         assert!(err(json!({"": "x"}), None).contains("must not be empty"));
         assert!(err(json!({"X Bad": "x"}), None).contains("HTTP token"));
-        assert!(err(json!({"X-A": ""}), None).contains("non-empty value"));
-        assert!(err(json!({"X-A": "  "}), None).contains("non-empty value"));
+        assert!(err(json!({"X-A": ""}), None).contains("must not be empty: X-A"));
+        assert!(err(json!({"X-A": "  "}), None).contains("must not be empty: X-A"));
         let e = err(json!({"X-A": "line\r\nInjected: 1"}), None);
         assert!(e.contains("visible ASCII") && e.contains("U+000D"), "{e}");
         assert!(err(json!({"X-A": "nul\u{0}"}), None).contains("U+0000"));
         assert!(err(json!({"X-A": "caf\u{e9}"}), None).contains("U+00E9"));
-        assert!(err(json!({"X-A": 5}), None).contains("string value"));
+        assert!(err(json!({"X-A": 5}), None).contains("must be a string, not a JSON number"));
         assert!(err(json!({"X-A": "a", "x-a": "b"}), None).contains("unique"));
         assert!(err(json!(["X-A"]), None).contains("JSON object"));
+    }
+
+    /// Whatever is wrong with a value, the error names the header and the
+    /// rule and shows no part of the value.
+    #[test]
+    fn errors_never_show_a_value() {
+        let secret = "s3cr3tT0k3n";
+        let values = [
+            json!(format!("Bearer {secret}\r\nX-Injected: 1")),
+            json!(format!("Bearer {secret} caf\u{e9}")),
+            json!(format!("Bearer {secret}\u{0}")),
+            json!(format!("Bearer {secret}{}", "x".repeat(MAX_VALUE_BYTES))),
+            json!(12345678),
+            json!([format!("Bearer {secret}")]),
+            json!({"token": secret}),
+            json!(true),
+        ];
+        for v in values {
+            let e = err(json!({ "Authorization": v.clone() }), None);
+            assert!(
+                !e.contains(secret) && !e.contains("Bearer") && !e.contains("12345678"),
+                "{v}: {e}"
+            );
+            assert!(e.ends_with(": Authorization"), "names the header: {e}");
+        }
+        // Not an object at all: only its JSON type is shown.
+        for v in [
+            json!([format!("Authorization: Bearer {secret}")]),
+            json!(format!("Authorization: Bearer {secret}")),
+        ] {
+            let e = err(v.clone(), None);
+            assert!(!e.contains(secret) && e.contains("JSON object"), "{v}: {e}");
+        }
+        // The other rules name the header only, too.
+        for h in [
+            json!({"Authorization": format!("Bearer {secret}"), "authorization": format!("Bearer {secret}")}),
+            json!({"Proxy-Authorization": format!("Basic {secret}")}),
+            json!({"X-Sig": format!("{secret}")}),
+        ] {
+            let e = err(h.clone(), Some("X-Sig"));
+            assert!(!e.contains(secret), "{h}: {e}");
+        }
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //!
 //! Applied to IP literals in URLs by the extension, and to every address a
 //! name resolves to by the worker, right before it connects.
+//!
+//! IPv4 is a deny-list (the IANA special-purpose registry). IPv6 is an
+//! allow-list: only global unicast `2000::/3` passes, minus its special
+//! ranges; forms that embed an IPv4 address (mapped, NAT64, 6to4) are judged
+//! by the IPv4 address they carry. Anything else in the IPv6 space is new or
+//! special, and failing closed there costs nothing real.
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -20,6 +26,10 @@ pub enum Blocked {
     Benchmarking,
     Reserved,
     UniqueLocal,
+    /// IPv6 outside global unicast `2000::/3` (and not an embedded IPv4 form).
+    NotGlobalUnicast,
+    /// Teredo `2001::/32`: a tunnel to an address the policy cannot see.
+    Teredo,
 }
 
 impl Blocked {
@@ -36,6 +46,8 @@ impl Blocked {
             Blocked::Benchmarking => "benchmarking",
             Blocked::Reserved => "reserved",
             Blocked::UniqueLocal => "unique local (fc00::/7)",
+            Blocked::NotGlobalUnicast => "non-global IPv6 (outside 2000::/3)",
+            Blocked::Teredo => "Teredo tunnel (2001::/32)",
         }
     }
 }
@@ -83,32 +95,41 @@ const V6_EMBEDDING: &[((Ipv6Addr, u8), Embedded)] = &[
     (v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16), Embedded::SixToFour),
 ];
 
-// IANA IPv6 Special-Purpose Address Registry, minus the globally reachable entries.
-const V6_RANGES: &[((Ipv6Addr, u8), Blocked)] = &[
+/// Global unicast: the only IPv6 space a webhook may reach (RFC 4291; IANA
+/// has allocated nothing for unicast outside it).
+const V6_GLOBAL_UNICAST: (Ipv6Addr, u8) = v6([0x2000, 0, 0, 0, 0, 0, 0, 0], 3);
+
+// Outside 2000::/3, named where a better reason than "non-global" exists.
+const V6_OUTSIDE: &[((Ipv6Addr, u8), Blocked)] = &[
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 128), Blocked::Unspecified),
     (v6([0, 0, 0, 0, 0, 0, 0, 1], 128), Blocked::Loopback),
-    // IPv4-compatible (deprecated) and the rest of ::/96.
-    (v6([0, 0, 0, 0, 0, 0, 0, 0], 96), Blocked::Reserved),
-    (v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), Blocked::Private),
-    (v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), Blocked::Reserved),
-    (
-        v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
-        Blocked::Documentation,
-    ),
+    (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), Blocked::UniqueLocal),
+    (v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), Blocked::LinkLocal),
+    (v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), Blocked::Multicast),
+];
+
+// IANA IPv6 Special-Purpose Address Registry entries inside 2000::/3 that are
+// not globally reachable, or not meant as a destination. 6to4 (2002::/16) is
+// judged by its embedded IPv4 address above.
+const V6_RANGES: &[((Ipv6Addr, u8), Blocked)] = &[
+    // Teredo; tunnels to an IPv4 address of its own (RFC 4380).
+    (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32), Blocked::Teredo),
     (
         v6([0x2001, 0x2, 0, 0, 0, 0, 0, 0], 48),
         Blocked::Benchmarking,
     ),
+    (
+        v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        Blocked::Documentation,
+    ),
+    // The rest of the IETF protocol assignments: ORCHID (2001:10::/28) and
+    // ORCHIDv2 (2001:20::/28, identifiers, not locators), AMT, AS112 and the
+    // anycast services (2001:1::/32): none of them is a webhook receiver.
     (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), Blocked::Reserved),
     (
         v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
         Blocked::Documentation,
     ),
-    (v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16), Blocked::Reserved),
-    (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), Blocked::UniqueLocal),
-    (v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), Blocked::LinkLocal),
-    (v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), Blocked::Reserved),
-    (v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), Blocked::Multicast),
 ];
 
 fn in_v4(ip: Ipv4Addr, (net, len): (Ipv4Addr, u8)) -> bool {
@@ -143,6 +164,12 @@ fn check_v6(ip: Ipv6Addr) -> Result<(), Blocked> {
         };
         return check_v4(Ipv4Addr::from(inner));
     }
+    if !in_v6(ip, V6_GLOBAL_UNICAST) {
+        return Err(V6_OUTSIDE
+            .iter()
+            .find(|(net, _)| in_v6(ip, *net))
+            .map_or(Blocked::NotGlobalUnicast, |(_, why)| *why));
+    }
     match V6_RANGES.iter().find(|(net, _)| in_v6(ip, *net)) {
         Some((_, why)) => Err(*why),
         None => Ok(()),
@@ -167,6 +194,10 @@ mod tests {
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::1",
+            "2a00:1450:4001:81c::200e",
+            "3ffe::1",
+            "2001:200::1",
+            "2620:4f:8000::1",
         ] {
             assert_eq!(blocked(s), None, "{s}");
         }
@@ -203,10 +234,31 @@ mod tests {
             ("::ffff:169.254.169.254", Blocked::LinkLocal),
             ("64:ff9b::7f00:1", Blocked::Loopback),
             ("64:ff9b::a9fe:a9fe", Blocked::LinkLocal),
-            ("64:ff9b:1::1", Blocked::Private),
+            ("64:ff9b:1::1", Blocked::NotGlobalUnicast),
             ("2002:7f00:1::", Blocked::Loopback),
             ("2002:c0a8:101::1", Blocked::Private),
-            ("::127.0.0.1", Blocked::Reserved),
+            ("::127.0.0.1", Blocked::NotGlobalUnicast),
+            ("::8.8.8.8", Blocked::NotGlobalUnicast),
+            // IPv4-translated (::ffff:0:0:0/96), not IPv4-mapped.
+            ("::ffff:0:7f00:1", Blocked::NotGlobalUnicast),
+            ("::ffff:0:808:808", Blocked::NotGlobalUnicast),
+            ("64:ff9b:1::808:808", Blocked::NotGlobalUnicast),
+            ("100::1", Blocked::NotGlobalUnicast),
+            ("100:0:0:1::1", Blocked::NotGlobalUnicast),
+            ("5f00::1", Blocked::NotGlobalUnicast),
+            ("4000::1", Blocked::NotGlobalUnicast),
+            ("1::1", Blocked::NotGlobalUnicast),
+            ("fec0::1", Blocked::NotGlobalUnicast),
+            ("2001::1", Blocked::Teredo),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Blocked::Teredo),
+            ("2001:2::1", Blocked::Benchmarking),
+            ("2001:10::1", Blocked::Reserved),
+            ("2001:20::1", Blocked::Reserved),
+            ("2001:1::1", Blocked::Reserved),
+            ("2001:3::1", Blocked::Reserved),
+            ("3fff::1", Blocked::Documentation),
+            ("2002:a00:1::1", Blocked::Private),
+            ("2002:0:0::1", Blocked::Unspecified),
         ];
         for (s, want) in cases {
             assert_eq!(blocked(s), Some(want), "{s}");

@@ -11,6 +11,11 @@ use url::{Host, Url};
 /// The longest URL accepted, in bytes, before and after normalization.
 pub const MAX_URL_LEN: usize = 2048;
 
+/// Ports below this are system services (SMTP, SSH, DNS, ...): a webhook may
+/// use only 443 among them, and 80 when insecure URLs are allowed, so an
+/// endpoint cannot be pointed at a mail or admin service of a public host.
+pub const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
+
 /// Checks a webhook URL and returns it normalized.
 ///
 /// `allow_insecure` is the development switch (`postbox.allow_insecure_urls`):
@@ -38,8 +43,17 @@ pub fn validate(input: &str, allow_insecure: bool) -> Result<Url, RuleError> {
     if url.fragment().is_some() {
         return Err(fail("webhook URL must not contain a fragment"));
     }
-    if url.port() == Some(0) {
-        return Err(fail("webhook URL port must be between 1 and 65535"));
+    // `port()` is None for the scheme's default (443, or 80 for http).
+    match url.port() {
+        Some(0) => return Err(fail("webhook URL port must be between 1 and 65535")),
+        Some(p) if p < FIRST_UNPRIVILEGED_PORT && p != 443 && !(allow_insecure && p == 80) => {
+            return Err(fail(if allow_insecure {
+                "webhook URL port must be 80, 443 or 1024 and above"
+            } else {
+                "webhook URL port must be 443 or 1024 and above"
+            }))
+        }
+        _ => {}
     }
     if url.as_str().len() > MAX_URL_LEN {
         return Err(RuleError::new(
@@ -189,6 +203,46 @@ mod tests {
         assert!(err("https://example.com:0/").contains("port"));
         assert!(err("https://example.com:70000/").contains("valid absolute URL"));
         assert!(err("not a url").contains("valid absolute URL"));
+    }
+
+    #[test]
+    fn refuses_system_ports_but_443() {
+        for p in [1, 22, 25, 53, 80, 110, 389, 587, 636, 993, 1023] {
+            let s = format!("https://example.com:{p}/hook");
+            assert_eq!(
+                err(&s),
+                format!("postbox: webhook URL port must be 443 or 1024 and above: {s}")
+            );
+        }
+        assert_eq!(ok("https://example.com:443/x"), "https://example.com/x");
+        assert_eq!(
+            ok("https://example.com:1024/x"),
+            "https://example.com:1024/x"
+        );
+        assert_eq!(
+            ok("https://example.com:65535/x"),
+            "https://example.com:65535/x"
+        );
+        // Insecure mode adds 80 (for http and https alike), nothing else.
+        for s in [
+            "http://127.0.0.1:80/",
+            "https://127.0.0.1:80/",
+            "http://127.0.0.1:443/",
+            "http://localhost/",
+        ] {
+            validate(s, true).unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+        for s in [
+            "http://127.0.0.1:22/",
+            "http://127.0.0.1:25/",
+            "http://127.0.0.1:1/",
+        ] {
+            assert!(validate(s, true).is_err(), "{s}");
+        }
+        assert!(validate("http://127.0.0.1:8/", true)
+            .unwrap_err()
+            .to_string()
+            .contains("must be 80, 443 or 1024 and above"));
     }
 
     #[test]
