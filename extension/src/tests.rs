@@ -144,6 +144,10 @@ mod tests {
             ("https://localhost/", "localhost"),
             ("https://intranet/", "no dot"),
             ("https://example.com/#x", "fragment"),
+            ("https://[::ffff:0:7f00:1]/", "IPv6"),
+            ("https://[fe80::1]/", "link-local"),
+            ("https://example.com:22/", "port"),
+            ("https://example.com:80/", "port"),
             ("not a url", "valid absolute URL"),
         ] {
             let msg = rejects(&format!("SELECT postbox.validate_url('{url}')"), want);
@@ -162,6 +166,11 @@ mod tests {
             one::<String>("SELECT postbox.validate_url('http://127.0.0.1:8080/hook')"),
             "http://127.0.0.1:8080/hook"
         );
+        assert_eq!(
+            one::<String>("SELECT postbox.validate_url('http://127.0.0.1:80/hook')"),
+            "http://127.0.0.1/hook"
+        );
+        rejects("SELECT postbox.validate_url('http://127.0.0.1:25/')", "port");
         rejects(
             "SELECT postbox.validate_url('http://u:p@localhost/')",
             "user name",
@@ -177,7 +186,7 @@ mod tests {
         for (h, want) in [
             (r#"{"X-A": "a\u0001b"}"#, "visible ASCII"),
             (r#"{"X-A": "a\r\nX-B: c"}"#, "visible ASCII"),
-            (r#"{"X-A": ""}"#, "non-empty value"),
+            (r#"{"X-A": ""}"#, "header value must not be empty"),
             (r#"{"": "x"}"#, "must not be empty"),
             (r#"{"Bad Name": "x"}"#, "HTTP token"),
             (r#"{"content-type": "text/plain"}"#, "reserved"),
@@ -185,9 +194,20 @@ mod tests {
             (r#"{"Proxy-Authorization": "x"}"#, "reserved"),
             (r#"{"Webhook-Id": "x"}"#, "reserved"),
             (r#"{"X-A": "1", "x-a": "2"}"#, "unique ignoring case"),
-            (r#"{"X-A": 1}"#, "string value"),
+            (r#"{"X-A": 1}"#, "must be a string"),
         ] {
             rejects(&format!("SELECT postbox.validate_headers('{h}')"), want);
+        }
+        // Errors name the header and the rule, never its value.
+        for h in [
+            r#"{"Authorization": "Bearer tok3n\u0001"}"#,
+            r#"{"Authorization": "Bearer tok3n\r\nX-B: c"}"#,
+            r#"{"Authorization": "Bearer tok3n", "authorization": "Bearer tok3n"}"#,
+            r#"{"Proxy-Authorization": "Basic tok3n"}"#,
+        ] {
+            let (state, msg) = error_of(&format!("SELECT postbox.validate_headers('{h}')"));
+            assert_eq!(state, "22023", "{msg}");
+            assert!(!msg.contains("tok3n"), "a header value in an error: {msg}");
         }
         rejects(
             r#"SELECT postbox.validate_headers('{"X-Hub-Signature": "x"}', 'x-hub-signature')"#,
@@ -908,7 +928,7 @@ mod tests {
         run("CREATE TRIGGER r AFTER INSERT ON app.t FOR EACH ROW EXECUTE FUNCTION postbox.emit_statement('demo', 'tenant')");
         rejects(
             "INSERT INTO app.t VALUES (1, 'x')",
-            "statement-level INSERT or DELETE",
+            "statement-level AFTER INSERT or DELETE",
         );
         run("DROP TRIGGER r ON app.t");
         run("CREATE TRIGGER s AFTER INSERT ON app.t FOR EACH STATEMENT EXECUTE FUNCTION postbox.emit_statement('demo', 'tenant')");
