@@ -55,10 +55,7 @@ pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
     let _restore = Restore { user, context };
     unsafe {
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        )
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32)
     };
     f()
 }

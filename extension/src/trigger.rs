@@ -104,10 +104,11 @@ impl Firing {
         (self.args.len() > 2).then(|| &self.args[1..])
     }
 
-    /// Raises 22023 unless one encoded row may be stored (see the header).
-    fn check_row(&self, json: &str, raw_json: bool) {
+    /// Raises 22023 unless one encoded row may be stored (see the header);
+    /// its size counts only if it is `sent`.
+    fn check_row(&self, json: &str, raw_json: bool, sent: bool) {
         let max = crate::max_payload_bytes();
-        if json.len() > max {
+        if sent && json.len() > max {
             raise(format!(
                 "postbox: a row of {} is larger than postbox.max_payload_bytes ({max} bytes) allows for {} events: {} bytes",
                 self.table,
@@ -201,7 +202,14 @@ fn emit_row_change<'a>(
         _ => (std::ptr::null_mut(), data.tg_trigtuple),
     };
     // SAFETY: the trigger's tuples and descriptor are valid for the call.
-    let (new, old) = unsafe { (encode_tuple(&f, new), encode_tuple(&f, old)) };
+    // An UPDATE's old row is only compared, never sent: its size does not
+    // count (an update that shrinks an oversized row must go through).
+    let (new, old) = unsafe {
+        (
+            encode_tuple(&f, new, true),
+            encode_tuple(&f, old, op == "DELETE"),
+        )
+    };
     let relid = unsafe { (*data.tg_relation).rd_id };
     as_owner(|| {
         Spi::connect_mut(|client| {
@@ -240,8 +248,9 @@ fn emit_row_change<'a>(
     Ok(None)
 }
 
-/// One row as JSON (the tenant and payload columns), checked; None for no row.
-unsafe fn encode_tuple(f: &Firing, tuple: pg_sys::HeapTuple) -> Option<String> {
+/// One row as JSON (the tenant and payload columns), checked (its size only
+/// if `sent`); None for no row.
+unsafe fn encode_tuple(f: &Firing, tuple: pg_sys::HeapTuple, sent: bool) -> Option<String> {
     if tuple.is_null() {
         return None;
     }
@@ -260,7 +269,7 @@ unsafe fn encode_tuple(f: &Firing, tuple: pg_sys::HeapTuple) -> Option<String> {
             true
         }
     };
-    f.check_row(&out, raw);
+    f.check_row(&out, raw, sent);
     Some(out)
 }
 
@@ -280,7 +289,11 @@ unsafe fn push_row_to_json(record: pg_sys::Datum, out: &mut String) {
 /// Calls `emit` with the statement's rows as JSON arrays of at most about
 /// CHUNK_BYTES each (none when the statement touched no row). Each row is
 /// checked before anything is written.
-unsafe fn each_chunk(store: *mut pg_sys::Tuplestorestate, f: &Firing, mut emit: impl FnMut(String)) {
+unsafe fn each_chunk(
+    store: *mut pg_sys::Tuplestorestate,
+    f: &Firing,
+    mut emit: impl FnMut(String),
+) {
     // Our own read pointer: other triggers may read the same transition table.
     let ptr = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
     pg_sys::tuplestore_select_read_pointer(store, ptr);
@@ -298,7 +311,7 @@ unsafe fn each_chunk(store: *mut pg_sys::Tuplestorestate, f: &Firing, mut emit: 
         } else {
             push_row_to_json(pg_sys::ExecFetchSlotHeapTupleDatum(slot), &mut rows);
         }
-        f.check_row(&rows[start..], raw);
+        f.check_row(&rows[start..], raw, true);
         if rows.len() >= CHUNK_BYTES {
             rows.push(']');
             emit(std::mem::take(&mut rows));
