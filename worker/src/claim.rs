@@ -1,6 +1,12 @@
 //! Taking work from the outbox: expanding events into deliveries, claiming
 //! due deliveries fairly with `FOR UPDATE SKIP LOCKED` and a lease, and the
 //! wake-up flag.
+//!
+//! Every statement here runs as a generic plan (the worker forces those), so
+//! each is shaped to reach rows through indexes whatever the parameters: the
+//! endpoints with work come from the due index, never from a scan of all
+//! endpoints. Rooms and limits come from the worker as arrays; the SQL reads
+//! no endpoint options.
 
 use deadpool_postgres::Client;
 use std::collections::HashMap;
@@ -17,10 +23,20 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
             db.message(),
             db.code().code()
         ),
-        None => match std::error::Error::source(e) {
-            Some(s) => format!("{e}: {s}"),
-            None => e.to_string(),
-        },
+        None => {
+            // The causes too: a TLS failure says why only further down.
+            let mut out = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !out.contains(&text) {
+                    out.push_str(": ");
+                    out.push_str(&text);
+                }
+                source = s.source();
+            }
+            out
+        }
     }
 }
 
@@ -82,37 +98,65 @@ impl Claimed {
 
 pub const EXPAND: &str = "SELECT postbox.expand_events($1)";
 
-// Fair claim: each routable endpoint, in random order, offers at most its free
-// room (its in-flight limit minus what this worker already has in flight,
-// and for rate-limited endpoints one second's worth); a second branch takes
+/// Endpoints with pending rows, one probe of `outbox_due` each (a loose index
+/// scan): the cost follows the endpoints that have work, not every endpoint
+/// there is (200,000 idle endpoints made a scan of them all cost 0.5 s). The
+/// last row is NULL; joins on it find nothing.
+macro_rules! due_endpoints {
+    () => {
+        "due(endpoint_id) AS (
+    (SELECT o.endpoint_id FROM postbox.outbox o WHERE o.status = 'pending'
+      ORDER BY o.endpoint_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.endpoint_id FROM postbox.outbox o
+             WHERE o.status = 'pending' AND o.endpoint_id > d.endpoint_id
+             ORDER BY o.endpoint_id LIMIT 1)
+      FROM due d WHERE d.endpoint_id IS NOT NULL
+)"
+    };
+}
+pub(crate) use due_endpoints;
+
+// Fair claim: each routable endpoint with pending rows, in random order,
+// offers at most its room (computed by the worker: its in-flight limit minus
+// what this worker holds, within its rate limit; $5 for endpoints the worker
+// has no figure for), and all of a tenant's endpoints together at most the
+// tenant's room ($8 unless listed). A running sum over the events' sizes
+// stops the claim at $10 bytes (the first row always goes). Only then are
+// rows leased, so rows cut by a cap are never leased. A second branch takes
 // test sends to endpoints that are paused or disabled.
-pub const CLAIM: &str = "
-WITH busy AS (
-    SELECT * FROM unnest($3::uuid[], $4::int4[]) AS b(endpoint_id, n)
-), eps AS (
-    SELECT e.id,
-           least(CASE WHEN e.id = ANY($9::uuid[])
-                      THEN least(coalesce((e.options ->> 'max_in_flight')::int4, $5::int4), $10::int4) * 4
-                      ELSE coalesce((e.options ->> 'max_in_flight')::int4, $5::int4) END
-                   - coalesce((SELECT b.n FROM busy b WHERE b.endpoint_id = e.id), 0),
-                 coalesce(ceil((e.options ->> 'rate_limit_per_s')::float8)::int4, 2147483647),
-                 coalesce((SELECT r.room FROM unnest($6::uuid[], $7::int4[]) AS r(endpoint_id, room)
-                            WHERE r.endpoint_id = e.id), 2147483647)) AS room
-      FROM postbox.endpoints e
-     WHERE e.enabled AND e.disabled_at IS NULL
-     ORDER BY random()
+pub const CLAIM: &str = concat!(
+    "WITH RECURSIVE ",
+    due_endpoints!(),
+    ", eps AS (
+    SELECT e.id, e.tenant,
+           least(coalesce(r.room, $5::int4), coalesce(t.room, $8::int4)) AS room,
+           coalesce(t.room, $8::int4) AS tenant_room,
+           random() AS r
+      FROM due d
+     CROSS JOIN LATERAL (SELECT e.id, e.tenant FROM postbox.endpoints e
+                          WHERE e.id = d.endpoint_id AND e.enabled AND e.disabled_at IS NULL
+                         OFFSET 0) e
+      LEFT JOIN unnest($3::uuid[], $4::int4[]) AS r(endpoint_id, room) ON r.endpoint_id = e.id
+      LEFT JOIN unnest($6::text[], $7::int4[]) AS t(tenant, room) ON t.tenant = e.tenant
 ), fair AS (
-    SELECT d.id
-      FROM eps CROSS JOIN LATERAL (
-           SELECT d.id FROM postbox.outbox d
-            WHERE d.endpoint_id = eps.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+    SELECT d.id, d.event_id, d.next_attempt_at, o.tenant, o.tenant_room, o.r
+      FROM (SELECT * FROM eps WHERE eps.room > 0 ORDER BY eps.r) o
+     CROSS JOIN LATERAL (
+           SELECT d.id, d.event_id, d.next_attempt_at FROM postbox.outbox d
+            WHERE d.endpoint_id = o.id AND d.status = 'pending' AND d.next_attempt_at <= now()
               AND (d.lease_until IS NULL OR d.lease_until < now())
             ORDER BY d.next_attempt_at
-            LIMIT greatest(eps.room, 0)
+            LIMIT o.room
               FOR UPDATE SKIP LOCKED) d
      LIMIT $2
+), capped AS (
+    SELECT f.id, f.event_id, f.r, f.next_attempt_at
+      FROM (SELECT f.*, row_number() OVER (PARTITION BY f.tenant ORDER BY f.r, f.next_attempt_at) AS n
+              FROM fair f) f
+     WHERE f.n <= f.tenant_room
 ), tests AS (
-    SELECT d.id FROM postbox.outbox d
+    SELECT d.id, d.event_id, 2.0::float8 AS r, d.next_attempt_at FROM postbox.outbox d
      WHERE d.is_test AND d.status = 'pending' AND d.next_attempt_at <= now()
        AND (d.lease_until IS NULL OR d.lease_until < now())
        AND NOT EXISTS (SELECT FROM postbox.endpoints e
@@ -121,20 +165,28 @@ WITH busy AS (
      LIMIT 16
        FOR UPDATE SKIP LOCKED
 ), picked AS (
-    SELECT id FROM fair UNION ALL SELECT id FROM tests
+    SELECT s.id, s.event_type, s.created_at, s.data
+      FROM (SELECT p.id, v.event_type, v.created_at, v.data,
+                   sum(octet_length(v.data)) OVER (ORDER BY p.r, p.next_attempt_at, p.id
+                                                   ROWS UNBOUNDED PRECEDING)
+                     - octet_length(v.data) AS before
+              FROM (SELECT * FROM capped UNION ALL SELECT * FROM tests) p
+             -- Events fetched per row, by primary key (the generic plan cannot
+             -- scan the table); the text is made once and returned as is.
+             CROSS JOIN LATERAL (SELECT v.event_type, v.created_at, v.data::text AS data
+                                   FROM postbox.events v WHERE v.id = p.event_id OFFSET 0) v) s
+     WHERE s.before < $10
 ), claimed AS (
-    -- Shaped so the generic plan (the worker forces those) cannot scan whole
-    -- tables: ids as an array for the primary key, events fetched per row.
+    -- Ids as an array, for the primary key (see `picked`).
     UPDATE postbox.outbox o
-       SET lease_until = now() + make_interval(secs => $8::float8), leased_by = $1
+       SET lease_until = now() + make_interval(secs => $9::float8), leased_by = $1
      WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.created_at
 )
 SELECT c.id, c.tenant, c.endpoint_id, c.event_id, c.attempts, c.is_test, c.created_at,
-       v.event_type, v.created_at, v.data::text
-  FROM claimed c
- CROSS JOIN LATERAL (SELECT v.event_type, v.created_at, v.data FROM postbox.events v
-                      WHERE v.id = c.event_id OFFSET 0) v";
+       p.event_type, p.created_at, p.data
+  FROM claimed c JOIN picked p ON p.id = c.id"
+);
 
 // Endpoint settings and valid secrets, once per endpoint of a claim batch.
 pub const ENDPOINTS: &str = "
@@ -145,18 +197,23 @@ SELECT e.id, e.url, e.headers::text, e.signature_style, e.signature_header, e.op
   FROM postbox.endpoints e
  WHERE e.id = ANY($1)";
 
-/// What bounds a claim per endpoint.
+/// What bounds a claim, computed by the worker from what it holds.
 pub struct Room<'a> {
-    /// In-flight limit of endpoints whose options set none.
-    pub default_cap: u32,
-    /// What this worker holds per endpoint (in flight or queued).
-    pub held: &'a HashMap<Uuid, u32>,
-    /// Further caps (rate limits).
-    pub rate: &'a HashMap<Uuid, u32>,
-    /// Endpoints that may have up to 4x their in-flight limit claimed.
-    pub fast: &'a [Uuid],
-    /// The in-flight limit of fast endpoints is at most this (their share).
-    pub fast_share: u32,
+    /// Endpoints whose room is not `default_endpoint`: held ones, fast ones,
+    /// rate-limited ones, ones with their own `max_in_flight`.
+    pub endpoints: &'a HashMap<Uuid, u32>,
+    /// The room of any other endpoint (the default in-flight limit).
+    pub default_endpoint: u32,
+    /// Tenants whose room is not `default_tenant`.
+    pub tenants: &'a HashMap<Arc<str>, u32>,
+    /// The room of any other tenant (the tenant in-flight limit).
+    pub default_tenant: u32,
+    /// Most payload bytes in one claim; the first row is always taken.
+    pub max_bytes: u64,
+}
+
+fn clamp(n: u32) -> i32 {
+    n.min(i32::MAX as u32) as i32
 }
 
 /// Claims up to `limit` due deliveries within `room`, leased for `lease`.
@@ -167,10 +224,10 @@ pub async fn claim(
     room: Room<'_>,
     lease: Duration,
 ) -> Result<Vec<Claimed>, ClaimError> {
-    let (busy_ids, busy_n): (Vec<Uuid>, Vec<i32>) =
-        room.held.iter().map(|(k, v)| (*k, *v as i32)).unzip();
-    let (room_ids, room_n): (Vec<Uuid>, Vec<i32>) =
-        room.rate.iter().map(|(k, v)| (*k, *v as i32)).unzip();
+    let (ep_ids, ep_rooms): (Vec<Uuid>, Vec<i32>) =
+        room.endpoints.iter().map(|(k, v)| (*k, clamp(*v))).unzip();
+    let (tenants, tenant_rooms): (Vec<&str>, Vec<i32>) =
+        room.tenants.iter().map(|(k, v)| (&**k, clamp(*v))).unzip();
     let stmt = db.prepare_cached(CLAIM).await?;
     let rows = db
         .query(
@@ -178,14 +235,14 @@ pub async fn claim(
             &[
                 &worker_id,
                 &(limit as i64),
-                &busy_ids,
-                &busy_n,
-                &(room.default_cap as i32),
-                &room_ids,
-                &room_n,
+                &ep_ids,
+                &ep_rooms,
+                &clamp(room.default_endpoint),
+                &tenants,
+                &tenant_rooms,
+                &clamp(room.default_tenant),
                 &lease.as_secs_f64(),
-                &room.fast,
-                &(room.fast_share as i32),
+                &(room.max_bytes.min(i64::MAX as u64) as i64),
             ],
         )
         .await?;
@@ -269,20 +326,31 @@ pub async fn release(db: &Client, ids: &[i64], worker_id: &str) -> Result<u64, C
 }
 
 /// The earliest scheduled attempt of a routable endpoint, to sleep exactly until it.
-pub async fn next_due(db: &Client, full: &[Uuid]) -> Result<Option<SystemTime>, ClaimError> {
+pub async fn next_due(
+    db: &Client,
+    full: &[Uuid],
+    full_tenants: &[&str],
+) -> Result<Option<SystemTime>, ClaimError> {
     // Endpoints this worker cannot start more for (at their in-flight limit,
-    // or out of rate tokens) are left out: their due rows would wake the loop
-    // at once, again and again, with nothing it may claim.
+    // out of rate tokens, or of a tenant at its limit) are left out: their due
+    // rows would wake the loop at once, again and again, with nothing it may claim.
     let stmt = db
-        .prepare_cached(
-            "SELECT min(x.n) FROM postbox.endpoints e CROSS JOIN LATERAL (
-                 SELECT d.next_attempt_at AS n FROM postbox.outbox d
-                  WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.lease_until IS NULL
-                  ORDER BY d.next_attempt_at LIMIT 1) x
-              WHERE e.enabled AND e.disabled_at IS NULL AND e.id <> ALL ($1::uuid[])",
-        )
+        .prepare_cached(concat!(
+            "WITH RECURSIVE ",
+            due_endpoints!(),
+            "
+SELECT min(x.n) FROM due d
+ CROSS JOIN LATERAL (SELECT FROM postbox.endpoints e
+                      WHERE e.id = d.endpoint_id AND e.enabled AND e.disabled_at IS NULL
+                        AND e.id <> ALL ($1::uuid[]) AND e.tenant <> ALL ($2::text[])
+                     OFFSET 0) e
+ CROSS JOIN LATERAL (SELECT o.next_attempt_at AS n FROM postbox.outbox o
+                      WHERE o.endpoint_id = d.endpoint_id AND o.status = 'pending'
+                        AND o.lease_until IS NULL
+                      ORDER BY o.next_attempt_at LIMIT 1) x"
+        ))
         .await?;
-    Ok(db.query_one(&stmt, &[&full]).await?.get(0))
+    Ok(db.query_one(&stmt, &[&full, &full_tenants]).await?.get(0))
 }
 
 /// Sets the wake-up flag that tells emitters to NOTIFY (see sql/schema.sql).

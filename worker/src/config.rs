@@ -45,6 +45,31 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (use e.g. 500ms, 2s, 5m, 24h)"))
 }
 
+/// Bytes: a number with an optional unit (B, kB, KiB, MB, MiB, GB, GiB).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| "expected bytes, e.g. 16MiB, 500kB or 1048576".to_string())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} (use B, kB, KiB, MB, MiB, GB or GiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult).ok_or_else(|| "too large".to_string())
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -82,6 +107,12 @@ pub struct Cli {
     /// Requests in flight at once to endpoints that answer fast (the ones that cost CPU).
     #[arg(long, env = "POSTBOX_FAST_IN_FLIGHT")]
     pub fast_in_flight: Option<usize>,
+    /// Requests in flight per tenant (all its endpoints) in this process.
+    #[arg(long, env = "POSTBOX_TENANT_MAX_IN_FLIGHT")]
+    pub tenant_max_in_flight: Option<u32>,
+    /// Most payload bytes claimed at once (one delivery always goes out), e.g. 16MiB.
+    #[arg(long, env = "POSTBOX_CLAIM_MAX_BYTES", value_parser = parse_bytes)]
+    pub claim_max_bytes: Option<u64>,
     /// Longest wait between looks at the outbox when no NOTIFY arrives.
     #[arg(long, env = "POSTBOX_POLL_INTERVAL", value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,
@@ -133,6 +164,8 @@ struct FileConfig {
     max_in_flight: Option<usize>,
     endpoint_max_in_flight: Option<u32>,
     fast_in_flight: Option<usize>,
+    tenant_max_in_flight: Option<u32>,
+    claim_max_bytes: Option<String>,
     poll_interval: Option<String>,
     shutdown_timeout: Option<String>,
     disable_after_failures: Option<u32>,
@@ -158,6 +191,8 @@ pub struct Config {
     pub max_in_flight: usize,
     pub endpoint_max_in_flight: u32,
     pub fast_in_flight: usize,
+    pub tenant_max_in_flight: u32,
+    pub claim_max_bytes: u64,
     pub poll_interval: Duration,
     pub shutdown_timeout: Duration,
     pub disable_after_failures: u32,
@@ -180,10 +215,8 @@ pub struct Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The database URL may hold a password: show only where it points.
-        let db = self
-            .database_url
-            .parse::<tokio_postgres::Config>()
-            .map(|c| format!("{:?}/{:?}", c.get_hosts(), c.get_dbname()))
+        let db = crate::db::parse(&self.database_url)
+            .map(|(c, tls)| format!("{:?}/{:?} {:?}", c.get_hosts(), c.get_dbname(), tls.mode))
             .unwrap_or_else(|_| "(unparsable)".into());
         f.debug_struct("Config")
             .field("database", &db)
@@ -192,6 +225,8 @@ impl std::fmt::Debug for Config {
             .field("max_in_flight", &self.max_in_flight)
             .field("endpoint_max_in_flight", &self.endpoint_max_in_flight)
             .field("fast_in_flight", &self.fast_in_flight)
+            .field("tenant_max_in_flight", &self.tenant_max_in_flight)
+            .field("claim_max_bytes", &self.claim_max_bytes)
             .field("poll_interval", &self.poll_interval)
             .field("lease", &self.lease)
             .field("worker_id", &self.worker_id)
@@ -207,6 +242,15 @@ pub const DEFAULT_ENDPOINT_MAX_IN_FLIGHT: u32 = 16;
 /// Measured on a 2-core machine: past ~64 requests in flight, each one
 /// costs more CPU (worker and receiver alike) without raising throughput.
 pub const DEFAULT_FAST_IN_FLIGHT: usize = 64;
+/// A quarter of the default worker-wide limit: a tenant whose endpoints all
+/// hang holds at most this many slots, so three more such tenants still
+/// leave the rest, and one tenant alone keeps four endpoints at their full
+/// default limit (16) busy at once.
+pub const DEFAULT_TENANT_MAX_IN_FLIGHT: u32 = 64;
+/// Payload bytes one claim brings into memory: 500 rows of typical payloads
+/// (a few kB) fit many times over, while 500 rows at the 256 kB payload limit
+/// (128 MB) do not.
+pub const DEFAULT_CLAIM_MAX_BYTES: u64 = 16 << 20;
 
 impl Config {
     /// Defaults for everything but the database.
@@ -218,6 +262,8 @@ impl Config {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             endpoint_max_in_flight: DEFAULT_ENDPOINT_MAX_IN_FLIGHT,
             fast_in_flight: DEFAULT_FAST_IN_FLIGHT,
+            tenant_max_in_flight: DEFAULT_TENANT_MAX_IN_FLIGHT,
+            claim_max_bytes: DEFAULT_CLAIM_MAX_BYTES,
             poll_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
             disable_after_failures: 20,
@@ -274,6 +320,7 @@ impl Config {
         pick!(max_in_flight);
         pick!(endpoint_max_in_flight);
         pick!(fast_in_flight);
+        pick!(tenant_max_in_flight);
         pick!(disable_after_failures);
         pick!(batch_size);
         pick!(db_pool_size);
@@ -282,6 +329,14 @@ impl Config {
         pick!(log_json);
         pick!(log);
         c.metrics_addr = cli.metrics_addr.or(file.metrics_addr);
+        let file_bytes = file
+            .claim_max_bytes
+            .as_deref()
+            .map(|s| parse_bytes(s).map_err(|e| invalid("claim_max_bytes", e, s)))
+            .transpose()?;
+        if let Some(v) = cli.claim_max_bytes.or(file_bytes) {
+            c.claim_max_bytes = v;
+        }
         macro_rules! pick_duration {
             ($field:ident, $name:literal) => {
                 if let Some(v) = cli.$field.or(file_duration($name, &file.$field)?) {
@@ -302,15 +357,11 @@ impl Config {
     /// Checks every setting; `run` calls it too.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ms = |d: Duration| format!("{}", humantime::format_duration(d));
-        self.database_url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| {
-                invalid(
-                    "POSTBOX_DATABASE_URL",
-                    format!("not a valid connection string ({e})"),
-                    "(hidden)",
-                )
-            })?;
+        // The TLS settings too (sslrootcert is read here): a bad one is a
+        // configuration error at start-up, not a failing reconnect later.
+        crate::db::parse(&self.database_url)
+            .and_then(|(_, tls)| crate::db::connector(&tls).map(drop))
+            .map_err(|e| invalid("POSTBOX_DATABASE_URL", e.to_string(), "(hidden)"))?;
         if !(1..=10_000).contains(&self.max_in_flight) {
             return Err(invalid(
                 "POSTBOX_MAX_IN_FLIGHT",
@@ -323,6 +374,20 @@ impl Config {
                 "POSTBOX_FAST_IN_FLIGHT",
                 "must be from 1 to 10000",
                 self.fast_in_flight,
+            ));
+        }
+        if !(1..=10_000).contains(&self.tenant_max_in_flight) {
+            return Err(invalid(
+                "POSTBOX_TENANT_MAX_IN_FLIGHT",
+                "must be from 1 to 10000",
+                self.tenant_max_in_flight,
+            ));
+        }
+        if !((1 << 10)..=(1 << 30)).contains(&self.claim_max_bytes) {
+            return Err(invalid(
+                "POSTBOX_CLAIM_MAX_BYTES",
+                "must be from 1KiB to 1GiB",
+                self.claim_max_bytes,
             ));
         }
         if !(1..=1_000).contains(&self.endpoint_max_in_flight) {
@@ -432,6 +497,12 @@ impl Config {
         Ok(())
     }
 
+    /// The tenant limit in force: never above the worker-wide limit.
+    pub fn tenant_cap(&self) -> u32 {
+        self.tenant_max_in_flight
+            .min(self.max_in_flight.min(u32::MAX as usize) as u32)
+    }
+
     /// The longest a request may take: the lease minus a margin for the acknowledgement.
     pub fn max_request_time(&self) -> Duration {
         self.lease - Duration::from_secs(1)
@@ -482,6 +553,34 @@ mod tests {
     }
 
     #[test]
+    fn tenant_limit_and_claim_bytes() {
+        let c = Config::from_cli(
+            cli(&[
+                "--database-url",
+                "postgres://db/x",
+                "--tenant-max-in-flight",
+                "8",
+                "--claim-max-bytes",
+                "450kB",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!((c.tenant_max_in_flight, c.claim_max_bytes), (8, 450_000));
+        assert_eq!(c.tenant_cap(), 8);
+        let c = Config::new("postgres://db/x");
+        assert_eq!(c.tenant_cap(), 64);
+        assert_eq!(c.claim_max_bytes, 16 << 20);
+        let mut c = Config::new("postgres://db/x");
+        c.max_in_flight = 10;
+        assert_eq!(c.tenant_cap(), 10, "never above the worker-wide limit");
+        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
+        assert!(parse_bytes("12 parsecs").is_err());
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         let base = Config::new("postgres://localhost/x");
         let mut c = base.clone();
@@ -499,6 +598,28 @@ mod tests {
             .to_string()
             .starts_with("POSTBOX_FAST_IN_FLIGHT"));
         let mut c = base.clone();
+        c.tenant_max_in_flight = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("POSTBOX_TENANT_MAX_IN_FLIGHT"));
+        let mut c = base.clone();
+        c.claim_max_bytes = 10;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("POSTBOX_CLAIM_MAX_BYTES"));
+        let mut c = base.clone();
+        c.database_url = "postgres://u:hunter2@db/x?sslmode=verify-full".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("POSTBOX_DATABASE_URL: sslmode=verify-full needs sslrootcert")
+                && !e.contains("hunter2"),
+            "{e}"
+        );
+        let mut c = base.clone();
         c.lease = Duration::from_secs(10);
         assert!(c
             .validate()
@@ -513,6 +634,7 @@ mod tests {
             .to_string()
             .starts_with("POSTBOX_CONNECT_TIMEOUT"));
         assert!(cli(&["--poll-interval", "soon"]).is_err());
+        assert!(cli(&["--claim-max-bytes", "lots"]).is_err());
         assert!(cli(&["--allow-private-targets", "maybe"]).is_err());
         assert_eq!(
             cli(&["--allow-private-targets", "on"])

@@ -4,7 +4,12 @@
 //! the answer is checked against the shared IP policy, and the connection is
 //! made only to the addresses that were checked, so a DNS answer that changes
 //! between a check and a connect (rebinding) has nothing to slip through. An
-//! answer holding any blocked address is refused whole (fail closed).
+//! answer holding any blocked address is refused whole (fail closed). The
+//! error names the host and the kind of range, never the address: that would
+//! map the internal network for whoever reads the attempt log.
+//!
+//! The environment's proxy variables (`HTTPS_PROXY`, `ALL_PROXY`, ...) are
+//! ignored: through a proxy, the proxy resolves the name, past the check.
 
 use crate::claim::Claimed;
 use crate::sign;
@@ -43,12 +48,8 @@ impl Resolve for SystemResolver {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
-    #[error("blocked: {host} resolves to a {kind} address ({addr}); webhooks never go to private networks")]
-    Blocked {
-        host: String,
-        addr: IpAddr,
-        kind: &'static str,
-    },
+    #[error("blocked: {host} resolves to a {kind} address; webhooks go only to public addresses")]
+    Blocked { host: String, kind: &'static str },
     #[error("DNS: {host} has no addresses")]
     NoAddresses { host: String },
     #[error("could not build the HTTP client: {0}")]
@@ -76,7 +77,6 @@ impl reqwest::dns::Resolve for CheckedResolver {
                     if let Err(why) = ip::check(*addr) {
                         return Err(Box::new(DeliverError::Blocked {
                             host,
-                            addr: *addr,
                             kind: why.describe(),
                         }) as _);
                     }
@@ -147,6 +147,7 @@ impl Sender {
         }
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags, environment, TOML file; validation.
+//! - [`db`]: connecting to PostgreSQL (sslmode, sslrootcert, rustls).
 //! - [`listen`]: the LISTEN connection (a wake-up hint, never relied on).
 //! - [`claim`]: expansion of events, fair claims with a lease, the wake-up flag.
 //! - [`deliver`]: SSRF-checked resolution and one HTTP attempt.
@@ -18,6 +19,7 @@
 
 pub mod claim;
 pub mod config;
+pub mod db;
 pub mod deliver;
 pub mod health;
 pub mod listen;
@@ -40,11 +42,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::{Id, JoinSet};
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 /// Extension versions this worker can drive.
-pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.2.0"];
+pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.2.0", "0.3.0"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -56,6 +57,8 @@ pub enum RunError {
     UnsupportedExtension(String),
     #[error("database: {0}")]
     Db(String),
+    #[error("database connection string: {0}")]
+    DbConfig(#[from] db::DbError),
     #[error("metrics address: {0}")]
     Metrics(std::io::Error),
     #[error("{0}")]
@@ -68,10 +71,19 @@ impl RunError {
         matches!(
             self,
             RunError::Config(_)
+                | RunError::DbConfig(_)
                 | RunError::NoExtension
                 | RunError::UnsupportedExtension(_)
                 | RunError::Metrics(_)
         )
+    }
+}
+
+/// A pool error with its causes (deadpool shows only its own layer).
+fn pool_message(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => claim::pg_message(e),
+        other => other.to_string(),
     }
 }
 
@@ -83,10 +95,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let mut pg: tokio_postgres::Config = config
-        .database_url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| RunError::Db(e.to_string()))?;
+    let (mut pg, tls) = db::parse(&config.database_url)?;
+    let tls = db::connector(&tls)?;
     // Lets operators find (and tests terminate) the worker's sessions.
     pg.application_name("postbox-worker");
     // The worker runs the same few statements with new arrays each time;
@@ -100,7 +110,7 @@ pub async fn run(
     let pg_listen = pg.clone();
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -109,7 +119,10 @@ pub async fn run(
         .max_size(config.db_pool_size)
         .build()
         .map_err(|e| RunError::Db(e.to_string()))?;
-    let db = pool.get().await.map_err(|e| RunError::Db(e.to_string()))?;
+    let db = pool
+        .get()
+        .await
+        .map_err(|e| RunError::Db(pool_message(&e)))?;
     let version: Option<String> = db
         .query_opt(
             "SELECT extversion FROM pg_extension WHERE extname = 'postbox'",
@@ -165,7 +178,7 @@ pub async fn run(
     }
 
     let wake = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen::run(pg_listen, wake.clone(), stop.clone()));
+    let listener = tokio::spawn(listen::run(pg_listen, tls, wake.clone(), stop.clone()));
     let (ack_tx, ack_rx) = mpsc::channel(10_000);
     let policy = DisablePolicy {
         after_failures: config.disable_after_failures,
@@ -177,7 +190,8 @@ pub async fn run(
         policy,
         metrics.clone(),
     ));
-    tracing::info!(worker_id = %config.worker_id, max_in_flight = config.max_in_flight, "postbox-worker started");
+    tracing::info!(worker_id = %config.worker_id, max_in_flight = config.max_in_flight,
+        tenant_max_in_flight = config.tenant_cap(), "postbox-worker started");
 
     let mut d = Dispatcher {
         cfg: config,
@@ -189,14 +203,21 @@ pub async fn run(
         tasks: JoinSet::new(),
         running: HashMap::new(),
         in_flight: HashMap::new(),
+        tenant_running: HashMap::new(),
         queues: HashMap::new(),
         queued: 0,
-        latency: HashMap::new(),
+        known: HashMap::new(),
+        special: HashSet::new(),
         buckets: HashMap::new(),
         waiting: false,
         last_claim: Instant::now(),
         claimed_from: HashSet::new(),
         notified: false,
+        pacer: NotifyPacer::default(),
+        last_expand: Instant::now(),
+        expand_retry_at: Instant::now(),
+        expand_backoff: EXPAND_BACKOFF_MIN,
+        bytes_per_row: 0,
     };
     d.run(stop).await;
     d.drain().await;
@@ -234,7 +255,54 @@ const FAST_ENDPOINT: Duration = Duration::from_millis(50);
 
 /// While busy, claim at least this often: work for endpoints this worker
 /// holds nothing of is found within this time even when no queue runs low.
+/// A full worker expands events this often too, so they are routed (and
+/// counted as pending) while it waits for room.
 const CLAIM_GAP: Duration = Duration::from_millis(10);
+
+/// After a failed expansion, wait this long before the next, doubling up to
+/// the maximum: a broken expansion must not cost a warning and a failing
+/// statement on every cycle, and claiming goes on meanwhile.
+const EXPAND_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const EXPAND_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Any role may NOTIFY postbox_wakeup, so a NOTIFY forces at most one claim
+/// per this gap; the rest are folded into it. A real emit NOTIFYs only when
+/// the worker has said it waits, so it is delayed by this at most; a flood
+/// costs at most 200 claim cycles a second, not one per NOTIFY.
+const NOTIFY_GAP: Duration = Duration::from_millis(5);
+
+/// Paces what NOTIFYs can cause (see [`NOTIFY_GAP`]). Plain and clock-free:
+/// the caller passes the time.
+#[derive(Debug, Default)]
+struct NotifyPacer {
+    /// When a NOTIFY last forced a claim.
+    last: Option<Instant>,
+    /// A NOTIFY arrived that has not forced a claim yet.
+    pending: bool,
+}
+
+impl NotifyPacer {
+    fn notified(&mut self) {
+        self.pending = true;
+    }
+
+    /// When the pending NOTIFY may act; None if none is pending.
+    fn due_at(&self, now: Instant) -> Option<Instant> {
+        self.pending
+            .then(|| self.last.map_or(now, |l| (l + NOTIFY_GAP).max(now)))
+    }
+
+    /// Whether a pending NOTIFY forces a claim at `now`; if so it is used up.
+    fn take(&mut self, now: Instant) -> bool {
+        if self.due_at(now).is_some_and(|at| at <= now) {
+            self.pending = false;
+            self.last = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// What one claim cycle did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +314,15 @@ enum Step {
     Full,
 }
 
+/// What the worker learned about an endpoint from its claims.
+struct Known {
+    tenant: Arc<str>,
+    /// Its own in-flight limit: the `max_in_flight` option or the default.
+    own_cap: u32,
+    /// Recent attempt time (moving average), once it has had one.
+    latency: Option<Duration>,
+}
+
 struct Dispatcher {
     cfg: Config,
     pool: Pool,
@@ -255,15 +332,20 @@ struct Dispatcher {
     wake: Arc<Notify>,
     /// Requests in flight; each returns its attempt's duration.
     tasks: JoinSet<Duration>,
-    /// Task → (endpoint, delivery), for the per-endpoint counts and releases.
-    running: HashMap<Id, (Uuid, i64)>,
-    /// Per endpoint: requests in flight, and its in-flight limit.
-    in_flight: HashMap<Uuid, (u32, u32)>,
+    /// Task → (endpoint, delivery, tenant), for the counts and releases.
+    running: HashMap<Id, (Uuid, i64, Arc<str>)>,
+    /// Requests in flight per endpoint this worker holds anything of.
+    in_flight: HashMap<Uuid, u32>,
+    /// Requests in flight per tenant (for the tenant limit).
+    tenant_running: HashMap<Arc<str>, u32>,
     /// Claimed deliveries of endpoints that answer fast, waiting for a slot.
     queues: HashMap<Uuid, VecDeque<Claimed>>,
     queued: usize,
-    /// Recent attempt time per endpoint (moving average).
-    latency: HashMap<Uuid, Duration>,
+    /// Endpoints this worker has had deliveries for.
+    known: HashMap<Uuid, Known>,
+    /// Known endpoints whose claim room may differ from the default even when
+    /// nothing of theirs is held: fast ones and ones with their own limit.
+    special: HashSet<Uuid>,
     buckets: HashMap<Uuid, Bucket>,
     /// Whether this worker has set the wake-up flag.
     waiting: bool,
@@ -272,6 +354,13 @@ struct Dispatcher {
     claimed_from: HashSet<Uuid>,
     /// A NOTIFY arrived: new work, so claim now even while busy.
     notified: bool,
+    pacer: NotifyPacer,
+    /// Expansion: when it last ran, and when it may run again after failing.
+    last_expand: Instant,
+    expand_retry_at: Instant,
+    expand_backoff: Duration,
+    /// Payload bytes per claimed row, recently (see `claim_limit`).
+    bytes_per_row: usize,
 }
 
 impl Dispatcher {
@@ -289,6 +378,11 @@ impl Dispatcher {
                 return;
             }
             self.reap();
+            if self.pacer.take(Instant::now()) {
+                rechecked = false;
+                woke_by_notify = true;
+                self.notified = true;
+            }
             let step = match self.step().await {
                 Ok(s) => {
                     backoff = Duration::from_millis(100);
@@ -341,26 +435,45 @@ impl Dispatcher {
             if !self.waiting && step == Step::Nothing && rearm_at > Instant::now() {
                 deadline = deadline.min(rearm_at);
             }
-            tokio::select! {
-                _ = self.wake.notified() => {
-                    // Every emit NOTIFYs while the flag is set: clear it at once.
-                    let _ = self.set_waiting(false).await;
-                    rechecked = false;
-                    woke_by_notify = true;
-                    self.notified = true;
+            // Wait; a NOTIFY that may not act yet (NOTIFY_GAP) keeps waiting
+            // until it may, without a claim cycle of its own.
+            loop {
+                let until = self
+                    .pacer
+                    .due_at(Instant::now())
+                    .map_or(deadline, |at| at.min(deadline));
+                tokio::select! {
+                    _ = self.wake.notified() => {
+                        // Every emit NOTIFYs while the flag is set: clear it at once.
+                        let _ = self.set_waiting(false).await;
+                        self.pacer.notified();
+                        if self.pacer.due_at(Instant::now()).is_some_and(|at| at <= Instant::now()) {
+                            break;
+                        }
+                    }
+                    Some(res) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                        self.finish(res);
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(until.into()) => {
+                        if Instant::now() >= deadline {
+                            let _ = self.set_waiting(false).await;
+                            rechecked = false;
+                            break;
+                        }
+                        if self.pacer.due_at(Instant::now()).is_some_and(|at| at <= Instant::now()) {
+                            break;
+                        }
+                    }
+                    _ = stop.changed() => return,
                 }
-                Some(res) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finish(res),
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    let _ = self.set_waiting(false).await;
-                    rechecked = false;
-                }
-                _ = stop.changed() => return,
             }
         }
     }
 
     /// One cycle: expand events, claim what there is room for, start it.
     async fn step(&mut self) -> Result<Step, ClaimError> {
+        self.pump();
         let free = self.cfg.max_in_flight.saturating_sub(self.tasks.len());
         // Claim in batches: a claim is worth it when there are free slots and
         // the local queue is running low, or when nothing is going on.
@@ -371,36 +484,32 @@ impl Dispatcher {
                 || want < (self.cfg.batch_size / 4).max(1)
                 || !(self.notified || self.claim_wanted()))
         {
+            // Full, or not worth a claim yet: expansion still goes on, so
+            // new events are routed while every slot is taken.
+            if self.last_expand.elapsed() >= CLAIM_GAP {
+                let db = self.pool.get().await?;
+                self.expand(&db).await;
+            }
             return Ok(Step::Full);
         }
         let db = self.pool.get().await?;
-        for _ in 0..10 {
-            if claim::expand(&db, 1000).await? < 1000 {
-                break;
-            }
-        }
-        let rooms = self.rate_rooms();
-        let fast: Vec<Uuid> = self
-            .latency
-            .keys()
-            .filter(|ep| self.is_fast(ep))
-            .copied()
-            .collect();
+        self.expand(&db).await;
+        let share = self.fast_share();
+        let (endpoints, tenants) = self.rooms(share);
         let jobs = claim::claim(
             &db,
             &self.cfg.worker_id,
-            want.max(1),
+            self.claim_limit(want.max(1)),
             claim::Room {
-                default_cap: self.cfg.endpoint_max_in_flight,
-                held: &self.held(),
-                rate: &rooms,
-                fast: &fast,
-                fast_share: self.fast_share(),
+                endpoints: &endpoints,
+                default_endpoint: self.default_room(),
+                tenants: &tenants,
+                default_tenant: self.cfg.tenant_cap(),
+                max_bytes: self.cfg.claim_max_bytes,
             },
             self.cfg.lease,
         )
         .await?;
-        drop(db);
         self.last_claim = Instant::now();
         self.notified = false;
         self.claimed_from = jobs.iter().map(|j| j.endpoint_id).collect();
@@ -410,11 +519,60 @@ impl Dispatcher {
         if self.waiting {
             let _ = self.set_waiting(false).await;
         }
+        let bytes: usize = jobs.iter().map(|j| j.data.len()).sum();
+        self.bytes_per_row = bytes / jobs.len();
+        let mut excess = Vec::new();
         for job in jobs {
-            self.enqueue(job);
+            if let Some(id) = self.enqueue(job) {
+                excess.push(id);
+            }
         }
+        if !excess.is_empty() {
+            // Claimed with the default room before the endpoint's own limits
+            // were known: give back what it may not have, at once.
+            if let Err(e) = claim::release(&db, &excess, &self.cfg.worker_id).await {
+                tracing::warn!(error = %e, "could not give back excess claims; their leases will expire");
+            }
+        }
+        drop(db);
         self.pump();
         Ok(Step::Started)
+    }
+
+    /// Expands emitted rows into deliveries. Never fails the cycle: claiming
+    /// and delivering what is queued must not depend on expansion; failures
+    /// are counted, logged and retried with backoff.
+    async fn expand(&mut self, db: &deadpool_postgres::Client) {
+        let now = Instant::now();
+        if now < self.expand_retry_at {
+            return;
+        }
+        self.last_expand = now;
+        for _ in 0..10 {
+            match claim::expand(db, 1000).await {
+                Ok(n) if n < 1000 => break,
+                Ok(_) => {}
+                Err(e) => {
+                    self.metrics.expand_errors.inc();
+                    tracing::warn!(error = %e, retry_in = ?self.expand_backoff,
+                        "expanding events failed; claiming goes on");
+                    self.expand_retry_at = Instant::now() + self.expand_backoff;
+                    self.expand_backoff = (self.expand_backoff * 2).min(EXPAND_BACKOFF_MAX);
+                    return;
+                }
+            }
+        }
+        self.expand_backoff = EXPAND_BACKOFF_MIN;
+    }
+
+    /// Rows to ask for: `want`, and with large payloads about twice what
+    /// POSTBOX_CLAIM_MAX_BYTES holds, so PostgreSQL does not render many
+    /// payloads per claim only to leave them for the next one.
+    fn claim_limit(&self, want: usize) -> usize {
+        match self.bytes_per_row {
+            0 => want,
+            b => want.min((2 * self.cfg.claim_max_bytes as usize / b).max(1)),
+        }
     }
 
     /// Whether a busy worker should claim now. Claiming after every completion
@@ -429,18 +587,16 @@ impl Dispatcher {
         let share = self.fast_share();
         self.claimed_from.iter().any(|ep| {
             let cap = self.cap(ep, share);
-            let held = self.held_by(ep);
-            let (allowance, batch) = if self.is_fast(ep) {
-                (cap * 4, cap * 2)
-            } else {
-                (cap, cap)
-            };
-            allowance.saturating_sub(held) >= batch.max(1)
+            let batch = if self.is_fast(ep) { cap * 2 } else { cap };
+            self.allowance(ep, share).saturating_sub(self.held_by(ep)) >= batch.max(1)
         })
     }
 
     fn is_fast(&self, ep: &Uuid) -> bool {
-        self.latency.get(ep).is_some_and(|d| *d < FAST_ENDPOINT)
+        self.known
+            .get(ep)
+            .and_then(|k| k.latency)
+            .is_some_and(|d| d < FAST_ENDPOINT)
     }
 
     /// The in-flight limit each fast endpoint with work gets now: an equal
@@ -452,13 +608,22 @@ impl Dispatcher {
         (self.cfg.fast_in_flight / n.max(1)).max(1) as u32
     }
 
-    /// An endpoint's in-flight limit: its own (option or default), and for a
-    /// fast endpoint at most its share of the fast lane.
+    /// The room of an endpoint the worker knows nothing of: the default
+    /// limit, never above the tenant limit.
+    fn default_room(&self) -> u32 {
+        self.cfg.endpoint_max_in_flight.min(self.cfg.tenant_cap())
+    }
+
+    /// An endpoint's in-flight limit: its own (option or default), never
+    /// above the tenant limit (so no endpoint takes more than a tenant's
+    /// share of the worker), and for a fast endpoint at most its share of
+    /// the fast lane.
     fn cap(&self, ep: &Uuid, share: u32) -> u32 {
         let own = self
-            .in_flight
+            .known
             .get(ep)
-            .map_or(self.cfg.endpoint_max_in_flight, |e| e.1);
+            .map_or(self.cfg.endpoint_max_in_flight, |k| k.own_cap)
+            .min(self.cfg.tenant_cap());
         if self.is_fast(ep) {
             own.min(share)
         } else {
@@ -466,33 +631,92 @@ impl Dispatcher {
         }
     }
 
+    /// What may be held of an endpoint, in flight or waiting: its limit, and
+    /// for a fast endpoint three rounds more waiting (they start within ms).
+    fn allowance(&self, ep: &Uuid, share: u32) -> u32 {
+        let cap = self.cap(ep, share);
+        if self.is_fast(ep) {
+            cap * 4
+        } else {
+            cap
+        }
+    }
+
     /// Requests in flight plus claimed deliveries waiting to start.
     fn held_by(&self, ep: &Uuid) -> u32 {
-        self.in_flight.get(ep).map_or(0, |e| e.0)
+        self.in_flight.get(ep).copied().unwrap_or(0)
             + self.queues.get(ep).map_or(0, |q| q.len() as u32)
     }
 
-    /// `held_by` for every endpoint this worker holds anything of.
-    fn held(&self) -> HashMap<Uuid, u32> {
-        self.in_flight
-            .keys()
-            .map(|ep| (*ep, self.held_by(ep)))
-            .collect()
-    }
-
-    fn rate_rooms(&mut self) -> HashMap<Uuid, u32> {
-        self.buckets
-            .iter_mut()
-            .map(|(id, b)| {
-                b.refill();
-                (*id, b.tokens.floor() as u32)
+    /// Claim rooms that differ from the defaults: per endpoint (held, fast,
+    /// own limit, rate limit) and per tenant (what it holds, against the
+    /// tenant limit plus what its fast endpoints may have waiting).
+    fn rooms(&mut self, share: u32) -> (HashMap<Uuid, u32>, HashMap<Arc<str>, u32>) {
+        let default_room = self.default_room();
+        let tenant_cap = self.cfg.tenant_cap();
+        let mut endpoints = HashMap::new();
+        let mut tenant_held: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut tenant_extra: HashMap<Arc<str>, u32> = HashMap::new();
+        for ep in self.in_flight.keys().chain(self.special.iter()) {
+            if endpoints.contains_key(ep) {
+                continue;
+            }
+            let held = self.held_by(ep);
+            let allowance = self.allowance(ep, share);
+            let room = allowance.saturating_sub(held);
+            if room != default_room {
+                endpoints.insert(*ep, room);
+            }
+            if let Some(k) = self.known.get(ep) {
+                *tenant_held.entry(k.tenant.clone()).or_default() += held;
+                *tenant_extra.entry(k.tenant.clone()).or_default() +=
+                    allowance - self.cap(ep, share);
+            }
+        }
+        for (ep, b) in self.buckets.iter_mut() {
+            b.refill();
+            let tokens = b.tokens.max(0.0).floor() as u32;
+            let room = endpoints.get(ep).copied().unwrap_or(default_room);
+            endpoints.insert(*ep, room.min(tokens));
+        }
+        let tenants = tenant_held
+            .into_iter()
+            .filter_map(|(t, held)| {
+                let extra = tenant_extra.get(&t).copied().unwrap_or(0);
+                let room = (tenant_cap + extra).saturating_sub(held);
+                (room != tenant_cap).then_some((t, room))
             })
-            .collect()
+            .collect();
+        (endpoints, tenants)
     }
 
-    /// Takes a claimed delivery: counts it against its endpoint and queues it.
-    fn enqueue(&mut self, job: Claimed) {
+    /// Takes a claimed delivery: counts it against its endpoint and queues
+    /// it. Returns its id instead when the endpoint may not hold it (its own
+    /// limits were not known when it was claimed).
+    fn enqueue(&mut self, job: Claimed) -> Option<i64> {
         let opts = &job.endpoint.options;
+        let own_cap = opts
+            .max_in_flight
+            .unwrap_or(self.cfg.endpoint_max_in_flight);
+        let known = self.known.entry(job.endpoint_id).or_insert_with(|| Known {
+            tenant: Arc::from(job.tenant.as_str()),
+            own_cap,
+            latency: None,
+        });
+        known.own_cap = own_cap;
+        if &*known.tenant != job.tenant.as_str() {
+            known.tenant = Arc::from(job.tenant.as_str());
+        }
+        let fast = known.latency.is_some_and(|d| d < FAST_ENDPOINT);
+        if fast || own_cap != self.cfg.endpoint_max_in_flight {
+            self.special.insert(job.endpoint_id);
+        } else {
+            self.special.remove(&job.endpoint_id);
+        }
+        let share = self.fast_share();
+        if self.held_by(&job.endpoint_id) >= self.allowance(&job.endpoint_id, share) {
+            return Some(job.id);
+        }
         if let Some(rate) = opts.rate_limit_per_s {
             let b = self.buckets.entry(job.endpoint_id).or_insert(Bucket {
                 rate,
@@ -501,36 +725,44 @@ impl Dispatcher {
             });
             b.rate = rate;
             b.refill();
+            if b.tokens < 1.0 {
+                return Some(job.id);
+            }
             b.tokens -= 1.0;
         } else {
             self.buckets.remove(&job.endpoint_id);
         }
-        let cap = opts
-            .max_in_flight
-            .unwrap_or(self.cfg.endpoint_max_in_flight);
-        self.in_flight.entry(job.endpoint_id).or_insert((0, cap)).1 = cap;
+        self.in_flight.entry(job.endpoint_id).or_insert(0);
         self.queues
             .entry(job.endpoint_id)
             .or_default()
             .push_back(job);
         self.queued += 1;
+        None
     }
 
-    /// Starts queued deliveries while their endpoints and the worker have room.
+    /// Starts queued deliveries while their endpoints, their tenants and the
+    /// worker have room.
     fn pump(&mut self) {
         if self.queued == 0 {
             return;
         }
         let share = self.fast_share();
+        let tenant_cap = self.cfg.tenant_cap();
         let endpoints: Vec<Uuid> = self.queues.keys().copied().collect();
         for ep in endpoints {
             let cap = self.cap(&ep, share);
+            let Some(tenant) = self.known.get(&ep).map(|k| k.tenant.clone()) else {
+                continue;
+            };
             loop {
                 if self.tasks.len() >= self.cfg.max_in_flight {
                     return;
                 }
-                let running = self.in_flight.get(&ep).map_or(0, |e| e.0);
-                if running >= cap {
+                let running = self.in_flight.get(&ep).copied().unwrap_or(0);
+                if running >= cap
+                    || self.tenant_running.get(&tenant).copied().unwrap_or(0) >= tenant_cap
+                {
                     break;
                 }
                 let Some(job) = self.queues.get_mut(&ep).and_then(VecDeque::pop_front) else {
@@ -538,15 +770,14 @@ impl Dispatcher {
                     break;
                 };
                 self.queued -= 1;
-                self.launch(job);
+                self.launch(job, &tenant);
             }
         }
     }
 
-    fn launch(&mut self, job: Claimed) {
-        if let Some(e) = self.in_flight.get_mut(&job.endpoint_id) {
-            e.0 += 1;
-        }
+    fn launch(&mut self, job: Claimed, tenant: &Arc<str>) {
+        *self.in_flight.entry(job.endpoint_id).or_insert(0) += 1;
+        *self.tenant_running.entry(tenant.clone()).or_insert(0) += 1;
         let (endpoint_id, delivery_id) = (job.endpoint_id, job.id);
         let sender = self.sender.clone();
         let ack = self.ack.clone();
@@ -590,7 +821,8 @@ impl Dispatcher {
                 .await;
             took
         });
-        self.running.insert(handle.id(), (endpoint_id, delivery_id));
+        self.running
+            .insert(handle.id(), (endpoint_id, delivery_id, tenant.clone()));
     }
 
     fn finish(&mut self, res: Result<(Id, Duration), tokio::task::JoinError>) {
@@ -603,16 +835,29 @@ impl Dispatcher {
                 (e.id(), None)
             }
         };
-        if let Some((endpoint, _)) = self.running.remove(&id) {
-            if let Some(e) = self.in_flight.get_mut(&endpoint) {
-                e.0 -= 1;
-                if e.0 == 0 && !self.queues.contains_key(&endpoint) {
+        if let Some((endpoint, _, tenant)) = self.running.remove(&id) {
+            if let Some(n) = self.in_flight.get_mut(&endpoint) {
+                *n -= 1;
+                if *n == 0 && !self.queues.contains_key(&endpoint) {
                     self.in_flight.remove(&endpoint);
                 }
             }
-            if let Some(took) = took {
-                let avg = self.latency.entry(endpoint).or_insert(took);
-                *avg = (*avg * 7 + took) / 8;
+            if let Some(n) = self.tenant_running.get_mut(&tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    self.tenant_running.remove(&tenant);
+                }
+            }
+            if let Some(k) = self.known.get_mut(&endpoint) {
+                if let Some(took) = took {
+                    let avg = k.latency.get_or_insert(took);
+                    *avg = (*avg * 7 + took) / 8;
+                    if *avg < FAST_ENDPOINT || k.own_cap != self.cfg.endpoint_max_in_flight {
+                        self.special.insert(endpoint);
+                    } else {
+                        self.special.remove(&endpoint);
+                    }
+                }
             }
         }
         self.pump();
@@ -631,10 +876,10 @@ impl Dispatcher {
         let mut deadline = now + self.cfg.poll_interval;
         let share = self.fast_share();
         let full: Vec<Uuid> = self
-            .held()
-            .into_iter()
-            .filter(|(id, held)| *held >= self.cap(id, share))
-            .map(|(id, _)| id)
+            .in_flight
+            .keys()
+            .filter(|ep| self.held_by(ep) >= self.cap(ep, share))
+            .copied()
             .chain(
                 self.buckets
                     .iter()
@@ -642,8 +887,14 @@ impl Dispatcher {
                     .map(|(id, _)| *id),
             )
             .collect();
+        let full_tenants: Vec<&str> = self
+            .tenant_running
+            .iter()
+            .filter(|(_, n)| **n >= self.cfg.tenant_cap())
+            .map(|(t, _)| &**t)
+            .collect();
         if let Ok(db) = self.pool.get().await {
-            if let Ok(Some(at)) = claim::next_due(&db, &full).await {
+            if let Ok(Some(at)) = claim::next_due(&db, &full, &full_tenants).await {
                 if let Ok(wait) = at.duration_since(SystemTime::now()) {
                     deadline = deadline.min(now + wait + Duration::from_millis(1));
                 }
@@ -694,7 +945,7 @@ impl Dispatcher {
         if self.tasks.is_empty() {
             return;
         }
-        let ids: Vec<i64> = self.running.values().map(|(_, d)| *d).collect();
+        let ids: Vec<i64> = self.running.values().map(|(_, d, _)| *d).collect();
         self.tasks.abort_all();
         while let Some(res) = self.tasks.join_next_with_id().await {
             self.finish(res);
@@ -710,5 +961,53 @@ impl Dispatcher {
             },
             Err(e) => tracing::warn!(error = %e, "could not release; their leases will expire"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notify_forces_at_most_one_claim_per_gap() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut p = NotifyPacer::default();
+        assert!(!p.take(t0), "nothing pending, nothing forced");
+        assert_eq!(p.due_at(t0), None);
+        p.notified();
+        assert_eq!(p.due_at(t0), Some(t0), "the first NOTIFY acts at once");
+        assert!(p.take(t0));
+        assert!(!p.take(t0), "used up");
+        // A flood right after: folded into one claim, NOTIFY_GAP after the last.
+        for n in 0..1000 {
+            p.notified();
+            assert!(!p.take(t0 + Duration::from_micros(n)), "{n}");
+        }
+        assert_eq!(p.due_at(ms(1)), Some(t0 + NOTIFY_GAP));
+        assert!(!p.take(t0 + NOTIFY_GAP - Duration::from_micros(1)));
+        assert!(p.take(t0 + NOTIFY_GAP));
+        assert!(
+            !p.take(ms(100)),
+            "the flood forced one claim, not a thousand"
+        );
+        // Long after the last: at once again.
+        p.notified();
+        assert_eq!(p.due_at(ms(100)), Some(ms(100)));
+        assert!(p.take(ms(100)));
+        // Over a second of NOTIFYs every 100 µs: at most one claim per gap.
+        let mut forced = 0;
+        for n in 0..10_000u64 {
+            let now = ms(200) + Duration::from_micros(100 * n);
+            p.notified();
+            if p.take(now) {
+                forced += 1;
+            }
+        }
+        let most = (Duration::from_secs(1).as_micros() / NOTIFY_GAP.as_micros()) as usize + 1;
+        assert!(
+            forced <= most && forced >= most - 2,
+            "{forced} claims for 10,000 NOTIFYs"
+        );
     }
 }

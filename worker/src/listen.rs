@@ -3,20 +3,26 @@
 //! after a reconnect the dispatcher is woken, as notifications may have been
 //! missed meanwhile.
 
+use crate::db::MakeRustls;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 pub const CHANNEL: &str = "postbox_wakeup";
 
-pub async fn run(pg: tokio_postgres::Config, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    pg: tokio_postgres::Config,
+    tls: MakeRustls,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
             return;
         }
-        match pg.connect(NoTls).await {
+        match pg.connect(tls.clone()).await {
             Ok((client, mut conn)) => {
                 let wake2 = wake.clone();
                 let mut pump = tokio::spawn(async move {
@@ -52,7 +58,7 @@ pub async fn run(pg: tokio_postgres::Config, wake: Arc<Notify>, mut stop: watch:
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "LISTEN connection failed; retrying in {:?}", backoff)
+                tracing::warn!(error = %crate::claim::pg_message(&e), "LISTEN connection failed; retrying in {:?}", backoff)
             }
         }
         tokio::select! {

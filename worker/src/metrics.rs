@@ -27,6 +27,7 @@ pub struct Metrics {
     pub due: Gauge,
     pub oldest_due_seconds: Gauge<f64, AtomicU64>,
     pub in_flight: Gauge,
+    pub expand_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -68,7 +69,14 @@ impl Metrics {
             "HTTP requests in flight in this worker",
             in_flight.clone(),
         );
+        let expand_errors = Counter::default();
+        registry.register(
+            "expand_errors",
+            "Failed expansions of emitted events (claiming and delivering go on)",
+            expand_errors.clone(),
+        );
         Metrics {
+            expand_errors,
             registry,
             deliveries,
             attempt_seconds,
@@ -95,19 +103,25 @@ impl Metrics {
             .query_one(
                 // Both stay cheap with a large backlog: the count stops at
                 // DUE_CAP rows, and the oldest due row is found per endpoint
+                // with pending rows (from the due index, not every endpoint)
                 // at the head of its index range.
-                "SELECT (SELECT count(*) FROM (SELECT FROM postbox.outbox
+                concat!(
+                    "WITH RECURSIVE ",
+                    crate::claim::due_endpoints!(),
+                    "
+                 SELECT (SELECT count(*) FROM (SELECT FROM postbox.outbox
                           WHERE status = 'pending' AND next_attempt_at <= now()
                             AND (lease_until IS NULL OR lease_until < now()) LIMIT $1) d)
                       + (SELECT count(*) FROM (SELECT FROM postbox.emitted LIMIT $1) m),
                         extract(epoch FROM now() - least(
-                          (SELECT min(x.n) FROM postbox.endpoints e CROSS JOIN LATERAL (
+                          (SELECT min(x.n) FROM due e CROSS JOIN LATERAL (
                               SELECT d.next_attempt_at AS n FROM postbox.outbox d
-                               WHERE d.endpoint_id = e.id AND d.status = 'pending'
+                               WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending'
                                  AND d.next_attempt_at <= now()
                                  AND (d.lease_until IS NULL OR d.lease_until < now())
                                ORDER BY d.next_attempt_at LIMIT 1) x),
-                          (SELECT min(created_at) FROM postbox.emitted)))::float8",
+                          (SELECT min(created_at) FROM postbox.emitted)))::float8"
+                ),
                 &[&DUE_CAP],
             )
             .await
