@@ -24,6 +24,8 @@ pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// The harness's own connections use the Unix socket (custom pg_hba.conf).
+    socket_only: bool,
 }
 
 fn pg_bindir() -> PathBuf {
@@ -61,6 +63,19 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra `postgresql.conf` settings.
     pub async fn start_with(settings: &[(&str, &str)]) -> Cluster {
+        Self::start_custom(settings, &[], None).await
+    }
+
+    /// Like [`Cluster::start_with`], plus `files` written into the data
+    /// directory before the server starts (owned by its user, mode 0600, as
+    /// a server key must be), and, with `hba`, that text as `pg_hba.conf`.
+    /// With `hba`, the harness's own connections ([`Cluster::connect`]) use
+    /// the Unix socket, so `hba` needs a `local` line for them.
+    pub async fn start_custom(
+        settings: &[(&str, &str)],
+        files: &[(&str, &[u8])],
+        hba: Option<&str>,
+    ) -> Cluster {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("postbox-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -70,6 +85,7 @@ impl Cluster {
             dir,
             bin,
             port: free_port(),
+            socket_only: hba.is_some(),
         };
         if is_root() {
             let ok = Command::new("chown")
@@ -104,6 +120,29 @@ impl Cluster {
         let mut existing = std::fs::read_to_string(&conf_path).unwrap();
         existing.push_str(&conf);
         std::fs::write(&conf_path, existing).unwrap();
+        let mut written: Vec<PathBuf> = Vec::new();
+        for (name, bytes) in files {
+            let path = data.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            written.push(path);
+        }
+        if let Some(hba) = hba {
+            let path = data.join("pg_hba.conf");
+            std::fs::write(&path, hba).unwrap();
+            written.push(path);
+        }
+        for path in &written {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if is_root() {
+                let ok = Command::new("chown")
+                    .arg("postgres")
+                    .arg(path)
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "chown postgres failed");
+            }
+        }
         let log = cluster.dir.join("server.log");
         cluster.pg(&[
             "pg_ctl",
@@ -160,6 +199,15 @@ impl Cluster {
         format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// A key=value connection string over the Unix socket.
+    pub fn socket_url(&self, user: &str) -> String {
+        format!(
+            "host={} port={} user={user} dbname=postgres",
+            self.dir.display(),
+            self.port
+        )
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -178,7 +226,12 @@ impl Cluster {
         &self,
         user: &str,
     ) -> (Client, mpsc::UnboundedReceiver<Notification>) {
-        let (client, mut conn) = tokio_postgres::connect(&self.url(user), NoTls)
+        let url = if self.socket_only {
+            self.socket_url(user)
+        } else {
+            self.url(user)
+        };
+        let (client, mut conn) = tokio_postgres::connect(&url, NoTls)
             .await
             .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
         let (tx, rx) = mpsc::unbounded_channel();

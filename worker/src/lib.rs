@@ -45,7 +45,7 @@ use tokio::task::{Id, JoinSet};
 use uuid::Uuid;
 
 /// Extension versions this worker can drive.
-pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.2.0", "0.3.0"];
+pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.3.0"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -1,7 +1,13 @@
-//! The `postbox-worker` binary: exit codes and signals.
+//! The `postbox-worker` binary: exit codes, signals, and what it takes from
+//! its environment (each test's variables are its own process's).
 
+mod common;
+
+use common::{cluster, endpoint, eventually, eventually_sql, Behavior, Receiver};
 use postbox_tests::Cluster;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// (flags, environment, expected text in stderr)
@@ -74,7 +80,7 @@ async fn unsupported_extension_version_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("version 9.9.9") && stderr.contains("supported: 0.2.0"),
+        stderr.contains("version 9.9.9") && stderr.contains("supported: 0.3.0"),
         "{stderr}"
     );
     db.batch_execute("DROP EXTENSION postbox").await.unwrap();
@@ -135,4 +141,69 @@ async fn sigterm_stops_the_worker_with_exit_0() {
         "JSON logs: {log}"
     );
     assert!(!log.contains("whsec_"), "no secrets in the log");
+}
+
+/// Through a proxy, the proxy would resolve the target's name, past the
+/// worker's address check: the environment's proxy variables are ignored.
+#[tokio::test]
+async fn proxy_variables_are_ignored() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), Arc::new(AtomicU64::new(0))).await;
+    endpoint(&db, "t", &rx.url(), "").await;
+    // A "proxy" that counts connections and drops them.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = proxy.accept().await {
+            h.fetch_add(1, Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    let mut cmd = worker();
+    for var in ["NO_PROXY", "no_proxy"] {
+        cmd.env_remove(var);
+    }
+    for var in [
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "all_proxy",
+    ] {
+        cmd.env(var, &proxy_url);
+    }
+    let mut child = cmd
+        .env("POSTBOX_DATABASE_URL", pg.url("postgres"))
+        .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
+        .env("POSTBOX_REQUEST_TIMEOUT", "2s")
+        .env("POSTBOX_CONNECT_TIMEOUT", "1s")
+        .env("POSTBOX_LEASE", "5s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+        .await
+        .unwrap();
+    eventually_sql(
+        &db,
+        "the delivery's first attempt",
+        "SELECT count(*) = 1 FROM postbox.attempts",
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, error): (String, Option<String>) = {
+        let r = db
+            .query_one("SELECT outcome, error FROM postbox.attempts", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(status, "succeeded", "{error:?}");
+    eventually("the receiver's count", || rx.count() == 1).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing went to the proxy");
 }
