@@ -259,13 +259,19 @@ async fn an_emitter_cannot_run_its_code_as_the_owner() {
     assert_eq!(e.code().unwrap().code(), "22023", "{e:?}");
 
     let su_now: bool = su
-        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'", &[])
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(!su_now, "mallory became superuser");
     let seen: Vec<(String, String)> = m
-        .query("SELECT DISTINCT who, what FROM pg_temp.seen ORDER BY 1, 2", &[])
+        .query(
+            "SELECT DISTINCT who, what FROM pg_temp.seen ORDER BY 1, 2",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -542,7 +548,9 @@ async fn upgrade_from_0_1_0_then_to_current_matches_a_fresh_install() {
     assert_eq!(emitted, 3);
 
     // On to the current version.
-    old.batch_execute("ALTER EXTENSION postbox UPDATE").await.unwrap();
+    old.batch_execute("ALTER EXTENSION postbox UPDATE")
+        .await
+        .unwrap();
     assert_same_shape(&su, &old).await;
 }
 
