@@ -122,8 +122,9 @@ pub(crate) use due_endpoints;
 // what this worker holds, within its rate limit; $5 for endpoints the worker
 // has no figure for), and all of a tenant's endpoints together at most the
 // tenant's room ($8 unless listed). A running sum over the events' sizes
-// stops the claim at $10 bytes (the first row always goes). Only then are
-// rows leased, so rows cut by a cap are never leased. A second branch takes
+// stops the claim at $10 bytes (the first row goes whatever its size, so a
+// large payload still goes out). Only then are rows leased, so rows cut by a
+// cap are never leased. A second branch takes
 // test sends to endpoints that are paused or disabled.
 pub const CLAIM: &str = concat!(
     "WITH RECURSIVE ",
@@ -167,15 +168,15 @@ pub const CLAIM: &str = concat!(
 ), picked AS (
     SELECT s.id, s.event_type, s.created_at, s.data
       FROM (SELECT p.id, v.event_type, v.created_at, v.data,
+                   octet_length(v.data) AS size,
                    sum(octet_length(v.data)) OVER (ORDER BY p.r, p.next_attempt_at, p.id
-                                                   ROWS UNBOUNDED PRECEDING)
-                     - octet_length(v.data) AS before
+                                                   ROWS UNBOUNDED PRECEDING) AS upto
               FROM (SELECT * FROM capped UNION ALL SELECT * FROM tests) p
              -- Events fetched per row, by primary key (the generic plan cannot
              -- scan the table); the text is made once and returned as is.
              CROSS JOIN LATERAL (SELECT v.event_type, v.created_at, v.data::text AS data
                                    FROM postbox.events v WHERE v.id = p.event_id OFFSET 0) v) s
-     WHERE s.before < $10
+     WHERE s.upto <= $10 OR s.upto = s.size
 ), claimed AS (
     -- Ids as an array, for the primary key (see `picked`).
     UPDATE postbox.outbox o
@@ -325,20 +326,12 @@ pub async fn release(db: &Client, ids: &[i64], worker_id: &str) -> Result<u64, C
         .await?)
 }
 
-/// The earliest scheduled attempt of a routable endpoint, to sleep exactly until it.
-pub async fn next_due(
-    db: &Client,
-    full: &[Uuid],
-    full_tenants: &[&str],
-) -> Result<Option<SystemTime>, ClaimError> {
-    // Endpoints this worker cannot start more for (at their in-flight limit,
-    // out of rate tokens, or of a tenant at its limit) are left out: their due
-    // rows would wake the loop at once, again and again, with nothing it may claim.
-    let stmt = db
-        .prepare_cached(concat!(
-            "WITH RECURSIVE ",
-            due_endpoints!(),
-            "
+/// The earliest unleased pending row of a routable endpoint, except those
+/// in `$1` (endpoints) and `$2` (tenants).
+pub const NEXT_DUE: &str = concat!(
+    "WITH RECURSIVE ",
+    due_endpoints!(),
+    "
 SELECT min(x.n) FROM due d
  CROSS JOIN LATERAL (SELECT FROM postbox.endpoints e
                       WHERE e.id = d.endpoint_id AND e.enabled AND e.disabled_at IS NULL
@@ -348,8 +341,18 @@ SELECT min(x.n) FROM due d
                       WHERE o.endpoint_id = d.endpoint_id AND o.status = 'pending'
                         AND o.lease_until IS NULL
                       ORDER BY o.next_attempt_at LIMIT 1) x"
-        ))
-        .await?;
+);
+
+/// The earliest scheduled attempt of a routable endpoint, to sleep exactly until it.
+pub async fn next_due(
+    db: &Client,
+    full: &[Uuid],
+    full_tenants: &[&str],
+) -> Result<Option<SystemTime>, ClaimError> {
+    // Endpoints this worker cannot start more for (at their in-flight limit,
+    // out of rate tokens, or of a tenant at its limit) are left out: their due
+    // rows would wake the loop at once, again and again, with nothing it may claim.
+    let stmt = db.prepare_cached(NEXT_DUE).await?;
     Ok(db.query_one(&stmt, &[&full, &full_tenants]).await?.get(0))
 }
 

@@ -100,15 +100,26 @@ impl Metrics {
     pub async fn refresh(&self, pool: &Pool) -> Result<(), deadpool_postgres::PoolError> {
         let db = pool.get().await?;
         let row = db
-            .query_one(
-                // Both stay cheap with a large backlog: the count stops at
-                // DUE_CAP rows, and the oldest due row is found per endpoint
-                // with pending rows (from the due index, not every endpoint)
-                // at the head of its index range.
-                concat!(
-                    "WITH RECURSIVE ",
-                    crate::claim::due_endpoints!(),
-                    "
+            .query_one(REFRESH, &[&DUE_CAP])
+            .await
+            .map_err(deadpool_postgres::PoolError::Backend)?;
+        self.due.set(row.get::<_, i64>(0));
+        self.oldest_due_seconds
+            .set(row.get::<_, Option<f64>>(1).unwrap_or(0.0).max(0.0));
+        Ok(())
+    }
+}
+
+/// The gauges' statement ($1 = DUE_CAP). Both figures stay cheap with a
+/// large backlog: the count stops at DUE_CAP rows, and the oldest due row is
+/// found per endpoint with pending rows (from the due index, not every
+/// endpoint) at the head of its index range; the oldest emitted row is the
+/// first by id (UUIDv7, time-ordered), so a stuck expansion's backlog is
+/// not read whole every few seconds.
+pub const REFRESH: &str = concat!(
+    "WITH RECURSIVE ",
+    crate::claim::due_endpoints!(),
+    "
                  SELECT (SELECT count(*) FROM (SELECT FROM postbox.outbox
                           WHERE status = 'pending' AND next_attempt_at <= now()
                             AND (lease_until IS NULL OR lease_until < now()) LIMIT $1) d)
@@ -120,18 +131,8 @@ impl Metrics {
                                  AND d.next_attempt_at <= now()
                                  AND (d.lease_until IS NULL OR d.lease_until < now())
                                ORDER BY d.next_attempt_at LIMIT 1) x),
-                          (SELECT min(created_at) FROM postbox.emitted)))::float8"
-                ),
-                &[&DUE_CAP],
-            )
-            .await
-            .map_err(deadpool_postgres::PoolError::Backend)?;
-        self.due.set(row.get::<_, i64>(0));
-        self.oldest_due_seconds
-            .set(row.get::<_, Option<f64>>(1).unwrap_or(0.0).max(0.0));
-        Ok(())
-    }
-}
+                          (SELECT m.created_at FROM postbox.emitted m ORDER BY m.id LIMIT 1)))::float8"
+);
 
 /// The due gauge counts at most this many rows of each kind.
 const DUE_CAP: i64 = 100_000;

@@ -868,3 +868,384 @@ async fn lost_database_connections_are_reestablished() {
     .await;
     worker.stop().await.unwrap();
 }
+
+/// A noisy tenant whose 16 endpoints accept connections and never answer
+/// fills at most its tenant limit; a quiet tenant's burst, emitted once the
+/// noisy requests hang, all arrives before the first of them times out.
+#[tokio::test]
+async fn a_noisy_tenant_does_not_hold_up_a_quiet_one() {
+    noisy_and_quiet(postbox_worker::config::DEFAULT_TENANT_MAX_IN_FLIGHT).await;
+}
+
+async fn noisy_and_quiet(tenant_max_in_flight: u32) {
+    let (pg, db) = cluster().await;
+    let o = order();
+    let hang = Receiver::start(Behavior::Hang, o.clone()).await;
+    let ok = Receiver::start(Behavior::Statuses(vec![200]), o).await;
+    for i in 0..16 {
+        endpoint(
+            &db,
+            "noisy",
+            &format!("{}/{i}", hang.url()),
+            ", '{order.refunded}', options => '{\"timeout_ms\": 3000, \"retry_schedule\": [\"1h\"]}'",
+        )
+        .await;
+    }
+    let (quiet_id, _) = endpoint(&db, "quiet", &ok.url(), ", '{order.paid}'").await;
+    // 16 deliveries for each noisy endpoint: 256, the worker's default limit.
+    db.batch_execute(
+        "SELECT postbox.emit('noisy', 'order.refunded', '{}') FROM generate_series(1, 16)",
+    )
+    .await
+    .unwrap();
+    let mut cfg = test_config(&pg);
+    cfg.tenant_max_in_flight = tenant_max_in_flight;
+    // Hundreds of connects at once on the test's one thread may take over
+    // the test config's 1 s: only the endpoints' 3 s request timeout may end
+    // a noisy request here.
+    cfg.request_timeout = Duration::from_secs(3);
+    cfg.connect_timeout = Duration::from_secs(3);
+    let worker = Worker::start(cfg);
+    eventually("the noisy requests hang", || hang.count() >= 64).await;
+    db.batch_execute(
+        "SELECT postbox.emit('quiet', 'order.paid', '{}') FROM generate_series(1, 50)",
+    )
+    .await
+    .unwrap();
+    eventually_sql(
+        &db,
+        "the first noisy request times out",
+        "SELECT count(*) > 0 FROM postbox.attempts WHERE tenant = 'noisy'",
+    )
+    .await;
+    eventually_sql(
+        &db,
+        "the quiet deliveries",
+        &format!("SELECT count(*) = 50 FROM postbox.attempts WHERE endpoint_id = '{quiet_id}'"),
+    )
+    .await;
+    let before: i64 = one(
+        &db,
+        &format!(
+            "SELECT count(*) FROM postbox.attempts a
+              WHERE a.endpoint_id = '{quiet_id}' AND a.outcome = 'succeeded'
+                AND a.started_at + a.duration_ms * interval '1 ms' <=
+                    (SELECT min(h.started_at + h.duration_ms * interval '1 ms')
+                       FROM postbox.attempts h WHERE h.tenant = 'noisy')"
+        ),
+    )
+    .await;
+    assert_eq!(
+        before, 50,
+        "every quiet delivery finished before the first noisy request timed out"
+    );
+    assert!(
+        hang.max_concurrent() <= tenant_max_in_flight as usize,
+        "the noisy tenant had {} requests in flight",
+        hang.max_concurrent()
+    );
+    let err: String = one(
+        &db,
+        "SELECT error FROM postbox.attempts WHERE tenant = 'noisy' LIMIT 1",
+    )
+    .await;
+    assert!(err.contains("timed out"), "{err}");
+    worker.stop().await.unwrap();
+}
+
+/// While every slot is taken, new events are still expanded (routed, and so
+/// counted as pending) rather than waiting for a slot to free up.
+#[tokio::test]
+async fn expansion_goes_on_while_the_worker_is_full() {
+    let (pg, db) = cluster().await;
+    let o = order();
+    let hang = Receiver::start(Behavior::Hang, o.clone()).await;
+    let ok = Receiver::start(Behavior::Statuses(vec![200]), o).await;
+    let (hang_id, _) = endpoint(
+        &db,
+        "t",
+        &hang.url(),
+        ", '{order.refunded}', options => '{\"timeout_ms\": 5000}'",
+    )
+    .await;
+    let (ok_id, _) = endpoint(&db, "u", &ok.url(), ", '{order.paid}'").await;
+    db.batch_execute(
+        "SELECT postbox.emit('t', 'order.refunded', '{}') FROM generate_series(1, 20)",
+    )
+    .await
+    .unwrap();
+    let mut cfg = test_config(&pg);
+    cfg.max_in_flight = 16;
+    cfg.lease = Duration::from_secs(10);
+    let worker = Worker::start(cfg);
+    eventually("every slot taken", || hang.count() == 16).await;
+    db.batch_execute("SELECT postbox.emit('u', 'order.paid', '{}') FROM generate_series(1, 5)")
+        .await
+        .unwrap();
+    eventually_sql(
+        &db,
+        "the new events expanded",
+        &format!(
+            "SELECT (SELECT count(*) FROM postbox.emitted) = 0
+                AND (SELECT count(*) FROM postbox.outbox WHERE endpoint_id = '{ok_id}') = 5"
+        ),
+    )
+    .await;
+    let timed_out: i64 = one(
+        &db,
+        &format!("SELECT count(*) FROM postbox.attempts WHERE endpoint_id = '{hang_id}'"),
+    )
+    .await;
+    assert_eq!(
+        (timed_out, ok.count()),
+        (0, 0),
+        "expanded while all 16 slots were still held"
+    );
+    worker.stop().await.unwrap();
+}
+
+/// A failing expansion (here: the worker's role may not run it) stops
+/// neither claiming nor delivering what is already queued; it is counted,
+/// and once it works again the rest follows.
+#[tokio::test]
+async fn deliveries_go_out_while_expansion_fails() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
+    endpoint(&db, "t", &rx.url(), "").await;
+    db.batch_execute(
+        "SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 5);
+         SELECT postbox.expand_events(1000);
+         CREATE ROLE worker_login LOGIN IN ROLE postbox_worker;
+         REVOKE EXECUTE ON FUNCTION postbox.expand_events(integer) FROM postbox_worker;
+         SELECT postbox.emit('t', 'order.refunded', '{}') FROM generate_series(1, 3);",
+    )
+    .await
+    .unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cfg = test_config(&pg);
+    cfg.database_url = pg.url("worker_login");
+    cfg.metrics_addr = Some(addr);
+    let worker = Worker::start(cfg);
+    eventually("the queued deliveries", || rx.count() == 5).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/metrics");
+    postbox_tests::wait_until(
+        Duration::from_secs(30),
+        "the expansion errors counted",
+        || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let text = http.get(&url).send().await.ok()?.text().await.ok()?;
+                let n: u64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("postbox_expand_errors_total "))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                (n > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(rx.count(), 5, "the emitted rows wait for expansion");
+    db.batch_execute("GRANT EXECUTE ON FUNCTION postbox.expand_events(integer) TO postbox_worker")
+        .await
+        .unwrap();
+    eventually("the rest once expansion works again", || rx.count() == 8).await;
+    worker.stop().await.unwrap();
+}
+
+/// Asserts that the generic plan of `sql` reads no table that grows with
+/// endpoints or deliveries whole.
+async fn assert_no_table_scans(
+    db: &tokio_postgres::Client,
+    name: &str,
+    types: &str,
+    sql: &str,
+    args: &str,
+) {
+    db.batch_execute(&format!(
+        "SET plan_cache_mode = force_generic_plan; PREPARE {name}({types}) AS {sql}"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let plan: Vec<String> = db
+        .query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    for table in ["outbox", "endpoints", "events", "endpoint_secrets"] {
+        assert!(
+            !plan.contains(&format!("Seq Scan on {table}")),
+            "{name}'s generic plan scans {table}:\n{plan}"
+        );
+    }
+}
+
+/// 20,000 idle enabled endpoints: deliveries to a busy one still flow, and
+/// the generic plans of the claim, the next-due look-up and the metrics
+/// scan neither endpoints nor the outbox.
+#[tokio::test]
+async fn claims_are_driven_by_endpoints_with_work() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
+    let (busy, _) = endpoint(&db, "busy", &rx.url(), ", '{order.paid}'").await;
+    db.batch_execute(
+        "INSERT INTO postbox.endpoints (id, tenant, url, event_types, signature_style)
+         SELECT gen_random_uuid(), 'idle' || (i % 1000), 'https://idle' || i || '.example.com/hook',
+                '{single.item}', 'standard'
+           FROM generate_series(1, 20000) i;
+         INSERT INTO postbox.endpoint_secrets (endpoint_id, secret)
+         SELECT id, 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' FROM postbox.endpoints WHERE tenant LIKE 'idle%';
+         ANALYZE postbox.endpoints; ANALYZE postbox.endpoint_secrets;",
+    )
+    .await
+    .unwrap();
+    db.batch_execute(
+        "SELECT postbox.emit('busy', 'order.paid', '{}') FROM generate_series(1, 300)",
+    )
+    .await
+    .unwrap();
+    let worker = Worker::start(test_config(&pg));
+    eventually_sql(
+        &db,
+        "300 deliveries",
+        &format!(
+            "SELECT count(*) = 300 FROM postbox.attempts WHERE endpoint_id = '{busy}' AND outcome = 'succeeded'"
+        ),
+    )
+    .await;
+    assert_eq!(rx.count(), 300);
+    worker.stop().await.unwrap();
+    // An outbox of realistic size: due rows, and 20,000 retries waiting an
+    // hour (on a table of a few pages any plan may scan it, and should).
+    db.batch_execute(&format!(
+        "SELECT postbox.emit('busy', 'order.paid', '{{}}') FROM generate_series(1, 50);
+         SELECT postbox.expand_events(1000);
+         INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, next_attempt_at, attempts)
+         SELECT 'busy', '{busy}', (SELECT id FROM postbox.events LIMIT 1), now() + interval '1 hour', 1
+           FROM generate_series(1, 20000);
+         ANALYZE postbox.outbox; ANALYZE postbox.events;"
+    ))
+    .await
+    .unwrap();
+    assert_no_table_scans(
+        &db,
+        "claim",
+        "text, int8, uuid[], int4[], int4, text[], int4[], int4, float8, int8",
+        postbox_worker::claim::CLAIM,
+        &format!("'w', 500, ARRAY['{busy}']::uuid[], '{{3}}', 16, '{{busy}}', '{{10}}', 64, 180, 16777216"),
+    )
+    .await;
+    assert_no_table_scans(
+        &db,
+        "next_due",
+        "uuid[], text[]",
+        postbox_worker::claim::NEXT_DUE,
+        "'{}', '{}'",
+    )
+    .await;
+    assert_no_table_scans(
+        &db,
+        "refresh",
+        "int8",
+        postbox_worker::metrics::REFRESH,
+        "100000",
+    )
+    .await;
+}
+
+/// Ten 200 kB payloads with POSTBOX_CLAIM_MAX_BYTES at 450 kB: no claim
+/// returns more than the bound (one large payload still goes alone), and
+/// the worker delivers them all.
+#[tokio::test]
+async fn a_claim_holds_at_most_claim_max_bytes() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
+    endpoint(&db, "t", &rx.url(), "").await;
+    db.batch_execute(
+        "SELECT postbox.emit('t', 'order.paid', jsonb_build_object('pad', repeat('x', 200000), 'n', i))
+           FROM generate_series(1, 10) i;
+         SELECT postbox.expand_events(1000);",
+    )
+    .await
+    .unwrap();
+    let manager =
+        deadpool_postgres::Manager::new(pg.url("postgres").parse().unwrap(), tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(1)
+        .build()
+        .unwrap();
+    let client = pool.get().await.unwrap();
+    let empty_eps = std::collections::HashMap::new();
+    let empty_tenants = std::collections::HashMap::new();
+    let claim = |max_bytes: u64| {
+        postbox_worker::claim::claim(
+            &client,
+            "probe",
+            500,
+            postbox_worker::claim::Room {
+                endpoints: &empty_eps,
+                default_endpoint: 100,
+                tenants: &empty_tenants,
+                default_tenant: 100,
+                max_bytes,
+            },
+            Duration::from_secs(60),
+        )
+    };
+    // A bound below one payload: one row, never none.
+    let one_row = claim(100_000).await.unwrap();
+    assert_eq!(one_row.len(), 1);
+    let mut ids: Vec<i64> = one_row.iter().map(|j| j.id).collect();
+    let mut claims = 1;
+    while ids.len() < 10 {
+        let got = claim(450_000).await.unwrap();
+        assert!(!got.is_empty(), "claims stopped at {} of 10", ids.len());
+        let bytes: usize = got.iter().map(|j| j.data.len()).sum();
+        assert!(
+            bytes <= 450_000,
+            "a claim returned {} rows, {bytes} bytes",
+            got.len()
+        );
+        assert_eq!(
+            got.len(),
+            2.min(10 - ids.len()),
+            "as many as fit: {bytes} bytes"
+        );
+        ids.extend(got.iter().map(|j| j.id));
+        claims += 1;
+        assert!(claims <= 10, "too many claims");
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "each row claimed once");
+    let leased: i64 = one(
+        &db,
+        "SELECT count(*) FROM postbox.outbox WHERE leased_by = 'probe'",
+    )
+    .await;
+    assert_eq!(leased, 10, "rows cut by the bound were never leased");
+    postbox_worker::claim::release(&client, &ids, "probe")
+        .await
+        .unwrap();
+    drop(client);
+    // The worker itself, with the same bound, delivers them all.
+    let mut cfg = test_config(&pg);
+    cfg.claim_max_bytes = 450_000;
+    let worker = Worker::start(cfg);
+    eventually("ten large deliveries", || rx.count() == 10).await;
+    let ns: HashSet<i64> = rx
+        .received()
+        .iter()
+        .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns.len(), 10);
+    worker.stop().await.unwrap();
+}
