@@ -552,6 +552,32 @@ mod tests {
         assert!(e.to_string().contains("unknown field"), "{e}");
     }
 
+    /// Every setting the example file shows, uncommented, is valid.
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../postbox-worker.example.toml");
+        let settings: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            })
+            .collect();
+        assert!(settings.len() >= 20, "{settings:?}");
+        let file: FileConfig = toml::from_str(&settings.join("\n")).unwrap();
+        assert_eq!(
+            file.tenant_max_in_flight,
+            Some(DEFAULT_TENANT_MAX_IN_FLIGHT)
+        );
+        assert_eq!(
+            file.claim_max_bytes.as_deref().map(parse_bytes),
+            Some(Ok(DEFAULT_CLAIM_MAX_BYTES))
+        );
+        let (_, tls) = crate::db::parse(file.database_url.as_deref().unwrap()).unwrap();
+        assert_eq!(tls.mode, crate::db::SslMode::VerifyFull);
+    }
+
     #[test]
     fn tenant_limit_and_claim_bytes() {
         let c = Config::from_cli(

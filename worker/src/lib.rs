@@ -218,6 +218,7 @@ pub async fn run(
         expand_retry_at: Instant::now(),
         expand_backoff: EXPAND_BACKOFF_MIN,
         bytes_per_row: 0,
+        last_prune: Instant::now(),
     };
     d.run(stop).await;
     d.drain().await;
@@ -304,6 +305,14 @@ impl NotifyPacer {
     }
 }
 
+/// What the worker remembers of an endpoint it holds nothing of is dropped
+/// after this long idle (checked every PRUNE_EVERY): every claim walks and
+/// sends the rooms of the endpoints it remembers, so they must be the ones
+/// with recent traffic, not every endpoint ever served. A forgotten endpoint
+/// gets the default room again; any excess is given back at once.
+const KNOWN_TTL: Duration = Duration::from_secs(600);
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// What one claim cycle did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -321,6 +330,8 @@ struct Known {
     own_cap: u32,
     /// Recent attempt time (moving average), once it has had one.
     latency: Option<Duration>,
+    /// Last claimed or finished.
+    seen: Instant,
 }
 
 struct Dispatcher {
@@ -361,6 +372,7 @@ struct Dispatcher {
     expand_backoff: Duration,
     /// Payload bytes per claimed row, recently (see `claim_limit`).
     bytes_per_row: usize,
+    last_prune: Instant,
 }
 
 impl Dispatcher {
@@ -494,6 +506,7 @@ impl Dispatcher {
         }
         let db = self.pool.get().await?;
         self.expand(&db).await;
+        self.prune();
         let share = self.fast_share();
         let (endpoints, tenants) = self.rooms(share);
         let jobs = claim::claim(
@@ -563,6 +576,20 @@ impl Dispatcher {
             }
         }
         self.expand_backoff = EXPAND_BACKOFF_MIN;
+    }
+
+    /// Forgets endpoints idle for KNOWN_TTL that it holds nothing of.
+    fn prune(&mut self) {
+        if self.last_prune.elapsed() < PRUNE_EVERY {
+            return;
+        }
+        self.last_prune = Instant::now();
+        let in_flight = &self.in_flight;
+        self.known
+            .retain(|ep, k| in_flight.contains_key(ep) || k.seen.elapsed() < KNOWN_TTL);
+        let known = &self.known;
+        self.special.retain(|ep| known.contains_key(ep));
+        self.buckets.retain(|ep, _| known.contains_key(ep));
     }
 
     /// Rows to ask for: `want`, and with large payloads about twice what
@@ -702,8 +729,10 @@ impl Dispatcher {
             tenant: Arc::from(job.tenant.as_str()),
             own_cap,
             latency: None,
+            seen: Instant::now(),
         });
         known.own_cap = own_cap;
+        known.seen = Instant::now();
         if &*known.tenant != job.tenant.as_str() {
             known.tenant = Arc::from(job.tenant.as_str());
         }
@@ -849,6 +878,7 @@ impl Dispatcher {
                 }
             }
             if let Some(k) = self.known.get_mut(&endpoint) {
+                k.seen = Instant::now();
                 if let Some(took) = took {
                     let avg = k.latency.get_or_insert(took);
                     *avg = (*avg * 7 + took) / 8;
