@@ -343,11 +343,15 @@ struct Dispatcher {
     wake: Arc<Notify>,
     /// Requests in flight; each returns its attempt's duration.
     tasks: JoinSet<Duration>,
-    /// Task → (endpoint, delivery, tenant), for the counts and releases.
-    running: HashMap<Id, (Uuid, i64, Arc<str>)>,
+    /// Task → (endpoint, delivery, the tenant it counts against), for the
+    /// counts and releases. Requests to fast endpoints count against no tenant.
+    running: HashMap<Id, (Uuid, i64, Option<Arc<str>>)>,
     /// Requests in flight per endpoint this worker holds anything of.
     in_flight: HashMap<Uuid, u32>,
-    /// Requests in flight per tenant (for the tenant limit).
+    /// Requests in flight per tenant to endpoints that are not fast (for the
+    /// tenant limit): what can hold a slot for long is what the limit bounds.
+    /// Fast endpoints share the fast lane instead, and a hanging endpoint is
+    /// never fast, so a tenant's own stuck endpoints never starve its fast ones.
     tenant_running: HashMap<Arc<str>, u32>,
     /// Claimed deliveries of endpoints that answer fast, waiting for a slot.
     queues: HashMap<Uuid, VecDeque<Claimed>>,
@@ -676,8 +680,9 @@ impl Dispatcher {
     }
 
     /// Claim rooms that differ from the defaults: per endpoint (held, fast,
-    /// own limit, rate limit) and per tenant (what it holds, against the
-    /// tenant limit plus what its fast endpoints may have waiting).
+    /// own limit, rate limit) and per tenant (the tenant limit less what its
+    /// endpoints that are not fast hold, plus the room of its fast ones,
+    /// which do not count against it).
     fn rooms(&mut self, share: u32) -> (HashMap<Uuid, u32>, HashMap<Arc<str>, u32>) {
         let default_room = self.default_room();
         let tenant_cap = self.cfg.tenant_cap();
@@ -695,9 +700,14 @@ impl Dispatcher {
                 endpoints.insert(*ep, room);
             }
             if let Some(k) = self.known.get(ep) {
-                *tenant_held.entry(k.tenant.clone()).or_default() += held;
-                *tenant_extra.entry(k.tenant.clone()).or_default() +=
-                    allowance - self.cap(ep, share);
+                // A fast endpoint's whole room comes on top of the tenant's
+                // (it does not count against the limit); others count.
+                if self.is_fast(ep) {
+                    *tenant_extra.entry(k.tenant.clone()).or_default() += room;
+                } else {
+                    *tenant_held.entry(k.tenant.clone()).or_default() += held;
+                    tenant_extra.entry(k.tenant.clone()).or_default();
+                }
             }
         }
         for (ep, b) in self.buckets.iter_mut() {
@@ -706,11 +716,11 @@ impl Dispatcher {
             let room = endpoints.get(ep).copied().unwrap_or(default_room);
             endpoints.insert(*ep, room.min(tokens));
         }
-        let tenants = tenant_held
+        let tenants = tenant_extra
             .into_iter()
-            .filter_map(|(t, held)| {
-                let extra = tenant_extra.get(&t).copied().unwrap_or(0);
-                let room = (tenant_cap + extra).saturating_sub(held);
+            .filter_map(|(t, extra)| {
+                let held = tenant_held.get(&t).copied().unwrap_or(0);
+                let room = tenant_cap.saturating_sub(held) + extra;
                 (room != tenant_cap).then_some((t, room))
             })
             .collect();
@@ -790,7 +800,8 @@ impl Dispatcher {
                 }
                 let running = self.in_flight.get(&ep).copied().unwrap_or(0);
                 if running >= cap
-                    || self.tenant_running.get(&tenant).copied().unwrap_or(0) >= tenant_cap
+                    || (!self.is_fast(&ep)
+                        && self.tenant_running.get(&tenant).copied().unwrap_or(0) >= tenant_cap)
                 {
                     break;
                 }
@@ -806,7 +817,10 @@ impl Dispatcher {
 
     fn launch(&mut self, job: Claimed, tenant: &Arc<str>) {
         *self.in_flight.entry(job.endpoint_id).or_insert(0) += 1;
-        *self.tenant_running.entry(tenant.clone()).or_insert(0) += 1;
+        let counted = (!self.is_fast(&job.endpoint_id)).then(|| tenant.clone());
+        if let Some(t) = &counted {
+            *self.tenant_running.entry(t.clone()).or_insert(0) += 1;
+        }
         let (endpoint_id, delivery_id) = (job.endpoint_id, job.id);
         let sender = self.sender.clone();
         let ack = self.ack.clone();
@@ -851,7 +865,7 @@ impl Dispatcher {
             took
         });
         self.running
-            .insert(handle.id(), (endpoint_id, delivery_id, tenant.clone()));
+            .insert(handle.id(), (endpoint_id, delivery_id, counted));
     }
 
     fn finish(&mut self, res: Result<(Id, Duration), tokio::task::JoinError>) {
@@ -871,10 +885,12 @@ impl Dispatcher {
                     self.in_flight.remove(&endpoint);
                 }
             }
-            if let Some(n) = self.tenant_running.get_mut(&tenant) {
-                *n -= 1;
-                if *n == 0 {
-                    self.tenant_running.remove(&tenant);
+            if let Some(tenant) = tenant {
+                if let Some(n) = self.tenant_running.get_mut(&tenant) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.tenant_running.remove(&tenant);
+                    }
                 }
             }
             if let Some(k) = self.known.get_mut(&endpoint) {

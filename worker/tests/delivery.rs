@@ -953,6 +953,73 @@ async fn noisy_and_quiet(tenant_max_in_flight: u32) {
     worker.stop().await.unwrap();
 }
 
+/// Within one tenant too: its endpoints that hang fill at most the tenant
+/// limit with requests that are not fast, and its fast endpoint, which does
+/// not count against that limit, goes on at once.
+#[tokio::test]
+async fn a_tenants_hanging_endpoints_do_not_hold_up_its_fast_one() {
+    let (pg, db) = cluster().await;
+    let o = order();
+    let hang = Receiver::start(Behavior::Hang, o.clone()).await;
+    let ok = Receiver::start(Behavior::Statuses(vec![200]), o).await;
+    let (fast_id, _) = endpoint(&db, "t", &ok.url(), ", '{order.paid}'").await;
+    let mut cfg = test_config(&pg);
+    cfg.request_timeout = Duration::from_secs(3);
+    cfg.connect_timeout = Duration::from_secs(3);
+    let worker = Worker::start(cfg);
+    // The worker learns that this endpoint answers fast.
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 20)")
+        .await
+        .unwrap();
+    eventually("the first deliveries", || ok.count() == 20).await;
+    for i in 0..6 {
+        endpoint(
+            &db,
+            "t",
+            &format!("{}/{i}", hang.url()),
+            ", '{order.refunded}', options => '{\"timeout_ms\": 3000, \"retry_schedule\": [\"1h\"]}'",
+        )
+        .await;
+    }
+    // 6 x 16 = 96 hanging requests wanted, more than the tenant limit of 64.
+    db.batch_execute(
+        "SELECT postbox.emit('t', 'order.refunded', '{}') FROM generate_series(1, 16)",
+    )
+    .await
+    .unwrap();
+    eventually("the tenant limit full of hanging requests", || {
+        hang.count() >= postbox_worker::config::DEFAULT_TENANT_MAX_IN_FLIGHT as usize
+    })
+    .await;
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 50)")
+        .await
+        .unwrap();
+    eventually_sql(
+        &db,
+        "the first hanging request times out",
+        &format!("SELECT count(*) > 0 FROM postbox.attempts WHERE endpoint_id <> '{fast_id}'"),
+    )
+    .await;
+    eventually("the fast deliveries", || ok.count() == 70).await;
+    let before: i64 = one(
+        &db,
+        &format!(
+            "SELECT count(*) FROM postbox.attempts a
+              WHERE a.endpoint_id = '{fast_id}' AND a.outcome = 'succeeded'
+                AND a.started_at + a.duration_ms * interval '1 ms' <=
+                    (SELECT min(h.started_at + h.duration_ms * interval '1 ms')
+                       FROM postbox.attempts h WHERE h.endpoint_id <> '{fast_id}')"
+        ),
+    )
+    .await;
+    assert_eq!(
+        before, 70,
+        "every fast delivery finished before the first hanging request timed out"
+    );
+    assert!(hang.max_concurrent() <= postbox_worker::config::DEFAULT_TENANT_MAX_IN_FLIGHT as usize);
+    worker.stop().await.unwrap();
+}
+
 /// While every slot is taken, new events are still expanded (routed, and so
 /// counted as pending) rather than waiting for a slot to free up.
 #[tokio::test]
