@@ -492,6 +492,20 @@ BEGIN
 END
 $fn$;
 
+-- The wake-up for paths that are not hot (test sends, retries): NOTIFY only
+-- while a worker waits. emit and the triggers check the flag in the same
+-- statement as their insert instead, to save a statement per emit.
+CREATE FUNCTION postbox._wake()
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF (SELECT w.waiting FROM postbox.wakeup w) THEN
+        PERFORM pg_notify('postbox_wakeup', '');
+    END IF;
+END
+$fn$;
+
 CREATE FUNCTION postbox.send_test(id uuid, event_type text DEFAULT 'webhook.test', data jsonb DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -518,9 +532,7 @@ BEGIN
     VALUES (v_event, v_tenant, send_test.event_type, v_now, v_data);
     INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, is_test, next_attempt_at, created_at)
     VALUES (v_tenant, send_test.id, v_event, true, v_now, v_now);
-    IF (SELECT w.waiting FROM postbox.wakeup w) THEN
-        PERFORM pg_notify('postbox_wakeup', '');
-    END IF;
+    PERFORM postbox._wake();
     RETURN v_event;
 END
 $fn$;
@@ -579,11 +591,46 @@ BEGIN
 END
 $fn$;
 
+-- The one routing rule, for expansion and for endpoint_status.pending: the
+-- endpoints that get an event of p_event_type for p_tenant emitted at p_at.
+-- They are the tenant's endpoints whose filter matches, that existed then,
+-- were not paused at that moment (endpoint_pauses) and are not disabled now.
+-- Endpoints paused now are included: their rows are held until resume.
+-- A SQL-standard body: parsed once at creation (no search_path at call
+-- time), and inlined into its callers' plans, so no function runs per event.
+CREATE FUNCTION postbox._routes(p_tenant text, p_event_type text, p_at timestamptz)
+RETURNS TABLE (endpoint_id uuid)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT e.id
+      FROM postbox.event_types t
+      JOIN postbox.endpoints e ON e.tenant = p_tenant AND e.event_types && t.match_keys
+     WHERE t.name = p_event_type
+       AND e.disabled_at IS NULL AND e.created_at <= p_at
+       AND NOT EXISTS (SELECT FROM postbox.endpoint_pauses p
+                        WHERE p.endpoint_id = e.id AND p.paused_at <= p_at
+                          AND (p.resumed_at IS NULL OR p.resumed_at > p_at));
+END;
+
+-- The events an emitted row holds, for expansion and endpoint_status.pending:
+-- the row itself (emit, row triggers), or one per row of a statement whose
+-- tenant column is set, as {resource: payload columns}. Inlined like _routes.
+CREATE FUNCTION postbox._emitted_events(p_tenant text, p_data jsonb, p_rows jsonb, p_args text[])
+RETURNS TABLE (tenant text, data jsonb)
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT p_tenant, p_data WHERE p_rows IS NULL
+    UNION ALL
+    SELECT r.value ->> p_args[2],
+           jsonb_build_object(p_args[1], CASE WHEN cardinality(p_args) > 2
+                                              THEN postbox._row_payload(r.value, p_args[3:])
+                                              ELSE r.value END)
+      FROM jsonb_array_elements(p_rows) r
+     WHERE r.value ->> p_args[2] IS NOT NULL;
+END;
+
 -- expand_events' work for the emitted rows at p_rows (locked by the caller):
--- events, one per row of a statement, and their routed outbox rows.
--- Routing: the tenant's endpoints whose filter matches, that existed when
--- the event was emitted, were not paused at that moment and are not
--- disabled now. Endpoints paused now get their rows (held until resume).
+-- their events, and an outbox row for each endpoint each event routes to.
 CREATE FUNCTION postbox._expand(p_rows tid[])
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -600,36 +647,24 @@ BEGIN
          WHERE m.ctid = ANY (p_rows)
         RETURNING m.*
     ), ev AS (
-        SELECT b.id, b.tenant, b.event_type, b.created_at, b.data
+        -- emit's event keeps its id; a statement's rows get theirs now.
+        SELECT CASE WHEN b.rows IS NULL THEN b.id ELSE postbox._uuid7() END AS id,
+               x.tenant, b.event_type, b.created_at, x.data
           FROM batch b
-         WHERE b.rows IS NULL
-        UNION ALL
-        SELECT postbox._uuid7(), r.value ->> b.trigger_args[2], b.event_type, b.created_at,
-               jsonb_build_object(b.trigger_args[1],
-                                  CASE WHEN cardinality(b.trigger_args) > 2
-                                       THEN postbox._row_payload(r.value, b.trigger_args[3:])
-                                       ELSE r.value END)
-          FROM batch b CROSS JOIN LATERAL jsonb_array_elements(b.rows::jsonb) AS r(value)
-         WHERE b.rows IS NOT NULL AND r.value ->> b.trigger_args[2] IS NOT NULL
+         CROSS JOIN LATERAL postbox._emitted_events(b.tenant, b.data, b.rows::jsonb, b.trigger_args) x
     ), stored AS (
         INSERT INTO postbox.events (id, tenant, event_type, created_at, data)
         SELECT id, tenant, event_type, created_at, data FROM ev
         RETURNING id, tenant, event_type, created_at
     ), queued AS (
         INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, next_attempt_at, created_at)
-        SELECT s.tenant, e.id, s.id, s.created_at, s.created_at
+        SELECT s.tenant, r.endpoint_id, s.id, s.created_at, s.created_at
           FROM stored s
-          JOIN postbox.event_types t ON t.name = s.event_type
-          JOIN postbox.endpoints e
-            ON e.tenant = s.tenant AND e.event_types && t.match_keys
-           AND e.disabled_at IS NULL AND e.created_at <= s.created_at
-         WHERE NOT EXISTS (SELECT FROM postbox.endpoint_pauses p
-                            WHERE p.endpoint_id = e.id AND p.paused_at <= s.created_at
-                              AND (p.resumed_at IS NULL OR p.resumed_at > s.created_at))
+         CROSS JOIN LATERAL postbox._routes(s.tenant, s.event_type, s.created_at) r
          -- Each endpoint's rows on pages of their own: pages of a healthy
          -- endpoint empty out whole, and those of a stuck one stay all-visible,
          -- so vacuum skips them instead of rescanning them every cycle.
-         ORDER BY e.id, s.id
+         ORDER BY r.endpoint_id, s.id
         RETURNING 1
     )
     SELECT count(*)::integer INTO v_expanded FROM stored;
@@ -663,9 +698,7 @@ BEGIN
     UPDATE postbox.outbox
        SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL
      WHERE id = retry_delivery.id;
-    IF (SELECT w.waiting FROM postbox.wakeup w) THEN
-        PERFORM pg_notify('postbox_wakeup', '');
-    END IF;
+    PERFORM postbox._wake();
 END
 $fn$;
 
@@ -682,19 +715,12 @@ SELECT e.id, e.tenant, e.url, e.event_types, e.enabled,
        e.disabled_reason, e.consecutive_failures, e.last_attempt_at, e.last_success_at, e.last_error,
        (SELECT count(*) FROM postbox.outbox d
          WHERE d.endpoint_id = e.id AND d.status = 'pending')
-     + CASE WHEN e.disabled_at IS NULL THEN
-           -- Emitted, not yet expanded, and routed to e (expand_events' rule).
-           (SELECT count(*)
-              FROM postbox.emitted m
-              CROSS JOIN LATERAL (SELECT m.tenant WHERE m.rows IS NULL
-                                  UNION ALL
-                                  SELECT r ->> m.trigger_args[2] FROM json_array_elements(m.rows) r) x(tenant)
-              JOIN postbox.event_types t ON t.name = m.event_type
-             WHERE x.tenant = e.tenant AND e.event_types && t.match_keys AND e.created_at <= m.created_at
-               AND NOT EXISTS (SELECT FROM postbox.endpoint_pauses p
-                                WHERE p.endpoint_id = e.id AND p.paused_at <= m.created_at
-                                  AND (p.resumed_at IS NULL OR p.resumed_at > m.created_at)))
-       ELSE 0 END AS pending
+     + (SELECT count(*)  -- emitted, not yet expanded, and routed to e
+          FROM postbox.emitted m
+         CROSS JOIN LATERAL postbox._emitted_events(m.tenant, m.data, m.rows::jsonb, m.trigger_args) x
+         WHERE x.tenant = e.tenant
+           AND e.id IN (SELECT r.endpoint_id FROM postbox._routes(x.tenant, m.event_type, m.created_at) r))
+       AS pending
   FROM postbox.endpoints e;
 
 CREATE VIEW postbox.deliveries AS
@@ -744,7 +770,7 @@ COMMENT ON TABLE postbox.events IS 'Events, written by the worker when it expand
 COMMENT ON TABLE postbox.emitted_rejects IS 'Emitted rows expansion could not turn into events, with the reason; nothing of them was sent.';
 COMMENT ON TABLE postbox.emitted IS 'The emit buffer: what emit and the triggers wrote, not yet turned into events and outbox rows.';
 COMMENT ON TABLE postbox.endpoint_pauses IS 'When each endpoint was paused and resumed: events emitted meanwhile never go to it.';
-COMMENT ON TABLE postbox.idempotency_keys IS 'Idempotency keys of emit, per tenant, kept at least 24 hours.';
+COMMENT ON TABLE postbox.idempotency_keys IS 'Idempotency keys of emit, per tenant: a repeated key returns the first event''s id.';
 COMMENT ON TABLE postbox.outbox IS 'Deliveries not yet succeeded: pending (claimed with a lease), failed or cancelled. Succeeded ones move to attempt_log.';
 COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';
 COMMENT ON TABLE postbox.wakeup IS 'One-row wake-up flag: emit NOTIFYs only while a worker says it is waiting.';
@@ -775,6 +801,8 @@ COMMENT ON FUNCTION postbox._no_endpoint(uuid) IS 'Internal: raises the unknown-
 COMMENT ON FUNCTION postbox._unknown_event_type(text) IS 'Internal: raises the unknown-event-type error with the closest names.';
 COMMENT ON FUNCTION postbox._check_data(jsonb) IS 'Internal: raises unless event data is an object within postbox.max_payload_bytes.';
 COMMENT ON FUNCTION postbox._row_payload(jsonb, text[]) IS 'Internal: a row as JSON, limited to the given columns.';
+COMMENT ON FUNCTION postbox._routes(text, text, timestamptz) IS 'Internal: the routing rule, the endpoints an event emitted at a time goes to (inlined).';
+COMMENT ON FUNCTION postbox._emitted_events(text, jsonb, jsonb, text[]) IS 'Internal: the events an emitted row holds, with tenant and data (inlined).';
 COMMENT ON FUNCTION postbox._register_resource(text) IS 'Internal: registers <resource>.created/updated/deleted for attach.';
 COMMENT ON FUNCTION postbox._validate_signature(text, text) IS 'Internal: checks a signature style and returns its header.';
 COMMENT ON FUNCTION postbox._event_match_keys(text) IS 'Internal: validates an event name and returns every filter that matches it.';
@@ -785,7 +813,7 @@ COMMENT ON FUNCTION postbox._generate_secret() IS 'Internal: a new whsec_ secret
 COMMENT ON FUNCTION postbox._validate_secret(text) IS 'Internal: checks a caller-supplied secret without echoing it.';
 COMMENT ON FUNCTION postbox._uuid7() IS 'Internal: a time-ordered (version 7) UUID.';
 COMMENT ON FUNCTION postbox._max_payload_bytes() IS 'Internal: the current postbox.max_payload_bytes.';
-COMMENT ON FUNCTION postbox._allow_insecure_urls() IS 'Whether postbox.allow_insecure_urls is on (the worker honours it too).';
+COMMENT ON FUNCTION postbox._wake() IS 'Internal: NOTIFYs postbox_wakeup if a worker waits (paths that are not hot).';
 
 -------------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC, then each role what it needs
@@ -817,19 +845,25 @@ GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb),
 GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.endpoint_status,
                 postbox.deliveries, postbox.attempts, postbox.emitted_rejects
    TO postbox_admin;
+-- endpoint_status.pending inlines the routing rule (_routes, _emitted_events),
+-- and an inlined function's tables are read with the caller's rights: the
+-- columns routing reads, none of them secret.
+GRANT EXECUTE ON FUNCTION postbox._routes(text, text, timestamptz),
+                          postbox._emitted_events(text, jsonb, jsonb, text[]),
+                          postbox._row_payload(jsonb, text[])
+   TO postbox_admin;
+GRANT SELECT (id, tenant, event_types, created_at, disabled_at) ON postbox.endpoints TO postbox_admin;
+GRANT SELECT ON postbox.endpoint_pauses TO postbox_admin;
 
-GRANT EXECUTE ON FUNCTION postbox.expand_events(integer),
-                          postbox.validate_url(text),
-                          postbox._allow_insecure_urls()
-   TO postbox_worker;
-GRANT SELECT ON postbox.endpoints, postbox.endpoint_secrets, postbox.events, postbox.emitted, postbox.event_types,
-                postbox.endpoint_status, postbox.deliveries, postbox.attempts
+-- Exactly what the worker's statements use (worker/src): expansion, the
+-- claim (outbox, events, endpoints, secrets), acknowledgements (outbox,
+-- attempt_log, endpoint health), metrics (emitted) and the wake-up flag.
+GRANT EXECUTE ON FUNCTION postbox.expand_events(integer) TO postbox_worker;
+GRANT SELECT ON postbox.endpoints, postbox.endpoint_secrets, postbox.events, postbox.emitted
    TO postbox_worker;
 GRANT SELECT, UPDATE, DELETE ON postbox.outbox TO postbox_worker;
 GRANT INSERT ON postbox.attempt_log TO postbox_worker;
-GRANT SELECT ON postbox.attempt_log TO postbox_worker;
 GRANT UPDATE (disabled_at, disabled_reason, consecutive_failures, failing_since,
               last_attempt_at, last_success_at, last_error, updated_at)
    ON postbox.endpoints TO postbox_worker;
 GRANT SELECT, INSERT, UPDATE ON postbox.wakeup TO postbox_worker;
-GRANT DELETE ON postbox.events, postbox.idempotency_keys, postbox.attempt_log TO postbox_worker;

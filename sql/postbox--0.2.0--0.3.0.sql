@@ -1,5 +1,5 @@
--- postbox 0.2.0 -> 0.3.0: no caller's code runs with postbox's rights, and
--- one bad row never stops delivery.
+-- postbox 0.2.0 -> 0.3.0: no caller's code runs with postbox's rights, one
+-- bad row never stops delivery, and each concept has one home.
 --   * emit_statement and emit_row_change are SECURITY INVOKER: they read and
 --     encode the application's rows with the caller's rights, and only their
 --     write into postbox.emitted runs as the owner. emit_row_change is Rust
@@ -9,6 +9,9 @@
 --   * rows the triggers cannot send (not valid jsonb, or over
 --     postbox.max_payload_bytes) fail the application's statement with 22023.
 --   * expand_events sets aside rows it cannot expand (postbox.emitted_rejects).
+--   * the routing rule is written once (_routes), as is reading the events
+--     out of an emitted row (_emitted_events); one NOTIFY helper (_wake) for
+--     the paths that are not hot; dead code and unused grants are gone.
 -- Shipped scripts are frozen: never edit this file after release.
 
 -- Emitted rows that expansion could not turn into events (data PostgreSQL
@@ -141,11 +144,46 @@ BEGIN
 END
 $fn$;
 
+-- The one routing rule, for expansion and for endpoint_status.pending: the
+-- endpoints that get an event of p_event_type for p_tenant emitted at p_at.
+-- They are the tenant's endpoints whose filter matches, that existed then,
+-- were not paused at that moment (endpoint_pauses) and are not disabled now.
+-- Endpoints paused now are included: their rows are held until resume.
+-- A SQL-standard body: parsed once at creation (no search_path at call
+-- time), and inlined into its callers' plans, so no function runs per event.
+CREATE FUNCTION postbox._routes(p_tenant text, p_event_type text, p_at timestamptz)
+RETURNS TABLE (endpoint_id uuid)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT e.id
+      FROM postbox.event_types t
+      JOIN postbox.endpoints e ON e.tenant = p_tenant AND e.event_types && t.match_keys
+     WHERE t.name = p_event_type
+       AND e.disabled_at IS NULL AND e.created_at <= p_at
+       AND NOT EXISTS (SELECT FROM postbox.endpoint_pauses p
+                        WHERE p.endpoint_id = e.id AND p.paused_at <= p_at
+                          AND (p.resumed_at IS NULL OR p.resumed_at > p_at));
+END;
+
+-- The events an emitted row holds, for expansion and endpoint_status.pending:
+-- the row itself (emit, row triggers), or one per row of a statement whose
+-- tenant column is set, as {resource: payload columns}. Inlined like _routes.
+CREATE FUNCTION postbox._emitted_events(p_tenant text, p_data jsonb, p_rows jsonb, p_args text[])
+RETURNS TABLE (tenant text, data jsonb)
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT p_tenant, p_data WHERE p_rows IS NULL
+    UNION ALL
+    SELECT r.value ->> p_args[2],
+           jsonb_build_object(p_args[1], CASE WHEN cardinality(p_args) > 2
+                                              THEN postbox._row_payload(r.value, p_args[3:])
+                                              ELSE r.value END)
+      FROM jsonb_array_elements(p_rows) r
+     WHERE r.value ->> p_args[2] IS NOT NULL;
+END;
+
 -- expand_events' work for the emitted rows at p_rows (locked by the caller):
--- events, one per row of a statement, and their routed outbox rows.
--- Routing: the tenant's endpoints whose filter matches, that existed when
--- the event was emitted, were not paused at that moment and are not
--- disabled now. Endpoints paused now get their rows (held until resume).
+-- their events, and an outbox row for each endpoint each event routes to.
 CREATE FUNCTION postbox._expand(p_rows tid[])
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -162,36 +200,24 @@ BEGIN
          WHERE m.ctid = ANY (p_rows)
         RETURNING m.*
     ), ev AS (
-        SELECT b.id, b.tenant, b.event_type, b.created_at, b.data
+        -- emit's event keeps its id; a statement's rows get theirs now.
+        SELECT CASE WHEN b.rows IS NULL THEN b.id ELSE postbox._uuid7() END AS id,
+               x.tenant, b.event_type, b.created_at, x.data
           FROM batch b
-         WHERE b.rows IS NULL
-        UNION ALL
-        SELECT postbox._uuid7(), r.value ->> b.trigger_args[2], b.event_type, b.created_at,
-               jsonb_build_object(b.trigger_args[1],
-                                  CASE WHEN cardinality(b.trigger_args) > 2
-                                       THEN postbox._row_payload(r.value, b.trigger_args[3:])
-                                       ELSE r.value END)
-          FROM batch b CROSS JOIN LATERAL jsonb_array_elements(b.rows::jsonb) AS r(value)
-         WHERE b.rows IS NOT NULL AND r.value ->> b.trigger_args[2] IS NOT NULL
+         CROSS JOIN LATERAL postbox._emitted_events(b.tenant, b.data, b.rows::jsonb, b.trigger_args) x
     ), stored AS (
         INSERT INTO postbox.events (id, tenant, event_type, created_at, data)
         SELECT id, tenant, event_type, created_at, data FROM ev
         RETURNING id, tenant, event_type, created_at
     ), queued AS (
         INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, next_attempt_at, created_at)
-        SELECT s.tenant, e.id, s.id, s.created_at, s.created_at
+        SELECT s.tenant, r.endpoint_id, s.id, s.created_at, s.created_at
           FROM stored s
-          JOIN postbox.event_types t ON t.name = s.event_type
-          JOIN postbox.endpoints e
-            ON e.tenant = s.tenant AND e.event_types && t.match_keys
-           AND e.disabled_at IS NULL AND e.created_at <= s.created_at
-         WHERE NOT EXISTS (SELECT FROM postbox.endpoint_pauses p
-                            WHERE p.endpoint_id = e.id AND p.paused_at <= s.created_at
-                              AND (p.resumed_at IS NULL OR p.resumed_at > s.created_at))
+         CROSS JOIN LATERAL postbox._routes(s.tenant, s.event_type, s.created_at) r
          -- Each endpoint's rows on pages of their own: pages of a healthy
          -- endpoint empty out whole, and those of a stuck one stay all-visible,
          -- so vacuum skips them instead of rescanning them every cycle.
-         ORDER BY e.id, s.id
+         ORDER BY r.endpoint_id, s.id
         RETURNING 1
     )
     SELECT count(*)::integer INTO v_expanded FROM stored;
@@ -199,13 +225,131 @@ BEGIN
 END
 $fn$;
 
+CREATE OR REPLACE VIEW postbox.endpoint_status AS
+SELECT e.id, e.tenant, e.url, e.event_types, e.enabled,
+       CASE WHEN NOT e.enabled THEN 'paused'
+            WHEN e.disabled_at IS NOT NULL THEN 'disabled'
+            WHEN e.consecutive_failures > 0 THEN 'failing'
+            ELSE 'healthy' END AS status,
+       e.disabled_reason, e.consecutive_failures, e.last_attempt_at, e.last_success_at, e.last_error,
+       (SELECT count(*) FROM postbox.outbox d
+         WHERE d.endpoint_id = e.id AND d.status = 'pending')
+     + (SELECT count(*)  -- emitted, not yet expanded, and routed to e
+          FROM postbox.emitted m
+         CROSS JOIN LATERAL postbox._emitted_events(m.tenant, m.data, m.rows::jsonb, m.trigger_args) x
+         WHERE x.tenant = e.tenant
+           AND e.id IN (SELECT r.endpoint_id FROM postbox._routes(x.tenant, m.event_type, m.created_at) r))
+       AS pending
+  FROM postbox.endpoints e;
+
+-- The wake-up for paths that are not hot (test sends, retries): NOTIFY only
+-- while a worker waits. emit and the triggers check the flag in the same
+-- statement as their insert instead, to save a statement per emit.
+CREATE FUNCTION postbox._wake()
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF (SELECT w.waiting FROM postbox.wakeup w) THEN
+        PERFORM pg_notify('postbox_wakeup', '');
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.send_test(id uuid, event_type text DEFAULT 'webhook.test', data jsonb DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_tenant text;
+    v_event  uuid := postbox._uuid7();
+    v_data   jsonb;
+    v_now    timestamptz := clock_timestamp();
+BEGIN
+    SELECT tenant INTO v_tenant FROM postbox.endpoints WHERE id = send_test.id;
+    IF NOT FOUND THEN
+        PERFORM postbox._no_endpoint(send_test.id);
+    END IF;
+    IF NOT EXISTS (SELECT FROM postbox.event_types WHERE name = send_test.event_type) THEN
+        PERFORM postbox._unknown_event_type(send_test.event_type);
+    END IF;
+    v_data := coalesce(send_test.data, jsonb_build_object(
+        'message', 'This is a test event from postbox.', 'endpoint_id', send_test.id));
+    PERFORM postbox._check_data(v_data);
+
+    INSERT INTO postbox.events (id, tenant, event_type, created_at, data)
+    VALUES (v_event, v_tenant, send_test.event_type, v_now, v_data);
+    INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, is_test, next_attempt_at, created_at)
+    VALUES (v_tenant, send_test.id, v_event, true, v_now, v_now);
+    PERFORM postbox._wake();
+    RETURN v_event;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.retry_delivery(id bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_status text;
+BEGIN
+    SELECT status INTO v_status FROM postbox.outbox WHERE id = retry_delivery.id FOR UPDATE;
+    IF v_status IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: no failed or cancelled delivery has this id: %s', coalesce(retry_delivery.id::text, 'NULL'));
+    END IF;
+    IF v_status = 'pending' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: only a failed or cancelled delivery can be retried; this one is still pending: %s', retry_delivery.id);
+    END IF;
+    IF NOT EXISTS (SELECT FROM postbox.outbox d JOIN postbox.endpoints e ON e.id = d.endpoint_id
+                    WHERE d.id = retry_delivery.id) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: the endpoint of this delivery was deleted: %s', retry_delivery.id);
+    END IF;
+    -- A fresh schedule: the attempt count restarts; earlier attempts stay in the log.
+    UPDATE postbox.outbox
+       SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL
+     WHERE id = retry_delivery.id;
+    PERFORM postbox._wake();
+END
+$fn$;
+
+-- Dead code and grants nothing uses.
+DROP INDEX postbox.endpoints_routable;
+DROP FUNCTION postbox._allow_insecure_urls();
+REVOKE EXECUTE ON FUNCTION postbox.validate_url(text) FROM postbox_worker;
+REVOKE SELECT ON postbox.event_types, postbox.endpoint_status, postbox.deliveries, postbox.attempts,
+                 postbox.attempt_log
+    FROM postbox_worker;
+REVOKE DELETE ON postbox.events, postbox.idempotency_keys, postbox.attempt_log FROM postbox_worker;
+
 REVOKE ALL ON FUNCTION postbox._emit_row(oid, text, json, json, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION postbox._expand(tid[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION postbox._routes(text, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION postbox._emitted_events(text, jsonb, jsonb, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION postbox._wake() FROM PUBLIC;
 REVOKE ALL ON postbox.emitted_rejects FROM PUBLIC;
 GRANT SELECT ON postbox.emitted_rejects TO postbox_admin;
+-- endpoint_status.pending inlines the routing rule (_routes, _emitted_events),
+-- and an inlined function's tables are read with the caller's rights: the
+-- columns routing reads, none of them secret.
+GRANT EXECUTE ON FUNCTION postbox._routes(text, text, timestamptz),
+                          postbox._emitted_events(text, jsonb, jsonb, text[]),
+                          postbox._row_payload(jsonb, text[])
+   TO postbox_admin;
+GRANT SELECT (id, tenant, event_types, created_at, disabled_at) ON postbox.endpoints TO postbox_admin;
+GRANT SELECT ON postbox.endpoint_pauses TO postbox_admin;
 
 COMMENT ON TABLE postbox.emitted_rejects IS 'Emitted rows expansion could not turn into events, with the reason; nothing of them was sent.';
+COMMENT ON TABLE postbox.idempotency_keys IS 'Idempotency keys of emit, per tenant: a repeated key returns the first event''s id.';
+COMMENT ON VIEW postbox.endpoint_status IS 'One row per endpoint: healthy, failing, disabled (automatic) or paused (enabled = false), and its pending deliveries.';
 COMMENT ON FUNCTION postbox.emit_row_change() IS 'Row trigger (Rust) for AFTER INSERT, UPDATE or DELETE: emit_row_change(resource, tenant_column [, column ...]) emits <resource>.created/updated/deleted; attach uses it for UPDATE.';
 COMMENT ON FUNCTION postbox._emit_row(oid, text, json, json, text[]) IS 'Internal: the row trigger''s write, run as the owner over already-encoded rows; granted to no one.';
 COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed emitted rows into events and routed outbox rows, oldest first; sets aside rows it cannot expand; returns how many events.';
 COMMENT ON FUNCTION postbox._expand(tid[]) IS 'Internal: expand_events'' work for the emitted rows it locked.';
+COMMENT ON FUNCTION postbox._routes(text, text, timestamptz) IS 'Internal: the routing rule, the endpoints an event emitted at a time goes to (inlined).';
+COMMENT ON FUNCTION postbox._emitted_events(text, jsonb, jsonb, text[]) IS 'Internal: the events an emitted row holds, with tenant and data (inlined).';
+COMMENT ON FUNCTION postbox._wake() IS 'Internal: NOTIFYs postbox_wakeup if a worker waits (paths that are not hot).';

@@ -76,10 +76,8 @@ CREATE TABLE postbox.endpoints (
     updated_at           timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 70);  -- the worker updates health columns often: room for HOT updates
 
+-- Expansion routes by tenant; management and the views filter by it.
 CREATE INDEX endpoints_tenant ON postbox.endpoints (tenant);
--- What emit looks up: the tenant's endpoints that may receive new events.
-CREATE INDEX endpoints_routable ON postbox.endpoints (tenant)
-    WHERE enabled AND disabled_at IS NULL;
 
 -- Kept apart from endpoints so that only the worker's role can read them.
 CREATE TABLE postbox.endpoint_secrets (

@@ -1,12 +1,14 @@
 //! postbox-bench: measures postbox on this machine and writes
-//! `target/bench/results.json` (one object per figure: name, value, unit,
-//! target, op, met) and a table on stdout.
+//! `target/bench/results.json` (`figures`: one object per figure with name,
+//! value, unit, target, op, met; `bench_ran_vacuum`, `notes`, `quick`) and a
+//! table on stdout. A full run exits 1 when a target is missed.
 //!
-//! It starts its own PostgreSQL cluster with the settings from
-//! `shared/measured-here.md`, runs the release-built worker as a separate
+//! It starts its own PostgreSQL cluster with the settings of
+//! `docs/measurements.md`, runs the release-built worker as a separate
 //! process, and receives on a tokio + hyper receiver in this process. Every
 //! ratio is measured in the same run as its baseline. `--quick` shrinks every
-//! figure so CI can check that each one is produced (under 2 minutes).
+//! figure so CI can check that each one is produced (under 2 minutes); it
+//! judges no target.
 //!
 //! # Layout
 //! - `main.rs`: the figures, in order 1 (emit overhead), 2 (throughput, and
@@ -29,8 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
-/// shared/measured-here.md's settings, plus a shorter autovacuum naptime so
-/// figure 5 sees an autovacuum cycle within a minute.
+/// The settings of docs/measurements.md, plus a shorter autovacuum naptime
+/// so figure 5 sees an autovacuum cycle within a minute.
 const SETTINGS: &[(&str, &str)] = &[
     ("shared_buffers", "'2GB'"),
     ("synchronous_commit", "on"),
@@ -48,9 +50,6 @@ const SETTINGS: &[(&str, &str)] = &[
     ("autovacuum", "on"),
     ("autovacuum_naptime", "'10s'"),
 ];
-
-/// The machine's measured delivery ceiling (shared/measured-here.md).
-const CEILING: (f64, f64) = (18_000.0, 23_000.0);
 
 struct Figure {
     name: String,
@@ -80,6 +79,8 @@ struct Bench {
     worker_bin: PathBuf,
     figures: Vec<Figure>,
     notes: Vec<String>,
+    /// Whether figure 5 had to run VACUUM itself (recorded in results.json).
+    ran_vacuum: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -458,18 +459,6 @@ impl Bench {
             "deliveries/s",
             Some((">=", 10_000.0)),
         );
-        self.add(
-            "throughput: ratio to the machine's ceiling (18,000/s)",
-            rate / CEILING.0,
-            "ratio",
-            None,
-        );
-        self.add(
-            "throughput: ratio to the machine's ceiling (23,000/s)",
-            rate / CEILING.1,
-            "ratio",
-            None,
-        );
         for (name, cpu) in [
             ("PostgreSQL", pg),
             ("worker", worker),
@@ -653,13 +642,15 @@ impl Bench {
                 self.emit_events(n / 10).await;
                 self.sql("VACUUM ANALYZE postbox.emitted").await;
                 self.sql("CHECKPOINT").await;
-                let start = Instant::now();
                 let worker = self.start_worker();
                 let last = self
                     .wait_delivered(n, Duration::from_secs(if self.quick { 120 } else { 1800 }))
                     .await;
                 self.stop_worker(worker);
-                let rate = n as f64 / last.duration_since(start).as_secs_f64();
+                // From the first 2xx, not from the spawn: the worker's start-up
+                // is the same for both sizes and would favour the large one.
+                let first = self.stats.first_ok.lock().unwrap().unwrap();
+                let rate = (n - 1) as f64 / last.duration_since(first).as_secs_f64();
                 println!("     {n}: {rate:.0} deliveries/s");
                 rates[k].push(rate);
             }
@@ -738,6 +729,7 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        self.ran_vacuum = !vacuumed;
         if !vacuumed {
             self.notes.push(
                 "figure 5: no autovacuum of postbox.outbox within the wait; ran VACUUM instead"
@@ -813,6 +805,7 @@ async fn main() {
         worker_bin,
         figures: Vec::new(),
         notes: Vec::new(),
+        ran_vacuum: false,
     };
     let started = Instant::now();
     // For development: POSTBOX_BENCH_ONLY=2 runs figure 2 (and 4, 6 and 7) only.
@@ -831,11 +824,19 @@ async fn main() {
         b.backlog().await;
     }
 
-    let results: Vec<serde_json::Value> = b
+    let figures: Vec<serde_json::Value> = b
         .figures
         .iter()
         .map(|f| json!({"name": f.name, "value": f.value, "unit": f.unit, "target": f.target.map(|t| t.1), "op": f.target.map(|t| t.0), "met": f.met()}))
         .collect();
+    let results = json!({
+        "quick": quick,
+        // Figure 5's dead tuples after "one vacuum cycle" came from a VACUUM
+        // the benchmark ran itself (autovacuum did not run within the wait).
+        "bench_ran_vacuum": b.ran_vacuum,
+        "notes": b.notes,
+        "figures": figures,
+    });
     let path = out_dir.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     for n in &b.notes {
@@ -853,7 +854,22 @@ async fn main() {
         started.elapsed().as_secs_f64(),
         path.display()
     );
-    if !missed.is_empty() {
+    let unmeasured: Vec<&str> = b
+        .figures
+        .iter()
+        .filter(|f| !f.value.is_finite())
+        .map(|f| f.name.as_str())
+        .collect();
+    if !unmeasured.is_empty() {
+        println!("figures without a value: {}", unmeasured.join("; "));
+        std::process::exit(1);
+    }
+    if quick {
+        // Quick mode is too small to judge targets: it checks that every
+        // figure is produced.
+        println!("quick run: every figure produced; targets are judged by full runs only");
+    } else if !missed.is_empty() {
         println!("targets missed: {}", missed.join("; "));
+        std::process::exit(1);
     }
 }

@@ -180,8 +180,10 @@ fn _max_payload_bytes() -> i32 {
     MAX_PAYLOAD_BYTES.get()
 }
 
-/// Whether `postbox.allow_insecure_urls` is on in this session.
-#[pg_extern(stable, parallel_safe)]
+/// Gone from the SQL API in 0.3.0 (nothing called it), but the frozen 0.1.0
+/// and 0.2.0 install scripts create it, and an upgrade from them loads this
+/// library: the symbol stays, the SQL function does not.
+#[pg_extern(sql = false)]
 fn _allow_insecure_urls() -> bool {
     ALLOW_INSECURE_URLS.get()
 }

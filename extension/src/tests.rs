@@ -385,6 +385,33 @@ mod tests {
         run("SELECT postbox.emit('b', 'demo.viewed', '{}')");
         assert_eq!(pending(&other_tenant), 1);
         assert_eq!(pending(&all), 3);
+        // The same counts before expansion (endpoint_status reads emitted) and
+        // after it (outbox rows that expand_events wrote), and exactly these
+        // deliveries: the rule is one (_routes) for both.
+        let before: Vec<i64> = [&all, &rec, &rec_proc, &exact, &other_tenant]
+            .iter()
+            .map(|id| pending(id))
+            .collect();
+        assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 4);
+        assert_eq!(count("SELECT FROM postbox.emitted"), 0);
+        let routed = |id: &str| {
+            count(&format!(
+                "SELECT FROM postbox.outbox WHERE endpoint_id = '{id}' AND status = 'pending'"
+            ))
+        };
+        let after: Vec<i64> = [&all, &rec, &rec_proc, &exact, &other_tenant]
+            .iter()
+            .map(|id| routed(id))
+            .collect();
+        assert_eq!(after, vec![3, 2, 1, 1, 1]);
+        assert_eq!(before, after);
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.outbox d JOIN postbox.events v ON v.id = d.event_id
+                  WHERE d.endpoint_id = '{rec_proc}' AND v.event_type = 'recording.processing.completed'"
+            )),
+            1
+        );
     }
 
     #[pg_test]

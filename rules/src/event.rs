@@ -4,7 +4,7 @@
 //! `*`, a prefix pattern `a.*` / `a.b.*` (everything starting with `a.`), or an
 //! exact name. Matching is reduced to set overlap: an event's *match keys* are
 //! every filter that would match it, so the database can match with a plain
-//! array overlap (`&&`) on the emit path instead of calling a function.
+//! array overlap (`&&`) at expansion instead of calling a function.
 
 use crate::error::RuleError;
 

@@ -111,7 +111,24 @@ async fn concurrent_emits_with_one_idempotency_key_make_one_event() {
         .unwrap()
         .get::<_, uuid::Uuid>(0)
     });
-    tokio::time::sleep(Duration::from_millis(100)).await; // let b reach the lock
+    // Commit only once b waits on a's key (a lock wait, seen from a third session).
+    let watch = pg.connect("postgres").await;
+    postbox_tests::wait_until(Duration::from_secs(10), "b to wait on the key", || {
+        let watch = &watch;
+        async move {
+            let waiting: i64 = watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE wait_event_type = 'Lock' AND query LIKE '%postbox.emit%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (waiting == 1).then_some(())
+        }
+    })
+    .await;
     a.batch_execute("COMMIT").await.unwrap();
     let second = b_task.await.unwrap();
     assert_eq!(first, second);
@@ -416,23 +433,24 @@ async fn emit_notifies_only_while_a_worker_waits() {
 }
 
 /// Everything that defines the extension's objects, one line each, sorted:
-/// an upgraded database must match a fresh install line for line.
+/// an upgraded database must match a fresh install line for line. Grants are
+/// compared as sets (their order in an ACL depends on when each was made).
 const SHAPE: &str = "
 SELECT string_agg(x, E'\n' ORDER BY x) FROM (
   SELECT 'fn ' || p.oid::regprocedure || ' ' || md5(pg_get_functiondef(p.oid)) || ' '
-         || coalesce(obj_description(p.oid, 'pg_proc'), '-') || ' ' || coalesce(p.proacl::text, '-')
+         || coalesce(obj_description(p.oid, 'pg_proc'), '-') || ' ' || coalesce((SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(p.proacl) x), '-')
     FROM pg_proc p WHERE p.pronamespace = 'postbox'::regnamespace
   UNION ALL
   SELECT 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
          || a.attnotnull || ' ' || a.attstorage::text || ' ' || a.attcompression::text || ' '
          || coalesce(pg_get_expr(d.adbin, d.adrelid), '-') || ' '
-         || coalesce(col_description(c.oid, a.attnum), '-') || ' ' || coalesce(a.attacl::text, '-')
+         || coalesce(col_description(c.oid, a.attnum), '-') || ' ' || coalesce((SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(a.attacl) x), '-')
     FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
    WHERE c.relnamespace = 'postbox'::regnamespace
   UNION ALL
   SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' ' || c.relpersistence::text || ' '
-         || coalesce(c.reloptions::text, '-') || ' ' || coalesce(c.relacl::text, '-') || ' '
+         || coalesce(c.reloptions::text, '-') || ' ' || coalesce((SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(c.relacl) x), '-') || ' '
          || coalesce(obj_description(c.oid, 'pg_class'), '-')
     FROM pg_class c WHERE c.relnamespace = 'postbox'::regnamespace
   UNION ALL
