@@ -1,6 +1,11 @@
-//! Taking work from the outbox: expanding events into deliveries, claiming
-//! due deliveries fairly with `FOR UPDATE SKIP LOCKED` and a lease, and the
-//! wake-up flag.
+//! Taking work from the outbox: expanding emitted events into deliveries,
+//! claiming due deliveries fairly with `FOR UPDATE SKIP LOCKED` and a lease,
+//! giving claims back, and when the next one is due. Also what a claimed
+//! delivery is ([`Claimed`], its body) and its endpoint's settings.
+//!
+//! "Due" is spelled once, in [`due!`]: pending, its time come, and not
+//! leased (or its lease run out). The claim, [`NEXT_DUE`] and the metrics
+//! use it.
 //!
 //! Every statement here runs as a generic plan (the worker forces those), so
 //! each is shaped to reach rows through indexes whatever the parameters: the
@@ -8,41 +13,17 @@
 //! endpoints. Rooms and limits come from the worker as arrays; the SQL reads
 //! no endpoint options.
 
+use crate::schedule::Rooms;
 use deadpool_postgres::Client;
+use postbox_rules::headers::SignatureStyle;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
-/// A database error with PostgreSQL's own message (tokio-postgres shows only "db error").
-pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        ),
-        None => {
-            // The causes too: a TLS failure says why only further down.
-            let mut out = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                let text = s.to_string();
-                if !out.contains(&text) {
-                    out.push_str(": ");
-                    out.push_str(&text);
-                }
-                source = s.source();
-            }
-            out
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    #[error("database: {}", pg_message(.0))]
+    #[error("database: {}", crate::error::pg_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -55,7 +36,8 @@ pub enum ClaimError {
 pub struct Endpoint {
     pub url: String,
     pub headers: Vec<(String, String)>,
-    pub signature_style: String,
+    pub signature_style: SignatureStyle,
+    /// The header of a `sha256-hex` signature.
     pub signature_header: Option<String>,
     pub options: postbox_rules::options::EndpointOptions,
     /// Valid secrets, newest first.
@@ -96,7 +78,55 @@ impl Claimed {
     }
 }
 
+impl crate::schedule::Job for Claimed {
+    fn endpoint(&self) -> crate::schedule::EndpointFacts<'_> {
+        crate::schedule::EndpointFacts {
+            id: self.endpoint_id,
+            tenant: &self.tenant,
+            max_in_flight: self.endpoint.options.max_in_flight,
+            rate_limit_per_s: self.endpoint.options.rate_limit_per_s,
+        }
+    }
+}
+
+/// Expansion, per call: at most this many emitted events; a call that
+/// returns fewer has emptied the buffer.
+pub const EXPAND_BATCH: usize = 1000;
+/// At most this many expansion calls per cycle (10,000 events), so a large
+/// buffer of emitted rows does not hold up the claim behind it.
+pub const EXPAND_ROUNDS: usize = 10;
+
 pub const EXPAND: &str = "SELECT postbox.expand_events($1)";
+
+/// Claimable: pending, and not leased or its lease has run out (a crashed
+/// worker's claim). `$t` is the outbox's alias.
+macro_rules! claimable {
+    ($t:literal) => {
+        concat!(
+            $t,
+            ".status = 'pending' AND (",
+            $t,
+            ".lease_until IS NULL OR ",
+            $t,
+            ".lease_until < now())"
+        )
+    };
+}
+pub(crate) use claimable;
+
+/// Due: claimable, and its time has come. The one definition the claim and
+/// the metrics use.
+macro_rules! due {
+    ($t:literal) => {
+        concat!(
+            $crate::claim::claimable!($t),
+            " AND ",
+            $t,
+            ".next_attempt_at <= now()"
+        )
+    };
+}
+pub(crate) use due;
 
 /// Endpoints with pending rows, one probe of `outbox_due` each (a loose index
 /// scan): the cost follows the endpoints that have work, not every endpoint
@@ -116,6 +146,17 @@ macro_rules! due_endpoints {
     };
 }
 pub(crate) use due_endpoints;
+
+/// Test sends to paused or disabled endpoints per claim (the claim's second
+/// branch): they are rare and attempted once, and this keeps a flood of them
+/// from filling a claim meant for routable endpoints. [`TESTS_PER_CLAIM`].
+macro_rules! tests_per_claim {
+    () => {
+        "16"
+    };
+}
+/// See `tests_per_claim!`, which the SQL text needs as a literal.
+pub const TESTS_PER_CLAIM: usize = 16;
 
 // Fair claim: each routable endpoint with pending rows, in random order,
 // offers at most its room (computed by the worker: its in-flight limit minus
@@ -145,8 +186,9 @@ pub const CLAIM: &str = concat!(
       FROM (SELECT * FROM eps WHERE eps.room > 0 ORDER BY eps.r) o
      CROSS JOIN LATERAL (
            SELECT d.id, d.event_id, d.next_attempt_at FROM postbox.outbox d
-            WHERE d.endpoint_id = o.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-              AND (d.lease_until IS NULL OR d.lease_until < now())
+            WHERE d.endpoint_id = o.id AND ",
+    due!("d"),
+    "
             ORDER BY d.next_attempt_at
             LIMIT o.room
               FOR UPDATE SKIP LOCKED) d
@@ -158,12 +200,15 @@ pub const CLAIM: &str = concat!(
      WHERE f.n <= f.tenant_room
 ), tests AS (
     SELECT d.id, d.event_id, 2.0::float8 AS r, d.next_attempt_at FROM postbox.outbox d
-     WHERE d.is_test AND d.status = 'pending' AND d.next_attempt_at <= now()
-       AND (d.lease_until IS NULL OR d.lease_until < now())
+     WHERE d.is_test AND ",
+    due!("d"),
+    "
        AND NOT EXISTS (SELECT FROM postbox.endpoints e
                         WHERE e.id = d.endpoint_id AND e.enabled AND e.disabled_at IS NULL)
      ORDER BY d.next_attempt_at
-     LIMIT 16
+     LIMIT ",
+    tests_per_claim!(),
+    "
        FOR UPDATE SKIP LOCKED
 ), picked AS (
     SELECT s.id, s.event_type, s.created_at, s.data
@@ -198,37 +243,25 @@ SELECT e.id, e.url, e.headers::text, e.signature_style, e.signature_header, e.op
   FROM postbox.endpoints e
  WHERE e.id = ANY($1)";
 
-/// What bounds a claim, computed by the worker from what it holds.
-pub struct Room<'a> {
-    /// Endpoints whose room is not `default_endpoint`: held ones, fast ones,
-    /// rate-limited ones, ones with their own `max_in_flight`.
-    pub endpoints: &'a HashMap<Uuid, u32>,
-    /// The room of any other endpoint (the default in-flight limit).
-    pub default_endpoint: u32,
-    /// Tenants whose room is not `default_tenant`.
-    pub tenants: &'a HashMap<Arc<str>, u32>,
-    /// The room of any other tenant (the tenant in-flight limit).
-    pub default_tenant: u32,
-    /// Most payload bytes in one claim; the first row is always taken.
-    pub max_bytes: u64,
-}
-
-fn clamp(n: u32) -> i32 {
+/// An int4 parameter: rooms never come near i32::MAX, but never wrap.
+fn int4(n: u32) -> i32 {
     n.min(i32::MAX as u32) as i32
 }
 
-/// Claims up to `limit` due deliveries within `room`, leased for `lease`.
+/// Claims up to `limit` due deliveries within `rooms` and `max_bytes` of
+/// payload (the first row is always taken), leased for `lease`.
 pub async fn claim(
     db: &Client,
     worker_id: &str,
     limit: usize,
-    room: Room<'_>,
+    rooms: &Rooms,
+    max_bytes: u64,
     lease: Duration,
 ) -> Result<Vec<Claimed>, ClaimError> {
     let (ep_ids, ep_rooms): (Vec<Uuid>, Vec<i32>) =
-        room.endpoints.iter().map(|(k, v)| (*k, clamp(*v))).unzip();
+        rooms.endpoints.iter().map(|(k, v)| (*k, int4(*v))).unzip();
     let (tenants, tenant_rooms): (Vec<&str>, Vec<i32>) =
-        room.tenants.iter().map(|(k, v)| (&**k, clamp(*v))).unzip();
+        rooms.tenants.iter().map(|(k, v)| (&**k, int4(*v))).unzip();
     let stmt = db.prepare_cached(CLAIM).await?;
     let rows = db
         .query(
@@ -238,12 +271,12 @@ pub async fn claim(
                 &(limit as i64),
                 &ep_ids,
                 &ep_rooms,
-                &clamp(room.default_endpoint),
+                &int4(rooms.default_endpoint),
                 &tenants,
                 &tenant_rooms,
-                &clamp(room.default_tenant),
+                &int4(rooms.default_tenant),
                 &lease.as_secs_f64(),
-                &(room.max_bytes.min(i64::MAX as u64) as i64),
+                &(max_bytes.min(i64::MAX as u64) as i64),
             ],
         )
         .await?;
@@ -290,6 +323,10 @@ async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoi
                 tracing::warn!(endpoint_id = %id, error = %e, "stored options are invalid; using defaults");
                 Default::default()
             });
+            let signature_style = SignatureStyle::parse(r.get(3)).unwrap_or_else(|e| {
+                tracing::warn!(endpoint_id = %id, error = %e, "stored signature style is invalid; signing as standard");
+                SignatureStyle::Standard
+            });
             Ok((
                 id,
                 Arc::new(Endpoint {
@@ -298,7 +335,7 @@ async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoi
                         .into_iter()
                         .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
                         .collect(),
-                    signature_style: r.get(3),
+                    signature_style,
                     signature_header: r.get(4),
                     options,
                     secrets: r.get(6),
@@ -326,8 +363,9 @@ pub async fn release(db: &Client, ids: &[i64], worker_id: &str) -> Result<u64, C
         .await?)
 }
 
-/// The earliest unleased pending row of a routable endpoint, except those
-/// in `$1` (endpoints) and `$2` (tenants).
+/// The earliest attempt time of a claimable row (see [`claimable!`], the
+/// claim's rule: a row whose lease ran out counts) of a routable endpoint,
+/// except those in `$1` (endpoints) and `$2` (tenants).
 pub const NEXT_DUE: &str = concat!(
     "WITH RECURSIVE ",
     due_endpoints!(),
@@ -338,33 +376,104 @@ SELECT min(x.n) FROM due d
                         AND e.id <> ALL ($1::uuid[]) AND e.tenant <> ALL ($2::text[])
                      OFFSET 0) e
  CROSS JOIN LATERAL (SELECT o.next_attempt_at AS n FROM postbox.outbox o
-                      WHERE o.endpoint_id = d.endpoint_id AND o.status = 'pending'
-                        AND o.lease_until IS NULL
+                      WHERE o.endpoint_id = d.endpoint_id AND ",
+    claimable!("o"),
+    "
                       ORDER BY o.next_attempt_at LIMIT 1) x"
 );
 
-/// The earliest scheduled attempt of a routable endpoint, to sleep exactly until it.
+/// The earliest scheduled attempt of a routable endpoint, to sleep exactly
+/// until it. Endpoints and tenants this worker cannot start more for (at
+/// their in-flight limit, out of rate tokens, a tenant at its limit) are
+/// left out: their due rows would wake the loop at once, again and again,
+/// with nothing it may claim.
 pub async fn next_due(
     db: &Client,
-    full: &[Uuid],
-    full_tenants: &[&str],
+    blocked: &crate::schedule::Blocked<'_>,
 ) -> Result<Option<SystemTime>, ClaimError> {
-    // Endpoints this worker cannot start more for (at their in-flight limit,
-    // out of rate tokens, or of a tenant at its limit) are left out: their due
-    // rows would wake the loop at once, again and again, with nothing it may claim.
     let stmt = db.prepare_cached(NEXT_DUE).await?;
-    Ok(db.query_one(&stmt, &[&full, &full_tenants]).await?.get(0))
+    Ok(db
+        .query_one(&stmt, &[&blocked.endpoints, &blocked.tenants])
+        .await?
+        .get(0))
 }
 
-/// Sets the wake-up flag that tells emitters to NOTIFY (see sql/schema.sql).
-pub async fn set_waiting(db: &Client, waiting: bool) -> Result<(), ClaimError> {
-    let stmt = db
-        .prepare_cached(
-            "INSERT INTO postbox.wakeup AS w (singleton, waiting) VALUES (true, $1)
-             ON CONFLICT (singleton) DO UPDATE SET waiting = EXCLUDED.waiting
-              WHERE w.waiting IS DISTINCT FROM EXCLUDED.waiting",
-        )
-        .await?;
-    db.execute(&stmt, &[&waiting]).await?;
-    Ok(())
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A claimed delivery of event 0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b,
+    /// for other modules' tests.
+    pub(crate) fn sample_job(
+        style: SignatureStyle,
+        header: Option<&str>,
+        secrets: &[&str],
+    ) -> Claimed {
+        let mut j = job("order.paid", "{}");
+        j.endpoint = Arc::new(Endpoint {
+            url: "https://hooks.example.com/in".into(),
+            headers: Vec::new(),
+            signature_style: style,
+            signature_header: header.map(str::to_string),
+            options: Default::default(),
+            secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        });
+        j
+    }
+
+    fn job(event_type: &str, data: &str) -> Claimed {
+        Claimed {
+            id: 7,
+            tenant: "acme".into(),
+            endpoint_id: Uuid::nil(),
+            event_id: Uuid::parse_str("0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b").unwrap(),
+            attempts: 0,
+            is_test: false,
+            queued_at: SystemTime::UNIX_EPOCH,
+            event_type: event_type.into(),
+            event_time: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+            data: data.into(),
+            endpoint: Arc::new(Endpoint {
+                url: "https://hooks.example.com/in".into(),
+                headers: Vec::new(),
+                signature_style: SignatureStyle::Standard,
+                signature_header: None,
+                options: Default::default(),
+                secrets: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_body_is_the_envelope_around_the_stored_data() {
+        let data = r#"{"order_id": 42, "note": "caf\u00e9"}"#;
+        assert_eq!(
+            job("order.paid", data).body(),
+            concat!(
+                r#"{"id":"0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b","event":"order.paid","#,
+                r#""timestamp":"2023-11-14T22:13:20.123456Z","#,
+                r#""data":{"order_id": 42, "note": "caf\u00e9"}}"#
+            ),
+            "data is the stored JSON text, byte for byte"
+        );
+        // An event type that needs escaping still makes valid JSON.
+        let body = job("a\"b\\c", "null").body();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["event"], "a\"b\\c");
+        assert_eq!(v["data"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn due_is_spelled_once() {
+        assert_eq!(
+            due!("d"),
+            "d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now()) AND d.next_attempt_at <= now()"
+        );
+        // Both branches of the claim, the metrics' count and oldest row.
+        assert_eq!(CLAIM.matches(due!("d")).count(), 2);
+        assert_eq!(crate::metrics::REFRESH.matches(due!("o")).count(), 2);
+        // next_due: claimable rows (expired leases included), whatever their time.
+        assert!(NEXT_DUE.contains(claimable!("o")));
+        assert!(CLAIM.contains(&format!("LIMIT {TESTS_PER_CLAIM}\n")));
+    }
 }

@@ -1,10 +1,26 @@
 //! Configuration: flags, then `POSTBOX_*` environment variables, then an
 //! optional TOML file, then defaults. Everything is validated before the
 //! worker starts; a bad value is a [`ConfigError`] and exit code 2.
+//!
+//! Each setting is declared once, in the `settings!` table below: its flag,
+//! environment variable and help (clap), its TOML key (serde, the same
+//! name), its type in [`Config`] and its default. The table makes
+//! [`Settings`] (every setting optional: what flags, the environment or the
+//! file say), [`Config`] (every setting resolved), and the merge between
+//! them. Bounds are checked in [`Config::validate`]; the README documents
+//! each setting. Adding a setting: a line in the table, a bound if it has
+//! one, a row in the README.
+//!
+//! Values written as text ("2s", "16MiB") are [`Text`]: a flag's is parsed
+//! by clap at once, a file's when it is resolved, so either error names its
+//! setting.
 
-use crate::deliver::{Resolve, SystemResolver};
-use clap::Parser;
+use crate::resolve::{Resolve, SystemResolver};
+use crate::schedule::Limits;
+use postbox_rules::options;
 use serde::Deserialize;
+use std::fmt;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,11 +45,7 @@ pub enum ConfigError {
     NoDatabase,
 }
 
-fn invalid(
-    name: &'static str,
-    rule: impl Into<String>,
-    value: impl std::fmt::Display,
-) -> ConfigError {
+fn invalid(name: &'static str, rule: impl Into<String>, value: impl fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         name,
         rule: rule.into(),
@@ -41,12 +53,50 @@ fn invalid(
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// High enough that endpoints which hang (each holding at most its own
+/// limit) leave room for the healthy ones; the per-endpoint limit keeps the
+/// active concurrency per receiver low.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+pub const DEFAULT_ENDPOINT_MAX_IN_FLIGHT: u32 = 16;
+/// Measured on a 2-core machine: past ~64 requests in flight, each one
+/// costs more CPU (worker and receiver alike) without raising throughput.
+pub const DEFAULT_FAST_IN_FLIGHT: usize = 64;
+/// Half of the default worker-wide limit: a tenant whose endpoints all hang
+/// holds at most half the slots, so other tenants always keep the other half.
+/// Within the tenant, up to seven hanging endpoints at the default limit (16)
+/// still leave room for its endpoints whose speed the worker does not know
+/// yet (a quarter, 64, let five hanging endpoints block the others until
+/// their requests timed out: benchmark figure 4 fell from 1.2 to 0.85).
+pub const DEFAULT_TENANT_MAX_IN_FLIGHT: u32 = 128;
+/// Payload bytes one claim brings into memory: 500 rows of typical payloads
+/// (a few kB) fit many times over, while 500 rows at the 256 kB payload limit
+/// (128 MB) do not.
+pub const DEFAULT_CLAIM_MAX_BYTES: u64 = 16 << 20;
+
+/// Worker-wide counts (requests in flight, rows per claim): far beyond what
+/// one process needs (a 2-core machine saturates at about 64 fast requests);
+/// the bound catches typos, not tuning.
+const MAX_COUNT: usize = 10_000;
+/// Bytes per claim: at least one small payload's worth, at most a memory
+/// budget no worker should need.
+const CLAIM_BYTES: (u64, u64) = (1 << 10, 1 << 30);
+/// The poll: often enough to matter, and a missed NOTIFY waits at most an hour.
+const POLL_INTERVAL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(3600));
+const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Connections for claims and acknowledgements: a few are plenty (one
+/// claims, one acknowledges, the metrics and the flag share the rest).
+const MAX_DB_POOL: usize = 64;
+/// The lease outlasts the longest request by this much, for its acknowledgement.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(1);
+const MAX_WORKER_ID: usize = 200;
+
+/// Durations: "500ms", "2s", "5m", "24h".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (use e.g. 500ms, 2s, 5m, 24h)"))
 }
 
 /// Bytes: a number with an optional unit (B, kB, KiB, MB, MiB, GB, GiB).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
@@ -70,6 +120,7 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| "too large".to_string())
 }
 
+/// Booleans in flags and the environment: 1/0, true/false, yes/no, on/off.
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -78,8 +129,289 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// How a [`Text`] setting is read.
+pub trait Parse: Send + Sync + 'static {
+    type Out: Clone + Send + Sync + 'static;
+    fn parse(s: &str) -> Result<Self::Out, String>;
+}
+
+/// [`parse_duration`].
+#[derive(Debug)]
+pub enum Humantime {}
+impl Parse for Humantime {
+    type Out = Duration;
+    fn parse(s: &str) -> Result<Duration, String> {
+        parse_duration(s)
+    }
+}
+
+/// [`parse_bytes`].
+#[derive(Debug)]
+pub enum ByteSize {}
+impl Parse for ByteSize {
+    type Out = u64;
+    fn parse(s: &str) -> Result<u64, String> {
+        parse_bytes(s)
+    }
+}
+
+/// A setting written as text, with what it parsed to. From a flag or the
+/// environment it is always valid (clap refuses it otherwise); from the
+/// file it keeps its error until resolved, which names the setting.
+pub struct Text<P: Parse> {
+    text: String,
+    parsed: Result<P::Out, String>,
+    _parse: PhantomData<P>,
+}
+
+impl<P: Parse> Text<P> {
+    fn new(text: String) -> Text<P> {
+        Text {
+            parsed: P::parse(&text),
+            text,
+            _parse: PhantomData,
+        }
+    }
+
+    /// What it parsed to, if it did.
+    pub fn value(&self) -> Result<&P::Out, &str> {
+        self.parsed.as_ref().map_err(String::as_str)
+    }
+}
+
+impl<P: Parse> Clone for Text<P> {
+    fn clone(&self) -> Self {
+        Text {
+            text: self.text.clone(),
+            parsed: self.parsed.clone(),
+            _parse: PhantomData,
+        }
+    }
+}
+
+impl<P: Parse> fmt::Debug for Text<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+impl<P: Parse> clap::builder::ValueParserFactory for Text<P> {
+    type Parser = fn(&str) -> Result<Text<P>, String>;
+    fn value_parser() -> Self::Parser {
+        |s| {
+            let t = Text::<P>::new(s.to_string());
+            t.parsed.clone().map(|_| t)
+        }
+    }
+}
+
+impl<'de, P: Parse> Deserialize<'de> for Text<P> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Text::new)
+    }
+}
+
+/// The database URL. Its `Debug` shows only where it points: it may hold a
+/// password.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(s: String) -> Self {
+        DatabaseUrl(s)
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(s: &str) -> Self {
+        DatabaseUrl(s.to_string())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match crate::db::parse(&self.0) {
+            Ok((c, tls)) => write!(f, "{:?}/{:?} {:?}", c.get_hosts(), c.get_dbname(), tls.mode),
+            Err(_) => f.write_str("(unparsable)"),
+        }
+    }
+}
+
+/// How a setting's given value becomes its [`Config`] value.
+trait Setting<T> {
+    fn resolve(self, name: &'static str) -> Result<T, ConfigError>;
+}
+
+macro_rules! as_is {
+    ($($t:ty),*) => {$(
+        impl Setting<$t> for $t {
+            fn resolve(self, _: &'static str) -> Result<$t, ConfigError> {
+                Ok(self)
+            }
+        }
+    )*};
+}
+as_is!(usize, u32, bool, String, Vec<PathBuf>, DatabaseUrl);
+
+/// Off unless given.
+impl Setting<Option<SocketAddr>> for SocketAddr {
+    fn resolve(self, _: &'static str) -> Result<Option<SocketAddr>, ConfigError> {
+        Ok(Some(self))
+    }
+}
+
+impl<P: Parse> Setting<P::Out> for Text<P> {
+    fn resolve(self, name: &'static str) -> Result<P::Out, ConfigError> {
+        self.parsed.map_err(|why| invalid(name, why, self.text))
+    }
+}
+
+/// The type a setting has in [`Config`]: the given type, or the one after `=>`.
+macro_rules! config_type {
+    ($given:ty) => {
+        $given
+    };
+    ($given:ty, $resolved:ty) => {
+        $resolved
+    };
+}
+
+/// Makes [`Settings`], [`Config`] and the merge from one table: per setting,
+/// its docs and clap attributes, `name: GivenType [=> ConfigType] = default;`.
+macro_rules! settings {
+    ($(
+        $(#[$attr:meta])*
+        $name:ident : $given:ty $(=> $resolved:ty)? = $default:expr;
+    )*) => {
+        /// Every setting, each optional: what the flags and environment say
+        /// (clap), or what the file says (serde, the same names).
+        #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            $( $(#[$attr])* pub $name: Option<$given>, )*
+        }
+
+        impl Settings {
+            /// These settings, and `lower`'s where these have none.
+            pub fn or(self, lower: Settings) -> Settings {
+                Settings { $( $name: self.$name.or(lower.$name), )* }
+            }
+        }
+
+        /// The worker's resolved settings (see [`Settings`] for each). Tests
+        /// build it with [`Config::new`] and adjust fields; the binary uses
+        /// [`Config::from_cli`].
+        #[derive(Clone)]
+        pub struct Config {
+            $( pub $name: config_type!($given $(, $resolved)?), )*
+            /// Name resolution; tests substitute their own.
+            pub resolver: Arc<dyn Resolve>,
+            /// Extra trusted roots given in code (tests' CAs), beside `extra_root_certs`.
+            pub root_certificates: Vec<reqwest::Certificate>,
+        }
+
+        impl Config {
+            fn defaults() -> Config {
+                Config {
+                    $( $name: $default, )*
+                    resolver: Arc::new(SystemResolver),
+                    root_certificates: Vec::new(),
+                }
+            }
+
+            /// Takes every setting `s` gives.
+            fn apply(&mut self, s: Settings) -> Result<(), ConfigError> {
+                $( if let Some(v) = s.$name { self.$name = Setting::resolve(v, stringify!($name))?; } )*
+                Ok(())
+            }
+        }
+
+        /// Every setting; the database only as where it points.
+        impl fmt::Debug for Config {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Config")
+                    $( .field(stringify!($name), &self.$name) )*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+settings! {
+    /// PostgreSQL connection string; falls back to DATABASE_URL.
+    #[arg(long, env = "POSTBOX_DATABASE_URL", hide_env_values = true)]
+    database_url: DatabaseUrl = DatabaseUrl::default();
+    /// Development only: deliver to private, loopback and link-local addresses, and over http.
+    #[arg(long, env = "POSTBOX_ALLOW_PRIVATE_TARGETS", value_parser = parse_bool)]
+    allow_private_targets: bool = false;
+    /// Address for /metrics and /healthz, e.g. 127.0.0.1:9187.
+    #[arg(long, env = "POSTBOX_METRICS_ADDR")]
+    metrics_addr: SocketAddr => Option<SocketAddr> = None;
+    /// Requests in flight at once, all endpoints together.
+    #[arg(long, env = "POSTBOX_MAX_IN_FLIGHT")]
+    max_in_flight: usize = DEFAULT_MAX_IN_FLIGHT;
+    /// Requests in flight per endpoint and worker process, unless the endpoint's max_in_flight option says otherwise.
+    #[arg(long, env = "POSTBOX_ENDPOINT_MAX_IN_FLIGHT")]
+    endpoint_max_in_flight: u32 = DEFAULT_ENDPOINT_MAX_IN_FLIGHT;
+    /// Requests in flight at once to endpoints that answer fast (the ones that cost CPU).
+    #[arg(long, env = "POSTBOX_FAST_IN_FLIGHT")]
+    fast_in_flight: usize = DEFAULT_FAST_IN_FLIGHT;
+    /// Requests in flight per tenant (all its endpoints) in this process.
+    #[arg(long, env = "POSTBOX_TENANT_MAX_IN_FLIGHT")]
+    tenant_max_in_flight: u32 = DEFAULT_TENANT_MAX_IN_FLIGHT;
+    /// Most payload bytes claimed at once (one delivery always goes out), e.g. 16MiB.
+    #[arg(long, env = "POSTBOX_CLAIM_MAX_BYTES")]
+    claim_max_bytes: Text<ByteSize> => u64 = DEFAULT_CLAIM_MAX_BYTES;
+    /// Longest wait between looks at the outbox when no NOTIFY arrives.
+    #[arg(long, env = "POSTBOX_POLL_INTERVAL")]
+    poll_interval: Text<Humantime> => Duration = Duration::from_secs(2);
+    /// How long SIGTERM waits for in-flight requests before releasing them.
+    #[arg(long, env = "POSTBOX_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: Text<Humantime> => Duration = Duration::from_secs(30);
+    /// Consecutive failed attempts before an endpoint is disabled (with POSTBOX_DISABLE_AFTER).
+    #[arg(long, env = "POSTBOX_DISABLE_AFTER_FAILURES")]
+    disable_after_failures: u32 = 20;
+    /// How long an endpoint must have been failing before it is disabled.
+    #[arg(long, env = "POSTBOX_DISABLE_AFTER")]
+    disable_after: Text<Humantime> => Duration = Duration::from_secs(24 * 3600);
+    /// Most deliveries claimed in one statement.
+    #[arg(long, env = "POSTBOX_BATCH_SIZE")]
+    batch_size: usize = 500;
+    /// How long a claim is held; a crashed worker's claims are retaken after it.
+    #[arg(long, env = "POSTBOX_LEASE")]
+    lease: Text<Humantime> => Duration = Duration::from_secs(180);
+    /// Default total request timeout (an endpoint's timeout_ms overrides it).
+    #[arg(long, env = "POSTBOX_REQUEST_TIMEOUT")]
+    request_timeout: Text<Humantime> => Duration = Duration::from_secs(15);
+    /// Default connect timeout (an endpoint's connect_timeout_ms overrides it).
+    #[arg(long, env = "POSTBOX_CONNECT_TIMEOUT")]
+    connect_timeout: Text<Humantime> => Duration = Duration::from_secs(5);
+    /// Database connections for claims and acknowledgements.
+    #[arg(long, env = "POSTBOX_DB_POOL_SIZE")]
+    db_pool_size: usize = 4;
+    /// Name recorded on claims; defaults to host name and process id.
+    #[arg(long, env = "POSTBOX_WORKER_ID")]
+    worker_id: String = default_worker_id();
+    /// PEM files with extra root certificates to trust, comma-separated.
+    #[arg(long, env = "POSTBOX_EXTRA_ROOT_CERTS", value_delimiter = ',')]
+    extra_root_certs: Vec<PathBuf> = Vec::new();
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "POSTBOX_LOG_JSON", value_parser = parse_bool)]
+    log_json: bool = false;
+    /// Log filter, e.g. info or postbox_worker=debug.
+    #[arg(long, env = "POSTBOX_LOG")]
+    log: String = "info".into();
+}
+
 /// Command-line flags; each falls back to its environment variable.
-#[derive(Parser, Debug, Default)]
+#[derive(clap::Parser, Debug, Default)]
 #[command(
     name = "postbox-worker",
     version,
@@ -89,200 +421,29 @@ pub struct Cli {
     /// TOML file with any of the settings below (lowest precedence).
     #[arg(long, env = "POSTBOX_CONFIG")]
     pub config: Option<PathBuf>,
-    /// PostgreSQL connection string; falls back to DATABASE_URL.
-    #[arg(long, env = "POSTBOX_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Development only: deliver to private, loopback and link-local addresses, and over http.
-    #[arg(long, env = "POSTBOX_ALLOW_PRIVATE_TARGETS", value_parser = parse_bool)]
-    pub allow_private_targets: Option<bool>,
-    /// Address for /metrics and /healthz, e.g. 127.0.0.1:9187.
-    #[arg(long, env = "POSTBOX_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-    /// Requests in flight at once, all endpoints together.
-    #[arg(long, env = "POSTBOX_MAX_IN_FLIGHT")]
-    pub max_in_flight: Option<usize>,
-    /// Requests in flight per endpoint and worker process, unless the endpoint's max_in_flight option says otherwise.
-    #[arg(long, env = "POSTBOX_ENDPOINT_MAX_IN_FLIGHT")]
-    pub endpoint_max_in_flight: Option<u32>,
-    /// Requests in flight at once to endpoints that answer fast (the ones that cost CPU).
-    #[arg(long, env = "POSTBOX_FAST_IN_FLIGHT")]
-    pub fast_in_flight: Option<usize>,
-    /// Requests in flight per tenant (all its endpoints) in this process.
-    #[arg(long, env = "POSTBOX_TENANT_MAX_IN_FLIGHT")]
-    pub tenant_max_in_flight: Option<u32>,
-    /// Most payload bytes claimed at once (one delivery always goes out), e.g. 16MiB.
-    #[arg(long, env = "POSTBOX_CLAIM_MAX_BYTES", value_parser = parse_bytes)]
-    pub claim_max_bytes: Option<u64>,
-    /// Longest wait between looks at the outbox when no NOTIFY arrives.
-    #[arg(long, env = "POSTBOX_POLL_INTERVAL", value_parser = parse_duration)]
-    pub poll_interval: Option<Duration>,
-    /// How long SIGTERM waits for in-flight requests before releasing them.
-    #[arg(long, env = "POSTBOX_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
-    pub shutdown_timeout: Option<Duration>,
-    /// Consecutive failed attempts before an endpoint is disabled (with POSTBOX_DISABLE_AFTER).
-    #[arg(long, env = "POSTBOX_DISABLE_AFTER_FAILURES")]
-    pub disable_after_failures: Option<u32>,
-    /// How long an endpoint must have been failing before it is disabled.
-    #[arg(long, env = "POSTBOX_DISABLE_AFTER", value_parser = parse_duration)]
-    pub disable_after: Option<Duration>,
-    /// Most deliveries claimed in one statement.
-    #[arg(long, env = "POSTBOX_BATCH_SIZE")]
-    pub batch_size: Option<usize>,
-    /// How long a claim is held; a crashed worker's claims are retaken after it.
-    #[arg(long, env = "POSTBOX_LEASE", value_parser = parse_duration)]
-    pub lease: Option<Duration>,
-    /// Default total request timeout (an endpoint's timeout_ms overrides it).
-    #[arg(long, env = "POSTBOX_REQUEST_TIMEOUT", value_parser = parse_duration)]
-    pub request_timeout: Option<Duration>,
-    /// Default connect timeout (an endpoint's connect_timeout_ms overrides it).
-    #[arg(long, env = "POSTBOX_CONNECT_TIMEOUT", value_parser = parse_duration)]
-    pub connect_timeout: Option<Duration>,
-    /// Database connections for claims and acknowledgements.
-    #[arg(long, env = "POSTBOX_DB_POOL_SIZE")]
-    pub db_pool_size: Option<usize>,
-    /// Name recorded on claims; defaults to host name and process id.
-    #[arg(long, env = "POSTBOX_WORKER_ID")]
-    pub worker_id: Option<String>,
-    /// PEM files with extra root certificates to trust, comma-separated.
-    #[arg(long, env = "POSTBOX_EXTRA_ROOT_CERTS", value_delimiter = ',')]
-    pub extra_root_certs: Option<Vec<PathBuf>>,
-    /// Log as JSON lines instead of human-readable text.
-    #[arg(long, env = "POSTBOX_LOG_JSON", value_parser = parse_bool)]
-    pub log_json: Option<bool>,
-    /// Log filter, e.g. info or postbox_worker=debug.
-    #[arg(long, env = "POSTBOX_LOG")]
-    pub log: Option<String>,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
-/// The TOML file: the same settings, with durations as strings ("2s").
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    database_url: Option<String>,
-    allow_private_targets: Option<bool>,
-    metrics_addr: Option<SocketAddr>,
-    max_in_flight: Option<usize>,
-    endpoint_max_in_flight: Option<u32>,
-    fast_in_flight: Option<usize>,
-    tenant_max_in_flight: Option<u32>,
-    claim_max_bytes: Option<String>,
-    poll_interval: Option<String>,
-    shutdown_timeout: Option<String>,
-    disable_after_failures: Option<u32>,
-    disable_after: Option<String>,
-    batch_size: Option<usize>,
-    lease: Option<String>,
-    request_timeout: Option<String>,
-    connect_timeout: Option<String>,
-    db_pool_size: Option<usize>,
-    worker_id: Option<String>,
-    extra_root_certs: Option<Vec<PathBuf>>,
-    log_json: Option<bool>,
-    log: Option<String>,
+/// What `run` needs from the configuration's files, read once.
+pub struct Prepared {
+    pub pg: tokio_postgres::Config,
+    pub tls: crate::db::MakeRustls,
+    /// `root_certificates` and those in `extra_root_certs`.
+    pub roots: Vec<reqwest::Certificate>,
 }
-
-/// The worker's resolved settings. Tests build it with [`Config::new`] and
-/// adjust fields; the binary uses [`Config::from_env_and_args`].
-#[derive(Clone)]
-pub struct Config {
-    pub database_url: String,
-    pub allow_private_targets: bool,
-    pub metrics_addr: Option<SocketAddr>,
-    pub max_in_flight: usize,
-    pub endpoint_max_in_flight: u32,
-    pub fast_in_flight: usize,
-    pub tenant_max_in_flight: u32,
-    pub claim_max_bytes: u64,
-    pub poll_interval: Duration,
-    pub shutdown_timeout: Duration,
-    pub disable_after_failures: u32,
-    pub disable_after: Duration,
-    pub batch_size: usize,
-    pub lease: Duration,
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub db_pool_size: usize,
-    pub worker_id: String,
-    pub extra_root_certs: Vec<PathBuf>,
-    pub log_json: bool,
-    pub log: String,
-    /// Name resolution; tests substitute their own.
-    pub resolver: Arc<dyn Resolve>,
-    /// Extra trusted roots given in code (tests' CAs), beside `extra_root_certs`.
-    pub root_certificates: Vec<reqwest::Certificate>,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The database URL may hold a password: show only where it points.
-        let db = crate::db::parse(&self.database_url)
-            .map(|(c, tls)| format!("{:?}/{:?} {:?}", c.get_hosts(), c.get_dbname(), tls.mode))
-            .unwrap_or_else(|_| "(unparsable)".into());
-        f.debug_struct("Config")
-            .field("database", &db)
-            .field("allow_private_targets", &self.allow_private_targets)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("endpoint_max_in_flight", &self.endpoint_max_in_flight)
-            .field("fast_in_flight", &self.fast_in_flight)
-            .field("tenant_max_in_flight", &self.tenant_max_in_flight)
-            .field("claim_max_bytes", &self.claim_max_bytes)
-            .field("poll_interval", &self.poll_interval)
-            .field("lease", &self.lease)
-            .field("worker_id", &self.worker_id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// High enough that endpoints which hang (each holding at most its own
-/// limit) leave room for the healthy ones; the per-endpoint limit keeps the
-/// active concurrency per receiver low.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
-pub const DEFAULT_ENDPOINT_MAX_IN_FLIGHT: u32 = 16;
-/// Measured on a 2-core machine: past ~64 requests in flight, each one
-/// costs more CPU (worker and receiver alike) without raising throughput.
-pub const DEFAULT_FAST_IN_FLIGHT: usize = 64;
-/// A quarter of the default worker-wide limit: a tenant whose endpoints all
-/// hang holds at most this many slots, so three more such tenants still
-/// leave the rest, and one tenant alone keeps four endpoints at their full
-/// default limit (16) busy at once.
-pub const DEFAULT_TENANT_MAX_IN_FLIGHT: u32 = 64;
-/// Payload bytes one claim brings into memory: 500 rows of typical payloads
-/// (a few kB) fit many times over, while 500 rows at the 256 kB payload limit
-/// (128 MB) do not.
-pub const DEFAULT_CLAIM_MAX_BYTES: u64 = 16 << 20;
 
 impl Config {
     /// Defaults for everything but the database.
-    pub fn new(database_url: impl Into<String>) -> Config {
+    pub fn new(database_url: impl Into<DatabaseUrl>) -> Config {
         Config {
             database_url: database_url.into(),
-            allow_private_targets: false,
-            metrics_addr: None,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            endpoint_max_in_flight: DEFAULT_ENDPOINT_MAX_IN_FLIGHT,
-            fast_in_flight: DEFAULT_FAST_IN_FLIGHT,
-            tenant_max_in_flight: DEFAULT_TENANT_MAX_IN_FLIGHT,
-            claim_max_bytes: DEFAULT_CLAIM_MAX_BYTES,
-            poll_interval: Duration::from_secs(2),
-            shutdown_timeout: Duration::from_secs(30),
-            disable_after_failures: 20,
-            disable_after: Duration::from_secs(24 * 3600),
-            batch_size: 500,
-            lease: Duration::from_secs(180),
-            request_timeout: Duration::from_secs(15),
-            connect_timeout: Duration::from_secs(5),
-            db_pool_size: 4,
-            worker_id: default_worker_id(),
-            extra_root_certs: Vec::new(),
-            log_json: false,
-            log: "info".into(),
-            resolver: Arc::new(SystemResolver),
-            root_certificates: Vec::new(),
+            ..Config::defaults()
         }
     }
 
-    /// Flags (already parsed), then the environment, then the TOML file.
+    /// Flags (already parsed, with the environment), then the TOML file,
+    /// then defaults; validated.
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => {
@@ -290,127 +451,80 @@ impl Config {
                     path: path.clone(),
                     source,
                 })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Toml {
+                toml::from_str::<Settings>(&text).map_err(|e| ConfigError::Toml {
                     path: path.clone(),
                     message: e.to_string(),
                 })?
             }
-            None => FileConfig::default(),
+            None => Settings::default(),
         };
-        let file_duration =
-            |name: &'static str, v: &Option<String>| -> Result<Option<Duration>, ConfigError> {
-                v.as_deref()
-                    .map(|s| parse_duration(s).map_err(|e| invalid(name, e, s)))
-                    .transpose()
-            };
-        let database_url = cli
-            .database_url
-            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()))
-            .or(file.database_url)
-            .ok_or(ConfigError::NoDatabase)?;
-        let mut c = Config::new(database_url);
-        macro_rules! pick {
-            ($field:ident) => {
-                if let Some(v) = cli.$field.or(file.$field) {
-                    c.$field = v;
-                }
-            };
+        let mut given = cli.settings;
+        if given.database_url.is_none() {
+            given.database_url = std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(DatabaseUrl);
         }
-        pick!(allow_private_targets);
-        pick!(max_in_flight);
-        pick!(endpoint_max_in_flight);
-        pick!(fast_in_flight);
-        pick!(tenant_max_in_flight);
-        pick!(disable_after_failures);
-        pick!(batch_size);
-        pick!(db_pool_size);
-        pick!(worker_id);
-        pick!(extra_root_certs);
-        pick!(log_json);
-        pick!(log);
-        c.metrics_addr = cli.metrics_addr.or(file.metrics_addr);
-        let file_bytes = file
-            .claim_max_bytes
-            .as_deref()
-            .map(|s| parse_bytes(s).map_err(|e| invalid("claim_max_bytes", e, s)))
-            .transpose()?;
-        if let Some(v) = cli.claim_max_bytes.or(file_bytes) {
-            c.claim_max_bytes = v;
+        let given = given.or(file);
+        if given.database_url.is_none() {
+            return Err(ConfigError::NoDatabase);
         }
-        macro_rules! pick_duration {
-            ($field:ident, $name:literal) => {
-                if let Some(v) = cli.$field.or(file_duration($name, &file.$field)?) {
-                    c.$field = v;
-                }
-            };
-        }
-        pick_duration!(poll_interval, "poll_interval");
-        pick_duration!(shutdown_timeout, "shutdown_timeout");
-        pick_duration!(disable_after, "disable_after");
-        pick_duration!(lease, "lease");
-        pick_duration!(request_timeout, "request_timeout");
-        pick_duration!(connect_timeout, "connect_timeout");
+        let mut c = Config::defaults();
+        c.apply(given)?;
         c.validate()?;
         Ok(c)
     }
 
-    /// Checks every setting; `run` calls it too.
+    /// Checks every setting (reading no file: [`Config::prepare`] does).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let ms = |d: Duration| format!("{}", humantime::format_duration(d));
-        // The TLS settings too (sslrootcert is read here): a bad one is a
-        // configuration error at start-up, not a failing reconnect later.
-        crate::db::parse(&self.database_url)
-            .and_then(|(_, tls)| crate::db::connector(&tls).map(drop))
-            .map_err(|e| invalid("POSTBOX_DATABASE_URL", e.to_string(), "(hidden)"))?;
-        if !(1..=10_000).contains(&self.max_in_flight) {
-            return Err(invalid(
-                "POSTBOX_MAX_IN_FLIGHT",
-                "must be from 1 to 10000",
-                self.max_in_flight,
-            ));
-        }
-        if !(1..=10_000).contains(&self.fast_in_flight) {
-            return Err(invalid(
-                "POSTBOX_FAST_IN_FLIGHT",
-                "must be from 1 to 10000",
-                self.fast_in_flight,
-            ));
-        }
-        if !(1..=10_000).contains(&self.tenant_max_in_flight) {
-            return Err(invalid(
-                "POSTBOX_TENANT_MAX_IN_FLIGHT",
-                "must be from 1 to 10000",
-                self.tenant_max_in_flight,
-            ));
-        }
-        if !((1 << 10)..=(1 << 30)).contains(&self.claim_max_bytes) {
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        let count = |name, n: usize, hi: usize| {
+            if (1..=hi).contains(&n) {
+                Ok(())
+            } else {
+                Err(invalid(name, format!("must be from 1 to {hi}"), n))
+            }
+        };
+        crate::db::parse(self.database_url.as_str()).map_err(db_invalid)?;
+        count("POSTBOX_MAX_IN_FLIGHT", self.max_in_flight, MAX_COUNT)?;
+        count("POSTBOX_FAST_IN_FLIGHT", self.fast_in_flight, MAX_COUNT)?;
+        count(
+            "POSTBOX_TENANT_MAX_IN_FLIGHT",
+            self.tenant_max_in_flight as usize,
+            MAX_COUNT,
+        )?;
+        if !(CLAIM_BYTES.0..=CLAIM_BYTES.1).contains(&self.claim_max_bytes) {
             return Err(invalid(
                 "POSTBOX_CLAIM_MAX_BYTES",
                 "must be from 1KiB to 1GiB",
                 self.claim_max_bytes,
             ));
         }
-        if !(1..=1_000).contains(&self.endpoint_max_in_flight) {
+        // The same bounds as an endpoint's max_in_flight option.
+        let (lo, hi) = options::MAX_IN_FLIGHT;
+        if !(lo..=hi).contains(&(self.endpoint_max_in_flight as u64)) {
             return Err(invalid(
                 "POSTBOX_ENDPOINT_MAX_IN_FLIGHT",
-                "must be from 1 to 1000",
+                format!("must be from {lo} to {hi}"),
                 self.endpoint_max_in_flight,
             ));
         }
-        if self.poll_interval < Duration::from_millis(10)
-            || self.poll_interval > Duration::from_secs(3600)
-        {
+        if !(POLL_INTERVAL.0..=POLL_INTERVAL.1).contains(&self.poll_interval) {
             return Err(invalid(
                 "POSTBOX_POLL_INTERVAL",
-                "must be from 10ms to 1h",
-                ms(self.poll_interval),
+                format!(
+                    "must be from {} to {}",
+                    text(POLL_INTERVAL.0),
+                    text(POLL_INTERVAL.1)
+                ),
+                text(self.poll_interval),
             ));
         }
-        if self.shutdown_timeout > Duration::from_secs(3600) {
+        if self.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
             return Err(invalid(
                 "POSTBOX_SHUTDOWN_TIMEOUT",
-                "must be at most 1h",
-                ms(self.shutdown_timeout),
+                format!("must be at most {}", text(MAX_SHUTDOWN_TIMEOUT)),
+                text(self.shutdown_timeout),
             ));
         }
         if self.disable_after_failures == 0 {
@@ -420,54 +534,46 @@ impl Config {
                 0,
             ));
         }
-        if !(1..=10_000).contains(&self.batch_size) {
-            return Err(invalid(
-                "POSTBOX_BATCH_SIZE",
-                "must be from 1 to 10000",
-                self.batch_size,
-            ));
-        }
-        if !(1..=64).contains(&self.db_pool_size) {
-            return Err(invalid(
-                "POSTBOX_DB_POOL_SIZE",
-                "must be from 1 to 64",
-                self.db_pool_size,
-            ));
-        }
-        if self.request_timeout < Duration::from_millis(100)
-            || self.request_timeout > Duration::from_secs(120)
-        {
+        count("POSTBOX_BATCH_SIZE", self.batch_size, MAX_COUNT)?;
+        count("POSTBOX_DB_POOL_SIZE", self.db_pool_size, MAX_DB_POOL)?;
+        // The same bounds as an endpoint's timeout_ms and connect_timeout_ms.
+        let (lo, hi) = options::TIMEOUT_MS;
+        let (lo, hi) = (Duration::from_millis(lo), Duration::from_millis(hi));
+        if !(lo..=hi).contains(&self.request_timeout) {
             return Err(invalid(
                 "POSTBOX_REQUEST_TIMEOUT",
-                "must be from 100ms to 120s",
-                ms(self.request_timeout),
+                format!("must be from {}ms to {}s", lo.as_millis(), hi.as_secs()),
+                text(self.request_timeout),
             ));
         }
-        if self.connect_timeout < Duration::from_millis(100)
-            || self.connect_timeout > self.request_timeout
-        {
+        let lo = Duration::from_millis(options::CONNECT_TIMEOUT_MS.0);
+        if self.connect_timeout < lo || self.connect_timeout > self.request_timeout {
             return Err(invalid(
                 "POSTBOX_CONNECT_TIMEOUT",
-                "must be at least 100ms and at most POSTBOX_REQUEST_TIMEOUT",
-                ms(self.connect_timeout),
+                format!(
+                    "must be at least {}ms and at most POSTBOX_REQUEST_TIMEOUT",
+                    lo.as_millis()
+                ),
+                text(self.connect_timeout),
             ));
         }
         // The lease must outlast every request, so a live worker's claim never
         // runs out mid-request (endpoint timeouts are capped below it too).
-        if self.lease < self.request_timeout + Duration::from_secs(1) {
+        if self.lease < self.request_timeout + LEASE_MARGIN {
             return Err(invalid(
                 "POSTBOX_LEASE",
                 format!(
-                    "must exceed POSTBOX_REQUEST_TIMEOUT ({}) by at least 1s",
-                    ms(self.request_timeout)
+                    "must exceed POSTBOX_REQUEST_TIMEOUT ({}) by at least {}",
+                    text(self.request_timeout),
+                    text(LEASE_MARGIN)
                 ),
-                ms(self.lease),
+                text(self.lease),
             ));
         }
-        if self.worker_id.is_empty() || self.worker_id.len() > 200 {
+        if self.worker_id.is_empty() || self.worker_id.len() > MAX_WORKER_ID {
             return Err(invalid(
                 "POSTBOX_WORKER_ID",
-                "must be 1 to 200 characters",
+                format!("must be 1 to {MAX_WORKER_ID} characters"),
                 &self.worker_id,
             ));
         }
@@ -478,6 +584,17 @@ impl Config {
                 &self.log,
             )
         })?;
+        Ok(())
+    }
+
+    /// Validates, then reads what the settings point at, once: the
+    /// database's CA (`sslrootcert`) and `extra_root_certs`. A bad file is a
+    /// configuration error at start-up, not a failing reconnect later.
+    pub fn prepare(&self) -> Result<Prepared, ConfigError> {
+        self.validate()?;
+        let (pg, tls) = crate::db::parse(self.database_url.as_str()).map_err(db_invalid)?;
+        let tls = crate::db::connector(&tls).map_err(db_invalid)?;
+        let mut roots = self.root_certificates.clone();
         for path in &self.extra_root_certs {
             let pem = std::fs::read(path).map_err(|e| {
                 invalid(
@@ -486,15 +603,15 @@ impl Config {
                     path.display(),
                 )
             })?;
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            roots.extend(reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 invalid(
                     "POSTBOX_EXTRA_ROOT_CERTS",
                     format!("not PEM certificates ({e})"),
                     path.display(),
                 )
-            })?;
+            })?);
         }
-        Ok(())
+        Ok(Prepared { pg, tls, roots })
     }
 
     /// The tenant limit in force: never above the worker-wide limit.
@@ -505,8 +622,26 @@ impl Config {
 
     /// The longest a request may take: the lease minus a margin for the acknowledgement.
     pub fn max_request_time(&self) -> Duration {
-        self.lease - Duration::from_secs(1)
+        self.lease - LEASE_MARGIN
     }
+
+    /// The scheduling policy's limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_in_flight: self.max_in_flight,
+            endpoint_max_in_flight: self.endpoint_max_in_flight,
+            tenant_max_in_flight: self.tenant_cap(),
+            fast_in_flight: self.fast_in_flight,
+            batch_size: self.batch_size,
+            claim_max_bytes: self.claim_max_bytes,
+        }
+    }
+}
+
+/// A bad connection string or TLS file; never shows the string (it may
+/// hold a password).
+fn db_invalid(e: crate::db::DbError) -> ConfigError {
+    invalid("POSTBOX_DATABASE_URL", e.to_string(), "(hidden)")
 }
 
 fn default_worker_id() -> String {
@@ -521,26 +656,31 @@ mod tests {
     use super::*;
 
     fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        use clap::Parser;
         Cli::try_parse_from(std::iter::once("postbox-worker").chain(args.iter().copied()))
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("postbox-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        file
     }
 
     #[test]
     fn flags_override_the_file() {
-        let dir = std::env::temp_dir().join(format!("postbox-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("worker.toml");
-        std::fs::write(
-            &file,
+        let file = temp_file(
+            "worker.toml",
             "database_url = 'postgres://db/x'\npoll_interval = '5s'\nmax_in_flight = 10\n",
-        )
-        .unwrap();
+        );
         let c = Config::from_cli(
             cli(&["--config", file.to_str().unwrap(), "--max-in-flight", "20"]).unwrap(),
         )
         .unwrap();
         assert_eq!(c.max_in_flight, 20);
         assert_eq!(c.poll_interval, Duration::from_secs(5));
-        assert_eq!(c.database_url, "postgres://db/x");
+        assert_eq!(c.database_url.as_str(), "postgres://db/x");
         assert_eq!(c.disable_after_failures, 20);
         assert_eq!(c.disable_after, Duration::from_secs(86400));
         std::fs::write(
@@ -565,16 +705,34 @@ mod tests {
             })
             .collect();
         assert!(settings.len() >= 20, "{settings:?}");
-        let file: FileConfig = toml::from_str(&settings.join("\n")).unwrap();
+        let file: Settings = toml::from_str(&settings.join("\n")).unwrap();
         assert_eq!(
             file.tenant_max_in_flight,
             Some(DEFAULT_TENANT_MAX_IN_FLIGHT)
         );
         assert_eq!(
-            file.claim_max_bytes.as_deref().map(parse_bytes),
+            file.claim_max_bytes.as_ref().map(|t| t.value().copied()),
             Some(Ok(DEFAULT_CLAIM_MAX_BYTES))
         );
-        let (_, tls) = crate::db::parse(file.database_url.as_deref().unwrap()).unwrap();
+        // Each shows its default (database_url and the optional ones aside).
+        let mut c = Config::defaults();
+        c.apply(file.clone()).unwrap();
+        // Those with no default (or an example instead of it) aside, the
+        // example file shows the defaults.
+        let d = Config::defaults();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9187".parse().unwrap()));
+        assert_eq!(c.worker_id, "worker-a");
+        assert_eq!(
+            c.extra_root_certs,
+            [PathBuf::from("/etc/postbox/internal-ca.pem")]
+        );
+        c.database_url = d.database_url.clone();
+        c.metrics_addr = d.metrics_addr;
+        c.worker_id = d.worker_id.clone();
+        c.extra_root_certs = d.extra_root_certs.clone();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+        let (_, tls) =
+            crate::db::parse(file.database_url.as_ref().map(DatabaseUrl::as_str).unwrap()).unwrap();
         assert_eq!(tls.mode, crate::db::SslMode::VerifyFull);
     }
 
@@ -595,7 +753,7 @@ mod tests {
         assert_eq!((c.tenant_max_in_flight, c.claim_max_bytes), (8, 450_000));
         assert_eq!(c.tenant_cap(), 8);
         let c = Config::new("postgres://db/x");
-        assert_eq!(c.tenant_cap(), 64);
+        assert_eq!(c.tenant_cap(), 128);
         assert_eq!(c.claim_max_bytes, 16 << 20);
         let mut c = Config::new("postgres://db/x");
         c.max_in_flight = 10;
@@ -665,8 +823,188 @@ mod tests {
         assert_eq!(
             cli(&["--allow-private-targets", "on"])
                 .unwrap()
+                .settings
                 .allow_private_targets,
             Some(true)
         );
+    }
+
+    /// The documented defaults, as literals: a changed default must be a
+    /// deliberate change here and in the README.
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::new("postgres://db/x");
+        assert_eq!(c.max_in_flight, 256);
+        assert_eq!(c.endpoint_max_in_flight, 16);
+        assert_eq!(c.fast_in_flight, 64);
+        assert_eq!(c.tenant_max_in_flight, 128);
+        assert_eq!(c.claim_max_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.poll_interval, Duration::from_secs(2));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.disable_after_failures, 20);
+        assert_eq!(c.disable_after, Duration::from_secs(24 * 3600));
+        assert_eq!(c.batch_size, 500);
+        assert_eq!(c.lease, Duration::from_secs(180));
+        assert_eq!(c.request_timeout, Duration::from_secs(15));
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.db_pool_size, 4);
+        assert_eq!(c.metrics_addr, None);
+        assert!(!c.allow_private_targets && !c.log_json);
+        assert_eq!(c.log, "info");
+        assert!(c.extra_root_certs.is_empty());
+        assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
+        c.validate().unwrap();
+    }
+
+    /// Every setting has its flag (and so its POSTBOX_ variable) and its TOML key.
+    #[test]
+    fn every_setting_has_a_flag_and_a_key() {
+        let file = temp_file(
+            "all.toml",
+            "database_url = 'postgres://db/file'\nallow_private_targets = true\n\
+             metrics_addr = '127.0.0.1:9999'\nmax_in_flight = 100\nendpoint_max_in_flight = 8\n\
+             fast_in_flight = 32\ntenant_max_in_flight = 50\nclaim_max_bytes = '1MiB'\n\
+             poll_interval = '1s'\nshutdown_timeout = '10s'\ndisable_after_failures = 5\n\
+             disable_after = '1h'\nbatch_size = 100\nlease = '1m'\nrequest_timeout = '10s'\n\
+             connect_timeout = '2s'\ndb_pool_size = 2\nworker_id = 'w-file'\n\
+             extra_root_certs = []\nlog_json = true\nlog = 'debug'\n",
+        );
+        let from_file =
+            Config::from_cli(cli(&["--config", file.to_str().unwrap()]).unwrap()).unwrap();
+        let from_flags = Config::from_cli(
+            cli(&[
+                "--database-url",
+                "postgres://db/file",
+                "--allow-private-targets",
+                "true",
+                "--metrics-addr",
+                "127.0.0.1:9999",
+                "--max-in-flight",
+                "100",
+                "--endpoint-max-in-flight",
+                "8",
+                "--fast-in-flight",
+                "32",
+                "--tenant-max-in-flight",
+                "50",
+                "--claim-max-bytes",
+                "1MiB",
+                "--poll-interval",
+                "1s",
+                "--shutdown-timeout",
+                "10s",
+                "--disable-after-failures",
+                "5",
+                "--disable-after",
+                "1h",
+                "--batch-size",
+                "100",
+                "--lease",
+                "1m",
+                "--request-timeout",
+                "10s",
+                "--connect-timeout",
+                "2s",
+                "--db-pool-size",
+                "2",
+                "--worker-id",
+                "w-file",
+                "--log-json",
+                "true",
+                "--log",
+                "debug",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        let shown = format!("{from_file:?}");
+        assert_eq!(shown, format!("{from_flags:?}"));
+        for want in [
+            "allow_private_targets: true",
+            "metrics_addr: Some(127.0.0.1:9999)",
+            "max_in_flight: 100",
+            "endpoint_max_in_flight: 8",
+            "fast_in_flight: 32",
+            "tenant_max_in_flight: 50",
+            "claim_max_bytes: 1048576",
+            "poll_interval: 1s",
+            "shutdown_timeout: 10s",
+            "disable_after_failures: 5",
+            "disable_after: 3600s",
+            "batch_size: 100",
+            "lease: 60s",
+            "request_timeout: 10s",
+            "connect_timeout: 2s",
+            "db_pool_size: 2",
+            "worker_id: \"w-file\"",
+            "log_json: true",
+            "log: \"debug\"",
+        ] {
+            assert!(shown.contains(want), "{want} in {shown}");
+        }
+    }
+
+    #[test]
+    fn bad_values_in_the_file_name_their_setting() {
+        for (text, want) in [
+            ("poll_interval = 'often'", "poll_interval: "),
+            ("lease = '3 fortnights'", "lease: "),
+            (
+                "claim_max_bytes = 'lots'",
+                "claim_max_bytes: expected bytes, e.g. 16MiB, 500kB or 1048576: lots",
+            ),
+        ] {
+            let file = temp_file(
+                "bad.toml",
+                &format!("database_url = 'postgres://db/x'\n{text}\n"),
+            );
+            let e = Config::from_cli(cli(&["--config", file.to_str().unwrap()]).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{text}: {e}");
+            assert!(matches!(
+                Config::from_cli(cli(&["--config", file.to_str().unwrap()]).unwrap()),
+                Err(ConfigError::Invalid { .. })
+            ));
+        }
+        // A flag's bad value is clap's error, before the file is read.
+        assert!(cli(&["--lease", "3 fortnights"]).is_err());
+        // A type error in the file is the file's error.
+        let file = temp_file("type.toml", "max_in_flight = 'many'\n");
+        let e = Config::from_cli(cli(&["--config", file.to_str().unwrap()]).unwrap()).unwrap_err();
+        assert!(matches!(e, ConfigError::Toml { .. }), "{e}");
+    }
+
+    /// Flags beat the environment, which beats the file. (This test alone
+    /// sets POSTBOX_BATCH_SIZE in this process.)
+    #[test]
+    fn flags_then_environment_then_file() {
+        let file = temp_file(
+            "order.toml",
+            "database_url = 'postgres://db/x'\nbatch_size = 9\n",
+        );
+        let path = file.to_str().unwrap();
+        let batch = |args: &[&str]| Config::from_cli(cli(args).unwrap()).unwrap().batch_size;
+        assert_eq!(batch(&["--config", path]), 9);
+        std::env::set_var("POSTBOX_BATCH_SIZE", "7");
+        assert_eq!(batch(&["--config", path]), 7);
+        assert_eq!(batch(&["--config", path, "--batch-size", "5"]), 5);
+        std::env::remove_var("POSTBOX_BATCH_SIZE");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let c = Config::new("postgres://worker:hunter2@db.internal:5432/app?sslmode=require");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("db.internal") && shown.contains("Require"),
+            "{shown}"
+        );
+        let settings = Settings {
+            database_url: Some("host=db password=hunter2".into()),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("hunter2"));
     }
 }

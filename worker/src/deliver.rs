@@ -1,24 +1,16 @@
-//! One HTTP attempt: SSRF-checked name resolution, the request, and what came back.
+//! One HTTP attempt: the request (body, headers, signature), what came
+//! back, and an error's text for the attempt log.
 //!
-//! Names are resolved by the worker itself ([`Resolve`]). Every address of
-//! the answer is checked against the shared IP policy, and the connection is
-//! made only to the addresses that were checked, so a DNS answer that changes
-//! between a check and a connect (rebinding) has nothing to slip through. An
-//! answer holding any blocked address is refused whole (fail closed). The
-//! error names the host and the kind of range, never the address: that would
-//! map the internal network for whoever reads the attempt log.
-//!
-//! The environment's proxy variables (`HTTPS_PROXY`, `ALL_PROXY`, ...) are
-//! ignored: through a proxy, the proxy resolves the name, past the check.
+//! Names are resolved through [`crate::resolve`], which checks every address
+//! (SSRF). The environment's proxy variables (`HTTPS_PROXY`, `ALL_PROXY`,
+//! ...) are ignored: through a proxy, the proxy resolves the name, past the
+//! check. Redirects are never followed.
 
 use crate::claim::Claimed;
+use crate::resolve::{CheckedResolver, Resolve};
 use crate::sign;
-use postbox_rules::{ip, options::EndpointOptions, url as url_rules};
+use postbox_rules::{options::EndpointOptions, url as url_rules};
 use std::collections::HashMap;
-use std::future::Future;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,67 +18,17 @@ use std::time::{Duration, Instant, SystemTime};
 pub const EXCERPT_BYTES: usize = 4096;
 pub const USER_AGENT: &str = concat!("postbox/", env!("CARGO_PKG_VERSION"));
 
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// Name resolution. The default is the system resolver; tests supply their own.
-pub trait Resolve: Send + Sync + 'static {
-    fn lookup(&self, host: String) -> BoxFuture<io::Result<Vec<IpAddr>>>;
-}
-
-pub struct SystemResolver;
-
-impl Resolve for SystemResolver {
-    fn lookup(&self, host: String) -> BoxFuture<io::Result<Vec<IpAddr>>> {
-        Box::pin(async move {
-            Ok(tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .map(|a| a.ip())
-                .collect())
-        })
-    }
-}
+/// Idle keep-alive connections per receiver host: as many as the fast lane
+/// has requests in flight (POSTBOX_FAST_IN_FLIGHT's default), so a busy fast
+/// endpoint does not reconnect between bursts.
+const IDLE_PER_HOST: usize = 64;
+/// An idle keep-alive connection is closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
-    #[error("blocked: {host} resolves to a {kind} address; webhooks go only to public addresses")]
-    Blocked { host: String, kind: &'static str },
-    #[error("DNS: {host} has no addresses")]
-    NoAddresses { host: String },
     #[error("could not build the HTTP client: {0}")]
     Client(String),
-}
-
-/// reqwest's resolver hook: look up, check every address, hand over only checked ones.
-struct CheckedResolver {
-    inner: Arc<dyn Resolve>,
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for CheckedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let inner = self.inner.clone();
-        let allow_private = self.allow_private;
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let addrs = inner.lookup(host.clone()).await?;
-            if addrs.is_empty() {
-                return Err(Box::new(DeliverError::NoAddresses { host }) as _);
-            }
-            if !allow_private {
-                for addr in &addrs {
-                    if let Err(why) = ip::check(*addr) {
-                        return Err(Box::new(DeliverError::Blocked {
-                            host,
-                            kind: why.describe(),
-                        }) as _);
-                    }
-                }
-            }
-            let out: reqwest::dns::Addrs =
-                Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
-            Ok(out)
-        })
-    }
 }
 
 /// What one attempt produced.
@@ -106,37 +48,37 @@ impl Attempt {
     }
 }
 
+/// What a [`Sender`] needs.
+pub struct SenderSettings {
+    /// Name resolution (checked by [`CheckedResolver`]).
+    pub resolver: Arc<dyn Resolve>,
+    /// Trusted roots besides Mozilla's (webpki-roots).
+    pub roots: Vec<reqwest::Certificate>,
+    /// Development only: private addresses and http.
+    pub allow_private: bool,
+    /// Total request timeout unless the endpoint sets `timeout_ms`.
+    pub default_timeout: Duration,
+    /// Connect timeout unless the endpoint sets `connect_timeout_ms`.
+    pub default_connect_timeout: Duration,
+    /// No request takes longer, whatever the endpoint says (below the lease).
+    pub max_request_time: Duration,
+}
+
 /// Sends attempts. One reqwest client per connect timeout in use, each with
 /// its own keep-alive pool.
 pub struct Sender {
     clients: Mutex<HashMap<Duration, reqwest::Client>>,
-    resolver: Arc<dyn Resolve>,
-    roots: Vec<reqwest::Certificate>,
-    allow_private: bool,
-    default_timeout: Duration,
-    default_connect_timeout: Duration,
-    max_request_time: Duration,
+    settings: SenderSettings,
 }
 
 impl Sender {
-    pub fn new(
-        resolver: Arc<dyn Resolve>,
-        roots: Vec<reqwest::Certificate>,
-        allow_private: bool,
-        default_timeout: Duration,
-        default_connect_timeout: Duration,
-        max_request_time: Duration,
-    ) -> Result<Sender, DeliverError> {
+    pub fn new(settings: SenderSettings) -> Result<Sender, DeliverError> {
         let sender = Sender {
             clients: Mutex::new(HashMap::new()),
-            resolver,
-            roots,
-            allow_private,
-            default_timeout,
-            default_connect_timeout,
-            max_request_time,
+            settings,
         };
-        sender.client(default_connect_timeout)?; // fail at start-up, not on the first delivery
+        // Fail at start-up, not on the first delivery.
+        sender.client(sender.settings.default_connect_timeout)?;
         Ok(sender)
     }
 
@@ -150,15 +92,15 @@ impl Sender {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(IDLE_PER_HOST)
             .tcp_nodelay(true)
             .user_agent(USER_AGENT)
             .dns_resolver(Arc::new(CheckedResolver {
-                inner: self.resolver.clone(),
-                allow_private: self.allow_private,
+                inner: self.settings.resolver.clone(),
+                allow_private: self.settings.allow_private,
             }));
-        for cert in &self.roots {
+        for cert in &self.settings.roots {
             b = b.add_root_certificate(cert.clone());
         }
         let client = b.build().map_err(|e| DeliverError::Client(e.to_string()))?;
@@ -179,16 +121,18 @@ impl Sender {
             error,
         };
         // The same URL rules as the extension; IP literals never reach the resolver.
-        let url = match url_rules::validate(&job.endpoint.url, self.allow_private) {
+        let url = match url_rules::validate(&job.endpoint.url, self.settings.allow_private) {
             Ok(u) => u,
             Err(e) => return done(None, None, None, Some(e.to_string())),
         };
         let timeout = opts
             .timeout
-            .unwrap_or(self.default_timeout)
-            .min(self.max_request_time);
-        let client = match self.client(opts.connect_timeout.unwrap_or(self.default_connect_timeout))
-        {
+            .unwrap_or(self.settings.default_timeout)
+            .min(self.settings.max_request_time);
+        let connect_timeout = opts
+            .connect_timeout
+            .unwrap_or(self.settings.default_connect_timeout);
+        let client = match self.client(connect_timeout) {
             Ok(c) => c,
             Err(e) => return done(None, None, None, Some(e.to_string())),
         };
@@ -246,20 +190,103 @@ async fn read_excerpt(mut resp: reqwest::Response) -> Option<String> {
     Some(String::from_utf8_lossy(&buf).replace('\0', ""))
 }
 
-/// An error with its causes, e.g. `error sending request: client error (Connect): blocked: ...`.
+/// An error with its causes, e.g. `error sending request: client error
+/// (Connect): blocked: ...`; a timeout says which one.
 fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("timed out after {}", humantime::format_duration(timeout));
     }
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
+    crate::error::with_causes(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(body: impl Into<reqwest::Body>) -> reqwest::Response {
+        reqwest::Response::from(http::Response::new(body.into()))
     }
-    out
+
+    #[tokio::test]
+    async fn only_the_first_4_kib_of_a_body_is_kept() {
+        let long = response("a".repeat(10 * EXCERPT_BYTES));
+        assert_eq!(read_excerpt(long).await, Some("a".repeat(EXCERPT_BYTES)));
+        assert_eq!(
+            read_excerpt(response("")).await,
+            None,
+            "no body, no excerpt"
+        );
+        assert_eq!(
+            read_excerpt(response(&b"a\0b"[..])).await.as_deref(),
+            Some("ab"),
+            "PostgreSQL text cannot hold NUL"
+        );
+        assert_eq!(
+            read_excerpt(response(&b"\xffok"[..])).await.as_deref(),
+            Some("\u{fffd}ok"),
+            "not UTF-8: replaced, not refused"
+        );
+    }
+
+    #[test]
+    fn only_2xx_succeeds() {
+        let attempt = |status| Attempt {
+            started_at: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            status,
+            retry_after: None,
+            excerpt: None,
+            error: None,
+        };
+        for (status, ok) in [
+            (Some(200), true),
+            (Some(204), true),
+            (Some(299), true),
+            (Some(199), false),
+            (Some(301), false),
+            (Some(410), false),
+            (Some(500), false),
+            (None, false),
+        ] {
+            assert_eq!(attempt(status).succeeded(), ok, "{status:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_carry_their_causes_and_timeouts_their_length() {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        // A port nobody listens on: the reason is three layers down.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = client
+            .post(format!("http://127.0.0.1:{port}/hook"))
+            .send()
+            .await
+            .unwrap_err();
+        let text = describe(&e, Duration::from_secs(15));
+        assert!(
+            text.starts_with("error sending request") && text.contains("Connection refused"),
+            "{text}"
+        );
+        // A receiver that accepts and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = silent.accept().await {
+                held.push(sock);
+            }
+        });
+        let timeout = Duration::from_millis(100);
+        let e = client
+            .post(format!("http://{addr}/hook"))
+            .timeout(timeout)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(describe(&e, timeout), "timed out after 100ms");
+    }
 }

@@ -120,24 +120,35 @@ pub const REFRESH: &str = concat!(
     "WITH RECURSIVE ",
     crate::claim::due_endpoints!(),
     "
-                 SELECT (SELECT count(*) FROM (SELECT FROM postbox.outbox
-                          WHERE status = 'pending' AND next_attempt_at <= now()
-                            AND (lease_until IS NULL OR lease_until < now()) LIMIT $1) d)
+                 SELECT (SELECT count(*) FROM (SELECT FROM postbox.outbox o
+                          WHERE ",
+    crate::claim::due!("o"),
+    " LIMIT $1) d)
                       + (SELECT count(*) FROM (SELECT FROM postbox.emitted LIMIT $1) m),
                         extract(epoch FROM now() - least(
                           (SELECT min(x.n) FROM due e CROSS JOIN LATERAL (
-                              SELECT d.next_attempt_at AS n FROM postbox.outbox d
-                               WHERE d.endpoint_id = e.endpoint_id AND d.status = 'pending'
-                                 AND d.next_attempt_at <= now()
-                                 AND (d.lease_until IS NULL OR d.lease_until < now())
-                               ORDER BY d.next_attempt_at LIMIT 1) x),
+                              SELECT o.next_attempt_at AS n FROM postbox.outbox o
+                               WHERE o.endpoint_id = e.endpoint_id AND ",
+    crate::claim::due!("o"),
+    "
+                               ORDER BY o.next_attempt_at LIMIT 1) x),
                           (SELECT m.created_at FROM postbox.emitted m ORDER BY m.id LIMIT 1)))::float8"
 );
 
-/// The due gauge counts at most this many rows of each kind.
+/// The due gauge counts at most this many rows of each kind: enough to tell
+/// a backlog apart, while a scrape never reads a large one whole.
 const DUE_CAP: i64 = 100_000;
 
-/// Binds `addr` and serves until `stop`; gauges refresh every 5 s meanwhile.
+/// How often the database gauges are refreshed: about a scrape interval.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+/// A scrape's request head: read at most this many bytes, for at most
+/// this long (scrapes are small; anything else is not a scraper).
+const REQUEST_HEAD_BYTES: usize = 4096;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds `addr` and serves until `stop`; gauges refresh every
+/// [`REFRESH_EVERY`] meanwhile.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
@@ -154,7 +165,7 @@ pub async fn serve(
                 tracing::debug!(error = %e, "metrics refresh failed");
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = tokio::time::sleep(REFRESH_EVERY) => {}
                 _ = stop2.changed() => return,
             }
         }
@@ -167,12 +178,10 @@ pub async fn serve(
             };
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
+                let mut buf = vec![0u8; REQUEST_HEAD_BYTES];
                 let mut n = 0;
                 while n < buf.len() {
-                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[n..]))
-                        .await
-                    {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, sock.read(&mut buf[n..])).await {
                         Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
                         Ok(Ok(k)) => {
                             n += k;

@@ -76,7 +76,7 @@ async fn ssl_cluster(ca: &Ca) -> (Cluster, tokio_postgres::Client, String) {
 /// What `run` returns when it cannot get going (it ends at start-up).
 async fn start_up_error(pg: &Cluster, url: String) -> String {
     let mut cfg = test_config(pg);
-    cfg.database_url = url;
+    cfg.database_url = url.into();
     let res = tokio::time::timeout(
         Duration::from_secs(30),
         postbox_worker::run(cfg, std::future::pending()),
@@ -98,7 +98,8 @@ async fn verify_full_connects_over_tls_and_refuses_a_wrong_host_name() {
     let mut cfg = test_config(&pg);
     cfg.database_url = format!(
         "postgres://postgres@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca_file}"
-    );
+    )
+    .into();
     let worker = Worker::start(cfg);
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
         .await
@@ -149,7 +150,8 @@ async fn verify_full_connects_over_tls_and_refuses_a_wrong_host_name() {
     let mut cfg = test_config(&pg);
     cfg.database_url = format!(
         "host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=verify-ca sslrootcert='{ca_file}'"
-    );
+    )
+    .into();
     let worker = Worker::start(cfg);
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
         .await

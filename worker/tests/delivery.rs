@@ -906,7 +906,10 @@ async fn noisy_and_quiet(tenant_max_in_flight: u32) {
     cfg.request_timeout = Duration::from_secs(3);
     cfg.connect_timeout = Duration::from_secs(3);
     let worker = Worker::start(cfg);
-    eventually("the noisy requests hang", || hang.count() >= 64).await;
+    eventually("the noisy requests hang", || {
+        hang.count() >= tenant_max_in_flight.min(256) as usize
+    })
+    .await;
     db.batch_execute(
         "SELECT postbox.emit('quiet', 'order.paid', '{}') FROM generate_series(1, 50)",
     )
@@ -972,7 +975,7 @@ async fn a_tenants_hanging_endpoints_do_not_hold_up_its_fast_one() {
         .await
         .unwrap();
     eventually("the first deliveries", || ok.count() == 20).await;
-    for i in 0..6 {
+    for i in 0..9 {
         endpoint(
             &db,
             "t",
@@ -981,7 +984,7 @@ async fn a_tenants_hanging_endpoints_do_not_hold_up_its_fast_one() {
         )
         .await;
     }
-    // 6 x 16 = 96 hanging requests wanted, more than the tenant limit of 64.
+    // 9 x 16 = 144 hanging requests wanted, more than the tenant limit of 128.
     db.batch_execute(
         "SELECT postbox.emit('t', 'order.refunded', '{}') FROM generate_series(1, 16)",
     )
@@ -1093,7 +1096,7 @@ async fn deliveries_go_out_while_expansion_fails() {
         .local_addr()
         .unwrap();
     let mut cfg = test_config(&pg);
-    cfg.database_url = pg.url("worker_login");
+    cfg.database_url = pg.url("worker_login").into();
     cfg.metrics_addr = Some(addr);
     let worker = Worker::start(cfg);
     eventually("the queued deliveries", || rx.count() == 5).await;
@@ -1250,20 +1253,18 @@ async fn a_claim_holds_at_most_claim_max_bytes() {
         .build()
         .unwrap();
     let client = pool.get().await.unwrap();
-    let empty_eps = std::collections::HashMap::new();
-    let empty_tenants = std::collections::HashMap::new();
+    let rooms = postbox_worker::schedule::Rooms {
+        default_endpoint: 100,
+        default_tenant: 100,
+        ..Default::default()
+    };
     let claim = |max_bytes: u64| {
         postbox_worker::claim::claim(
             &client,
             "probe",
             500,
-            postbox_worker::claim::Room {
-                endpoints: &empty_eps,
-                default_endpoint: 100,
-                tenants: &empty_tenants,
-                default_tenant: 100,
-                max_bytes,
-            },
+            &rooms,
+            max_bytes,
             Duration::from_secs(60),
         )
     };

@@ -9,7 +9,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use postbox_tests::Cluster;
-use postbox_worker::deliver::BoxFuture;
+use postbox_worker::resolve::BoxFuture;
 use postbox_worker::{Config, Resolve};
 use std::collections::HashMap;
 use std::convert::Infallible;
