@@ -45,31 +45,54 @@ mod tests {
     use super::*;
     use postbox_rules::options::DEFAULT_RETRY_SCHEDULE;
 
+    /// The documented schedule (README: "at once, then after 5 s, 5 min,
+    /// 30 min, 2 h, 5 h, 10 h and 10 h"), written out here, not taken from
+    /// the constant it checks.
+    const DOCUMENTED: [u64; 7] = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
+
     #[test]
     fn default_schedule_is_eight_attempts_with_jitter() {
+        let documented = DOCUMENTED.map(Duration::from_secs);
+        assert_eq!(DEFAULT_RETRY_SCHEDULE, documented);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        for attempt in 1..=7u32 {
-            let want = DEFAULT_RETRY_SCHEDULE[attempt as usize - 1];
-            for _ in 0..50 {
+        for (attempt, secs) in (1..=7u32).zip(DOCUMENTED) {
+            let (mut least, mut most) = (f64::MAX, 0f64);
+            for _ in 0..200 {
                 let gap = next_attempt(&DEFAULT_RETRY_SCHEDULE, attempt, Some(500), None, now)
                     .unwrap()
                     .duration_since(now)
-                    .unwrap();
-                assert!(
-                    gap >= want.mul_f64(0.8) && gap <= want.mul_f64(1.2),
-                    "attempt {attempt}: {gap:?}"
-                );
+                    .unwrap()
+                    .as_secs_f64();
+                least = least.min(gap);
+                most = most.max(gap);
             }
+            let want = secs as f64;
+            assert!(
+                least >= 0.8 * want && most <= 1.2 * want,
+                "attempt {attempt}: {least}..{most}s, want {want}s ±20%"
+            );
+            // Jitter spreads retries: 200 draws cover most of the ±20%.
+            assert!(
+                least < 0.9 * want && most > 1.1 * want,
+                "attempt {attempt}: {least}..{most}s is not spread"
+            );
         }
         assert_eq!(
             next_attempt(&DEFAULT_RETRY_SCHEDULE, 8, Some(500), None, now),
-            None
+            None,
+            "eight attempts in all"
         );
         assert_eq!(next_attempt(&[], 1, None, None, now), None);
     }
 
     #[test]
     fn retry_after_is_honoured_within_bounds_for_429_and_503_only() {
+        assert_eq!(RETRY_AFTER_MIN, Duration::from_secs(1), "README: 1 s");
+        assert_eq!(
+            RETRY_AFTER_MAX,
+            Duration::from_secs(6 * 3600),
+            "README: 6 h"
+        );
         let now = SystemTime::UNIX_EPOCH;
         let at = |status, ra| {
             next_attempt(&DEFAULT_RETRY_SCHEDULE, 1, Some(status), ra, now)

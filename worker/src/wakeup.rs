@@ -433,6 +433,25 @@ mod tests {
     }
 
     #[test]
+    fn one_recheck_per_wake_up() {
+        let t0 = Instant::now();
+        let mut w = Wakeup::new(POLL, t0);
+        assert_eq!(w.after(Step::Nothing, t0), Next::Arm);
+        assert_eq!(w.armed(true), Next::Claim);
+        w.waiting = true;
+        // A NOTIFY that must wait its turn clears the flag; a completion
+        // ends the wait first, and the cycle finds nothing.
+        w.waiting = false;
+        w.begin(t0);
+        assert_eq!(
+            w.after(Step::Nothing, t0),
+            Next::Arm,
+            "the flag goes up again"
+        );
+        assert_eq!(w.armed(true), Next::Wait, "without a second recheck");
+    }
+
+    #[test]
     fn work_found_means_claim_again_and_recheck_anew() {
         let t0 = Instant::now();
         let mut w = Wakeup::new(POLL, t0);

@@ -147,13 +147,19 @@ async fn a_500_is_retried_and_delivered_once() {
 async fn gone_disables_the_endpoint_at_once() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Statuses(vec![410]), order()).await;
-    let (ep, _) = endpoint(&db, "t", &rx.url(), "").await;
+    // One token in 100 s: exactly one attempt before the disable (without
+    // it, a second attempt could start before the first's acknowledgement).
+    let (ep, _) = endpoint(
+        &db,
+        "t",
+        &rx.url(),
+        ", options => '{\"rate_limit_per_s\": 0.01}'",
+    )
+    .await;
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 3)")
         .await
         .unwrap();
-    let mut cfg = test_config(&pg);
-    cfg.endpoint_max_in_flight = 1;
-    let worker = Worker::start(cfg);
+    let worker = Worker::start(test_config(&pg));
     eventually_sql(
         &db,
         "the endpoint is disabled",
@@ -166,22 +172,48 @@ async fn gone_disables_the_endpoint_at_once() {
         &format!("SELECT pending = 0 FROM postbox.endpoint_status WHERE id = '{ep}'"),
     )
     .await;
-    let cancelled: i64 = one(
-        &db,
-        "SELECT count(*) FROM postbox.deliveries WHERE status = 'cancelled'",
-    )
-    .await;
-    assert!(cancelled >= 1, "the other deliveries are cancelled");
-    // Emits after the disable are not queued for it.
-    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+    let (attempts, cancelled): (i64, i64) = {
+        let r = db
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM postbox.attempts WHERE endpoint_id = '{ep}'),
+                            (SELECT count(*) FROM postbox.deliveries WHERE endpoint_id = '{ep}' AND status = 'cancelled')"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (attempts, cancelled),
+        (1, 2),
+        "one attempt, the other two deliveries cancelled"
+    );
+    // Emits after the disable are not routed to it by expansion, while an
+    // endpoint created since (so routable for them) gets them.
+    let control = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
+    let (control_id, _) = endpoint(&db, "t", &control.url(), "").await;
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 2)")
         .await
         .unwrap();
-    let pending: i64 = one(
+    eventually_sql(
         &db,
-        &format!("SELECT pending FROM postbox.endpoint_status WHERE id = '{ep}'"),
+        "the new events expanded and routed to the endpoint that may have them",
+        &format!(
+            "SELECT (SELECT count(*) FROM postbox.emitted) = 0
+                AND (SELECT count(*) FROM postbox.deliveries WHERE endpoint_id = '{control_id}') = 2"
+        ),
     )
     .await;
-    assert_eq!(pending, 0);
+    let for_ep: i64 = one(
+        &db,
+        &format!("SELECT count(*) FROM postbox.outbox WHERE endpoint_id = '{ep}'"),
+    )
+    .await;
+    assert_eq!(for_ep, 3, "none added for the disabled endpoint");
+    eventually("the control deliveries", || control.count() == 2).await;
+    assert_eq!(rx.count(), 1);
     worker.stop().await.unwrap();
 }
 
@@ -261,10 +293,22 @@ async fn a_burst_for_one_endpoint_does_not_hold_up_another() {
     worker.stop().await.unwrap();
 }
 
+/// Names that resolve to a loopback address are refused, though an HTTPS
+/// receiver that would accept the request (its certificate holds both
+/// names, signed by a CA the worker trusts) listens there.
 #[tokio::test]
 async fn private_targets_are_refused_by_resolved_address() {
     let (pg, db) = cluster().await;
-    let rx = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
+    let ca = test_ca();
+    let rx = Receiver::start_tls(
+        Behavior::Statuses(vec![200]),
+        order(),
+        Some(tls_receiver_config(
+            &["internal.example.test", "rebind.example.test"],
+            &ca,
+        )),
+    )
+    .await;
     let resolver = Arc::new(TestResolver::default());
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     resolver.set("internal.example.test", vec![vec![lo]]);
@@ -292,23 +336,25 @@ async fn private_targets_are_refused_by_resolved_address() {
     let mut cfg = test_config(&pg);
     cfg.allow_private_targets = false;
     cfg.resolver = resolver.clone();
+    cfg.root_certificates = vec![reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()];
     let worker = Worker::start(cfg);
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
         .await
         .unwrap();
     eventually_sql(
         &db,
-        "both attempts fail",
-        "SELECT count(*) = 2 FROM postbox.deliveries WHERE status = 'failed'",
+        "both attempts",
+        "SELECT count(*) = 2 FROM postbox.attempts",
     )
     .await;
+    assert_eq!(rx.count(), 0, "nothing reached the private address");
     for (ep, host) in [
         (&private, "internal.example.test"),
         (&rebind, "rebind.example.test"),
     ] {
         let err: String = one(
             &db,
-            &format!("SELECT error FROM postbox.attempts WHERE endpoint_id = '{ep}'"),
+            &format!("SELECT error FROM postbox.attempts WHERE endpoint_id = '{ep}' AND outcome = 'failed'"),
         )
         .await;
         assert!(
@@ -324,8 +370,15 @@ async fn private_targets_are_refused_by_resolved_address() {
         .await;
         assert!(last.contains("blocked"), "{last}");
     }
-    assert_eq!(rx.count(), 0, "nothing reached the private address");
     worker.stop().await.unwrap();
+}
+
+/// A CA made for the test, which the worker is told to trust.
+fn test_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap()
 }
 
 fn tls_receiver_config(
@@ -354,10 +407,7 @@ fn tls_receiver_config(
 #[tokio::test]
 async fn https_with_a_test_ca_and_hostname_verification() {
     let (pg, db) = cluster().await;
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let ca = test_ca();
     let o = order();
     let good = Receiver::start_tls(
         Behavior::Statuses(vec![200]),
@@ -576,10 +626,13 @@ async fn two_workers_send_no_duplicates() {
     let b = Receiver::start(Behavior::Statuses(vec![200]), o).await;
     endpoint(&db, "t", &a.url(), "").await;
     endpoint(&db, "t", &b.url(), "").await;
+    let (m1, m2) = (metrics_addr(), metrics_addr());
     let mut c1 = test_config(&pg);
     c1.worker_id = "one".into();
+    c1.metrics_addr = Some(m1);
     let mut c2 = test_config(&pg);
     c2.worker_id = "two".into();
+    c2.metrics_addr = Some(m2);
     let (w1, w2) = (Worker::start(c1), Worker::start(c2));
     for _ in 0..10 {
         db.batch_execute(
@@ -606,6 +659,23 @@ async fn two_workers_send_no_duplicates() {
     }
     let workers: i64 = one(&db, "SELECT count(DISTINCT leased_by) FROM postbox.outbox").await;
     assert_eq!(workers, 0, "succeeded deliveries left the outbox");
+    // Both workers took part: each delivered some, together all 2,000.
+    let sent = |addr| async move {
+        metric(addr, r#"postbox_deliveries_total{outcome="succeeded"}"#)
+            .await
+            .unwrap_or(0.0)
+    };
+    postbox_tests::wait_until(
+        Duration::from_secs(30),
+        "both workers' counters",
+        || async { (sent(m1).await + sent(m2).await >= 2000.0).then_some(()) },
+    )
+    .await;
+    let (one_sent, two_sent) = (sent(m1).await, sent(m2).await);
+    assert!(
+        one_sent > 0.0 && two_sent > 0.0 && one_sent + two_sent == 2000.0,
+        "worker one sent {one_sent}, worker two {two_sent}"
+    );
     w1.stop().await.unwrap();
     w2.stop().await.unwrap();
 }
@@ -666,11 +736,17 @@ async fn test_sends_go_out_while_paused_and_leave_health_alone() {
 async fn metrics_are_scraped() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
-    endpoint(&db, "t", &rx.url(), "").await;
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    endpoint(&db, "t", &rx.url(), ", '{order.paid}'").await;
+    // A backlog the worker may not take: three due deliveries of a paused endpoint.
+    let (paused, _) = endpoint(&db, "t", &rx.url(), ", '{order.refunded}'").await;
+    db.batch_execute(&format!(
+        "SELECT postbox.emit('t', 'order.refunded', '{{}}') FROM generate_series(1, 3);
+         SELECT postbox.expand_events(1000);
+         SELECT postbox.update_endpoint('{paused}', enabled => false);"
+    ))
+    .await
+    .unwrap();
+    let addr = metrics_addr();
     let mut cfg = test_config(&pg);
     cfg.metrics_addr = Some(addr);
     let worker = Worker::start(cfg);
@@ -678,32 +754,35 @@ async fn metrics_are_scraped() {
         .await
         .unwrap();
     eventually("the delivery", || rx.count() == 1).await;
-    let http = reqwest::Client::new();
-    let url = format!("http://{addr}/metrics");
-    postbox_tests::wait_until(Duration::from_secs(30), "the success counter", || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let text = http.get(&url).send().await.ok()?.text().await.ok()?;
-            text.contains("postbox_deliveries_total{outcome=\"succeeded\"} 1")
-                .then_some(text)
-        }
-    })
+    metric_until(
+        addr,
+        r#"postbox_deliveries_total{outcome="succeeded"}"#,
+        |n| n == 1.0,
+    )
     .await;
-    let text = http.get(&url).send().await.unwrap().text().await.unwrap();
-    for name in [
-        "postbox_attempt_duration_seconds_bucket",
-        "postbox_deliveries_due",
-        "postbox_oldest_due_age_seconds",
-        "postbox_requests_in_flight",
-    ] {
-        assert!(text.contains(name), "{name} missing from:\n{text}");
-    }
-    let health = http
-        .get(format!("http://{addr}/healthz"))
-        .send()
+    // The gauges refresh every 5 s: wait for one taken after the delivery.
+    let due = metric_until(addr, "postbox_deliveries_due", |n| n == 3.0).await;
+    assert_eq!(due, 3.0, "the paused endpoint's three");
+    let oldest = metric(addr, "postbox_oldest_due_age_seconds")
+        .await
+        .unwrap();
+    assert!(oldest > 0.0 && oldest < 60.0, "oldest due: {oldest}s");
+    assert_eq!(
+        metric(addr, "postbox_requests_in_flight").await,
+        Some(0.0),
+        "nothing in flight"
+    );
+    assert_eq!(
+        metric(addr, "postbox_attempt_duration_seconds_count").await,
+        Some(1.0),
+        "one attempt timed"
+    );
+    assert_eq!(metric(addr, "postbox_expand_errors_total").await, Some(0.0));
+    let health = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok\n");
     worker.stop().await.unwrap();
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{cluster, endpoint, eventually, eventually_sql, Behavior, Receiver};
+use common::{cluster, endpoint, eventually, eventually_sql, python_verify, Behavior, Receiver};
 use postbox_tests::Cluster;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -92,29 +92,43 @@ async fn unsupported_extension_version_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not installed"));
 }
 
+/// SIGTERM after real work: exit 0, the last log line written, and
+/// neither the signing secret that signed the delivery nor a header value
+/// anywhere in the log, at debug level.
 #[tokio::test]
 async fn sigterm_stops_the_worker_with_exit_0() {
-    let pg = Cluster::start().await;
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), Arc::new(AtomicU64::new(0))).await;
+    let (_, secret) = endpoint(
+        &db,
+        "t",
+        &rx.url(),
+        ", headers => '{\"Authorization\": \"Bearer s3cr3t-t0k3n\"}'",
+    )
+    .await;
     let mut child = worker()
         .env("POSTBOX_DATABASE_URL", pg.url("postgres"))
+        .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
         .env("POSTBOX_LOG_JSON", "true")
+        .env("POSTBOX_LOG", "info,postbox_worker=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let db = pg.connect("postgres").await;
-    postbox_tests::wait_until(
-        Duration::from_secs(30),
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+        .await
+        .unwrap();
+    eventually("the signed delivery", || rx.count() == 1).await;
+    let got = rx.received();
+    assert!(
+        python_verify("standard", &secret, &got[0], "").is_ok(),
+        "signed with the secret"
+    );
+    assert_eq!(got[0].header("authorization"), "Bearer s3cr3t-t0k3n");
+    eventually_sql(
+        &db,
         "the worker to start waiting",
-        || {
-            let db = &db;
-            async move {
-                db.query_one("SELECT waiting FROM postbox.wakeup", &[])
-                    .await
-                    .ok()
-                    .and_then(|r| r.get::<_, bool>(0).then_some(()))
-            }
-        },
+        "SELECT waiting FROM postbox.wakeup",
     )
     .await;
     let ok = Command::new("kill")
@@ -140,7 +154,18 @@ async fn sigterm_stops_the_worker_with_exit_0() {
         log.contains("\"postbox-worker stopped\""),
         "JSON logs: {log}"
     );
-    assert!(!log.contains("whsec_"), "no secrets in the log");
+    assert!(
+        log.contains("\"attempt\"") && log.contains("\"succeeded\""),
+        "the delivery was logged at debug level: {log}"
+    );
+    for (what, text) in [
+        ("the secret", secret.as_str()),
+        ("the secret's key", secret.trim_start_matches("whsec_")),
+        ("whsec_", "whsec_"),
+        ("the header value", "s3cr3t-t0k3n"),
+    ] {
+        assert!(!log.contains(text), "{what} in the log: {log}");
+    }
 }
 
 /// Through a proxy, the proxy would resolve the target's name, past the

@@ -368,3 +368,35 @@ print("verified")
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// A free port on 127.0.0.1 for a worker's metrics.
+pub fn metrics_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The value of the sample `series` (name and labels, as exposed) in the
+/// worker's /metrics at `addr`, if it is there.
+pub async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Waits until the sample `series` at `addr` satisfies `ok`; returns it.
+pub async fn metric_until(addr: SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    postbox_tests::wait_until(Duration::from_secs(30), series, || async {
+        metric(addr, series).await.filter(|v| ok(*v))
+    })
+    .await
+}
