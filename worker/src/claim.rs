@@ -3,9 +3,9 @@
 //! giving claims back, and when the next one is due. Also what a claimed
 //! delivery is ([`Claimed`], its body) and its endpoint's settings.
 //!
-//! "Due" is spelled once, in [`due!`]: pending, its time come, and not
-//! leased (or its lease run out). The claim, [`NEXT_DUE`] and the metrics
-//! use it.
+//! "Due" is spelled once, in `due!`: pending, its time come, and not
+//! leased (or its lease run out). The claim and the metrics use it;
+//! [`NEXT_DUE`] uses the same rule without the time (`claimable!`).
 //!
 //! Every statement here runs as a generic plan (the worker forces those), so
 //! each is shaped to reach rows through indexes whatever the parameters: the
@@ -60,11 +60,16 @@ pub struct Claimed {
     pub endpoint: Arc<Endpoint>,
 }
 
+/// Room for the body's envelope around `data`: the id (36), the
+/// timestamp (27), the keys and a typical event type fit in 128 bytes, so
+/// the body is built without growing its buffer.
+const ENVELOPE_BYTES: usize = 128;
+
 impl Claimed {
     /// `{"id", "event", "timestamp", "data"}`; `data` is the stored JSON as is.
     pub fn body(&self) -> String {
         let ts = humantime::format_rfc3339_micros(self.event_time).to_string();
-        let mut s = String::with_capacity(self.data.len() + 128);
+        let mut s = String::with_capacity(self.data.len() + ENVELOPE_BYTES);
         s.push_str("{\"id\":\"");
         s.push_str(&self.event_id.to_string());
         s.push_str("\",\"event\":");
@@ -98,13 +103,12 @@ pub const EXPAND_ROUNDS: usize = 10;
 
 pub const EXPAND: &str = "SELECT postbox.expand_events($1)";
 
-/// Claimable: pending, and not leased or its lease has run out (a crashed
-/// worker's claim). `$t` is the outbox's alias.
-macro_rules! claimable {
+/// Not leased, or its lease has run out (a crashed worker's claim). `$t` is
+/// the outbox's alias.
+macro_rules! unleased {
     ($t:literal) => {
         concat!(
-            $t,
-            ".status = 'pending' AND (",
+            "(",
             $t,
             ".lease_until IS NULL OR ",
             $t,
@@ -112,17 +116,25 @@ macro_rules! claimable {
         )
     };
 }
-pub(crate) use claimable;
+pub(crate) use unleased;
+
+/// Claimable at some time: pending and `unleased!`. [`NEXT_DUE`] uses it.
+macro_rules! claimable {
+    ($t:literal) => {
+        concat!($t, ".status = 'pending' AND ", $crate::claim::unleased!($t))
+    };
+}
 
 /// Due: claimable, and its time has come. The one definition the claim and
 /// the metrics use.
 macro_rules! due {
     ($t:literal) => {
         concat!(
-            $crate::claim::claimable!($t),
-            " AND ",
             $t,
-            ".next_attempt_at <= now()"
+            ".status = 'pending' AND ",
+            $t,
+            ".next_attempt_at <= now() AND ",
+            $crate::claim::unleased!($t)
         )
     };
 }
@@ -363,7 +375,7 @@ pub async fn release(db: &Client, ids: &[i64], worker_id: &str) -> Result<u64, C
         .await?)
 }
 
-/// The earliest attempt time of a claimable row (see [`claimable!`], the
+/// The earliest attempt time of a claimable row (see `claimable!`, the
 /// claim's rule: a row whose lease ran out counts) of a routable endpoint,
 /// except those in `$1` (endpoints) and `$2` (tenants).
 pub const NEXT_DUE: &str = concat!(
@@ -467,7 +479,7 @@ pub(crate) mod tests {
     fn due_is_spelled_once() {
         assert_eq!(
             due!("d"),
-            "d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now()) AND d.next_attempt_at <= now()"
+            "d.status = 'pending' AND d.next_attempt_at <= now() AND (d.lease_until IS NULL OR d.lease_until < now())"
         );
         // Both branches of the claim, the metrics' count and oldest row.
         assert_eq!(CLAIM.matches(due!("d")).count(), 2);

@@ -917,6 +917,14 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
+        assert_eq!(
+            cli(&["--extra-root-certs", "/a.pem,/b.pem"])
+                .unwrap()
+                .settings
+                .extra_root_certs,
+            Some(vec![PathBuf::from("/a.pem"), PathBuf::from("/b.pem")]),
+            "comma-separated"
+        );
         let shown = format!("{from_file:?}");
         assert_eq!(shown, format!("{from_flags:?}"));
         for want in [

@@ -1,5 +1,6 @@
-//! Connecting to PostgreSQL: the connection string's TLS settings, and the
-//! rustls connector that applies them to the pool and the LISTEN connection.
+//! Connecting to PostgreSQL: the connection string's TLS settings, the
+//! rustls connector that applies them to the pool and the LISTEN connection,
+//! and what every worker session sets ([`session_options`]).
 //!
 //! tokio-postgres knows `sslmode` disable, prefer and require only, and no
 //! `sslrootcert`, so both are taken out of the connection string here (URL

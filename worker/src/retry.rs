@@ -22,9 +22,13 @@ pub fn next_attempt(
     Some(now + gap)
 }
 
-/// ±20%, uniformly.
+/// Each gap is moved by up to this share either way, so deliveries that
+/// failed together (an endpoint's outage) do not all retry at once.
+pub const JITTER: f64 = 0.2;
+
+/// ±[`JITTER`], uniformly.
 fn jitter(gap: Duration) -> Duration {
-    gap.mul_f64(0.8 + 0.4 * fastrand::f64())
+    gap.mul_f64(1.0 - JITTER + 2.0 * JITTER * fastrand::f64())
 }
 
 /// `Retry-After` as seconds or an HTTP date.

@@ -1170,35 +1170,13 @@ async fn deliveries_go_out_while_expansion_fails() {
     )
     .await
     .unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = metrics_addr();
     let mut cfg = test_config(&pg);
     cfg.database_url = pg.url("worker_login").into();
     cfg.metrics_addr = Some(addr);
     let worker = Worker::start(cfg);
     eventually("the queued deliveries", || rx.count() == 5).await;
-    let http = reqwest::Client::new();
-    let url = format!("http://{addr}/metrics");
-    postbox_tests::wait_until(
-        Duration::from_secs(30),
-        "the expansion errors counted",
-        || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let text = http.get(&url).send().await.ok()?.text().await.ok()?;
-                let n: u64 = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("postbox_expand_errors_total "))?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                (n > 0).then_some(())
-            }
-        },
-    )
-    .await;
+    metric_until(addr, "postbox_expand_errors_total", |n| n > 0.0).await;
     assert_eq!(rx.count(), 5, "the emitted rows wait for expansion");
     db.batch_execute("GRANT EXECUTE ON FUNCTION postbox.expand_events(integer) TO postbox_worker")
         .await
