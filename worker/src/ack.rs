@@ -19,9 +19,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// Outcomes waiting to be written: room for a few seconds of full-speed
-/// deliveries (about 15,000/s measured), so a slow acknowledgement holds up
-/// delivery tasks only when the database falls behind for longer.
+/// Outcomes waiting to be written: most of a second of deliveries at full
+/// speed (about 14,000/s, README Performance), so delivery tasks wait on
+/// the acknowledgements only when the database falls behind for longer.
 pub const CHANNEL_SIZE: usize = 10_000;
 
 /// Most outcomes per transaction: large enough that a batch's fixed cost is

@@ -32,9 +32,8 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Endpoints answering faster than this on average are fast (see the module
-/// header): measured on a 2-core machine, a healthy receiver on the same
-/// network answers in a few ms, and a request that takes 50 ms is already
-/// one a batch should not wait behind.
+/// header): claimed deliveries waiting for such an endpoint start within
+/// milliseconds, while a slower (or stuck) one must have none waiting.
 pub const FAST_ENDPOINT: Duration = Duration::from_millis(50);
 
 /// While busy, claim at least this often: work for endpoints this worker
@@ -63,7 +62,7 @@ pub const MIN_CLAIM_FRACTION: usize = 4;
 pub const CLAIM_BYTES_HEADROOM: usize = 2;
 
 /// The latency average weighs each attempt 1/8: one slow answer does not make
-/// a fast endpoint slow, and about eight in a row do.
+/// a fast endpoint slow, a run of them does.
 pub const LATENCY_WEIGHT: u32 = 8;
 
 /// What the worker remembers of an endpoint it holds nothing of is dropped
