@@ -162,9 +162,12 @@ mod tests {
                 Duration::from_secs(7200)
             ]
         );
+        // The documented default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+        let m = 60;
+        let h = 3600;
         assert_eq!(
             parse(&json!({})).unwrap().retry_gaps(),
-            DEFAULT_RETRY_SCHEDULE
+            [5, 5 * m, 30 * m, 2 * h, 5 * h, 10 * h, 10 * h].map(Duration::from_secs)
         );
         assert!(parse(&json!({"retry_schedule": []}))
             .unwrap()
