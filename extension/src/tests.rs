@@ -980,6 +980,30 @@ mod tests {
         assert_eq!(count("SELECT FROM app.t"), 0);
     }
 
+    /// The statement trigger keeps its encoder between statements; a change
+    /// to the table's columns makes it encode the new shape at once.
+    #[pg_test]
+    fn statement_trigger_follows_table_changes() {
+        catalog();
+        run("CREATE SCHEMA IF NOT EXISTS app");
+        run("CREATE TABLE app.shapes (id int, tenant text, a int)");
+        run("SELECT postbox.attach('app.shapes', 'shape', 'tenant')");
+        let last = || {
+            one::<String>("SELECT rows::text FROM postbox.emitted ORDER BY id DESC LIMIT 1")
+        };
+        run("INSERT INTO app.shapes VALUES (1, 't', 1)");
+        assert_eq!(last(), r#"[{"id":1,"tenant":"t","a":1}]"#);
+        run("ALTER TABLE app.shapes RENAME COLUMN a TO b");
+        run("INSERT INTO app.shapes VALUES (2, 't', 2)");
+        assert_eq!(last(), r#"[{"id":2,"tenant":"t","b":2}]"#);
+        run("ALTER TABLE app.shapes ALTER COLUMN b TYPE text");
+        run("INSERT INTO app.shapes VALUES (3, 't', 'x')");
+        assert_eq!(last(), r#"[{"id":3,"tenant":"t","b":"x"}]"#);
+        run("ALTER TABLE app.shapes DROP COLUMN id, ADD COLUMN c bool");
+        run("INSERT INTO app.shapes VALUES ('t', 'y', true)");
+        assert_eq!(last(), r#"[{"tenant":"t","b":"y","c":true}]"#);
+    }
+
     #[pg_test]
     fn row_trigger_misuse_is_refused() {
         catalog();

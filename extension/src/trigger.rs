@@ -31,9 +31,9 @@ use crate::rowjson::{check_jsonb, Encoder};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::PgOid;
+use pgrx::{PgMemoryContexts, PgOid};
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::mem::ManuallyDrop;
 
@@ -58,14 +58,15 @@ thread_local! {
     // Event types seen in the catalog. postbox never deletes one, so a name
     // once found stays valid; checking it per statement cost ~15% of the insert.
     static KNOWN: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    // The statement trigger's encoders, per trigger, with the columns they
+    // were made for (see `Firing::encoder`).
+    static ENCODERS: RefCell<HashMap<pg_sys::Oid, (Shape, Encoder)>> = RefCell::new(HashMap::new());
 }
 
 /// What every emit trigger needs to know about its firing.
 struct Firing {
-    /// The trigger's name, for messages.
-    name: String,
-    /// `schema.table`, for messages.
-    table: String,
+    rel: pg_sys::Relation,
+    trigger: *const pg_sys::Trigger,
     /// resource, tenant column, payload columns.
     args: Vec<String>,
     desc: pg_sys::TupleDesc,
@@ -74,28 +75,38 @@ struct Firing {
 impl Firing {
     fn new(trigger: &PgTrigger<'_>, function: &str) -> Firing {
         let data = trigger.trigger_data();
-        // SAFETY: a trigger's data, trigger and relation are valid for the call.
-        let (name, table, desc) = unsafe {
-            let rel = data.tg_relation;
-            let schema = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
-            let table = format!(
-                "{}.{}",
-                cstr(schema),
-                cstr((*(*rel).rd_rel).relname.data.as_ptr())
-            );
-            (cstr((*data.tg_trigger).tgname), table, (*rel).rd_att)
+        let f = Firing {
+            rel: data.tg_relation,
+            trigger: data.tg_trigger,
+            args: trigger.extra_args().unwrap_or_default(),
+            // SAFETY: a trigger's relation is valid for the call.
+            desc: unsafe { (*data.tg_relation).rd_att },
         };
-        let args = trigger.extra_args().unwrap_or_default();
-        if args.len() < 2 {
+        if f.args.len() < 2 {
             raise(format!(
-                "postbox: {function} needs (resource, tenant_column [, columns...]) as trigger arguments: {name}"
+                "postbox: {function} needs (resource, tenant_column [, columns...]) as trigger arguments: {}",
+                f.name()
             ));
         }
-        Firing {
-            name,
-            table,
-            args,
-            desc,
+        f
+    }
+
+    /// The trigger's name, for messages (made only for one).
+    fn name(&self) -> String {
+        // SAFETY: the trigger is valid for the call.
+        unsafe { cstr((*self.trigger).tgname) }
+    }
+
+    /// `schema.table`, for messages (made only for one).
+    fn table(&self) -> String {
+        // SAFETY: the relation is valid for the call.
+        unsafe {
+            let rel = &*(*self.rel).rd_rel;
+            format!(
+                "{}.{}",
+                cstr(pg_sys::get_namespace_name(rel.relnamespace)),
+                cstr(rel.relname.data.as_ptr())
+            )
         }
     }
 
@@ -111,7 +122,7 @@ impl Firing {
         if sent && json.len() > max {
             raise(format!(
                 "postbox: a row of {} is larger than postbox.max_payload_bytes ({max} bytes) allows for {} events: {} bytes",
-                self.table,
+                self.table(),
                 self.args[0],
                 json.len()
             ));
@@ -120,10 +131,69 @@ impl Firing {
             if let Err(why) = check_jsonb(json) {
                 raise(format!(
                     "postbox: a row of {} cannot be sent as {} event data: {why}",
-                    self.table, self.args[0]
+                    self.table(),
+                    self.args[0]
                 ));
             }
         }
+    }
+
+    /// The statement's encoder: kept per trigger (its arguments never change)
+    /// while the table's columns stay as they were, since making one looks
+    /// up every column's type and output function (a statement's fixed cost).
+    fn encoder(&self) -> Option<Encoder> {
+        // SAFETY: the trigger and descriptor are valid for the call.
+        let (oid, shape) = unsafe { ((*self.trigger).tgoid, Shape::of(self.desc)) };
+        let cached = ENCODERS.with(|e| e.borrow_mut().remove(&oid));
+        if let Some((was, encoder)) = cached {
+            if was == shape {
+                return Some(encoder);
+            }
+        }
+        // In TopMemoryContext: the output functions' FmgrInfo outlive the statement.
+        unsafe {
+            PgMemoryContexts::TopMemoryContext
+                .switch_to(|_| Encoder::new(self.desc, self.columns()))
+        }
+    }
+
+    /// Gives the encoder back for the trigger's next statement.
+    fn keep(&self, encoder: Encoder) {
+        // SAFETY: as in `encoder`.
+        let (oid, shape) = unsafe { ((*self.trigger).tgoid, Shape::of(self.desc)) };
+        ENCODERS.with(|e| {
+            let mut e = e.borrow_mut();
+            // A bound on what a backend keeps; far above any application's triggers.
+            if e.len() >= MAX_KEPT_ENCODERS {
+                e.clear();
+            }
+            e.insert(oid, (shape, encoder));
+        });
+    }
+}
+
+/// Encoders kept per backend at most (see `Firing::keep`).
+const MAX_KEPT_ENCODERS: usize = 1024;
+
+/// A table's columns as an encoder depends on them: type, dropped, name.
+#[derive(PartialEq)]
+struct Shape(Vec<(pg_sys::Oid, bool, [u8; pg_sys::NAMEDATALEN as usize])>);
+
+impl Shape {
+    unsafe fn of(desc: pg_sys::TupleDesc) -> Shape {
+        let natts = (*desc).natts as usize;
+        Shape(
+            (*desc)
+                .attrs
+                .as_slice(natts)
+                .iter()
+                .map(|a| {
+                    let name: [u8; pg_sys::NAMEDATALEN as usize] =
+                        std::mem::transmute(a.attname.data);
+                    (a.atttypid, a.attisdropped, name)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -147,7 +217,7 @@ fn emit_statement<'a>(
     {
         raise(format!(
             "postbox: emit_statement is a statement-level AFTER INSERT or DELETE trigger (use postbox.attach): {}",
-            f.name
+            f.name()
         ));
     }
     let data = trigger.trigger_data();
@@ -159,7 +229,7 @@ fn emit_statement<'a>(
     if store.is_null() {
         raise(format!(
             "postbox: emit_statement needs a transition table (REFERENCING NEW/OLD TABLE; use postbox.attach): {}",
-            f.name
+            f.name()
         ));
     }
     let event_type = format!("{}.{suffix}", f.args[0]);
@@ -191,7 +261,7 @@ fn emit_row_change<'a>(
     if !event.fired_for_row() || !event.fired_after() || op.is_empty() {
         raise(format!(
             "postbox: emit_row_change is a row-level AFTER INSERT, UPDATE or DELETE trigger (use postbox.attach): {}",
-            f.name
+            f.name()
         ));
     }
     let data = trigger.trigger_data();
@@ -299,7 +369,7 @@ unsafe fn each_chunk(
     pg_sys::tuplestore_select_read_pointer(store, ptr);
     pg_sys::tuplestore_rescan(store);
     let slot = pg_sys::MakeSingleTupleTableSlot(f.desc, &raw const pg_sys::TTSOpsMinimalTuple);
-    let mut encoder = Encoder::new(f.desc, f.columns());
+    let mut encoder = f.encoder();
     // Rows of types rowjson does not handle may hold json anywhere.
     let raw = encoder.as_ref().is_none_or(Encoder::raw_json);
     let mut rows = String::new();
@@ -318,6 +388,9 @@ unsafe fn each_chunk(
         }
     }
     pg_sys::ExecDropSingleTupleTableSlot(slot);
+    if let Some(encoder) = encoder {
+        f.keep(encoder);
+    }
     if !rows.is_empty() {
         rows.push(']');
         emit(rows);
