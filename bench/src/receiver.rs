@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 #[derive(Default)]
 pub struct Stats {
     pub ok: AtomicU64,
-    pub first_ok: Mutex<Option<Instant>>,
     pub last_ok: Mutex<Option<Instant>>,
     /// webhook-id -> arrival, only while `record_arrivals` is on.
     pub arrivals: Mutex<HashMap<String, Instant>>,
@@ -27,7 +26,6 @@ pub struct Stats {
 impl Stats {
     pub fn reset(&self) {
         self.ok.store(0, Ordering::SeqCst);
-        *self.first_ok.lock().unwrap() = None;
         *self.last_ok.lock().unwrap() = None;
         self.arrivals.lock().unwrap().clear();
     }
@@ -73,7 +71,6 @@ async fn handle(
             stats.arrivals.lock().unwrap().insert(id, now);
         }
     }
-    stats.first_ok.lock().unwrap().get_or_insert(now);
     *stats.last_ok.lock().unwrap() = Some(now);
     stats.ok.fetch_add(1, Ordering::SeqCst);
     Ok(Response::builder().status(204).body(Empty::new()).unwrap())
