@@ -988,9 +988,8 @@ mod tests {
         run("CREATE SCHEMA IF NOT EXISTS app");
         run("CREATE TABLE app.shapes (id int, tenant text, a int)");
         run("SELECT postbox.attach('app.shapes', 'shape', 'tenant')");
-        let last = || {
-            one::<String>("SELECT rows::text FROM postbox.emitted ORDER BY id DESC LIMIT 1")
-        };
+        let last =
+            || one::<String>("SELECT rows::text FROM postbox.emitted ORDER BY id DESC LIMIT 1");
         run("INSERT INTO app.shapes VALUES (1, 't', 1)");
         assert_eq!(last(), r#"[{"id":1,"tenant":"t","a":1}]"#);
         run("ALTER TABLE app.shapes RENAME COLUMN a TO b");
