@@ -12,7 +12,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 -- postbox schema: roles and tables. Loaded first (bootstrap); functions,
 -- views, grants and comments follow in api.sql.
 --
--- Shape of the outbox, and why (figures in shared/measured-here.md):
+-- Shape of the outbox, and why (figures in docs/measurements.md):
 --   * emit writes ONE row: postbox.events, carrying the ids of the endpoints
 --     chosen at that moment in `fanout`. Writing a delivery row per endpoint
 --     in the emitting transaction costs too much of the application's TPS.

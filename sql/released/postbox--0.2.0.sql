@@ -12,7 +12,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 -- postbox schema: roles and tables. Loaded first (bootstrap); functions,
 -- views, grants and comments follow in api.sql.
 --
--- Shape of the outbox, and why (figures in shared/measured-here.md):
+-- Shape of the outbox, and why (figures in docs/measurements.md):
 --   * emit writes ONE lean row into postbox.emitted and looks nothing up
 --     (no routing, no index beyond its key): every row and lookup on the emit
 --     path costs the application's TPS directly. A statement trigger writes
