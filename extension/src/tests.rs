@@ -980,19 +980,33 @@ mod tests {
         assert_eq!(count("SELECT FROM app.t"), 0);
     }
 
-    /// The statement trigger keeps its encoder between statements; a change
-    /// to the table's columns makes it encode the new shape at once.
+    /// The triggers keep their encoders between firings; a change to the
+    /// table's columns makes them encode the new shape at once.
     #[pg_test]
-    fn statement_trigger_follows_table_changes() {
+    fn triggers_follow_table_changes() {
         catalog();
         run("CREATE SCHEMA IF NOT EXISTS app");
         run("CREATE TABLE app.shapes (id int, tenant text, a int)");
         run("SELECT postbox.attach('app.shapes', 'shape', 'tenant')");
         let last =
             || one::<String>("SELECT rows::text FROM postbox.emitted ORDER BY id DESC LIMIT 1");
+        let last_data =
+            || one::<String>("SELECT data::text FROM postbox.emitted ORDER BY id DESC LIMIT 1");
         run("INSERT INTO app.shapes VALUES (1, 't', 1)");
         assert_eq!(last(), r#"[{"id":1,"tenant":"t","a":1}]"#);
+        // The row trigger (UPDATE) keeps its encoder the same way.
+        run("UPDATE app.shapes SET a = 4 WHERE id = 1");
+        assert_eq!(
+            last_data(),
+            r#"{"shape": {"a": 4, "id": 1, "tenant": "t"}, "changed": ["a"]}"#
+        );
         run("ALTER TABLE app.shapes RENAME COLUMN a TO b");
+        run("UPDATE app.shapes SET b = 5 WHERE id = 1");
+        assert_eq!(
+            last_data(),
+            r#"{"shape": {"b": 5, "id": 1, "tenant": "t"}, "changed": ["b"]}"#
+        );
+        run("DELETE FROM app.shapes WHERE id = 1");
         run("INSERT INTO app.shapes VALUES (2, 't', 2)");
         assert_eq!(last(), r#"[{"id":2,"tenant":"t","b":2}]"#);
         run("ALTER TABLE app.shapes ALTER COLUMN b TYPE text");

@@ -58,9 +58,9 @@ thread_local! {
     // Event types seen in the catalog. postbox never deletes one, so a name
     // once found stays valid; checking it per statement cost ~15% of the insert.
     static KNOWN: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-    // The statement trigger's encoders, per trigger, with the columns they
-    // were made for (see `Firing::encoder`).
-    static ENCODERS: RefCell<HashMap<pg_sys::Oid, (Shape, Encoder)>> = RefCell::new(HashMap::new());
+    // The triggers' encoders, per trigger, with the columns they were made
+    // for (see `Firing::encoder`).
+    static ENCODERS: RefCell<HashMap<pg_sys::Oid, Kept>> = RefCell::new(HashMap::new());
 }
 
 /// What every emit trigger needs to know about its firing.
@@ -138,38 +138,46 @@ impl Firing {
         }
     }
 
-    /// The statement's encoder: kept per trigger (its arguments never change)
+    /// The trigger's encoder: kept per trigger (its arguments never change)
     /// while the table's columns stay as they were, since making one looks
-    /// up every column's type and output function (a statement's fixed cost).
-    fn encoder(&self) -> Option<Encoder> {
+    /// up every column's type and output function (a fixed cost per
+    /// statement, or per row for the row trigger). None for column types
+    /// `rowjson` does not handle.
+    fn encoder(&self) -> Option<Kept> {
         // SAFETY: the trigger and descriptor are valid for the call.
         let (oid, shape) = unsafe { ((*self.trigger).tgoid, Shape::of(self.desc)) };
-        let cached = ENCODERS.with(|e| e.borrow_mut().remove(&oid));
-        if let Some((was, encoder)) = cached {
-            if was == shape {
-                return Some(encoder);
+        if let Some(kept) = ENCODERS.with(|e| e.borrow_mut().remove(&oid)) {
+            if kept.shape == shape {
+                return Some(kept);
             }
         }
         // In TopMemoryContext: the output functions' FmgrInfo outlive the statement.
-        unsafe {
+        let encoder = unsafe {
             PgMemoryContexts::TopMemoryContext
                 .switch_to(|_| Encoder::new(self.desc, self.columns()))
-        }
+        };
+        encoder.map(|encoder| Kept { shape, encoder })
     }
 
-    /// Gives the encoder back for the trigger's next statement.
-    fn keep(&self, encoder: Encoder) {
+    /// Gives the encoder back for the trigger's next firing.
+    fn keep(&self, kept: Kept) {
         // SAFETY: as in `encoder`.
-        let (oid, shape) = unsafe { ((*self.trigger).tgoid, Shape::of(self.desc)) };
+        let oid = unsafe { (*self.trigger).tgoid };
         ENCODERS.with(|e| {
             let mut e = e.borrow_mut();
             // A bound on what a backend keeps; far above any application's triggers.
             if e.len() >= MAX_KEPT_ENCODERS {
                 e.clear();
             }
-            e.insert(oid, (shape, encoder));
+            e.insert(oid, kept);
         });
     }
+}
+
+/// An encoder with the table columns it was made for.
+struct Kept {
+    shape: Shape,
+    encoder: Encoder,
 }
 
 /// Encoders kept per backend at most (see `Firing::keep`).
@@ -274,12 +282,16 @@ fn emit_row_change<'a>(
     // SAFETY: the trigger's tuples and descriptor are valid for the call.
     // An UPDATE's old row is only compared, never sent: its size does not
     // count (an update that shrinks an oversized row must go through).
+    let mut kept = f.encoder();
     let (new, old) = unsafe {
         (
-            encode_tuple(&f, new, true),
-            encode_tuple(&f, old, op == "DELETE"),
+            encode_tuple(&f, kept.as_mut(), new, true),
+            encode_tuple(&f, kept.as_mut(), old, op == "DELETE"),
         )
     };
+    if let Some(kept) = kept {
+        f.keep(kept);
+    }
     let relid = unsafe { (*data.tg_relation).rd_id };
     as_owner(|| {
         Spi::connect_mut(|client| {
@@ -319,14 +331,19 @@ fn emit_row_change<'a>(
 }
 
 /// One row as JSON (the tenant and payload columns), checked (its size only
-/// if `sent`); None for no row.
-unsafe fn encode_tuple(f: &Firing, tuple: pg_sys::HeapTuple, sent: bool) -> Option<String> {
+/// if `sent`); None for no row. `kept` is `f.encoder()`.
+unsafe fn encode_tuple(
+    f: &Firing,
+    kept: Option<&mut Kept>,
+    tuple: pg_sys::HeapTuple,
+    sent: bool,
+) -> Option<String> {
     if tuple.is_null() {
         return None;
     }
     let mut out = String::new();
-    let raw = match Encoder::new(f.desc, f.columns()) {
-        Some(mut encoder) => {
+    let raw = match kept.map(|k| &mut k.encoder) {
+        Some(encoder) => {
             let slot = pg_sys::MakeSingleTupleTableSlot(f.desc, &raw const pg_sys::TTSOpsHeapTuple);
             pg_sys::ExecStoreHeapTuple(tuple, slot, false);
             encoder.push(slot, &mut out);
@@ -369,15 +386,15 @@ unsafe fn each_chunk(
     pg_sys::tuplestore_select_read_pointer(store, ptr);
     pg_sys::tuplestore_rescan(store);
     let slot = pg_sys::MakeSingleTupleTableSlot(f.desc, &raw const pg_sys::TTSOpsMinimalTuple);
-    let mut encoder = f.encoder();
+    let mut kept = f.encoder();
     // Rows of types rowjson does not handle may hold json anywhere.
-    let raw = encoder.as_ref().is_none_or(Encoder::raw_json);
+    let raw = kept.as_ref().is_none_or(|k| k.encoder.raw_json());
     let mut rows = String::new();
     while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
         rows.push(if rows.is_empty() { '[' } else { ',' });
         let start = rows.len();
-        if let Some(encoder) = encoder.as_mut() {
-            encoder.push(slot, &mut rows);
+        if let Some(kept) = kept.as_mut() {
+            kept.encoder.push(slot, &mut rows);
         } else {
             push_row_to_json(pg_sys::ExecFetchSlotHeapTupleDatum(slot), &mut rows);
         }
@@ -388,8 +405,8 @@ unsafe fn each_chunk(
         }
     }
     pg_sys::ExecDropSingleTupleTableSlot(slot);
-    if let Some(encoder) = encoder {
-        f.keep(encoder);
+    if let Some(kept) = kept {
+        f.keep(kept);
     }
     if !rows.is_empty() {
         rows.push(']');

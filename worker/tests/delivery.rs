@@ -217,6 +217,23 @@ async fn gone_disables_the_endpoint_at_once() {
     worker.stop().await.unwrap();
 }
 
+/// Succeeded attempts to `endpoint` that finished no later than the first
+/// attempt matching `others` (a condition on `postbox.attempts h`) finished:
+/// isolation judged by order, not by a stopwatch.
+async fn succeeded_before_first(db: &tokio_postgres::Client, endpoint: &str, others: &str) -> i64 {
+    one(
+        db,
+        &format!(
+            "SELECT count(*) FROM postbox.attempts a
+              WHERE a.endpoint_id = '{endpoint}' AND a.outcome = 'succeeded'
+                AND a.started_at + a.duration_ms * interval '1 ms' <=
+                    (SELECT min(h.started_at + h.duration_ms * interval '1 ms')
+                       FROM postbox.attempts h WHERE {others})"
+        ),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
     let (pg, db) = cluster().await;
@@ -244,16 +261,7 @@ async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
         &format!("SELECT count(*) > 0 FROM postbox.attempts WHERE endpoint_id = '{hang_id}'"),
     )
     .await;
-    let before: i64 = one(
-        &db,
-        &format!(
-            "SELECT count(*) FROM postbox.attempts a
-              WHERE a.endpoint_id = '{ok_id}' AND a.outcome = 'succeeded'
-                AND a.started_at + a.duration_ms * interval '1 ms' <=
-                    (SELECT min(h.started_at + h.duration_ms * interval '1 ms') FROM postbox.attempts h WHERE h.endpoint_id = '{hang_id}')"
-        ),
-    )
-    .await;
+    let before = succeeded_before_first(&db, &ok_id, &format!("h.endpoint_id = '{hang_id}'")).await;
     assert_eq!(
         before, 300,
         "every healthy delivery finished before the first hanging attempt timed out"
@@ -1006,17 +1014,7 @@ async fn noisy_and_quiet(tenant_max_in_flight: u32) {
         &format!("SELECT count(*) = 50 FROM postbox.attempts WHERE endpoint_id = '{quiet_id}'"),
     )
     .await;
-    let before: i64 = one(
-        &db,
-        &format!(
-            "SELECT count(*) FROM postbox.attempts a
-              WHERE a.endpoint_id = '{quiet_id}' AND a.outcome = 'succeeded'
-                AND a.started_at + a.duration_ms * interval '1 ms' <=
-                    (SELECT min(h.started_at + h.duration_ms * interval '1 ms')
-                       FROM postbox.attempts h WHERE h.tenant = 'noisy')"
-        ),
-    )
-    .await;
+    let before = succeeded_before_first(&db, &quiet_id, "h.tenant = 'noisy'").await;
     assert_eq!(
         before, 50,
         "every quiet delivery finished before the first noisy request timed out"
@@ -1083,17 +1081,8 @@ async fn a_tenants_hanging_endpoints_do_not_hold_up_its_fast_one() {
     )
     .await;
     eventually("the fast deliveries", || ok.count() == 70).await;
-    let before: i64 = one(
-        &db,
-        &format!(
-            "SELECT count(*) FROM postbox.attempts a
-              WHERE a.endpoint_id = '{fast_id}' AND a.outcome = 'succeeded'
-                AND a.started_at + a.duration_ms * interval '1 ms' <=
-                    (SELECT min(h.started_at + h.duration_ms * interval '1 ms')
-                       FROM postbox.attempts h WHERE h.endpoint_id <> '{fast_id}')"
-        ),
-    )
-    .await;
+    let before =
+        succeeded_before_first(&db, &fast_id, &format!("h.endpoint_id <> '{fast_id}'")).await;
     assert_eq!(
         before, 70,
         "every fast delivery finished before the first hanging request timed out"
