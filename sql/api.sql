@@ -9,7 +9,8 @@
 -- Event catalog
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION postbox.create_event_type(name text, description text DEFAULT NULL, schema jsonb DEFAULT NULL)
+CREATE FUNCTION postbox.create_event_type(name text, description text DEFAULT NULL, schema jsonb DEFAULT NULL,
+                                          example jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -21,17 +22,34 @@ BEGIN
             MESSAGE = format('postbox: event type schema must be a JSON Schema (an object or a boolean): %s',
                              left(create_event_type.schema::text, 100));
     END IF;
-    INSERT INTO postbox.event_types AS t (name, description, schema, match_keys)
+    IF create_event_type.example IS NOT NULL THEN
+        PERFORM postbox._check_data(create_event_type.example);  -- what send_test will send
+    END IF;
+    INSERT INTO postbox.event_types AS t (name, description, schema, example, match_keys)
     VALUES (create_event_type.name, create_event_type.description, create_event_type.schema,
-            postbox._event_match_keys(create_event_type.name))
+            create_event_type.example, postbox._event_match_keys(create_event_type.name))
     ON CONFLICT (name) DO UPDATE
-        SET description = EXCLUDED.description, schema = EXCLUDED.schema, updated_at = now();
+        SET description = EXCLUDED.description, schema = EXCLUDED.schema, example = EXCLUDED.example,
+            updated_at = now();
 END
 $fn$;
 
 -------------------------------------------------------------------------------
 -- Endpoints
 -------------------------------------------------------------------------------
+
+-- Raises unless p_tenant is a tenant name (every tenant-scoped form checks it first).
+CREATE FUNCTION postbox._require_tenant(p_tenant text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    IF p_tenant IS NULL OR p_tenant = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: '
+            || coalesce(quote_literal(p_tenant), 'NULL');
+    END IF;
+END
+$fn$;
 
 -- Raises unless p_tenant may have one more endpoint. Locks the tenant's limit
 -- row, so concurrent creates for a limited tenant cannot both slip under it.
@@ -43,10 +61,7 @@ DECLARE
     v_max   integer;
     v_count bigint;
 BEGIN
-    IF p_tenant IS NULL OR p_tenant = '' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: '
-            || coalesce(quote_literal(p_tenant), 'NULL');
-    END IF;
+    PERFORM postbox._require_tenant(p_tenant);
     SELECT max_endpoints INTO v_max FROM postbox.tenant_limits WHERE tenant = p_tenant FOR UPDATE;
     IF v_max IS NULL THEN
         RETURN;
@@ -68,54 +83,205 @@ RETURNS text[]
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$ SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM postbox.event_types $fn$;
 
-CREATE FUNCTION postbox.create_endpoint(
-    tenant text,
-    url text,
-    event_types text[] DEFAULT '{*}',
-    headers jsonb DEFAULT '{}',
-    description text DEFAULT NULL,
-    signature_style text DEFAULT 'standard',
-    signature_header text DEFAULT NULL,
-    own_secret text DEFAULT NULL,
-    options jsonb DEFAULT '{}')
-RETURNS TABLE (id uuid, secret text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Custom headers, read as json so that a name given twice is refused instead
+-- of silently merged (jsonb keeps the last); then the header rules.
+CREATE FUNCTION postbox._headers(p_headers json, p_signature_header text)
+RETURNS jsonb
+LANGUAGE plpgsql
 AS $fn$
-#variable_conflict use_column
+DECLARE
+    v_twice text;
+BEGIN
+    IF json_typeof(p_headers) = 'object' THEN
+        -- Header names are case-insensitive, so X-A and x-a are the same header.
+        SELECT min(k) INTO v_twice FROM json_object_keys(p_headers) k
+         GROUP BY lower(k) HAVING count(*) > 1 LIMIT 1;
+        IF v_twice IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = format('postbox: a header may be given only once: %s', v_twice);
+        END IF;
+    END IF;
+    RETURN postbox.validate_headers(p_headers::jsonb, p_signature_header);
+END
+$fn$;
+
+CREATE FUNCTION postbox._check_envelope(p_envelope text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $fn$
+BEGIN
+    IF p_envelope IS NULL OR p_envelope NOT IN ('postbox', 'standard', 'flat') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: envelope must be ''postbox'', ''standard'' or ''flat'': %s',
+                             coalesce(p_envelope, 'NULL'));
+    END IF;
+    RETURN p_envelope;
+END
+$fn$;
+
+-- The one create path, behind create_endpoint's two forms and register_endpoint.
+CREATE FUNCTION postbox._create_endpoint(
+    p_tenant text, p_url text, p_event_types text[], p_headers json, p_description text,
+    p_signature_style text, p_signature_header text, p_own_secret text, p_options jsonb,
+    p_enabled boolean, p_envelope text)
+RETURNS TABLE (id uuid, secret text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
 DECLARE
     v_id      uuid := postbox._uuid7();
     v_url     text;
+    v_style   text := coalesce(p_signature_style, 'standard');
     v_sig     text;
     v_headers jsonb;
     v_filters text[];
     v_secret  text;
+    v_now     timestamptz := clock_timestamp();
 BEGIN
-    PERFORM postbox._check_tenant_limit(create_endpoint.tenant);
-    v_url := postbox.validate_url(create_endpoint.url);
-    v_sig := postbox._validate_signature(coalesce(create_endpoint.signature_style, 'standard'),
-                                         create_endpoint.signature_header);
-    v_headers := postbox.validate_headers(coalesce(create_endpoint.headers, '{}'), v_sig);
-    v_filters := postbox._validate_filters(coalesce(create_endpoint.event_types, '{*}'), postbox._catalog_names());
-    PERFORM postbox._validate_options(coalesce(create_endpoint.options, '{}'));
-    IF create_endpoint.own_secret IS NULL THEN
+    PERFORM postbox._check_tenant_limit(p_tenant);
+    v_url := postbox.validate_url(p_url);
+    v_sig := postbox._validate_signature(v_style, p_signature_header);
+    v_headers := postbox._headers(coalesce(p_headers, '{}'), v_sig);
+    v_filters := postbox._validate_filters(coalesce(p_event_types, '{*}'), postbox._catalog_names());
+    PERFORM postbox._validate_options(coalesce(p_options, '{}'));
+    PERFORM postbox._check_envelope(coalesce(p_envelope, 'postbox'));
+    IF p_own_secret IS NULL THEN
         v_secret := postbox._generate_secret();
     ELSE
-        PERFORM postbox._validate_secret(create_endpoint.own_secret);
-        v_secret := create_endpoint.own_secret;
+        PERFORM postbox._validate_secret(p_own_secret, v_style);
+        v_secret := p_own_secret;
     END IF;
 
     -- created_at from the clock, as emit's: routing sends an endpoint only
     -- events emitted after it was created, even within one transaction.
     INSERT INTO postbox.endpoints (id, tenant, url, event_types, headers, description,
-                                   signature_style, signature_header, options, created_at)
-    VALUES (v_id, create_endpoint.tenant, v_url, v_filters, v_headers, create_endpoint.description,
-            coalesce(create_endpoint.signature_style, 'standard'), v_sig,
-            coalesce(create_endpoint.options, '{}'), clock_timestamp());
+                                   signature_style, signature_header, options, envelope,
+                                   enabled, created_at)
+    VALUES (v_id, p_tenant, v_url, v_filters, v_headers, p_description, v_style, v_sig,
+            coalesce(p_options, '{}'), coalesce(p_envelope, 'postbox'), coalesce(p_enabled, true), v_now);
+    IF NOT coalesce(p_enabled, true) THEN
+        -- Created switched off: paused from its first moment, as if paused at once.
+        INSERT INTO postbox.endpoint_pauses (endpoint_id, tenant, paused_at) VALUES (v_id, p_tenant, v_now);
+    END IF;
     INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (v_id, v_secret);
-
     id := v_id;
     secret := v_secret;
     RETURN NEXT;
+END
+$fn$;
+
+CREATE FUNCTION postbox.create_endpoint(
+    tenant text,
+    url text,
+    event_types text[] DEFAULT '{*}',
+    headers json DEFAULT '{}',
+    description text DEFAULT NULL,
+    signature_style text DEFAULT 'standard',
+    signature_header text DEFAULT NULL,
+    own_secret text DEFAULT NULL,
+    options jsonb DEFAULT '{}',
+    enabled boolean DEFAULT true,
+    envelope text DEFAULT 'postbox')
+RETURNS TABLE (id uuid, secret text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT * FROM postbox._create_endpoint(tenant, url, event_types, headers, description, signature_style,
+                                           signature_header, own_secret, options, enabled, envelope)
+$fn$;
+
+-- The keys endpoint_config returns, and this form of create_endpoint takes.
+CREATE FUNCTION postbox._config_keys()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+AS $fn$ SELECT ARRAY['url', 'event_types', 'headers', 'description', 'signature_style',
+                     'signature_header', 'options', 'enabled', 'envelope'] $fn$;
+
+CREATE FUNCTION postbox.create_endpoint(tenant text, config jsonb)
+RETURNS TABLE (id uuid, secret text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_unknown text;
+BEGIN
+    IF config IS NULL OR jsonb_typeof(config) <> 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: config must be a JSON object as endpoint_config returns: %s',
+            coalesce(jsonb_typeof(config), 'NULL'));
+    END IF;
+    SELECT min(k) INTO v_unknown FROM jsonb_object_keys(config) k WHERE k <> ALL (postbox._config_keys());
+    IF v_unknown IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: config has a key create_endpoint does not take (it takes %s): %s',
+            array_to_string(postbox._config_keys(), ', '), v_unknown);
+    END IF;
+    IF jsonb_typeof(config -> 'event_types') IS DISTINCT FROM 'array'
+       OR EXISTS (SELECT FROM jsonb_array_elements(config -> 'event_types') f WHERE jsonb_typeof(f) <> 'string') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: config event_types must be an array of strings: %s', coalesce(jsonb_typeof(config -> 'event_types'), 'missing'));
+    END IF;
+    FOREACH v_unknown IN ARRAY ARRAY['enabled'] LOOP
+        IF config ? v_unknown AND jsonb_typeof(config -> v_unknown) <> 'boolean' THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                'postbox: config enabled must be true or false: %s', jsonb_typeof(config -> v_unknown));
+        END IF;
+    END LOOP;
+    FOREACH v_unknown IN ARRAY ARRAY['url', 'description', 'signature_style', 'signature_header', 'envelope'] LOOP
+        IF config ? v_unknown AND jsonb_typeof(config -> v_unknown) NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                'postbox: config %s must be a string: %s', v_unknown, jsonb_typeof(config -> v_unknown));
+        END IF;
+    END LOOP;
+    RETURN QUERY SELECT * FROM postbox._create_endpoint(
+        tenant, config ->> 'url',
+        ARRAY(SELECT jsonb_array_elements_text(config -> 'event_types')),
+        (config -> 'headers')::json, config ->> 'description',
+        config ->> 'signature_style', config ->> 'signature_header', NULL,
+        config -> 'options', (config -> 'enabled')::boolean, config ->> 'envelope');
+END
+$fn$;
+
+-- Creates the tenant's endpoint for url, or, if the tenant has one for that
+-- URL already (the oldest, if several), sets its event types. Either way it
+-- returns the endpoint's current secret. The other arguments apply only when
+-- it creates. Serialised per tenant and URL, so two registrations of one URL
+-- at once make one endpoint.
+CREATE FUNCTION postbox.register_endpoint(
+    tenant text,
+    url text,
+    event_types text[] DEFAULT '{*}',
+    headers json DEFAULT '{}',
+    description text DEFAULT NULL,
+    signature_style text DEFAULT 'standard',
+    signature_header text DEFAULT NULL,
+    own_secret text DEFAULT NULL,
+    options jsonb DEFAULT '{}',
+    enabled boolean DEFAULT true,
+    envelope text DEFAULT 'postbox')
+RETURNS TABLE (id uuid, secret text, created boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_url text;
+    v_id  uuid;
+BEGIN
+    PERFORM postbox._require_tenant(tenant);
+    v_url := postbox.validate_url(url);
+    PERFORM pg_advisory_xact_lock(hashtextextended('postbox.register_endpoint ' || tenant || ' ' || v_url, 0));
+    SELECT e.id INTO v_id FROM postbox.endpoints e
+     WHERE e.tenant = register_endpoint.tenant AND e.url = v_url
+     ORDER BY e.created_at, e.id LIMIT 1 FOR UPDATE;
+    IF v_id IS NULL THEN
+        RETURN QUERY SELECT c.id, c.secret, true FROM postbox._create_endpoint(
+            tenant, url, event_types, headers, description, signature_style, signature_header,
+            own_secret, options, enabled, envelope) c;
+        RETURN;
+    END IF;
+    UPDATE postbox.endpoints e
+       SET event_types = postbox._validate_filters(event_types, postbox._catalog_names()), updated_at = now()
+     WHERE e.id = v_id;
+    RETURN QUERY SELECT v_id, s.secret, false FROM postbox.endpoint_secrets s
+                  WHERE s.endpoint_id = v_id ORDER BY s.created_at DESC LIMIT 1;
 END
 $fn$;
 
@@ -129,25 +295,80 @@ BEGIN
 END
 $fn$;
 
+-- Endpoint p_id of tenant p_tenant, locked; checks the tenant first. An id
+-- of another tenant gets exactly the error of an id that does not exist, so
+-- ids cannot be probed across tenants.
+CREATE FUNCTION postbox._endpoint(p_tenant text, p_id uuid)
+RETURNS postbox.endpoints
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    e postbox.endpoints;
+BEGIN
+    PERFORM postbox._require_tenant(p_tenant);
+    SELECT * INTO e FROM postbox.endpoints x WHERE x.id = p_id AND x.tenant = p_tenant FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM postbox._no_endpoint(p_id);
+    END IF;
+    RETURN e;
+END
+$fn$;
+
+CREATE FUNCTION postbox.unregister_endpoint(tenant text, url text)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_id uuid;
+    v_n  integer := 0;
+BEGIN
+    PERFORM postbox._require_tenant(tenant);
+    FOR v_id IN SELECT e.id FROM postbox.endpoints e
+                 WHERE e.tenant = unregister_endpoint.tenant AND e.url = postbox.validate_url(url)
+                 ORDER BY e.id FOR UPDATE LOOP
+        PERFORM postbox._delete_endpoint(tenant, v_id);
+        v_n := v_n + 1;
+    END LOOP;
+    RETURN v_n;
+END
+$fn$;
+
+-- Pause history, which routing reads: events emitted while paused (by an
+-- admin or by the plan) never go out.
+CREATE FUNCTION postbox._pause(p_endpoint uuid, p_tenant text, p_reason text, p_paused boolean)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_paused THEN
+        INSERT INTO postbox.endpoint_pauses (endpoint_id, tenant, paused_at, reason)
+        VALUES (p_endpoint, p_tenant, clock_timestamp(), p_reason);
+    ELSE
+        UPDATE postbox.endpoint_pauses SET resumed_at = clock_timestamp()
+         WHERE endpoint_id = p_endpoint AND reason = p_reason AND resumed_at IS NULL;
+    END IF;
+END
+$fn$;
+
 CREATE FUNCTION postbox.update_endpoint(
+    tenant text,
     id uuid,
     url text DEFAULT NULL,
     event_types text[] DEFAULT NULL,
-    headers jsonb DEFAULT NULL,
+    headers json DEFAULT NULL,
     description text DEFAULT NULL,
     enabled boolean DEFAULT NULL,
-    options jsonb DEFAULT NULL)
+    options jsonb DEFAULT NULL,
+    envelope text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    e postbox.endpoints%ROWTYPE;
+    e postbox.endpoints;
 BEGIN
-    SELECT * INTO e FROM postbox.endpoints WHERE id = update_endpoint.id FOR UPDATE;
-    IF NOT FOUND THEN
-        PERFORM postbox._no_endpoint(update_endpoint.id);
-    END IF;
+    e := postbox._endpoint(update_endpoint.tenant, update_endpoint.id);
     IF update_endpoint.url IS NOT NULL THEN
         e.url := postbox.validate_url(update_endpoint.url);
     END IF;
@@ -155,7 +376,7 @@ BEGIN
         e.event_types := postbox._validate_filters(update_endpoint.event_types, postbox._catalog_names());
     END IF;
     IF update_endpoint.headers IS NOT NULL THEN
-        e.headers := postbox.validate_headers(update_endpoint.headers, e.signature_header);
+        e.headers := postbox._headers(update_endpoint.headers, e.signature_header);
     END IF;
     IF update_endpoint.description IS NOT NULL THEN
         e.description := update_endpoint.description;
@@ -163,14 +384,12 @@ BEGIN
     IF update_endpoint.options IS NOT NULL THEN
         e.options := postbox._validate_options(update_endpoint.options);
     END IF;
+    IF update_endpoint.envelope IS NOT NULL THEN
+        e.envelope := postbox._check_envelope(update_endpoint.envelope);
+    END IF;
     IF update_endpoint.enabled IS NOT NULL THEN
-        -- Pause history, which routing reads: events emitted while paused never go out.
-        IF e.enabled AND NOT update_endpoint.enabled THEN
-            INSERT INTO postbox.endpoint_pauses (endpoint_id, tenant, paused_at)
-            VALUES (e.id, e.tenant, clock_timestamp());
-        ELSIF NOT e.enabled AND update_endpoint.enabled THEN
-            UPDATE postbox.endpoint_pauses SET resumed_at = clock_timestamp()
-             WHERE endpoint_id = e.id AND resumed_at IS NULL;
+        IF e.enabled <> update_endpoint.enabled THEN
+            PERFORM postbox._pause(e.id, e.tenant, 'admin', NOT update_endpoint.enabled);
         END IF;
         e.enabled := update_endpoint.enabled;
         IF update_endpoint.enabled THEN
@@ -183,42 +402,43 @@ BEGIN
     END IF;
     UPDATE postbox.endpoints
        SET url = e.url, event_types = e.event_types, headers = e.headers, description = e.description,
-           options = e.options, enabled = e.enabled, disabled_at = e.disabled_at,
+           options = e.options, envelope = e.envelope, enabled = e.enabled, disabled_at = e.disabled_at,
            disabled_reason = e.disabled_reason, consecutive_failures = e.consecutive_failures,
            failing_since = e.failing_since, updated_at = now()
-     WHERE id = update_endpoint.id;
+     WHERE id = e.id;
 END
 $fn$;
 
-CREATE FUNCTION postbox.delete_endpoint(id uuid)
+-- delete_endpoint's work, for it and unregister_endpoint.
+CREATE FUNCTION postbox._delete_endpoint(p_tenant text, p_id uuid)
 RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
-#variable_conflict use_column
 BEGIN
-    DELETE FROM postbox.endpoints WHERE id = delete_endpoint.id;  -- secrets go with it (cascade)
-    IF NOT FOUND THEN
-        PERFORM postbox._no_endpoint(delete_endpoint.id);
-    END IF;
+    PERFORM postbox._endpoint(p_tenant, p_id);
+    DELETE FROM postbox.endpoints WHERE id = p_id;  -- secrets and pauses go with it (cascade)
     UPDATE postbox.outbox
        SET status = 'cancelled', last_error = 'endpoint deleted', lease_until = NULL
-     WHERE endpoint_id = delete_endpoint.id AND status = 'pending';
+     WHERE endpoint_id = p_id AND status = 'pending';
     -- Events not yet expanded are routed to existing endpoints only.
 END
 $fn$;
 
-CREATE FUNCTION postbox.rotate_secret(id uuid, grace interval DEFAULT '24 hours', own_secret text DEFAULT NULL)
+CREATE FUNCTION postbox.delete_endpoint(tenant text, id uuid)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT postbox._delete_endpoint(tenant, id) $fn$;
+
+CREATE FUNCTION postbox.rotate_secret(tenant text, id uuid, grace interval DEFAULT '24 hours', own_secret text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
+    e        postbox.endpoints;
     v_secret text;
 BEGIN
-    PERFORM 1 FROM postbox.endpoints WHERE id = rotate_secret.id FOR UPDATE;
-    IF NOT FOUND THEN
-        PERFORM postbox._no_endpoint(rotate_secret.id);
-    END IF;
+    e := postbox._endpoint(rotate_secret.tenant, rotate_secret.id);
     IF rotate_secret.grace IS NULL OR rotate_secret.grace < interval '0' OR rotate_secret.grace > interval '30 days' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('postbox: grace must be between 0 and 30 days: %s', coalesce(rotate_secret.grace::text, 'NULL'));
@@ -226,41 +446,73 @@ BEGIN
     IF rotate_secret.own_secret IS NULL THEN
         v_secret := postbox._generate_secret();
     ELSE
-        PERFORM postbox._validate_secret(rotate_secret.own_secret);
+        PERFORM postbox._validate_secret(rotate_secret.own_secret, e.signature_style);
         v_secret := rotate_secret.own_secret;
     END IF;
     -- Older secrets stay valid until the grace period ends (never longer
     -- than they already were).
     UPDATE postbox.endpoint_secrets
        SET expires_at = least(coalesce(expires_at, 'infinity'), clock_timestamp() + rotate_secret.grace)
-     WHERE endpoint_id = rotate_secret.id;
-    DELETE FROM postbox.endpoint_secrets WHERE endpoint_id = rotate_secret.id AND expires_at <= clock_timestamp();
-    INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (rotate_secret.id, v_secret);
+     WHERE endpoint_id = e.id;
+    DELETE FROM postbox.endpoint_secrets WHERE endpoint_id = e.id AND expires_at <= clock_timestamp();
+    INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (e.id, v_secret);
     RETURN v_secret;
 END
 $fn$;
 
+-- The endpoint's configuration as JSON, without secrets, in the form
+-- create_endpoint(tenant, config) takes back.
+CREATE FUNCTION postbox.endpoint_config(tenant text, id uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    e postbox.endpoints;
+BEGIN
+    PERFORM postbox._require_tenant(tenant);
+    SELECT * INTO e FROM postbox.endpoints x WHERE x.id = endpoint_config.id AND x.tenant = endpoint_config.tenant;
+    IF NOT FOUND THEN
+        PERFORM postbox._no_endpoint(id);
+    END IF;
+    RETURN jsonb_build_object(
+        'url', e.url, 'event_types', to_jsonb(e.event_types), 'headers', e.headers,
+        'description', e.description, 'signature_style', e.signature_style,
+        'signature_header', e.signature_header, 'options', e.options,
+        'enabled', e.enabled, 'envelope', e.envelope);
+END
+$fn$;
+
+-- Plans: a tenant at limit 0 has no webhooks. Its endpoints are suspended
+-- (they behave as paused: events emitted meanwhile are never sent, queued
+-- deliveries wait) until the limit is raised or removed.
 CREATE FUNCTION postbox.set_tenant_limit(tenant text, max_endpoints integer)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+    v_suspend boolean := set_tenant_limit.max_endpoints = 0;
+    v_id      uuid;
 BEGIN
-    IF set_tenant_limit.tenant IS NULL OR set_tenant_limit.tenant = '' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: '
-            || coalesce(quote_literal(set_tenant_limit.tenant), 'NULL');
-    END IF;
-    IF set_tenant_limit.max_endpoints IS NULL THEN
-        DELETE FROM postbox.tenant_limits WHERE tenant = set_tenant_limit.tenant;  -- back to no limit
-        RETURN;
-    END IF;
+    PERFORM postbox._require_tenant(set_tenant_limit.tenant);
     IF set_tenant_limit.max_endpoints < 0 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('postbox: max_endpoints must be 0 or more (NULL for no limit): %s', set_tenant_limit.max_endpoints);
     END IF;
-    INSERT INTO postbox.tenant_limits (tenant, max_endpoints)
-    VALUES (set_tenant_limit.tenant, set_tenant_limit.max_endpoints)
-    ON CONFLICT (tenant) DO UPDATE SET max_endpoints = EXCLUDED.max_endpoints, updated_at = now();
+    IF set_tenant_limit.max_endpoints IS NULL THEN
+        DELETE FROM postbox.tenant_limits WHERE tenant = set_tenant_limit.tenant;  -- back to no limit
+    ELSE
+        INSERT INTO postbox.tenant_limits (tenant, max_endpoints)
+        VALUES (set_tenant_limit.tenant, set_tenant_limit.max_endpoints)
+        ON CONFLICT (tenant) DO UPDATE SET max_endpoints = EXCLUDED.max_endpoints, updated_at = now();
+    END IF;
+    FOR v_id IN SELECT e.id FROM postbox.endpoints e
+                 WHERE e.tenant = set_tenant_limit.tenant AND e.suspended <> coalesce(v_suspend, false)
+                 ORDER BY e.id FOR UPDATE LOOP
+        PERFORM postbox._pause(v_id, set_tenant_limit.tenant, 'plan', coalesce(v_suspend, false));
+        UPDATE postbox.endpoints SET suspended = coalesce(v_suspend, false), updated_at = now() WHERE id = v_id;
+    END LOOP;
 END
 $fn$;
 
@@ -506,32 +758,34 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION postbox.send_test(id uuid, event_type text DEFAULT 'webhook.test', data jsonb DEFAULT NULL)
+CREATE FUNCTION postbox.send_test(tenant text, id uuid, event_type text DEFAULT 'webhook.test', data jsonb DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_tenant text;
-    v_event  uuid := postbox._uuid7();
-    v_data   jsonb;
-    v_now    timestamptz := clock_timestamp();
+    e       postbox.endpoints;
+    v_event uuid := postbox._uuid7();
+    v_data  jsonb;
+    v_now   timestamptz := clock_timestamp();
 BEGIN
-    SELECT tenant INTO v_tenant FROM postbox.endpoints WHERE id = send_test.id;
-    IF NOT FOUND THEN
-        PERFORM postbox._no_endpoint(send_test.id);
+    e := postbox._endpoint(send_test.tenant, send_test.id);
+    IF e.suspended THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', e.tenant);
     END IF;
-    IF NOT EXISTS (SELECT FROM postbox.event_types WHERE name = send_test.event_type) THEN
+    SELECT coalesce(send_test.data, t.example) INTO v_data FROM postbox.event_types t WHERE t.name = send_test.event_type;
+    IF NOT FOUND THEN
         PERFORM postbox._unknown_event_type(send_test.event_type);
     END IF;
-    v_data := coalesce(send_test.data, jsonb_build_object(
-        'message', 'This is a test event from postbox.', 'endpoint_id', send_test.id));
+    v_data := coalesce(v_data, jsonb_build_object(
+        'message', 'This is a test event from postbox.', 'endpoint_id', e.id));
     PERFORM postbox._check_data(v_data);
 
     INSERT INTO postbox.events (id, tenant, event_type, created_at, data)
-    VALUES (v_event, v_tenant, send_test.event_type, v_now, v_data);
+    VALUES (v_event, e.tenant, send_test.event_type, v_now, v_data);
     INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, is_test, next_attempt_at, created_at)
-    VALUES (v_tenant, send_test.id, v_event, true, v_now, v_now);
+    VALUES (e.tenant, e.id, v_event, true, v_now, v_now);
     PERFORM postbox._wake();
     RETURN v_event;
 END
@@ -615,17 +869,19 @@ END;
 -- The events an emitted row holds, for expansion and endpoint_status.pending:
 -- the row itself (emit, row triggers), or one per row of a statement whose
 -- tenant column is set, as {resource: payload columns}. Inlined like _routes.
+-- n is the row's position in its statement (0 for a single event).
 CREATE FUNCTION postbox._emitted_events(p_tenant text, p_data jsonb, p_rows jsonb, p_args text[])
-RETURNS TABLE (tenant text, data jsonb)
+RETURNS TABLE (tenant text, data jsonb, n bigint)
 LANGUAGE sql IMMUTABLE
 BEGIN ATOMIC
-    SELECT p_tenant, p_data WHERE p_rows IS NULL
+    SELECT p_tenant, p_data, 0::bigint WHERE p_rows IS NULL
     UNION ALL
     SELECT r.value ->> p_args[2],
            jsonb_build_object(p_args[1], CASE WHEN cardinality(p_args) > 2
                                               THEN postbox._row_payload(r.value, p_args[3:])
-                                              ELSE r.value END)
-      FROM jsonb_array_elements(p_rows) r
+                                              ELSE r.value END),
+           r.n
+      FROM jsonb_array_elements(p_rows) WITH ORDINALITY r(value, n)
      WHERE r.value ->> p_args[2] IS NOT NULL;
 END;
 
@@ -647,8 +903,9 @@ BEGIN
          WHERE m.ctid = ANY (p_rows)
         RETURNING m.*
     ), ev AS (
-        -- emit's event keeps its id; a statement's rows get theirs now.
-        SELECT CASE WHEN b.rows IS NULL THEN b.id ELSE postbox._uuid7() END AS id,
+        -- emit's event keeps its id; a statement's rows get the statement's
+        -- id with their position in it, so ids sort in emit order.
+        SELECT CASE WHEN b.rows IS NULL THEN b.id ELSE postbox._event_id(b.id, x.n) END AS id,
                x.tenant, b.event_type, b.created_at, x.data
           FROM batch b
          CROSS JOIN LATERAL postbox._emitted_events(b.tenant, b.data, b.rows::jsonb, b.trigger_args) x
@@ -672,7 +929,17 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION postbox.retry_delivery(id bigint)
+CREATE FUNCTION postbox._no_delivery(p_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('postbox: no failed or cancelled delivery has this id: %s', coalesce(p_id::text, 'NULL'));
+END
+$fn$;
+
+CREATE FUNCTION postbox.retry_delivery(tenant text, id bigint)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -680,10 +947,11 @@ AS $fn$
 DECLARE
     v_status text;
 BEGIN
-    SELECT status INTO v_status FROM postbox.outbox WHERE id = retry_delivery.id FOR UPDATE;
+    PERFORM postbox._require_tenant(retry_delivery.tenant);
+    SELECT status INTO v_status FROM postbox.outbox
+     WHERE id = retry_delivery.id AND tenant = retry_delivery.tenant FOR UPDATE;
     IF v_status IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: no failed or cancelled delivery has this id: %s', coalesce(retry_delivery.id::text, 'NULL'));
+        PERFORM postbox._no_delivery(retry_delivery.id);  -- also for another tenant's: ids cannot be probed
     END IF;
     IF v_status = 'pending' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -702,16 +970,55 @@ BEGIN
 END
 $fn$;
 
+-- Queues again every failed and cancelled delivery of the endpoint whose
+-- event was queued in [since, until), each with a fresh schedule, through
+-- the outbox_settled index. Returns how many.
+CREATE FUNCTION postbox.replay(tenant text, endpoint_id uuid, since timestamptz, until timestamptz DEFAULT 'infinity')
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_n integer;
+BEGIN
+    PERFORM postbox._endpoint(tenant, endpoint_id);
+    IF since IS NULL OR until IS NULL OR since > until THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: replay needs since <= until: %s to %s',
+                             coalesce(since::text, 'NULL'), coalesce(until::text, 'NULL'));
+    END IF;
+    UPDATE postbox.outbox d
+       SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL
+     WHERE d.tenant = replay.tenant AND d.endpoint_id = replay.endpoint_id AND d.status <> 'pending'
+       AND d.created_at >= since AND d.created_at < until;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n > 0 THEN
+        PERFORM postbox._wake();
+    END IF;
+    RETURN v_n;
+END
+$fn$;
+
 -------------------------------------------------------------------------------
 -- Views
 -------------------------------------------------------------------------------
 
+-- An endpoint's state, as every view shows it.
+CREATE FUNCTION postbox._endpoint_state(p_enabled boolean, p_suspended boolean, p_disabled_at timestamptz,
+                                        p_consecutive_failures integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT CASE WHEN p_suspended THEN 'suspended'
+                WHEN NOT p_enabled THEN 'paused'
+                WHEN p_disabled_at IS NOT NULL THEN 'disabled'
+                WHEN p_consecutive_failures > 0 THEN 'failing'
+                ELSE 'healthy' END;
+END;
+
 CREATE VIEW postbox.endpoint_status AS
 SELECT e.id, e.tenant, e.url, e.event_types, e.enabled,
-       CASE WHEN NOT e.enabled THEN 'paused'
-            WHEN e.disabled_at IS NOT NULL THEN 'disabled'
-            WHEN e.consecutive_failures > 0 THEN 'failing'
-            ELSE 'healthy' END AS status,
+       postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures) AS status,
        e.disabled_reason, e.consecutive_failures, e.last_attempt_at, e.last_success_at, e.last_error,
        (SELECT count(*) FROM postbox.outbox d
          WHERE d.endpoint_id = e.id AND d.status = 'pending')
@@ -720,21 +1027,43 @@ SELECT e.id, e.tenant, e.url, e.event_types, e.enabled,
          CROSS JOIN LATERAL postbox._emitted_events(m.tenant, m.data, m.rows::jsonb, m.trigger_args) x
          WHERE x.tenant = e.tenant
            AND e.id IN (SELECT r.endpoint_id FROM postbox._routes(x.tenant, m.event_type, m.created_at) r))
-       AS pending
+       AS pending,
+       e.suspended
   FROM postbox.endpoints e;
 
+-- What a settings page's edit form shows: everything but secret material.
+CREATE VIEW postbox.endpoint_settings AS
+SELECT e.id, e.tenant, e.url, e.event_types, e.headers, e.description, e.options,
+       e.signature_style, e.signature_header, e.envelope, e.enabled, e.suspended,
+       postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures) AS status,
+       e.disabled_at, e.disabled_reason, e.created_at, e.updated_at,
+       -- The secrets that sign now, newest first: when each was made and
+       -- until when a rotated one still signs. Never the secret itself.
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('created_at', s.created_at, 'expires_at', s.expires_at)
+                                  ORDER BY s.created_at DESC), '[]')
+          FROM postbox.endpoint_secrets s
+         WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())) AS secrets
+  FROM postbox.endpoints e;
+
+-- Filtered by tenant, each branch reads through an index: pending rows
+-- through the tenant's endpoints (endpoints_tenant, outbox_due), failed and
+-- cancelled ones through outbox_settled, succeeded ones through
+-- attempt_log_endpoint.
 CREATE VIEW postbox.deliveries AS
 SELECT d.id, d.tenant, d.endpoint_id, d.event_id, v.event_type,
-       CASE WHEN d.status <> 'pending' THEN d.status
-            WHEN d.lease_until > now() THEN 'in_flight'
-            WHEN NOT d.is_test AND (e.id IS NULL OR NOT e.enabled) THEN 'held'
+       CASE WHEN d.lease_until > now() THEN 'in_flight'
+            WHEN NOT d.is_test AND (NOT e.enabled OR e.suspended) THEN 'held'
             ELSE 'pending' END AS status,
-       d.attempts,
-       CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
+       d.attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.created_at
+  FROM postbox.endpoints e
+  JOIN postbox.outbox d ON d.endpoint_id = e.id AND d.tenant = e.tenant AND d.status = 'pending'
+  LEFT JOIN postbox.events v ON v.id = d.event_id
+UNION ALL
+SELECT d.id, d.tenant, d.endpoint_id, d.event_id, v.event_type, d.status, d.attempts, NULL,
        d.last_status_code, d.last_error, d.created_at
   FROM postbox.outbox d
-  LEFT JOIN postbox.endpoints e ON e.id = d.endpoint_id
   LEFT JOIN postbox.events v ON v.id = d.event_id
+ WHERE d.status <> 'pending'
 UNION ALL
 SELECT a.delivery_id, a.tenant, a.endpoint_id, a.event_id, v.event_type,
        'succeeded', a.attempt, NULL, a.status_code, NULL, a.queued_at
@@ -742,10 +1071,60 @@ SELECT a.delivery_id, a.tenant, a.endpoint_id, a.event_id, v.event_type,
   LEFT JOIN postbox.events v ON v.id = a.event_id
  WHERE a.outcome = 'succeeded';
 
+-- The headers an attempt sent, except the signature: the fixed ones (the
+-- User-Agent names the worker's version, which is the extension's: a worker
+-- drives only its own version), Standard Webhooks' id and timestamp for the
+-- standard style, and the endpoint's custom headers as sent.
+CREATE FUNCTION postbox._request_headers(p_style text, p_event_id uuid, p_started_at timestamptz, p_custom jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT jsonb_build_object('content-type', 'application/json',
+                              'user-agent', 'postbox/' || (SELECT x.extversion FROM pg_catalog.pg_extension x
+                                                            WHERE x.extname = 'postbox'))
+        || CASE WHEN p_style = 'standard'
+                THEN jsonb_build_object('webhook-id', p_event_id::text,
+                                        'webhook-timestamp', floor(extract(epoch FROM p_started_at))::bigint::text)
+                ELSE '{}' END
+        || coalesce(p_custom, '{}');
+END;
+
+-- The delivery log. Filtered by tenant (and endpoint, and time) it reads
+-- through attempt_log_endpoint.
 CREATE VIEW postbox.attempts AS
-SELECT delivery_id, endpoint_id, attempt, started_at, duration_ms, status_code, response_excerpt, error,
-       tenant, event_id, outcome
-  FROM postbox.attempt_log;
+SELECT a.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.status_code,
+       a.response_excerpt, a.error, a.tenant, a.event_id, a.outcome,
+       v.event_type, v.data,
+       postbox._request_headers(e.signature_style, a.event_id, a.started_at, a.request_headers) AS request_headers,
+       a.is_test
+  FROM postbox.attempt_log a
+  LEFT JOIN postbox.events v ON v.id = a.event_id
+  LEFT JOIN postbox.endpoints e ON e.id = a.endpoint_id;
+
+-- Success and failure counts per endpoint over the last hour, day and week,
+-- from attempts (test sends left out; a retry that failed counts as a
+-- failure). Each endpoint's week is an index-only range scan of
+-- attempt_log_endpoint, never a scan of the log.
+CREATE VIEW postbox.endpoint_stats AS
+SELECT s.id, s.tenant,
+       s.succeeded_1h, s.failed_1h,
+       round(s.succeeded_1h::numeric / nullif(s.succeeded_1h + s.failed_1h, 0), 4) AS success_rate_1h,
+       s.succeeded_24h, s.failed_24h,
+       round(s.succeeded_24h::numeric / nullif(s.succeeded_24h + s.failed_24h, 0), 4) AS success_rate_24h,
+       s.succeeded_7d, s.failed_7d,
+       round(s.succeeded_7d::numeric / nullif(s.succeeded_7d + s.failed_7d, 0), 4) AS success_rate_7d
+  FROM (SELECT e.id, e.tenant, w.*
+          FROM postbox.endpoints e
+         CROSS JOIN LATERAL (
+               SELECT count(*) FILTER (WHERE a.outcome = 'succeeded' AND a.started_at > now() - interval '1 hour') AS succeeded_1h,
+                      count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed') AND a.started_at > now() - interval '1 hour') AS failed_1h,
+                      count(*) FILTER (WHERE a.outcome = 'succeeded' AND a.started_at > now() - interval '24 hours') AS succeeded_24h,
+                      count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed') AND a.started_at > now() - interval '24 hours') AS failed_24h,
+                      count(*) FILTER (WHERE a.outcome = 'succeeded') AS succeeded_7d,
+                      count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed')) AS failed_7d
+                 FROM postbox.attempt_log a
+                WHERE a.tenant = e.tenant AND a.endpoint_id = e.id
+                  AND a.started_at > now() - interval '7 days' AND NOT a.is_test) w) s;
 
 -------------------------------------------------------------------------------
 -- pg_dump keeps the configuration (and so, for a superuser, the secrets)
@@ -776,26 +1155,45 @@ COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';
 COMMENT ON TABLE postbox.wakeup IS 'One-row wake-up flag: emit NOTIFYs only while a worker says it is waiting.';
 COMMENT ON VIEW postbox.endpoint_status IS 'One row per endpoint: healthy, failing, disabled (automatic) or paused (enabled = false), and its pending deliveries.';
 COMMENT ON VIEW postbox.deliveries IS 'Every delivery with its status: pending, in_flight, held, succeeded, failed or cancelled.';
-COMMENT ON VIEW postbox.attempts IS 'Every delivery attempt: when, how long, the status code, the first 4 KiB of the response, the error.';
+COMMENT ON VIEW postbox.attempts IS 'The delivery log: every attempt with its event (type, id, data), the headers it sent but the signature, the status code, the first 4 KiB of the response, the error and the duration.';
+COMMENT ON VIEW postbox.endpoint_settings IS 'Every endpoint''s configuration and state, for an edit form: everything but secret material (each signing secret''s creation and expiry only).';
+COMMENT ON VIEW postbox.endpoint_stats IS 'Per endpoint: succeeded and failed attempts and the success rate over the last 1 hour, 24 hours and 7 days (test sends left out).';
 
-COMMENT ON FUNCTION postbox.create_event_type(text, text, jsonb) IS 'Adds an event type to the catalog, or updates its description and schema.';
-COMMENT ON FUNCTION postbox.create_endpoint(text, text, text[], jsonb, text, text, text, text, jsonb) IS 'Registers a webhook endpoint for a tenant and returns its id and signing secret (shown only here).';
-COMMENT ON FUNCTION postbox.update_endpoint(uuid, text, text[], jsonb, text, boolean, jsonb) IS 'Changes an endpoint; NULL leaves a field as it is. enabled => false pauses it, true resumes it.';
-COMMENT ON FUNCTION postbox.delete_endpoint(uuid) IS 'Removes an endpoint and its secrets and cancels its pending deliveries; its attempt log stays.';
-COMMENT ON FUNCTION postbox.rotate_secret(uuid, interval, text) IS 'Gives an endpoint a new secret (returned once); older ones keep signing until the grace period ends.';
-COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (0: none, NULL: no limit).';
+COMMENT ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb) IS 'Adds an event type to the catalog, or updates its description, schema and example payload.';
+COMMENT ON FUNCTION postbox.create_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text) IS 'Registers a webhook endpoint for a tenant and returns its id and signing secret (shown only here).';
+COMMENT ON FUNCTION postbox.create_endpoint(text, jsonb) IS 'Registers a webhook endpoint from a configuration as endpoint_config returns it; returns its id and new secret.';
+COMMENT ON FUNCTION postbox.register_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text) IS 'Creates the tenant''s endpoint for a URL, or sets the event types of the one it has; returns its id, current secret and whether it was created.';
+COMMENT ON FUNCTION postbox.unregister_endpoint(text, text) IS 'Deletes the tenant''s endpoints with this URL, as delete_endpoint does; returns how many.';
+COMMENT ON FUNCTION postbox.update_endpoint(text, uuid, text, text[], json, text, boolean, jsonb, text) IS 'Changes one of the tenant''s endpoints; NULL leaves a field as it is. enabled => false pauses it, true resumes it.';
+COMMENT ON FUNCTION postbox.delete_endpoint(text, uuid) IS 'Removes one of the tenant''s endpoints and its secrets, and cancels its pending deliveries; its attempt log stays.';
+COMMENT ON FUNCTION postbox.rotate_secret(text, uuid, interval, text) IS 'Gives one of the tenant''s endpoints a new secret, returned once; older ones keep signing until the grace period ends.';
+COMMENT ON FUNCTION postbox.endpoint_config(text, uuid) IS 'One of the tenant''s endpoints as JSON, without secrets, in the form create_endpoint(tenant, config) takes.';
+COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (NULL: no limit). 0 means no webhooks: its endpoints are suspended until the limit is raised.';
 COMMENT ON FUNCTION postbox.emit(text, text, jsonb, text) IS 'Records an event in the caller''s transaction; its webhooks go out if and only if the transaction commits.';
 COMMENT ON FUNCTION postbox.emit_statement() IS 'Statement trigger (Rust) for INSERT and DELETE with a transition table: emit_statement(resource, tenant_column [, column ...]); attach creates it.';
 COMMENT ON FUNCTION postbox.emit_row_change() IS 'Row trigger (Rust) for AFTER INSERT, UPDATE or DELETE: emit_row_change(resource, tenant_column [, column ...]) emits <resource>.created/updated/deleted; attach uses it for UPDATE.';
 COMMENT ON FUNCTION postbox._emit_row(oid, text, json, json, text[]) IS 'Internal: the row trigger''s write, run as the owner over already-encoded rows; granted to no one.';
 COMMENT ON FUNCTION postbox.attach(regclass, text, text, text[]) IS 'Creates the emit triggers on a table and registers its three event types. Idempotent.';
-COMMENT ON FUNCTION postbox.send_test(uuid, text, jsonb) IS 'Queues one test delivery to one endpoint, even while paused, whatever its filter.';
+COMMENT ON FUNCTION postbox.send_test(text, uuid, text, jsonb) IS 'Queues one test delivery to one of the tenant''s endpoints, even while paused, whatever its filter; without data, the event type''s example.';
 COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed emitted rows into events and routed outbox rows, oldest first; sets aside rows it cannot expand; returns how many events.';
 COMMENT ON FUNCTION postbox._expand(tid[]) IS 'Internal: expand_events'' work for the emitted rows it locked.';
-COMMENT ON FUNCTION postbox.retry_delivery(bigint) IS 'Queues a failed or cancelled delivery again with a fresh schedule; earlier attempts stay logged.';
+COMMENT ON FUNCTION postbox.retry_delivery(text, bigint) IS 'Queues one of the tenant''s failed or cancelled deliveries again with a fresh schedule; earlier attempts stay logged.';
+COMMENT ON FUNCTION postbox.replay(text, uuid, timestamptz, timestamptz) IS 'Queues again, each with a fresh schedule, the failed and cancelled deliveries of one of the tenant''s endpoints queued in [since, until); returns how many.';
 COMMENT ON FUNCTION postbox.validate_url(text) IS 'Returns the normalized webhook URL, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox.validate_headers(jsonb, text) IS 'Returns the custom headers if all are allowed, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox._check_tenant_limit(text) IS 'Internal: raises unless the tenant may have one more endpoint.';
+COMMENT ON FUNCTION postbox._require_tenant(text) IS 'Internal: raises unless the tenant is a non-empty string.';
+COMMENT ON FUNCTION postbox._headers(json, text) IS 'Internal: custom headers read as json, refusing a name given twice, then the header rules.';
+COMMENT ON FUNCTION postbox._check_envelope(text) IS 'Internal: raises unless the envelope is postbox, standard or flat.';
+COMMENT ON FUNCTION postbox._create_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text) IS 'Internal: the one create path behind create_endpoint (both forms) and register_endpoint.';
+COMMENT ON FUNCTION postbox._config_keys() IS 'Internal: the keys of an endpoint configuration (endpoint_config, create_endpoint).';
+COMMENT ON FUNCTION postbox._endpoint(text, uuid) IS 'Internal: an endpoint of a tenant, locked, or the unknown-endpoint error (also for another tenant''s id).';
+COMMENT ON FUNCTION postbox._pause(uuid, text, text, boolean) IS 'Internal: starts or ends a pause (admin or plan) in the pause history.';
+COMMENT ON FUNCTION postbox._delete_endpoint(text, uuid) IS 'Internal: delete_endpoint''s work, for it and unregister_endpoint.';
+COMMENT ON FUNCTION postbox._no_delivery(bigint) IS 'Internal: raises the unknown-delivery error.';
+COMMENT ON FUNCTION postbox._endpoint_state(boolean, boolean, timestamptz, integer) IS 'Internal: an endpoint''s state as the views show it (inlined).';
+COMMENT ON FUNCTION postbox._request_headers(text, uuid, timestamptz, jsonb) IS 'Internal: the headers an attempt sent, except the signature (inlined).';
+COMMENT ON FUNCTION postbox._event_id(uuid, bigint) IS 'Internal: the id of a statement''s nth event, from the statement''s emitted id, so ids sort in emit order.';
 COMMENT ON FUNCTION postbox._catalog_names() IS 'Internal: every event type name, for validation messages.';
 COMMENT ON FUNCTION postbox._no_endpoint(uuid) IS 'Internal: raises the unknown-endpoint error.';
 COMMENT ON FUNCTION postbox._unknown_event_type(text) IS 'Internal: raises the unknown-event-type error with the closest names.';
@@ -810,7 +1208,7 @@ COMMENT ON FUNCTION postbox._validate_filters(text[], text[]) IS 'Internal: vali
 COMMENT ON FUNCTION postbox._close_names(text, text[]) IS 'Internal: catalog names close to an unknown one.';
 COMMENT ON FUNCTION postbox._validate_options(jsonb) IS 'Internal: validates per-endpoint delivery options.';
 COMMENT ON FUNCTION postbox._generate_secret() IS 'Internal: a new whsec_ secret from the OS CSPRNG.';
-COMMENT ON FUNCTION postbox._validate_secret(text) IS 'Internal: checks a caller-supplied secret without echoing it.';
+COMMENT ON FUNCTION postbox._validate_secret(text, text) IS 'Internal: checks a caller-supplied secret for a signature style without echoing it.';
 COMMENT ON FUNCTION postbox._uuid7() IS 'Internal: a time-ordered (version 7) UUID.';
 COMMENT ON FUNCTION postbox._max_payload_bytes() IS 'Internal: the current postbox.max_payload_bytes.';
 COMMENT ON FUNCTION postbox._wake() IS 'Internal: NOTIFYs postbox_wakeup if a worker waits (paths that are not hot).';
@@ -831,18 +1229,24 @@ GRANT EXECUTE ON FUNCTION postbox.emit(text, text, jsonb, text),
    TO postbox_emitter;
 GRANT SELECT ON postbox.event_types TO postbox_emitter;
 
-GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb),
-                          postbox.create_endpoint(text, text, text[], jsonb, text, text, text, text, jsonb),
-                          postbox.update_endpoint(uuid, text, text[], jsonb, text, boolean, jsonb),
-                          postbox.delete_endpoint(uuid),
-                          postbox.rotate_secret(uuid, interval, text),
+GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb),
+                          postbox.create_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text),
+                          postbox.create_endpoint(text, jsonb),
+                          postbox.register_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text),
+                          postbox.unregister_endpoint(text, text),
+                          postbox.update_endpoint(text, uuid, text, text[], json, text, boolean, jsonb, text),
+                          postbox.delete_endpoint(text, uuid),
+                          postbox.rotate_secret(text, uuid, interval, text),
+                          postbox.endpoint_config(text, uuid),
                           postbox.set_tenant_limit(text, integer),
-                          postbox.send_test(uuid, text, jsonb),
-                          postbox.retry_delivery(bigint),
+                          postbox.send_test(text, uuid, text, jsonb),
+                          postbox.retry_delivery(text, bigint),
+                          postbox.replay(text, uuid, timestamptz, timestamptz),
                           postbox.validate_url(text),
                           postbox.validate_headers(jsonb, text)
    TO postbox_admin;
 GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.endpoint_status,
+                postbox.endpoint_settings, postbox.endpoint_stats,
                 postbox.deliveries, postbox.attempts, postbox.emitted_rejects
    TO postbox_admin;
 -- endpoint_status.pending inlines the routing rule (_routes, _emitted_events),
@@ -850,7 +1254,9 @@ GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.endpoint_sta
 -- columns routing reads, none of them secret.
 GRANT EXECUTE ON FUNCTION postbox._routes(text, text, timestamptz),
                           postbox._emitted_events(text, jsonb, jsonb, text[]),
-                          postbox._row_payload(jsonb, text[])
+                          postbox._row_payload(jsonb, text[]),
+                          postbox._endpoint_state(boolean, boolean, timestamptz, integer),
+                          postbox._request_headers(text, uuid, timestamptz, jsonb)
    TO postbox_admin;
 GRANT SELECT (id, tenant, event_types, created_at, disabled_at) ON postbox.endpoints TO postbox_admin;
 GRANT SELECT ON postbox.endpoint_pauses TO postbox_admin;

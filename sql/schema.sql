@@ -36,6 +36,8 @@ CREATE TABLE postbox.event_types (
     name        text PRIMARY KEY,
     description text,
     schema      jsonb,
+    -- A sample payload (an object): what send_test sends when given no data.
+    example     jsonb,
     -- Every filter string that matches this name ('*', 'a.*', ..., the name),
     -- so emit can match endpoints with a plain array overlap.
     match_keys  text[] NOT NULL,
@@ -61,10 +63,15 @@ CREATE TABLE postbox.endpoints (
     event_types          text[] NOT NULL,
     headers              jsonb NOT NULL DEFAULT '{}',
     description          text,
-    signature_style      text NOT NULL CHECK (signature_style IN ('standard', 'sha256-hex')),
+    signature_style      text NOT NULL CHECK (signature_style IN ('standard', 'sha256-hex', 'hex')),
     signature_header     text,
+    -- The body's shape around the event's data (worker/src/claim.rs builds it).
+    envelope             text NOT NULL DEFAULT 'postbox' CHECK (envelope IN ('postbox', 'standard', 'flat')),
     options              jsonb NOT NULL DEFAULT '{}',
     enabled              boolean NOT NULL DEFAULT true,
+    -- The tenant's plan has no webhooks (its endpoint limit is 0): behaves as
+    -- paused, apart from enabled, which stays the admin's own switch.
+    suspended            boolean NOT NULL DEFAULT false,
     disabled_at          timestamptz,
     disabled_reason      text,
     consecutive_failures integer NOT NULL DEFAULT 0,
@@ -90,12 +97,15 @@ CREATE TABLE postbox.endpoint_secrets (
 );
 
 -- Pause history: routing at expansion skips endpoints that were paused when
--- an event was emitted, even if they have been resumed since.
+-- an event was emitted, even if they have been resumed since. An admin's
+-- pause (enabled => false) and a plan's (tenant limit 0) are kept apart, so
+-- that lifting one does not lift the other.
 CREATE TABLE postbox.endpoint_pauses (
     endpoint_id uuid NOT NULL REFERENCES postbox.endpoints (id) ON DELETE CASCADE,
     tenant      text NOT NULL,
     paused_at   timestamptz NOT NULL,
     resumed_at  timestamptz,  -- NULL while paused
+    reason      text NOT NULL DEFAULT 'admin' CHECK (reason IN ('admin', 'plan')),
     PRIMARY KEY (endpoint_id, paused_at)
 );
 
@@ -195,6 +205,11 @@ CREATE INDEX outbox_due ON postbox.outbox (endpoint_id, next_attempt_at)
 -- only test rows enter it.
 CREATE INDEX outbox_tests_due ON postbox.outbox (next_attempt_at)
     WHERE is_test AND status = 'pending';
+-- Failed and cancelled deliveries by tenant and endpoint: the deliveries view
+-- filtered by tenant, and replay. Pending rows never enter it, so the hot
+-- path (expansion, claims) does not maintain it.
+CREATE INDEX outbox_settled ON postbox.outbox (tenant, endpoint_id, created_at)
+    WHERE status <> 'pending';
 
 CREATE TABLE postbox.attempt_log (
     delivery_id      bigint NOT NULL,
@@ -210,10 +225,17 @@ CREATE TABLE postbox.attempt_log (
     -- What the attempt did to its delivery.
     outcome          text NOT NULL CHECK (outcome IN ('succeeded', 'retrying', 'failed', 'cancelled')),
     is_test          boolean NOT NULL DEFAULT false,
-    queued_at        timestamptz NOT NULL
+    queued_at        timestamptz NOT NULL,
+    -- The endpoint's custom headers as sent (NULL: none). The others follow
+    -- from the attempt (postbox._request_headers).
+    request_headers  jsonb
 );
 
 CREATE INDEX attempt_log_delivery ON postbox.attempt_log (delivery_id);
+-- A tenant's log, an endpoint's log in time order, and endpoint_stats'
+-- windows: index range scans (with the outcome, index-only), never the whole log.
+CREATE INDEX attempt_log_endpoint ON postbox.attempt_log (tenant, endpoint_id, started_at)
+    INCLUDE (outcome);
 
 -- The wake-up flag. NOTIFY takes a database-wide lock at commit, so emit
 -- notifies only while a worker has said it is waiting; a worker clears the

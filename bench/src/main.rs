@@ -462,7 +462,8 @@ impl Bench {
     }
 
     // ---------------------------------------------------------------- 2, 6, 4
-    async fn throughput_and_isolation(&mut self) -> f64 {
+    /// Figures 2 and 6, then 4 (`isolation`) and 7 (`many`) when asked.
+    async fn throughput_and_isolation(&mut self, isolation: bool, many: bool) {
         let events = std::env::var("POSTBOX_BENCH_EVENTS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -507,6 +508,16 @@ impl Bench {
             Some(("<=", 64.0)),
         );
 
+        if isolation {
+            self.isolation(events, rate).await;
+        }
+        if many {
+            self.many_endpoints(events, rate).await;
+        }
+    }
+
+    /// Figure 4: figure 2 with 5 of its 10 endpoints hanging; `rate` is figure 2's.
+    async fn isolation(&mut self, events: u64, rate: f64) {
         println!(
             "\n4. Isolation: the same, with 5 of the 10 endpoints accepting and never answering"
         );
@@ -540,7 +551,10 @@ impl Bench {
             "ratio",
             Some((">=", 0.90)),
         );
+    }
 
+    /// Figure 7: figure 2 with 100,000 idle endpoints; `rate` is figure 2's.
+    async fn many_endpoints(&mut self, events: u64, rate: f64) {
         let idle = if self.quick { 5_000 } else { 100_000 };
         // Two single runs a minute apart differ by up to ±5% here: a full run
         // measures figure 7 twice, each time right after a run of figure 2,
@@ -584,7 +598,6 @@ impl Bench {
             "ratio",
             Some((">=", 0.90)),
         );
-        rate
     }
 
     // ---------------------------------------------------------------- 3
@@ -851,14 +864,16 @@ async fn main() {
         ran_vacuum: false,
     };
     let started = Instant::now();
-    // For development: POSTBOX_BENCH_ONLY=2 runs figure 2 (and 4, 6 and 7) only.
+    // For development: POSTBOX_BENCH_ONLY=2 runs figure 2 (and 4, 6 and 7)
+    // only; =4 runs 2, 6 and 4; =7 runs 2, 6 and 7.
     let only = std::env::var("POSTBOX_BENCH_ONLY").unwrap_or_default();
     let run = |n: &str| only.is_empty() || only.split(',').any(|o| o.trim() == n);
     if run("1") {
         b.emit_overhead().await;
     }
-    if run("2") {
-        b.throughput_and_isolation().await;
+    if run("2") || run("4") || run("7") {
+        b.throughput_and_isolation(run("2") || run("4"), run("2") || run("7"))
+            .await;
     }
     if run("3") {
         b.latency().await;

@@ -155,10 +155,31 @@ fn _generate_secret() -> String {
     rules::secret::encode(&bytes)
 }
 
-/// Checks a caller-supplied secret without ever echoing it.
-#[pg_extern(immutable, parallel_safe)]
+/// Gone from the SQL API in 0.4.0 (secrets are checked for their endpoint's
+/// signature style now); the frozen install scripts create it, so the
+/// symbol stays.
+#[pg_extern(sql = false)]
 fn _validate_secret(secret: &str) {
     ok_or_raise(rules::secret::validate(secret));
+}
+
+/// Checks a caller-supplied secret for a signature style, never echoing it.
+#[pg_extern(immutable, parallel_safe, name = "_validate_secret")]
+fn _validate_secret_for(secret: &str, style: &str) {
+    let style = ok_or_raise(rules::headers::SignatureStyle::parse(style));
+    ok_or_raise(rules::secret::validate_for(style, secret));
+}
+
+/// The id of the `n`th event of a statement whose emitted row has the id
+/// `emitted`: that id with `n` in its last 32 bits. Those bits are random in
+/// a version 7 UUID from this process (the `uuid` crate keeps a 42-bit
+/// counter above them), so the ids of a statement's events sort by position
+/// and after every id this session made before.
+#[pg_extern(immutable, parallel_safe)]
+fn _event_id(emitted: pgrx::Uuid, n: i64) -> pgrx::Uuid {
+    let mut bytes = *emitted.as_bytes();
+    bytes[12..].copy_from_slice(&(n as u32).to_be_bytes());
+    pgrx::Uuid::from_bytes(bytes)
 }
 
 /// A time-ordered (version 7) UUID, so new rows land at the right edge of

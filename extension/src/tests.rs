@@ -269,7 +269,7 @@ mod tests {
             ("'t', 'https://example.com/', '{}'", "at least one"),
             ("'t', 'https://example.com/', headers => '{\"X-A\": \"a\\u0007\"}'", "visible ASCII"),
             ("'t', 'https://example.com/', headers => '{\"User-Agent\": \"x\"}'", "reserved"),
-            ("'t', 'https://example.com/', signature_style => 'md5'", "'standard' or 'sha256-hex'"),
+            ("'t', 'https://example.com/', signature_style => 'md5'", "'standard', 'sha256-hex' or 'hex'"),
             ("'t', 'https://example.com/', signature_header => 'X-Sig'", "applies only to"),
             (
                 "'t', 'https://example.com/', signature_style => 'sha256-hex', headers => '{\"x-webhook-signature\": \"v\"}'",
@@ -454,7 +454,7 @@ mod tests {
         // A test send goes to this endpoint only, whatever its filter.
         let other = endpoint("t", "'{recording.*}'");
         run(&format!(
-            "SELECT postbox.send_test('{ep}', 'recording.created')"
+            "SELECT postbox.send_test('t', '{ep}', 'recording.created')"
         ));
         assert_eq!(pending(&ep), 4);
         assert_eq!(pending(&other), 0);
@@ -467,7 +467,7 @@ mod tests {
         run("SELECT postbox.emit('t', 'demo.viewed', '{\"before\": true}')");
         run("SELECT postbox.expand_events()");
         run(&format!(
-            "SELECT postbox.update_endpoint('{ep}', enabled => false)"
+            "SELECT postbox.update_endpoint('t', '{ep}', enabled => false)"
         ));
         assert_eq!(
             one::<String>(&format!(
@@ -486,12 +486,12 @@ mod tests {
             "held"
         );
         // A test send still goes to a paused endpoint.
-        run(&format!("SELECT postbox.send_test('{ep}')"));
+        run(&format!("SELECT postbox.send_test('t', '{ep}')"));
         assert_eq!(pending(&ep), 2);
         // Resume: held deliveries are pending again, failure streak and disable cleared.
         run(&format!("UPDATE postbox.endpoints SET consecutive_failures = 5, disabled_at = now(), disabled_reason = 'x' WHERE id = '{ep}'"));
         run(&format!(
-            "SELECT postbox.update_endpoint('{ep}', enabled => true)"
+            "SELECT postbox.update_endpoint('t', '{ep}', enabled => true)"
         ));
         assert_eq!(
             one::<String>(&format!("SELECT status || consecutive_failures FROM postbox.endpoint_status WHERE id = '{ep}'")),
@@ -512,7 +512,7 @@ mod tests {
         catalog();
         let ep = endpoint("t", "'{*}'");
         run(&format!(
-            "SELECT postbox.update_endpoint('{ep}', url => 'https://new.example.com/x', event_types => '{{demo.viewed}}',
+            "SELECT postbox.update_endpoint('t', '{ep}', url => 'https://new.example.com/x', event_types => '{{demo.viewed}}',
                  headers => '{{\"X-Env\": \"prod\"}}', description => 'renamed', options => '{{\"timeout_ms\": 1000}}')"
         ));
         assert_eq!(
@@ -520,14 +520,14 @@ mod tests {
             "https://new.example.com/x renamed {\"X-Env\": \"prod\"}"
         );
         rejects(
-            &format!("SELECT postbox.update_endpoint('{ep}', url => 'https://10.0.0.1/')"),
+            &format!("SELECT postbox.update_endpoint('t', '{ep}', url => 'https://10.0.0.1/')"),
             "private",
         );
         rejects(
-            &format!("SELECT postbox.update_endpoint('{ep}', options => '{{\"nope\": 1}}')"),
+            &format!("SELECT postbox.update_endpoint('t', '{ep}', options => '{{\"nope\": 1}}')"),
             "may hold only",
         );
-        rejects("SELECT postbox.update_endpoint('00000000-0000-0000-0000-000000000000', enabled => true)", "no endpoint");
+        rejects("SELECT postbox.update_endpoint('t', '00000000-0000-0000-0000-000000000000', enabled => true)", "no endpoint");
         assert_eq!(
             one::<String>(&format!(
                 "SELECT url FROM postbox.endpoints WHERE id = '{ep}'"
@@ -544,7 +544,7 @@ mod tests {
             "INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at, duration_ms, status_code, outcome, queued_at)
              SELECT id, tenant, endpoint_id, event_id, 1, now(), 5, 500, 'retrying', created_at FROM postbox.outbox WHERE id = {delivery}"
         ));
-        run(&format!("SELECT postbox.delete_endpoint('{ep}')"));
+        run(&format!("SELECT postbox.delete_endpoint('t', '{ep}')"));
         assert_eq!(
             count(&format!("SELECT FROM postbox.endpoints WHERE id = '{ep}'")),
             0
@@ -568,11 +568,11 @@ mod tests {
             1
         );
         rejects(
-            &format!("SELECT postbox.delete_endpoint('{ep}')"),
+            &format!("SELECT postbox.delete_endpoint('t', '{ep}')"),
             "no endpoint",
         );
         rejects(
-            &format!("SELECT postbox.retry_delivery({delivery})"),
+            &format!("SELECT postbox.retry_delivery('t', {delivery})"),
             "deleted",
         );
     }
@@ -587,14 +587,14 @@ mod tests {
             "SELECT id FROM postbox.outbox WHERE endpoint_id = '{ep}'"
         ));
         rejects(
-            &format!("SELECT postbox.retry_delivery({d})"),
+            &format!("SELECT postbox.retry_delivery('t', {d})"),
             "still pending",
         );
         run(&format!(
             "UPDATE postbox.outbox SET status = 'failed', attempts = 8 WHERE id = {d}"
         ));
         assert_eq!(pending(&ep), 0);
-        run(&format!("SELECT postbox.retry_delivery({d})"));
+        run(&format!("SELECT postbox.retry_delivery('t', {d})"));
         assert_eq!(
             one::<String>(&format!(
                 "SELECT status || attempts FROM postbox.deliveries WHERE id = {d}"
@@ -603,7 +603,7 @@ mod tests {
         );
         assert_eq!(pending(&ep), 1);
         rejects(
-            "SELECT postbox.retry_delivery(-1)",
+            "SELECT postbox.retry_delivery('t', -1)",
             "no failed or cancelled delivery",
         );
     }
@@ -615,7 +615,9 @@ mod tests {
         )
         .unwrap();
         let (id, first) = (id.unwrap(), first.unwrap());
-        let second = one::<String>(&format!("SELECT postbox.rotate_secret('{id}', '1 hour')"));
+        let second = one::<String>(&format!(
+            "SELECT postbox.rotate_secret('t', '{id}', '1 hour')"
+        ));
         assert_ne!(first, second);
         let valid = format!("SELECT secret FROM postbox.endpoint_secrets WHERE endpoint_id = '{id}' AND (expires_at IS NULL OR expires_at > now())");
         assert_eq!(count(&valid), 2);
@@ -626,7 +628,7 @@ mod tests {
         let own = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         assert_eq!(
             one::<String>(&format!(
-                "SELECT postbox.rotate_secret('{id}', '0', '{own}')"
+                "SELECT postbox.rotate_secret('t', '{id}', '0', '{own}')"
             )),
             own
         );
@@ -637,11 +639,11 @@ mod tests {
             1
         );
         rejects(
-            &format!("SELECT postbox.rotate_secret('{id}', '-1 hour')"),
+            &format!("SELECT postbox.rotate_secret('t', '{id}', '-1 hour')"),
             "grace must be",
         );
         rejects(
-            &format!("SELECT postbox.rotate_secret('{id}', own_secret => 'whsec_short')"),
+            &format!("SELECT postbox.rotate_secret('t', '{id}', own_secret => 'whsec_short')"),
             "whsec_",
         );
     }
@@ -793,8 +795,8 @@ mod tests {
             "SELECT * FROM postbox.endpoint_secrets",
             "SELECT * FROM postbox.endpoints",
             "SELECT postbox.create_endpoint('t', 'https://example.com/')",
-            &format!("SELECT postbox.update_endpoint('{ep}', enabled => false)"),
-            &format!("SELECT postbox.rotate_secret('{ep}')"),
+            &format!("SELECT postbox.update_endpoint('t', '{ep}', enabled => false)"),
+            &format!("SELECT postbox.rotate_secret('t', '{ep}')"),
             "SELECT postbox.create_event_type('x.y')",
             "SELECT postbox._generate_secret()",
             "INSERT INTO postbox.events (id, tenant, event_type, created_at, data) VALUES (gen_random_uuid(), 't', 'x.y', now(), '{}')",
@@ -806,9 +808,9 @@ mod tests {
 
         run("SET LOCAL ROLE postbox_admin");
         let other = endpoint("t", "'{*}'");
-        run(&format!("SELECT postbox.rotate_secret('{other}')"));
+        run(&format!("SELECT postbox.rotate_secret('t', '{other}')"));
         run(&format!(
-            "SELECT postbox.update_endpoint('{other}', enabled => false)"
+            "SELECT postbox.update_endpoint('t', '{other}', enabled => false)"
         ));
         assert!(count("SELECT * FROM postbox.endpoint_status") >= 2);
         for sql in [
@@ -888,12 +890,12 @@ mod tests {
         let ep = endpoint("t", "'{*}'");
         run("SELECT postbox.emit('t', 'demo.viewed', '{\"before\": true}')");
         run(&format!(
-            "SELECT postbox.update_endpoint('{ep}', enabled => false)"
+            "SELECT postbox.update_endpoint('t', '{ep}', enabled => false)"
         ));
         run("SELECT postbox.emit('t', 'demo.viewed', '{\"during\": true}')");
         assert_eq!(pending(&ep), 1);
         run(&format!(
-            "SELECT postbox.update_endpoint('{ep}', enabled => true)"
+            "SELECT postbox.update_endpoint('t', '{ep}', enabled => true)"
         ));
         run("SELECT postbox.emit('t', 'demo.viewed', '{\"after\": true}')");
         let late = endpoint("t", "'{*}'");
@@ -1054,14 +1056,19 @@ mod tests {
     #[pg_test]
     fn security_definer_functions_are_reviewed() {
         const REVIEWED: &[(&str, &str)] = &[
-            ("create_event_type(text,text,jsonb)", "admin API: writes the catalog, which admins cannot write directly"),
-            ("create_endpoint(text,text,text[],jsonb,text,text,text,text,jsonb)", "admin API: writes endpoints and secrets, which admins cannot read or write directly"),
-            ("update_endpoint(uuid,text,text[],jsonb,text,boolean,jsonb)", "admin API: writes endpoints and the pause history"),
-            ("delete_endpoint(uuid)", "admin API: deletes an endpoint and cancels its outbox rows"),
-            ("rotate_secret(uuid,interval,text)", "admin API: writes endpoint_secrets, which no caller can read"),
-            ("set_tenant_limit(text,integer)", "admin API: writes tenant_limits"),
-            ("send_test(uuid,text,jsonb)", "admin API: writes events and outbox"),
-            ("retry_delivery(bigint)", "admin API: writes outbox"),
+            ("create_event_type(text,text,jsonb,jsonb)", "admin API: writes the catalog, which admins cannot write directly"),
+            ("create_endpoint(text,text,text[],json,text,text,text,text,jsonb,boolean,text)", "admin API: writes endpoints and secrets, which admins cannot read or write directly"),
+            ("create_endpoint(text,jsonb)", "admin API: the same from a configuration (checked key by key)"),
+            ("register_endpoint(text,text,text[],json,text,text,text,text,jsonb,boolean,text)", "admin API: creates, or sets event types, and returns the current secret"),
+            ("unregister_endpoint(text,text)", "admin API: deletes the tenant's endpoints with a URL"),
+            ("update_endpoint(text,uuid,text,text[],json,text,boolean,jsonb,text)", "admin API: writes one of the tenant's endpoints and the pause history"),
+            ("delete_endpoint(text,uuid)", "admin API: deletes one of the tenant's endpoints and cancels its outbox rows"),
+            ("rotate_secret(text,uuid,interval,text)", "admin API: writes endpoint_secrets, which no caller can read"),
+            ("endpoint_config(text,uuid)", "admin API: reads endpoints, without secrets"),
+            ("set_tenant_limit(text,integer)", "admin API: writes tenant_limits, suspends or resumes the tenant's endpoints"),
+            ("send_test(text,uuid,text,jsonb)", "admin API: writes events and outbox"),
+            ("retry_delivery(text,bigint)", "admin API: writes outbox"),
+            ("replay(text,uuid,timestamp with time zone,timestamp with time zone)", "admin API: writes outbox"),
             ("emit(text,text,jsonb,text)", "emitter API: writes emitted and idempotency_keys; takes only text and jsonb"),
             ("_register_resource(text)", "attach (invoker) registers event types through it; takes only a name"),
             ("_check_tenant_limit(text)", "called by create_endpoint; reads limits and counts endpoints"),
@@ -1232,4 +1239,6 @@ mod tests {
             assert_eq!(written, expected, "app.{t}");
         }
     }
+
+    include!("tests_settings.rs");
 }

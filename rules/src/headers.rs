@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 pub const MAX_HEADERS: usize = 20;
 pub const MAX_NAME_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 4096;
-/// The header `sha256-hex` endpoints get their signature in, unless they pick one.
+/// The header `sha256-hex` and `hex` endpoints get their signature in, unless they pick one.
 pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Webhook-Signature";
 
 /// Names postbox or the HTTP stack sets itself, compared ignoring case.
@@ -35,6 +35,8 @@ pub enum SignatureStyle {
     Standard,
     /// `sha256=<hex HMAC of the body>` in one header of the endpoint's choice.
     Sha256Hex,
+    /// The bare lowercase hex HMAC of the body in one header of the endpoint's choice.
+    Hex,
 }
 
 impl SignatureStyle {
@@ -42,8 +44,9 @@ impl SignatureStyle {
         match s {
             "standard" => Ok(Self::Standard),
             "sha256-hex" => Ok(Self::Sha256Hex),
+            "hex" => Ok(Self::Hex),
             _ => Err(RuleError::new(
-                "signature_style must be 'standard' or 'sha256-hex'",
+                "signature_style must be 'standard', 'sha256-hex' or 'hex'",
                 s,
             )),
         }
@@ -53,6 +56,7 @@ impl SignatureStyle {
         match self {
             Self::Standard => "standard",
             Self::Sha256Hex => "sha256-hex",
+            Self::Hex => "hex",
         }
     }
 }
@@ -105,10 +109,10 @@ pub fn validate_signature(
     match (style, header) {
         (SignatureStyle::Standard, None) => Ok(None),
         (SignatureStyle::Standard, Some(h)) => Err(RuleError::new(
-            "signature_header applies only to signature_style 'sha256-hex'",
+            "signature_header applies only to signature_style 'sha256-hex' or 'hex'",
             h,
         )),
-        (SignatureStyle::Sha256Hex, h) => {
+        (SignatureStyle::Sha256Hex | SignatureStyle::Hex, h) => {
             let h = h.unwrap_or(DEFAULT_SIGNATURE_HEADER);
             check_name(h, "signature header")?;
             let lower = h.to_ascii_lowercase();
@@ -354,6 +358,15 @@ mod tests {
         assert!(SignatureStyle::parse("md5")
             .unwrap_err()
             .to_string()
-            .contains("'standard' or 'sha256-hex'"));
+            .contains("'standard', 'sha256-hex' or 'hex'"));
+        // hex: the same header rules, and it round-trips.
+        assert_eq!(
+            validate_signature(SignatureStyle::Hex, Some("x-supademo-signature"))
+                .unwrap()
+                .as_deref(),
+            Some("x-supademo-signature")
+        );
+        assert!(validate_signature(SignatureStyle::Hex, Some("User-Agent")).is_err());
+        assert_eq!(SignatureStyle::parse("hex").unwrap().as_str(), "hex");
     }
 }

@@ -1,7 +1,11 @@
-//! `whsec_` signing secrets: base64 of random bytes behind a fixed prefix, as
-//! Svix and Standard Webhooks use them. Error messages never show a secret.
+//! Signing secrets. Generated ones are `whsec_` and base64 of random bytes,
+//! as Svix and Standard Webhooks use them. For the hex styles a customer may
+//! bring any printable ASCII string of 16–256 characters, used as the key
+//! bytes as they are (other products let their customers choose such
+//! secrets). Error messages never show a secret.
 
 use crate::error::RuleError;
+use crate::headers::SignatureStyle;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
@@ -10,6 +14,9 @@ pub const PREFIX: &str = "whsec_";
 pub const GENERATED_BYTES: usize = 32;
 pub const MIN_BYTES: usize = 24;
 pub const MAX_BYTES: usize = 64;
+/// Bounds of a customer's own secret for the hex styles, in characters.
+pub const OWN_MIN_CHARS: usize = 16;
+pub const OWN_MAX_CHARS: usize = 256;
 
 // Secrets from other providers come with and without base64 padding.
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -43,6 +50,26 @@ pub fn key(secret: &str) -> Result<Vec<u8>, RuleError> {
 /// Checks a caller-supplied secret.
 pub fn validate(secret: &str) -> Result<(), RuleError> {
     key(secret).map(|_| ())
+}
+
+/// Checks a caller-supplied secret for an endpoint signing in `style`:
+/// `standard` needs the `whsec_` form ([`validate`]); the hex styles key
+/// with the string's bytes, any printable ASCII of 16–256 characters.
+pub fn validate_for(style: SignatureStyle, secret: &str) -> Result<(), RuleError> {
+    if style == SignatureStyle::Standard {
+        return validate(secret);
+    }
+    let hidden = || format!("(secret hidden, {} characters)", secret.chars().count());
+    if !secret.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(RuleError::new("secret must be printable ASCII", hidden()));
+    }
+    if !(OWN_MIN_CHARS..=OWN_MAX_CHARS).contains(&secret.len()) {
+        return Err(RuleError::new(
+            format!("secret must be {OWN_MIN_CHARS} to {OWN_MAX_CHARS} characters"),
+            hidden(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -83,5 +110,32 @@ mod tests {
             );
         }
         assert!(validate(&format!("whsec_{}", STANDARD.encode([1u8; 65]))).is_err());
+    }
+
+    #[test]
+    fn hex_styles_take_any_printable_ascii_of_16_to_256_characters() {
+        for style in [SignatureStyle::Sha256Hex, SignatureStyle::Hex] {
+            validate_for(style, "my own secret 16").unwrap();
+            validate_for(style, &"~".repeat(256)).unwrap();
+            validate_for(style, &encode(&[7u8; 32])).unwrap();
+            let long = "a".repeat(257);
+            for (s, want) in [
+                ("fifteen chars!!", "16 to 256"),
+                (long.as_str(), "16 to 256"),
+                ("tab\there is not ok", "printable"),
+                ("caf\u{e9} is not ascii!!", "printable"),
+            ] {
+                let e = validate_for(style, s).unwrap_err().to_string();
+                assert!(e.contains(want), "{e}");
+                assert!(!e.contains(s), "secret leaked: {e}");
+            }
+        }
+        // standard keeps its whsec_ form.
+        assert!(validate_for(SignatureStyle::Standard, "my own secret 16").is_err());
+        validate_for(
+            SignatureStyle::Standard,
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .unwrap();
     }
 }

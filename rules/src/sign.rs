@@ -7,6 +7,8 @@
 //! - `sha256-hex`: `sha256=<hex HMAC-SHA256 of the body>`, keyed with the
 //!   secret string exactly as shown (`whsec_` included), as GitHub-style
 //!   receivers expect.
+//! - `hex`: the bare lowercase hex HMAC-SHA256 of the body, keyed the same
+//!   way, as receivers that compare `hmac(secret, body).hexdigest()` expect.
 
 use crate::error::RuleError;
 use crate::secret;
@@ -47,11 +49,16 @@ pub fn standard(
     Ok(out)
 }
 
-/// The `sha256=<hex>` value for one secret.
-pub fn sha256_hex(secret: &str, body: &[u8]) -> String {
+/// The bare lowercase hex HMAC-SHA256 of `body`, keyed with `secret`'s bytes.
+pub fn hex(secret: &str, body: &[u8]) -> String {
     let mut m = mac(secret.as_bytes());
     m.update(body);
-    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// The `sha256=<hex>` value for one secret: `sha256=` and [`hex`].
+pub fn sha256_hex(secret: &str, body: &[u8]) -> String {
+    format!("sha256={}", hex(secret, body))
 }
 
 #[cfg(test)]
@@ -89,6 +96,15 @@ mod tests {
         assert_eq!(
             sha256_hex(SECRET, BODY),
             "sha256=80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c"
+        );
+    }
+
+    #[test]
+    fn hex_is_the_bare_digest_of_an_own_secret() {
+        // Computed independently: printf '%s' '{"test": 2432232314}' | openssl dgst -sha256 -hmac 'my own secret 16'
+        assert_eq!(
+            hex("my own secret 16", BODY),
+            "5251f50488cfb7f86f1f89a7407871416a843fc416c5e2331a1e8e8b3690a630"
         );
     }
 }

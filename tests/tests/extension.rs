@@ -174,7 +174,7 @@ async fn login_roles_get_only_their_grants() {
     let admin = pg.connect("ops").await;
     admin
         .batch_execute(&format!(
-            "SELECT postbox.update_endpoint('{ep}', description => 'ops was here')"
+            "SELECT postbox.update_endpoint('w1', '{ep}', description => 'ops was here')"
         ))
         .await
         .unwrap();
@@ -586,8 +586,9 @@ async fn assert_same_shape(fresh: &Client, upgraded: &Client) {
 }
 
 /// 0.2.0 -> 0.3.0 keeps the data and the attached tables' triggers (now
-/// SECURITY INVOKER, emit_row_change in Rust) and ends up exactly like a
-/// fresh install. Needs sql/released/postbox--0.2.0.sql installed.
+/// SECURITY INVOKER, emit_row_change in Rust); on to the current version it
+/// ends up exactly like a fresh install. Needs sql/released/postbox--0.2.0.sql
+/// and postbox--0.3.0.sql installed.
 #[tokio::test]
 async fn upgrade_from_0_2_0_matches_a_fresh_install() {
     let pg = Cluster::start().await;
@@ -645,6 +646,67 @@ async fn upgrade_from_0_2_0_matches_a_fresh_install() {
     assert_eq!(
         updated,
         r#"{"order": {"id": 1, "total": 11, "tenant": "t"}, "changed": ["total"]} {"order": {"id": 2, "total": 21, "tenant": "t"}, "changed": ["total"]}"#
+    );
+    old.batch_execute("ALTER EXTENSION postbox UPDATE")
+        .await
+        .unwrap();
+    assert_same_shape(&su, &old).await;
+}
+
+/// 0.3.0 -> 0.4.0 keeps the data; a tenant whose limit was already 0 is
+/// suspended now; it ends up exactly like a fresh install. Needs
+/// sql/released/postbox--0.3.0.sql installed.
+#[tokio::test]
+async fn upgrade_from_0_3_0_matches_a_fresh_install() {
+    let pg = Cluster::start().await;
+    let su = pg.connect("postgres").await;
+    su.batch_execute("CREATE DATABASE up").await.unwrap();
+    let (old, conn) = tokio_postgres::connect(&pg.url_db("postgres", "up"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    old.batch_execute(
+        "CREATE EXTENSION postbox VERSION '0.3.0';
+         CREATE TABLE orders (id int, tenant text, total int);
+         SELECT postbox.attach('orders', 'order', 'tenant');
+         SELECT postbox.create_endpoint('t', 'https://a.example.com/', '{order.*}');
+         SELECT postbox.create_endpoint('gone', 'https://b.example.com/', '{order.*}');
+         SELECT postbox.set_tenant_limit('gone', 0);
+         INSERT INTO orders VALUES (1, 't', 10), (2, 'gone', 20);
+         SELECT postbox.expand_events();
+         INSERT INTO orders VALUES (3, 't', 30), (4, 't', 40);",
+    )
+    .await
+    .unwrap();
+    old.batch_execute("ALTER EXTENSION postbox UPDATE TO '0.4.0'")
+        .await
+        .unwrap();
+    let one = |sql: &'static str| {
+        let old = &old;
+        async move { old.query_one(sql, &[]).await.unwrap().get::<_, String>(0) }
+    };
+    assert_eq!(
+        one("SELECT string_agg(tenant || ':' || status, ' ' ORDER BY tenant) FROM postbox.endpoint_status").await,
+        "gone:suspended t:healthy"
+    );
+    assert_eq!(
+        one("SELECT string_agg(tenant || ':' || status, ' ' ORDER BY tenant) FROM postbox.deliveries").await,
+        "gone:held t:pending"
+    );
+    // The statement emitted under 0.3.0 expands with ids in row order.
+    old.batch_execute("SELECT postbox.expand_events()")
+        .await
+        .unwrap();
+    assert_eq!(
+        one("SELECT string_agg(data -> 'order' ->> 'id', ' ' ORDER BY id) FROM postbox.events WHERE data -> 'order' ->> 'id' IN ('3', '4')").await,
+        "3 4"
+    );
+    old.batch_execute("SELECT postbox.set_tenant_limit('gone', NULL)")
+        .await
+        .unwrap();
+    assert_eq!(
+        one("SELECT string_agg(tenant || ':' || status, ' ' ORDER BY tenant) FROM postbox.endpoint_status").await,
+        "gone:healthy t:healthy"
     );
     assert_same_shape(&su, &old).await;
 }

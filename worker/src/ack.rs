@@ -109,6 +109,8 @@ pub struct Outcome {
     pub attempt: i32,
     pub is_test: bool,
     pub queued_at: SystemTime,
+    /// The endpoint's custom headers as sent (JSON), if it has any.
+    pub request_headers: Option<String>,
     pub result: Attempt,
     pub verdict: Verdict,
 }
@@ -229,19 +231,22 @@ async fn log_attempts(tx: &Transaction<'_>, batch: &[Outcome]) -> Result<(), Ack
     let outcomes: Vec<&str> = batch.iter().map(|o| o.verdict.logged_as()).collect();
     let tests: Vec<bool> = batch.iter().map(|o| o.is_test).collect();
     let queued: Vec<SystemTime> = batch.iter().map(|o| o.queued_at).collect();
+    let headers: Vec<Option<&str>> = batch.iter().map(|o| o.request_headers.as_deref()).collect();
     let stmt = tx
         .prepare_cached(
             "INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at,
-                 duration_ms, status_code, response_excerpt, error, outcome, is_test, queued_at)
-             SELECT * FROM unnest($1::int8[], $2::text[], $3::uuid[], $4::uuid[], $5::int4[], $6::timestamptz[],
-                 $7::int4[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::bool[], $13::timestamptz[])",
+                 duration_ms, status_code, response_excerpt, error, outcome, is_test, queued_at, request_headers)
+             SELECT d, t, e, v, a, s, du, c, x, er, o, it, q, h::jsonb
+               FROM unnest($1::int8[], $2::text[], $3::uuid[], $4::uuid[], $5::int4[], $6::timestamptz[],
+                           $7::int4[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::bool[],
+                           $13::timestamptz[], $14::text[]) AS u(d, t, e, v, a, s, du, c, x, er, o, it, q, h)",
         )
         .await?;
     tx.execute(
         &stmt,
         &[
             &ids, &tenants, &endpoints, &events, &attempts, &started, &durations, &codes,
-            &excerpts, &errors, &outcomes, &tests, &queued,
+            &excerpts, &errors, &outcomes, &tests, &queued, &headers,
         ],
     )
     .await?;
@@ -565,6 +570,7 @@ mod tests {
             attempt: 1,
             is_test,
             queued_at: T0,
+            request_headers: None,
             result,
             verdict,
         }

@@ -36,12 +36,38 @@ pub enum ClaimError {
 pub struct Endpoint {
     pub url: String,
     pub headers: Vec<(String, String)>,
+    /// The custom headers as stored (JSON), for the attempt log; `None`: none.
+    pub headers_json: Option<String>,
     pub signature_style: SignatureStyle,
-    /// The header of a `sha256-hex` signature.
+    /// The header of a `sha256-hex` or `hex` signature.
     pub signature_header: Option<String>,
     pub options: postbox_rules::options::EndpointOptions,
     /// Valid secrets, newest first.
     pub secrets: Vec<String>,
+    pub envelope: Envelope,
+}
+
+/// The body's shape around an event's data, per endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// `{"id","event","timestamp","data"}`.
+    Postbox,
+    /// Standard Webhooks' `{"type","timestamp","data"}`.
+    Standard,
+    /// `id`, `event` and `timestamp` beside the data's own keys, which lose
+    /// to them on a clash.
+    Flat,
+}
+
+impl Envelope {
+    fn parse(s: &str) -> Option<Envelope> {
+        match s {
+            "postbox" => Some(Envelope::Postbox),
+            "standard" => Some(Envelope::Standard),
+            "flat" => Some(Envelope::Flat),
+            _ => None,
+        }
+    }
 }
 
 /// A claimed delivery with all it takes to send it.
@@ -66,20 +92,108 @@ pub struct Claimed {
 const ENVELOPE_BYTES: usize = 128;
 
 impl Claimed {
-    /// `{"id", "event", "timestamp", "data"}`; `data` is the stored JSON as is.
+    /// The request body: the endpoint's envelope around the event's data,
+    /// compact JSON throughout (no insignificant whitespace).
     pub fn body(&self) -> String {
         let ts = humantime::format_rfc3339_micros(self.event_time).to_string();
+        let event = serde_json::Value::String(self.event_type.clone()).to_string();
         let mut s = String::with_capacity(self.data.len() + ENVELOPE_BYTES);
-        s.push_str("{\"id\":\"");
-        s.push_str(&self.event_id.to_string());
-        s.push_str("\",\"event\":");
-        s.push_str(&serde_json::Value::String(self.event_type.clone()).to_string());
-        s.push_str(",\"timestamp\":\"");
-        s.push_str(&ts);
-        s.push_str("\",\"data\":");
-        s.push_str(&self.data);
-        s.push('}');
+        match self.endpoint.envelope {
+            Envelope::Postbox => {
+                s.push_str("{\"id\":\"");
+                s.push_str(&self.event_id.to_string());
+                s.push_str("\",\"event\":");
+                s.push_str(&event);
+                s.push_str(",\"timestamp\":\"");
+                s.push_str(&ts);
+                s.push_str("\",\"data\":");
+                push_compact(&mut s, &self.data);
+                s.push('}');
+            }
+            Envelope::Standard => {
+                s.push_str("{\"type\":");
+                s.push_str(&event);
+                s.push_str(",\"timestamp\":\"");
+                s.push_str(&ts);
+                s.push_str("\",\"data\":");
+                push_compact(&mut s, &self.data);
+                s.push('}');
+            }
+            Envelope::Flat => {
+                s.push_str("{\"id\":\"");
+                s.push_str(&self.event_id.to_string());
+                s.push_str("\",\"event\":");
+                s.push_str(&event);
+                s.push_str(",\"timestamp\":\"");
+                s.push_str(&ts);
+                s.push('"');
+                // Event data is always an object (emit and the triggers
+                // make sure); its members follow in their stored order and
+                // as stored, except the envelope's keys, which win.
+                if let Ok(Members(members)) = serde_json::from_str::<Members>(&self.data) {
+                    for (k, v) in members {
+                        if matches!(k.as_str(), "id" | "event" | "timestamp") {
+                            continue;
+                        }
+                        s.push(',');
+                        s.push_str(&serde_json::Value::String(k).to_string());
+                        s.push(':');
+                        push_compact(&mut s, v.get());
+                    }
+                }
+                s.push('}');
+            }
+        }
         s
+    }
+}
+
+/// A JSON object's members in their order, each value as its text.
+struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some(entry) = m.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(Members(v))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// Appends `json` (PostgreSQL's text of a jsonb, which puts a space after
+/// every `:` and `,`) without whitespace outside strings: the compact form
+/// `JSON.stringify` and `json.dumps(separators=(",", ":"))` write.
+fn push_compact(out: &mut String, json: &str) {
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c.is_ascii_whitespace() {
+            continue;
+        }
+        out.push(c);
     }
 }
 
@@ -122,6 +236,23 @@ pub(crate) use unleased;
 macro_rules! claimable {
     ($t:literal) => {
         concat!($t, ".status = 'pending' AND ", $crate::claim::unleased!($t))
+    };
+}
+
+/// An endpoint that gets deliveries: enabled by its admin, not suspended by
+/// its tenant's plan (limit 0), not disabled for failing. Written once for the
+/// claim and [`NEXT_DUE`]; test sends take the endpoints this leaves out,
+/// except suspended ones.
+macro_rules! sending {
+    ($t:literal) => {
+        concat!(
+            $t,
+            ".enabled AND NOT ",
+            $t,
+            ".suspended AND ",
+            $t,
+            ".disabled_at IS NULL"
+        )
     };
 }
 
@@ -189,7 +320,9 @@ pub const CLAIM: &str = concat!(
            random() AS r
       FROM due d
      CROSS JOIN LATERAL (SELECT e.id, e.tenant FROM postbox.endpoints e
-                          WHERE e.id = d.endpoint_id AND e.enabled AND e.disabled_at IS NULL
+                          WHERE e.id = d.endpoint_id AND ",
+    sending!("e"),
+    "
                          OFFSET 0) e
       LEFT JOIN unnest($3::uuid[], $4::int4[]) AS r(endpoint_id, room) ON r.endpoint_id = e.id
       LEFT JOIN unnest($6::text[], $7::int4[]) AS t(tenant, room) ON t.tenant = e.tenant
@@ -215,8 +348,10 @@ pub const CLAIM: &str = concat!(
      WHERE d.is_test AND ",
     due!("d"),
     "
-       AND NOT EXISTS (SELECT FROM postbox.endpoints e
-                        WHERE e.id = d.endpoint_id AND e.enabled AND e.disabled_at IS NULL)
+       AND EXISTS (SELECT FROM postbox.endpoints e
+                    WHERE e.id = d.endpoint_id AND NOT e.suspended AND NOT (",
+    sending!("e"),
+    "))
      ORDER BY d.next_attempt_at
      LIMIT ",
     tests_per_claim!(),
@@ -251,7 +386,8 @@ pub const ENDPOINTS: &str = "
 SELECT e.id, e.url, e.headers::text, e.signature_style, e.signature_header, e.options::text,
        ARRAY(SELECT s.secret FROM postbox.endpoint_secrets s
               WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
-              ORDER BY s.created_at DESC)
+              ORDER BY s.created_at DESC),
+       e.envelope
   FROM postbox.endpoints e
  WHERE e.id = ANY($1)";
 
@@ -327,8 +463,9 @@ async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoi
     rows.into_iter()
         .map(|r| {
             let id: Uuid = r.get(0);
+            let headers_text: &str = r.get(2);
             let headers: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(r.get::<_, &str>(2)).map_err(|e| ClaimError::Json(id, e))?;
+                serde_json::from_str(headers_text).map_err(|e| ClaimError::Json(id, e))?;
             let options: serde_json::Value =
                 serde_json::from_str(r.get::<_, &str>(5)).map_err(|e| ClaimError::Json(id, e))?;
             let options = postbox_rules::options::parse(&options).unwrap_or_else(|e| {
@@ -339,6 +476,11 @@ async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoi
                 tracing::warn!(endpoint_id = %id, error = %e, "stored signature style is invalid; signing as standard");
                 SignatureStyle::Standard
             });
+            let envelope = Envelope::parse(r.get(7)).unwrap_or_else(|| {
+                tracing::warn!(endpoint_id = %id, "stored envelope is invalid; using postbox");
+                Envelope::Postbox
+            });
+            let headers_json = (!headers.is_empty()).then(|| headers_text.to_string());
             Ok((
                 id,
                 Arc::new(Endpoint {
@@ -347,10 +489,12 @@ async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoi
                         .into_iter()
                         .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
                         .collect(),
+                    headers_json,
                     signature_style,
                     signature_header: r.get(4),
                     options,
                     secrets: r.get(6),
+                    envelope,
                 }),
             ))
         })
@@ -384,7 +528,9 @@ pub const NEXT_DUE: &str = concat!(
     "
 SELECT min(x.n) FROM due d
  CROSS JOIN LATERAL (SELECT FROM postbox.endpoints e
-                      WHERE e.id = d.endpoint_id AND e.enabled AND e.disabled_at IS NULL
+                      WHERE e.id = d.endpoint_id AND ",
+    sending!("e"),
+    "
                         AND e.id <> ALL ($1::uuid[]) AND e.tenant <> ALL ($2::text[])
                      OFFSET 0) e
  CROSS JOIN LATERAL (SELECT o.next_attempt_at AS n FROM postbox.outbox o
@@ -429,6 +575,8 @@ pub(crate) mod tests {
             signature_header: header.map(str::to_string),
             options: Default::default(),
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            headers_json: None,
+            envelope: Envelope::Postbox,
         });
         j
     }
@@ -452,27 +600,77 @@ pub(crate) mod tests {
                 signature_header: None,
                 options: Default::default(),
                 secrets: Vec::new(),
+                headers_json: None,
+                envelope: Envelope::Postbox,
             }),
         }
     }
 
+    fn with_envelope(mut j: Claimed, envelope: Envelope) -> Claimed {
+        let e = &j.endpoint;
+        j.endpoint = Arc::new(Endpoint {
+            url: e.url.clone(),
+            headers: Vec::new(),
+            signature_style: e.signature_style,
+            signature_header: None,
+            options: Default::default(),
+            secrets: Vec::new(),
+            headers_json: None,
+            envelope,
+        });
+        j
+    }
+
+    // PostgreSQL's text of a jsonb: a space after each ':' and ','.
+    const DATA: &str = r#"{"id": 9, "note": "a, b: \"c\" caf\u00e9", "order_id": 42, "items": [1, 2.50, {"x": null}]}"#;
+
     #[test]
-    fn the_body_is_the_envelope_around_the_stored_data() {
-        let data = r#"{"order_id": 42, "note": "caf\u00e9"}"#;
+    fn the_body_is_the_envelope_around_the_stored_data_in_compact_form() {
         assert_eq!(
-            job("order.paid", data).body(),
+            job("order.paid", DATA).body(),
             concat!(
                 r#"{"id":"0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b","event":"order.paid","#,
                 r#""timestamp":"2023-11-14T22:13:20.123456Z","#,
-                r#""data":{"order_id": 42, "note": "caf\u00e9"}}"#
+                r#""data":{"id":9,"note":"a, b: \"c\" caf\u00e9","order_id":42,"items":[1,2.50,{"x":null}]}}"#
             ),
-            "data is the stored JSON text, byte for byte"
+            "whitespace goes outside strings only; numbers and escapes stay as stored"
         );
         // An event type that needs escaping still makes valid JSON.
         let body = job("a\"b\\c", "null").body();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["event"], "a\"b\\c");
         assert_eq!(v["data"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_standard_envelope_is_type_timestamp_data() {
+        assert_eq!(
+            with_envelope(job("order.paid", DATA), Envelope::Standard).body(),
+            concat!(
+                r#"{"type":"order.paid","timestamp":"2023-11-14T22:13:20.123456Z","#,
+                r#""data":{"id":9,"note":"a, b: \"c\" caf\u00e9","order_id":42,"items":[1,2.50,{"x":null}]}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn the_flat_envelope_puts_the_data_keys_beside_its_own_which_win() {
+        let body = with_envelope(job("order.paid", DATA), Envelope::Flat).body();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["id"], "0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b",
+            "the envelope's id wins"
+        );
+        assert_eq!(v["event"], "order.paid");
+        assert_eq!(v["timestamp"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(v["order_id"], 42);
+        assert_eq!(v["note"], "a, b: \"c\" caf\u{e9}");
+        assert_eq!(v.as_object().unwrap().len(), 6);
+        assert_eq!(
+            &body[body.find(r#""note""#).unwrap()..],
+            r#""note":"a, b: \"c\" caf\u00e9","order_id":42,"items":[1,2.50,{"x":null}]}"#,
+            "the data's members in their order, compact, values as stored"
+        );
     }
 
     #[test]

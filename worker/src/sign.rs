@@ -18,10 +18,14 @@ pub fn headers(job: &Claimed, unix: i64, body: &[u8]) -> Result<Vec<(String, Str
         endpoint.signature_style,
         endpoint.signature_header.as_deref(),
     ) {
-        // sha256-hex carries one signature: always the newest secret.
+        // The hex styles carry one signature: always the newest secret.
         (SignatureStyle::Sha256Hex, Some(header)) => Ok(vec![(
             header.to_string(),
             sign::sha256_hex(&endpoint.secrets[0], body),
+        )]),
+        (SignatureStyle::Hex, Some(header)) => Ok(vec![(
+            header.to_string(),
+            sign::hex(&endpoint.secrets[0], body),
         )]),
         _ => {
             let id = job.event_id.to_string();

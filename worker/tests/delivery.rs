@@ -82,7 +82,7 @@ async fn signed_deliveries_verify_in_both_styles_and_during_rotation() {
     // Rotation with a grace period: two signatures, each secret verifies.
     let new_secret: String = one(
         &db,
-        &format!("SELECT postbox.rotate_secret('{std_id}', '1 hour')"),
+        &format!("SELECT postbox.rotate_secret('acme', '{std_id}', '1 hour')"),
     )
     .await;
     db.batch_execute("SELECT postbox.emit('acme', 'order.refunded', '{}')")
@@ -477,7 +477,7 @@ async fn paused_endpoints_hold_deliveries_until_resumed() {
     // Queued while active, then paused before any worker runs.
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', jsonb_build_object('n', i)) FROM generate_series(1, 3) i").await.unwrap();
     db.batch_execute(&format!(
-        "SELECT postbox.update_endpoint('{p}', enabled => false)"
+        "SELECT postbox.update_endpoint('t', '{p}', enabled => false)"
     ))
     .await
     .unwrap();
@@ -505,7 +505,7 @@ async fn paused_endpoints_hold_deliveries_until_resumed() {
     .await;
     assert_eq!(held, 3);
     db.batch_execute(&format!(
-        "SELECT postbox.update_endpoint('{p}', enabled => true)"
+        "SELECT postbox.update_endpoint('t', '{p}', enabled => true)"
     ))
     .await
     .unwrap();
@@ -574,7 +574,7 @@ async fn repeated_failures_disable_an_endpoint() {
     .await;
     // Resume clears the disable and the streak.
     db.batch_execute(&format!(
-        "SELECT postbox.update_endpoint('{ep}', enabled => true)"
+        "SELECT postbox.update_endpoint('t', '{ep}', enabled => true)"
     ))
     .await
     .unwrap();
@@ -718,12 +718,12 @@ async fn test_sends_go_out_while_paused_and_leave_health_alone() {
     let rx = Receiver::start(Behavior::Statuses(vec![500]), order()).await;
     let (ep, _) = endpoint(&db, "t", &rx.url(), ", '{order.refunded}'").await;
     db.batch_execute(&format!(
-        "SELECT postbox.update_endpoint('{ep}', enabled => false)"
+        "SELECT postbox.update_endpoint('t', '{ep}', enabled => false)"
     ))
     .await
     .unwrap();
     let worker = Worker::start(test_config(&pg));
-    db.batch_execute(&format!("SELECT postbox.send_test('{ep}')"))
+    db.batch_execute(&format!("SELECT postbox.send_test('t', '{ep}')"))
         .await
         .unwrap();
     eventually("the test send", || rx.count() == 1).await;
@@ -750,7 +750,7 @@ async fn metrics_are_scraped() {
     db.batch_execute(&format!(
         "SELECT postbox.emit('t', 'order.refunded', '{{}}') FROM generate_series(1, 3);
          SELECT postbox.expand_events(1000);
-         SELECT postbox.update_endpoint('{paused}', enabled => false);"
+         SELECT postbox.update_endpoint('t', '{paused}', enabled => false);"
     ))
     .await
     .unwrap();
@@ -1361,5 +1361,227 @@ async fn a_claim_holds_at_most_claim_max_bytes() {
         .map(|r| r.json()["data"]["n"].as_i64().unwrap())
         .collect();
     assert_eq!(ns.len(), 10);
+    worker.stop().await.unwrap();
+}
+
+// Receivers written as other products document them, each run over the raw
+// body and headers of a real delivery.
+
+/// Standard Webhooks' Python library, as its README shows it; it returns
+/// the parsed payload, which must be the `standard` envelope.
+const STANDARD_RECEIVER: &str = r#"
+import json, sys
+from standardwebhooks import Webhook
+case = json.load(sys.stdin)
+wh = Webhook(case["secret"])
+payload = wh.verify(case["body"], case["headers"])
+assert set(payload) == {"type", "timestamp", "data"}, payload
+print("verified")
+"#;
+
+/// GitHub's documented check of `X-Hub-Signature-256` ("Validating webhook
+/// deliveries", Python example), over the raw body.
+const GITHUB_RECEIVER: &str = r#"
+import hashlib, hmac, json, sys
+case = json.load(sys.stdin)
+payload_body = case["body"].encode("utf-8")
+secret_token = case["secret"]
+signature_header = case["headers"]["x-hub-signature-256"]
+hash_object = hmac.new(secret_token.encode("utf-8"), msg=payload_body, digestmod=hashlib.sha256)
+expected_signature = "sha256=" + hash_object.hexdigest()
+if not hmac.compare_digest(expected_signature, signature_header):
+    sys.exit("Request signatures didn't match!")
+print("verified")
+"#;
+
+/// A product's Node sample: the bare hex HMAC of `JSON.stringify(req.body)`
+/// (the body as Express's JSON parser hands it over), compared with the
+/// header. It verifies only because bodies are compact JSON.
+const JSON_STRINGIFY_RECEIVER: &str = r#"
+const crypto = require('crypto');
+let input = '';
+process.stdin.on('data', (d) => (input += d));
+process.stdin.on('end', () => {
+  const c = JSON.parse(input);
+  const req = { body: JSON.parse(c.body), headers: c.headers };
+  const signature = crypto.createHmac('sha256', c.secret).update(JSON.stringify(req.body)).digest('hex');
+  if (signature !== req.headers['x-supademo-signature']) {
+    console.error('invalid signature');
+    process.exit(1);
+  }
+  if (!req.body.event || !req.body.id || req.body.workspaceId !== 'ws_1') {
+    console.error('not the flat envelope');
+    process.exit(1);
+  }
+  console.log('verified');
+});
+"#;
+
+#[tokio::test]
+async fn receivers_written_to_other_products_docs_verify() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![204]), order()).await;
+    let (_, std_secret) = endpoint(
+        &db,
+        "acme",
+        &rx.url(),
+        ", '{order.*}', envelope => 'standard'",
+    )
+    .await;
+    let github_secret = "It's a Secret to Everybody";
+    endpoint(
+        &db,
+        "acme",
+        &rx.url().replace("/hook", "/github"),
+        &format!(", '{{order.*}}', signature_style => 'sha256-hex', signature_header => 'X-Hub-Signature-256', own_secret => '{}'", github_secret.replace('\'', "''")),
+    )
+    .await;
+    let supa_secret = "supademo-shared-secret-0001";
+    let (supa_id, _) = endpoint(
+        &db,
+        "acme",
+        &rx.url().replace("/hook", "/supa"),
+        &format!(", '{{order.*}}', signature_style => 'hex', signature_header => 'x-supademo-signature', own_secret => '{supa_secret}', envelope => 'flat', headers => '{{\"X-Team\": \"blue\"}}'"),
+    )
+    .await;
+    let worker = Worker::start(test_config(&pg));
+    db.batch_execute(
+        r#"SELECT postbox.emit('acme', 'order.paid', '{"workspaceId": "ws_1", "email": "ann@example.com", "note": "café, ünïcode: \"quoted\"", "items": [{"sku": "a-1", "qty": 2}], "total": 12.5, "ok": true, "gone": null}')"#,
+    )
+    .await
+    .unwrap();
+    eventually("three deliveries", || rx.count() == 3).await;
+    let got = rx.received();
+    let at = |path: &str| {
+        got.iter()
+            .find(|r| r.path == path)
+            .unwrap_or_else(|| panic!("{path}"))
+    };
+    let (std, github, supa) = (at("/hook"), at("/github"), at("/supa"));
+    let py = python();
+    receiver_verify(&py, &["-c", STANDARD_RECEIVER], &std_secret, std).expect("standardwebhooks");
+    receiver_verify(&py, &["-c", GITHUB_RECEIVER], github_secret, github).expect("GitHub's check");
+    receiver_verify("node", &["-e", JSON_STRINGIFY_RECEIVER], supa_secret, supa)
+        .expect("JSON.stringify check");
+    assert!(
+        receiver_verify(
+            "node",
+            &["-e", JSON_STRINGIFY_RECEIVER],
+            "wrong-secret-0000000",
+            supa
+        )
+        .is_err(),
+        "a wrong secret must not verify"
+    );
+    // Compact: no whitespace outside the one string that holds some.
+    let note = r#""café, ünïcode: \"quoted\"""#;
+    for r in [std, github, supa] {
+        assert!(r.body.contains(note), "{}", r.body);
+        assert!(
+            !r.body.replace(note, "").contains(' '),
+            "compact: {}",
+            r.body
+        );
+    }
+    let flat = supa.json();
+    assert_eq!(flat["event"], "order.paid");
+    assert_eq!(flat["email"], "ann@example.com");
+    assert!(flat.get("data").is_none());
+    assert_eq!(std.json()["type"], "order.paid");
+    worker.stop().await.unwrap();
+
+    // The delivery log shows what went out: the event and the headers but
+    // the signature.
+    let logged: serde_json::Value = one(
+        &db,
+        &format!("SELECT jsonb_build_object('data', data, 'headers', request_headers) FROM postbox.attempts WHERE endpoint_id = '{supa_id}'"),
+    )
+    .await;
+    assert_eq!(logged["data"]["workspaceId"], "ws_1");
+    assert_eq!(logged["headers"]["X-Team"], "blue");
+    assert_eq!(logged["headers"]["user-agent"], supa.header("user-agent"));
+    assert!(logged["headers"].get("x-supademo-signature").is_none());
+    let std_log: serde_json::Value = one(
+        &db,
+        "SELECT request_headers FROM postbox.attempts a JOIN postbox.endpoints e ON e.id = a.endpoint_id WHERE e.envelope = 'standard'",
+    )
+    .await;
+    assert_eq!(std_log["webhook-id"], std.header("webhook-id"));
+    assert_eq!(
+        std_log["webhook-timestamp"],
+        std.header("webhook-timestamp")
+    );
+}
+
+/// A tenant at limit 0: its queued deliveries wait and what it emits
+/// meanwhile is never sent; raising the limit resumes it. Shown by order:
+/// another tenant's deliveries arrive meanwhile.
+#[tokio::test]
+async fn a_suspended_tenant_gets_nothing_until_its_limit_is_raised() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![204]), order()).await;
+    let (plan_ep, _) = endpoint(&db, "plan", &rx.url(), ", '{order.*}'").await;
+    endpoint(
+        &db,
+        "other",
+        &rx.url().replace("/hook", "/other"),
+        ", '{order.*}'",
+    )
+    .await;
+    db.batch_execute(
+        r#"SELECT postbox.emit('plan', 'order.paid', '{"n": 1}');
+           SELECT postbox.expand_events();
+           SELECT postbox.set_tenant_limit('plan', 0);"#,
+    )
+    .await
+    .unwrap();
+    let worker = Worker::start(test_config(&pg));
+    db.batch_execute(
+        r#"SELECT postbox.emit('plan', 'order.paid', '{"n": 2}');
+           SELECT postbox.emit('other', 'order.paid', '{"n": 3}');"#,
+    )
+    .await
+    .unwrap();
+    let others = |rx: &Receiver| rx.received().iter().filter(|r| r.path == "/other").count();
+    eventually("the other tenant's delivery", || others(&rx) == 1).await;
+    // A second claim round after it, so a held row had its chance.
+    db.batch_execute(r#"SELECT postbox.emit('other', 'order.paid', '{"n": 4}')"#)
+        .await
+        .unwrap();
+    eventually("the other tenant's second delivery", || others(&rx) == 2).await;
+    assert!(
+        rx.received().iter().all(|r| r.path == "/other"),
+        "the suspended tenant received something"
+    );
+    assert_eq!(
+        one::<String>(
+            &db,
+            &format!("SELECT status FROM postbox.deliveries WHERE endpoint_id = '{plan_ep}'")
+        )
+        .await,
+        "held"
+    );
+    db.batch_execute("SELECT postbox.set_tenant_limit('plan', 10)")
+        .await
+        .unwrap();
+    db.batch_execute(r#"SELECT postbox.emit('plan', 'order.paid', '{"n": 5}')"#)
+        .await
+        .unwrap();
+    eventually("n=1 and n=5", || {
+        rx.received().iter().filter(|r| r.path == "/hook").count() == 2
+    })
+    .await;
+    let mut ns: Vec<i64> = rx
+        .received()
+        .iter()
+        .filter(|r| r.path == "/hook")
+        .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+        .collect();
+    ns.sort();
+    assert_eq!(
+        ns,
+        vec![1, 5],
+        "n=2, emitted while suspended, is never sent"
+    );
     worker.stop().await.unwrap();
 }

@@ -37,6 +37,8 @@ pub enum Behavior {
 pub struct Received {
     /// Arrival order across every receiver sharing the counter.
     pub seq: u64,
+    /// The request's path, which tells endpoints on one receiver apart.
+    pub path: String,
     pub headers: HashMap<String, String>,
     pub body: String,
 }
@@ -146,6 +148,7 @@ async fn handle(
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
+    let path = req.uri().path().to_string();
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -166,6 +169,7 @@ async fn handle(
         let mut r = state.received.lock().unwrap();
         r.push(Received {
             seq,
+            path,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         });
@@ -367,6 +371,46 @@ print("verified")
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// Runs a receiver's verification code, written as the product that
+/// documents it shows it, over a real delivery: `program` and its
+/// arguments, with `{"secret", "body", "headers"}` on stdin. Ok if it
+/// printed "verified".
+pub fn receiver_verify(
+    program: &str,
+    args: &[&str],
+    secret: &str,
+    r: &Received,
+) -> Result<(), String> {
+    let case = serde_json::json!({"secret": secret, "body": r.body, "headers": r.headers});
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e} (run scripts/setup.sh)"));
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(case.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The venv's Python (scripts/setup.sh makes it, with standardwebhooks).
+pub fn python() -> String {
+    std::env::var("POSTBOX_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pyvenv/bin/python").to_string()
+    })
 }
 
 /// A free port on 127.0.0.1 for a worker's metrics.
