@@ -178,23 +178,27 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
 /// every `:` and `,`) without whitespace outside strings: the compact form
 /// `JSON.stringify` and `json.dumps(separators=(",", ":"))` write.
 fn push_compact(out: &mut String, json: &str) {
-    let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
+    let bytes = json.as_bytes();
+    let (mut in_string, mut escaped, mut from) = (false, false, 0);
+    for (i, &b) in bytes.iter().enumerate() {
         if in_string {
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_string = false;
             }
-        } else if c == '"' {
+        } else if b == b'"' {
             in_string = true;
-        } else if c.is_ascii_whitespace() {
-            continue;
+        } else if b.is_ascii_whitespace() {
+            // Copy the run before it; JSON's structure is ASCII, so this
+            // never splits a UTF-8 sequence.
+            out.push_str(&json[from..i]);
+            from = i + 1;
         }
-        out.push(c);
     }
+    out.push_str(&json[from..]);
 }
 
 impl crate::schedule::Job for Claimed {
