@@ -32,6 +32,10 @@ step "install the extension (without the test schema) for the end-to-end tests"
 # the current version's script and the upgrade scripts).
 ${SUDO:+sudo} install -m 644 sql/released/*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 
+step "the release archive, for its install test"
+POSTBOX_RELEASE_ARCHIVE=$(bash scripts/release.sh | tail -1)
+export POSTBOX_RELEASE_ARCHIVE
+
 step "end-to-end tests against real clusters"
 export POSTBOX_PYTHON="$ROOT/target/pyvenv/bin/python"
 t cargo test -p postbox-tests

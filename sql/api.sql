@@ -16,6 +16,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 BEGIN
+    IF create_event_type.name IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: event type name must not be NULL: NULL';
+    END IF;
     IF create_event_type.schema IS NOT NULL
        AND jsonb_typeof(create_event_type.schema) NOT IN ('object', 'boolean') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -277,9 +280,11 @@ BEGIN
             own_secret, options, enabled, envelope) c;
         RETURN;
     END IF;
-    UPDATE postbox.endpoints e
-       SET event_types = postbox._validate_filters(event_types, postbox._catalog_names()), updated_at = now()
-     WHERE e.id = v_id;
+    IF event_types IS NOT NULL THEN  -- NULL keeps them
+        UPDATE postbox.endpoints e
+           SET event_types = postbox._validate_filters(event_types, postbox._catalog_names()), updated_at = now()
+         WHERE e.id = v_id;
+    END IF;
     RETURN QUERY SELECT v_id, s.secret, false FROM postbox.endpoint_secrets s
                   WHERE s.endpoint_id = v_id ORDER BY s.created_at DESC LIMIT 1;
 END
@@ -713,16 +718,18 @@ DECLARE
     v_col   text;
 BEGIN
     SELECT relkind INTO v_kind FROM pg_class WHERE oid = tbl;
-    IF v_kind NOT IN ('r', 'p') THEN
+    IF v_kind IS NULL OR v_kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: attach needs a table: %s', tbl);
+            MESSAGE = format('postbox: attach needs a table (tbl): %s', coalesce(tbl::text, 'NULL'));
     END IF;
     PERFORM postbox._register_resource(resource);  -- validates the name first
     FOREACH v_col IN ARRAY ARRAY[tenant_column] || coalesce(columns, '{}') LOOP
         IF v_col IS NULL OR NOT EXISTS (SELECT FROM pg_attribute
                        WHERE attrelid = tbl AND attname = v_col AND attnum > 0 AND NOT attisdropped) THEN
             RAISE EXCEPTION USING ERRCODE = '22023',
-                MESSAGE = format('postbox: column does not exist in %s: %s', tbl, coalesce(v_col, 'NULL'));
+                MESSAGE = format('postbox: %s must name a column of %s: %s',
+                                 CASE WHEN v_col IS NOT DISTINCT FROM tenant_column THEN 'tenant_column' ELSE 'columns' END,
+                                 tbl, coalesce(v_col, 'NULL'));
         END IF;
     END LOOP;
 
@@ -816,6 +823,10 @@ DECLARE
     v_expanded integer := 0;
     v_reason   text;
 BEGIN
+    IF max_events IS NULL OR max_events < 1 OR max_events > 1000000 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: max_events must be between 1 and 1000000: %s', coalesce(max_events::text, 'NULL'));
+    END IF;
     v_rows := ARRAY(SELECT e.ctid FROM postbox.emitted e
                      ORDER BY e.id LIMIT max_events FOR UPDATE SKIP LOCKED);
     IF cardinality(v_rows) = 0 THEN
@@ -1000,6 +1011,166 @@ END
 $fn$;
 
 -------------------------------------------------------------------------------
+-- Retention
+-------------------------------------------------------------------------------
+
+-- The retention windows: the one row, written with the table's defaults the
+-- first time it is needed.
+CREATE FUNCTION postbox._retention()
+RETURNS postbox.retention
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r postbox.retention;
+BEGIN
+    SELECT * INTO r FROM postbox.retention;
+    IF NOT FOUND THEN
+        INSERT INTO postbox.retention DEFAULT VALUES ON CONFLICT DO NOTHING;
+        SELECT * INTO r FROM postbox.retention;
+    END IF;
+    RETURN r;
+END
+$fn$;
+
+-- Sets how long postbox keeps what it no longer needs; NULL leaves a window
+-- as it is.
+CREATE FUNCTION postbox.set_retention(
+    succeeded_attempts interval DEFAULT NULL,
+    failed_attempts interval DEFAULT NULL,
+    events interval DEFAULT NULL,
+    cancelled_deliveries interval DEFAULT NULL,
+    idempotency_keys interval DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_name text;
+    v_value interval;
+BEGIN
+    FOR v_name, v_value IN VALUES ('succeeded_attempts', set_retention.succeeded_attempts),
+                                  ('failed_attempts', set_retention.failed_attempts),
+                                  ('events', set_retention.events),
+                                  ('cancelled_deliveries', set_retention.cancelled_deliveries),
+                                  ('idempotency_keys', set_retention.idempotency_keys) LOOP
+        IF v_value < interval '1 second' OR v_value > interval '10 years' THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = format('postbox: %s must be between 1 second and 10 years: %s', v_name, v_value);
+        END IF;
+    END LOOP;
+    IF set_retention.idempotency_keys < interval '24 hours' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: idempotency_keys must be kept at least 24 hours (a retried emit must find its key): %s',
+                             set_retention.idempotency_keys);
+    END IF;
+    PERFORM postbox._retention();  -- the row, with the defaults if there was none
+    UPDATE postbox.retention r
+       SET succeeded_attempts = coalesce(set_retention.succeeded_attempts, r.succeeded_attempts),
+           failed_attempts = coalesce(set_retention.failed_attempts, r.failed_attempts),
+           events = coalesce(set_retention.events, r.events),
+           cancelled_deliveries = coalesce(set_retention.cancelled_deliveries, r.cancelled_deliveries),
+           idempotency_keys = coalesce(set_retention.idempotency_keys, r.idempotency_keys),
+           updated_at = now();
+END
+$fn$;
+
+-- Deletes what has outlived its retention window, at most max_rows of each
+-- kind per call, and returns how many of each it deleted. Each call is one
+-- short transaction; the worker calls it on a schedule until a call finds
+-- less than max_rows of every kind. Rows are taken FOR UPDATE SKIP LOCKED,
+-- so concurrent callers delete disjoint rows and never wait for each other.
+-- Never purged: pending (and so in-flight or held) and failed deliveries,
+-- and the events any delivery still refers to. Each kind is found through an
+-- index on its age; when nothing has expired, each is one empty index probe.
+CREATE FUNCTION postbox.purge(max_rows integer DEFAULT 10000)
+RETURNS TABLE (kind text, deleted bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    r     postbox.retention;
+    v_now timestamptz := now();
+    v_n   bigint;
+BEGIN
+    IF purge.max_rows IS NULL OR purge.max_rows < 1 OR purge.max_rows > 1000000 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: max_rows must be between 1 and 1000000: %s', coalesce(purge.max_rows::text, 'NULL'));
+    END IF;
+    r := postbox._retention();
+
+    -- The attempt log, by age and outcome (BRIN on started_at).
+    DELETE FROM postbox.attempt_log a
+     WHERE a.ctid = ANY (ARRAY(
+           SELECT x.ctid FROM postbox.attempt_log x
+            WHERE x.started_at < v_now - least(r.succeeded_attempts, r.failed_attempts)
+              AND x.started_at < v_now - CASE WHEN x.outcome = 'succeeded' THEN r.succeeded_attempts
+                                              ELSE r.failed_attempts END
+            LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    kind := 'attempts'; deleted := v_n; RETURN NEXT;
+
+    -- Cancelled deliveries, and failed ones whose endpoint is gone (they can
+    -- never be retried), through outbox_settled, which holds only those.
+    DELETE FROM postbox.outbox d
+     WHERE d.id = ANY (ARRAY(
+           SELECT x.id FROM postbox.outbox x
+            WHERE x.status <> 'pending' AND x.created_at < v_now - r.cancelled_deliveries
+              AND (x.status = 'cancelled'
+                   OR NOT EXISTS (SELECT FROM postbox.endpoints e WHERE e.id = x.endpoint_id))
+            LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    kind := 'deliveries'; deleted := v_n; RETURN NEXT;
+
+    -- Events no delivery refers to. Their ids are version 7 UUIDs, so "older
+    -- than the window" is a range of the primary key. The outbox is read
+    -- only when some event has expired (it holds what is queued, failed or
+    -- cancelled: small unless there is a backlog).
+    IF EXISTS (SELECT FROM postbox.events v WHERE v.id < postbox._uuid7_floor(v_now - r.events)) THEN
+        DELETE FROM postbox.events v
+         WHERE v.id = ANY (ARRAY(
+               SELECT x.id FROM postbox.events x
+                WHERE x.id < postbox._uuid7_floor(v_now - r.events)
+                  AND NOT EXISTS (SELECT FROM postbox.outbox d WHERE d.event_id = x.id)
+                ORDER BY x.id
+                LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+    ELSE
+        v_n := 0;
+    END IF;
+    kind := 'events'; deleted := v_n; RETURN NEXT;
+
+    -- Idempotency keys (BRIN on created_at).
+    DELETE FROM postbox.idempotency_keys k
+     WHERE k.ctid = ANY (ARRAY(
+           SELECT x.ctid FROM postbox.idempotency_keys x
+            WHERE x.created_at < v_now - r.idempotency_keys
+            LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    kind := 'idempotency_keys'; deleted := v_n; RETURN NEXT;
+
+    -- Ended pauses, once no emitted row from before their end waits for
+    -- routing (which reads them) and the events window has passed.
+    DELETE FROM postbox.endpoint_pauses p
+     WHERE p.ctid = ANY (ARRAY(
+           SELECT x.ctid FROM postbox.endpoint_pauses x
+            WHERE x.resumed_at < v_now - r.events
+              AND x.resumed_at < coalesce((SELECT m.created_at FROM postbox.emitted m ORDER BY m.id LIMIT 1), 'infinity')
+            LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    kind := 'pauses'; deleted := v_n; RETURN NEXT;
+
+    -- Emitted rows set aside as unsendable.
+    DELETE FROM postbox.emitted_rejects j
+     WHERE j.ctid = ANY (ARRAY(
+           SELECT x.ctid FROM postbox.emitted_rejects x
+            WHERE x.rejected_at < v_now - r.failed_attempts
+            LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    kind := 'rejects'; deleted := v_n; RETURN NEXT;
+END
+$fn$;
+
+-------------------------------------------------------------------------------
 -- Views
 -------------------------------------------------------------------------------
 
@@ -1135,6 +1306,7 @@ SELECT pg_catalog.pg_extension_config_dump('postbox.endpoint_secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('postbox.tenant_limits', '');
 SELECT pg_catalog.pg_extension_config_dump('postbox.endpoint_pauses', '');
 SELECT pg_catalog.pg_extension_config_dump('postbox.event_types', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('postbox.retention', '');
 
 -------------------------------------------------------------------------------
 -- Comments on every object (a pg_test checks none is missing)
@@ -1152,6 +1324,11 @@ COMMENT ON TABLE postbox.endpoint_pauses IS 'When each endpoint was paused and r
 COMMENT ON TABLE postbox.idempotency_keys IS 'Idempotency keys of emit, per tenant: a repeated key returns the first event''s id.';
 COMMENT ON TABLE postbox.outbox IS 'Deliveries not yet succeeded: pending (claimed with a lease), failed or cancelled. Succeeded ones move to attempt_log.';
 COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';
+COMMENT ON TABLE postbox.retention IS 'How long postbox keeps attempts, events, cancelled deliveries, idempotency keys and pause history it no longer needs; postbox.purge deletes what is older. Empty until set_retention or the first purge writes the defaults.';
+COMMENT ON FUNCTION postbox.set_retention(interval, interval, interval, interval, interval) IS 'Sets the retention windows (NULL leaves one as it is); idempotency keys are kept at least 24 hours.';
+COMMENT ON FUNCTION postbox.purge(integer) IS 'Deletes what outlived its retention window, at most max_rows of each kind, skipping rows other purges hold; never pending or failed deliveries or the events they need. The worker runs it on a schedule.';
+COMMENT ON FUNCTION postbox._retention() IS 'Internal: the retention windows, the table''s defaults written the first time.';
+COMMENT ON FUNCTION postbox._uuid7_floor(timestamptz) IS 'Internal: the smallest version 7 UUID of a moment''s millisecond, for age ranges of time-ordered ids.';
 COMMENT ON TABLE postbox.wakeup IS 'One-row wake-up flag: emit NOTIFYs only while a worker says it is waiting.';
 COMMENT ON VIEW postbox.endpoint_status IS 'One row per endpoint: healthy, failing, disabled (automatic) or paused (enabled = false), and its pending deliveries.';
 COMMENT ON VIEW postbox.deliveries IS 'Every delivery with its status: pending, in_flight, held, succeeded, failed or cancelled.';
@@ -1242,10 +1419,12 @@ GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb),
                           postbox.send_test(text, uuid, text, jsonb),
                           postbox.retry_delivery(text, bigint),
                           postbox.replay(text, uuid, timestamptz, timestamptz),
+                          postbox.set_retention(interval, interval, interval, interval, interval),
+                          postbox.purge(integer),
                           postbox.validate_url(text),
                           postbox.validate_headers(jsonb, text)
    TO postbox_admin;
-GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.endpoint_status,
+GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.retention, postbox.endpoint_status,
                 postbox.endpoint_settings, postbox.endpoint_stats,
                 postbox.deliveries, postbox.attempts, postbox.emitted_rejects
    TO postbox_admin;
@@ -1263,8 +1442,8 @@ GRANT SELECT ON postbox.endpoint_pauses TO postbox_admin;
 
 -- Exactly what the worker's statements use (worker/src): expansion, the
 -- claim (outbox, events, endpoints, secrets), acknowledgements (outbox,
--- attempt_log, endpoint health), metrics (emitted) and the wake-up flag.
-GRANT EXECUTE ON FUNCTION postbox.expand_events(integer) TO postbox_worker;
+-- attempt_log, endpoint health), metrics (emitted), the wake-up flag and purging.
+GRANT EXECUTE ON FUNCTION postbox.expand_events(integer), postbox.purge(integer) TO postbox_worker;
 GRANT SELECT ON postbox.endpoints, postbox.endpoint_secrets, postbox.events, postbox.emitted
    TO postbox_worker;
 GRANT SELECT, UPDATE, DELETE ON postbox.outbox TO postbox_worker;

@@ -171,6 +171,9 @@ CREATE TABLE postbox.idempotency_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant, key)
 );
+-- Purging by age (postbox.purge). BRIN: keys arrive in time order, and a
+-- range summary costs emit next to nothing.
+CREATE INDEX idempotency_keys_created ON postbox.idempotency_keys USING brin (created_at);
 
 CREATE TABLE postbox.outbox (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -236,6 +239,28 @@ CREATE INDEX attempt_log_delivery ON postbox.attempt_log (delivery_id);
 -- windows: index range scans (with the outcome, index-only), never the whole log.
 CREATE INDEX attempt_log_endpoint ON postbox.attempt_log (tenant, endpoint_id, started_at)
     INCLUDE (outcome);
+-- Purging by age (postbox.purge): the log is appended in time order.
+CREATE INDEX attempt_log_started ON postbox.attempt_log USING brin (started_at);
+
+-- How long postbox keeps what it no longer needs; postbox.purge deletes what
+-- is older. At most one row: set_retention or the first purge writes it
+-- with the defaults below. (No row at install, so that pg_dump's copy of a
+-- changed row restores into a fresh CREATE EXTENSION without a conflict.)
+CREATE TABLE postbox.retention (
+    singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    -- Succeeded attempts (and so the success rates of endpoint_stats, whose
+    -- longest window is 7 days).
+    succeeded_attempts interval NOT NULL DEFAULT '7 days',
+    -- Attempts that failed or were retried, and rejected emitted rows.
+    failed_attempts    interval NOT NULL DEFAULT '30 days',
+    -- Events no delivery refers to any more, and the pause history.
+    events             interval NOT NULL DEFAULT '7 days',
+    -- Cancelled deliveries. Failed ones stay until retried or their endpoint is deleted.
+    cancelled_deliveries interval NOT NULL DEFAULT '30 days',
+    -- At least a day: a retried emit must still find its key.
+    idempotency_keys   interval NOT NULL DEFAULT '24 hours',
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
 
 -- The wake-up flag. NOTIFY takes a database-wide lock at commit, so emit
 -- notifies only while a worker has said it is waiting; a worker clears the

@@ -13,7 +13,7 @@
 //! # Layout
 //! - `main.rs`: the figures, in order 1 (emit overhead), 2 (throughput, and
 //!   6, worker memory), 4 (isolation), 7 (many idle endpoints), 3 (latency),
-//!   5 (backlog).
+//!   5 (backlog), 8 (soak: size under retention).
 //! - `receiver.rs`: the counting receiver.
 //! - `procstat.rs`: CPU and peak memory from /proc.
 
@@ -154,6 +154,13 @@ impl Bench {
              SELECT postbox.create_event_type('bench.event');",
         )
         .await;
+        // Each figure starts from a vacuumed catalog of endpoints: figure 7
+        // deletes 100,000 of them, whose cleanup would otherwise land in the
+        // next figure's timing.
+        self.sql(
+            "VACUUM (ANALYZE) postbox.endpoints, postbox.endpoint_secrets, postbox.endpoint_pauses",
+        )
+        .await;
         self.stats.reset();
     }
 
@@ -171,7 +178,13 @@ impl Bench {
     }
 
     fn start_worker(&self) -> Child {
+        self.start_worker_with(&[])
+    }
+
+    /// The worker with extra environment variables.
+    fn start_worker_with(&self, env: &[(&str, &str)]) -> Child {
         Command::new(&self.worker_bin)
+            .envs(env.iter().copied())
             .env("POSTBOX_DATABASE_URL", self.pg.url("postgres"))
             .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
             .env("POSTBOX_LOG", "warn")
@@ -700,6 +713,113 @@ impl Bench {
         );
     }
 
+    // ---------------------------------------------------------------- 8
+    /// Figure 8, the soak: a steady 1,000 events/s, round-robin over 10
+    /// endpoints as in figure 3, for 20 minutes with every retention window
+    /// at 2 minutes. postbox's total size (tables, indexes, TOAST) each
+    /// minute must stay within ±10% of minute 10's until the end; and the
+    /// purge's share of PostgreSQL's CPU.
+    async fn soak(&mut self) {
+        let (ticks, tick, window) = if self.quick {
+            (4, Duration::from_secs(10), "10 seconds")
+        } else {
+            (20, Duration::from_secs(60), "2 minutes")
+        };
+        let reference = ticks / 2;
+        let purge_every = if self.quick { "2s" } else { "10s" };
+        println!(
+            "\n8. Soak: 1,000 events/s round-robin over 10 endpoints for {ticks} x {}s, retention {window}, purge every {purge_every}",
+            tick.as_secs()
+        );
+        self.reset().await;
+        let eps: Vec<(String, String)> = (0..10)
+            .map(|i| (format!("soak-{i}"), format!("/s{i}")))
+            .collect();
+        self.endpoints(&eps).await;
+        self.sql(&format!(
+            "SELECT postbox.set_retention('{window}', '{window}', '{window}', '{window}');
+             ALTER DATABASE postgres SET track_functions = 'pl';
+             SELECT pg_stat_reset();"
+        ))
+        .await;
+        let worker = self.start_worker_with(&[("POSTBOX_PURGE_INTERVAL", purge_every)]);
+        self.wait_worker_idle().await;
+        let cpu0 = procstat::cluster_cpu(self.postmaster());
+        let total = ticks as u64 * tick.as_millis() as u64; // one event per ms
+        let start = Instant::now() + Duration::from_millis(50);
+        let mut tasks = Vec::new();
+        for lane in 0..2u64 {
+            let client = self.pg.connect("postgres").await;
+            tasks.push(tokio::spawn(async move {
+                let stmt = client
+                    .prepare("SELECT postbox.emit($1, 'bench.event', jsonb_build_object('k', $2::int8, 'note', 'a soak event of ordinary size'))")
+                    .await
+                    .unwrap();
+                for k in (lane..total).step_by(2) {
+                    tokio::time::sleep_until((start + Duration::from_millis(k)).into()).await;
+                    let tenant = format!("soak-{}", k % 10);
+                    client.execute(&stmt, &[&tenant, &(k as i64)]).await.unwrap();
+                }
+            }));
+        }
+        let mut sizes = Vec::new();
+        for t in 1..=ticks {
+            tokio::time::sleep_until((start + tick * t as u32).into()).await;
+            let bytes: i64 = self
+                .one(
+                    "SELECT sum(pg_total_relation_size(c.oid))::int8 FROM pg_class c
+                      WHERE c.relnamespace = 'postbox'::regnamespace AND c.relkind = 'r'",
+                )
+                .await;
+            let mib = bytes as f64 / 1048576.0;
+            println!("     after {t} x {}s: {mib:.1} MiB", tick.as_secs());
+            sizes.push(mib);
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let achieved = total as f64 / start.elapsed().as_secs_f64();
+        self.wait_delivered(total, Duration::from_secs(300)).await;
+        let cpu = procstat::cluster_cpu(self.postmaster()) - cpu0;
+        // The purge's own time, from PostgreSQL's function statistics.
+        tokio::time::sleep(Duration::from_secs(1)).await; // statistics reach the view within a second
+        let purge_ms: f64 = self
+            .one("SELECT coalesce(sum(total_time), 0)::float8 FROM pg_stat_user_functions WHERE schemaname = 'postbox' AND funcname = 'purge'")
+            .await;
+        self.stop_worker(worker);
+        self.sql("ALTER DATABASE postgres RESET track_functions; SELECT postbox.set_retention('7 days', '30 days', '7 days', '30 days');")
+            .await;
+        self.add("soak: emit rate achieved", achieved, "events/s", None);
+        for (t, mib) in sizes.iter().enumerate() {
+            self.add(
+                format!("soak: postbox's size after {} x {}s", t + 1, tick.as_secs()),
+                *mib,
+                "MiB",
+                None,
+            );
+        }
+        let base = sizes[reference - 1];
+        let drift = sizes[reference..]
+            .iter()
+            .map(|m| (100.0 * (m - base) / base).abs())
+            .fold(0.0, f64::max);
+        self.add(
+            format!(
+                "soak: largest size change after {reference} x {}s, from then",
+                tick.as_secs()
+            ),
+            drift,
+            "%",
+            Some(("<=", 10.0)),
+        );
+        self.add(
+            "soak: purge's share of PostgreSQL's CPU",
+            100.0 * purge_ms / 1000.0 / cpu.as_secs_f64(),
+            "%",
+            None,
+        );
+    }
+
     // ---------------------------------------------------------------- 5
     async fn backlog(&mut self) {
         let (small, large, runs) = if self.quick {
@@ -905,6 +1025,9 @@ async fn main() {
     }
     if run("5") {
         b.backlog().await;
+    }
+    if run("8") {
+        b.soak().await;
     }
 
     let figures: Vec<serde_json::Value> = b

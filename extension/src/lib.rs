@@ -71,15 +71,26 @@ fn ok_or_raise<T>(r: Result<T, RuleError>) -> T {
     r.unwrap_or_else(|e| raise(e))
 }
 
-/// Returns the normalized webhook URL, or raises naming the broken rule.
+/// Raises the error for a NULL where a value is required, naming the argument.
+fn required<T>(value: Option<T>, what: &str) -> T {
+    value.unwrap_or_else(|| raise(RuleError::new(format!("{what} must not be NULL"), "NULL")))
+}
+
+/// Returns the normalized webhook URL, or raises naming the broken rule
+/// (not STRICT: a NULL URL is an error, not a NULL answer).
 #[pg_extern(stable, parallel_safe)]
-fn validate_url(url: &str) -> String {
+fn validate_url(url: Option<&str>) -> String {
+    let url = required(url, "url");
     ok_or_raise(rules::url::validate(url, ALLOW_INSECURE_URLS.get())).into()
 }
 
 /// Returns the headers if every one is allowed, or raises naming the broken rule.
 #[pg_extern(immutable, parallel_safe)]
-fn validate_headers(headers: JsonB, signature_header: default!(Option<&str>, "NULL")) -> JsonB {
+fn validate_headers(
+    headers: Option<JsonB>,
+    signature_header: default!(Option<&str>, "NULL"),
+) -> JsonB {
+    let headers = required(headers, "headers");
     JsonB(ok_or_raise(rules::headers::validate(&headers.0, signature_header)).into())
 }
 
@@ -168,6 +179,22 @@ fn _validate_secret(secret: &str) {
 fn _validate_secret_for(secret: &str, style: &str) {
     let style = ok_or_raise(rules::headers::SignatureStyle::parse(style));
     ok_or_raise(rules::secret::validate_for(style, secret));
+}
+
+/// The smallest version 7 UUID of the millisecond `at` falls in: every id
+/// made at or after it sorts at or above it, so "older than `at`" is a
+/// primary key range (postbox.purge).
+#[pg_extern(immutable, parallel_safe)]
+fn _uuid7_floor(at: pgrx::datum::TimestampWithTimeZone) -> pgrx::Uuid {
+    // PostgreSQL counts microseconds from 2000-01-01; UUIDs, milliseconds from 1970.
+    const PG_EPOCH_MS: i64 = 946_684_800_000;
+    let us: i64 = pgrx::pg_sys::TimestampTz::from(at);
+    let ms = (us.div_euclid(1000) + PG_EPOCH_MS).clamp(0, (1 << 48) - 1) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6] = 0x70; // version 7
+    bytes[8] = 0x80; // RFC 4122 variant
+    pgrx::Uuid::from_bytes(bytes)
 }
 
 /// The id of the `n`th event of a statement whose emitted row has the id

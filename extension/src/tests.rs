@@ -745,7 +745,7 @@ mod tests {
         assert_eq!(updated[0]["changed"], serde_json::json!(["title"]));
         rejects(
             "SELECT postbox.attach('app.recordings', 'recording', 'no_such_column')",
-            "column does not exist",
+            "tenant_column must name a column of app.recordings",
         );
         rejects(
             "SELECT postbox.attach('app.recordings', 'Recording', 'workspace_id')",
@@ -1075,6 +1075,8 @@ mod tests {
             ("_catalog_names()", "called by validation; reads the catalog"),
             ("_unknown_event_type(text)", "called by emit and the triggers' owner step; reads the catalog for the message"),
             ("expand_events(integer)", "worker API: moves emitted rows into events and outbox; reads only postbox's own tables"),
+            ("set_retention(interval,interval,interval,interval,interval)", "admin API: writes the retention row"),
+            ("purge(integer)", "worker and admin API: deletes expired rows of postbox's own tables, which neither may delete directly"),
         ];
         let found: Vec<String> = Spi::connect(|c| {
             c.select(

@@ -412,3 +412,227 @@
         run(&format!("SELECT postbox.update_endpoint('t', '{id}', envelope => 'standard')"));
         assert_eq!(one::<String>(&format!("SELECT envelope FROM postbox.endpoints WHERE id = '{id}'")), "standard");
     }
+
+    /// purge deletes exactly what outlived its window, in batches, and never
+    /// what is still needed: pending or failed deliveries and their events.
+    #[pg_test]
+    fn purge_deletes_only_what_outlived_its_retention() {
+        orders_catalog();
+        let ep = ep_at("t", "p");
+        let gone = ep_at("t", "gone");
+        // Everything two days old: the endpoints older still, the events
+        // emitted two days ago (their time-ordered ids too, as emit makes them).
+        run("UPDATE postbox.endpoints SET created_at = created_at - interval '3 days'");
+        for i in 0..6 {
+            run(&format!("SELECT postbox.emit('t', 'order.paid', '{{\"n\": {i}}}', idempotency_key => 'k{i}')"));
+        }
+        run("UPDATE postbox.emitted SET created_at = created_at - interval '2 days',
+                    id = encode(overlay(uuid_send(id) PLACING substring(uuid_send(postbox._uuid7_floor(created_at - interval '2 days')) FROM 1 FOR 6) FROM 1 FOR 6), 'hex')::uuid");
+        run("UPDATE postbox.idempotency_keys SET created_at = created_at - interval '2 days'");
+        run("SELECT postbox.expand_events()");
+        assert_eq!(count("SELECT FROM postbox.outbox WHERE created_at < now() - interval '1 day'"), 12);
+        run(&format!("SELECT postbox.update_endpoint('t', '{ep}', enabled => false)"));
+        run(&format!("SELECT postbox.update_endpoint('t', '{ep}', enabled => true)"));
+        run("UPDATE postbox.endpoint_pauses SET paused_at = paused_at - interval '2 days', resumed_at = resumed_at - interval '2 days'");
+        // The deliveries to ep: n=0 pending (still queued), n=1 failed, n=2
+        // cancelled, the rest delivered (their outbox rows gone, one attempt
+        // each in the log).
+        run(&format!(
+            "INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at, duration_ms, outcome, queued_at)
+             SELECT d.id, d.tenant, d.endpoint_id, d.event_id, 1, now() - interval '2 days', 5,
+                    CASE WHEN v.data ->> 'n' = '1' THEN 'failed' ELSE 'succeeded' END, d.created_at
+               FROM postbox.outbox d JOIN postbox.events v ON v.id = d.event_id WHERE d.endpoint_id = '{ep}'"
+        ));
+        run(&format!(
+            "WITH s AS (SELECT d.id, v.data ->> 'n' AS n FROM postbox.outbox d JOIN postbox.events v ON v.id = d.event_id WHERE d.endpoint_id = '{ep}')
+             UPDATE postbox.outbox d SET status = CASE s.n WHEN '1' THEN 'failed' ELSE 'cancelled' END
+               FROM s WHERE d.id = s.id AND s.n IN ('1', '2')"
+        ));
+        run(&format!(
+            "DELETE FROM postbox.outbox d USING postbox.events v
+              WHERE v.id = d.event_id AND d.endpoint_id = '{ep}' AND v.data ->> 'n' NOT IN ('0', '1', '2')"
+        ));
+        // gone's deliveries: all failed, then the endpoint is deleted.
+        run(&format!("UPDATE postbox.outbox SET status = 'failed' WHERE endpoint_id = '{gone}'"));
+        run(&format!("SELECT postbox.delete_endpoint('t', '{gone}')"));
+
+        let purge = |max: i64| -> Vec<(String, i64)> {
+            Spi::connect(|c| {
+                c.select(&format!("SELECT kind, deleted FROM postbox.purge({max}) ORDER BY kind"), None, &[])
+                    .unwrap()
+                    .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<i64>(2).unwrap().unwrap()))
+                    .collect()
+            })
+        };
+        let n = |got: &[(String, i64)], kind: &str| got.iter().find(|(k, _)| k == kind).unwrap().1;
+        // In the default windows only the keys (kept 24 hours) are old enough.
+        let got = purge(100);
+        assert_eq!(got.iter().map(|(_, d)| d).sum::<i64>(), 6, "{got:?}");
+        assert_eq!(n(&got, "idempotency_keys"), 6);
+        run("SELECT postbox.set_retention(succeeded_attempts => '1 day', failed_attempts => '1 day', events => '1 day', cancelled_deliveries => '1 day')");
+        // In batches of 2, until a call finds less than 2 of every kind.
+        let got = purge(2);
+        assert_eq!((n(&got, "attempts"), n(&got, "deliveries"), n(&got, "pauses")), (2, 2, 1), "{got:?}");
+        assert!(got.iter().all(|(_, d)| *d <= 2), "{got:?}");
+        let mut total: std::collections::BTreeMap<String, i64> = got.into_iter().collect();
+        loop {
+            let got = purge(2);
+            let more = got.iter().any(|(_, d)| *d == 2);
+            for (k, d) in got {
+                *total.entry(k).or_default() += d;
+            }
+            if !more {
+                break;
+            }
+        }
+        // 6 attempts; 7 deliveries (ep's cancelled one and gone's 6 failed,
+        // which can never be retried); the 4 events nothing refers to now;
+        // the one ended pause.
+        assert_eq!(
+            total.into_iter().filter(|(_, d)| *d > 0).collect::<Vec<_>>(),
+            [("attempts", 6), ("deliveries", 7), ("events", 4), ("pauses", 1)].map(|(k, d)| (k.to_string(), d))
+        );
+        assert!(purge(100).iter().all(|(_, d)| *d == 0));
+        // Kept: the pending delivery and the failed one to ep, and their events.
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(d.status || ':' || (v.data ->> 'n'), ' ' ORDER BY d.status) FROM postbox.outbox d JOIN postbox.events v ON v.id = d.event_id"
+            ),
+            "failed:1 pending:0"
+        );
+        assert_eq!(count("SELECT FROM postbox.events"), 2);
+        rejects("SELECT postbox.set_retention(idempotency_keys => '1 hour')", "at least 24 hours");
+        rejects("SELECT postbox.set_retention(events => '-1 day')", "between 1 second and 10 years");
+        rejects("SELECT postbox.purge(0)", "max_rows");
+    }
+
+    /// Every public function, generated from the catalog, with NULL in each
+    /// argument in turn (the others valid): either NULL is one of the
+    /// documented "leave it / default" values and the call succeeds, or it
+    /// fails with 22004 or 22023 and a message that names the argument.
+    /// Never another error (and an error undoes the call's writes).
+    #[pg_test]
+    fn every_public_function_refuses_null_clearly() {
+        // Arguments whose NULL means "unchanged" or "the default".
+        const NULL_IS_FINE: &[&str] = &[
+            "create_event_type.description", "create_event_type.schema", "create_event_type.example",
+            "create_endpoint.event_types", "create_endpoint.headers", "create_endpoint.description",
+            "create_endpoint.signature_style", "create_endpoint.signature_header", "create_endpoint.own_secret",
+            "create_endpoint.options", "create_endpoint.enabled", "create_endpoint.envelope",
+            "register_endpoint.event_types", "register_endpoint.headers", "register_endpoint.description",
+            "register_endpoint.signature_style", "register_endpoint.signature_header", "register_endpoint.own_secret",
+            "register_endpoint.options", "register_endpoint.enabled", "register_endpoint.envelope",
+            "update_endpoint.url", "update_endpoint.event_types", "update_endpoint.headers",
+            "update_endpoint.description", "update_endpoint.enabled", "update_endpoint.options",
+            "update_endpoint.envelope", "rotate_secret.own_secret", "set_tenant_limit.max_endpoints",
+            "emit.idempotency_key", "attach.columns", "send_test.data", "validate_headers.signature_header",
+            "set_retention.succeeded_attempts", "set_retention.failed_attempts", "set_retention.events",
+            "set_retention.cancelled_deliveries", "set_retention.idempotency_keys",
+        ];
+        // How an argument's NULL error may name it, besides its own name.
+        let names = |arg: &str| -> Vec<String> {
+            let mut n = vec![arg.to_string(), arg.replace('_', " ")];
+            match arg {
+                "name" => n.push("event type name".into()),
+                "data" => n.push("event data".into()),
+                "tbl" => n.push("table".into()),
+                "since" | "until" => n.push("since <= until".into()),
+                "endpoint_id" => n.push("no endpoint has this id".into()),
+                _ => {}
+            }
+            n
+        };
+        orders_catalog();
+        run("CREATE SCHEMA IF NOT EXISTS app");
+        run("CREATE TABLE app.things (id int, tenant text)");
+        let ep = ep_at("t", "sweep");
+        run("SELECT postbox.emit('t', 'order.paid', '{}')");
+        run("SELECT postbox.expand_events()");
+        let delivery = one::<i64>("SELECT id FROM postbox.outbox");
+        run(&format!("UPDATE postbox.outbox SET status = 'failed' WHERE id = {delivery}"));
+        // A valid value for an argument, by name, else by type.
+        let sample = |arg: &str, ty: &str| -> String {
+            match (arg, ty) {
+                ("tenant", _) => "'t'".into(),
+                ("url", _) => "'https://hooks.example.com/sweep'".into(),
+                ("id", "uuid") | ("endpoint_id", _) => format!("'{ep}'"),
+                ("id", "bigint") => delivery.to_string(),
+                ("event_type", _) | ("name", _) => "'order.paid'".into(),
+                ("resource", _) => "'thing'".into(),
+                ("tenant_column", _) => "'tenant'".into(),
+                ("columns", _) => "'{tenant}'".into(),
+                ("tbl", _) => "'app.things'".into(),
+                ("config", _) => "postbox.endpoint_config('t', (SELECT id FROM postbox.endpoints LIMIT 1))".into(),
+                ("since", _) => "'-infinity'".into(),
+                ("until", _) => "'infinity'".into(),
+                ("signature_style", _) => "'standard'".into(),
+                ("envelope", _) => "'postbox'".into(),
+                ("grace", _) => "'1 hour'".into(),
+                (_, "interval") => "'30 days'".into(),
+                (_, "integer") | (_, "bigint") => "10".into(),
+                (_, "boolean") => "true".into(),
+                (_, "text[]") => "'{*}'".into(),
+                (_, "jsonb") | (_, "json") => "'{}'".into(),
+                (_, "timestamp with time zone") => "now()".into(),
+                ("signature_header", _) | ("own_secret", _) | ("description", _) | ("idempotency_key", _) => "NULL".into(),
+                (a, t) => panic!("no sample for {a} {t}: add one"),
+            }
+        };
+        let functions: Vec<(String, Vec<(String, String)>)> = Spi::connect(|c| {
+            c.select(
+                "SELECT p.proname::text,
+                        array_to_string(p.proargnames[1:p.pronargs], ','),
+                        (SELECT string_agg(format_type(t, NULL), ',' ORDER BY o)
+                           FROM unnest(p.proargtypes) WITH ORDINALITY a(t, o))
+                   FROM pg_proc p
+                  WHERE p.pronamespace = 'postbox'::regnamespace AND p.proname !~ '^_'
+                    AND p.prorettype <> 'trigger'::regtype AND p.pronargs > 0
+                    AND has_function_privilege('postbox_admin', p.oid, 'EXECUTE')
+                     OR p.proname IN ('emit', 'attach', 'expand_events', 'purge')
+                        AND p.pronamespace = 'postbox'::regnamespace
+                  ORDER BY 1, 2",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| {
+                let name = r.get::<String>(1).unwrap().unwrap();
+                let args: Vec<String> = r.get::<String>(2).unwrap().unwrap().split(',').map(str::to_string).collect();
+                let types: Vec<String> = r.get::<String>(3).unwrap().unwrap().split(',').map(str::to_string).collect();
+                (name, args.into_iter().zip(types).collect())
+            })
+            .collect()
+        });
+        assert!(functions.len() >= 20, "{functions:?}");
+        let mut checked = 0;
+        for (f, args) in &functions {
+            for (i, (arg, _)) in args.iter().enumerate() {
+                let call = args
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (a, t))| format!("{a} => {}", if i == j { "NULL".to_string() } else { sample(a, t) }))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!("SELECT postbox.{f}({call})");
+                let key = format!("{f}.{arg}");
+                // Dividing by zero after the call makes a successful call fail
+                // too (22012): each call runs in a subtransaction that is
+                // rolled back, so no call sees another's writes.
+                let (state, msg) = error_of(&format!(
+                    "SELECT x.n / 0 FROM (SELECT count(*) AS n FROM postbox.{f}({call})) x"
+                ));
+                if NULL_IS_FINE.contains(&key.as_str()) {
+                    assert_eq!(state, "22012", "{sql}: NULL should be accepted here: {msg}");
+                } else {
+                    assert!(state == "22023" || state == "22004", "{sql}: {state} {msg}");
+                    let lower = msg.to_lowercase();
+                    assert!(
+                        names(arg).iter().any(|n| lower.contains(n.as_str())),
+                        "{sql}: the message does not name {arg}: {msg}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 60, "{checked} calls");
+    }

@@ -76,11 +76,25 @@ impl Cluster {
         files: &[(&str, &[u8])],
         hba: Option<&str>,
     ) -> Cluster {
+        Self::start_from(pg_bindir(), settings, files, hba).await
+    }
+
+    /// Like [`Cluster::start`], with the PostgreSQL programs in `bin` (another
+    /// installation, e.g. one a release archive was installed into).
+    pub async fn start_with_bindir(bin: PathBuf) -> Cluster {
+        Self::start_from(bin, &[], &[], None).await
+    }
+
+    async fn start_from(
+        bin: PathBuf,
+        settings: &[(&str, &str)],
+        files: &[(&str, &[u8])],
+        hba: Option<&str>,
+    ) -> Cluster {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("postbox-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let bin = pg_bindir();
         let cluster = Cluster {
             dir,
             bin,

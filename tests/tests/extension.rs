@@ -326,7 +326,8 @@ async fn pg_dump_keeps_endpoints_and_secrets() {
     let pg = Cluster::start().await;
     let db = pg.connect("postgres").await;
     let ep = setup(&db).await;
-    db.batch_execute("SELECT postbox.create_event_type('custom.thing', 'mine'); SELECT postbox.set_tenant_limit('w1', 5);")
+    db.batch_execute("SELECT postbox.create_event_type('custom.thing', 'mine'); SELECT postbox.set_tenant_limit('w1', 5);
+                      SELECT postbox.set_retention(events => '3 days');")
         .await
         .unwrap();
     db.batch_execute("CREATE DATABASE restored").await.unwrap();
@@ -384,6 +385,12 @@ async fn pg_dump_keeps_endpoints_and_secrets() {
         .unwrap()
         .get(0);
     assert_eq!(limit, 5);
+    let events: String = r
+        .query_one("SELECT events::text FROM postbox.retention", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, "3 days", "the retention windows are restored");
 }
 
 #[tokio::test]
@@ -709,4 +716,45 @@ async fn upgrade_from_0_3_0_matches_a_fresh_install() {
         "gone:healthy t:healthy"
     );
     assert_same_shape(&su, &old).await;
+}
+
+/// Two purges at once delete disjoint rows, and neither waits for the other:
+/// the second skips what the first holds (its transaction still open) and
+/// would otherwise hit the statement timeout.
+#[tokio::test]
+async fn concurrent_purges_take_disjoint_rows_without_waiting() {
+    let pg = Cluster::start().await;
+    let a = pg.connect("postgres").await;
+    let b = pg.connect("postgres").await;
+    a.batch_execute(
+        "SELECT postbox.set_retention(succeeded_attempts => '1 second', failed_attempts => '1 second');
+         INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at,
+                                          duration_ms, outcome, queued_at)
+         SELECT i, 't', gen_random_uuid(), gen_random_uuid(), 1, now() - interval '1 hour', 1, 'succeeded', now()
+           FROM generate_series(1, 30) i;",
+    )
+    .await
+    .unwrap();
+    async fn attempts(db: &Client, n: i32) -> Result<i64, tokio_postgres::Error> {
+        let sql = format!("SELECT deleted FROM postbox.purge({n}) WHERE kind = 'attempts'");
+        db.query_one(&sql, &[]).await.map(|r| r.get::<_, i64>(0))
+    }
+    a.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(attempts(&a, 10).await.unwrap(), 10);
+    b.batch_execute("SET statement_timeout = '5s'")
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts(&b, 100)
+            .await
+            .expect("the second purge must not wait"),
+        20
+    );
+    a.batch_execute("COMMIT").await.unwrap();
+    let left: i64 = a
+        .query_one("SELECT count(*) FROM postbox.attempt_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 }

@@ -73,6 +73,19 @@ pub const DEFAULT_TENANT_MAX_IN_FLIGHT: u32 = 128;
 /// (128 MB) do not.
 pub const DEFAULT_CLAIM_MAX_BYTES: u64 = 16 << 20;
 
+/// Purging once a minute keeps tables within about a minute of their
+/// retention windows; when nothing has expired a call is a few empty index
+/// probes.
+pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// 10,000 rows of each kind per call: well under a second of work, so no
+/// purge holds locks or a snapshot for long.
+pub const DEFAULT_PURGE_BATCH: usize = 10_000;
+/// Purge interval bounds; 0 (off) is allowed too.
+const PURGE_INTERVAL: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+/// purge's own bounds on max_rows.
+const MAX_PURGE_BATCH: usize = 1_000_000;
+
 /// Worker-wide counts (requests in flight, rows per claim): far beyond what
 /// one process needs (a 2-core machine saturates at about 64 fast requests);
 /// the bound catches typos, not tuning.
@@ -393,6 +406,12 @@ settings! {
     /// Default connect timeout (an endpoint's connect_timeout_ms overrides it).
     #[arg(long, env = "POSTBOX_CONNECT_TIMEOUT")]
     connect_timeout: Text<Humantime> => Duration = Duration::from_secs(5);
+    /// How often to delete rows past their retention (postbox.purge); 0 turns it off.
+    #[arg(long, env = "POSTBOX_PURGE_INTERVAL")]
+    purge_interval: Text<Humantime> => Duration = DEFAULT_PURGE_INTERVAL;
+    /// Most rows of each kind one purge call deletes (one short transaction).
+    #[arg(long, env = "POSTBOX_PURGE_BATCH")]
+    purge_batch: usize = DEFAULT_PURGE_BATCH;
     /// Database connections for claims and acknowledgements.
     #[arg(long, env = "POSTBOX_DB_POOL_SIZE")]
     db_pool_size: usize = 4;
@@ -419,10 +438,21 @@ settings! {
 )]
 pub struct Cli {
     /// TOML file with any of the settings below (lowest precedence).
-    #[arg(long, env = "POSTBOX_CONFIG")]
+    #[arg(long, env = "POSTBOX_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of delivering.
+#[derive(clap::Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Validate the configuration, connect, and check the extension's
+    /// version, the role's privileges and name resolution; exit 0 when all
+    /// is well, else print each problem and exit 2.
+    Check,
 }
 
 /// What `run` needs from the configuration's files, read once.
@@ -535,6 +565,20 @@ impl Config {
             ));
         }
         count("POSTBOX_BATCH_SIZE", self.batch_size, MAX_COUNT)?;
+        count("POSTBOX_PURGE_BATCH", self.purge_batch, MAX_PURGE_BATCH)?;
+        if !self.purge_interval.is_zero()
+            && !(PURGE_INTERVAL.0..=PURGE_INTERVAL.1).contains(&self.purge_interval)
+        {
+            return Err(invalid(
+                "POSTBOX_PURGE_INTERVAL",
+                format!(
+                    "must be 0 (off) or from {} to {}",
+                    text(PURGE_INTERVAL.0),
+                    text(PURGE_INTERVAL.1)
+                ),
+                text(self.purge_interval),
+            ));
+        }
         count("POSTBOX_DB_POOL_SIZE", self.db_pool_size, MAX_DB_POOL)?;
         // The same bounds as an endpoint's timeout_ms and connect_timeout_ms.
         let (lo, hi) = options::TIMEOUT_MS;

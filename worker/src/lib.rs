@@ -21,12 +21,15 @@
 //! - [`ack`]: the outcome decision, and batched acknowledgements: attempt
 //!   log, delivery state, endpoint health, auto-disable.
 //! - [`metrics`]: Prometheus metrics and `/healthz`.
+//! - [`check`]: `postbox-worker check`, readiness findings.
+//! - [`purge`]: retention, `postbox.purge` on a schedule.
 //! - [`shutdown`]: signals and the stop flag.
 //! - [`backoff`], [`error`]: doubling waits after failures; error text.
 //! - this file: [`run`], which wires them together.
 
 pub mod ack;
 pub mod backoff;
+pub mod check;
 pub mod claim;
 pub mod config;
 pub mod db;
@@ -34,6 +37,7 @@ pub mod deliver;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;
+pub mod purge;
 pub mod resolve;
 pub mod retry;
 pub mod schedule;
@@ -131,6 +135,13 @@ pub async fn run(
         policy,
         metrics.clone(),
     ));
+    let purger = tokio::spawn(purge::run(
+        pool.clone(),
+        config.purge_interval,
+        config.purge_batch as i32,
+        metrics.clone(),
+        stop.clone(),
+    ));
     tracing::info!(worker_id = %config.worker_id, max_in_flight = config.max_in_flight,
         tenant_max_in_flight = config.tenant_cap(), "postbox-worker started");
 
@@ -139,6 +150,7 @@ pub async fn run(
     d.drain().await;
     drop(d); // closes the acknowledgement channel: the acker flushes and ends
     let _ = acker.await;
+    let _ = purger.await;
     listener.abort();
     if let Ok(db) = pool.get().await {
         let _ = wakeup::set_waiting(&db, false).await;
@@ -148,7 +160,7 @@ pub async fn run(
 }
 
 /// The connection pool for claims and acknowledgements.
-fn pool(
+pub(crate) fn pool(
     config: &Config,
     pg: tokio_postgres::Config,
     tls: db::MakeRustls,

@@ -1,6 +1,8 @@
 //! `postbox-worker`: configuration and signals; the work is in the library.
 
 use clap::Parser;
+use postbox_worker::check::{check, Finding};
+use postbox_worker::config::Command;
 use postbox_worker::{run, shutdown, Cli, Config};
 use std::process::ExitCode;
 
@@ -10,7 +12,9 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = match Config::from_cli(Cli::parse()) {
+    let cli = Cli::parse();
+    let command = cli.command;
+    let config = match Config::from_cli(cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("postbox-worker: configuration error: {e}");
@@ -33,6 +37,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if command == Some(Command::Check) {
+        let findings = runtime.block_on(check(&config));
+        let mut problems = 0;
+        for f in &findings {
+            match f {
+                Finding::Ok(s) => println!("ok: {s}"),
+                Finding::Problem(s) => {
+                    problems += 1;
+                    println!("problem: {s}");
+                }
+            }
+        }
+        return if problems == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        };
+    }
     match runtime.block_on(run(config, shutdown::signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

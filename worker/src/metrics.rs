@@ -33,6 +33,9 @@ pub struct Metrics {
     pub oldest_due_seconds: Gauge<f64, AtomicU64>,
     pub in_flight: Gauge,
     pub expand_errors: Counter,
+    pub purged: Family<Labels, Counter>,
+    pub purge_seconds: Counter<f64, AtomicU64>,
+    pub purge_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -84,8 +87,29 @@ impl Metrics {
             "Failed expansions of emitted events (claiming and delivering go on)",
             expand_errors.clone(),
         );
+        let purged = Family::<Labels, Counter>::default();
+        registry.register(
+            "purged_rows",
+            "Rows past their retention deleted by postbox.purge, by kind",
+            purged.clone(),
+        );
+        let purge_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "purge_seconds",
+            "Time spent in postbox.purge calls",
+            purge_seconds.clone(),
+        );
+        let purge_errors = Counter::default();
+        registry.register(
+            "purge_errors",
+            "Failed purge calls (retried with backoff)",
+            purge_errors.clone(),
+        );
         Metrics {
             expand_errors,
+            purged,
+            purge_seconds,
+            purge_errors,
             registry,
             deliveries,
             attempt_seconds,

@@ -1196,6 +1196,9 @@ async fn assert_no_table_scans(
         .map(|r| r.get(0))
         .collect();
     let plan = plan.join("\n");
+    if std::env::var_os("POSTBOX_PRINT_PLANS").is_some() {
+        println!("{name}:\n{plan}");
+    }
     for table in ["outbox", "endpoints", "events", "endpoint_secrets"] {
         assert!(
             !plan.contains(&format!("Seq Scan on {table}")),
@@ -1583,5 +1586,47 @@ async fn a_suspended_tenant_gets_nothing_until_its_limit_is_raised() {
         vec![1, 5],
         "n=2, emitted while suspended, is never sent"
     );
+    worker.stop().await.unwrap();
+}
+
+/// Retention: the worker purges what outlived its window on its schedule,
+/// and counts it.
+#[tokio::test]
+async fn the_worker_purges_what_outlived_its_retention() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![204]), order()).await;
+    endpoint(&db, "t", &rx.url(), ", '{order.*}'").await;
+    db.batch_execute(
+        "SELECT postbox.set_retention(succeeded_attempts => '1 second', events => '1 second')",
+    )
+    .await
+    .unwrap();
+    let addr = metrics_addr();
+    let mut config = test_config(&pg);
+    config.purge_interval = Duration::from_secs(1);
+    config.metrics_addr = Some(addr);
+    let worker = Worker::start(config);
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 5)")
+        .await
+        .unwrap();
+    eventually("five deliveries", || rx.count() == 5).await;
+    eventually_sql(
+        &db,
+        "the log and the events purged",
+        "SELECT (SELECT count(*) FROM postbox.attempt_log) + (SELECT count(*) FROM postbox.events) = 0",
+    )
+    .await;
+    let purged = |kind: &'static str| async move {
+        metric(
+            addr,
+            &format!("postbox_purged_rows_total{{kind=\"{kind}\"}}"),
+        )
+        .await
+        .unwrap_or(0.0)
+    };
+    postbox_tests::wait_until(Duration::from_secs(30), "the purge counters", || async {
+        (purged("attempts").await == 5.0 && purged("events").await == 5.0).then_some(())
+    })
+    .await;
     worker.stop().await.unwrap();
 }

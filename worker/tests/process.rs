@@ -80,7 +80,8 @@ async fn unsupported_extension_version_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("version 9.9.9") && stderr.contains("supported: 0.3.0"),
+        stderr.contains("version 9.9.9")
+            && stderr.contains(concat!("supported: ", env!("CARGO_PKG_VERSION"))),
         "{stderr}"
     );
     db.batch_execute("DROP EXTENSION postbox").await.unwrap();
@@ -231,4 +232,59 @@ async fn proxy_variables_are_ignored() {
     assert_eq!(status, "succeeded", "{error:?}");
     eventually("the receiver's count", || rx.count() == 1).await;
     assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing went to the proxy");
+}
+
+/// `postbox-worker check`: exit 0 with each finding "ok" for a role that has
+/// postbox_worker; exit 2 naming each problem otherwise.
+#[tokio::test]
+async fn check_reports_readiness_and_exits_2_on_problems() {
+    let pg = Cluster::start().await;
+    let su = pg.connect("postgres").await;
+    su.batch_execute(
+        "CREATE ROLE courier LOGIN; GRANT postbox_worker TO courier;
+         CREATE ROLE stranger LOGIN;",
+    )
+    .await
+    .unwrap();
+    let check = |url: String| {
+        let out = worker()
+            .arg("check")
+            .env("POSTBOX_DATABASE_URL", url)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = check(pg.url("courier"));
+    assert_eq!(code, Some(0), "{out}");
+    for want in [
+        "ok: connected as role courier",
+        &format!("ok: extension postbox {}", env!("CARGO_PKG_VERSION")),
+        "ok: privileges",
+        "ok: name resolution works",
+    ] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+    assert!(!out.contains("problem"), "{out}");
+
+    let (code, out) = check(pg.url("stranger"));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("problem: missing privilege: EXECUTE on postbox.expand_events(integer) (GRANT postbox_worker TO stranger)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("problem: missing privilege: INSERT on postbox.attempt_log"),
+        "{out}"
+    );
+
+    let (code, out) = check(pg.url("postgres"));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("is a superuser"), "{out}");
+
+    let (code, out) = check("postgres://courier@127.0.0.1:1/postgres?connect_timeout=2".into());
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("problem: cannot connect"), "{out}");
 }
