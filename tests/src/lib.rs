@@ -261,6 +261,25 @@ impl Cluster {
         (client, rx)
     }
 
+    /// Restarts the server with `pg_ctl restart -m <mode>` (`fast`:
+    /// sessions are ended cleanly; `immediate`: as a crash, then recovery),
+    /// and waits until it accepts connections again.
+    pub fn restart(&self, mode: &str) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-m",
+            mode,
+            "-w",
+            "restart",
+        ]);
+    }
+
     /// Stops the server at once, as a crash would.
     pub fn kill(&self) {
         let data = self.dir.join("data");

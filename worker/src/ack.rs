@@ -148,6 +148,7 @@ pub async fn run_acker(
                     break;
                 }
                 Err(e) if attempt < TRIES => {
+                    metrics.database_errors.inc();
                     tracing::warn!(error = %e, batch = batch.len(), "acknowledgement failed; retrying");
                     tokio::time::sleep(backoff.next_wait()).await;
                 }

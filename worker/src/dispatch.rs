@@ -112,6 +112,7 @@ impl Dispatcher {
                     s
                 }
                 Err(e) => {
+                    self.metrics.database_errors.inc();
                     let wait = backoff.next_wait();
                     tracing::warn!(error = %e, "claim cycle failed; retrying in {wait:?}");
                     tokio::select! {

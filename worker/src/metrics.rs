@@ -33,6 +33,7 @@ pub struct Metrics {
     pub oldest_due_seconds: Gauge<f64, AtomicU64>,
     pub in_flight: Gauge,
     pub expand_errors: Counter,
+    pub database_errors: Counter,
     pub purged: Family<Labels, Counter>,
     pub purge_seconds: Counter<f64, AtomicU64>,
     pub purge_errors: Counter,
@@ -87,6 +88,12 @@ impl Metrics {
             "Failed expansions of emitted events (claiming and delivering go on)",
             expand_errors.clone(),
         );
+        let database_errors = Counter::default();
+        registry.register(
+            "database_errors",
+            "Failed claim cycles and acknowledgement writes (each retried with backoff): an outage shows here",
+            database_errors.clone(),
+        );
         let purged = Family::<Labels, Counter>::default();
         registry.register(
             "purged_rows",
@@ -107,6 +114,7 @@ impl Metrics {
         );
         Metrics {
             expand_errors,
+            database_errors,
             purged,
             purge_seconds,
             purge_errors,
