@@ -332,9 +332,6 @@ pub fn python_verify(
     r: &Received,
     signature_header: &str,
 ) -> Result<(), String> {
-    let python = std::env::var("POSTBOX_PYTHON").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pyvenv/bin/python").to_string()
-    });
     let script = r#"
 import hashlib, hmac, json, sys
 case = json.load(sys.stdin)
@@ -351,26 +348,7 @@ print("verified")
     let case = serde_json::json!({
         "style": style, "secret": secret, "body": r.body, "headers": r.headers, "signature_header": signature_header,
     });
-    let mut child = std::process::Command::new(&python)
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{python}: {e} (run scripts/setup.sh)"));
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(case.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified") {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    run_verifier(&python(), &["-c", script], case)
 }
 
 /// Runs a receiver's verification code, written as the product that
@@ -384,6 +362,11 @@ pub fn receiver_verify(
     r: &Received,
 ) -> Result<(), String> {
     let case = serde_json::json!({"secret": secret, "body": r.body, "headers": r.headers});
+    run_verifier(program, args, case)
+}
+
+/// Runs `program` with `case` as JSON on stdin; Ok if it printed "verified".
+fn run_verifier(program: &str, args: &[&str], case: serde_json::Value) -> Result<(), String> {
     let mut child = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::piped())
