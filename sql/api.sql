@@ -41,6 +41,30 @@ $fn$;
 -- Endpoints
 -------------------------------------------------------------------------------
 
+-- The longest tenant and idempotency key, in bytes: far beyond any id or
+-- slug, and well under the 2,712 bytes a btree entry may hold (tenants are
+-- indexed in endpoints, the attempt log and outbox_settled; keys with their
+-- tenant in idempotency_keys). Without it one long value would fail every
+-- acknowledgement batch it is in. Inlined where it is used.
+CREATE FUNCTION postbox._max_key_bytes()
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT 256;
+END;
+
+-- Raises the too-long error for a tenant or key (a value as long as that is
+-- shown only in part); returns nothing.
+CREATE FUNCTION postbox._too_long(p_what text, p_value text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('postbox: %s must be at most %s bytes: %s... (%s bytes)',
+        p_what, postbox._max_key_bytes(), left(p_value, 40), octet_length(p_value));
+END
+$fn$;
+
 -- Raises unless p_tenant is a tenant name (every tenant-scoped form checks it first).
 CREATE FUNCTION postbox._require_tenant(p_tenant text)
 RETURNS void
@@ -50,6 +74,9 @@ BEGIN
     IF p_tenant IS NULL OR p_tenant = '' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: '
             || coalesce(quote_literal(p_tenant), 'NULL');
+    END IF;
+    IF octet_length(p_tenant) > postbox._max_key_bytes() THEN
+        PERFORM postbox._too_long('tenant', p_tenant);
     END IF;
 END
 $fn$;
@@ -581,6 +608,12 @@ BEGIN
     IF tenant IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must not be NULL: NULL';
     END IF;
+    IF octet_length(tenant) > postbox._max_key_bytes() THEN
+        PERFORM postbox._too_long('tenant', tenant);
+    END IF;
+    IF octet_length(idempotency_key) > postbox._max_key_bytes() THEN
+        PERFORM postbox._too_long('idempotency_key', idempotency_key);
+    END IF;
     PERFORM postbox._check_data(data);
 
     SELECT true, (SELECT w.waiting FROM postbox.wakeup w)
@@ -651,6 +684,9 @@ DECLARE
 BEGIN
     IF v_tenant IS NULL THEN
         RETURN;  -- a row without a tenant belongs to no one: nothing to send
+    END IF;
+    IF octet_length(v_tenant) > postbox._max_key_bytes() THEN
+        PERFORM postbox._too_long('tenant', v_tenant);  -- the statement is undone
     END IF;
     v_new := postbox._row_payload(v_row, v_columns);
     IF p_op = 'UPDATE' THEN
@@ -916,8 +952,12 @@ BEGIN
     ), ev AS (
         -- emit's event keeps its id; a statement's rows get the statement's
         -- id with their position in it, so ids sort in emit order.
+        -- A statement's row whose tenant is too long raises 22023 here, and
+        -- expand_events sets its emitted row aside.
         SELECT CASE WHEN b.rows IS NULL THEN b.id ELSE postbox._event_id(b.id, x.n) END AS id,
-               x.tenant, b.event_type, b.created_at, x.data
+               CASE WHEN octet_length(x.tenant) <= postbox._max_key_bytes() THEN x.tenant
+                    ELSE postbox._too_long('tenant', x.tenant) END AS tenant,
+               b.event_type, b.created_at, x.data
           FROM batch b
          CROSS JOIN LATERAL postbox._emitted_events(b.tenant, b.data, b.rows::jsonb, b.trigger_args) x
     ), stored AS (
@@ -1359,7 +1399,9 @@ COMMENT ON FUNCTION postbox.replay(text, uuid, timestamptz, timestamptz) IS 'Que
 COMMENT ON FUNCTION postbox.validate_url(text) IS 'Returns the normalized webhook URL, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox.validate_headers(jsonb, text) IS 'Returns the custom headers if all are allowed, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox._check_tenant_limit(text) IS 'Internal: raises unless the tenant may have one more endpoint.';
-COMMENT ON FUNCTION postbox._require_tenant(text) IS 'Internal: raises unless the tenant is a non-empty string.';
+COMMENT ON FUNCTION postbox._require_tenant(text) IS 'Internal: raises unless the tenant is a non-empty string of at most _max_key_bytes.';
+COMMENT ON FUNCTION postbox._max_key_bytes() IS 'Internal: the longest tenant and idempotency key, in bytes (inlined).';
+COMMENT ON FUNCTION postbox._too_long(text, text) IS 'Internal: raises the too-long error for a tenant or key.';
 COMMENT ON FUNCTION postbox._headers(json, text) IS 'Internal: custom headers read as json, refusing a name given twice, then the header rules.';
 COMMENT ON FUNCTION postbox._check_envelope(text) IS 'Internal: raises unless the envelope is postbox, standard or flat.';
 COMMENT ON FUNCTION postbox._create_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text) IS 'Internal: the one create path behind create_endpoint (both forms) and register_endpoint.';

@@ -138,6 +138,30 @@ BEGIN
 END
 $fn$;
 
+-- The longest tenant and idempotency key, in bytes: far beyond any id or
+-- slug, and well under the 2,712 bytes a btree entry may hold (tenants are
+-- indexed in endpoints, the attempt log and outbox_settled; keys with their
+-- tenant in idempotency_keys). Without it one long value would fail every
+-- acknowledgement batch it is in. Inlined where it is used.
+CREATE FUNCTION postbox._max_key_bytes()
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT 256;
+END;
+
+-- Raises the too-long error for a tenant or key (a value as long as that is
+-- shown only in part); returns nothing.
+CREATE FUNCTION postbox._too_long(p_what text, p_value text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('postbox: %s must be at most %s bytes: %s... (%s bytes)',
+        p_what, postbox._max_key_bytes(), left(p_value, 40), octet_length(p_value));
+END
+$fn$;
+
 -- Raises unless p_tenant is a tenant name (every tenant-scoped form checks it first).
 CREATE FUNCTION postbox._require_tenant(p_tenant text)
 RETURNS void
@@ -147,6 +171,9 @@ BEGIN
     IF p_tenant IS NULL OR p_tenant = '' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: '
             || coalesce(quote_literal(p_tenant), 'NULL');
+    END IF;
+    IF octet_length(p_tenant) > postbox._max_key_bytes() THEN
+        PERFORM postbox._too_long('tenant', p_tenant);
     END IF;
 END
 $fn$;
@@ -603,6 +630,125 @@ BEGIN
 END
 $fn$;
 
+-- The emit path is the application's hot path: one lookup (the event type
+-- and the wake-up flag in a single statement), one lean row in
+-- postbox.emitted, and a NOTIFY only while a worker is waiting. Routing
+-- happens at expansion, after commit.
+CREATE OR REPLACE FUNCTION postbox.emit(tenant text, event_type text, data jsonb, idempotency_key text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_id     uuid;
+    v_known  boolean;
+    v_wake   boolean;
+BEGIN
+    IF tenant IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must not be NULL: NULL';
+    END IF;
+    IF octet_length(tenant) > postbox._max_key_bytes() THEN
+        PERFORM postbox._too_long('tenant', tenant);
+    END IF;
+    IF octet_length(idempotency_key) > postbox._max_key_bytes() THEN
+        PERFORM postbox._too_long('idempotency_key', idempotency_key);
+    END IF;
+    PERFORM postbox._check_data(data);
+
+    SELECT true, (SELECT w.waiting FROM postbox.wakeup w)
+      INTO v_known, v_wake
+      FROM postbox.event_types t
+     WHERE t.name = emit.event_type;
+    IF v_known IS NULL THEN
+        PERFORM postbox._unknown_event_type(event_type);
+    END IF;
+
+    v_id := postbox._uuid7();
+    IF idempotency_key IS NOT NULL THEN
+        INSERT INTO postbox.idempotency_keys AS k (tenant, key, event_id)
+        VALUES (emit.tenant, emit.idempotency_key, v_id)
+        ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            -- The first emit with this key won (or committed meanwhile).
+            RETURN (SELECT k.event_id FROM postbox.idempotency_keys k
+                     WHERE k.tenant = emit.tenant AND k.key = emit.idempotency_key);
+        END IF;
+    END IF;
+
+    INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data)
+    VALUES (v_id, tenant, event_type, clock_timestamp(), data);
+
+    IF v_wake THEN
+        PERFORM pg_notify('postbox_wakeup', '');
+    END IF;
+    RETURN v_id;
+END
+$fn$;
+
+-- The write behind the row trigger postbox.emit_row_change (Rust,
+-- extension/src/trigger.rs). The trigger encodes NEW and OLD with the
+-- caller's rights and calls this as the owner: it sees only that JSON text,
+-- the trigger's arguments and the table's oid, so nothing the caller typed or
+-- named runs here. Granted to no one; SECURITY INVOKER, run by the owner.
+-- One event: the tenant from the row, its payload columns, and for UPDATE
+-- the payload columns that changed (in table order; none: no event).
+CREATE OR REPLACE FUNCTION postbox._emit_row(p_relid oid, p_op text, p_new json, p_old json, p_args text[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+-- Custom plans would be re-planned on every call; the generic ones are as good here.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    v_type    text := p_args[1] || CASE p_op WHEN 'INSERT' THEN '.created'
+                                            WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END;
+    v_row     jsonb := coalesce(p_new, p_old)::jsonb;
+    v_tenant  text := v_row ->> p_args[2];
+    v_columns text[] := CASE WHEN cardinality(p_args) > 2 THEN p_args[3:] END;
+    v_new     jsonb;
+    v_old     jsonb;
+    v_changed text[];
+    v_data    jsonb;
+    v_known   boolean;
+    v_wake    boolean;
+BEGIN
+    IF v_tenant IS NULL THEN
+        RETURN;  -- a row without a tenant belongs to no one: nothing to send
+    END IF;
+    IF octet_length(v_tenant) > postbox._max_key_bytes() THEN
+        PERFORM postbox._too_long('tenant', v_tenant);  -- the statement is undone
+    END IF;
+    v_new := postbox._row_payload(v_row, v_columns);
+    IF p_op = 'UPDATE' THEN
+        v_old := postbox._row_payload(p_old::jsonb, v_columns);
+        SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO v_changed
+          FROM pg_attribute a
+         WHERE a.attrelid = p_relid AND a.attnum > 0 AND NOT a.attisdropped
+           AND v_new ? a.attname
+           AND (v_new -> a.attname) IS DISTINCT FROM (v_old -> a.attname);
+        IF v_changed IS NULL THEN
+            RETURN;  -- nothing changed: nothing to say
+        END IF;
+        v_data := jsonb_build_object(p_args[1], v_new, 'changed', to_jsonb(v_changed));
+    ELSE
+        v_data := jsonb_build_object(p_args[1], v_new);
+    END IF;
+    WITH ins AS (
+        INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data)
+        VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_data)
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
+           (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
+      INTO v_known, v_wake;
+    IF NOT v_known THEN
+        PERFORM postbox._unknown_event_type(v_type);  -- raises: the statement is undone
+    END IF;
+    IF v_wake THEN
+        PERFORM pg_notify('postbox_wakeup', '');
+    END IF;
+END
+$fn$;
+
 -- SECURITY INVOKER on purpose: creating the triggers needs the caller's own
 -- TRIGGER privilege on the table, so attach cannot reach tables the caller
 -- could not touch anyway.
@@ -775,8 +921,12 @@ BEGIN
     ), ev AS (
         -- emit's event keeps its id; a statement's rows get the statement's
         -- id with their position in it, so ids sort in emit order.
+        -- A statement's row whose tenant is too long raises 22023 here, and
+        -- expand_events sets its emitted row aside.
         SELECT CASE WHEN b.rows IS NULL THEN b.id ELSE postbox._event_id(b.id, x.n) END AS id,
-               x.tenant, b.event_type, b.created_at, x.data
+               CASE WHEN octet_length(x.tenant) <= postbox._max_key_bytes() THEN x.tenant
+                    ELSE postbox._too_long('tenant', x.tenant) END AS tenant,
+               b.event_type, b.created_at, x.data
           FROM batch b
          CROSS JOIN LATERAL postbox._emitted_events(b.tenant, b.data, b.rows::jsonb, b.trigger_args) x
     ), stored AS (
@@ -1195,7 +1345,9 @@ COMMENT ON FUNCTION postbox.replay(text, uuid, timestamptz, timestamptz) IS 'Que
 COMMENT ON FUNCTION postbox.validate_url(text) IS 'Returns the normalized webhook URL, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox.validate_headers(jsonb, text) IS 'Returns the custom headers if all are allowed, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox._check_tenant_limit(text) IS 'Internal: raises unless the tenant may have one more endpoint.';
-COMMENT ON FUNCTION postbox._require_tenant(text) IS 'Internal: raises unless the tenant is a non-empty string.';
+COMMENT ON FUNCTION postbox._require_tenant(text) IS 'Internal: raises unless the tenant is a non-empty string of at most _max_key_bytes.';
+COMMENT ON FUNCTION postbox._max_key_bytes() IS 'Internal: the longest tenant and idempotency key, in bytes (inlined).';
+COMMENT ON FUNCTION postbox._too_long(text, text) IS 'Internal: raises the too-long error for a tenant or key.';
 COMMENT ON FUNCTION postbox._headers(json, text) IS 'Internal: custom headers read as json, refusing a name given twice, then the header rules.';
 COMMENT ON FUNCTION postbox._check_envelope(text) IS 'Internal: raises unless the envelope is postbox, standard or flat.';
 COMMENT ON FUNCTION postbox._create_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text) IS 'Internal: the one create path behind create_endpoint (both forms) and register_endpoint.';

@@ -636,3 +636,28 @@
         }
         assert!(checked >= 60, "{checked} calls");
     }
+
+    /// A tenant or idempotency key longer than 256 bytes is refused with
+    /// 22023 where it enters (emit, the row trigger, management), and the
+    /// emitted row of a statement that carried one is set aside at
+    /// expansion (with the statement's other rows) while the rest goes on:
+    /// one long value could otherwise fail every acknowledgement batch it is
+    /// in (the tenant is indexed).
+    #[pg_test]
+    fn tenants_and_keys_longer_than_256_bytes_are_refused() {
+        orders_catalog();
+        let long = "t".repeat(257);
+        rejects(&format!("SELECT postbox.emit('{long}', 'order.paid', '{{}}')"), "tenant must be at most 256 bytes");
+        rejects(&format!("SELECT postbox.emit('t', 'order.paid', '{{}}', '{long}')"), "idempotency_key must be at most 256 bytes");
+        rejects(&format!("SELECT postbox.create_endpoint('{long}', 'https://hooks.example.com/x')"), "tenant must be at most 256 bytes");
+        run(&format!("SELECT postbox.emit('{}', 'order.paid', '{{}}')", "t".repeat(256)));
+        run("CREATE SCHEMA IF NOT EXISTS app");
+        run("CREATE TABLE app.orders (id int, tenant text)");
+        run("SELECT postbox.attach('app.orders', 'order', 'tenant')");
+        rejects(&format!("INSERT INTO app.orders VALUES (1, 't'); UPDATE app.orders SET tenant = '{long}'"), "tenant must be at most 256 bytes");
+        run(&format!("INSERT INTO app.orders VALUES (2, 'ok'), (3, '{long}')"));
+        run("SELECT postbox.expand_events()");
+        assert_eq!(count("SELECT FROM postbox.emitted_rejects WHERE reason LIKE '%tenant must be at most 256 bytes%'"), 1);
+        assert_eq!(count("SELECT FROM postbox.events WHERE length(tenant) = 256"), 1);
+        assert_eq!(count("SELECT FROM postbox.emitted"), 0);
+    }
