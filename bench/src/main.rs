@@ -672,30 +672,15 @@ impl Bench {
         self.stats.record_arrivals.store(true, Ordering::SeqCst);
         let total = secs * 1000;
         let start = Instant::now() + Duration::from_millis(50);
-        let mut tasks = Vec::new();
-        for lane in 0..2u64 {
-            let client = self.pg.connect("postgres").await;
-            tasks.push(tokio::spawn(async move {
-                let stmt = client
-                    .prepare(
-                        "SELECT postbox.emit($1, 'bench.event', jsonb_build_object('k', $2::int8))",
-                    )
-                    .await
-                    .unwrap();
-                let mut commits = Vec::new();
-                for k in (lane..total).step_by(2) {
-                    tokio::time::sleep_until((start + Duration::from_millis(k)).into()).await;
-                    let tenant = format!("lat-{}", k % 10);
-                    let id: uuid::Uuid = client
-                        .query_one(&stmt, &[&tenant, &(k as i64)])
-                        .await
-                        .unwrap()
-                        .get(0);
-                    commits.push((id.to_string(), Instant::now()));
-                }
-                commits
-            }));
-        }
+        let tasks = self
+            .steady_emit(
+                total,
+                start,
+                "lat",
+                "jsonb_build_object('k', $2::int8)",
+                true,
+            )
+            .await;
         let mut commits = Vec::new();
         for t in tasks {
             commits.extend(t.await.unwrap());
@@ -729,6 +714,45 @@ impl Bench {
             "ms",
             Some(("<=", 20.0)),
         );
+    }
+
+    /// A steady emit of one event per millisecond from `start`, on two
+    /// connections taking turns: event k goes to tenant `{prefix}-{k % 10}`
+    /// with the data `data` makes of it ($2). With `record`, each task
+    /// returns its events' ids and when each commit was seen.
+    async fn steady_emit(
+        &self,
+        total: u64,
+        start: Instant,
+        prefix: &'static str,
+        data: &'static str,
+        record: bool,
+    ) -> Vec<tokio::task::JoinHandle<Vec<(String, Instant)>>> {
+        let mut tasks = Vec::new();
+        for lane in 0..2u64 {
+            let client = self.pg.connect("postgres").await;
+            tasks.push(tokio::spawn(async move {
+                let stmt = client
+                    .prepare(&format!("SELECT postbox.emit($1, 'bench.event', {data})"))
+                    .await
+                    .unwrap();
+                let mut commits = Vec::new();
+                for k in (lane..total).step_by(2) {
+                    tokio::time::sleep_until((start + Duration::from_millis(k)).into()).await;
+                    let tenant = format!("{prefix}-{}", k % 10);
+                    let id: uuid::Uuid = client
+                        .query_one(&stmt, &[&tenant, &(k as i64)])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    if record {
+                        commits.push((id.to_string(), Instant::now()));
+                    }
+                }
+                commits
+            }));
+        }
+        tasks
     }
 
     // ---------------------------------------------------------------- 8
@@ -765,21 +789,15 @@ impl Bench {
         let cpu0 = procstat::cluster_cpu(self.postmaster());
         let total = ticks as u64 * tick.as_millis() as u64; // one event per ms
         let start = Instant::now() + Duration::from_millis(50);
-        let mut tasks = Vec::new();
-        for lane in 0..2u64 {
-            let client = self.pg.connect("postgres").await;
-            tasks.push(tokio::spawn(async move {
-                let stmt = client
-                    .prepare("SELECT postbox.emit($1, 'bench.event', jsonb_build_object('k', $2::int8, 'note', 'a soak event of ordinary size'))")
-                    .await
-                    .unwrap();
-                for k in (lane..total).step_by(2) {
-                    tokio::time::sleep_until((start + Duration::from_millis(k)).into()).await;
-                    let tenant = format!("soak-{}", k % 10);
-                    client.execute(&stmt, &[&tenant, &(k as i64)]).await.unwrap();
-                }
-            }));
-        }
+        let tasks = self
+            .steady_emit(
+                total,
+                start,
+                "soak",
+                "jsonb_build_object('k', $2::int8, 'note', 'a soak event of ordinary size')",
+                false,
+            )
+            .await;
         let mut sizes = Vec::new();
         for t in 1..=ticks {
             tokio::time::sleep_until((start + tick * t as u32).into()).await;
@@ -805,7 +823,8 @@ impl Bench {
             .one("SELECT coalesce(sum(total_time), 0)::float8 FROM pg_stat_user_functions WHERE schemaname = 'postbox' AND funcname = 'purge'")
             .await;
         self.stop_worker(worker);
-        self.sql("ALTER DATABASE postgres RESET track_functions; SELECT postbox.set_retention('7 days', '30 days', '7 days', '30 days');")
+        // Back to the defaults: without a row, the next purge writes them.
+        self.sql("ALTER DATABASE postgres RESET track_functions; DELETE FROM postbox.retention;")
             .await;
         self.add("soak: emit rate achieved", achieved, "events/s", None);
         for (t, mib) in sizes.iter().enumerate() {

@@ -484,12 +484,7 @@ SELECT string_agg(x, E'\n' ORDER BY x) FROM (
 #[tokio::test]
 async fn upgrade_from_0_1_0_then_to_current_matches_a_fresh_install() {
     let pg = Cluster::start().await;
-    let su = pg.connect("postgres").await;
-    su.batch_execute("CREATE DATABASE up").await.unwrap();
-    let (old, conn) = tokio_postgres::connect(&pg.url_db("postgres", "up"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (su, old) = database_to_upgrade(&pg).await;
     old.batch_execute(
         "CREATE EXTENSION postbox VERSION '0.1.0';
          SELECT postbox.create_event_type('order.paid');
@@ -579,6 +574,18 @@ async fn upgrade_from_0_1_0_then_to_current_matches_a_fresh_install() {
     assert_same_shape(&su, &old).await;
 }
 
+/// A session on the fresh install (database `postgres`), and one on a new
+/// database `up`, where an upgrade test installs an old version.
+async fn database_to_upgrade(pg: &Cluster) -> (Client, Client) {
+    let su = pg.connect("postgres").await;
+    su.batch_execute("CREATE DATABASE up").await.unwrap();
+    let (old, conn) = tokio_postgres::connect(&pg.url_db("postgres", "up"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    (su, old)
+}
+
 /// Panics unless `upgraded` defines exactly the objects `fresh` does.
 async fn assert_same_shape(fresh: &Client, upgraded: &Client) {
     let fresh: String = fresh.query_one(SHAPE, &[]).await.unwrap().get(0);
@@ -599,12 +606,7 @@ async fn assert_same_shape(fresh: &Client, upgraded: &Client) {
 #[tokio::test]
 async fn upgrade_from_0_2_0_matches_a_fresh_install() {
     let pg = Cluster::start().await;
-    let su = pg.connect("postgres").await;
-    su.batch_execute("CREATE DATABASE up").await.unwrap();
-    let (old, conn) = tokio_postgres::connect(&pg.url_db("postgres", "up"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (su, old) = database_to_upgrade(&pg).await;
     old.batch_execute(
         "CREATE EXTENSION postbox VERSION '0.2.0';
          CREATE TABLE orders (id int, tenant text, total int);
@@ -666,12 +668,7 @@ async fn upgrade_from_0_2_0_matches_a_fresh_install() {
 #[tokio::test]
 async fn upgrade_from_0_3_0_matches_a_fresh_install() {
     let pg = Cluster::start().await;
-    let su = pg.connect("postgres").await;
-    su.batch_execute("CREATE DATABASE up").await.unwrap();
-    let (old, conn) = tokio_postgres::connect(&pg.url_db("postgres", "up"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (su, old) = database_to_upgrade(&pg).await;
     old.batch_execute(
         "CREATE EXTENSION postbox VERSION '0.3.0';
          CREATE TABLE orders (id int, tenant text, total int);

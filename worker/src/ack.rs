@@ -110,7 +110,7 @@ pub struct Outcome {
     pub is_test: bool,
     pub queued_at: SystemTime,
     /// The endpoint's custom headers as sent (JSON), if it has any.
-    pub request_headers: Option<String>,
+    pub request_headers: Option<Arc<str>>,
     pub result: Attempt,
     pub verdict: Verdict,
 }

@@ -6,7 +6,6 @@
 use crate::config::Config;
 use crate::error::{pg_message, pool_message};
 use crate::resolve::checked_lookup;
-use crate::SUPPORTED_EXTENSION_VERSIONS;
 use std::time::Duration;
 
 /// One finding: fine, or a problem to fix before running.
@@ -80,35 +79,13 @@ pub async fn check(config: &Config) -> Vec<Finding> {
             who.0
         )));
     }
-    let version: Option<String> = match db
-        .query_opt(
-            "SELECT extversion FROM pg_extension WHERE extname = 'postbox'",
-            &[],
-        )
-        .await
-    {
-        Ok(r) => r.map(|r| r.get(0)),
-        Err(e) => {
-            return push(
-                out,
-                Finding::Problem(format!("database: {}", pg_message(&e))),
-            )
+    match crate::extension_version(&db).await {
+        Ok(v) => out.push(Finding::Ok(format!("extension postbox {v}"))),
+        Err(e @ crate::RunError::UnsupportedExtension(_)) => {
+            out.push(Finding::Problem(e.to_string()))
         }
-    };
-    match version {
-        None => {
-            out.push(Finding::Problem(
-                "the postbox extension is not installed in this database (CREATE EXTENSION postbox)".into(),
-            ));
-            return out;
-        }
-        Some(v) if !SUPPORTED_EXTENSION_VERSIONS.contains(&v.as_str()) => {
-            out.push(Finding::Problem(format!(
-                "the postbox extension is version {v}; this worker drives {}",
-                SUPPORTED_EXTENSION_VERSIONS.join(", ")
-            )))
-        }
-        Some(v) => out.push(Finding::Ok(format!("extension postbox {v}"))),
+        // Not installed, or no answer: the privileges below cannot be checked.
+        Err(e) => return push(out, Finding::Problem(e.to_string())),
     }
     let mut missing = Vec::new();
     for (what, sql) in PRIVILEGES {

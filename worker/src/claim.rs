@@ -36,8 +36,9 @@ pub enum ClaimError {
 pub struct Endpoint {
     pub url: String,
     pub headers: Vec<(String, String)>,
-    /// The custom headers as stored (JSON), for the attempt log; `None`: none.
-    pub headers_json: Option<String>,
+    /// The custom headers as stored (JSON), for the attempt log; `None`:
+    /// none. Shared, so an attempt's outcome takes it without a copy.
+    pub headers_json: Option<Arc<str>>,
     pub signature_style: SignatureStyle,
     /// The header of a `sha256-hex` or `hex` signature.
     pub signature_header: Option<String>,
@@ -98,15 +99,20 @@ impl Claimed {
         let ts = humantime::format_rfc3339_micros(self.event_time).to_string();
         let event = serde_json::Value::String(self.event_type.clone()).to_string();
         let mut s = String::with_capacity(self.data.len() + ENVELOPE_BYTES);
+        // postbox and flat both start with id, event and timestamp.
+        let head = |s: &mut String| {
+            s.push_str("{\"id\":\"");
+            s.push_str(&self.event_id.to_string());
+            s.push_str("\",\"event\":");
+            s.push_str(&event);
+            s.push_str(",\"timestamp\":\"");
+            s.push_str(&ts);
+            s.push('"');
+        };
         match self.endpoint.envelope {
             Envelope::Postbox => {
-                s.push_str("{\"id\":\"");
-                s.push_str(&self.event_id.to_string());
-                s.push_str("\",\"event\":");
-                s.push_str(&event);
-                s.push_str(",\"timestamp\":\"");
-                s.push_str(&ts);
-                s.push_str("\",\"data\":");
+                head(&mut s);
+                s.push_str(",\"data\":");
                 push_compact(&mut s, &self.data);
                 s.push('}');
             }
@@ -120,13 +126,7 @@ impl Claimed {
                 s.push('}');
             }
             Envelope::Flat => {
-                s.push_str("{\"id\":\"");
-                s.push_str(&self.event_id.to_string());
-                s.push_str("\",\"event\":");
-                s.push_str(&event);
-                s.push_str(",\"timestamp\":\"");
-                s.push_str(&ts);
-                s.push('"');
+                head(&mut s);
                 // Event data is always an object (emit and the triggers
                 // make sure); its members follow in their stored order and
                 // as stored, except the envelope's keys, which win.
@@ -484,7 +484,7 @@ async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoi
                 tracing::warn!(endpoint_id = %id, "stored envelope is invalid; using postbox");
                 Envelope::Postbox
             });
-            let headers_json = (!headers.is_empty()).then(|| headers_text.to_string());
+            let headers_json = (!headers.is_empty()).then(|| Arc::from(headers_text));
             Ok((
                 id,
                 Arc::new(Endpoint {

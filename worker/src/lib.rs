@@ -178,13 +178,10 @@ pub(crate) fn pool(
         .map_err(|e| RunError::Db(e.to_string()))
 }
 
-/// Checks the extension's version; returns whether the database allows
-/// insecure URLs (`postbox.allow_insecure_urls`), which the worker honours.
-async fn check_database(pool: &Pool) -> Result<bool, RunError> {
-    let db = pool
-        .get()
-        .await
-        .map_err(|e| RunError::Db(error::pool_message(&e)))?;
+/// The installed extension's version if this worker drives it, else the
+/// error saying why not (not installed, or another version). The one home of
+/// that rule: `run` refuses to start on it, `check` reports it.
+pub(crate) async fn extension_version(db: &tokio_postgres::Client) -> Result<String, RunError> {
     let version: Option<String> = db
         .query_opt(
             "SELECT extversion FROM pg_extension WHERE extname = 'postbox'",
@@ -194,12 +191,22 @@ async fn check_database(pool: &Pool) -> Result<bool, RunError> {
         .map_err(|e| RunError::Db(pg_message(&e)))?
         .map(|r| r.get(0));
     match version {
-        None => return Err(RunError::NoExtension),
+        None => Err(RunError::NoExtension),
         Some(v) if !SUPPORTED_EXTENSION_VERSIONS.contains(&v.as_str()) => {
-            return Err(RunError::UnsupportedExtension(v))
+            Err(RunError::UnsupportedExtension(v))
         }
-        Some(_) => {}
+        Some(v) => Ok(v),
     }
+}
+
+/// Checks the extension's version; returns whether the database allows
+/// insecure URLs (`postbox.allow_insecure_urls`), which the worker honours.
+async fn check_database(pool: &Pool) -> Result<bool, RunError> {
+    let db = pool
+        .get()
+        .await
+        .map_err(|e| RunError::Db(error::pool_message(&e)))?;
+    extension_version(&db).await?;
     Ok(db
         .query_one("SELECT coalesce(current_setting('postbox.allow_insecure_urls', true), 'off') IN ('on', 'true', '1', 'yes')", &[])
         .await
