@@ -1050,6 +1050,97 @@ BEGIN
 END
 $fn$;
 
+-- A worker's heartbeat, every second: it refreshes the worker's row and
+-- releases the claims of workers not seen for stale_after, so that a killed
+-- worker's deliveries are retried within seconds, not when their leases run
+-- out. Returns how many claims it released. The same worker_id with another
+-- instance is that worker restarted: its old claims are released at once. A
+-- worker judges others only once it has itself been seen without a gap for
+-- stale_after, so after a database outage every worker has that long to
+-- come back before it counts as dead. SECURITY INVOKER: the worker's own
+-- rights on outbox and workers. The outbox is scanned by leased_by only when
+-- a worker has died (it has no index: claims stay HOT updates).
+CREATE FUNCTION postbox.worker_heartbeat(worker_id text, instance uuid, stale_after interval)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    w        postbox.workers;
+    v_dead   text;
+    v_n      bigint;
+    released bigint := 0;
+BEGIN
+    IF worker_heartbeat.worker_id IS NULL OR worker_heartbeat.worker_id = ''
+       OR octet_length(worker_heartbeat.worker_id) > 256 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'postbox: worker_id must be 1 to 256 bytes';
+    END IF;
+    IF worker_heartbeat.instance IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: instance must not be NULL';
+    END IF;
+    IF worker_heartbeat.stale_after IS NULL OR worker_heartbeat.stale_after <= interval '0'
+       OR worker_heartbeat.stale_after > interval '1 hour' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: stale_after must be more than 0 and at most 1 hour: %s',
+                             coalesce(worker_heartbeat.stale_after::text, 'NULL'));
+    END IF;
+    SELECT * INTO w FROM postbox.workers x WHERE x.worker_id = worker_heartbeat.worker_id FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO postbox.workers AS x (worker_id, instance)
+        VALUES (worker_heartbeat.worker_id, worker_heartbeat.instance)
+        ON CONFLICT ON CONSTRAINT workers_pkey DO NOTHING;
+    ELSIF w.instance <> worker_heartbeat.instance THEN
+        -- Restarted: what the old process had claimed, nobody has.
+        UPDATE postbox.outbox o SET lease_until = NULL, leased_by = NULL
+         WHERE o.leased_by = worker_heartbeat.worker_id AND o.status = 'pending'
+           AND o.lease_until > now();
+        GET DIAGNOSTICS released = ROW_COUNT;
+        UPDATE postbox.workers x
+           SET instance = worker_heartbeat.instance, started_at = now(), alive_since = now(), seen_at = now()
+         WHERE x.worker_id = worker_heartbeat.worker_id;
+        RETURN released;
+    ELSE
+        UPDATE postbox.workers x
+           SET alive_since = CASE WHEN x.seen_at < now() - worker_heartbeat.stale_after
+                                  THEN now() ELSE x.alive_since END,
+               seen_at = now()
+         WHERE x.worker_id = worker_heartbeat.worker_id;
+        IF w.alive_since <= now() - worker_heartbeat.stale_after
+           AND w.seen_at >= now() - worker_heartbeat.stale_after THEN
+            FOR v_dead IN
+                DELETE FROM postbox.workers x
+                 WHERE x.seen_at < now() - worker_heartbeat.stale_after
+                   AND x.worker_id <> worker_heartbeat.worker_id
+                RETURNING x.worker_id
+            LOOP
+                UPDATE postbox.outbox o SET lease_until = NULL, leased_by = NULL
+                 WHERE o.leased_by = v_dead AND o.status = 'pending' AND o.lease_until > now();
+                GET DIAGNOSTICS v_n = ROW_COUNT;
+                released := released + v_n;
+            END LOOP;
+        END IF;
+    END IF;
+    RETURN released;
+END
+$fn$;
+
+-- A worker stopping cleanly (after giving its claims back) leaves the registry.
+CREATE FUNCTION postbox.worker_stopped(worker_id text, instance uuid)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF worker_stopped.worker_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: worker_id must not be NULL';
+    END IF;
+    IF worker_stopped.instance IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: instance must not be NULL';
+    END IF;
+    DELETE FROM postbox.workers x
+     WHERE x.worker_id = worker_stopped.worker_id AND x.instance = worker_stopped.instance;
+END
+$fn$;
+
 -------------------------------------------------------------------------------
 -- Retention
 -------------------------------------------------------------------------------
@@ -1366,10 +1457,13 @@ COMMENT ON TABLE postbox.outbox IS 'Deliveries not yet succeeded: pending (claim
 COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';
 COMMENT ON TABLE postbox.retention IS 'How long postbox keeps attempts, events, cancelled deliveries, idempotency keys and pause history it no longer needs; postbox.purge deletes what is older. Empty until set_retention or the first purge writes the defaults.';
 COMMENT ON FUNCTION postbox.set_retention(interval, interval, interval, interval, interval) IS 'Sets the retention windows (NULL leaves one as it is); idempotency keys are kept at least 24 hours.';
+COMMENT ON FUNCTION postbox.worker_heartbeat(text, uuid, interval) IS 'A worker''s heartbeat: refreshes its row and releases the claims of workers not seen for stale_after (or of its own previous instance). Returns how many.';
+COMMENT ON FUNCTION postbox.worker_stopped(text, uuid) IS 'A worker that stopped cleanly leaves the registry.';
 COMMENT ON FUNCTION postbox.purge(integer) IS 'Deletes what outlived its retention window, at most max_rows of each kind, skipping rows other purges hold; never pending or failed deliveries or the events they need. The worker runs it on a schedule.';
 COMMENT ON FUNCTION postbox._retention() IS 'Internal: the retention windows, the table''s defaults written the first time.';
 COMMENT ON FUNCTION postbox._uuid7_floor(timestamptz) IS 'Internal: the smallest version 7 UUID of a moment''s millisecond, for age ranges of time-ordered ids.';
 COMMENT ON TABLE postbox.wakeup IS 'One-row wake-up flag: emit NOTIFYs only while a worker says it is waiting.';
+COMMENT ON TABLE postbox.workers IS 'Workers alive: each refreshes its row every second; one not seen for a few seconds is dead, and its claims are released.';
 COMMENT ON VIEW postbox.endpoint_status IS 'One row per endpoint: healthy, failing, disabled (automatic) or paused (enabled = false), and its pending deliveries.';
 COMMENT ON VIEW postbox.deliveries IS 'Every delivery with its status: pending, in_flight, held, succeeded, failed or cancelled.';
 COMMENT ON VIEW postbox.attempts IS 'The delivery log: every attempt with its event (type, id, data), the headers it sent but the signature, the status code, the first 4 KiB of the response, the error and the duration.';
@@ -1466,7 +1560,7 @@ GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb),
                           postbox.validate_url(text),
                           postbox.validate_headers(jsonb, text)
    TO postbox_admin;
-GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.retention, postbox.endpoint_status,
+GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.retention, postbox.workers, postbox.endpoint_status,
                 postbox.endpoint_settings, postbox.endpoint_stats,
                 postbox.deliveries, postbox.attempts, postbox.emitted_rejects
    TO postbox_admin;
@@ -1484,8 +1578,11 @@ GRANT SELECT ON postbox.endpoint_pauses TO postbox_admin;
 
 -- Exactly what the worker's statements use (worker/src): expansion, the
 -- claim (outbox, events, endpoints, secrets), acknowledgements (outbox,
--- attempt_log, endpoint health), metrics (emitted), the wake-up flag and purging.
-GRANT EXECUTE ON FUNCTION postbox.expand_events(integer), postbox.purge(integer) TO postbox_worker;
+-- attempt_log, endpoint health), metrics (emitted), the wake-up flag, purging and
+-- the workers' heartbeats.
+GRANT EXECUTE ON FUNCTION postbox.expand_events(integer), postbox.purge(integer),
+                          postbox.worker_heartbeat(text, uuid, interval), postbox.worker_stopped(text, uuid)
+   TO postbox_worker;
 GRANT SELECT ON postbox.endpoints, postbox.endpoint_secrets, postbox.events, postbox.emitted
    TO postbox_worker;
 GRANT SELECT, UPDATE, DELETE ON postbox.outbox TO postbox_worker;
@@ -1494,3 +1591,4 @@ GRANT UPDATE (disabled_at, disabled_reason, consecutive_failures, failing_since,
               last_attempt_at, last_success_at, last_error, updated_at)
    ON postbox.endpoints TO postbox_worker;
 GRANT SELECT, INSERT, UPDATE ON postbox.wakeup TO postbox_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON postbox.workers TO postbox_worker;

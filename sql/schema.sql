@@ -271,3 +271,20 @@ CREATE UNLOGGED TABLE postbox.wakeup (
     waiting   boolean NOT NULL DEFAULT false
 );
 INSERT INTO postbox.wakeup DEFAULT VALUES;
+
+-- Workers alive. Each worker refreshes its row every second
+-- (postbox.worker_heartbeat); a row left unrefreshed marks a dead worker,
+-- whose claims the others release at once instead of waiting for their
+-- leases. Logged, so that a dead worker's row outlives a crash of the
+-- database and its claims are still found.
+CREATE TABLE postbox.workers (
+    worker_id   text PRIMARY KEY,
+    -- A random id per process: the same worker_id with another instance is
+    -- the worker restarted, and its old claims are nobody's.
+    instance    uuid NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    -- Since when it has been seen without a gap: only a worker seen this
+    -- long judges others, so after an outage every worker has time to return.
+    alive_since timestamptz NOT NULL DEFAULT now(),
+    seen_at     timestamptz NOT NULL DEFAULT now()
+);

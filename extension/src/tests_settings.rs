@@ -506,6 +506,59 @@
         rejects("SELECT postbox.purge(0)", "max_rows");
     }
 
+    /// The heartbeat's rules (worker_heartbeat): the same worker id under a
+    /// new instance releases the old process's claims; a worker seen without
+    /// a gap for stale_after releases the claims of workers not seen for
+    /// that long and removes them; one back from a gap judges nobody yet.
+    /// Time is moved by editing the registry (now() is fixed in a test).
+    #[pg_test]
+    fn heartbeats_release_the_claims_of_dead_workers() {
+        orders_catalog();
+        ep_at("t", "hb");
+        run("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 6)");
+        run("SELECT postbox.expand_events()");
+        let lease = |n: i32, who: &str| {
+            run(&format!(
+                "UPDATE postbox.outbox SET leased_by = '{who}', lease_until = now() + interval '10 minutes'
+                  WHERE id IN (SELECT id FROM postbox.outbox WHERE leased_by IS NULL ORDER BY id LIMIT {n})"
+            ))
+        };
+        let beat = |who: &str, instance: &str| {
+            one::<i64>(&format!(
+                "SELECT postbox.worker_heartbeat('{who}', '{instance}', interval '5 seconds')"
+            ))
+        };
+        const A: &str = "00000000-0000-4000-8000-00000000000a";
+        const B: &str = "00000000-0000-4000-8000-00000000000b";
+        assert_eq!(beat("w1", A), 0, "registered");
+        lease(2, "w1");
+        assert_eq!(beat("w1", A), 0, "alive: its claims stay");
+        assert_eq!(beat("w1", B), 2, "restarted: the old process's claims are released");
+        assert_eq!(count("SELECT FROM postbox.outbox WHERE leased_by IS NOT NULL"), 0);
+        // w2 has not been seen for a minute.
+        lease(1, "w2");
+        run(&format!("INSERT INTO postbox.workers (worker_id, instance, seen_at) VALUES ('w2', '{A}', now() - interval '1 minute')"));
+        assert_eq!(beat("w1", B), 0, "w1 has not been alive for stale_after itself yet");
+        run("UPDATE postbox.workers SET alive_since = now() - interval '1 minute' WHERE worker_id = 'w1'");
+        assert_eq!(beat("w1", B), 1, "w2's claim released");
+        assert_eq!(count("SELECT FROM postbox.workers WHERE worker_id = 'w2'"), 0, "and w2 removed");
+        // w1 was cut off for a minute (a database outage): back, it judges
+        // nobody until it has been seen for stale_after again.
+        lease(1, "w3");
+        run(&format!("INSERT INTO postbox.workers (worker_id, instance, seen_at) VALUES ('w3', '{A}', now() - interval '1 minute')"));
+        run("UPDATE postbox.workers SET seen_at = now() - interval '1 minute' WHERE worker_id = 'w1'");
+        assert_eq!(beat("w1", B), 0, "back from a gap");
+        assert_eq!(count("SELECT FROM postbox.outbox WHERE leased_by = 'w3'"), 1);
+        assert!(one::<bool>("SELECT alive_since = now() FROM postbox.workers WHERE worker_id = 'w1'"), "its grace period starts anew");
+        // A clean stop leaves the registry, only for its own instance.
+        run(&format!("SELECT postbox.worker_stopped('w1', '{A}')"));
+        assert_eq!(count("SELECT FROM postbox.workers WHERE worker_id = 'w1'"), 1);
+        run(&format!("SELECT postbox.worker_stopped('w1', '{B}')"));
+        assert_eq!(count("SELECT FROM postbox.workers WHERE worker_id = 'w1'"), 0);
+        rejects("SELECT postbox.worker_heartbeat('w1', gen_random_uuid(), interval '0')", "stale_after");
+        rejects(&format!("SELECT postbox.worker_heartbeat('{}', gen_random_uuid(), interval '5 seconds')", "w".repeat(257)), "worker_id must be 1 to 256 bytes");
+    }
+
     /// Every public function, generated from the catalog, with NULL in each
     /// argument in turn (the others valid): either NULL is one of the
     /// documented "leave it / default" values and the call succeeds, or it
@@ -568,6 +621,9 @@
                 ("signature_style", _) => "'standard'".into(),
                 ("envelope", _) => "'postbox'".into(),
                 ("grace", _) => "'1 hour'".into(),
+                ("worker_id", _) => "'sweeper'".into(),
+                ("instance", _) => "gen_random_uuid()".into(),
+                ("stale_after", _) => "'5 seconds'".into(),
                 (_, "interval") => "'30 days'".into(),
                 (_, "integer") | (_, "bigint") => "10".into(),
                 (_, "boolean") => "true".into(),
@@ -587,9 +643,9 @@
                    FROM pg_proc p
                   WHERE p.pronamespace = 'postbox'::regnamespace AND p.proname !~ '^_'
                     AND p.prorettype <> 'trigger'::regtype AND p.pronargs > 0
-                    AND has_function_privilege('postbox_admin', p.oid, 'EXECUTE')
-                     OR p.proname IN ('emit', 'attach', 'expand_events', 'purge')
-                        AND p.pronamespace = 'postbox'::regnamespace
+                    AND (has_function_privilege('postbox_admin', p.oid, 'EXECUTE')
+                         OR has_function_privilege('postbox_emitter', p.oid, 'EXECUTE')
+                         OR has_function_privilege('postbox_worker', p.oid, 'EXECUTE'))
                   ORDER BY 1, 2",
                 None,
                 &[],

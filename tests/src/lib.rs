@@ -7,7 +7,8 @@
 //! PostgreSQL (`cargo pgrx install`); `scripts/test.sh` does that.
 //!
 //! # Layout
-//! - [`Cluster`]: start, connect, stop.
+//! - [`Cluster`]: start, connect, restart, stop; a streaming standby and
+//!   its promotion.
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
 
 use std::net::TcpListener;
@@ -278,6 +279,76 @@ impl Cluster {
             "-w",
             "restart",
         ]);
+    }
+
+    /// A streaming standby of this server, made with `pg_basebackup -R` in
+    /// its own directory and started on its own port. The primary's default
+    /// `pg_hba.conf` (initdb's) lets loopback replication in.
+    pub fn standby(&self) -> Cluster {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("postbox-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("postgres")
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown postgres failed");
+        }
+        let standby = Cluster {
+            dir,
+            bin: self.bin.clone(),
+            port: free_port(),
+            socket_only: self.socket_only,
+        };
+        let data = standby.dir.join("data");
+        let port = self.port.to_string();
+        standby.pg(&[
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-D",
+            data.to_str().unwrap(),
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+            // An immediate checkpoint, not a spread one (which takes minutes).
+            "--checkpoint=fast",
+        ]);
+        // The copied settings name the primary's port and socket directory;
+        // later lines win.
+        let conf_path = data.join("postgresql.conf");
+        let mut conf = std::fs::read_to_string(&conf_path).unwrap();
+        conf.push_str(&format!(
+            "port = {}\nunix_socket_directories = '{}'\n",
+            standby.port,
+            standby.dir.display()
+        ));
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = standby.dir.join("server.log");
+        standby.pg(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "start",
+        ]);
+        standby
+    }
+
+    /// Promotes a standby to primary and waits until it is one.
+    pub fn promote(&self) {
+        let data = self.dir.join("data");
+        self.pg(&["pg_ctl", "-D", data.to_str().unwrap(), "-w", "promote"]);
     }
 
     /// Stops the server at once, as a crash would.

@@ -19,18 +19,23 @@ pub enum Finding {
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
 
 /// What the worker's statements need (the extension grants all of it to
-/// `postbox_worker`): (what, the check in SQL).
+/// `postbox_worker`): (what, the check in SQL). Several privileges are
+/// checked one by one: `has_table_privilege` with a list is true when any
+/// one of them is held.
 const PRIVILEGES: &[(&str, &str)] = &[
     ("EXECUTE on postbox.expand_events(integer)", "has_function_privilege('postbox.expand_events(integer)', 'EXECUTE')"),
     ("EXECUTE on postbox.purge(integer)", "has_function_privilege('postbox.purge(integer)', 'EXECUTE')"),
-    ("SELECT, UPDATE, DELETE on postbox.outbox", "has_table_privilege('postbox.outbox', 'SELECT, UPDATE, DELETE')"),
+    ("EXECUTE on postbox.worker_heartbeat(text, uuid, interval)", "has_function_privilege('postbox.worker_heartbeat(text, uuid, interval)', 'EXECUTE')"),
+    ("EXECUTE on postbox.worker_stopped(text, uuid)", "has_function_privilege('postbox.worker_stopped(text, uuid)', 'EXECUTE')"),
+    ("SELECT, UPDATE, DELETE on postbox.outbox", "has_table_privilege('postbox.outbox', 'SELECT') AND has_table_privilege('postbox.outbox', 'UPDATE') AND has_table_privilege('postbox.outbox', 'DELETE')"),
     ("SELECT on postbox.events", "has_table_privilege('postbox.events', 'SELECT')"),
     ("SELECT on postbox.emitted", "has_table_privilege('postbox.emitted', 'SELECT')"),
     ("SELECT on postbox.endpoints", "has_table_privilege('postbox.endpoints', 'SELECT')"),
     ("SELECT on postbox.endpoint_secrets", "has_table_privilege('postbox.endpoint_secrets', 'SELECT')"),
     ("INSERT on postbox.attempt_log", "has_table_privilege('postbox.attempt_log', 'INSERT')"),
     ("UPDATE of postbox.endpoints' health columns", "has_column_privilege('postbox.endpoints', 'consecutive_failures', 'UPDATE') AND has_column_privilege('postbox.endpoints', 'disabled_at', 'UPDATE')"),
-    ("SELECT, INSERT, UPDATE on postbox.wakeup", "has_table_privilege('postbox.wakeup', 'SELECT, INSERT, UPDATE')"),
+    ("SELECT, INSERT, UPDATE on postbox.wakeup", "has_table_privilege('postbox.wakeup', 'SELECT') AND has_table_privilege('postbox.wakeup', 'INSERT') AND has_table_privilege('postbox.wakeup', 'UPDATE')"),
+    ("SELECT, INSERT, UPDATE, DELETE on postbox.workers", "has_table_privilege('postbox.workers', 'SELECT') AND has_table_privilege('postbox.workers', 'INSERT') AND has_table_privilege('postbox.workers', 'UPDATE') AND has_table_privilege('postbox.workers', 'DELETE')"),
 ];
 
 /// Runs every check it can; later ones are skipped when an earlier one they

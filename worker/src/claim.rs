@@ -378,10 +378,11 @@ pub const CLAIM: &str = concat!(
     UPDATE postbox.outbox o
        SET lease_until = now() + make_interval(secs => $9::float8), leased_by = $1
      WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.created_at
+    RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.created_at,
+              o.lease_until
 )
 SELECT c.id, c.tenant, c.endpoint_id, c.event_id, c.attempts, c.is_test, c.created_at,
-       p.event_type, p.created_at, p.data
+       p.event_type, p.created_at, p.data, c.lease_until
   FROM claimed c JOIN picked p ON p.id = c.id"
 );
 
@@ -400,6 +401,16 @@ fn int4(n: u32) -> i32 {
     n.min(i32::MAX as u32) as i32
 }
 
+/// What one claim took.
+pub struct Batch {
+    pub jobs: Vec<Claimed>,
+    /// The lease the claim set (the database's time), if it took anything.
+    /// Every claim's lease is later than the one before, so rows this worker
+    /// leased later than the last batch it received are from a claim whose
+    /// answer it never read ([`release_lost`]).
+    pub lease_until: Option<SystemTime>,
+}
+
 /// Claims up to `limit` due deliveries within `rooms` and `max_bytes` of
 /// payload (the first row is always taken), leased for `lease`.
 pub async fn claim(
@@ -409,7 +420,7 @@ pub async fn claim(
     rooms: &Rooms,
     max_bytes: u64,
     lease: Duration,
-) -> Result<Vec<Claimed>, ClaimError> {
+) -> Result<Batch, ClaimError> {
     let (ep_ids, ep_rooms): (Vec<Uuid>, Vec<i32>) =
         rooms.endpoints.iter().map(|(k, v)| (*k, int4(*v))).unzip();
     let (tenants, tenant_rooms): (Vec<&str>, Vec<i32>) =
@@ -436,7 +447,8 @@ pub async fn claim(
     ids.sort();
     ids.dedup();
     let endpoints = endpoints(db, &ids).await?;
-    Ok(rows
+    let lease_until = rows.first().map(|r| r.get(10));
+    let jobs = rows
         .into_iter()
         .filter_map(|r| {
             // An endpoint deleted meanwhile: its deliveries were cancelled.
@@ -455,7 +467,8 @@ pub async fn claim(
                 endpoint,
             })
         })
-        .collect())
+        .collect();
+    Ok(Batch { jobs, lease_until })
 }
 
 async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoint>>, ClaimError> {
@@ -519,6 +532,26 @@ pub async fn release(db: &Client, ids: &[i64], worker_id: &str) -> Result<u64, C
             "UPDATE postbox.outbox SET lease_until = NULL, leased_by = NULL
               WHERE id = ANY($1) AND leased_by = $2 AND status = 'pending'",
             &[&ids, &worker_id],
+        )
+        .await?)
+}
+
+/// Gives back what this worker leased after `after` (its last batch's
+/// lease; `None`: it has received none): rows of a claim whose answer was
+/// lost with its connection, or whose endpoints could not be read. Run
+/// after a failed claim cycle only: it reads the outbox by `leased_by`,
+/// which has no index (claims stay HOT updates).
+pub async fn release_lost(
+    db: &Client,
+    worker_id: &str,
+    after: Option<SystemTime>,
+) -> Result<u64, ClaimError> {
+    Ok(db
+        .execute(
+            "UPDATE postbox.outbox SET lease_until = NULL, leased_by = NULL
+              WHERE leased_by = $1 AND status = 'pending'
+                AND lease_until > coalesce($2, '-infinity'::timestamptz)",
+            &[&worker_id, &after],
         )
         .await?)
 }

@@ -67,6 +67,12 @@ pub struct Dispatcher {
     schedule: Schedule<Claimed>,
     wakeup: Wakeup,
     expansion: Expansion,
+    /// The lease of the last claim batch received whole (see
+    /// [`claim::Batch::lease_until`]).
+    last_lease: Option<SystemTime>,
+    /// A claim cycle failed: rows may be leased to this worker that it
+    /// does not hold. The next cycle gives them back first.
+    maybe_lost: bool,
 }
 
 impl Dispatcher {
@@ -94,6 +100,8 @@ impl Dispatcher {
                 retry_at: now,
                 backoff: EXPAND_BACKOFF,
             },
+            last_lease: None,
+            maybe_lost: false,
         }
     }
 
@@ -112,6 +120,7 @@ impl Dispatcher {
                     s
                 }
                 Err(e) => {
+                    self.maybe_lost = true;
                     self.metrics.database_errors.inc();
                     let wait = backoff.next_wait();
                     tracing::warn!(error = %e, "claim cycle failed; retrying in {wait:?}");
@@ -192,11 +201,22 @@ impl Dispatcher {
             return Ok(Step::Full);
         };
         let db = self.pool.get().await?;
+        if self.maybe_lost {
+            let n = claim::release_lost(&db, &self.cfg.worker_id, self.last_lease).await?;
+            if n > 0 {
+                tracing::warn!(
+                    released = n,
+                    "gave back claims this worker never received whole"
+                );
+                crate::liveness::count(&self.metrics, "lost", n as i64);
+            }
+            self.maybe_lost = false;
+        }
         self.expand(&db).await;
         let now = Instant::now();
         self.schedule.prune(now);
         let rooms = self.schedule.rooms(now);
-        let jobs = claim::claim(
+        let claim::Batch { jobs, lease_until } = claim::claim(
             &db,
             &self.cfg.worker_id,
             limit,
@@ -205,6 +225,9 @@ impl Dispatcher {
             self.cfg.lease,
         )
         .await?;
+        if lease_until.is_some() {
+            self.last_lease = lease_until;
+        }
         let bytes: usize = jobs.iter().map(|j| j.data.len()).sum();
         self.schedule.claimed(
             Instant::now(),

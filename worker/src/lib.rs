@@ -23,6 +23,7 @@
 //! - [`metrics`]: Prometheus metrics and `/healthz`.
 //! - [`check`]: `postbox-worker check`, readiness findings.
 //! - [`purge`]: retention, `postbox.purge` on a schedule.
+//! - [`liveness`]: the heartbeat, and the release of dead workers' claims.
 //! - [`shutdown`]: signals and the stop flag.
 //! - [`backoff`], [`error`]: doubling waits after failures; error text.
 //! - this file: [`run`], which wires them together.
@@ -36,6 +37,7 @@ pub mod db;
 pub mod deliver;
 pub mod dispatch;
 pub mod error;
+pub mod liveness;
 pub mod metrics;
 pub mod purge;
 pub mod resolve;
@@ -114,6 +116,11 @@ pub async fn run(
         max_request_time: config.max_request_time(),
     })?);
     let metrics = Arc::new(Metrics::new());
+    // Registered before the first claim, so that a death is noticed.
+    let me = liveness::Me::new(&config.worker_id);
+    liveness::register(&pool, &me, &metrics)
+        .await
+        .map_err(RunError::Db)?;
     let stop = shutdown::watch_for(shutdown);
     if let Some(addr) = config.metrics_addr {
         let bound = metrics::serve(addr, metrics.clone(), pool.clone(), stop.clone())
@@ -142,6 +149,15 @@ pub async fn run(
         metrics.clone(),
         stop.clone(),
     ));
+    // Beats until the drain is over: a worker finishing its requests is alive.
+    let (beat_stop, beat_stop_rx) = tokio::sync::watch::channel(false);
+    let heart = tokio::spawn(liveness::run(
+        pool.clone(),
+        me.clone(),
+        metrics.clone(),
+        wakeup.waker(),
+        beat_stop_rx,
+    ));
     tracing::info!(worker_id = %config.worker_id, max_in_flight = config.max_in_flight,
         tenant_max_in_flight = config.tenant_cap(), "postbox-worker started");
 
@@ -151,6 +167,9 @@ pub async fn run(
     drop(d); // closes the acknowledgement channel: the acker flushes and ends
     let _ = acker.await;
     let _ = purger.await;
+    let _ = beat_stop.send(true);
+    let _ = heart.await;
+    liveness::stopped(&pool, &me).await;
     listener.abort();
     if let Ok(db) = pool.get().await {
         let _ = wakeup::set_waiting(&db, false).await;

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub purged: Family<Labels, Counter>,
     pub purge_seconds: Counter<f64, AtomicU64>,
     pub purge_errors: Counter,
+    pub released_claims: Family<Labels, Counter>,
+    pub heartbeat_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -112,7 +114,24 @@ impl Metrics {
             "Failed purge calls (retried with backoff)",
             purge_errors.clone(),
         );
+        let released_claims = Family::<Labels, Counter>::default();
+        registry.register(
+            "released_claims",
+            "Claims given back for others to take at once, by reason: dead_worker (a worker stopped heartbeating), restart (this worker's previous process), lost (a claim whose answer this worker never read)",
+            released_claims.clone(),
+        );
+        let heartbeat_errors = Counter::default();
+        registry.register(
+            "heartbeat_errors",
+            format!(
+                "Failed heartbeats: a worker not seen for {:?} is taken for dead by the others",
+                crate::liveness::STALE_AFTER
+            ),
+            heartbeat_errors.clone(),
+        );
         Metrics {
+            released_claims,
+            heartbeat_errors,
             expand_errors,
             database_errors,
             purged,

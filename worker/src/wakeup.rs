@@ -160,6 +160,12 @@ impl Wakeup {
         tokio::spawn(listen(pg, tls, self.notify.clone(), stop))
     }
 
+    /// What wakes the loop as a NOTIFY does, for other tasks that found work
+    /// (the heartbeat, when it released claims).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+
     /// Resolves on the next NOTIFY; then call [`Wakeup::on_notify`].
     pub fn notification(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()

@@ -381,37 +381,6 @@ async fn private_targets_are_refused_by_resolved_address() {
     worker.stop().await.unwrap();
 }
 
-/// A CA made for the test, which the worker is told to trust.
-fn test_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap()
-}
-
-fn tls_receiver_config(
-    names: &[&str],
-    ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
-) -> tokio_rustls::TlsAcceptor {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert =
-        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap()
-            .signed_by(&key, ca)
-            .unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
 #[tokio::test]
 async fn https_with_a_test_ca_and_hostname_verification() {
     let (pg, db) = cluster().await;
@@ -1318,12 +1287,12 @@ async fn a_claim_holds_at_most_claim_max_bytes() {
         )
     };
     // A bound below one payload: one row, never none.
-    let one_row = claim(100_000).await.unwrap();
+    let one_row = claim(100_000).await.unwrap().jobs;
     assert_eq!(one_row.len(), 1);
     let mut ids: Vec<i64> = one_row.iter().map(|j| j.id).collect();
     let mut claims = 1;
     while ids.len() < 10 {
-        let got = claim(450_000).await.unwrap();
+        let got = claim(450_000).await.unwrap().jobs;
         assert!(!got.is_empty(), "claims stopped at {} of 10", ids.len());
         let bytes: usize = got.iter().map(|j| j.data.len()).sum();
         assert!(

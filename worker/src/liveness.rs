@@ -1,0 +1,128 @@
+//! Liveness: each worker's heartbeat in `postbox.workers`, and the release
+//! of dead workers' claims.
+//!
+//! A worker killed with SIGKILL cannot give back what it claimed; its leases
+//! would hold those deliveries for minutes. Instead every worker calls
+//! `postbox.worker_heartbeat` every [`HEARTBEAT_EVERY`]; the call also
+//! releases the claims of any worker not seen for [`STALE_AFTER`] (and of
+//! this worker's own previous process, when it restarts under the same id),
+//! so the first retry of a stranded delivery comes within seconds. The rule
+//! itself is in SQL (sql/api.sql), so all workers apply it alike.
+
+use crate::error::{pg_message, pool_message};
+use crate::metrics::Metrics;
+use deadpool_postgres::Pool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+/// Between heartbeats.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// A worker not seen for this long is dead: five missed heartbeats, so a
+/// worker whose pool is busy for a moment is not taken for dead, and a
+/// killed worker's claims are retried well within 10 s (the crash loop test).
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
+
+const HEARTBEAT: &str =
+    "SELECT postbox.worker_heartbeat($1, $2, make_interval(secs => $3::float8))";
+const STOPPED: &str = "SELECT postbox.worker_stopped($1, $2)";
+
+/// This process in the registry: its worker id and a random instance id.
+#[derive(Clone, Debug)]
+pub struct Me {
+    pub worker_id: String,
+    pub instance: Uuid,
+}
+
+impl Me {
+    pub fn new(worker_id: &str) -> Me {
+        Me {
+            worker_id: worker_id.to_string(),
+            instance: Uuid::new_v4(),
+        }
+    }
+}
+
+/// One heartbeat; returns how many claims it released.
+pub async fn beat(pool: &Pool, me: &Me) -> Result<i64, String> {
+    let db = pool.get().await.map_err(|e| pool_message(&e))?;
+    let stmt = db
+        .prepare_cached(HEARTBEAT)
+        .await
+        .map_err(|e| pg_message(&e))?;
+    let row = db
+        .query_one(
+            &stmt,
+            &[&me.worker_id, &me.instance, &STALE_AFTER.as_secs_f64()],
+        )
+        .await
+        .map_err(|e| pg_message(&e))?;
+    Ok(row.get(0))
+}
+
+/// Registers this process (its first heartbeat, before it claims anything):
+/// what a previous process under the same worker id had claimed is released.
+pub async fn register(pool: &Pool, me: &Me, metrics: &Metrics) -> Result<(), String> {
+    let n = beat(pool, me).await?;
+    if n > 0 {
+        tracing::warn!(
+            released = n,
+            "released what this worker's previous process had claimed"
+        );
+        count(metrics, "restart", n);
+    }
+    Ok(())
+}
+
+/// Beats every [`HEARTBEAT_EVERY`] until `stop`; wakes the dispatcher when
+/// it released claims, so they are taken at once.
+pub async fn run(
+    pool: Pool,
+    me: Me,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match beat(&pool, &me).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    released = n,
+                    "released the claims of workers not seen for {STALE_AFTER:?}"
+                );
+                count(&metrics, "dead_worker", n);
+                wake.notify_one();
+            }
+            Err(e) => {
+                metrics.heartbeat_errors.inc();
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+        }
+    }
+}
+
+/// A clean stop: this process leaves the registry (its claims were given
+/// back already).
+pub async fn stopped(pool: &Pool, me: &Me) {
+    if let Ok(db) = pool.get().await {
+        if let Err(e) = db.execute(STOPPED, &[&me.worker_id, &me.instance]).await {
+            tracing::debug!(error = %pg_message(&e), "could not leave the workers registry");
+        }
+    }
+}
+
+pub fn count(metrics: &Metrics, reason: &str, n: i64) {
+    metrics
+        .released_claims
+        .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+        .inc_by(n.max(0) as u64);
+}
