@@ -21,6 +21,11 @@
 --   * a NULL where a value is needed is refused with 22023 naming the
 --     argument (validate_url and validate_headers are no longer STRICT;
 --     expand_events, attach and create_event_type check their arguments).
+--   * hostile input is refused with 22023 and a short message: JSON nested
+--     32 levels deep or that jsonb cannot hold, as headers or options
+--     (an internal error before); long values are shown only in part; emit
+--     refuses an empty tenant, as the other tenant-scoped forms do; attach
+--     refuses a column listed twice.
 -- Workers before 0.4.0 do not run against it (they check the version).
 -- Shipped scripts are frozen: never edit this file after release.
 
@@ -96,11 +101,18 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', '_uuid7_floor_wrapper';
 DROP FUNCTION postbox._validate_secret(text);
 -- Not STRICT any more: a NULL is an error naming the argument, not a NULL answer.
-CREATE OR REPLACE FUNCTION postbox."validate_headers"("headers" jsonb, "signature_header" TEXT DEFAULT NULL)
+-- validate_headers becomes SQL (below): a depth check, then the rules in
+-- Rust under an internal name (the same symbol).
+CREATE FUNCTION postbox."_validate_headers"("headers" jsonb, "signature_header" TEXT DEFAULT NULL)
 RETURNS jsonb
 IMMUTABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'validate_headers_wrapper';
+CREATE FUNCTION postbox."_shown"("value" TEXT)
+RETURNS TEXT
+STRICT IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'shown_wrapper';
 CREATE OR REPLACE FUNCTION postbox."validate_url"("url" TEXT)
 RETURNS TEXT
 STABLE PARALLEL SAFE
@@ -226,25 +238,60 @@ $fn$;
 
 -- Custom headers, read as json so that a name given twice is refused instead
 -- of silently merged (jsonb keeps the last); then the header rules.
+-- json holds what jsonb cannot (\u0000, numbers beyond numeric, lone
+-- surrogates): that is bad headers (22023), not the cast's own error.
 CREATE FUNCTION postbox._headers(p_headers json, p_signature_header text)
 RETURNS jsonb
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
-    v_twice text;
+    v_twice   text;
+    v_headers jsonb;
 BEGIN
+    BEGIN
+        v_headers := p_headers::jsonb;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: headers must be JSON that jsonb can hold (%s)', SQLERRM);
+    END;
     IF json_typeof(p_headers) = 'object' THEN
         -- Header names are case-insensitive, so X-A and x-a are the same header.
         SELECT min(k) INTO v_twice FROM json_object_keys(p_headers) k
          GROUP BY lower(k) HAVING count(*) > 1 LIMIT 1;
         IF v_twice IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = '22023',
-                MESSAGE = format('postbox: a header may be given only once: %s', v_twice);
+                MESSAGE = format('postbox: a header may be given only once: %s', postbox._shown(v_twice));
         END IF;
     END IF;
-    RETURN postbox.validate_headers(p_headers::jsonb, p_signature_header);
+    RETURN postbox.validate_headers(v_headers, p_signature_header);
 END
 $fn$;
+
+-- Returns p_value unless it nests 32 levels deep. The JSON decoder of the
+-- Rust checks (validate_headers, _validate_options) gives up at 128 levels
+-- with an internal error (XX000), not a rule's 22023; headers and options
+-- nest 2 levels at most. Looking for level 32 only (not "32 to last")
+-- descends no deeper, so a value 10,000 levels deep cannot exhaust the stack.
+CREATE FUNCTION postbox._check_depth(p_what text, p_value jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+AS $fn$
+BEGIN
+    IF jsonb_path_exists(p_value, 'strict $.**{32}') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: %s must nest fewer than 32 levels deep', p_what);
+    END IF;
+    RETURN p_value;
+END
+$fn$;
+
+-- The public check of custom headers: the depth first (see _check_depth),
+-- then the rules (Rust, _validate_headers). A SQL-standard body.
+CREATE OR REPLACE FUNCTION postbox.validate_headers(headers jsonb, signature_header text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN postbox._validate_headers(postbox._check_depth('headers', validate_headers.headers),
+                                 validate_headers.signature_header);
 
 CREATE FUNCTION postbox._check_envelope(p_envelope text)
 RETURNS text
@@ -254,7 +301,7 @@ BEGIN
     IF p_envelope IS NULL OR p_envelope NOT IN ('postbox', 'standard', 'flat') THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('postbox: envelope must be ''postbox'', ''standard'' or ''flat'': %s',
-                             coalesce(p_envelope, 'NULL'));
+                             coalesce(postbox._shown(p_envelope), 'NULL'));
     END IF;
     RETURN p_envelope;
 END
@@ -283,7 +330,7 @@ BEGIN
     v_sig := postbox._validate_signature(v_style, p_signature_header);
     v_headers := postbox._headers(coalesce(p_headers, '{}'), v_sig);
     v_filters := postbox._validate_filters(coalesce(p_event_types, '{*}'), postbox._catalog_names());
-    PERFORM postbox._validate_options(coalesce(p_options, '{}'));
+    PERFORM postbox._validate_options(postbox._check_depth('options', coalesce(p_options, '{}')));
     PERFORM postbox._check_envelope(coalesce(p_envelope, 'postbox'));
     IF p_own_secret IS NULL THEN
         v_secret := postbox._generate_secret();
@@ -353,7 +400,7 @@ BEGIN
     IF v_unknown IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: config has a key create_endpoint does not take (it takes %s): %s',
-            array_to_string(postbox._config_keys(), ', '), v_unknown);
+            array_to_string(postbox._config_keys(), ', '), postbox._shown(v_unknown));
     END IF;
     IF jsonb_typeof(config -> 'event_types') IS DISTINCT FROM 'array'
        OR EXISTS (SELECT FROM jsonb_array_elements(config -> 'event_types') f WHERE jsonb_typeof(f) <> 'string') THEN
@@ -515,7 +562,7 @@ BEGIN
         e.description := update_endpoint.description;
     END IF;
     IF update_endpoint.options IS NOT NULL THEN
-        e.options := postbox._validate_options(update_endpoint.options);
+        e.options := postbox._validate_options(postbox._check_depth('options', update_endpoint.options));
     END IF;
     IF update_endpoint.envelope IS NOT NULL THEN
         e.envelope := postbox._check_envelope(update_endpoint.envelope);
@@ -667,6 +714,9 @@ BEGIN
     IF tenant IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must not be NULL: NULL';
     END IF;
+    IF tenant = '' THEN  -- as every tenant-scoped form (_require_tenant): no endpoint could have it
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: ''''';
+    END IF;
     IF octet_length(tenant) > postbox._max_key_bytes() THEN
         PERFORM postbox._too_long('tenant', tenant);
     END IF;
@@ -768,6 +818,29 @@ BEGIN
 END
 $fn$;
 
+CREATE OR REPLACE FUNCTION postbox._register_resource(p_resource text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_suffix text;
+BEGIN
+    IF p_resource IS NULL OR p_resource ~ '[.](created|updated|deleted)$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: resource must be a name such as recording: %s',
+                             coalesce(postbox._shown(p_resource), 'NULL'));
+    END IF;
+    PERFORM postbox._event_match_keys(p_resource || '.created');  -- raises on a bad resource name
+    FOREACH v_suffix IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
+        INSERT INTO postbox.event_types (name, description, match_keys)
+        VALUES (p_resource || '.' || v_suffix,
+                format('A %s row was %s (emitted by postbox.attach).', p_resource, v_suffix),
+                postbox._event_match_keys(p_resource || '.' || v_suffix))
+        ON CONFLICT (name) DO NOTHING;
+    END LOOP;
+END
+$fn$;
+
 -- SECURITY INVOKER on purpose: creating the triggers needs the caller's own
 -- TRIGGER privilege on the table, so attach cannot reach tables the caller
 -- could not touch anyway.
@@ -792,9 +865,16 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = '22023',
                 MESSAGE = format('postbox: %s must name a column of %s: %s',
                                  CASE WHEN v_col IS NOT DISTINCT FROM tenant_column THEN 'tenant_column' ELSE 'columns' END,
-                                 tbl, coalesce(v_col, 'NULL'));
+                                 tbl, coalesce(postbox._shown(v_col), 'NULL'));
         END IF;
     END LOOP;
+    -- A column listed twice would be passed to the triggers twice, for every
+    -- row written (ten thousand times, if so listed).
+    SELECT c INTO v_col FROM unnest(columns) c GROUP BY c HAVING count(*) > 1 ORDER BY c LIMIT 1;
+    IF v_col IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: columns must name each column once: %s', v_col);
+    END IF;
 
     SELECT string_agg(quote_literal(a), ', ') INTO v_args
       FROM unnest(ARRAY[resource, tenant_column] || coalesce(columns, '{}')) AS a;
@@ -1462,6 +1542,9 @@ COMMENT ON FUNCTION postbox._require_tenant(text) IS 'Internal: raises unless th
 COMMENT ON FUNCTION postbox._max_key_bytes() IS 'Internal: the longest tenant and idempotency key, in bytes (inlined).';
 COMMENT ON FUNCTION postbox._too_long(text, text) IS 'Internal: raises the too-long error for a tenant or key.';
 COMMENT ON FUNCTION postbox._headers(json, text) IS 'Internal: custom headers read as json, refusing a name given twice, then the header rules.';
+COMMENT ON FUNCTION postbox._shown(text) IS 'Internal: a value as error messages show it, cut to its start and size if long.';
+COMMENT ON FUNCTION postbox._validate_headers(jsonb, text) IS 'Internal: the header rules, for validate_headers once the depth is checked.';
+COMMENT ON FUNCTION postbox._check_depth(text, jsonb) IS 'Internal: refuses JSON nested too deep for the Rust checks to decode.';
 COMMENT ON FUNCTION postbox._check_envelope(text) IS 'Internal: raises unless the envelope is postbox, standard or flat.';
 COMMENT ON FUNCTION postbox._create_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text) IS 'Internal: the one create path behind create_endpoint (both forms) and register_endpoint.';
 COMMENT ON FUNCTION postbox._config_keys() IS 'Internal: the keys of an endpoint configuration (endpoint_config, create_endpoint).';
@@ -1504,7 +1587,8 @@ GRANT EXECUTE ON FUNCTION postbox.emit(text, text, jsonb, text),
                           postbox.emit_row_change(),
                           postbox.emit_statement(),
                           postbox.attach(regclass, text, text, text[]),
-                          postbox._register_resource(text)
+                          postbox._register_resource(text),
+                          postbox._shown(text)  -- attach's messages, as the caller
    TO postbox_emitter;
 GRANT SELECT ON postbox.event_types TO postbox_emitter;
 
@@ -1524,7 +1608,9 @@ GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb),
                           postbox.set_retention(interval, interval, interval, interval, interval),
                           postbox.purge(integer),
                           postbox.validate_url(text),
-                          postbox.validate_headers(jsonb, text)
+                          postbox.validate_headers(jsonb, text),
+                          -- what validate_headers inlines, run as the caller
+                          postbox._check_depth(text, jsonb), postbox._validate_headers(jsonb, text)
    TO postbox_admin;
 GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.retention, postbox.workers, postbox.endpoint_status,
                 postbox.endpoint_settings, postbox.endpoint_stats,

@@ -84,14 +84,25 @@ fn validate_url(url: Option<&str>) -> String {
     ok_or_raise(rules::url::validate(url, ALLOW_INSECURE_URLS.get())).into()
 }
 
-/// Returns the headers if every one is allowed, or raises naming the broken rule.
-#[pg_extern(immutable, parallel_safe)]
+/// Returns the headers if every one is allowed, or raises naming the broken
+/// rule. SQL's `validate_headers` (sql/api.sql) calls it after checking the
+/// nesting depth: pgrx decodes a jsonb argument with serde_json, which gives
+/// up past 128 levels with an internal error. The symbol keeps its name for
+/// older install scripts.
+#[pg_extern(immutable, parallel_safe, name = "_validate_headers")]
 fn validate_headers(
     headers: Option<JsonB>,
     signature_header: default!(Option<&str>, "NULL"),
 ) -> JsonB {
     let headers = required(headers, "headers");
     JsonB(ok_or_raise(rules::headers::validate(&headers.0, signature_header)).into())
+}
+
+/// A value as error messages show it (`postbox_rules::error::shown`), for
+/// the messages SQL raises.
+#[pg_extern(immutable, parallel_safe, strict, name = "_shown")]
+fn shown(value: &str) -> String {
+    rules::error::shown(value).into_owned()
 }
 
 /// Checks a signature style and returns the header its signature goes in

@@ -559,11 +559,132 @@
         rejects(&format!("SELECT postbox.worker_heartbeat('{}', gen_random_uuid(), interval '5 seconds')", "w".repeat(257)), "worker_id must be 1 to 256 bytes");
     }
 
-    /// Every public function, generated from the catalog, with NULL in each
-    /// argument in turn (the others valid): either NULL is one of the
-    /// documented "leave it / default" values and the call succeeds, or it
-    /// fails with 22004 or 22023 and a message that names the argument.
-    /// Never another error (and an error undoes the call's writes).
+    /// What the sweeps below call every public function with: an event
+    /// catalog, a table to attach, and tenant t's endpoint (its URL is the
+    /// sample URL) with a failed delivery; and the functions themselves,
+    /// from the catalog.
+    struct Sweep {
+        ep: String,
+        delivery: i64,
+        functions: Vec<PublicFunction>,
+    }
+
+    /// A public function: its name, a role granted EXECUTE on it (the sweeps
+    /// call it as that role) and its (argument, type) pairs.
+    struct PublicFunction {
+        name: String,
+        role: String,
+        args: Vec<(String, String)>,
+    }
+
+    impl Sweep {
+        fn new() -> Self {
+            orders_catalog();
+            run("CREATE SCHEMA IF NOT EXISTS app");
+            run("CREATE TABLE app.things (id int, tenant text)");
+            run("GRANT USAGE ON SCHEMA app TO postbox_emitter");
+            run("GRANT INSERT, SELECT, TRIGGER ON app.things TO postbox_emitter");
+            let _ = error_of("SELECT 1/0"); // creates its helper as the superuser, before any SET ROLE
+            let ep = ep_at("t", "sweep");
+            run("SELECT postbox.emit('t', 'order.paid', '{}')");
+            run("SELECT postbox.expand_events()");
+            let delivery = one::<i64>("SELECT id FROM postbox.outbox");
+            run(&format!("UPDATE postbox.outbox SET status = 'failed' WHERE id = {delivery}"));
+            // Every function a role may call: EXECUTE granted to one of the
+            // three roles, not internal (_), not a trigger.
+            let functions: Vec<PublicFunction> = Spi::connect(|c| {
+                c.select(
+                    "SELECT * FROM (
+                     SELECT p.proname::text,
+                            CASE WHEN has_function_privilege('postbox_admin', p.oid, 'EXECUTE') THEN 'postbox_admin'
+                                 WHEN has_function_privilege('postbox_emitter', p.oid, 'EXECUTE') THEN 'postbox_emitter'
+                                 WHEN has_function_privilege('postbox_worker', p.oid, 'EXECUTE') THEN 'postbox_worker'
+                            END AS role,
+                            array_to_string(p.proargnames[1:p.pronargs], ',') AS args,
+                            (SELECT string_agg(format_type(t, NULL), ',' ORDER BY o)
+                               FROM unnest(p.proargtypes) WITH ORDINALITY a(t, o))
+                       FROM pg_proc p
+                      WHERE p.pronamespace = 'postbox'::regnamespace AND p.proname !~ '^_'
+                        AND p.prorettype <> 'trigger'::regtype AND p.pronargs > 0) f
+                      WHERE role IS NOT NULL
+                      ORDER BY 1, args",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|r| {
+                    let name = r.get::<String>(1).unwrap().unwrap();
+                    let role = r.get::<String>(2).unwrap().unwrap();
+                    let args: Vec<String> = r.get::<String>(3).unwrap().unwrap().split(',').map(str::to_string).collect();
+                    let types: Vec<String> = r.get::<String>(4).unwrap().unwrap().split(',').map(str::to_string).collect();
+                    PublicFunction { name, role, args: args.into_iter().zip(types).collect() }
+                })
+                .collect()
+            });
+            assert!(functions.len() >= 20, "{} functions", functions.len());
+            Sweep { ep, delivery, functions }
+        }
+
+        /// A valid value for an argument, by name, else by type.
+        fn sample(&self, arg: &str, ty: &str) -> String {
+            match (arg, ty) {
+                ("tenant", _) => "'t'".into(),
+                ("url", _) => "'https://hooks.example.com/sweep'".into(),
+                ("id", "uuid") | ("endpoint_id", _) => format!("'{}'", self.ep),
+                ("id", "bigint") => self.delivery.to_string(),
+                ("event_type", _) | ("name", _) => "'order.paid'".into(),
+                ("resource", _) => "'thing'".into(),
+                ("tenant_column", _) => "'tenant'".into(),
+                ("columns", _) => "'{tenant}'".into(),
+                ("tbl", _) => "'app.things'".into(),
+                ("config", _) => "postbox.endpoint_config('t', (SELECT id FROM postbox.endpoints LIMIT 1))".into(),
+                ("since", _) => "'-infinity'".into(),
+                ("until", _) => "'infinity'".into(),
+                ("signature_style", _) => "'standard'".into(),
+                ("envelope", _) => "'postbox'".into(),
+                ("grace", _) => "'1 hour'".into(),
+                ("worker_id", _) => "'sweeper'".into(),
+                ("instance", _) => "gen_random_uuid()".into(),
+                ("stale_after", _) => "'5 seconds'".into(),
+                (_, "interval") => "'30 days'".into(),
+                (_, "integer") | (_, "bigint") => "10".into(),
+                (_, "boolean") => "true".into(),
+                (_, "text[]") => "'{*}'".into(),
+                (_, "jsonb") | (_, "json") => "'{}'".into(),
+                (_, "timestamp with time zone") => "now()".into(),
+                ("signature_header", _) | ("own_secret", _) | ("description", _) | ("idempotency_key", _) => "NULL".into(),
+                (a, t) => panic!("no sample for {a} {t}: add one"),
+            }
+        }
+
+        /// Calls `f` as `role` with the SQL expression `value` as its `i`th
+        /// argument and samples for the others; returns the call and the
+        /// SQLSTATE and message it ended with. Dividing by zero after the
+        /// call makes a successful call fail too (22012): each call runs in a
+        /// subtransaction that is rolled back, so no call sees another's
+        /// writes.
+        fn call(&self, f: &str, role: &str, args: &[(String, String)], i: usize, value: &str) -> (String, String, String) {
+            let call = args
+                .iter()
+                .enumerate()
+                .map(|(j, (a, t))| format!("{a} => {}", if i == j { value.to_string() } else { self.sample(a, t) }))
+                .collect::<Vec<_>>()
+                .join(", ");
+            run(&format!("SET LOCAL ROLE {role}"));
+            let (state, msg) = error_of(&format!(
+                "SELECT x.n / 0 FROM (SELECT count(*) AS n FROM postbox.{f}({call})) x"
+            ));
+            run("RESET ROLE");
+            (format!("SELECT postbox.{f}({call})"), state, msg)
+        }
+    }
+
+    /// Every public function, generated from the catalog and called as a role
+    /// granted it, with NULL in each argument in turn (the others valid):
+    /// either NULL is one of the documented "leave it / default" values and
+    /// the call succeeds, or it fails with 22004 or 22023 and a message that
+    /// names the argument. Never another error (and an error undoes the
+    /// call's writes).
     #[pg_test]
     fn every_public_function_refuses_null_clearly() {
         // Arguments whose NULL means "unchanged" or "the default".
@@ -595,88 +716,12 @@
             }
             n
         };
-        orders_catalog();
-        run("CREATE SCHEMA IF NOT EXISTS app");
-        run("CREATE TABLE app.things (id int, tenant text)");
-        let ep = ep_at("t", "sweep");
-        run("SELECT postbox.emit('t', 'order.paid', '{}')");
-        run("SELECT postbox.expand_events()");
-        let delivery = one::<i64>("SELECT id FROM postbox.outbox");
-        run(&format!("UPDATE postbox.outbox SET status = 'failed' WHERE id = {delivery}"));
-        // A valid value for an argument, by name, else by type.
-        let sample = |arg: &str, ty: &str| -> String {
-            match (arg, ty) {
-                ("tenant", _) => "'t'".into(),
-                ("url", _) => "'https://hooks.example.com/sweep'".into(),
-                ("id", "uuid") | ("endpoint_id", _) => format!("'{ep}'"),
-                ("id", "bigint") => delivery.to_string(),
-                ("event_type", _) | ("name", _) => "'order.paid'".into(),
-                ("resource", _) => "'thing'".into(),
-                ("tenant_column", _) => "'tenant'".into(),
-                ("columns", _) => "'{tenant}'".into(),
-                ("tbl", _) => "'app.things'".into(),
-                ("config", _) => "postbox.endpoint_config('t', (SELECT id FROM postbox.endpoints LIMIT 1))".into(),
-                ("since", _) => "'-infinity'".into(),
-                ("until", _) => "'infinity'".into(),
-                ("signature_style", _) => "'standard'".into(),
-                ("envelope", _) => "'postbox'".into(),
-                ("grace", _) => "'1 hour'".into(),
-                ("worker_id", _) => "'sweeper'".into(),
-                ("instance", _) => "gen_random_uuid()".into(),
-                ("stale_after", _) => "'5 seconds'".into(),
-                (_, "interval") => "'30 days'".into(),
-                (_, "integer") | (_, "bigint") => "10".into(),
-                (_, "boolean") => "true".into(),
-                (_, "text[]") => "'{*}'".into(),
-                (_, "jsonb") | (_, "json") => "'{}'".into(),
-                (_, "timestamp with time zone") => "now()".into(),
-                ("signature_header", _) | ("own_secret", _) | ("description", _) | ("idempotency_key", _) => "NULL".into(),
-                (a, t) => panic!("no sample for {a} {t}: add one"),
-            }
-        };
-        let functions: Vec<(String, Vec<(String, String)>)> = Spi::connect(|c| {
-            c.select(
-                "SELECT p.proname::text,
-                        array_to_string(p.proargnames[1:p.pronargs], ','),
-                        (SELECT string_agg(format_type(t, NULL), ',' ORDER BY o)
-                           FROM unnest(p.proargtypes) WITH ORDINALITY a(t, o))
-                   FROM pg_proc p
-                  WHERE p.pronamespace = 'postbox'::regnamespace AND p.proname !~ '^_'
-                    AND p.prorettype <> 'trigger'::regtype AND p.pronargs > 0
-                    AND (has_function_privilege('postbox_admin', p.oid, 'EXECUTE')
-                         OR has_function_privilege('postbox_emitter', p.oid, 'EXECUTE')
-                         OR has_function_privilege('postbox_worker', p.oid, 'EXECUTE'))
-                  ORDER BY 1, 2",
-                None,
-                &[],
-            )
-            .unwrap()
-            .map(|r| {
-                let name = r.get::<String>(1).unwrap().unwrap();
-                let args: Vec<String> = r.get::<String>(2).unwrap().unwrap().split(',').map(str::to_string).collect();
-                let types: Vec<String> = r.get::<String>(3).unwrap().unwrap().split(',').map(str::to_string).collect();
-                (name, args.into_iter().zip(types).collect())
-            })
-            .collect()
-        });
-        assert!(functions.len() >= 20, "{functions:?}");
+        let sweep = Sweep::new();
         let mut checked = 0;
-        for (f, args) in &functions {
+        for PublicFunction { name: f, role, args } in &sweep.functions {
             for (i, (arg, _)) in args.iter().enumerate() {
-                let call = args
-                    .iter()
-                    .enumerate()
-                    .map(|(j, (a, t))| format!("{a} => {}", if i == j { "NULL".to_string() } else { sample(a, t) }))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!("SELECT postbox.{f}({call})");
+                let (sql, state, msg) = sweep.call(f, role, args, i, "NULL");
                 let key = format!("{f}.{arg}");
-                // Dividing by zero after the call makes a successful call fail
-                // too (22012): each call runs in a subtransaction that is
-                // rolled back, so no call sees another's writes.
-                let (state, msg) = error_of(&format!(
-                    "SELECT x.n / 0 FROM (SELECT count(*) AS n FROM postbox.{f}({call})) x"
-                ));
                 if NULL_IS_FINE.contains(&key.as_str()) {
                     assert_eq!(state, "22012", "{sql}: NULL should be accepted here: {msg}");
                 } else {
@@ -691,6 +736,403 @@
             }
         }
         assert!(checked >= 60, "{checked} calls");
+    }
+
+    /// A hostile value for the hostile-input sweep: `label` names it (and its
+    /// kind, before the first dot), `sql` is the SQL expression, `shown`
+    /// (where set) a part of it an error must not show where the argument is
+    /// a secret or a header value.
+    struct Hostile {
+        label: String,
+        sql: String,
+        shown: Option<String>,
+    }
+
+    fn hostile(label: &str, sql: &str, shown: Option<&str>) -> Hostile {
+        Hostile { label: label.into(), sql: sql.into(), shown: shown.map(str::to_string) }
+    }
+
+    /// Hostile text: oversized (a 100 KiB value is shown by its first 32
+    /// characters, as a message echoing it would), empty, shaped like an
+    /// injection, and odd characters. NUL is not among them: PostgreSQL's
+    /// text cannot hold it (see the sweep).
+    fn hostile_texts() -> Vec<Hostile> {
+        let a32 = "a".repeat(32);
+        let e32 = "é".repeat(32);
+        vec![
+            hostile("text.long.1mib", "repeat('a', 1048576)", Some(&a32)),
+            hostile("text.long.100kib", "repeat('a', 102400)", Some(&a32)),
+            hostile("text.long.multibyte", "repeat('é', 100000)", Some(&e32)),
+            // For attach's resource: a name it refuses before the name rules.
+            hostile("text.long.suffixed", "repeat('a', 102400) || '.created'", Some(&a32)),
+            hostile("text.empty", "''", None),
+            hostile("text.inject.quote", "'''; DROP TABLE postbox.events; --'", Some("'; DROP TABLE postbox.events; --")),
+            hostile("text.inject.dollar", "'$$; DROP TABLE postbox.events; $$'", Some("$$; DROP TABLE postbox.events; $$")),
+            hostile("text.inject.format", "'%s%n%x'", Some("%s%n%x")),
+            hostile("text.inject.or", "''' OR ''1''=''1'", Some("' OR '1'='1")),
+            hostile("text.inject.backslash_x00", r"'\x00'", Some(r"\x00")),
+            hostile("text.inject.quoted", r#"'"quoted"'"#, Some(r#""quoted""#)),
+            hostile("text.inject.backslash", r"'\'", Some(r"\")),
+            hostile("text.odd.rtl_override", r"E'order\u202Epaid'", Some("order\u{202E}paid")),
+            hostile("text.odd.control", r"E'\x01\x1b[31m'", Some("\u{1}\u{1b}[31m")),
+        ]
+    }
+
+    /// The keys a JSON argument documents, with the JSON types each takes.
+    fn documented_keys(arg: &str) -> &'static [(&'static str, &'static [&'static str])] {
+        match arg {
+            // A header's name is free, its value a string.
+            "headers" => &[("X-Secret", &["string"])],
+            "options" => &[
+                ("timeout_ms", &["number"]),
+                ("connect_timeout_ms", &["number"]),
+                ("max_in_flight", &["number"]),
+                ("rate_limit_per_s", &["number"]),
+                ("retry_schedule", &["array"]),
+            ],
+            "config" => &[
+                ("url", &["string"]),
+                ("event_types", &["array"]),
+                ("headers", &["object"]),
+                ("description", &["string", "null"]),
+                ("signature_style", &["string"]),
+                ("signature_header", &["string", "null"]),
+                ("options", &["object"]),
+                ("enabled", &["boolean"]),
+                ("envelope", &["string"]),
+            ],
+            _ => &[],
+        }
+    }
+
+    /// The hostile values of an argument of type `ty` (its sample `sample`).
+    fn hostile_values(arg: &str, ty: &str, sample: &str) -> Vec<Hostile> {
+        let a32 = "a".repeat(32);
+        match ty {
+            "text" => hostile_texts(),
+            "json" | "jsonb" => {
+                let mut v = vec![
+                    hostile("json.array", "'[1]'", None),
+                    hostile("json.empty_array", "'[]'", None),
+                    hostile("json.string", r#"'"s"'"#, None),
+                    hostile("json.number", "'1'", None),
+                    hostile("json.true", "'true'", None),
+                    hostile("json.null", "'null'", None),
+                    hostile("json.deep_array", &format!("(repeat('[', 10000) || repeat(']', 10000))::{ty}"), None),
+                    hostile(
+                        "json.deep_object",
+                        &format!(r#"(repeat('{{"a": ', 10000) || '1' || repeat('}}', 10000))::{ty}"#),
+                        None,
+                    ),
+                    hostile("json.long_string", &format!(r#"('{{"a": "' || repeat('a', 1048576) || '"}}')::{ty}"#), Some(&a32)),
+                    hostile(
+                        "json.long_key",
+                        &format!(r#"('{{"' || repeat('a', 102400) || '": "v"}}')::{ty}"#),
+                        None,
+                    ),
+                    hostile("json.duplicate_key", r#"'{"a": 1, "a": 2}'"#, None),
+                ];
+                if ty == "json" {
+                    // json keeps the text as given; jsonb refuses both.
+                    v.push(hostile("json.nul_escape", r#"'{"a": "\u0000"}'"#, None));
+                    v.push(hostile("json.huge_number", r#"'{"a": 1e999999}'"#, None));
+                    v.push(hostile("json.lone_surrogate", r#"'{"a": "\ud800"}'"#, None));
+                }
+                // Each documented key with every JSON type it does not take,
+                // and a 100 KiB string (for a string key: too long).
+                let base = if arg == "config" { sample } else { "'{}'" };
+                for (key, types) in documented_keys(arg) {
+                    for (kind, value) in [
+                        ("null", "'null'::jsonb"),
+                        ("boolean", "'true'::jsonb"),
+                        ("number", "'1'::jsonb"),
+                        ("array", "'[]'::jsonb"),
+                        ("object", "'{}'::jsonb"),
+                        ("long_string", "to_jsonb(repeat('a', 102400))"),
+                        ("deep", "(repeat('[', 10000) || repeat(']', 10000))::jsonb"),
+                    ] {
+                        if types.contains(&kind) {
+                            continue;
+                        }
+                        let shown = (kind == "long_string").then_some(a32.as_str());
+                        v.push(hostile(
+                            &format!("key.{key}.{kind}"),
+                            &format!("(({base})::jsonb || jsonb_build_object('{key}', {value}))::{ty}"),
+                            shown,
+                        ));
+                    }
+                }
+                match arg {
+                    // Every hostile text as a header's value.
+                    "headers" => v.extend(hostile_texts().into_iter().map(|h| Hostile {
+                        label: h.label.replacen("text.", "header_value.", 1),
+                        sql: format!("json_build_object('X-Secret', {})::{ty}", h.sql),
+                        shown: h.shown,
+                    })),
+                    "options" => {
+                        for key in ["timeout_ms", "connect_timeout_ms", "max_in_flight", "rate_limit_per_s"] {
+                            for (kind, value) in [("negative", "-1"), ("huge", "1e300")] {
+                                v.push(hostile(&format!("key.{key}.{kind}"), &format!(r#"'{{"{key}": {value}}}'"#), None));
+                            }
+                        }
+                        v.push(hostile(
+                            "key.retry_schedule.long_entry",
+                            "jsonb_build_object('retry_schedule', jsonb_build_array(repeat('a', 102400)))",
+                            Some(&a32),
+                        ));
+                    }
+                    "config" => v.push(hostile(
+                        "key.event_types.long_entry",
+                        &format!("({sample})::jsonb || jsonb_build_object('event_types', jsonb_build_array(repeat('a', 102400)))"),
+                        Some(&a32),
+                    )),
+                    _ => {}
+                }
+                v
+            }
+            "text[]" => vec![
+                hostile("array.empty", "'{}'", None),
+                hostile("array.null_element", "'{NULL}'", None),
+                hostile("array.empty_string", r#"'{""}'"#, None),
+                hostile("array.10000", &format!("array_fill(({sample}::text[])[1], ARRAY[10000])"), None),
+                hostile("array.long_element", "ARRAY[repeat('a', 102400)]", Some(&a32)),
+            ],
+            "interval" => vec![
+                hostile("interval.negative", "'-1 day'", None),
+                hostile("interval.zero", "'0'", None),
+                hostile("interval.huge", "'1000000 years'", None),
+            ],
+            "integer" | "bigint" => vec![
+                hostile("int.negative", "-1", None),
+                hostile("int.zero", "0", None),
+                hostile("int.huge", "2147483647", None),
+                hostile("int.min", "-2147483648", None),
+            ],
+            "timestamp with time zone" => vec![
+                hostile("time.infinity", "'infinity'", None),
+                hostile("time.minus_infinity", "'-infinity'", None),
+            ],
+            _ => vec![],
+        }
+    }
+
+    /// The postbox relations (and app's, which attach writes triggers on),
+    /// every row of their tables, and the triggers on app tables.
+    fn database_state() -> (String, Vec<(String, String)>) {
+        let relations = one::<String>(
+            "SELECT string_agg(c.relnamespace::regnamespace || '.' || c.relname || ':' || c.relkind::text, ' '
+                               ORDER BY c.relnamespace::regnamespace::text, c.relname)
+               FROM pg_class c WHERE c.relnamespace IN ('postbox'::regnamespace, 'app'::regnamespace)",
+        );
+        let tables: Vec<String> = Spi::connect(|c| {
+            c.select(
+                "SELECT c.oid::regclass::text FROM pg_class c
+                  WHERE c.relnamespace IN ('postbox'::regnamespace, 'app'::regnamespace) AND c.relkind IN ('r', 'p')
+                  ORDER BY 1",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap())
+            .collect()
+        });
+        let mut rows: Vec<(String, String)> = tables
+            .into_iter()
+            .map(|t| {
+                let digest = one::<String>(&format!(
+                    "SELECT count(*) || ' rows, ' || md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM {t} r"
+                ));
+                (t, digest)
+            })
+            .collect();
+        rows.push((
+            "triggers".into(),
+            one::<String>(
+                "SELECT count(*)::text FROM pg_trigger WHERE tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'app'::regnamespace)",
+            ),
+        ));
+        (relations, rows)
+    }
+
+    /// Every public function, generated from the catalog and called as a role
+    /// granted it, with a hostile value in each argument in turn (the others
+    /// valid): oversized and injection-shaped text, every wrong JSON shape
+    /// and wrong-typed key, odd arrays, out-of-range numbers and times. Each
+    /// call either succeeds where the value is legitimately valid
+    /// (HOSTILE_IS_FINE) or fails with 22023 or 22004 and a message under
+    /// 1,000 characters (starting postbox: for 22023) that never shows a
+    /// secret or a header value; never an internal error or another code.
+    /// (No value here is one PostgreSQL itself refuses before the call; NUL,
+    /// which it does refuse, is shown apart.) Every call is rolled back;
+    /// afterwards every relation is still there and no row changed, and the
+    /// accepted text is stored verbatim.
+    #[pg_test]
+    fn every_public_function_refuses_hostile_input_clearly() {
+        // "function.argument:label prefix" (an empty prefix for every
+        // value): calls that must succeed, the value being legitimately valid.
+        const HOSTILE_IS_FINE: &[&str] = &[
+            // A tenant is any non-empty string of at most 256 bytes, stored as
+            // given; where it creates or finds nothing the call succeeds (an
+            // endpoint, an event, a limit, zero endpoints unregistered).
+            "create_endpoint.tenant:text.inject", "create_endpoint.tenant:text.odd",
+            "register_endpoint.tenant:text.inject", "register_endpoint.tenant:text.odd",
+            "unregister_endpoint.tenant:text.inject", "unregister_endpoint.tenant:text.odd",
+            "set_tenant_limit.tenant:text.inject", "set_tenant_limit.tenant:text.odd",
+            "emit.tenant:text.inject", "emit.tenant:text.odd",
+            // A description is free text, stored verbatim (checked below),
+            // with no documented length limit (in config too).
+            "create_event_type.description:text", "create_endpoint.description:text",
+            "update_endpoint.description:text", "create_endpoint.config:key.description.long_string",
+            // An idempotency key is any string of at most 256 bytes, '' too.
+            "emit.idempotency_key:text.inject", "emit.idempotency_key:text.odd", "emit.idempotency_key:text.empty",
+            // A worker id of 1 to 256 bytes; worker_stopped removes the row of
+            // a registered worker, and any other id matches nothing.
+            "worker_heartbeat.worker_id:text.inject", "worker_heartbeat.worker_id:text.odd",
+            "worker_stopped.worker_id:text",
+            // validate_headers only compares header names with the signature
+            // header; it checks the header where the endpoint is created.
+            "validate_headers.signature_header:text",
+            // register_endpoint finds the sample URL's endpoint: the other
+            // arguments apply only when it creates one (documented), so they
+            // are not read.
+            "register_endpoint.headers:", "register_endpoint.description:", "register_endpoint.signature_style:",
+            "register_endpoint.signature_header:", "register_endpoint.own_secret:", "register_endpoint.options:",
+            "register_endpoint.envelope:",
+            // A header value of visible ASCII, whatever it looks like.
+            "create_endpoint.headers:header_value.inject", "update_endpoint.headers:header_value.inject",
+            "validate_headers.headers:header_value.inject",
+            // jsonb keeps the last of a duplicate key before postbox sees it
+            // ({"a": 2}): valid data, a valid example, a valid JSON Schema.
+            "emit.data:json.duplicate_key", "send_test.data:json.duplicate_key",
+            "create_event_type.example:json.duplicate_key", "create_event_type.schema:json.duplicate_key",
+            // Any object is valid event data (at most max_payload_bytes).
+            "emit.data:json.deep_object", "send_test.data:json.deep_object", "create_event_type.example:json.deep_object",
+            "emit.data:json.long_key", "send_test.data:json.long_key", "create_event_type.example:json.long_key",
+            // A JSON Schema is an object or a boolean, stored as given.
+            "create_event_type.schema:json.true", "create_event_type.schema:json.deep_object",
+            "create_event_type.schema:json.long_string", "create_event_type.schema:json.long_key",
+            // Nulls in config mean the default, as NULL arguments do.
+            "create_endpoint.config:key.signature_style.null", "create_endpoint.config:key.envelope.null",
+            // columns '{}' is every column, as NULL.
+            "attach.columns:array.empty",
+            // Limits: 0 suspends the tenant, 2147483647 is no limit in effect.
+            "set_tenant_limit.max_endpoints:int.zero", "set_tenant_limit.max_endpoints:int.huge",
+            // A grace of 0: the old secrets stop working now.
+            "rotate_secret.grace:interval.zero",
+            // Any window; an empty one replays nothing.
+            "replay.since:time", "replay.until:time",
+        ];
+        let allowed = |f: &str, arg: &str, label: &str| -> Option<&'static str> {
+            HOSTILE_IS_FINE.iter().copied().find(|e| {
+                let (fa, prefix) = e.split_once(':').unwrap();
+                fa == format!("{f}.{arg}")
+                    && (prefix.is_empty() || label == prefix || label.starts_with(&format!("{prefix}.")))
+            })
+        };
+        // Arguments whose value an error must never show.
+        let secret = |arg: &str| matches!(arg, "own_secret" | "headers");
+
+        // NUL cannot reach postbox: PostgreSQL refuses it in text, in its
+        // literals (a syntax error), from chr() and in jsonb.
+        for (sql, state) in [
+            (r"SELECT postbox.emit('t', E'\u0000', '{}')", "42601"),
+            ("SELECT postbox.emit(chr(0), 'order.paid', '{}')", "54000"),
+            (r"SELECT postbox.emit(convert_from('\x00'::bytea, 'UTF8'), 'order.paid', '{}')", "22021"),
+            (r#"SELECT postbox.emit('t', 'order.paid', '{"a": "\u0000"}')"#, "22P05"),
+        ] {
+            assert_eq!(error_of(sql).0, state, "{sql}");
+        }
+
+        let sweep = Sweep::new();
+        let before = database_state();
+        let mut used = std::collections::BTreeSet::new();
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        for PublicFunction { name: f, role, args } in &sweep.functions {
+            for (i, (arg, ty)) in args.iter().enumerate() {
+                for h in hostile_values(arg, ty, &sweep.sample(arg, ty)) {
+                    let (sql, state, msg) = sweep.call(f, role, args, i, &h.sql);
+                    let what = format!("{f}.{arg} = {} ({}): {state} {}", h.label, sql.chars().take(300).collect::<String>(), msg.chars().take(300).collect::<String>());
+                    checked += 1;
+                    if let Some(entry) = allowed(f, arg, &h.label) {
+                        used.insert(entry);
+                        if state != "22012" {
+                            failures.push(format!("should be accepted: {what}"));
+                        }
+                        continue;
+                    }
+                    if state != "22023" && state != "22004" {
+                        failures.push(format!("not 22023: {what}"));
+                    }
+                    if state == "22023" && !msg.starts_with("postbox: ") {
+                        failures.push(format!("not postbox's message: {what}"));
+                    }
+                    if msg.chars().count() >= 1000 {
+                        failures.push(format!("message of {} characters: {what}", msg.chars().count()));
+                    }
+                    if let (true, Some(shown)) = (secret(arg), &h.shown) {
+                        if msg.contains(shown.as_str()) {
+                            failures.push(format!("the message shows the value: {what}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked >= 900, "{checked} calls");
+        for entry in HOSTILE_IS_FINE.iter().filter(|e| !used.contains(*e)) {
+            failures.push(format!("HOSTILE_IS_FINE entry that matched no call: {entry}"));
+        }
+        // The injections did nothing, and no call left a row behind.
+        let after = database_state();
+        if before.0 != after.0 {
+            failures.push(format!("the relations changed:\n{}\n{}", before.0, after.0));
+        }
+        for (table, digest) in &before.1 {
+            let now = after.1.iter().find(|(t, _)| t == table).map(|(_, d)| d);
+            if now != Some(digest) {
+                failures.push(format!("rows of {table} changed: {digest} -> {now:?}"));
+            }
+        }
+
+        // Accepted text is stored verbatim: as a description, a tenant, an
+        // idempotency key, a header value.
+        for h in hostile_texts() {
+            // In a subtransaction (error_of's pg_temp.try_sql), so that a
+            // refusal is reported with the rest.
+            let stored = |set: &str, check: &str| -> bool {
+                one::<String>(&format!("SELECT state FROM pg_temp.try_sql($sql_under_test${set}$sql_under_test$)")) == "00000"
+                    && one::<bool>(check)
+            };
+            let ep = &sweep.ep;
+            let v = &h.sql;
+            if !stored(
+                &format!("SELECT postbox.update_endpoint('t', '{ep}', description => {v})"),
+                &format!("SELECT description = {v} FROM postbox.endpoints WHERE id = '{ep}'"),
+            ) {
+                failures.push(format!("description not stored verbatim: {}", h.label));
+            }
+            if (h.label.starts_with("text.inject") || h.label.starts_with("text.odd"))
+                && !stored(
+                    &format!("SELECT postbox.emit({v}, 'order.paid', '{{}}', {v})"),
+                    &format!(
+                        "SELECT m.tenant = {v} AND k.key = {v} FROM postbox.emitted m
+                           JOIN postbox.idempotency_keys k ON k.event_id = m.id AND k.tenant = m.tenant
+                          WHERE m.tenant = {v}"
+                    ),
+                )
+            {
+                failures.push(format!("tenant or key not stored verbatim: {}", h.label));
+            }
+            if h.label.starts_with("text.inject")
+                && !stored(
+                    &format!("SELECT postbox.update_endpoint('t', '{ep}', headers => json_build_object('X-Secret', {v}))"),
+                    &format!("SELECT headers ->> 'X-Secret' = {v} FROM postbox.endpoints WHERE id = '{ep}'"),
+                )
+            {
+                failures.push(format!("header value not stored verbatim: {}", h.label));
+            }
+        }
+        assert!(failures.is_empty(), "{} of {checked} calls:\n{}", failures.len(), failures.join("\n"));
     }
 
     /// A tenant or idempotency key longer than 256 bytes is refused with

@@ -23,8 +23,43 @@ impl RuleError {
 
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "postbox: {}: {}", self.rule, self.value)
+        write!(f, "postbox: {}: {}", self.rule, shown(&self.value))
     }
 }
 
+/// Values up to this many characters are shown whole in messages.
+pub const SHOWN_WHOLE: usize = 100;
+/// Longer ones by their first this many characters and their size.
+pub const SHOWN_START: usize = 40;
+
+/// A value as a message shows it: whole up to [`SHOWN_WHOLE`] characters,
+/// else its start and its size, so that a message (and a log line) stays
+/// short whatever was passed. The SQL side uses it too (`postbox._shown`).
+pub fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.chars().count() <= SHOWN_WHOLE {
+        return value.into();
+    }
+    let start: String = value.chars().take(SHOWN_START).collect();
+    format!("{start}... ({} bytes)", value.len()).into()
+}
+
 impl std::error::Error for RuleError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_shown_by_their_start_and_size() {
+        assert_eq!(shown("short"), "short");
+        let whole = "é".repeat(SHOWN_WHOLE);
+        assert_eq!(shown(&whole), whole, "counted in characters, not bytes");
+        let long = "a".repeat(1 << 20);
+        assert_eq!(
+            shown(&long),
+            format!("{}... (1048576 bytes)", "a".repeat(SHOWN_START))
+        );
+        let e = RuleError::new("event type names are at most 255 bytes", &long);
+        assert!(e.to_string().len() < 200, "{e}");
+    }
+}
