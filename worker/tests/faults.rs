@@ -73,6 +73,15 @@ async fn postgresql_restarts_lose_nothing() {
     eventually("deliveries after the fast restart", || rx.count() >= 6_000).await;
     pg.restart("immediate");
     all_arrive(&rx, 10_000).await;
+    // Its LISTEN connection is back too (NOTIFY wakes it, not only the poll).
+    let db = pg.connect("postgres").await;
+    eventually_sql(
+        &db,
+        "the LISTEN connection re-established",
+        "SELECT EXISTS (SELECT FROM pg_stat_activity
+                         WHERE application_name = 'postbox-worker' AND query = 'LISTEN postbox_wakeup')",
+    )
+    .await;
     let seen = arrivals(&rx);
     assert!((0..10_000).all(|n| seen.contains_key(&n)));
     let duplicates: usize = seen.values().map(|c| c - 1).sum();
