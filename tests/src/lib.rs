@@ -92,25 +92,7 @@ impl Cluster {
         files: &[(&str, &[u8])],
         hba: Option<&str>,
     ) -> Cluster {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("postbox-test-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let cluster = Cluster {
-            dir,
-            bin,
-            port: free_port(),
-            socket_only: hba.is_some(),
-        };
-        if is_root() {
-            let ok = Command::new("chown")
-                .arg("-R")
-                .arg("postgres")
-                .arg(&cluster.dir)
-                .status()
-                .unwrap();
-            assert!(ok.success(), "chown postgres failed");
-        }
+        let cluster = Cluster::in_new_dir(bin, hba.is_some());
         let data = cluster.dir.join("data");
         cluster.pg(&[
             "initdb",
@@ -131,10 +113,7 @@ impl Cluster {
         for (k, v) in settings {
             conf.push_str(&format!("{k} = {v}\n"));
         }
-        let conf_path = data.join("postgresql.conf");
-        let mut existing = std::fs::read_to_string(&conf_path).unwrap();
-        existing.push_str(&conf);
-        std::fs::write(&conf_path, existing).unwrap();
+        cluster.append_conf(&conf);
         let mut written: Vec<PathBuf> = Vec::new();
         for (name, bytes) in files {
             let path = data.join(name);
@@ -158,8 +137,52 @@ impl Cluster {
                 assert!(ok.success(), "chown postgres failed");
             }
         }
-        let log = cluster.dir.join("server.log");
-        cluster.pg(&[
+        cluster.start_server();
+        let client = cluster.connect("postgres").await;
+        client
+            .batch_execute("CREATE EXTENSION postbox")
+            .await
+            .expect("CREATE EXTENSION postbox (is it installed? run scripts/test.sh)");
+        cluster
+    }
+
+    /// A cluster not yet made: a new, empty directory (owned by `postgres`
+    /// when we are root) and a free port.
+    fn in_new_dir(bin: PathBuf, socket_only: bool) -> Cluster {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("postbox-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("postgres")
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown postgres failed");
+        }
+        Cluster {
+            dir,
+            bin,
+            port: free_port(),
+            socket_only,
+        }
+    }
+
+    /// Appends `text` to the data directory's `postgresql.conf`.
+    fn append_conf(&self, text: &str) {
+        let path = self.dir.join("data").join("postgresql.conf");
+        let mut conf = std::fs::read_to_string(&path).unwrap();
+        conf.push_str(text);
+        std::fs::write(&path, conf).unwrap();
+    }
+
+    /// `pg_ctl start`, logging to `server.log`; waits until it accepts
+    /// connections.
+    fn start_server(&self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        self.pg(&[
             "pg_ctl",
             "-D",
             data.to_str().unwrap(),
@@ -168,12 +191,6 @@ impl Cluster {
             "-w",
             "start",
         ]);
-        let client = cluster.connect("postgres").await;
-        client
-            .batch_execute("CREATE EXTENSION postbox")
-            .await
-            .expect("CREATE EXTENSION postbox (is it installed? run scripts/test.sh)");
-        cluster
     }
 
     /// A PostgreSQL tool, run as `postgres` when we are root.
@@ -285,24 +302,7 @@ impl Cluster {
     /// its own directory and started on its own port. The primary's default
     /// `pg_hba.conf` (initdb's) lets loopback replication in.
     pub fn standby(&self) -> Cluster {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("postbox-test-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
-            let ok = Command::new("chown")
-                .arg("postgres")
-                .arg(&dir)
-                .status()
-                .unwrap();
-            assert!(ok.success(), "chown postgres failed");
-        }
-        let standby = Cluster {
-            dir,
-            bin: self.bin.clone(),
-            port: free_port(),
-            socket_only: self.socket_only,
-        };
+        let standby = Cluster::in_new_dir(self.bin.clone(), self.socket_only);
         let data = standby.dir.join("data");
         let port = self.port.to_string();
         standby.pg(&[
@@ -324,24 +324,12 @@ impl Cluster {
         ]);
         // The copied settings name the primary's port and socket directory;
         // later lines win.
-        let conf_path = data.join("postgresql.conf");
-        let mut conf = std::fs::read_to_string(&conf_path).unwrap();
-        conf.push_str(&format!(
+        standby.append_conf(&format!(
             "port = {}\nunix_socket_directories = '{}'\n",
             standby.port,
             standby.dir.display()
         ));
-        std::fs::write(&conf_path, conf).unwrap();
-        let log = standby.dir.join("server.log");
-        standby.pg(&[
-            "pg_ctl",
-            "-D",
-            data.to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "start",
-        ]);
+        standby.start_server();
         standby
     }
 

@@ -565,14 +565,8 @@ async fn a_killed_worker_loses_nothing() {
     endpoint(&db, "t", &rx.url(), "").await;
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', jsonb_build_object('n', i)) FROM generate_series(1, 20) i").await.unwrap();
     // A real worker process, killed with SIGKILL while its requests hang.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postbox-worker"))
-        .env("POSTBOX_DATABASE_URL", pg.url("postgres"))
-        .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
+    let mut child = worker_process(&pg)
         .env("POSTBOX_LEASE", "4s")
-        .env("POSTBOX_REQUEST_TIMEOUT", "2s")
-        .env("POSTBOX_CONNECT_TIMEOUT", "1s")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     eventually("requests in flight", || rx.count() >= 8).await;

@@ -36,6 +36,34 @@ async fn all_arrive(rx: &Receiver, n: usize) {
     .await;
 }
 
+/// A receiver that answers 200 after 10 ms, and tenant t's endpoint on it:
+/// with the endpoint's 16 requests at a time, 10,000 deliveries take some
+/// seconds, so the faults fall in the middle of a run.
+async fn slow_receiver(db: &tokio_postgres::Client) -> Receiver {
+    let rx = Receiver::start(
+        Behavior::Slow(Duration::from_millis(10)),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await;
+    endpoint(db, "t", &rx.url(), ", '{order.*}'").await;
+    rx
+}
+
+/// Waits until every delivery is acknowledged: the outbox is empty.
+async fn all_acknowledged(db: &tokio_postgres::Client) {
+    eventually_sql(
+        db,
+        "all acknowledged",
+        "SELECT NOT EXISTS (SELECT FROM postbox.outbox)",
+    )
+    .await;
+}
+
+/// Arrivals beyond the first of each event.
+fn duplicates(seen: &HashMap<i64, usize>) -> usize {
+    seen.values().map(|c| c - 1).sum()
+}
+
 /// How many times each event arrived.
 fn arrivals(rx: &Receiver) -> HashMap<i64, usize> {
     let mut seen = HashMap::new();
@@ -84,7 +112,7 @@ async fn postgresql_restarts_lose_nothing() {
     .await;
     let seen = arrivals(&rx);
     assert!((0..10_000).all(|n| seen.contains_key(&n)));
-    let duplicates: usize = seen.values().map(|c| c - 1).sum();
+    let duplicates = duplicates(&seen);
     println!("restarts: 10,000 events delivered, {duplicates} duplicates (requests in flight at a restart)");
     // Duplicates come only from requests in flight: at most the worker's
     // limit per restart.
@@ -101,13 +129,7 @@ async fn postgresql_restarts_lose_nothing() {
 #[tokio::test]
 async fn terminated_connections_lose_nothing_and_strand_nothing() {
     let (pg, db) = cluster().await;
-    // 10 ms per request: the run lasts long enough to be interrupted often.
-    let rx = Receiver::start(
-        Behavior::Slow(Duration::from_millis(10)),
-        Arc::new(AtomicU64::new(0)),
-    )
-    .await;
-    endpoint(&db, "t", &rx.url(), ", '{order.*}'").await;
+    let rx = slow_receiver(&db).await;
     let addr = metrics_addr();
     let mut config = test_config(&pg);
     config.metrics_addr = Some(addr);
@@ -125,13 +147,8 @@ async fn terminated_connections_lose_nothing_and_strand_nothing() {
         .await;
     }
     all_arrive(&rx, 10_000).await;
-    eventually_sql(
-        &db,
-        "all acknowledged",
-        "SELECT NOT EXISTS (SELECT FROM postbox.outbox)",
-    )
-    .await;
-    let duplicates: usize = arrivals(&rx).values().map(|c| c - 1).sum();
+    all_acknowledged(&db).await;
+    let duplicates = duplicates(&arrivals(&rx));
     println!("connection loss: {terminated} sessions terminated in 20 rounds; 10,000 events delivered, {duplicates} duplicates");
     assert!(duplicates <= 20 * 256, "{duplicates} duplicates");
     metric_until(addr, "postbox_database_errors_total", |n| n >= 1.0).await;
@@ -147,26 +164,13 @@ async fn terminated_connections_lose_nothing_and_strand_nothing() {
 #[tokio::test]
 async fn a_crash_loop_loses_nothing_and_strands_nothing() {
     let (pg, db) = cluster().await;
-    // 10 ms per request, 16 at a time (the endpoint default): about six
-    // seconds of sending, so the kills fall in the middle of it.
-    let rx = Receiver::start(
-        Behavior::Slow(Duration::from_millis(10)),
-        Arc::new(AtomicU64::new(0)),
-    )
-    .await;
-    endpoint(&db, "t", &rx.url(), ", '{order.*}'").await;
+    let rx = slow_receiver(&db).await;
     emit(&pg, 0, 10_000).await;
     let spawn = |id: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_postbox-worker"))
-            .env("POSTBOX_DATABASE_URL", pg.url("postgres"))
-            .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
+        worker_process(&pg)
             .env("POSTBOX_WORKER_ID", id)
             .env("POSTBOX_LEASE", "600s")
             .env("POSTBOX_POLL_INTERVAL", "200ms")
-            .env("POSTBOX_REQUEST_TIMEOUT", "2s")
-            .env("POSTBOX_CONNECT_TIMEOUT", "1s")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
     };
@@ -240,12 +244,7 @@ async fn a_crash_loop_loses_nothing_and_strands_nothing() {
         );
     }
     all_arrive(&rx, 10_000).await;
-    eventually_sql(
-        &db,
-        "all acknowledged",
-        "SELECT NOT EXISTS (SELECT FROM postbox.outbox)",
-    )
-    .await;
+    all_acknowledged(&db).await;
     child.kill().unwrap();
     child.wait().unwrap();
     // Duplicates only of deliveries the killed workers held.
@@ -343,12 +342,7 @@ async fn failover_to_a_promoted_standby_loses_nothing() {
     )
     .await
     .unwrap();
-    let rx = Receiver::start(
-        Behavior::Slow(Duration::from_millis(10)),
-        Arc::new(AtomicU64::new(0)),
-    )
-    .await;
-    endpoint(&db, "t", &rx.url(), ", '{order.*}'").await;
+    let rx = slow_receiver(&db).await;
     drop(db);
     let mut config = test_config(&primary);
     config.database_url = format!(
@@ -366,13 +360,8 @@ async fn failover_to_a_promoted_standby_loses_nothing() {
     emit(&standby, 5_000, 5_000).await;
     all_arrive(&rx, 10_000).await;
     let db = standby.connect("postgres").await;
-    eventually_sql(
-        &db,
-        "all acknowledged on the new primary",
-        "SELECT NOT EXISTS (SELECT FROM postbox.outbox)",
-    )
-    .await;
-    let duplicates: usize = arrivals(&rx).values().map(|c| c - 1).sum();
+    all_acknowledged(&db).await; // on the new primary
+    let duplicates = duplicates(&arrivals(&rx));
     println!("failover: 10,000 events delivered, {duplicates} duplicates (requests in flight at the failover)");
     assert!(duplicates <= 256, "{duplicates} duplicates");
     worker.stop().await.unwrap();

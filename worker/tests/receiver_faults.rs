@@ -15,6 +15,7 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use postbox_tests::Cluster;
 use postbox_worker::deliver::EXCERPT_BYTES;
@@ -354,29 +355,68 @@ async fn connection_reset_mid_request() {
     worker.stop().await.unwrap();
 }
 
-/// A server that reads the request, writes `at_once`, then `trickled` a
-/// byte a second until it is out or the peer hangs up; and how many
-/// trickled bytes it wrote.
-async fn trickler(at_once: &'static [u8], trickled: &'static [u8]) -> (Raw, Arc<AtomicUsize>) {
-    let sent = Arc::new(AtomicUsize::new(0));
-    let s = sent.clone();
-    let raw = Raw::start(move |mut sock| {
-        let sent = s.clone();
-        async move {
-            if read_request(&mut sock).await.is_none() || sock.write_all(at_once).await.is_err() {
-                return;
-            }
-            for byte in trickled.chunks(1) {
-                if sock.write_all(byte).await.is_err() {
+/// A server that reads the request, writes `head` at once, then `body` in
+/// pieces of `piece` bytes, `gap` apart, `times` times over, until it is
+/// done or the peer hangs up.
+struct Streamer {
+    raw: Raw,
+    /// Pieces written.
+    pieces: Arc<AtomicUsize>,
+    /// The peer hung up before the end.
+    hung_up: Arc<AtomicBool>,
+}
+
+impl Streamer {
+    async fn start(
+        head: Bytes,
+        body: Bytes,
+        piece: usize,
+        times: usize,
+        gap: Duration,
+    ) -> Streamer {
+        let pieces = Arc::new(AtomicUsize::new(0));
+        let hung_up = Arc::new(AtomicBool::new(false));
+        let (p, h) = (pieces.clone(), hung_up.clone());
+        let raw = Raw::start(move |mut sock| {
+            let (pieces, hung_up) = (p.clone(), h.clone());
+            let (head, body) = (head.clone(), body.clone());
+            async move {
+                if read_request(&mut sock).await.is_none() || sock.write_all(&head).await.is_err() {
                     return;
                 }
-                sent.fetch_add(1, SeqCst);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                for _ in 0..times {
+                    for chunk in body.chunks(piece) {
+                        if sock.write_all(chunk).await.is_err() {
+                            hung_up.store(true, SeqCst);
+                            return;
+                        }
+                        pieces.fetch_add(1, SeqCst);
+                        if !gap.is_zero() {
+                            tokio::time::sleep(gap).await;
+                        }
+                    }
+                }
             }
+        })
+        .await;
+        Streamer {
+            raw,
+            pieces,
+            hung_up,
         }
-    })
-    .await;
-    (raw, sent)
+    }
+
+    /// `at_once`, then `trickled` a byte a second.
+    async fn trickler(at_once: &'static [u8], trickled: &'static [u8]) -> Streamer {
+        Self::start(
+            Bytes::from_static(at_once),
+            Bytes::from_static(trickled),
+            1,
+            1,
+            Duration::from_secs(1),
+        )
+        .await
+    }
 }
 
 #[tokio::test]
@@ -385,13 +425,15 @@ async fn slow_loris_responses_end_at_the_request_timeout() {
     let healthy = Healthy::start(&db).await;
     // 38 s of head, past test_config's 2 s request timeout.
     const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    let (slow_head, head_sent) = trickler(b"", HEAD).await;
+    let slow_head = Streamer::trickler(b"", HEAD).await;
+    let head_sent = &slow_head.pieces;
     // The head at once, then 40 s of body.
     const BODY: &[u8] = b"0123456789012345678901234567890123456789";
-    let (slow_body, body_sent) =
-        trickler(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n", BODY).await;
-    let head_ep = faulty(&db, &slow_head.url("/hook"), ONE_ATTEMPT).await;
-    let body_ep = faulty(&db, &slow_body.url("/hook"), ONE_ATTEMPT).await;
+    let slow_body =
+        Streamer::trickler(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n", BODY).await;
+    let body_sent = &slow_body.pieces;
+    let head_ep = faulty(&db, &slow_head.raw.url("/hook"), ONE_ATTEMPT).await;
+    let body_ep = faulty(&db, &slow_body.raw.url("/hook"), ONE_ATTEMPT).await;
     let worker = Worker::start(test_config(&pg));
     emit_faulty(&db).await;
     eventually("the slow head under way", || head_sent.load(SeqCst) > 0).await;
@@ -448,31 +490,16 @@ async fn a_100_mb_body_is_read_only_as_far_as_the_excerpt() {
     let healthy = Healthy::start(&db).await;
     // 100 MB announced and written lazily from one 64 KiB chunk, until the
     // worker hangs up: never held in memory on either side.
-    let written = Arc::new(AtomicU64::new(0));
-    let hung_up = Arc::new(AtomicBool::new(false));
-    let (w, h) = (written.clone(), hung_up.clone());
-    let raw = Raw::start(move |mut sock| {
-        let (written, hung_up) = (w.clone(), h.clone());
-        async move {
-            if read_request(&mut sock).await.is_none() {
-                return;
-            }
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n");
-            if sock.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            while written.load(SeqCst) < BODY {
-                let n = CHUNK.len().min((BODY - written.load(SeqCst)) as usize);
-                if sock.write_all(&CHUNK[..n]).await.is_err() {
-                    hung_up.store(true, SeqCst);
-                    return;
-                }
-                written.fetch_add(n as u64, SeqCst);
-            }
-        }
-    })
+    let big = Streamer::start(
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n").into(),
+        Bytes::from_static(&CHUNK),
+        CHUNK.len(),
+        (BODY / CHUNK.len() as u64) as usize,
+        Duration::ZERO,
+    )
     .await;
-    let ep = faulty(&db, &raw.url("/hook"), ONE_ATTEMPT).await;
+    let written = || big.pieces.load(SeqCst) as u64 * CHUNK.len() as u64;
+    let ep = faulty(&db, &big.raw.url("/hook"), ONE_ATTEMPT).await;
     let worker = Worker::start(test_config(&pg));
     // The peak from here on is this delivery's (and the healthy ones', and
     // whatever a test running alongside adds: a few MiB).
@@ -496,15 +523,18 @@ async fn a_100_mb_body_is_read_only_as_far_as_the_excerpt() {
         rss_before / MB,
         rss_after / MB,
         peak / MB,
-        written.load(SeqCst) / 1024
+        written() / 1024
     );
     assert!(
         peak.saturating_sub(rss_before) < 32 * MB,
         "resident memory peaked {} MiB above where it was",
         (peak - rss_before) / MB
     );
-    eventually("the worker hangs up on the body", || hung_up.load(SeqCst)).await;
-    let sent = written.load(SeqCst);
+    eventually("the worker hangs up on the body", || {
+        big.hung_up.load(SeqCst)
+    })
+    .await;
+    let sent = written();
     assert!(sent < BODY, "{sent} bytes sent: the rest was never read");
     healthy.all_delivered(&db).await;
     worker.stop().await.unwrap();
@@ -516,37 +546,20 @@ async fn an_endless_chunked_body_is_cut_at_the_excerpt() {
     const CHUNKS: usize = 6000;
     let (pg, db) = cluster().await;
     let healthy = Healthy::start(&db).await;
-    let chunks = Arc::new(AtomicUsize::new(0));
-    let hung_up = Arc::new(AtomicBool::new(false));
-    let (c, h) = (chunks.clone(), hung_up.clone());
-    let raw = Raw::start(move |mut sock| {
-        let (chunks, hung_up) = (c.clone(), h.clone());
-        async move {
-            if read_request(&mut sock).await.is_none() {
-                return;
-            }
-            let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-            if sock.write_all(head).await.is_err() {
-                return;
-            }
-            let chunk = format!("400\r\n{}\r\n", "y".repeat(1024));
-            for _ in 0..CHUNKS {
-                if sock.write_all(chunk.as_bytes()).await.is_err() {
-                    hung_up.store(true, SeqCst);
-                    return;
-                }
-                chunks.fetch_add(1, SeqCst);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    })
+    let endless = Streamer::start(
+        Bytes::from_static(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        format!("400\r\n{}\r\n", "y".repeat(1024)).into(),
+        usize::MAX, // each chunk in one write
+        CHUNKS,
+        Duration::from_millis(10),
+    )
     .await;
     // A request timeout (60 s) past the server's minute and the wait for
     // the log (30 s): the attempt is logged only if the worker itself stops
     // reading at the excerpt.
     let ep = faulty(
         &db,
-        &raw.url("/hook"),
+        &endless.raw.url("/hook"),
         r#"{"retry_schedule": [], "timeout_ms": 60000}"#,
     )
     .await;
@@ -566,9 +579,12 @@ async fn an_endless_chunked_body_is_cut_at_the_excerpt() {
         a.excerpt.as_deref(),
         Some("y".repeat(EXCERPT_BYTES).as_str())
     );
-    eventually("the worker hangs up on the body", || hung_up.load(SeqCst)).await;
+    eventually("the worker hangs up on the body", || {
+        endless.hung_up.load(SeqCst)
+    })
+    .await;
     assert!(
-        chunks.load(SeqCst) < CHUNKS,
+        endless.pieces.load(SeqCst) < CHUNKS,
         "hung up before the server's cap"
     );
     healthy.all_delivered(&db).await;

@@ -255,6 +255,20 @@ impl Worker {
     }
 }
 
+/// The worker binary, for tests that kill it: against `pg`, private targets
+/// allowed, the request and connect timeouts of [`test_config`], output
+/// discarded. The caller adds its own settings and spawns it.
+pub fn worker_process(pg: &Cluster) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_postbox-worker"));
+    c.env("POSTBOX_DATABASE_URL", pg.url("postgres"))
+        .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
+        .env("POSTBOX_REQUEST_TIMEOUT", "2s")
+        .env("POSTBOX_CONNECT_TIMEOUT", "1s")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
 /// Fast settings for tests: short poll, lease and timeouts, private targets on.
 pub fn test_config(pg: &Cluster) -> Config {
     let mut c = Config::new(pg.url("postgres"));
