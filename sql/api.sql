@@ -1325,6 +1325,15 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'idempotency_keys'; deleted := v_n; RETURN NEXT;
 
+    -- The HTTP API's stored responses, on the same window (BRIN on created_at).
+    DELETE FROM postbox.api_idempotency k
+     WHERE k.ctid = ANY (ARRAY(
+           SELECT x.ctid FROM postbox.api_idempotency x
+            WHERE x.created_at < v_now - r.idempotency_keys
+            LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    kind := 'api_requests'; deleted := v_n; RETURN NEXT;
+
     -- Ended pauses, once no emitted row from before their end waits for
     -- routing (which reads them) and the events window has passed.
     DELETE FROM postbox.endpoint_pauses p
@@ -1344,6 +1353,228 @@ BEGIN
             LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'rejects'; deleted := v_n; RETURN NEXT;
+END
+$fn$;
+
+-------------------------------------------------------------------------------
+-- The HTTP API: keys and idempotent requests (postbox-api)
+-------------------------------------------------------------------------------
+
+-- The most active (not revoked) keys a tenant may have: far more than a
+-- team's people and tools, and a bound on what one tenant can create.
+CREATE FUNCTION postbox._max_api_keys()
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT 100;
+END;
+
+CREATE FUNCTION postbox._no_api_key(p_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('postbox: no api key has this id: %s', coalesce(p_id::text, 'NULL'));
+END
+$fn$;
+
+-- Makes an API key and returns it, the only time it is shown. SECURITY
+-- DEFINER: it writes api_keys, on which no role has any privilege (it holds
+-- the keys' hashes). Tenant keys are admin (read and write the tenant's
+-- endpoints) or member (read only); operator keys act for every tenant and
+-- take no tenant.
+CREATE FUNCTION postbox.create_api_key(tenant text, role text, label text)
+RETURNS TABLE (id uuid, key text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_id  uuid := postbox._uuid7();
+    v_key text := postbox._generate_api_key();
+BEGIN
+    IF role IS NULL OR role NOT IN ('admin', 'member', 'operator') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: role must be admin, member or operator: %s', coalesce(postbox._shown(role), 'NULL'));
+    END IF;
+    IF role = 'operator' AND tenant IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: operator keys act for every tenant and take no tenant (pass NULL): %s', postbox._shown(tenant));
+    END IF;
+    IF role <> 'operator' THEN
+        PERFORM postbox._require_tenant(tenant);
+    END IF;
+    IF label IS NULL OR length(label) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: api key label must be 1 to 200 characters: %s', coalesce(postbox._shown(label), 'NULL'));
+    END IF;
+    -- Serialised per tenant, so concurrent creations cannot pass the limit.
+    PERFORM pg_advisory_xact_lock(hashtextextended('postbox.create_api_key ' || coalesce(tenant, ''), 0));
+    IF (SELECT count(*) FROM postbox.api_keys k
+         WHERE k.tenant IS NOT DISTINCT FROM create_api_key.tenant AND k.revoked_at IS NULL)
+       >= postbox._max_api_keys() THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: a tenant has at most %s active api keys (revoke one first): %s',
+            postbox._max_api_keys(), coalesce(postbox._shown(tenant), 'operator keys'));
+    END IF;
+    INSERT INTO postbox.api_keys (id, tenant, role, label, key_hash, key_prefix)
+    VALUES (v_id, tenant, role, label, sha256(convert_to(v_key, 'UTF8')), left(v_key, 12));
+    id := v_id;
+    key := v_key;
+    RETURN NEXT;
+END
+$fn$;
+
+-- The key of tenant (NULL: an operator key) with this id, locked; another
+-- tenant's id gets the error of an unknown one.
+CREATE FUNCTION postbox._api_key(p_tenant text, p_id uuid)
+RETURNS postbox.api_keys
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    k postbox.api_keys;
+BEGIN
+    IF p_tenant IS NOT NULL THEN
+        PERFORM postbox._require_tenant(p_tenant);
+    END IF;
+    SELECT * INTO k FROM postbox.api_keys x
+     WHERE x.id = p_id AND x.tenant IS NOT DISTINCT FROM p_tenant FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM postbox._no_api_key(p_id);
+    END IF;
+    RETURN k;
+END
+$fn$;
+
+-- Gives a key a new value, returned once; the old one stops working when
+-- this commits. SECURITY DEFINER: it writes api_keys.
+CREATE FUNCTION postbox.rotate_api_key(tenant text, id uuid)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    k     postbox.api_keys := postbox._api_key(tenant, id);
+    v_key text := postbox._generate_api_key();
+BEGIN
+    IF k.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: a revoked api key cannot be rotated: %s', id);
+    END IF;
+    UPDATE postbox.api_keys x
+       SET key_hash = sha256(convert_to(v_key, 'UTF8')), key_prefix = left(v_key, 12), rotated_at = now()
+     WHERE x.id = k.id;
+    RETURN v_key;
+END
+$fn$;
+
+-- Revokes a key: it stops working when this commits. Revoking a revoked key
+-- changes nothing. SECURITY DEFINER: it writes api_keys.
+CREATE FUNCTION postbox.revoke_api_key(tenant text, id uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    k postbox.api_keys := postbox._api_key(tenant, id);
+BEGIN
+    UPDATE postbox.api_keys x SET revoked_at = coalesce(x.revoked_at, now()) WHERE x.id = k.id;
+END
+$fn$;
+
+-- Who holds the key whose SHA-256 is key_hash: its id, tenant and role, or
+-- no row (unknown or revoked). The caller hashes the key, so the key itself
+-- never reaches the server, its statement log or its parameter log. Records
+-- the use at most once a minute per key, so most calls write nothing.
+-- SECURITY DEFINER: it reads key_hash, which no role may read, and writes
+-- last_used_at.
+CREATE FUNCTION postbox.authenticate_api_key(key_hash bytea)
+RETURNS TABLE (id uuid, tenant text, role text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH k AS (SELECT x.id, x.tenant, x.role, x.last_used_at FROM postbox.api_keys x
+                WHERE x.key_hash = authenticate_api_key.key_hash AND x.revoked_at IS NULL),
+         touched AS (UPDATE postbox.api_keys a SET last_used_at = now()
+                       FROM k
+                      WHERE a.id = k.id AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')
+                        AND (a.last_used_at IS NULL OR a.last_used_at < now() - interval '1 minute'))
+    SELECT k.id, k.tenant, k.role FROM k
+$fn$;
+
+-- Starts a POST with an Idempotency-Key, in the transaction that will do
+-- its work: returns the stored response of the first request with this key
+-- (status and body) if there is one, else no row, having claimed the key.
+-- A second request with the key waits here until the first commits (then
+-- gets its response) or rolls back (then runs). Errors are not stored: a
+-- request that failed changed nothing, and may be sent again. SECURITY
+-- DEFINER: api_idempotency holds responses with secrets and is granted to
+-- no one.
+CREATE FUNCTION postbox.api_request_begin(tenant text, idempotency_key text, request_hash bytea)
+RETURNS TABLE (status smallint, body text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    r postbox.api_idempotency;
+BEGIN
+    PERFORM postbox._require_tenant(tenant);
+    IF idempotency_key IS NULL OR idempotency_key !~ '^[\x21-\x7e]{1,255}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: Idempotency-Key must be 1 to 255 visible ASCII characters: %s',
+            coalesce(postbox._shown(idempotency_key), 'NULL'));
+    END IF;
+    IF request_hash IS NULL OR length(request_hash) <> 32 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: request_hash must be a SHA-256 (32 bytes)';
+    END IF;
+    INSERT INTO postbox.api_idempotency AS a (tenant, idempotency_key, request_hash)
+    VALUES (tenant, idempotency_key, request_hash)
+    ON CONFLICT ON CONSTRAINT api_idempotency_pkey DO NOTHING;
+    IF FOUND THEN
+        RETURN;  -- the first
+    END IF;
+    SELECT * INTO r FROM postbox.api_idempotency a
+     WHERE a.tenant = api_request_begin.tenant AND a.idempotency_key = api_request_begin.idempotency_key
+       FOR UPDATE;
+    IF r.created_at < now() - (postbox._retention()).idempotency_keys THEN
+        -- Expired, not yet purged: as if it were gone.
+        UPDATE postbox.api_idempotency a
+           SET request_hash = api_request_begin.request_hash, status = 0, body = '', created_at = now()
+         WHERE a.tenant = r.tenant AND a.idempotency_key = r.idempotency_key;
+        RETURN;
+    END IF;
+    IF r.request_hash <> request_hash THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: this Idempotency-Key was used for another request (within %s): %s',
+            (postbox._retention()).idempotency_keys, postbox._shown(idempotency_key));
+    END IF;
+    status := r.status;
+    body := r.body;
+    RETURN NEXT;
+END
+$fn$;
+
+-- Stores the response of the request api_request_begin claimed the key for.
+-- SECURITY DEFINER: it writes api_idempotency.
+CREATE FUNCTION postbox.api_request_end(tenant text, idempotency_key text, status integer, body text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+BEGIN
+    PERFORM postbox._require_tenant(tenant);
+    IF status IS NULL OR status NOT BETWEEN 200 AND 299 OR body IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: only a successful response is stored (status 200 to 299, a body): %s',
+            coalesce(status::text, 'NULL'));
+    END IF;
+    UPDATE postbox.api_idempotency a SET status = api_request_end.status, body = api_request_end.body
+     WHERE a.tenant = api_request_end.tenant AND a.idempotency_key = api_request_end.idempotency_key
+       AND a.status = 0;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: no request with this Idempotency-Key is under way: %s',
+            coalesce(postbox._shown(idempotency_key), 'NULL'));
+    END IF;
 END
 $fn$;
 
@@ -1474,6 +1705,11 @@ SELECT s.id, s.tenant,
                 WHERE a.tenant = e.tenant AND a.endpoint_id = e.id
                   AND a.started_at > now() - interval '7 days' AND NOT a.is_test) w) s;
 
+-- The HTTP API's keys, without their hashes.
+CREATE VIEW postbox.api_key_list AS
+SELECT k.id, k.tenant, k.role, k.label, k.key_prefix, k.created_at, k.rotated_at, k.last_used_at, k.revoked_at
+  FROM postbox.api_keys k;
+
 -------------------------------------------------------------------------------
 -- pg_dump keeps the configuration (and so, for a superuser, the secrets)
 -------------------------------------------------------------------------------
@@ -1484,6 +1720,7 @@ SELECT pg_catalog.pg_extension_config_dump('postbox.tenant_limits', '');
 SELECT pg_catalog.pg_extension_config_dump('postbox.endpoint_pauses', '');
 SELECT pg_catalog.pg_extension_config_dump('postbox.event_types', 'WHERE NOT builtin');
 SELECT pg_catalog.pg_extension_config_dump('postbox.retention', '');
+SELECT pg_catalog.pg_extension_config_dump('postbox.api_keys', '');
 
 -------------------------------------------------------------------------------
 -- Comments on every object (a pg_test checks none is missing)
@@ -1509,6 +1746,19 @@ COMMENT ON FUNCTION postbox.purge(integer) IS 'Deletes what outlived its retenti
 COMMENT ON FUNCTION postbox._retention() IS 'Internal: the retention windows, the table''s defaults written the first time.';
 COMMENT ON FUNCTION postbox._uuid7_floor(timestamptz) IS 'Internal: the smallest version 7 UUID of a moment''s millisecond, for age ranges of time-ordered ids.';
 COMMENT ON TABLE postbox.wakeup IS 'One-row wake-up flag: emit NOTIFYs only while a worker says it is waiting.';
+COMMENT ON TABLE postbox.api_keys IS 'HTTP API keys (postbox-api): each key''s SHA-256, tenant (none for operator keys), role, label and use; granted to no one.';
+COMMENT ON TABLE postbox.api_idempotency IS 'The HTTP API''s first response to each POST with an Idempotency-Key, per tenant, for the idempotency_keys window; holds secrets, granted to no one.';
+COMMENT ON VIEW postbox.api_key_list IS 'The HTTP API''s keys without their hashes: tenant, role, label, the first characters, and when made, rotated, last used and revoked.';
+COMMENT ON FUNCTION postbox.create_api_key(text, text, text) IS 'Makes an HTTP API key (admin or member of a tenant, or operator with tenant NULL) and returns it, the only time it is shown.';
+COMMENT ON FUNCTION postbox.rotate_api_key(text, uuid) IS 'Gives an HTTP API key (tenant NULL: an operator key) a new value, returned once; the old one stops working at commit.';
+COMMENT ON FUNCTION postbox.revoke_api_key(text, uuid) IS 'Revokes an HTTP API key (tenant NULL: an operator key); it stops working at commit.';
+COMMENT ON FUNCTION postbox.authenticate_api_key(bytea) IS 'postbox-api: the id, tenant and role of the live key with this SHA-256, if any; records its use at most once a minute.';
+COMMENT ON FUNCTION postbox.api_request_begin(text, text, bytea) IS 'postbox-api: the stored response of the first POST with this Idempotency-Key (same request required), or claims the key.';
+COMMENT ON FUNCTION postbox.api_request_end(text, text, integer, text) IS 'postbox-api: stores the response of the request that claimed the Idempotency-Key.';
+COMMENT ON FUNCTION postbox._max_api_keys() IS 'Internal: the most active API keys per tenant (inlined).';
+COMMENT ON FUNCTION postbox._no_api_key(uuid) IS 'Internal: raises the unknown-api-key error.';
+COMMENT ON FUNCTION postbox._api_key(text, uuid) IS 'Internal: an API key of a tenant (NULL: operator), locked, or the unknown-key error (also for another tenant''s id).';
+COMMENT ON FUNCTION postbox._generate_api_key() IS 'Internal: a new pbk_ API key from the OS CSPRNG.';
 COMMENT ON TABLE postbox.workers IS 'Workers alive: each refreshes its row every second; one not seen for a few seconds is dead, and its claims are released.';
 COMMENT ON VIEW postbox.endpoint_status IS 'One row per endpoint: healthy, failing, disabled (automatic) or paused (enabled = false), and its pending deliveries.';
 COMMENT ON VIEW postbox.deliveries IS 'Every delivery with its status: pending, in_flight, held, succeeded, failed or cancelled.';
@@ -1610,11 +1860,17 @@ GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb),
                           postbox.validate_url(text),
                           postbox.validate_headers(jsonb, text),
                           -- what validate_headers inlines, run as the caller
-                          postbox._check_depth(text, jsonb), postbox._validate_headers(jsonb, text)
+                          postbox._check_depth(text, jsonb), postbox._validate_headers(jsonb, text),
+                          -- the HTTP API's keys and idempotent requests (postbox-api connects as
+                          -- a role granted postbox_admin)
+                          postbox.create_api_key(text, text, text), postbox.rotate_api_key(text, uuid),
+                          postbox.revoke_api_key(text, uuid), postbox.authenticate_api_key(bytea),
+                          postbox.api_request_begin(text, text, bytea),
+                          postbox.api_request_end(text, text, integer, text)
    TO postbox_admin;
 GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.retention, postbox.workers, postbox.endpoint_status,
                 postbox.endpoint_settings, postbox.endpoint_stats,
-                postbox.deliveries, postbox.attempts, postbox.emitted_rejects
+                postbox.deliveries, postbox.attempts, postbox.emitted_rejects, postbox.api_key_list
    TO postbox_admin;
 -- endpoint_status.pending inlines the routing rule (_routes, _emitted_events),
 -- and an inlined function's tables are read with the caller's rights: the

@@ -288,3 +288,42 @@ CREATE TABLE postbox.workers (
     alive_since timestamptz NOT NULL DEFAULT now(),
     seen_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- Keys of the HTTP API (postbox-api). Only a key's SHA-256 is kept: the key
+-- is shown once, when made or rotated. Operator keys (the application's own
+-- backend) act for every tenant and so have none; every other key belongs to
+-- one tenant. Nothing is granted on this table: the functions that read and
+-- write it are the only way in.
+CREATE TABLE postbox.api_keys (
+    id           uuid PRIMARY KEY,  -- version 7: time-ordered
+    tenant       text,
+    role         text NOT NULL CHECK (role IN ('admin', 'member', 'operator')),
+    label        text NOT NULL,
+    -- sha256 of the whole key; this unique index is the lookup.
+    key_hash     bytea NOT NULL UNIQUE,
+    -- The key's first characters, to tell keys apart in lists.
+    key_prefix   text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    rotated_at   timestamptz,
+    -- Written at most once a minute per key, so reads stay reads.
+    last_used_at timestamptz,
+    revoked_at   timestamptz,
+    CHECK ((role = 'operator') = (tenant IS NULL))
+);
+CREATE INDEX api_keys_tenant ON postbox.api_keys (tenant, created_at);
+
+-- The HTTP API's first response to each POST with an Idempotency-Key, per
+-- tenant, for the idempotency_keys retention window. A response may hold a
+-- secret (a new endpoint's, a rotated key): nothing is granted on it.
+CREATE TABLE postbox.api_idempotency (
+    tenant          text NOT NULL,
+    idempotency_key text NOT NULL,
+    -- sha256 of the request (method, path, query, body): a repeat with the
+    -- same key must be the same request.
+    request_hash    bytea NOT NULL,
+    status          smallint NOT NULL DEFAULT 0,  -- 0 until the response is stored
+    body            text NOT NULL DEFAULT '',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, idempotency_key)
+);
+CREATE INDEX api_idempotency_created ON postbox.api_idempotency USING brin (created_at);

@@ -164,9 +164,9 @@ fn _validate_options(options: JsonB) -> JsonB {
 }
 
 /// A new `whsec_` secret: 32 bytes from the operating system's CSPRNG.
-#[pg_extern(volatile, parallel_safe)]
-fn _generate_secret() -> String {
-    let mut bytes = [0u8; rules::secret::GENERATED_BYTES];
+/// `N` bytes from the OS CSPRNG, or an error (never a weaker source).
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     if getrandom::fill(&mut bytes).is_err() {
         ereport!(
             ERROR,
@@ -174,7 +174,18 @@ fn _generate_secret() -> String {
             "postbox: the OS random generator failed"
         );
     }
-    rules::secret::encode(&bytes)
+    bytes
+}
+
+#[pg_extern(volatile, parallel_safe)]
+fn _generate_secret() -> String {
+    rules::secret::encode(&random())
+}
+
+/// A new `pbk_` API key; SQL stores only its hash.
+#[pg_extern(volatile, parallel_safe)]
+fn _generate_api_key() -> String {
+    rules::api_key::encode(&random())
 }
 
 /// Gone from the SQL API in 0.4.0 (secrets are checked for their endpoint's

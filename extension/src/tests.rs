@@ -1077,6 +1077,12 @@ mod tests {
             ("expand_events(integer)", "worker API: moves emitted rows into events and outbox; reads only postbox's own tables"),
             ("set_retention(interval,interval,interval,interval,interval)", "admin API: writes the retention row"),
             ("purge(integer)", "worker and admin API: deletes expired rows of postbox's own tables, which neither may delete directly"),
+            ("create_api_key(text,text,text)", "admin API: writes api_keys (key hashes), which no role can read or write"),
+            ("rotate_api_key(text,uuid)", "admin API: writes api_keys"),
+            ("revoke_api_key(text,uuid)", "admin API: writes api_keys"),
+            ("authenticate_api_key(bytea)", "postbox-api: reads key_hash, which no role may read, and writes last_used_at; takes only a hash"),
+            ("api_request_begin(text,text,bytea)", "postbox-api: api_idempotency holds responses with secrets and is granted to no one"),
+            ("api_request_end(text,text,integer,text)", "postbox-api: writes api_idempotency"),
         ];
         let found: Vec<String> = Spi::connect(|c| {
             c.select(
@@ -1243,4 +1249,5 @@ mod tests {
     }
 
     include!("tests_settings.rs");
+    include!("tests_api.rs");
 }

@@ -646,13 +646,19 @@
                 ("worker_id", _) => "'sweeper'".into(),
                 ("instance", _) => "gen_random_uuid()".into(),
                 ("stale_after", _) => "'5 seconds'".into(),
+                ("role", _) => "'admin'".into(),
+                ("label", _) => "'sweep'".into(),
+                ("key_hash", _) | ("request_hash", _) => "sha256('sweep')".into(),
+                ("status", _) => "201".into(),
+                ("body", _) => "'{}'".into(),
+                ("idempotency_key", _) => "'sweep'".into(),
                 (_, "interval") => "'30 days'".into(),
                 (_, "integer") | (_, "bigint") => "10".into(),
                 (_, "boolean") => "true".into(),
                 (_, "text[]") => "'{*}'".into(),
                 (_, "jsonb") | (_, "json") => "'{}'".into(),
                 (_, "timestamp with time zone") => "now()".into(),
-                ("signature_header", _) | ("own_secret", _) | ("description", _) | ("idempotency_key", _) => "NULL".into(),
+                ("signature_header", _) | ("own_secret", _) | ("description", _) => "NULL".into(),
                 (a, t) => panic!("no sample for {a} {t}: add one"),
             }
         }
@@ -702,16 +708,20 @@
             "emit.idempotency_key", "attach.columns", "send_test.data", "validate_headers.signature_header",
             "set_retention.succeeded_attempts", "set_retention.failed_attempts", "set_retention.events",
             "set_retention.cancelled_deliveries", "set_retention.idempotency_keys",
+            // No key has a NULL hash: no row, as for any unknown key.
+            "authenticate_api_key.key_hash",
         ];
         // How an argument's NULL error may name it, besides its own name.
         let names = |arg: &str| -> Vec<String> {
-            let mut n = vec![arg.to_string(), arg.replace('_', " ")];
+            let mut n = vec![arg.to_string(), arg.replace('_', " "), arg.replace('_', "-")];
             match arg {
                 "name" => n.push("event type name".into()),
                 "data" => n.push("event data".into()),
                 "tbl" => n.push("table".into()),
                 "since" | "until" => n.push("since <= until".into()),
                 "endpoint_id" => n.push("no endpoint has this id".into()),
+                // NULL is an operator key's tenant: there is none with the id.
+                "tenant" => n.push("no api key has this id".into()),
                 _ => {}
             }
             n
@@ -908,6 +918,10 @@
                 hostile("int.huge", "2147483647", None),
                 hostile("int.min", "-2147483648", None),
             ],
+            "bytea" => vec![
+                hostile("bytes.empty", "''::bytea", None),
+                hostile("bytes.1mib", "convert_to(repeat('a', 1048576), 'UTF8')", None),
+            ],
             "timestamp with time zone" => vec![
                 hostile("time.infinity", "'infinity'", None),
                 hostile("time.minus_infinity", "'-infinity'", None),
@@ -1021,6 +1035,18 @@
             "rotate_secret.grace:interval.zero",
             // Any window; an empty one replays nothing.
             "replay.since:time", "replay.until:time",
+            // API keys: any tenant (as above) and any label of 1 to 200
+            // characters, stored verbatim as descriptions are.
+            "create_api_key.tenant:text.inject", "create_api_key.tenant:text.odd",
+            "create_api_key.label:text.inject", "create_api_key.label:text.odd",
+            "api_request_begin.tenant:text.inject", "api_request_begin.tenant:text.odd",
+            // An Idempotency-Key is any visible ASCII without spaces.
+            "api_request_begin.idempotency_key:text.inject.format",
+            "api_request_begin.idempotency_key:text.inject.backslash_x00",
+            "api_request_begin.idempotency_key:text.inject.quoted",
+            "api_request_begin.idempotency_key:text.inject.backslash",
+            // Any bytes are a hash no key has: no row.
+            "authenticate_api_key.key_hash:bytes",
         ];
         let allowed = |f: &str, arg: &str, label: &str| -> Option<&'static str> {
             HOSTILE_IS_FINE.iter().copied().find(|e| {

@@ -14,7 +14,9 @@
 //! - [`options`]: per-endpoint delivery options.
 //! - [`secret`]: `whsec_` signing secrets.
 //! - [`sign`]: the two signature formats (Standard Webhooks, `sha256=` hex).
+//! - [`api_key`]: the HTTP API's `pbk_` keys: their form and their hash.
 
+pub mod api_key;
 pub mod error;
 pub mod event;
 pub mod headers;

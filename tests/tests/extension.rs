@@ -712,6 +712,58 @@ async fn upgrade_from_0_3_0_matches_a_fresh_install() {
         one("SELECT string_agg(tenant || ':' || status, ' ' ORDER BY tenant) FROM postbox.endpoint_status").await,
         "gone:healthy t:healthy"
     );
+    old.batch_execute("ALTER EXTENSION postbox UPDATE")
+        .await
+        .unwrap();
+    assert_same_shape(&su, &old).await;
+}
+
+/// 0.4.0 -> 0.5.0 adds the HTTP API's keys and stored responses, and keeps
+/// everything else; it ends up exactly like a fresh install, and the keys
+/// work. Needs sql/released/postbox--0.4.0.sql installed.
+#[tokio::test]
+async fn upgrade_from_0_4_0_matches_a_fresh_install() {
+    let pg = Cluster::start().await;
+    let (su, old) = database_to_upgrade(&pg).await;
+    old.batch_execute(
+        "CREATE EXTENSION postbox VERSION '0.4.0';
+         SELECT postbox.create_endpoint('t', 'https://a.example.com/', '{*}');
+         SELECT postbox.emit('t', 'webhook.test', '{}', 'k1');",
+    )
+    .await
+    .unwrap();
+    old.batch_execute("ALTER EXTENSION postbox UPDATE TO '0.5.0'")
+        .await
+        .unwrap();
+    let key: String = old
+        .query_one(
+            "SELECT key FROM postbox.create_api_key('t', 'admin', 'ci')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let who: String = old
+        .query_one(
+            "SELECT tenant || ':' || role FROM postbox.authenticate_api_key(sha256(convert_to($1, 'UTF8')))",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "t:admin");
+    let kinds: String = old
+        .query_one(
+            "SELECT string_agg(kind, ' ' ORDER BY kind) FROM postbox.purge()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kinds,
+        "api_requests attempts deliveries events idempotency_keys pauses rejects"
+    );
     assert_same_shape(&su, &old).await;
 }
 

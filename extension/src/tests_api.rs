@@ -1,0 +1,158 @@
+// `#[pg_test]`s of what the HTTP API (postbox-api, 0.5.0) keeps in SQL: its
+// keys and its stored responses. Included into `tests.rs`'s module, whose
+// helpers it uses.
+
+    /// A key as authenticate_api_key sees it: "tenant:role", or None.
+    fn who(key: &str) -> Option<String> {
+        Spi::get_one::<String>(&format!(
+            "SELECT (SELECT coalesce(tenant, '-') || ':' || role FROM postbox.authenticate_api_key(sha256(convert_to('{key}', 'UTF8'))))"
+        ))
+        .unwrap()
+    }
+
+    fn new_key(tenant: &str, role: &str) -> (String, String) {
+        let row = one::<String>(&format!(
+            "SELECT id || ' ' || key FROM postbox.create_api_key({tenant}, '{role}', 'test')"
+        ));
+        let (id, key) = row.split_once(' ').unwrap();
+        (id.to_string(), key.to_string())
+    }
+
+    /// Keys are shown once and kept as their SHA-256; each authenticates as
+    /// its tenant and role until rotated (the old value stops at once, the
+    /// id stays) or revoked. Another tenant's key id is an unknown id.
+    #[pg_test]
+    fn api_keys_authenticate_until_rotated_or_revoked() {
+        let (id, key) = new_key("'t'", "admin");
+        let (_, member) = new_key("'t'", "member");
+        let (op_id, op) = new_key("NULL", "operator");
+        assert!(postbox_rules::api_key::well_formed(&key), "{key}");
+        assert_eq!(who(&key).as_deref(), Some("t:admin"));
+        assert_eq!(who(&member).as_deref(), Some("t:member"));
+        assert_eq!(who(&op).as_deref(), Some("-:operator"));
+        assert_eq!(who("pbk_nope"), None);
+        // Only the hash is stored: the key is nowhere in the table.
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM postbox.api_keys k WHERE k::text LIKE '%{}%'", &key[4..])),
+            0
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT key_prefix FROM postbox.api_key_list WHERE id = '{id}'")),
+            key[..12]
+        );
+        // Used: recorded, once.
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM postbox.api_key_list WHERE id = '{id}' AND last_used_at IS NOT NULL")),
+            1
+        );
+
+        let (state, msg) = error_of(&format!("SELECT postbox.rotate_api_key('other', '{id}')"));
+        assert_eq!((state.as_str(), msg), ("22023", format!("postbox: no api key has this id: {id}")));
+        let (_, msg) = error_of(&format!("SELECT postbox.revoke_api_key(NULL, '{id}')"));
+        assert_eq!(msg, format!("postbox: no api key has this id: {id}"));
+        let (_, msg) = error_of(&format!("SELECT postbox.revoke_api_key('t', '{op_id}')"));
+        assert_eq!(msg, format!("postbox: no api key has this id: {op_id}"));
+        assert_eq!(who(&key).as_deref(), Some("t:admin"), "a refused call changes nothing");
+
+        let rotated = one::<String>(&format!("SELECT postbox.rotate_api_key('t', '{id}')"));
+        assert_ne!(rotated, key);
+        assert_eq!(who(&key), None, "the old value stops working");
+        assert_eq!(who(&rotated).as_deref(), Some("t:admin"));
+        let rotated_op = one::<String>(&format!("SELECT postbox.rotate_api_key(NULL, '{op_id}')"));
+        assert_eq!(who(&op), None);
+        assert_eq!(who(&rotated_op).as_deref(), Some("-:operator"));
+
+        run(&format!("SELECT postbox.revoke_api_key('t', '{id}')"));
+        assert_eq!(who(&rotated), None);
+        run(&format!("SELECT postbox.revoke_api_key('t', '{id}')")); // again: nothing changes
+        let (_, msg) = error_of(&format!("SELECT postbox.rotate_api_key('t', '{id}')"));
+        assert_eq!(msg, format!("postbox: a revoked api key cannot be rotated: {id}"));
+        assert_eq!(who(&member).as_deref(), Some("t:member"), "other keys are untouched");
+    }
+
+    /// Bad arguments are refused with the rule, and no key is made.
+    #[pg_test]
+    fn api_key_arguments_are_checked() {
+        for (call, msg) in [
+            ("'t', 'owner', 'x'", "postbox: role must be admin, member or operator: owner"),
+            ("'t', 'operator', 'x'", "postbox: operator keys act for every tenant and take no tenant (pass NULL): t"),
+            ("NULL, 'admin', 'x'", "postbox: tenant must be a non-empty string: NULL"),
+            ("'t', 'admin', ''", "postbox: api key label must be 1 to 200 characters: "),
+            ("'t', 'admin', repeat('a', 201)", "postbox: api key label must be 1 to 200 characters: aaaa"),
+        ] {
+            let (state, got) = error_of(&format!("SELECT postbox.create_api_key({call})"));
+            assert_eq!(state, "22023", "{call}");
+            assert!(got.starts_with(msg), "{call}: {got}");
+        }
+        assert_eq!(one::<i64>("SELECT count(*) FROM postbox.api_keys"), 0);
+        // At most 100 active keys per tenant; a revoked one makes room.
+        run("SELECT postbox.create_api_key('t', 'member', 'k' || i) FROM generate_series(1, 100) i");
+        let (state, msg) = error_of("SELECT postbox.create_api_key('t', 'member', 'one more')");
+        assert_eq!((state.as_str(), msg.as_str()), ("22023", "postbox: a tenant has at most 100 active api keys (revoke one first): t"));
+        new_key("'u'", "admin"); // other tenants are not affected
+        run("SELECT postbox.revoke_api_key('t', (SELECT id FROM postbox.api_keys WHERE tenant = 't' ORDER BY id LIMIT 1))");
+        new_key("'t'", "admin");
+    }
+
+    /// The roles have no way to the hashes but the functions.
+    #[pg_test]
+    fn api_keys_are_reachable_only_through_the_functions() {
+        new_key("'t'", "admin");
+        for role in ["postbox_admin", "postbox_emitter", "postbox_worker"] {
+            for table in ["postbox.api_keys", "postbox.api_idempotency"] {
+                assert!(
+                    !one::<bool>(&format!("SELECT has_table_privilege('{role}', '{table}', 'SELECT, INSERT, UPDATE, DELETE')")),
+                    "{role} {table}"
+                );
+            }
+        }
+        run("SET LOCAL ROLE postbox_admin");
+        assert_eq!(one::<i64>("SELECT count(*) FROM postbox.api_key_list"), 1);
+        let (state, _) = error_of("SELECT key_hash FROM postbox.api_keys");
+        run("RESET ROLE");
+        assert_eq!(state, "42501");
+    }
+
+    /// The first response to a key is stored and returned to repeats; the
+    /// same key for another request is refused; an expired one is free
+    /// again; purge removes expired ones.
+    #[pg_test]
+    fn api_requests_with_an_idempotency_key_are_answered_once() {
+        let begin = |key: &str, req: &str| -> Option<String> {
+            Spi::get_one::<String>(&format!(
+                "SELECT (SELECT status || ' ' || body FROM postbox.api_request_begin('t', '{key}', sha256('{req}')))"
+            ))
+            .unwrap()
+        };
+        assert_eq!(begin("k1", "a"), None, "the first claims the key");
+        run("SELECT postbox.api_request_end('t', 'k1', 201, '{\"id\": 1}')");
+        assert_eq!(begin("k1", "a").as_deref(), Some("201 {\"id\": 1}"));
+        let (state, msg) = error_of("SELECT postbox.api_request_begin('t', 'k1', sha256('b'))");
+        assert_eq!(state, "22023");
+        assert_eq!(msg, "postbox: this Idempotency-Key was used for another request (within 24:00:00): k1");
+        assert_eq!(begin("k1", "a").as_deref(), Some("201 {\"id\": 1}"));
+        // Per tenant.
+        assert_eq!(
+            Spi::get_one::<i16>("SELECT (SELECT status FROM postbox.api_request_begin('u', 'k1', sha256('b')))").unwrap(),
+            None
+        );
+        for (call, msg) in [
+            ("postbox.api_request_begin('t', 'a b', sha256('a'))", "postbox: Idempotency-Key must be 1 to 255 visible ASCII characters: a b"),
+            ("postbox.api_request_begin('t', '', sha256('a'))", "postbox: Idempotency-Key must be 1 to 255 visible ASCII characters: "),
+            ("postbox.api_request_begin('t', 'k', '\\x00')", "postbox: request_hash must be a SHA-256 (32 bytes)"),
+            ("postbox.api_request_end('t', 'k1', 201, 'x')", "postbox: no request with this Idempotency-Key is under way: k1"),
+            ("postbox.api_request_end('t', 'k9', 500, 'x')", "postbox: only a successful response is stored (status 200 to 299, a body): 500"),
+        ] {
+            let (state, got) = error_of(&format!("SELECT {call}"));
+            assert_eq!((state.as_str(), got.as_str()), ("22023", msg), "{call}");
+        }
+        // Expired: free again (before purge), and purged.
+        run("UPDATE postbox.api_idempotency SET created_at = now() - interval '25 hours' WHERE idempotency_key = 'k1' AND tenant = 't'");
+        assert_eq!(begin("k1", "b"), None);
+        run("UPDATE postbox.api_idempotency SET created_at = now() - interval '25 hours'");
+        assert_eq!(
+            one::<i64>("SELECT deleted FROM postbox.purge() WHERE kind = 'api_requests'"),
+            2
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM postbox.api_idempotency"), 0);
+    }
