@@ -45,7 +45,11 @@ pub enum ConfigError {
     NoDatabase,
 }
 
-fn invalid(name: &'static str, rule: impl Into<String>, value: impl fmt::Display) -> ConfigError {
+pub fn invalid(
+    name: &'static str,
+    rule: impl Into<String>,
+    value: impl fmt::Display,
+) -> ConfigError {
     ConfigError::Invalid {
         name,
         rule: rule.into(),
@@ -134,7 +138,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Booleans in flags and the environment: 1/0, true/false, yes/no, on/off.
-fn parse_bool(s: &str) -> Result<bool, String> {
+pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
@@ -257,8 +261,9 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// How a setting's given value becomes its [`Config`] value.
-trait Setting<T> {
+/// How a setting's given value becomes its `Config` value (used by
+/// [`settings!`](crate::settings)).
+pub trait Setting<T> {
     fn resolve(self, name: &'static str) -> Result<T, ConfigError>;
 }
 
@@ -271,7 +276,15 @@ macro_rules! as_is {
         }
     )*};
 }
-as_is!(usize, u32, bool, String, Vec<PathBuf>, DatabaseUrl);
+as_is!(
+    usize,
+    u32,
+    bool,
+    String,
+    Vec<PathBuf>,
+    DatabaseUrl,
+    SocketAddr
+);
 
 /// Off unless given.
 impl Setting<Option<SocketAddr>> for SocketAddr {
@@ -286,7 +299,9 @@ impl<P: Parse> Setting<P::Out> for Text<P> {
     }
 }
 
-/// The type a setting has in [`Config`]: the given type, or the one after `=>`.
+/// The type a setting has in `Config`: the given type, or the one after `=>`.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! config_type {
     ($given:ty) => {
         $given
@@ -296,16 +311,23 @@ macro_rules! config_type {
     };
 }
 
-/// Makes [`Settings`], [`Config`] and the merge from one table: per setting,
-/// its docs and clap attributes, `name: GivenType [=> ConfigType] = default;`.
+/// Makes `Settings`, `Config` and the merge from one table, for the worker
+/// and the API alike: first `extra { name: Type = default; ... }`, fields of
+/// `Config` that are no setting (set in code); then per setting, its docs
+/// and clap attributes, `name: GivenType [=> ConfigType] = default;`. The
+/// calling crate needs `clap` and `serde` (the derives name them).
+#[macro_export]
 macro_rules! settings {
-    ($(
-        $(#[$attr:meta])*
-        $name:ident : $given:ty $(=> $resolved:ty)? = $default:expr;
-    )*) => {
+    (
+        extra { $( $(#[$xattr:meta])* $xname:ident : $xty:ty = $xdefault:expr; )* }
+        $(
+            $(#[$attr:meta])*
+            $name:ident : $given:ty $(=> $resolved:ty)? = $default:expr;
+        )*
+    ) => {
         /// Every setting, each optional: what the flags and environment say
         /// (clap), or what the file says (serde, the same names).
-        #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+        #[derive(clap::Args, serde::Deserialize, Debug, Default, Clone)]
         #[serde(deny_unknown_fields)]
         pub struct Settings {
             $( $(#[$attr])* pub $name: Option<$given>, )*
@@ -318,37 +340,35 @@ macro_rules! settings {
             }
         }
 
-        /// The worker's resolved settings (see [`Settings`] for each). Tests
-        /// build it with [`Config::new`] and adjust fields; the binary uses
-        /// [`Config::from_cli`].
+        /// The resolved settings (see [`Settings`] for each). Tests build it
+        /// with `Config::new` and adjust fields; the binary uses
+        /// `Config::from_cli`.
         #[derive(Clone)]
         pub struct Config {
-            $( pub $name: config_type!($given $(, $resolved)?), )*
-            /// Name resolution; tests substitute their own.
-            pub resolver: Arc<dyn Resolve>,
-            /// Extra trusted roots given in code (tests' CAs), beside `extra_root_certs`.
-            pub root_certificates: Vec<reqwest::Certificate>,
+            $( pub $name: $crate::config_type!($given $(, $resolved)?), )*
+            $( $(#[$xattr])* pub $xname: $xty, )*
         }
 
         impl Config {
             fn defaults() -> Config {
                 Config {
                     $( $name: $default, )*
-                    resolver: Arc::new(SystemResolver),
-                    root_certificates: Vec::new(),
+                    $( $xname: $xdefault, )*
                 }
             }
 
             /// Takes every setting `s` gives.
-            fn apply(&mut self, s: Settings) -> Result<(), ConfigError> {
-                $( if let Some(v) = s.$name { self.$name = Setting::resolve(v, stringify!($name))?; } )*
+            fn apply(&mut self, s: Settings) -> Result<(), $crate::config::ConfigError> {
+                $( if let Some(v) = s.$name {
+                    self.$name = $crate::config::Setting::resolve(v, stringify!($name))?;
+                } )*
                 Ok(())
             }
         }
 
         /// Every setting; the database only as where it points.
-        impl fmt::Debug for Config {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Debug for Config {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.debug_struct("Config")
                     $( .field(stringify!($name), &self.$name) )*
                     .finish_non_exhaustive()
@@ -357,7 +377,25 @@ macro_rules! settings {
     };
 }
 
-settings! {
+/// Reads a TOML file of settings (lowest precedence).
+pub fn read_file<S: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<S, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str::<S>(&text).map_err(|e| ConfigError::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+crate::settings! {
+    extra {
+        /// Name resolution; tests substitute their own.
+        resolver: Arc<dyn Resolve> = Arc::new(SystemResolver);
+        /// Extra trusted roots given in code (tests' CAs), beside `extra_root_certs`.
+        root_certificates: Vec<reqwest::Certificate> = Vec::new();
+    }
     /// PostgreSQL connection string; falls back to DATABASE_URL.
     #[arg(long, env = "POSTBOX_DATABASE_URL", hide_env_values = true)]
     database_url: DatabaseUrl = DatabaseUrl::default();
@@ -476,16 +514,7 @@ impl Config {
     /// then defaults; validated.
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str::<Settings>(&text).map_err(|e| ConfigError::Toml {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?
-            }
+            Some(path) => read_file::<Settings>(path)?,
             None => Settings::default(),
         };
         let mut given = cli.settings;

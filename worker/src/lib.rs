@@ -50,7 +50,7 @@ pub mod wakeup;
 pub use config::{Cli, Config, ConfigError};
 pub use resolve::Resolve;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use deliver::{Sender, SenderSettings};
 use dispatch::Dispatcher;
 use error::pg_message;
@@ -184,23 +184,13 @@ pub(crate) fn pool(
     pg: tokio_postgres::Config,
     tls: db::MakeRustls,
 ) -> Result<Pool, RunError> {
-    let manager = Manager::from_config(
-        pg,
-        tls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(config.db_pool_size)
-        .build()
-        .map_err(|e| RunError::Db(e.to_string()))
+    db::pool(pg, tls, config.db_pool_size).map_err(|e| RunError::Db(e.to_string()))
 }
 
 /// The installed extension's version if this worker drives it, else the
 /// error saying why not (not installed, or another version). The one home of
 /// that rule: `run` refuses to start on it, `check` reports it.
-pub(crate) async fn extension_version(db: &tokio_postgres::Client) -> Result<String, RunError> {
+pub async fn extension_version(db: &tokio_postgres::Client) -> Result<String, RunError> {
     let version: Option<String> = db
         .query_opt(
             "SELECT extversion FROM pg_extension WHERE extname = 'postbox'",

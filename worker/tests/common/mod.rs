@@ -259,7 +259,10 @@ impl Worker {
 /// allowed, the request and connect timeouts of [`test_config`], output
 /// discarded. The caller adds its own settings and spawns it.
 pub fn worker_process(pg: &Cluster) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_postbox-worker"));
+    let mut c = std::process::Command::new(
+        // Shared with other crates' tests (api/tests), which never call this.
+        option_env!("CARGO_BIN_EXE_postbox-worker").expect("the worker's own tests only"),
+    );
     c.env("POSTBOX_DATABASE_URL", pg.url("postgres"))
         .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
         .env("POSTBOX_REQUEST_TIMEOUT", "2s")

@@ -1,0 +1,154 @@
+//! Who is calling, and for which tenant.
+//!
+//! A key is `Authorization: Bearer pbk_...`. Its form is checked first (a
+//! malformed key costs no database work), then its SHA-256 is looked up by
+//! `postbox.authenticate_api_key`, which never sees the key itself (nor do
+//! the server's statement and parameter logs). The lookup compares hashes,
+//! not keys: how long a comparison takes depends on the hash of what the
+//! caller sent, which the caller cannot steer byte by byte, so timing tells
+//! nothing about any stored key, and the comparison is constant-time in
+//! effect. A missing, malformed, unknown or revoked key gets the same 401.
+//!
+//! Then the key's rate limit, then its reach:
+//! - tenant keys (admin, member) act on their own tenant under `/v1/...`;
+//!   member keys only read;
+//! - operator keys act for any tenant under `/v1/tenants/{tenant}/...`.
+
+use crate::error::ApiError;
+use crate::App;
+use axum::extract::{FromRequestParts, RawPathParams};
+use axum::http::request::Parts;
+use axum::http::{header, Method};
+use deadpool_postgres::Object;
+use std::time::Instant;
+use uuid::Uuid;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Member,
+    Operator,
+}
+
+/// An authenticated key.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub key_id: Uuid,
+    /// None for operator keys.
+    pub tenant: Option<String>,
+    pub role: Role,
+}
+
+/// The bearer key of a request, if it has the form of a key.
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && postbox_rules::api_key::well_formed(key))
+        .then_some(key)
+}
+
+/// Authenticates the request and takes a token from its key's bucket;
+/// returns the caller and the connection it used, for the request's work.
+async fn authenticate(parts: &Parts, app: &App) -> Result<(Caller, Object), ApiError> {
+    let key = bearer(parts).ok_or(ApiError::Unauthorized)?;
+    let hash = postbox_rules::api_key::hash(key);
+    let db = app.pool.get().await?;
+    let st = db
+        .prepare_cached("SELECT id, tenant, role FROM postbox.authenticate_api_key($1)")
+        .await?;
+    let row = db
+        .query_opt(&st, &[&hash.as_slice()])
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let role = match row.get::<_, &str>(2) {
+        "admin" => Role::Admin,
+        "member" => Role::Member,
+        "operator" => Role::Operator,
+        other => {
+            tracing::error!(role = other, "api key with an unknown role");
+            return Err(ApiError::Internal);
+        }
+    };
+    let caller = Caller {
+        key_id: row.get(0),
+        tenant: row.get(1),
+        role,
+    };
+    app.limiter
+        .take(caller.key_id, Instant::now())
+        .map_err(ApiError::RateLimited)?;
+    Ok((caller, db))
+}
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Ok(authenticate(parts, app).await?.0)
+    }
+}
+
+/// An authenticated request's tenant, its caller and a connection: every
+/// tenant-scoped handler takes one. The tenant is the key's own, or, for an
+/// operator key, the one in the path.
+pub struct Scope {
+    pub tenant: String,
+    pub caller: Caller,
+    pub db: Object,
+}
+
+impl Scope {
+    /// Only admin and operator keys may go on.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.caller.role {
+            Role::Member => Err(ApiError::Forbidden(
+                "member keys only read endpoints and deliveries",
+            )),
+            Role::Admin | Role::Operator => Ok(()),
+        }
+    }
+
+    /// Only operator keys may go on.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self.caller.role {
+            Role::Operator => Ok(()),
+            _ => Err(ApiError::Forbidden("only operator keys may do this")),
+        }
+    }
+}
+
+impl FromRequestParts<App> for Scope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let (caller, db) = authenticate(parts, app).await?;
+        let in_path = RawPathParams::from_request_parts(parts, app)
+            .await
+            .ok()
+            .and_then(|p| {
+                p.iter()
+                    .find(|(k, _)| *k == "tenant")
+                    .map(|(_, v)| v.to_string())
+            });
+        let tenant = match (&caller.tenant, in_path) {
+            (Some(own), None) => own.clone(),
+            (None, Some(t)) => t,
+            (Some(_), Some(_)) => {
+                return Err(ApiError::Forbidden(
+                    "tenant keys act for their own tenant only: use the path without /v1/tenants/{tenant}",
+                ))
+            }
+            (None, None) => {
+                return Err(ApiError::Forbidden(
+                    "operator keys act for a tenant: use /v1/tenants/{tenant}/...",
+                ))
+            }
+        };
+        let scope = Scope { tenant, caller, db };
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            scope.require_admin()?;
+        }
+        Ok(scope)
+    }
+}

@@ -1,0 +1,199 @@
+//! Configuration: flags, then `POSTBOX_API_*` environment variables, then
+//! an optional TOML file, then defaults, exactly as the worker reads its
+//! own (the table below is the worker's `settings!` macro). Validated
+//! before the API starts; a bad value is exit code 2.
+
+use postbox_worker::config::{
+    invalid, parse_bool, read_file, ByteSize, ConfigError, DatabaseUrl, Humantime, Text,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Requests per second per key, and the burst: a settings page makes a few
+/// requests per view, and a backend emitting events makes many; 100/s with
+/// bursts of 200 admits both, and stops a runaway loop within a second.
+pub const DEFAULT_RATE_LIMIT: u32 = 100;
+pub const DEFAULT_RATE_BURST: u32 = 200;
+/// Bodies: an event's data may be up to postbox.max_payload_bytes (256 KiB
+/// by default), and JSON escaping can double it.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+const MAX_BODY: (u64, u64) = (1 << 10, 64 << 20);
+const MAX_DB_POOL: usize = 256;
+const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+postbox_worker::settings! {
+    extra {}
+    /// PostgreSQL connection string, as a role granted postbox_admin; falls back to POSTBOX_DATABASE_URL, then DATABASE_URL.
+    #[arg(long, env = "POSTBOX_API_DATABASE_URL", hide_env_values = true)]
+    database_url: DatabaseUrl = DatabaseUrl::default();
+    /// Address the API listens on.
+    #[arg(long, env = "POSTBOX_API_LISTEN")]
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+    /// Address for /metrics and /healthz, e.g. 127.0.0.1:9188.
+    #[arg(long, env = "POSTBOX_API_METRICS_ADDR")]
+    metrics_addr: SocketAddr => Option<SocketAddr> = None;
+    /// Database connections.
+    #[arg(long, env = "POSTBOX_API_DB_POOL_SIZE")]
+    db_pool_size: usize = 16;
+    /// Largest request body, e.g. 1MiB.
+    #[arg(long, env = "POSTBOX_API_MAX_BODY")]
+    max_body: Text<ByteSize> => u64 = DEFAULT_MAX_BODY;
+    /// Requests per second per API key (0: no limit).
+    #[arg(long, env = "POSTBOX_API_RATE_LIMIT")]
+    rate_limit: u32 = DEFAULT_RATE_LIMIT;
+    /// Requests a key may make at once above its rate.
+    #[arg(long, env = "POSTBOX_API_RATE_BURST")]
+    rate_burst: u32 = DEFAULT_RATE_BURST;
+    /// How long SIGTERM waits for requests in flight.
+    #[arg(long, env = "POSTBOX_API_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: Text<Humantime> => Duration = Duration::from_secs(30);
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "POSTBOX_API_LOG_JSON", value_parser = parse_bool)]
+    log_json: bool = false;
+    /// Log filter, e.g. info or postbox_api=debug.
+    #[arg(long, env = "POSTBOX_API_LOG")]
+    log: String = "info".into();
+}
+
+/// Command-line flags; each falls back to its environment variable.
+#[derive(clap::Parser, Debug, Default)]
+#[command(
+    name = "postbox-api",
+    version,
+    about = "postbox's management HTTP API."
+)]
+pub struct Cli {
+    /// TOML file with any of the settings below (lowest precedence).
+    #[arg(long, env = "POSTBOX_API_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+impl Config {
+    /// Defaults for everything but the database.
+    pub fn new(database_url: impl Into<DatabaseUrl>) -> Config {
+        Config {
+            database_url: database_url.into(),
+            ..Config::defaults()
+        }
+    }
+
+    /// Flags (with the environment), then the file, then defaults; validated.
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file::<Settings>(path)?,
+            None => Settings::default(),
+        };
+        let mut given = cli.settings;
+        if given.database_url.is_none() {
+            given.database_url = ["POSTBOX_DATABASE_URL", "DATABASE_URL"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+                .map(DatabaseUrl::from);
+        }
+        let given = given.or(file);
+        if given.database_url.is_none() {
+            return Err(ConfigError::NoDatabase);
+        }
+        let mut c = Config::defaults();
+        c.apply(given)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        postbox_worker::db::parse(self.database_url.as_str())
+            .map_err(|e| invalid("POSTBOX_API_DATABASE_URL", e.to_string(), "(hidden)"))?;
+        if !(1..=MAX_DB_POOL).contains(&self.db_pool_size) {
+            return Err(invalid(
+                "POSTBOX_API_DB_POOL_SIZE",
+                format!("must be from 1 to {MAX_DB_POOL}"),
+                self.db_pool_size,
+            ));
+        }
+        if !(MAX_BODY.0..=MAX_BODY.1).contains(&self.max_body) {
+            return Err(invalid(
+                "POSTBOX_API_MAX_BODY",
+                "must be from 1KiB to 64MiB",
+                self.max_body,
+            ));
+        }
+        if self.rate_limit > 0 && self.rate_burst == 0 {
+            return Err(invalid(
+                "POSTBOX_API_RATE_BURST",
+                "must be at least 1 when POSTBOX_API_RATE_LIMIT is on",
+                0,
+            ));
+        }
+        if self.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
+            return Err(invalid(
+                "POSTBOX_API_SHUTDOWN_TIMEOUT",
+                "must be at most 1h",
+                humantime::format_duration(self.shutdown_timeout),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| {
+            invalid(
+                "POSTBOX_API_LOG",
+                format!("not a valid log filter ({e})"),
+                &self.log,
+            )
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_then_file_then_defaults() {
+        let dir = std::env::temp_dir().join(format!("postbox-api-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("api.toml");
+        std::fs::write(
+            &file,
+            "database_url = \"postgres://h/db\"\nrate_limit = 7\nmax_body = \"2MiB\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "postbox-api",
+            "--config",
+            file.to_str().unwrap(),
+            "--rate-limit",
+            "9",
+        ])
+        .unwrap();
+        let c = Config::from_cli(cli).unwrap();
+        assert_eq!(c.rate_limit, 9, "the flag wins");
+        assert_eq!(c.max_body, 2 << 20, "the file's");
+        assert_eq!(c.rate_burst, DEFAULT_RATE_BURST, "the default");
+        std::fs::write(
+            &file,
+            "database_url = \"postgres://h/db\"\nmax_body = \"1TB\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(["postbox-api", "--config", file.to_str().unwrap()]).unwrap();
+        let e = Config::from_cli(cli).unwrap_err().to_string();
+        assert!(
+            e.starts_with("POSTBOX_API_MAX_BODY: must be from 1KiB to 64MiB"),
+            "{e}"
+        );
+        std::fs::write(&file, "database_url = \"postgres://h/db\"\nrate_limt = 1\n").unwrap();
+        let cli = Cli::try_parse_from(["postbox-api", "--config", file.to_str().unwrap()]).unwrap();
+        let e = Config::from_cli(cli).unwrap_err().to_string();
+        assert!(e.contains("unknown field `rate_limt`"), "{e}");
+    }
+}

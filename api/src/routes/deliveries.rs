@@ -1,0 +1,267 @@
+//! Deliveries: an endpoint's, page by page and filtered; one with its
+//! attempts (what was sent, what came back); a manual retry.
+
+use super::endpoints::{exists, page_size, IdPath};
+use crate::auth::Scope;
+use crate::error::ApiError;
+use crate::idempotency::{Reply, Write};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// A delivery's state.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    InFlight,
+    Held,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::InFlight => "in_flight",
+            DeliveryStatus::Held => "held",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Delivery {
+    pub id: i64,
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: Option<String>,
+    /// pending, in_flight, held (its endpoint is paused), succeeded, failed or cancelled.
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub data: Vec<Delivery>,
+    /// Pass as `before` for the next (older) page; null on the last.
+    pub next: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<String>,
+    /// Items per page, 1 to 500 (default 100).
+    pub limit: Option<i64>,
+    /// The `next` of the previous page: deliveries older than it.
+    pub before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    /// succeeded, retrying, failed or cancelled.
+    pub outcome: String,
+    pub test: bool,
+    pub request: SentRequest,
+    pub response: Option<Received>,
+    /// Why it failed without an HTTP answer (connection, timeout, ...).
+    pub error: Option<String>,
+}
+
+/// What an attempt sent: its headers (but the signature) and the event data.
+#[derive(Serialize, ToSchema)]
+pub struct SentRequest {
+    #[schema(value_type = Object)]
+    pub headers: Value,
+    #[schema(value_type = Object)]
+    pub data: Option<Value>,
+}
+
+/// What came back: the status and the first 4 KiB of the body.
+#[derive(Serialize, ToSchema)]
+pub struct Received {
+    pub status_code: i32,
+    pub body_excerpt: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DeliveryPath {
+    /// The delivery's id.
+    pub id: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Retried {
+    /// pending: queued again with a fresh schedule.
+    pub status: String,
+}
+
+const COLUMNS: &str =
+    "id, endpoint_id, event_id, event_type, status, attempts, next_attempt_at, last_status_code, last_error, created_at";
+
+fn delivery(row: &Row) -> Delivery {
+    Delivery {
+        id: row.get("id"),
+        endpoint_id: row.get("endpoint_id"),
+        event_id: row.get("event_id"),
+        event_type: row.get("event_type"),
+        status: row.get("status"),
+        attempts: row.get("attempts"),
+        next_attempt_at: row.get("next_attempt_at"),
+        last_status_code: row.get("last_status_code"),
+        last_error: row.get("last_error"),
+        created_at: row.get("created_at"),
+    }
+}
+
+/// The endpoint's deliveries, newest first.
+#[utoipa::path(get, path = "/endpoints/{id}/deliveries", tag = "deliveries", params(IdPath, DeliveryQuery),
+    responses((status = 200, body = DeliveryPage)))]
+pub async fn list(
+    scope: Scope,
+    Path(p): Path<IdPath>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    let limit = page_size(q.limit)?;
+    exists(&scope.db, &scope.tenant, p.id).await?;
+    let st = scope
+        .db
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM postbox.deliveries
+              WHERE tenant = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR status = $3)
+                AND ($4::text IS NULL OR event_type = $4) AND ($5::bigint IS NULL OR id < $5)
+              ORDER BY id DESC LIMIT $6"
+        ))
+        .await?;
+    let status = q.status.map(DeliveryStatus::as_str);
+    let rows = scope
+        .db
+        .query(
+            &st,
+            &[
+                &scope.tenant,
+                &p.id,
+                &status,
+                &q.event_type,
+                &q.before,
+                &(limit + 1),
+            ],
+        )
+        .await?;
+    let mut data: Vec<Delivery> = rows.iter().map(delivery).collect();
+    let next = (data.len() as i64 > limit).then(|| data[limit as usize - 1].id);
+    data.truncate(limit as usize);
+    Ok(Json(DeliveryPage { data, next }))
+}
+
+fn no_delivery(id: i64) -> ApiError {
+    ApiError::NotFound(format!("postbox: no delivery has this id: {id}"))
+}
+
+/// One delivery with every attempt: what was sent and what came back.
+#[utoipa::path(get, path = "/deliveries/{id}", tag = "deliveries", params(DeliveryPath),
+    responses((status = 200, body = DeliveryDetail)))]
+pub async fn get(
+    scope: Scope,
+    Path(p): Path<DeliveryPath>,
+) -> Result<Json<DeliveryDetail>, ApiError> {
+    let st = scope
+        .db
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM postbox.deliveries WHERE tenant = $1 AND id = $2 LIMIT 1"
+        ))
+        .await?;
+    let row = scope
+        .db
+        .query_opt(&st, &[&scope.tenant, &p.id])
+        .await?
+        .ok_or_else(|| no_delivery(p.id))?;
+    let st = scope
+        .db
+        .prepare_cached(
+            "SELECT attempt, started_at, duration_ms, outcome, is_test, request_headers, data, status_code,
+                    response_excerpt, error
+               FROM postbox.attempts WHERE tenant = $1 AND delivery_id = $2 ORDER BY started_at, attempt",
+        )
+        .await?;
+    let attempts = scope
+        .db
+        .query(&st, &[&scope.tenant, &p.id])
+        .await?
+        .iter()
+        .map(|a| Attempt {
+            attempt: a.get(0),
+            started_at: a.get(1),
+            duration_ms: a.get(2),
+            outcome: a.get(3),
+            test: a.get(4),
+            request: SentRequest {
+                headers: a.get::<_, Option<Value>>(5).unwrap_or_default(),
+                data: a.get(6),
+            },
+            response: a.get::<_, Option<i32>>(7).map(|status_code| Received {
+                status_code,
+                body_excerpt: a.get(8),
+            }),
+            error: a.get(9),
+        })
+        .collect();
+    Ok(Json(DeliveryDetail {
+        delivery: delivery(&row),
+        attempts,
+    }))
+}
+
+/// Queues a failed or cancelled delivery again, with a fresh schedule.
+#[utoipa::path(post, path = "/deliveries/{id}/retry", tag = "deliveries", params(DeliveryPath,
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
+    responses((status = 202, body = Retried)))]
+pub async fn retry(
+    mut scope: Scope,
+    write: Write,
+    Path(p): Path<DeliveryPath>,
+) -> Result<Response, ApiError> {
+    write
+        .run(&mut scope, &[], async |tx, tenant| {
+            let st = tx
+                .prepare_cached("SELECT postbox.retry_delivery($1, $2)")
+                .await?;
+            tx.execute(&st, &[&tenant, &p.id]).await?;
+            Ok(Reply::new(
+                StatusCode::ACCEPTED,
+                Retried {
+                    status: "pending".into(),
+                },
+            ))
+        })
+        .await
+}

@@ -1,0 +1,568 @@
+//! A tenant's endpoints: list, create, read, change, delete, register and
+//! unregister by URL, test, rotate the secret, replay, statistics. Each
+//! calls postbox's tenant-scoped SQL, which holds every rule.
+
+use crate::auth::Scope;
+use crate::body::ApiJson;
+use crate::error::ApiError;
+use crate::idempotency::{Reply, Write};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Most items one page lists, and the default.
+pub const MAX_PAGE: i64 = 500;
+pub const DEFAULT_PAGE: i64 = 100;
+
+/// An endpoint as a settings page shows it: everything but secret material.
+#[derive(Serialize, ToSchema)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub url: String,
+    /// Event type filters: names, `prefix.*` or `*`.
+    pub event_types: Vec<String>,
+    /// Custom headers sent with each delivery.
+    pub headers: BTreeMap<String, String>,
+    pub description: Option<String>,
+    /// Delivery options (timeouts, rate limit, retry schedule, ...).
+    #[schema(value_type = Object)]
+    pub options: Value,
+    /// standard (Standard Webhooks), sha256-hex or hex.
+    pub signature_style: String,
+    pub signature_header: Option<String>,
+    /// postbox, standard or flat.
+    pub envelope: String,
+    pub enabled: bool,
+    /// healthy, failing, disabled, paused or suspended.
+    pub status: String,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The secrets that sign now, newest first: when each was made and until
+    /// when a rotated one still signs. Never the secret itself.
+    pub secrets: Vec<SecretInfo>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SecretInfo {
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A new endpoint and its signing secret, shown only here.
+#[derive(Serialize, ToSchema)]
+pub struct EndpointWithSecret {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    pub secret: String,
+}
+
+/// An endpoint registered by URL: created, or the existing one.
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// The current signing secret.
+    pub secret: String,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EndpointPage {
+    pub data: Vec<Endpoint>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next: Option<Uuid>,
+}
+
+/// An endpoint to create or register. Only `url` is required.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEndpoint {
+    /// https, on a public host.
+    pub url: String,
+    /// Default: every event type (`*`).
+    pub event_types: Option<Vec<String>>,
+    /// Custom headers, name to value; a name given twice is refused.
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub headers: Option<Box<RawValue>>,
+    pub description: Option<String>,
+    /// standard (default), sha256-hex or hex.
+    pub signature_style: Option<String>,
+    /// For the hex styles: the header that carries the signature.
+    pub signature_header: Option<String>,
+    /// The customer's own secret instead of a generated one.
+    pub secret: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub options: Option<Value>,
+    /// false: created paused.
+    pub enabled: Option<bool>,
+    /// postbox (default), standard or flat.
+    pub envelope: Option<String>,
+}
+
+/// Changes; a field left out stays as it is.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointChanges {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub headers: Option<Box<RawValue>>,
+    pub description: Option<String>,
+    /// false pauses the endpoint, true resumes it (and clears an automatic disable).
+    pub enabled: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    pub options: Option<Value>,
+    pub envelope: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 500 (default 100).
+    pub limit: Option<i64>,
+    /// The `next` of the previous page.
+    pub after: Option<Uuid>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UrlQuery {
+    pub url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    /// How many endpoints had that URL.
+    pub deleted: i32,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// Default: webhook.test.
+    pub event_type: Option<String>,
+    /// Default: the event type's example.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Queued {
+    /// The event sent.
+    pub event_id: Uuid,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// How long older secrets keep signing, 0 to 2592000 (30 days); default 86400.
+    pub grace_seconds: Option<i32>,
+    /// The customer's own new secret instead of a generated one.
+    pub secret: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NewSecret {
+    /// The new signing secret, shown only here.
+    pub secret: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Deliveries queued at or after this.
+    pub since: DateTime<Utc>,
+    /// Deliveries queued before this (default: now and later).
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Replayed {
+    /// Failed and cancelled deliveries queued again.
+    pub queued: i32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Stats {
+    pub succeeded_1h: i64,
+    pub failed_1h: i64,
+    /// Succeeded over all attempts; null without attempts.
+    pub success_rate_1h: Option<f64>,
+    pub succeeded_24h: i64,
+    pub failed_24h: i64,
+    pub success_rate_24h: Option<f64>,
+    pub succeeded_7d: i64,
+    pub failed_7d: i64,
+    pub success_rate_7d: Option<f64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdPath {
+    /// The endpoint's id.
+    pub id: Uuid,
+}
+
+const COLUMNS: &str =
+    "id, url, event_types, headers, description, options, signature_style, signature_header, \
+     envelope, enabled, status, disabled_at, disabled_reason, created_at, updated_at, secrets";
+
+fn json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|_| ApiError::Internal)
+}
+
+fn endpoint(row: &Row) -> Result<Endpoint, ApiError> {
+    Ok(Endpoint {
+        id: row.get("id"),
+        url: row.get("url"),
+        event_types: row.get("event_types"),
+        headers: json(row.get("headers"))?,
+        description: row.get("description"),
+        options: row.get("options"),
+        signature_style: row.get("signature_style"),
+        signature_header: row.get("signature_header"),
+        envelope: row.get("envelope"),
+        enabled: row.get("enabled"),
+        status: row.get("status"),
+        disabled_at: row.get("disabled_at"),
+        disabled_reason: row.get("disabled_reason"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+        secrets: json(row.get("secrets"))?,
+    })
+}
+
+/// The unknown-endpoint answer, in the words of postbox's SQL.
+pub fn no_endpoint(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("postbox: no endpoint has this id: {id}"))
+}
+
+/// One of the tenant's endpoints; another tenant's is unknown.
+pub async fn read(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Endpoint, ApiError> {
+    let st = db
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM postbox.endpoint_settings WHERE tenant = $1 AND id = $2"
+        ))
+        .await?;
+    match db.query_opt(&st, &[&tenant, &id]).await? {
+        Some(row) => endpoint(&row),
+        None => Err(no_endpoint(id)),
+    }
+}
+
+/// Raises the unknown-endpoint error unless the tenant has this endpoint.
+pub async fn exists(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<(), ApiError> {
+    let st = db
+        .prepare_cached("SELECT FROM postbox.endpoints WHERE id = $1 AND tenant = $2")
+        .await?;
+    match db.query_opt(&st, &[&id, &tenant]).await? {
+        Some(_) => Ok(()),
+        None => Err(no_endpoint(id)),
+    }
+}
+
+pub fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        n @ 1..=MAX_PAGE => Ok(n),
+        _ => Err(ApiError::bad_request(
+            "invalid_request",
+            format!("limit must be from 1 to {MAX_PAGE}"),
+            Some("limit".into()),
+        )),
+    }
+}
+
+/// The tenant's endpoints, oldest first.
+#[utoipa::path(get, path = "/endpoints", tag = "endpoints", params(PageQuery),
+    responses((status = 200, body = EndpointPage)))]
+pub async fn list(
+    scope: Scope,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<EndpointPage>, ApiError> {
+    let limit = page_size(q.limit)?;
+    let st = scope
+        .db
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM postbox.endpoint_settings
+              WHERE tenant = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+        ))
+        .await?;
+    let rows = scope
+        .db
+        .query(&st, &[&scope.tenant, &q.after, &(limit + 1)])
+        .await?;
+    let mut data = rows
+        .iter()
+        .take(limit as usize)
+        .map(endpoint)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = (rows.len() as i64 > limit)
+        .then(|| data.last().map(|e| e.id))
+        .flatten();
+    data.truncate(limit as usize);
+    Ok(Json(EndpointPage { data, next }))
+}
+
+/// Creates an endpoint; its secret is in this answer only.
+#[utoipa::path(post, path = "/endpoints", tag = "endpoints", request_body = NewEndpoint,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
+    responses((status = 201, body = EndpointWithSecret)))]
+pub async fn create(
+    mut scope: Scope,
+    write: Write,
+    body: ApiJson<NewEndpoint>,
+) -> Result<Response, ApiError> {
+    let b = &body.value;
+    write
+        .run(&mut scope, &body.raw, async |tx, tenant| {
+            let st = tx
+                .prepare_cached(
+                    "SELECT id, secret FROM postbox.create_endpoint(tenant => $1, url => $2, event_types => $3,
+                        headers => $4::text::json, description => $5, signature_style => $6,
+                        signature_header => $7, own_secret => $8, options => $9, enabled => $10, envelope => $11)",
+                )
+                .await?;
+            let headers = b.headers.as_ref().map(|h| h.get());
+            let row = tx
+                .query_one(
+                    &st,
+                    &[&tenant, &b.url, &b.event_types, &headers, &b.description, &b.signature_style,
+                      &b.signature_header, &b.secret, &b.options, &b.enabled, &b.envelope],
+                )
+                .await?;
+            let endpoint = read(tx, tenant, row.get(0)).await?;
+            Ok(Reply::new(StatusCode::CREATED, EndpointWithSecret { endpoint, secret: row.get(1) }))
+        })
+        .await
+}
+
+#[utoipa::path(get, path = "/endpoints/{id}", tag = "endpoints", params(IdPath),
+    responses((status = 200, body = Endpoint)))]
+pub async fn get(scope: Scope, Path(p): Path<IdPath>) -> Result<Json<Endpoint>, ApiError> {
+    Ok(Json(read(&scope.db, &scope.tenant, p.id).await?))
+}
+
+/// Changes an endpoint; fields left out stay as they are.
+#[utoipa::path(patch, path = "/endpoints/{id}", tag = "endpoints", params(IdPath), request_body = EndpointChanges,
+    responses((status = 200, body = Endpoint)))]
+pub async fn update(
+    mut scope: Scope,
+    write: Write,
+    Path(p): Path<IdPath>,
+    body: ApiJson<EndpointChanges>,
+) -> Result<Response, ApiError> {
+    let b = &body.value;
+    write
+        .run(&mut scope, &body.raw, async |tx, tenant| {
+            let st = tx
+                .prepare_cached(
+                    "SELECT postbox.update_endpoint(tenant => $1, id => $2, url => $3, event_types => $4,
+                        headers => $5::text::json, description => $6, enabled => $7, options => $8, envelope => $9)",
+                )
+                .await?;
+            let headers = b.headers.as_ref().map(|h| h.get());
+            tx.execute(
+                &st,
+                &[&tenant, &p.id, &b.url, &b.event_types, &headers, &b.description, &b.enabled, &b.options, &b.envelope],
+            )
+            .await?;
+            Ok(Reply::new(StatusCode::OK, read(tx, tenant, p.id).await?))
+        })
+        .await
+}
+
+/// Deletes an endpoint and cancels its pending deliveries; its log stays.
+#[utoipa::path(delete, path = "/endpoints/{id}", tag = "endpoints", params(IdPath),
+    responses((status = 204, description = "Deleted.")))]
+pub async fn delete(
+    mut scope: Scope,
+    write: Write,
+    Path(p): Path<IdPath>,
+) -> Result<Response, ApiError> {
+    write
+        .run(&mut scope, &[], async |tx, tenant| {
+            let st = tx
+                .prepare_cached("SELECT postbox.delete_endpoint($1, $2)")
+                .await?;
+            tx.execute(&st, &[&tenant, &p.id]).await?;
+            Ok(Reply::no_content())
+        })
+        .await
+}
+
+/// Registers an endpoint by URL: creates it, or sets the event types of the
+/// one the tenant has for that URL; either way answers with its current
+/// secret (201 when created, 200 when it existed). The other fields apply
+/// only when it creates.
+#[utoipa::path(put, path = "/endpoints/by-url", tag = "endpoints", request_body = NewEndpoint,
+    responses((status = 200, body = Registered), (status = 201, body = Registered)))]
+pub async fn register(
+    mut scope: Scope,
+    write: Write,
+    body: ApiJson<NewEndpoint>,
+) -> Result<Response, ApiError> {
+    let b = &body.value;
+    write
+        .run(&mut scope, &body.raw, async |tx, tenant| {
+            let st = tx
+                .prepare_cached(
+                    "SELECT id, secret, created FROM postbox.register_endpoint(tenant => $1, url => $2,
+                        event_types => $3, headers => $4::text::json, description => $5, signature_style => $6,
+                        signature_header => $7, own_secret => $8, options => $9, enabled => $10, envelope => $11)",
+                )
+                .await?;
+            let headers = b.headers.as_ref().map(|h| h.get());
+            let row = tx
+                .query_one(
+                    &st,
+                    &[&tenant, &b.url, &b.event_types, &headers, &b.description, &b.signature_style,
+                      &b.signature_header, &b.secret, &b.options, &b.enabled, &b.envelope],
+                )
+                .await?;
+            let created: bool = row.get(2);
+            let endpoint = read(tx, tenant, row.get(0)).await?;
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(Reply::new(status, Registered { endpoint, secret: row.get(1), created }))
+        })
+        .await
+}
+
+/// Deletes the tenant's endpoints with this URL; answers how many.
+#[utoipa::path(delete, path = "/endpoints/by-url", tag = "endpoints", params(UrlQuery),
+    responses((status = 200, body = Deleted)))]
+pub async fn unregister(
+    mut scope: Scope,
+    write: Write,
+    Query(q): Query<UrlQuery>,
+) -> Result<Response, ApiError> {
+    write
+        .run(&mut scope, &[], async |tx, tenant| {
+            let st = tx
+                .prepare_cached("SELECT postbox.unregister_endpoint($1, $2)")
+                .await?;
+            let n: i32 = tx.query_one(&st, &[&tenant, &q.url]).await?.get(0);
+            Ok(Reply::new(StatusCode::OK, Deleted { deleted: n }))
+        })
+        .await
+}
+
+/// Sends one test event to the endpoint, even while paused and whatever its filter.
+#[utoipa::path(post, path = "/endpoints/{id}/test", tag = "endpoints", params(IdPath,
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
+    request_body(content = Option<TestRequest>, description = "Optional."),
+    responses((status = 202, body = Queued)))]
+pub async fn send_test(
+    mut scope: Scope,
+    write: Write,
+    Path(p): Path<IdPath>,
+    body: ApiJson<TestRequest>,
+) -> Result<Response, ApiError> {
+    let b = &body.value;
+    write
+        .run(&mut scope, &body.raw, async |tx, tenant| {
+            let st = tx
+                .prepare_cached(
+                    "SELECT postbox.send_test($1, $2, coalesce($3, 'webhook.test'), $4)",
+                )
+                .await?;
+            let id: Uuid = tx
+                .query_one(&st, &[&tenant, &p.id, &b.event_type, &b.data])
+                .await?
+                .get(0);
+            Ok(Reply::new(StatusCode::ACCEPTED, Queued { event_id: id }))
+        })
+        .await
+}
+
+/// Gives the endpoint a new signing secret, shown only here; older ones
+/// keep signing for the grace period.
+#[utoipa::path(post, path = "/endpoints/{id}/rotate-secret", tag = "endpoints", params(IdPath,
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
+    request_body(content = Option<RotateRequest>, description = "Optional."),
+    responses((status = 200, body = NewSecret)))]
+pub async fn rotate_secret(
+    mut scope: Scope,
+    write: Write,
+    Path(p): Path<IdPath>,
+    body: ApiJson<RotateRequest>,
+) -> Result<Response, ApiError> {
+    let b = &body.value;
+    write
+        .run(&mut scope, &body.raw, async |tx, tenant| {
+            let st = tx
+                .prepare_cached(
+                    "SELECT postbox.rotate_secret($1, $2, coalesce($3::int, 86400) * interval '1 second', $4)",
+                )
+                .await?;
+            let secret: String = tx.query_one(&st, &[&tenant, &p.id, &b.grace_seconds, &b.secret]).await?.get(0);
+            Ok(Reply::new(StatusCode::OK, NewSecret { secret }))
+        })
+        .await
+}
+
+/// Queues again the endpoint's failed and cancelled deliveries queued in
+/// [since, until), each with a fresh schedule.
+#[utoipa::path(post, path = "/endpoints/{id}/replay", tag = "endpoints", params(IdPath,
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
+    request_body = ReplayRequest, responses((status = 202, body = Replayed)))]
+pub async fn replay(
+    mut scope: Scope,
+    write: Write,
+    Path(p): Path<IdPath>,
+    body: ApiJson<ReplayRequest>,
+) -> Result<Response, ApiError> {
+    let b = &body.value;
+    write
+        .run(&mut scope, &body.raw, async |tx, tenant| {
+            let st = tx
+                .prepare_cached("SELECT postbox.replay($1, $2, $3::timestamptz, coalesce($4::timestamptz, 'infinity'))")
+                .await?;
+            let n: i32 = tx.query_one(&st, &[&tenant, &p.id, &b.since, &b.until]).await?.get(0);
+            Ok(Reply::new(StatusCode::ACCEPTED, Replayed { queued: n }))
+        })
+        .await
+}
+
+/// Succeeded and failed attempts, and the success rate, over the last
+/// hour, day and week (test sends left out).
+#[utoipa::path(get, path = "/endpoints/{id}/stats", tag = "endpoints", params(IdPath),
+    responses((status = 200, body = Stats)))]
+pub async fn stats(scope: Scope, Path(p): Path<IdPath>) -> Result<Json<Stats>, ApiError> {
+    let st = scope
+        .db
+        .prepare_cached(
+            "SELECT succeeded_1h, failed_1h, success_rate_1h::float8, succeeded_24h, failed_24h,
+                    success_rate_24h::float8, succeeded_7d, failed_7d, success_rate_7d::float8
+               FROM postbox.endpoint_stats WHERE tenant = $1 AND id = $2",
+        )
+        .await?;
+    let row = scope
+        .db
+        .query_opt(&st, &[&scope.tenant, &p.id])
+        .await?
+        .ok_or_else(|| no_endpoint(p.id))?;
+    Ok(Json(Stats {
+        succeeded_1h: row.get(0),
+        failed_1h: row.get(1),
+        success_rate_1h: row.get(2),
+        succeeded_24h: row.get(3),
+        failed_24h: row.get(4),
+        success_rate_24h: row.get(5),
+        succeeded_7d: row.get(6),
+        failed_7d: row.get(7),
+        success_rate_7d: row.get(8),
+    }))
+}

@@ -1,0 +1,116 @@
+//! Events: the catalog, and emitting over HTTP for producers that do not
+//! use SQL (operator keys only). Emitting is the hot path: one statement,
+//! no transaction of its own, and `Idempotency-Key` is emit's own
+//! idempotency key (a repeat gets the first event's id, within the
+//! idempotency_keys window, whether it came over HTTP or SQL).
+
+use crate::auth::{Caller, Scope};
+use crate::body::ApiJson;
+use crate::error::ApiError;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Serialize, ToSchema)]
+pub struct EventType {
+    pub name: String,
+    pub description: Option<String>,
+    /// A JSON Schema of the data, if the catalog has one.
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+    /// A sample of the data; what a test send sends.
+    #[schema(value_type = Option<Object>)]
+    pub example: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventTypeList {
+    pub data: Vec<EventType>,
+}
+
+/// The event catalog: what endpoints may subscribe to.
+#[utoipa::path(get, path = "/v1/event-types", tag = "events", responses((status = 200, body = EventTypeList)))]
+pub async fn event_types(
+    _: Caller,
+    axum::extract::State(app): axum::extract::State<crate::App>,
+) -> Result<Json<EventTypeList>, ApiError> {
+    let db = app.pool.get().await?;
+    let st = db
+        .prepare_cached(
+            "SELECT name, description, schema, example FROM postbox.event_types ORDER BY name",
+        )
+        .await?;
+    let data = db
+        .query(&st, &[])
+        .await?
+        .iter()
+        .map(|r| EventType {
+            name: r.get(0),
+            description: r.get(1),
+            schema: r.get(2),
+            example: r.get(3),
+        })
+        .collect();
+    Ok(Json(EventTypeList { data }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    /// A type from the catalog.
+    pub event_type: String,
+    /// The event's data: a JSON object.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Emitted {
+    /// The event's id (the first one's, for a repeated Idempotency-Key).
+    pub id: Uuid,
+}
+
+/// Emits an event for the tenant: each of its endpoints subscribed to the
+/// type gets a signed delivery.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/events", tag = "events", request_body = NewEvent,
+    params(("tenant" = String, Path, description = "The tenant."),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first event's id.")),
+    responses((status = 202, body = Emitted)))]
+pub async fn emit(
+    scope: Scope,
+    headers: HeaderMap,
+    body: ApiJson<NewEvent>,
+) -> Result<(StatusCode, Json<Emitted>), ApiError> {
+    scope.require_operator()?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_request",
+                "Idempotency-Key must be visible ASCII",
+                Some("Idempotency-Key".into()),
+            )
+        })?),
+    };
+    let st = scope
+        .db
+        .prepare_cached("SELECT postbox.emit($1, $2, $3, $4)")
+        .await?;
+    let id: Uuid = scope
+        .db
+        .query_one(
+            &st,
+            &[
+                &scope.tenant,
+                &body.value.event_type,
+                &body.value.data,
+                &key,
+            ],
+        )
+        .await?
+        .get(0);
+    Ok((StatusCode::ACCEPTED, Json(Emitted { id })))
+}

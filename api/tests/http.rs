@@ -1,0 +1,1045 @@
+//! The API over real HTTP on loopback, against a real cluster: every route
+//! with each kind of key, cross-tenant access, key rotation and revocation,
+//! the rate limit, idempotency, errors, and a delivery created through the
+//! API, received and verified with the official standardwebhooks library.
+
+#[path = "../../worker/tests/common/mod.rs"]
+mod common;
+
+use common::{Behavior, Receiver};
+use postbox_tests::Cluster;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<Result<(), postbox_api::RunError>>>,
+    db: Client,
+    pg: Cluster,
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+impl Api {
+    async fn start() -> Api {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A cluster with the catalog and an API role (LOGIN, granted
+    /// postbox_admin and, for emitting, postbox_emitter; not a superuser), and the API serving on a free port.
+    async fn start_with(adjust: impl FnOnce(&mut postbox_api::Config)) -> Api {
+        static LOG: std::sync::Once = std::sync::Once::new();
+        LOG.call_once(|| {
+            let filter = std::env::var("POSTBOX_TEST_LOG").unwrap_or_else(|_| "warn".into());
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        });
+        let pg = Cluster::start().await;
+        let db = pg.connect("postgres").await;
+        db.batch_execute(
+            "SELECT postbox.create_event_type(n) FROM unnest(ARRAY['order.paid', 'order.refunded']) n;
+             CREATE ROLE postbox_api LOGIN IN ROLE postbox_admin, postbox_emitter;
+             ALTER ROLE postbox_api SET postbox.allow_insecure_urls = on;",
+        )
+        .await
+        .unwrap();
+        let mut config = postbox_api::Config::new(pg.url("postbox_api"));
+        config.shutdown_timeout = Duration::from_secs(5);
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(postbox_api::serve(listener, config, async move {
+            let _ = rx.await;
+        }));
+        let api = Api {
+            base,
+            http: reqwest::Client::new(),
+            stop: Some(tx),
+            join: Some(join),
+            db,
+            pg,
+        };
+        postbox_tests::wait_until(Duration::from_secs(30), "the API to answer", || async {
+            api.http
+                .get(format!("{}/healthz", api.base))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        })
+        .await;
+        api
+    }
+
+    /// A key made in SQL, as an operator would make the first ones.
+    async fn key(&self, tenant: Option<&str>, role: &str) -> (String, String) {
+        let row = self
+            .db
+            .query_one(
+                "SELECT id::text, key FROM postbox.create_api_key($1, $2, 'test')",
+                &[&tenant, &role],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        self.call_with(method, path, key, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.join.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// Every tenant route with an admin key, a member key (reads only) and an
+/// operator key (through /v1/tenants/{tenant}); another tenant's ids answer
+/// exactly as unknown ones; keys reach only what their kind may.
+#[tokio::test]
+async fn every_route_with_every_kind_of_key() {
+    let api = Api::start().await;
+    let (_, admin) = api.key(Some("acme"), "admin").await;
+    let (_, member) = api.key(Some("acme"), "member").await;
+    let (_, other) = api.key(Some("globex"), "admin").await;
+    let (_, op) = api.key(None, "operator").await;
+    use Method as M;
+
+    // The catalog: every kind of key.
+    for k in [&admin, &member, &op] {
+        let a = api.call(M::GET, "/v1/event-types", Some(k), None).await;
+        assert_eq!(a.status, 200);
+        let names: Vec<&str> = a.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["order.paid", "order.refunded", "webhook.test"]);
+    }
+
+    // Create with every field, as an admin.
+    let a = api
+        .call(
+            M::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({
+                "url": "https://hooks.example.com/a", "event_types": ["order.*"],
+                "headers": {"X-Team": "billing"}, "description": "billing hooks",
+                "options": {"timeout_ms": 5000}, "envelope": "standard"
+            })),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let id = a.body["id"].as_str().unwrap().to_string();
+    assert!(a.body["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(a.body["headers"], json!({"X-Team": "billing"}));
+    assert_eq!(a.body["status"], "healthy");
+    assert_eq!(a.body["envelope"], "standard");
+    let ep = format!("/v1/endpoints/{id}");
+
+    // Read: admin, member, and the operator for the tenant.
+    let for_acme = |path: &str| path.replacen("/v1", "/v1/tenants/acme", 1);
+    for (k, path) in [
+        (&admin, ep.clone()),
+        (&member, ep.clone()),
+        (&op, for_acme(&ep)),
+    ] {
+        let a = api.call(M::GET, &path, Some(k), None).await;
+        assert_eq!(a.status, 200, "{path}");
+        assert_eq!(a.body["description"], "billing hooks");
+        assert!(a.body.get("secret").is_none(), "never the secret");
+        let list = api
+            .call(M::GET, &path.replace(&format!("/{id}"), ""), Some(k), None)
+            .await;
+        assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+    }
+    // Another tenant's id is unknown to them, as a missing one.
+    let missing = "00000000-0000-7000-8000-000000000000";
+    for path in [
+        ep.clone(),
+        format!("{ep}/stats"),
+        format!("{ep}/deliveries"),
+    ] {
+        let theirs = api.call(M::GET, &path, Some(&other), None).await;
+        let none = api
+            .call(M::GET, &path.replace(&id, missing), Some(&other), None)
+            .await;
+        assert_eq!((theirs.status, none.status), (404, 404), "{path}");
+        assert_eq!(theirs.message().replace(&id, missing), none.message());
+        let op_other = api
+            .call(
+                M::GET,
+                &path.replacen("/v1", "/v1/tenants/globex", 1),
+                Some(&op),
+                None,
+            )
+            .await;
+        assert_eq!(op_other.status, 404, "{path}");
+    }
+    for (m, path, body) in [
+        (
+            M::PATCH,
+            ep.clone(),
+            Some(json!({"description": "mine now"})),
+        ),
+        (M::DELETE, ep.clone(), None),
+        (M::POST, format!("{ep}/test"), None),
+        (M::POST, format!("{ep}/rotate-secret"), None),
+        (
+            M::POST,
+            format!("{ep}/replay"),
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        ),
+    ] {
+        let a = api.call(m.clone(), &path, Some(&other), body).await;
+        assert_eq!((a.status, a.code()), (404, "not_found"), "{m} {path}");
+    }
+
+    // Members only read; tenant keys never reach /v1/tenants; operator
+    // keys only through it.
+    for (m, path, body) in [
+        (
+            M::POST,
+            "/v1/endpoints".to_string(),
+            Some(json!({"url": "https://hooks.example.com/m"})),
+        ),
+        (M::PATCH, ep.clone(), Some(json!({"description": "x"}))),
+        (M::DELETE, ep.clone(), None),
+        (M::POST, format!("{ep}/test"), None),
+        (M::POST, format!("{ep}/rotate-secret"), None),
+        (
+            M::PUT,
+            "/v1/endpoints/by-url".to_string(),
+            Some(json!({"url": "https://hooks.example.com/m"})),
+        ),
+        (M::GET, "/v1/api-keys".to_string(), None),
+    ] {
+        let a = api.call(m.clone(), &path, Some(&member), body).await;
+        assert_eq!(
+            (a.status, a.code()),
+            (403, "forbidden"),
+            "member {m} {path}"
+        );
+    }
+    let a = api
+        .call(M::GET, "/v1/tenants/acme/endpoints", Some(&admin), None)
+        .await;
+    assert_eq!(a.status, 403);
+    let a = api.call(M::GET, "/v1/endpoints", Some(&op), None).await;
+    assert_eq!((a.status, a.code()), (403, "forbidden"));
+    let a = api
+        .call(
+            M::POST,
+            "/v1/tenants/acme/events",
+            Some(&admin),
+            Some(json!({"event_type": "order.paid", "data": {}})),
+        )
+        .await;
+    assert_eq!(a.status, 403, "only operator keys emit");
+    assert_eq!(
+        api.one_i64("SELECT count(*) FROM postbox.endpoints").await,
+        1,
+        "nothing written"
+    );
+
+    // Change, as the operator for the tenant.
+    let a = api
+        .call(
+            M::PATCH,
+            &for_acme(&ep),
+            Some(&op),
+            Some(json!({"enabled": false, "event_types": ["order.paid"]})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(
+        (a.body["status"].as_str(), a.body["event_types"].clone()),
+        (Some("paused"), json!(["order.paid"]))
+    );
+    let a = api
+        .call(M::PATCH, &ep, Some(&admin), Some(json!({"enabled": true})))
+        .await;
+    assert_eq!(a.body["status"], "healthy");
+
+    // Register by URL: created, then found with the same secret.
+    let reg = json!({"url": "https://agent.example.com/hook", "event_types": ["order.paid"]});
+    let first = api
+        .call(
+            M::PUT,
+            "/v1/endpoints/by-url",
+            Some(&admin),
+            Some(reg.clone()),
+        )
+        .await;
+    let again = api
+        .call(M::PUT, "/v1/endpoints/by-url", Some(&admin), Some(reg))
+        .await;
+    assert_eq!((first.status, again.status), (201, 200));
+    assert_eq!(
+        (first.body["created"].clone(), again.body["created"].clone()),
+        (json!(true), json!(false))
+    );
+    assert_eq!(first.body["secret"], again.body["secret"]);
+    assert_eq!(first.body["id"], again.body["id"]);
+
+    // Test, rotate, stats, deliveries, one delivery, retry, replay.
+    let a = api
+        .call(M::POST, &format!("{ep}/test"), Some(&admin), None)
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let a = api
+        .call(
+            M::POST,
+            &format!("{ep}/rotate-secret"),
+            Some(&admin),
+            Some(json!({"grace_seconds": 60})),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(a.body["secret"].as_str().unwrap().starts_with("whsec_"));
+    let a = api.call(M::GET, &ep, Some(&admin), None).await;
+    assert_eq!(
+        a.body["secrets"].as_array().unwrap().len(),
+        2,
+        "the old one signs during the grace period"
+    );
+    let a = api
+        .call(M::GET, &format!("{ep}/stats"), Some(&member), None)
+        .await;
+    assert_eq!(
+        (
+            a.status,
+            a.body["succeeded_24h"].as_i64(),
+            a.body["success_rate_7d"].clone()
+        ),
+        (200, Some(0), Value::Null)
+    );
+    let a = api
+        .call(M::GET, &format!("{ep}/deliveries"), Some(&member), None)
+        .await;
+    assert_eq!(a.status, 200);
+    let d = a.body["data"][0].clone();
+    assert_eq!(
+        (d["status"].as_str(), d["event_type"].as_str()),
+        (Some("pending"), Some("webhook.test"))
+    );
+    let did = d["id"].as_i64().unwrap();
+    let a = api
+        .call(
+            M::GET,
+            &format!("/v1/deliveries/{did}"),
+            Some(&member),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.body["attempts"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    let a = api
+        .call(M::GET, &format!("/v1/deliveries/{did}"), Some(&other), None)
+        .await;
+    assert_eq!(a.status, 404);
+    let a = api
+        .call(
+            M::POST,
+            &format!("/v1/deliveries/{did}/retry"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (422, "rule_violation"),
+        "still pending: {:?}",
+        a.body
+    );
+    assert!(a
+        .message()
+        .contains("only a failed or cancelled delivery can be retried"));
+    api.db
+        .batch_execute(&format!(
+            "UPDATE postbox.outbox SET status = 'failed' WHERE id = {did}"
+        ))
+        .await
+        .unwrap();
+    let a = api
+        .call(
+            M::GET,
+            &format!("{ep}/deliveries?status=failed"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(a.body["data"].as_array().unwrap().len(), 1);
+    let a = api
+        .call(
+            M::GET,
+            &format!("{ep}/deliveries?status=pending"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(a.body["data"].as_array().unwrap().len(), 0);
+    let a = api
+        .call(
+            M::POST,
+            &format!("/v1/deliveries/{did}/retry"),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 404, "another tenant's delivery");
+    let a = api
+        .call(
+            M::POST,
+            &format!("/v1/tenants/acme/deliveries/{did}/retry"),
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    api.db
+        .batch_execute(&format!(
+            "UPDATE postbox.outbox SET status = 'cancelled' WHERE id = {did}"
+        ))
+        .await
+        .unwrap();
+    let a = api
+        .call(
+            M::POST,
+            &format!("{ep}/replay"),
+            Some(&admin),
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!((a.status, a.body["queued"].as_i64()), (202, Some(1)));
+
+    // Keys over HTTP: an admin lists and makes its tenant's; the operator too.
+    let a = api
+        .call(
+            M::POST,
+            "/v1/api-keys",
+            Some(&admin),
+            Some(json!({"role": "member", "label": "dashboard"})),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let new_member = a.body["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.call(M::GET, "/v1/endpoints", Some(&new_member), None)
+            .await
+            .status,
+        200
+    );
+    let a = api.call(M::GET, "/v1/api-keys", Some(&admin), None).await;
+    let labels: Vec<&str> = a.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["test", "test", "dashboard"]);
+    assert!(
+        a.body.to_string().find("pbk_").map(|_| true) == Some(true),
+        "prefixes are shown"
+    );
+    assert!(!a.body.to_string().contains(&new_member), "never a key");
+    let a = api
+        .call(M::GET, "/v1/tenants/globex/api-keys", Some(&op), None)
+        .await;
+    assert_eq!(a.body["data"].as_array().unwrap().len(), 1);
+    let a = api
+        .call(
+            M::POST,
+            "/v1/api-keys",
+            Some(&admin),
+            Some(json!({"role": "operator", "label": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (400, "invalid_json"),
+        "tenants make no operator keys"
+    );
+
+    // Emit over HTTP, as the operator.
+    let a = api
+        .call(
+            M::POST,
+            "/v1/tenants/acme/events",
+            Some(&op),
+            Some(json!({"event_type": "order.paid", "data": {"id": 1}})),
+        )
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let a = api
+        .call(
+            M::POST,
+            "/v1/tenants/acme/events",
+            Some(&op),
+            Some(json!({"event_type": "order.shipped", "data": {}})),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (422, "rule_violation"));
+    assert!(
+        a.message().starts_with("postbox: unknown event type"),
+        "{}",
+        a.message()
+    );
+
+    // Unregister by URL, delete by id.
+    let a = api
+        .call(
+            M::DELETE,
+            "/v1/endpoints/by-url?url=https://agent.example.com/hook",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!((a.status, a.body["deleted"].as_i64()), (200, Some(1)));
+    let a = api.call(M::DELETE, &ep, Some(&admin), None).await;
+    assert_eq!(a.status, 204);
+    assert_eq!(api.call(M::GET, &ep, Some(&admin), None).await.status, 404);
+    api.stop().await;
+}
+
+impl Api {
+    async fn one_i64(&self, sql: &str) -> i64 {
+        self.db.query_one(sql, &[]).await.unwrap().get(0)
+    }
+}
+
+/// A missing, malformed, unknown or revoked key: the same 401. Rotation
+/// and revocation take effect on the very next request.
+#[tokio::test]
+async fn rotation_and_revocation_take_effect_on_the_next_request() {
+    let api = Api::start().await;
+    let (_, admin) = api.key(Some("acme"), "admin").await;
+    let (id, member) = api.key(Some("acme"), "member").await;
+    let unknown = format!("pbk_{}", "A".repeat(43));
+    let mut bodies = Vec::new();
+    for key in [
+        None,
+        Some("nope"),
+        Some("pbk_short"),
+        Some(unknown.as_str()),
+        Some("Basic abc"),
+    ] {
+        let a = api.call(Method::GET, "/v1/endpoints", key, None).await;
+        assert_eq!(a.status, 401, "{key:?}");
+        assert_eq!(a.headers["www-authenticate"], "Bearer");
+        bodies.push(a.body.to_string());
+    }
+    assert_eq!(
+        api.call(Method::GET, "/v1/endpoints", Some(&member), None)
+            .await
+            .status,
+        200
+    );
+    let a = api
+        .call(
+            Method::POST,
+            &format!("/v1/api-keys/{id}/rotate"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let rotated = a.body["key"].as_str().unwrap().to_string();
+    let a = api
+        .call(Method::GET, "/v1/endpoints", Some(&member), None)
+        .await;
+    assert_eq!(a.status, 401, "the old key, right after the rotation");
+    bodies.push(a.body.to_string());
+    assert_eq!(
+        api.call(Method::GET, "/v1/endpoints", Some(&rotated), None)
+            .await
+            .status,
+        200
+    );
+    let a = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/api-keys/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 204);
+    let a = api
+        .call(Method::GET, "/v1/endpoints", Some(&rotated), None)
+        .await;
+    assert_eq!(a.status, 401, "right after the revocation");
+    bodies.push(a.body.to_string());
+    bodies.dedup();
+    assert_eq!(bodies.len(), 1, "one 401 for all: {bodies:?}");
+    // Revoked in SQL, directly: the same.
+    api.db
+        .batch_execute(
+            "SELECT postbox.revoke_api_key('acme', id) FROM postbox.api_keys WHERE role = 'admin'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        api.call(Method::GET, "/v1/endpoints", Some(&admin), None)
+            .await
+            .status,
+        401
+    );
+    api.stop().await;
+}
+
+/// Each key gets its burst, then 429 with Retry-After; other keys are not
+/// affected; the bucket refills.
+#[tokio::test]
+async fn the_rate_limit_holds_per_key() {
+    let api = Api::start_with(|c| {
+        c.rate_limit = 2;
+        c.rate_burst = 5;
+    })
+    .await;
+    let (_, a) = api.key(Some("acme"), "member").await;
+    let (_, b) = api.key(Some("acme"), "member").await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            api.call(Method::GET, "/v1/endpoints", Some(&a), None)
+                .await
+                .status,
+        );
+    }
+    // Eight calls take far less than the half second a token takes, so the
+    // burst of 5 passes and the rest do not.
+    assert_eq!(&statuses[..5], [200; 5]);
+    assert!(statuses[5..].contains(&429), "{statuses:?}");
+    let limited = api.call(Method::GET, "/v1/endpoints", Some(&a), None).await;
+    assert_eq!((limited.status, limited.code()), (429, "rate_limited"));
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1).contains(&wait), "{wait}");
+    assert_eq!(
+        api.call(Method::GET, "/v1/endpoints", Some(&b), None)
+            .await
+            .status,
+        200,
+        "another key"
+    );
+    postbox_tests::wait_until(Duration::from_secs(10), "a token back", || async {
+        (api.call(Method::GET, "/v1/endpoints", Some(&a), None)
+            .await
+            .status
+            == 200)
+            .then_some(())
+    })
+    .await;
+    api.stop().await;
+}
+
+/// POST with an Idempotency-Key: the first answer again (with
+/// Idempotent-Replayed), nothing done twice; another request under the key
+/// is refused; events reuse emit's own keys.
+#[tokio::test]
+async fn an_idempotency_key_gets_the_first_answer() {
+    let api = Api::start().await;
+    let (_, admin) = api.key(Some("acme"), "admin").await;
+    let (_, op) = api.key(None, "operator").await;
+    let body = json!({"url": "https://hooks.example.com/i"});
+    let key = [("Idempotency-Key", "create-1")];
+    let first = api
+        .call_with(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(body.clone()),
+            &key,
+        )
+        .await;
+    let again = api
+        .call_with(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(body.clone()),
+            &key,
+        )
+        .await;
+    assert_eq!((first.status, again.status), (201, 201));
+    assert_eq!(first.body, again.body, "the same id and secret");
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    // The operator's request for the tenant is the same request.
+    let op_again = api
+        .call_with(
+            Method::POST,
+            "/v1/tenants/acme/endpoints",
+            Some(&op),
+            Some(body),
+            &key,
+        )
+        .await;
+    assert_eq!(op_again.body, first.body);
+    assert_eq!(
+        api.one_i64("SELECT count(*) FROM postbox.endpoints").await,
+        1
+    );
+    let other = api
+        .call_with(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({"url": "https://hooks.example.com/j"})),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.code()),
+        (422, "idempotency_key_reused")
+    );
+    // A refused request stores nothing: the key is free for a good one.
+    let bad_key = [("Idempotency-Key", "create-2")];
+    let bad = api
+        .call_with(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({"url": "notaurl"})),
+            &bad_key,
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    let good = api
+        .call_with(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({"url": "https://hooks.example.com/k"})),
+            &bad_key,
+        )
+        .await;
+    assert_eq!(good.status, 201);
+    // Events: one event per key.
+    let ev = json!({"event_type": "order.paid", "data": {"n": 1}});
+    let e1 = api
+        .call_with(
+            Method::POST,
+            "/v1/tenants/acme/events",
+            Some(&op),
+            Some(ev.clone()),
+            &[("Idempotency-Key", "ev-1")],
+        )
+        .await;
+    let e2 = api
+        .call_with(
+            Method::POST,
+            "/v1/tenants/acme/events",
+            Some(&op),
+            Some(ev),
+            &[("Idempotency-Key", "ev-1")],
+        )
+        .await;
+    assert_eq!((e1.status, e1.body.clone()), (202, e2.body));
+    assert_eq!(api.one_i64("SELECT count(*) FROM postbox.emitted").await, 1);
+    api.stop().await;
+}
+
+/// Errors are JSON with stable codes and the field; every answer has a
+/// request id (the client's, if it sent one); bodies are bounded.
+#[tokio::test]
+async fn errors_are_json_with_stable_codes() {
+    let api = Api::start_with(|c| c.max_body = 4096).await;
+    let (_, admin) = api.key(Some("acme"), "admin").await;
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({"url": "https://h.example.com/", "colour": "red"})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code(), a.body["error"]["field"].as_str()),
+        (400, "unknown_field", Some("colour"))
+    );
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({"url": 7})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code(), a.body["error"]["field"].as_str()),
+        (400, "invalid_json", Some("url"))
+    );
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({"url": "notaurl"})),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (422, "rule_violation"));
+    assert!(
+        a.message().starts_with("postbox: "),
+        "the rule's own message: {}",
+        a.message()
+    );
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({"url": "https://h.example.com/", "description": "x".repeat(5000)})),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (413, "payload_too_large"));
+    let resp = api
+        .http
+        .post(format!("{}/v1/endpoints", api.base))
+        .bearer_auth(&admin)
+        .header("content-type", "text/plain")
+        .body("url=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    let a = api
+        .call(Method::GET, "/v1/nothing", Some(&admin), None)
+        .await;
+    assert_eq!((a.status, a.code()), (404, "not_found"));
+    let a = api
+        .call(Method::PUT, "/v1/endpoints", Some(&admin), None)
+        .await;
+    assert_eq!((a.status, a.code()), (405, "method_not_allowed"));
+    let a = api
+        .call(Method::GET, "/v1/endpoints/not-a-uuid", Some(&admin), None)
+        .await;
+    assert_eq!(a.status, 400, "{:?}", a.body);
+    let a = api
+        .call(Method::GET, "/v1/endpoints?limit=0", Some(&admin), None)
+        .await;
+    assert_eq!(
+        (a.status, a.body["error"]["field"].as_str()),
+        (400, Some("limit"))
+    );
+    // Request ids: made, or the client's kept.
+    assert_eq!(a.headers["x-request-id"].len(), 36);
+    let a = api
+        .call_with(
+            Method::GET,
+            "/v1/endpoints",
+            None,
+            None,
+            &[("x-request-id", "trace-42")],
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.headers["x-request-id"].to_str().unwrap()),
+        (401, "trace-42")
+    );
+    // A header value never comes back in an error.
+    let a = api
+        .call(Method::POST, "/v1/endpoints", Some(&admin), Some(json!({"url": "https://h.example.com/", "headers": {"X-Token": "sk_live_secret\n"}})))
+        .await;
+    assert_eq!(a.status, 422);
+    assert!(!a.body.to_string().contains("sk_live_secret"), "{}", a.body);
+    api.stop().await;
+}
+
+/// The document the API serves is the committed one.
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let api = Api::start().await;
+    let served = api
+        .http
+        .get(format!("{}/openapi.json", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "api/openapi.json differs from what the API serves"
+    );
+    api.stop().await;
+}
+
+/// An endpoint made through the API, with custom headers, gets a test send
+/// and an event emitted through the API; both arrive, and verify with the
+/// official standardwebhooks library against the secret the API returned.
+#[tokio::test]
+async fn deliveries_made_through_the_api_arrive_and_verify() {
+    let api = Api::start().await;
+    let (_, admin) = api.key(Some("acme"), "admin").await;
+    let (_, op) = api.key(None, "operator").await;
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), Arc::new(AtomicU64::new(0))).await;
+    let a = api
+        .call(Method::POST, "/v1/endpoints", Some(&admin), Some(json!({
+            "url": format!("{}/hook", rx.url()), "event_types": ["order.paid"], "headers": {"X-Team": "billing"}
+        })))
+        .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let (id, secret) = (
+        a.body["id"].as_str().unwrap().to_string(),
+        a.body["secret"].as_str().unwrap().to_string(),
+    );
+    let worker = common::Worker::start(common::test_config(&api.pg));
+    let t = api
+        .call(
+            Method::POST,
+            &format!("/v1/endpoints/{id}/test"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(t.status, 202);
+    let e = api
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/events",
+            Some(&op),
+            Some(json!({"event_type": "order.paid", "data": {"order": 42}})),
+        )
+        .await;
+    assert_eq!(e.status, 202);
+    common::eventually("both deliveries", || rx.count() >= 2).await;
+    let got = rx.received();
+    for r in &got {
+        common::python_verify("standard", &secret, r, "").expect("standardwebhooks verifies it");
+        assert_eq!(r.header("x-team"), "billing");
+    }
+    let ids: Vec<String> = got
+        .iter()
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    assert!(ids.contains(&t.body["event_id"].as_str().unwrap().to_string()));
+    assert!(ids.contains(&e.body["id"].as_str().unwrap().to_string()));
+    // The log shows what was sent and what came back.
+    let d = api
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/{id}/deliveries?event_type=order.paid"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    postbox_tests::wait_until(Duration::from_secs(30), "the attempt logged", || async {
+        let d = api
+            .call(
+                Method::GET,
+                &format!("/v1/endpoints/{id}/deliveries?event_type=order.paid&status=succeeded"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        d.body["data"][0]["id"].as_i64()
+    })
+    .await;
+    let _ = d;
+    let d = api
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/{id}/deliveries?status=succeeded&event_type=order.paid"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let did = d.body["data"][0]["id"].as_i64().unwrap();
+    let one = api
+        .call(
+            Method::GET,
+            &format!("/v1/deliveries/{did}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let at = &one.body["attempts"][0];
+    assert_eq!(
+        (
+            at["outcome"].as_str(),
+            at["response"]["status_code"].as_i64()
+        ),
+        (Some("succeeded"), Some(200))
+    );
+    assert_eq!(at["request"]["data"], json!({"order": 42}));
+    assert_eq!(at["request"]["headers"]["X-Team"], "billing");
+    worker.stop().await.unwrap();
+    api.stop().await;
+}
