@@ -29,12 +29,13 @@ if ! grep -q "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; 
   cargo pgrx init --pg$PG_MAJOR "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
 fi
 
-# Python venv with the official Standard Webhooks library, used by the worker's
-# tests to verify real signatures.
+# Python venv with the official Standard Webhooks library, used by the tests
+# to verify real signatures, and schemathesis, which fuzzes the HTTP API
+# from its OpenAPI document.
 VENV="$(cd "$(dirname "$0")/.." && pwd)/target/pyvenv"
-if ! "$VENV/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
-  log "python venv with standardwebhooks at $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q standardwebhooks
+if ! "$VENV/bin/python" -c 'import standardwebhooks, schemathesis' 2>/dev/null; then
+  log "python venv with standardwebhooks and schemathesis at $VENV"
+  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q standardwebhooks 'schemathesis==4.32.5'
 fi
 log "toolchain ready"

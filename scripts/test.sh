@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the shared rules' unit tests, the extension's pg_tests, and
-# the end-to-end tests against real PostgreSQL clusters (and, for the worker,
-# real HTTP receivers on loopback). Installs what is missing first.
+# the end-to-end tests against real PostgreSQL clusters (and, for the worker
+# and the HTTP API, real HTTP on loopback; schemathesis fuzzes the API).
+# Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -42,6 +43,9 @@ t cargo test -p postbox-tests
 
 step "worker: unit tests and integration tests (real cluster, real HTTP receivers)"
 t cargo test -p postbox-worker
+
+step "HTTP API: unit tests, integration tests (real cluster, real HTTP), schemathesis"
+t cargo test -p postbox-api
 
 step "summary"
 mkdir -p target

@@ -1,11 +1,14 @@
-//! Request bodies: JSON only (no body reads as `{}`), bounded in size (the router's body limit),
-//! unknown fields refused (each body type denies them). Errors name the
-//! field where there is one. The raw bytes are kept, for the
-//! Idempotency-Key's request hash.
+//! What a request carries, decoded, with JSON errors (axum's own rejections
+//! are plain text): bodies are JSON only (no body reads as `{}`), bounded
+//! in size (the router's body limit), unknown fields refused (each body
+//! type denies them), and errors name the field where there is one; the raw
+//! bytes are kept, for the Idempotency-Key's request hash. Query strings
+//! and path parameters likewise ([`ApiQuery`], [`ApiPath`]).
 
 use crate::error::ApiError;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -54,6 +57,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         }
         let value = parse(&raw)?;
         Ok(ApiJson { value, raw })
+    }
+}
+
+/// A query string, decoded; a bad one is a JSON 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::bad_request("invalid_request", e.body_text(), None))
+    }
+}
+
+/// Path parameters, decoded; a bad one (an id that is not one) is a JSON 400.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::bad_request("invalid_request", e.body_text(), None))
     }
 }
 

@@ -131,6 +131,20 @@ impl From<tokio_postgres::Error> for ApiError {
             }
             return ApiError::Rule(message.to_string());
         }
+        if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+            || *code == SqlState::UNTRANSLATABLE_CHARACTER
+        {
+            // PostgreSQL's own refusal; its message may quote the value.
+            return ApiError::Rule("postbox: text and JSON must not contain the NUL character (\\u0000), which PostgreSQL cannot store".into());
+        }
+        if code.code().starts_with("22") {
+            // Any other data exception is the caller's value too; PostgreSQL's
+            // message may quote it, so only the class is told.
+            return ApiError::Rule(format!(
+                "postbox: PostgreSQL refused a value (SQLSTATE {})",
+                code.code()
+            ));
+        }
         // The statement failed for a reason that is not the caller's: say
         // so in the log (postbox's messages show no secret), not to the caller.
         tracing::error!(sqlstate = code.code(), error = %db.message(), "statement failed");

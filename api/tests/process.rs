@@ -12,16 +12,26 @@ async fn sigterm_drains_requests_in_flight_and_exits_0() {
         .await
         .unwrap();
     let key: String = db
-        .query_one("SELECT key FROM postbox.create_api_key('acme', 'admin', 'ci')", &[])
+        .query_one(
+            "SELECT key FROM postbox.create_api_key('acme', 'admin', 'ci')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     let id: uuid::Uuid = db
-        .query_one("SELECT id FROM postbox.create_endpoint('acme', 'https://hooks.example.com/')", &[])
+        .query_one(
+            "SELECT id FROM postbox.create_endpoint('acme', 'https://hooks.example.com/')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut api = Command::new(env!("CARGO_BIN_EXE_postbox-api"))
         .env("POSTBOX_API_DATABASE_URL", pg.url("postbox_api"))
         .env("POSTBOX_API_LISTEN", format!("127.0.0.1:{port}"))
@@ -32,18 +42,28 @@ async fn sigterm_drains_requests_in_flight_and_exits_0() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     postbox_tests::wait_until(Duration::from_secs(30), "the API to answer", || async {
-        http.get(format!("{base}/healthz")).send().await.ok().filter(|r| r.status() == 200)
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
     })
     .await;
 
     // Hold the endpoint's row, so the PATCH waits inside the API.
     let holder = pg.connect("postgres").await;
     holder
-        .batch_execute(&format!("BEGIN; SELECT FROM postbox.endpoints WHERE id = '{id}' FOR UPDATE"))
+        .batch_execute(&format!(
+            "BEGIN; SELECT FROM postbox.endpoints WHERE id = '{id}' FOR UPDATE"
+        ))
         .await
         .unwrap();
     let patch = tokio::spawn({
-        let (http, url, key) = (http.clone(), format!("{base}/v1/endpoints/{id}"), key.clone());
+        let (http, url, key) = (
+            http.clone(),
+            format!("{base}/v1/endpoints/{id}"),
+            key.clone(),
+        );
         async move {
             http.patch(url)
                 .bearer_auth(key)
@@ -65,13 +85,23 @@ async fn sigterm_drains_requests_in_flight_and_exits_0() {
         (n == 1).then_some(())
     })
     .await;
-    let term = Command::new("kill").args(["-TERM", &api.id().to_string()]).status().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &api.id().to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
     // Still running: the request is in flight.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(api.try_wait().unwrap().is_none(), "exited with a request in flight");
+    assert!(
+        api.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
     holder.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(patch.await.unwrap().unwrap(), 200, "the request in flight finished");
+    assert_eq!(
+        patch.await.unwrap().unwrap(),
+        200,
+        "the request in flight finished"
+    );
     let status = postbox_tests::wait_until(Duration::from_secs(30), "the API to exit", || {
         std::future::ready(api.try_wait().unwrap())
     })

@@ -3,9 +3,10 @@
 
 use super::endpoints::{exists, page_size, IdPath};
 use crate::auth::Scope;
+use crate::body::{ApiPath, ApiQuery};
 use crate::error::ApiError;
 use crate::idempotency::{Reply, Write};
-use axum::extract::{Path, Query};
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -67,6 +68,7 @@ pub struct DeliveryPage {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
+    #[param(inline)]
     pub status: Option<DeliveryStatus>,
     pub event_type: Option<String>,
     /// Items per page, 1 to 500 (default 100).
@@ -148,8 +150,8 @@ fn delivery(row: &Row) -> Delivery {
     responses((status = 200, body = DeliveryPage)))]
 pub async fn list(
     scope: Scope,
-    Path(p): Path<IdPath>,
-    Query(q): Query<DeliveryQuery>,
+    ApiPath(p): ApiPath<IdPath>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     let limit = page_size(q.limit)?;
     exists(&scope.db, &scope.tenant, p.id).await?;
@@ -192,7 +194,7 @@ fn no_delivery(id: i64) -> ApiError {
     responses((status = 200, body = DeliveryDetail)))]
 pub async fn get(
     scope: Scope,
-    Path(p): Path<DeliveryPath>,
+    ApiPath(p): ApiPath<DeliveryPath>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
     let st = scope
         .db
@@ -248,7 +250,7 @@ pub async fn get(
 pub async fn retry(
     mut scope: Scope,
     write: Write,
-    Path(p): Path<DeliveryPath>,
+    ApiPath(p): ApiPath<DeliveryPath>,
 ) -> Result<Response, ApiError> {
     write
         .run(&mut scope, &[], async |tx, tenant| {

@@ -3,10 +3,10 @@
 //! calls postbox's tenant-scoped SQL, which holds every rule.
 
 use crate::auth::Scope;
-use crate::body::ApiJson;
+use crate::body::{ApiJson, ApiPath, ApiQuery};
 use crate::error::ApiError;
 use crate::idempotency::{Reply, Write};
-use axum::extract::{Path, Query};
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -290,7 +290,7 @@ pub fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
     responses((status = 200, body = EndpointPage)))]
 pub async fn list(
     scope: Scope,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<EndpointPage>, ApiError> {
     let limit = page_size(q.limit)?;
     let st = scope
@@ -351,7 +351,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/endpoints/{id}", tag = "endpoints", params(IdPath),
     responses((status = 200, body = Endpoint)))]
-pub async fn get(scope: Scope, Path(p): Path<IdPath>) -> Result<Json<Endpoint>, ApiError> {
+pub async fn get(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Endpoint>, ApiError> {
     Ok(Json(read(&scope.db, &scope.tenant, p.id).await?))
 }
 
@@ -361,7 +361,7 @@ pub async fn get(scope: Scope, Path(p): Path<IdPath>) -> Result<Json<Endpoint>, 
 pub async fn update(
     mut scope: Scope,
     write: Write,
-    Path(p): Path<IdPath>,
+    ApiPath(p): ApiPath<IdPath>,
     body: ApiJson<EndpointChanges>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
@@ -390,7 +390,7 @@ pub async fn update(
 pub async fn delete(
     mut scope: Scope,
     write: Write,
-    Path(p): Path<IdPath>,
+    ApiPath(p): ApiPath<IdPath>,
 ) -> Result<Response, ApiError> {
     write
         .run(&mut scope, &[], async |tx, tenant| {
@@ -446,7 +446,7 @@ pub async fn register(
 pub async fn unregister(
     mut scope: Scope,
     write: Write,
-    Query(q): Query<UrlQuery>,
+    ApiQuery(q): ApiQuery<UrlQuery>,
 ) -> Result<Response, ApiError> {
     write
         .run(&mut scope, &[], async |tx, tenant| {
@@ -467,7 +467,7 @@ pub async fn unregister(
 pub async fn send_test(
     mut scope: Scope,
     write: Write,
-    Path(p): Path<IdPath>,
+    ApiPath(p): ApiPath<IdPath>,
     body: ApiJson<TestRequest>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
@@ -496,7 +496,7 @@ pub async fn send_test(
 pub async fn rotate_secret(
     mut scope: Scope,
     write: Write,
-    Path(p): Path<IdPath>,
+    ApiPath(p): ApiPath<IdPath>,
     body: ApiJson<RotateRequest>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
@@ -521,7 +521,7 @@ pub async fn rotate_secret(
 pub async fn replay(
     mut scope: Scope,
     write: Write,
-    Path(p): Path<IdPath>,
+    ApiPath(p): ApiPath<IdPath>,
     body: ApiJson<ReplayRequest>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
@@ -540,7 +540,7 @@ pub async fn replay(
 /// hour, day and week (test sends left out).
 #[utoipa::path(get, path = "/endpoints/{id}/stats", tag = "endpoints", params(IdPath),
     responses((status = 200, body = Stats)))]
-pub async fn stats(scope: Scope, Path(p): Path<IdPath>) -> Result<Json<Stats>, ApiError> {
+pub async fn stats(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Stats>, ApiError> {
     let st = scope
         .db
         .prepare_cached(

@@ -4,10 +4,10 @@
 //! 'operator', ...)`), never over HTTP.
 
 use crate::auth::Scope;
-use crate::body::ApiJson;
+use crate::body::{ApiJson, ApiPath};
 use crate::error::ApiError;
 use crate::idempotency::{Reply, Write};
-use axum::extract::Path;
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -161,7 +161,7 @@ pub async fn create(
 pub async fn rotate(
     mut scope: Scope,
     write: Write,
-    Path(p): Path<KeyPath>,
+    ApiPath(p): ApiPath<KeyPath>,
 ) -> Result<Response, ApiError> {
     write
         .run(&mut scope, &[], async |tx, tenant| {
@@ -184,7 +184,7 @@ pub async fn rotate(
 pub async fn revoke(
     mut scope: Scope,
     write: Write,
-    Path(p): Path<KeyPath>,
+    ApiPath(p): ApiPath<KeyPath>,
 ) -> Result<Response, ApiError> {
     write
         .run(&mut scope, &[], async |tx, tenant| {
