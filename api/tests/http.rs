@@ -896,8 +896,20 @@ async fn errors_are_json_with_stable_codes() {
         (400, Some("limit"))
     );
     // NUL, which PostgreSQL cannot store: a rule, not a server error.
-    let a = api.call(Method::POST, "/v1/endpoints", Some(&admin), Some(json!({"url": "https://h.example.com/", "description": "a\u0000b"}))).await;
-    assert_eq!((a.status, a.code()), (422, "rule_violation"), "{:?}", a.body);
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({"url": "https://h.example.com/", "description": "a\u{0}b"})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (422, "rule_violation"),
+        "{:?}",
+        a.body
+    );
     // Request ids: made, or the client's kept.
     assert_eq!(a.headers["x-request-id"].len(), 36);
     let a = api
