@@ -182,7 +182,7 @@ mod tests {
         assert_eq!(c.rate_burst, DEFAULT_RATE_BURST, "the default");
         std::fs::write(
             &file,
-            "database_url = \"postgres://h/db\"\nmax_body = \"1TB\"\n",
+            "database_url = \"postgres://h/db\"\nmax_body = \"1GiB\"\n",
         )
         .unwrap();
         let cli = Cli::try_parse_from(["postbox-api", "--config", file.to_str().unwrap()]).unwrap();
