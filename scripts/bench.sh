@@ -11,5 +11,5 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="--sudo"
 
 (cd extension && cargo pgrx install --release $SUDO --pg-config "$PG_CONFIG" >/dev/null)
-cargo build --release -q -p postbox-worker -p postbox-bench
+cargo build --release -q -p postbox-worker -p postbox-api -p postbox-bench
 exec target/release/postbox-bench "$@"

@@ -9,7 +9,8 @@
 //! nothing about any stored key, and the comparison is constant-time in
 //! effect. A missing, malformed, unknown or revoked key gets the same 401.
 //!
-//! Then the key's rate limit, then its reach:
+//! The key's rate limit is checked before the lookup when its bucket is
+//! known, else right after it (see [`crate::limit`]); then its reach:
 //! - tenant keys (admin, member) act on their own tenant under `/v1/...`;
 //!   member keys only read;
 //! - operator keys act for any tenant under `/v1/tenants/{tenant}/...`.
@@ -48,36 +49,69 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .then_some(key)
 }
 
+/// What a request's key admits before any database work: its hash, if it
+/// has the form of a key and its bucket (if it has one) has a token; and
+/// whether a token was taken (else [`Admission::taken`] takes one once the
+/// key has authenticated).
+pub struct Admission {
+    pub hash: [u8; 32],
+    taken: bool,
+}
+
+impl Admission {
+    pub fn of(parts: &Parts, app: &App) -> Result<Admission, ApiError> {
+        let hash = postbox_rules::api_key::hash(bearer(parts).ok_or(ApiError::Unauthorized)?);
+        let taken = match app.limiter.take_known(hash, Instant::now()) {
+            Some(r) => {
+                r.map_err(ApiError::RateLimited)?;
+                true
+            }
+            None => false,
+        };
+        Ok(Admission { hash, taken })
+    }
+
+    /// After authentication: the key's token, if not taken yet.
+    pub fn taken(self, app: &App) -> Result<(), ApiError> {
+        if self.taken {
+            return Ok(());
+        }
+        app.limiter
+            .take(self.hash, Instant::now())
+            .map_err(ApiError::RateLimited)
+    }
+}
+
+pub fn role(name: &str) -> Result<Role, ApiError> {
+    match name {
+        "admin" => Ok(Role::Admin),
+        "member" => Ok(Role::Member),
+        "operator" => Ok(Role::Operator),
+        other => {
+            tracing::error!(role = other, "api key with an unknown role");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
 /// Authenticates the request and takes a token from its key's bucket;
 /// returns the caller and the connection it used, for the request's work.
 async fn authenticate(parts: &Parts, app: &App) -> Result<(Caller, Object), ApiError> {
-    let key = bearer(parts).ok_or(ApiError::Unauthorized)?;
-    let hash = postbox_rules::api_key::hash(key);
+    let admission = Admission::of(parts, app)?;
     let db = app.pool.get().await?;
     let st = db
         .prepare_cached("SELECT id, tenant, role FROM postbox.authenticate_api_key($1)")
         .await?;
     let row = db
-        .query_opt(&st, &[&hash.as_slice()])
+        .query_opt(&st, &[&admission.hash.as_slice()])
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    let role = match row.get::<_, &str>(2) {
-        "admin" => Role::Admin,
-        "member" => Role::Member,
-        "operator" => Role::Operator,
-        other => {
-            tracing::error!(role = other, "api key with an unknown role");
-            return Err(ApiError::Internal);
-        }
-    };
     let caller = Caller {
         key_id: row.get(0),
         tenant: row.get(1),
-        role,
+        role: role(row.get(2))?,
     };
-    app.limiter
-        .take(caller.key_id, Instant::now())
-        .map_err(ApiError::RateLimited)?;
+    admission.taken(app)?;
     Ok((caller, db))
 }
 
@@ -150,5 +184,13 @@ impl FromRequestParts<App> for Scope {
             scope.require_admin()?;
         }
         Ok(scope)
+    }
+}
+
+impl FromRequestParts<App> for Admission {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Admission::of(parts, app)
     }
 }

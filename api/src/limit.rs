@@ -1,11 +1,17 @@
-//! Per-key request rate limits: a token bucket per API key, in this
-//! process (N API processes allow N times the rate). Plain data and an
-//! injected clock, so tests pin it.
+//! Per-key request rate limits: a token bucket per API key (by the key's
+//! hash, so it is found before any database work), in this process (N API
+//! processes allow N times the rate). A bucket is made only for a key that
+//! authenticated ([`Limiter::take`] after authentication), so made-up keys
+//! cost no memory; a known key is stopped before it reaches the database
+//! ([`Limiter::take_known`]). Plain data and an injected clock, so tests
+//! pin it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
+
+/// A key's SHA-256.
+pub type Key = [u8; 32];
 
 struct Bucket {
     tokens: f64,
@@ -17,7 +23,7 @@ pub struct Limiter {
     rate: f64,
     burst: f64,
     // A std mutex: the critical section is a few arithmetic operations.
-    buckets: Mutex<HashMap<Uuid, Bucket>>,
+    buckets: Mutex<HashMap<Key, Bucket>>,
 }
 
 impl Limiter {
@@ -30,25 +36,39 @@ impl Limiter {
         }
     }
 
-    /// Takes a token for `key` at `now`, or says how long until one is there.
-    pub fn take(&self, key: Uuid, now: Instant) -> Result<(), Duration> {
+    /// Takes a token for `key` at `now` (making its bucket, full, if it has
+    /// none), or says how long until one is there.
+    pub fn take(&self, key: Key, now: Instant) -> Result<(), Duration> {
+        self.take_with(key, now, true).unwrap_or(Ok(()))
+    }
+
+    /// [`Limiter::take`] for a key that has a bucket; None for one that has not.
+    pub fn take_known(&self, key: Key, now: Instant) -> Option<Result<(), Duration>> {
+        self.take_with(key, now, false)
+    }
+
+    fn take_with(&self, key: Key, now: Instant, make: bool) -> Option<Result<(), Duration>> {
         if self.rate == 0.0 {
-            return Ok(());
+            return Some(Ok(()));
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let b = buckets.entry(key).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        let b = match buckets.get_mut(&key) {
+            Some(b) => b,
+            None if make => buckets.entry(key).or_insert(Bucket {
+                tokens: self.burst,
+                at: now,
+            }),
+            None => return None,
+        };
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
         b.at = now;
-        if b.tokens >= 1.0 {
+        Some(if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
-        }
+        })
     }
 
     /// Forgets keys whose bucket has refilled: a full bucket is the same as
@@ -78,7 +98,7 @@ mod tests {
     #[test]
     fn a_burst_then_the_rate() {
         let l = Limiter::new(10, 5);
-        let (k, t0) = (Uuid::from_u128(1), Instant::now());
+        let (k, t0) = ([1; 32], Instant::now());
         for _ in 0..5 {
             assert_eq!(l.take(k, t0), Ok(()));
         }
@@ -89,7 +109,7 @@ mod tests {
         assert_eq!(l.take(k, t1), Ok(()));
         assert!(l.take(k, t1).is_err());
         // Another key has its own bucket.
-        assert_eq!(l.take(Uuid::from_u128(2), t1), Ok(()));
+        assert_eq!(l.take([2; 32], t1), Ok(()));
         // Never more than the burst, however long idle.
         let t2 = t1 + Duration::from_secs(3600);
         for _ in 0..5 {
@@ -99,16 +119,32 @@ mod tests {
     }
 
     #[test]
+    fn only_taken_keys_have_buckets() {
+        let l = Limiter::new(10, 1);
+        let t0 = Instant::now();
+        assert_eq!(l.take_known([9; 32], t0), None, "unknown: no bucket made");
+        assert!(l.is_empty());
+        assert_eq!(l.take([9; 32], t0), Ok(()));
+        assert!(
+            l.take_known([9; 32], t0).unwrap().is_err(),
+            "known, and empty"
+        );
+        assert_eq!(
+            l.take_known([9; 32], t0 + Duration::from_millis(100)),
+            Some(Ok(()))
+        );
+    }
+
+    #[test]
     fn zero_is_off_and_sweep_forgets_full_buckets() {
         let off = Limiter::new(0, 1);
         let t0 = Instant::now();
         for _ in 0..1000 {
-            assert_eq!(off.take(Uuid::nil(), t0), Ok(()));
+            assert_eq!(off.take([0; 32], t0), Ok(()));
         }
         let l = Limiter::new(10, 5);
-        l.take(Uuid::from_u128(1), t0).unwrap();
-        l.take(Uuid::from_u128(2), t0 + Duration::from_millis(400))
-            .unwrap();
+        l.take([1; 32], t0).unwrap();
+        l.take([2; 32], t0 + Duration::from_millis(400)).unwrap();
         l.sweep(t0 + Duration::from_millis(600));
         assert_eq!(
             l.len(),

@@ -304,6 +304,11 @@ async fn every_route_with_every_kind_of_key() {
         .await;
     assert_eq!(a.status, 403, "only operator keys emit");
     assert_eq!(
+        api.one_i64("SELECT count(*) FROM postbox.emitted").await,
+        0,
+        "and nothing was emitted"
+    );
+    assert_eq!(
         api.one_i64("SELECT count(*) FROM postbox.endpoints").await,
         1,
         "nothing written"

