@@ -18,8 +18,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 step "build and install the extension (release) into PostgreSQL 15"
 (cd extension && cargo pgrx install --release $SUDO --pg-config "$PG_CONFIG" >/dev/null)
-step "build the worker (release)"
-cargo build --release -q -p postbox-worker
+step "build the worker and the HTTP API (release)"
+cargo build --release -q -p postbox-worker -p postbox-api
 
 DEMO="$ROOT/target/demo"
 rm -rf "$DEMO" && mkdir -p "$DEMO"
@@ -89,4 +89,23 @@ psql -c "SELECT d.id, d.event_type, d.status, d.attempts, d.last_status_code FRO
      -c "SELECT url, status, consecutive_failures, pending FROM postbox.endpoint_status"
 kill -TERM "$WORKER" && wait "$WORKER" || true
 [ "$n" -ge 4 ] || { echo "expected 4 deliveries, got $n; see $DEMO/worker.log"; exit 1; }
-step "done: 4 signed webhooks delivered (the rolled-back insert and the other tenant's row sent nothing)"
+
+APORT=$(free_port)
+step "start postbox-api on 127.0.0.1:$APORT (as a LOGIN role granted postbox_admin) and read the endpoint with an API key"
+psql -c "CREATE ROLE postbox_api LOGIN IN ROLE postbox_admin, postbox_emitter"
+KEY=$(psql -At -c "SELECT key FROM postbox.create_api_key('acme', 'member', 'demo')")
+POSTBOX_API_DATABASE_URL="postgres://postbox_api@127.0.0.1:$PORT/postgres" POSTBOX_API_LISTEN="127.0.0.1:$APORT" \
+  POSTBOX_API_LOG=warn target/release/postbox-api > "$DEMO/api.log" 2>&1 &
+API=$!
+PIDS+=($API)
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$APORT/healthz" >/dev/null && break
+  sleep 0.1
+done
+echo "curl -H 'Authorization: Bearer ${KEY:0:12}...' http://127.0.0.1:$APORT/v1/endpoints"
+curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$APORT/v1/endpoints" \
+  | "$ROOT/target/pyvenv/bin/python" -c 'import json, sys
+for e in json.load(sys.stdin)["data"]:
+    print(json.dumps({k: e[k] for k in ("id", "url", "event_types", "status", "secrets")}, indent=2))'
+kill -TERM "$API" && wait "$API" || true
+step "done: 4 signed webhooks delivered (the rolled-back insert and the other tenant's row sent nothing), and the endpoint read over HTTP"
