@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the release archive: the extension's files as `cargo pgrx package`
 # lays them out (usr/lib/postgresql/15/lib, usr/share/postgresql/15/extension),
-# the worker binary, the systemd unit and its environment file, the example
+# the worker and API binaries, their systemd units and environment files, the example
 # configuration, the README and docs, and install.sh. Prints the archive's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ OUT="$ROOT/target/release-archive"
 STAGE="$OUT/$NAME"
 
 (cd extension && cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$OUT/pgrx" >&2)
-cargo build --release -q -p postbox-worker >&2
+cargo build --release -q -p postbox-worker -p postbox-api >&2
 
 rm -rf "$STAGE"
 mkdir -p "$STAGE/bin" "$STAGE/deploy" "$STAGE/docs"
@@ -24,22 +24,24 @@ cp -a "$OUT/pgrx/." "$STAGE/pg/"
 # Older versions' install scripts, so upgrades from them work (pgrx packages
 # only the current one and the upgrade scripts).
 cp sql/released/*.sql "$STAGE/pg/usr/share/postgresql/$PG_MAJOR/extension/"
-cp target/release/postbox-worker "$STAGE/bin/"
-cp deploy/postbox-worker.service deploy/postbox-worker.env worker/postbox-worker.example.toml "$STAGE/deploy/"
+cp target/release/postbox-worker target/release/postbox-api "$STAGE/bin/"
+cp deploy/postbox-worker.service deploy/postbox-worker.env deploy/postbox-api.service deploy/postbox-api.env \
+   worker/postbox-worker.example.toml "$STAGE/deploy/"
 cp README.md "$STAGE/"
 cp -a docs/. "$STAGE/docs/"
 cat > "$STAGE/install.sh" <<'INSTALL'
 #!/bin/sh
-# Installs postbox into a PostgreSQL installation and the worker binary.
+# Installs postbox into a PostgreSQL installation, and the worker and API binaries.
 #   ./install.sh [ROOT]   ROOT defaults to / (the extension goes where
 #                          PostgreSQL's Debian/Ubuntu packages keep theirs,
-#                          under ROOT/usr); the worker goes to ROOT/usr/local/bin.
+#                          under ROOT/usr); the binaries go to ROOT/usr/local/bin.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=${1:-/}
 cp -R "$HERE/pg/usr" "$ROOT/"
 mkdir -p "$ROOT/usr/local/bin"
 install -m 755 "$HERE/bin/postbox-worker" "$ROOT/usr/local/bin/postbox-worker"
+install -m 755 "$HERE/bin/postbox-api" "$ROOT/usr/local/bin/postbox-api"
 echo "installed postbox into $ROOT; next: CREATE EXTENSION postbox (or ALTER EXTENSION postbox UPDATE), then start the workers"
 INSTALL
 chmod 755 "$STAGE/install.sh"

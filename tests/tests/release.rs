@@ -126,6 +126,14 @@ async fn the_release_archive_installs_into_a_fresh_postgresql_and_delivers() {
         .get(0);
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
 
+    // The API binary is installed too, and knows its routes.
+    let out = Command::new(root.join("pg/usr/local/bin/postbox-api"))
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"/v1/endpoints/by-url\""));
+
     let worker_bin = root.join("pg/usr/local/bin/postbox-worker");
     db.batch_execute("CREATE ROLE courier LOGIN; GRANT postbox_worker TO courier;")
         .await
