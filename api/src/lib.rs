@@ -70,6 +70,8 @@ pub enum RunError {
     Db(String),
     #[error(transparent)]
     Worker(#[from] postbox_worker::RunError),
+    #[error("{0}")]
+    Role(&'static str),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -80,7 +82,8 @@ pub enum RunError {
 impl RunError {
     /// Configuration errors exit with 2, as the worker's do.
     pub fn is_config(&self) -> bool {
-        matches!(self, RunError::Config(_)) || matches!(self, RunError::Worker(e) if e.is_config())
+        matches!(self, RunError::Config(_) | RunError::Role(_))
+            || matches!(self, RunError::Worker(e) if e.is_config())
     }
 }
 
@@ -138,6 +141,25 @@ pub async fn serve(
             .await
             .map_err(|e| RunError::Db(postbox_worker::error::pool_message(&e)))?;
         postbox_worker::extension_version(&db).await?;
+        // The API acts with postbox_admin's rights and no more: never as a
+        // superuser, which could read every secret.
+        let row = db
+            .query_one(
+                "SELECT rolsuper, pg_has_role(current_user, 'postbox_admin', 'USAGE') FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(|e| RunError::Db(postbox_worker::error::pg_message(&e)))?;
+        if row.get::<_, bool>(0) {
+            return Err(RunError::Role(
+                "the database role is a superuser: connect as a LOGIN role granted postbox_admin",
+            ));
+        }
+        if !row.get::<_, bool>(1) {
+            return Err(RunError::Role(
+                "the database role is not granted postbox_admin",
+            ));
+        }
     }
     let app = App(Arc::new(Shared {
         pool,

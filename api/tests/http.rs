@@ -822,7 +822,15 @@ async fn an_idempotency_key_gets_the_first_answer() {
 /// request id (the client's, if it sent one); bodies are bounded.
 #[tokio::test]
 async fn errors_are_json_with_stable_codes() {
-    let api = Api::start_with(|c| c.max_body = 4096).await;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let api = Api::start_with(|c| {
+        c.max_body = 4096;
+        c.metrics_addr = Some(metrics);
+    })
+    .await;
     let (_, admin) = api.key(Some("acme"), "admin").await;
     let a = api
         .call(
@@ -936,7 +944,59 @@ async fn errors_are_json_with_stable_codes() {
         .await;
     assert_eq!(a.status, 422);
     assert!(!a.body.to_string().contains("sk_live_secret"), "{}", a.body);
+    // Counted on the metrics address, by route template.
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"postbox_api_requests_total{route="/v1/endpoints",method="POST",status="413"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"postbox_api_requests_total{route="unmatched",method="GET",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        reqwest::get(format!("http://{metrics}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     api.stop().await;
+}
+
+/// The API refuses to run as a superuser (which could read every secret)
+/// or as a role without postbox_admin: a configuration error, exit 2.
+#[tokio::test]
+async fn it_runs_only_as_a_role_granted_postbox_admin() {
+    let pg = Cluster::start().await;
+    let db = pg.connect("postgres").await;
+    db.batch_execute("CREATE ROLE nobody LOGIN").await.unwrap();
+    for (user, why) in [
+        ("postgres", "the database role is a superuser"),
+        ("nobody", "the database role is not granted postbox_admin"),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let e = postbox_api::serve(
+            listener,
+            postbox_api::Config::new(pg.url(user)),
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.is_config() && e.to_string().starts_with(why),
+            "{user}: {e}"
+        );
+    }
 }
 
 /// The document the API serves is the committed one.
