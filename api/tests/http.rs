@@ -985,13 +985,15 @@ async fn it_runs_only_as_a_role_granted_postbox_admin() {
         ("nobody", "the database role is not granted postbox_admin"),
     ] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let e = postbox_api::serve(
+        let serving = postbox_api::serve(
             listener,
             postbox_api::Config::new(pg.url(user)),
             std::future::pending(),
-        )
-        .await
-        .unwrap_err();
+        );
+        let e = tokio::time::timeout(Duration::from_secs(30), serving)
+            .await
+            .unwrap_or_else(|_| panic!("{user}: it started"))
+            .unwrap_err();
         assert!(
             e.is_config() && e.to_string().starts_with(why),
             "{user}: {e}"
