@@ -21,16 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::new(&config.log);
-    if config.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match postbox_worker::start_process(&config.log, config.log_json) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("postbox-api: cannot start the runtime: {e}");
