@@ -1334,6 +1334,17 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'api_requests'; deleted := v_n; RETURN NEXT;
 
+    -- Portal links and sessions a day past their end (BRIN on created_at;
+    -- neither outlives a day and a day).
+    DELETE FROM postbox.portal_sessions p
+     WHERE p.ctid = ANY (ARRAY(
+           SELECT x.ctid FROM postbox.portal_sessions x
+            WHERE x.created_at < v_now - interval '2 days'
+              AND greatest(x.link_expires_at, coalesce(x.expires_at, x.link_expires_at)) < v_now - interval '1 day'
+            LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    kind := 'portal_sessions'; deleted := v_n; RETURN NEXT;
+
     -- Ended pauses, once no emitted row from before their end waits for
     -- routing (which reads them) and the events window has passed.
     DELETE FROM postbox.endpoint_pauses p
@@ -1592,6 +1603,75 @@ BEGIN
 END
 $fn$;
 
+-- Portal links (postbox-api's settings page): a link for one tenant and
+-- role, returned once, usable once within valid_for (1 minute to 1 day).
+-- SECURITY DEFINER: portal_sessions is granted to no one.
+CREATE FUNCTION postbox.create_portal_session(tenant text, role text, valid_for interval DEFAULT '15 minutes')
+RETURNS TABLE (id uuid, token text, expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_id    uuid := postbox._uuid7();
+    v_token text := 'pbp_' || substr(postbox._generate_api_key(), 5);
+BEGIN
+    PERFORM postbox._require_tenant(tenant);
+    IF role IS NULL OR role NOT IN ('admin', 'member') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: portal role must be admin or member: %s', coalesce(postbox._shown(role), 'NULL'));
+    END IF;
+    IF valid_for IS NULL OR valid_for < interval '1 minute' OR valid_for > interval '1 day' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: valid_for must be between 1 minute and 1 day: %s', coalesce(valid_for::text, 'NULL'));
+    END IF;
+    INSERT INTO postbox.portal_sessions (id, tenant, role, link_hash, link_expires_at)
+    VALUES (v_id, tenant, role, sha256(convert_to(v_token, 'UTF8')), now() + valid_for);
+    id := v_id;
+    token := v_token;
+    expires_at := now() + valid_for;
+    RETURN NEXT;
+END
+$fn$;
+
+-- Uses a portal link: if the token with this SHA-256 is unused and not
+-- expired, the session with the cookie whose SHA-256 is session_hash opens
+-- for `lasts` (1 minute to 1 day), and its tenant, role and end are
+-- returned; else no row. A link works once. SECURITY DEFINER: it writes
+-- portal_sessions.
+CREATE FUNCTION postbox.open_portal_session(link_hash bytea, session_hash bytea, lasts interval)
+RETURNS TABLE (tenant text, role text, expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF open_portal_session.session_hash IS NULL OR length(open_portal_session.session_hash) <> 32 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: session_hash must be a SHA-256 (32 bytes)';
+    END IF;
+    IF lasts IS NULL OR lasts < interval '1 minute' OR lasts > interval '1 day' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: lasts must be between 1 minute and 1 day: %s', coalesce(lasts::text, 'NULL'));
+    END IF;
+    RETURN QUERY
+    UPDATE postbox.portal_sessions s
+       SET session_hash = open_portal_session.session_hash, expires_at = now() + lasts
+     WHERE s.link_hash = open_portal_session.link_hash AND s.session_hash IS NULL AND s.link_expires_at > now()
+    RETURNING s.tenant, s.role, s.expires_at;
+END
+$fn$;
+
+-- The open session whose cookie has this SHA-256: its id, tenant, role and
+-- end; else no row. PL/pgSQL: the portal calls it on every request (plans
+-- kept). SECURITY DEFINER: it reads portal_sessions.
+CREATE FUNCTION postbox.authenticate_portal_session(session_hash bytea)
+RETURNS TABLE (id uuid, tenant text, role text, expires_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN QUERY
+    SELECT s.id, s.tenant, s.role, s.expires_at FROM postbox.portal_sessions s
+     WHERE s.session_hash = authenticate_portal_session.session_hash AND s.expires_at > now();
+END
+$fn$;
+
 -------------------------------------------------------------------------------
 -- Views
 -------------------------------------------------------------------------------
@@ -1769,6 +1849,10 @@ COMMENT ON FUNCTION postbox.revoke_api_key(text, uuid) IS 'Revokes an HTTP API k
 COMMENT ON FUNCTION postbox.authenticate_api_key(bytea) IS 'postbox-api: the id, tenant and role of the live key with this SHA-256, if any; records its use at most once a minute.';
 COMMENT ON FUNCTION postbox.api_request_begin(text, text, bytea) IS 'postbox-api: the stored response of the first POST with this Idempotency-Key (same request required), or claims the key.';
 COMMENT ON FUNCTION postbox.api_request_end(text, text, integer, text) IS 'postbox-api: stores the response of the request that claimed the Idempotency-Key.';
+COMMENT ON TABLE postbox.portal_sessions IS 'Settings portal links and sessions (postbox-api): SHA-256 of the one-time link token and of the session cookie, tenant, role, ends; granted to no one.';
+COMMENT ON FUNCTION postbox.create_portal_session(text, text, interval) IS 'Makes a one-time settings portal link token for a tenant (admin or member), valid for 1 minute to 1 day; returned once.';
+COMMENT ON FUNCTION postbox.open_portal_session(bytea, bytea, interval) IS 'postbox-api: uses a portal link (once, before it expires) and opens the session whose cookie has the given SHA-256.';
+COMMENT ON FUNCTION postbox.authenticate_portal_session(bytea) IS 'postbox-api: the tenant and role of the open portal session whose cookie has this SHA-256, if any.';
 COMMENT ON FUNCTION postbox._max_api_keys() IS 'Internal: the most active API keys per tenant (inlined).';
 COMMENT ON FUNCTION postbox._no_api_key(uuid) IS 'Internal: raises the unknown-api-key error.';
 COMMENT ON FUNCTION postbox._api_key(text, uuid) IS 'Internal: an API key of a tenant (NULL: operator), locked, or the unknown-key error (also for another tenant''s id).';
@@ -1880,7 +1964,10 @@ GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb),
                           postbox.create_api_key(text, text, text), postbox.rotate_api_key(text, uuid),
                           postbox.revoke_api_key(text, uuid), postbox.authenticate_api_key(bytea),
                           postbox.api_request_begin(text, text, bytea),
-                          postbox.api_request_end(text, text, integer, text)
+                          postbox.api_request_end(text, text, integer, text),
+                          postbox.create_portal_session(text, text, interval),
+                          postbox.open_portal_session(bytea, bytea, interval),
+                          postbox.authenticate_portal_session(bytea)
    TO postbox_admin;
 GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.retention, postbox.workers, postbox.endpoint_status,
                 postbox.endpoint_settings, postbox.endpoint_stats,

@@ -327,3 +327,21 @@ CREATE TABLE postbox.api_idempotency (
     PRIMARY KEY (tenant, idempotency_key)
 );
 CREATE INDEX api_idempotency_created ON postbox.api_idempotency USING brin (created_at);
+
+-- Sessions of the settings portal that postbox-api serves. The product's
+-- backend asks for a link for one tenant; the link's token works once, for
+-- a short while, and opens a session whose cookie the browser keeps. Only
+-- SHA-256 of the token and of the cookie are kept. Nothing is granted on it.
+CREATE TABLE postbox.portal_sessions (
+    id              uuid PRIMARY KEY,
+    tenant          text NOT NULL,
+    -- admin changes the tenant's endpoints; member only sees them.
+    role            text NOT NULL CHECK (role IN ('admin', 'member')),
+    link_hash       bytea NOT NULL UNIQUE,
+    link_expires_at timestamptz NOT NULL,
+    -- Set when the link is used, once.
+    session_hash    bytea UNIQUE,
+    expires_at      timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX portal_sessions_created ON postbox.portal_sessions USING brin (created_at);

@@ -1083,6 +1083,9 @@ mod tests {
             ("authenticate_api_key(bytea)", "postbox-api: reads key_hash, which no role may read, and writes last_used_at; takes only a hash"),
             ("api_request_begin(text,text,bytea)", "postbox-api: api_idempotency holds responses with secrets and is granted to no one"),
             ("api_request_end(text,text,integer,text)", "postbox-api: writes api_idempotency"),
+            ("create_portal_session(text,text,interval)", "admin API: writes portal_sessions (token hashes), granted to no one"),
+            ("open_portal_session(bytea,bytea,interval)", "postbox-api: uses a link once and opens its session in portal_sessions; takes only hashes"),
+            ("authenticate_portal_session(bytea)", "postbox-api: reads portal_sessions; takes only a hash"),
         ];
         let found: Vec<String> = Spi::connect(|c| {
             c.select(

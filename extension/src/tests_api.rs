@@ -156,3 +156,48 @@
         );
         assert_eq!(one::<i64>("SELECT count(*) FROM postbox.api_idempotency"), 0);
     }
+
+    /// A portal link opens one session, once, before it expires; the session
+    /// authenticates until its end; bad arguments are refused.
+    #[pg_test]
+    fn portal_links_open_one_session_once() {
+        let token = one::<String>("SELECT token FROM postbox.create_portal_session('t', 'member')");
+        assert!(postbox_rules::api_key::has_form(postbox_rules::api_key::PORTAL_PREFIX, &token), "{token}");
+        let open = |link: &str, cookie: &str| {
+            Spi::get_one::<String>(&format!(
+                "SELECT (SELECT tenant || ':' || role FROM postbox.open_portal_session(
+                     sha256(convert_to('{link}', 'UTF8')), sha256(convert_to('{cookie}', 'UTF8')), '1 hour'))"
+            ))
+            .unwrap()
+        };
+        let who = |cookie: &str| {
+            Spi::get_one::<String>(&format!(
+                "SELECT (SELECT tenant || ':' || role FROM postbox.authenticate_portal_session(sha256(convert_to('{cookie}', 'UTF8'))))"
+            ))
+            .unwrap()
+        };
+        assert_eq!(who("c1"), None);
+        assert_eq!(open(&token, "c1").as_deref(), Some("t:member"));
+        assert_eq!(who("c1").as_deref(), Some("t:member"));
+        assert_eq!(open(&token, "c2"), None, "a link works once");
+        assert_eq!(who("c2"), None);
+        // An expired link opens nothing; an ended session is gone.
+        let late = one::<String>("SELECT token FROM postbox.create_portal_session('t', 'admin', '1 minute')");
+        run("UPDATE postbox.portal_sessions SET link_expires_at = now() - interval '1 second' WHERE session_hash IS NULL");
+        assert_eq!(open(&late, "c3"), None);
+        run("UPDATE postbox.portal_sessions SET expires_at = now() - interval '1 second' WHERE session_hash IS NOT NULL");
+        assert_eq!(who("c1"), None);
+        // Only the hashes are kept.
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM postbox.portal_sessions s WHERE s::text LIKE '%{}%'", &token[4..])), 0);
+        for (call, msg) in [
+            ("postbox.create_portal_session('t', 'operator')", "postbox: portal role must be admin or member: operator"),
+            ("postbox.create_portal_session('t', 'admin', '2 days')", "postbox: valid_for must be between 1 minute and 1 day: 2 days"),
+            ("postbox.create_portal_session('', 'admin')", "postbox: tenant must be a non-empty string: ''"),
+        ] {
+            let (state, got) = error_of(&format!("SELECT {call}"));
+            assert_eq!((state.as_str(), got.as_str()), ("22023", msg), "{call}");
+        }
+        // Purged a day after they end.
+        run("UPDATE postbox.portal_sessions SET created_at = now() - interval '3 days', link_expires_at = now() - interval '2 days', expires_at = now() - interval '2 days'");
+        assert_eq!(one::<i64>("SELECT deleted FROM postbox.purge() WHERE kind = 'portal_sessions'"), 2);
+    }

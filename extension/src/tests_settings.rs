@@ -648,7 +648,8 @@
                 ("stale_after", _) => "'5 seconds'".into(),
                 ("role", _) => "'admin'".into(),
                 ("label", _) => "'sweep'".into(),
-                ("key_hash", _) | ("request_hash", _) => "sha256('sweep')".into(),
+                ("key_hash", _) | ("request_hash", _) | ("link_hash", _) | ("session_hash", _) => "sha256('sweep')".into(),
+                ("valid_for", _) | ("lasts", _) => "'15 minutes'".into(),
                 ("status", _) => "201".into(),
                 ("body", _) => "'{}'".into(),
                 ("idempotency_key", _) => "'sweep'".into(),
@@ -708,8 +709,9 @@
             "emit.idempotency_key", "attach.columns", "send_test.data", "validate_headers.signature_header",
             "set_retention.succeeded_attempts", "set_retention.failed_attempts", "set_retention.events",
             "set_retention.cancelled_deliveries", "set_retention.idempotency_keys",
-            // No key has a NULL hash: no row, as for any unknown key.
-            "authenticate_api_key.key_hash",
+            // No key has a NULL hash: no row, as for any unknown key (or link, or session).
+            "authenticate_api_key.key_hash", "authenticate_portal_session.session_hash",
+            "open_portal_session.link_hash",
         ];
         // How an argument's NULL error may name it, besides its own name.
         let names = |arg: &str| -> Vec<String> {
@@ -1047,6 +1049,9 @@
             "api_request_begin.idempotency_key:text.inject.backslash",
             // Any bytes are a hash no key has: no row.
             "authenticate_api_key.key_hash:bytes",
+            "authenticate_portal_session.session_hash:bytes", "open_portal_session.link_hash:bytes",
+            // Portal links: any tenant, as above; intervals within their bounds.
+            "create_portal_session.tenant:text.inject", "create_portal_session.tenant:text.odd",
         ];
         let allowed = |f: &str, arg: &str, label: &str| -> Option<&'static str> {
             HOSTILE_IS_FINE.iter().copied().find(|e| {

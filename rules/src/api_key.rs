@@ -1,5 +1,7 @@
 //! API keys of the HTTP API (`postbox-api`): `pbk_` and 43 characters of
-//! unpadded base64url, from 32 bytes of CSPRNG output. The extension makes
+//! unpadded base64url, from 32 bytes of CSPRNG output. The settings
+//! portal's one-time link tokens (`pbp_`) and session cookies (`pbs_`) have
+//! the same form and are kept the same way. The extension makes
 //! them, the API checks their form before any database work, and both hash
 //! them the same way: the database keeps only SHA-256 of the whole key.
 //!
@@ -11,6 +13,10 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 pub const PREFIX: &str = "pbk_";
+/// A portal link's one-time token.
+pub const PORTAL_PREFIX: &str = "pbp_";
+/// A portal session's cookie.
+pub const SESSION_PREFIX: &str = "pbs_";
 pub const GENERATED_BYTES: usize = 32;
 /// `PREFIX` and the base64url of `GENERATED_BYTES` without padding.
 pub const LEN: usize = PREFIX.len() + (GENERATED_BYTES * 4).div_ceil(3);
@@ -27,11 +33,22 @@ pub fn encode(random: &[u8; GENERATED_BYTES]) -> String {
 /// malformed key costs nothing; the form is public, so answering faster for
 /// it tells a caller nothing.
 pub fn well_formed(key: &str) -> bool {
-    key.len() == LEN
-        && key.starts_with(PREFIX)
-        && key[PREFIX.len()..]
+    has_form(PREFIX, key)
+}
+
+/// Whether `token` is `prefix` and 43 characters of base64url.
+pub fn has_form(prefix: &str, token: &str) -> bool {
+    token.len() == LEN
+        && token.starts_with(prefix)
+        && token[prefix.len()..]
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A new token with `prefix` (a 4-character one, as `pbp_` and `pbs_`).
+pub fn encode_with(prefix: &str, random: &[u8; GENERATED_BYTES]) -> String {
+    debug_assert_eq!(prefix.len(), PREFIX.len());
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random))
 }
 
 /// What the database stores and looks a key up by: SHA-256 of its UTF-8
@@ -53,6 +70,13 @@ mod tests {
         assert!(well_formed(&a) && well_formed(&b));
         assert_ne!(hash(&a), hash(&b));
         assert_eq!(&b[..6], "pbk___");
+    }
+
+    #[test]
+    fn portal_tokens_have_their_own_prefix() {
+        let t = encode_with(SESSION_PREFIX, &[3u8; 32]);
+        assert!(has_form(SESSION_PREFIX, &t));
+        assert!(!well_formed(&t) && !has_form(PORTAL_PREFIX, &t));
     }
 
     #[test]

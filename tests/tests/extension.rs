@@ -762,7 +762,7 @@ async fn upgrade_from_0_4_0_matches_a_fresh_install() {
         .get(0);
     assert_eq!(
         kinds,
-        "api_requests attempts deliveries events idempotency_keys pauses rejects"
+        "api_requests attempts deliveries events idempotency_keys pauses portal_sessions rejects"
     );
     assert_same_shape(&su, &old).await;
 }
