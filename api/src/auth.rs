@@ -49,18 +49,33 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .then_some(key)
 }
 
-/// What a request's key admits before any database work: its hash, if it
-/// has the form of a key and its bucket (if it has one) has a token; and
-/// whether a token was taken (else [`Admission::taken`] takes one once the
-/// key has authenticated).
+/// How a request proves who it is: an API key (`Authorization: Bearer`),
+/// or, without one, a portal session's cookie.
+enum Credential {
+    Key,
+    Session(String),
+}
+
+/// What a request's credential admits before any database work: its hash,
+/// if it has the form of a key (or session cookie) and its bucket (if it
+/// has one) has a token; and whether a token was taken (else
+/// [`Admission::taken`] takes one once it has authenticated).
 pub struct Admission {
     pub hash: [u8; 32],
     taken: bool,
+    credential: Credential,
 }
 
 impl Admission {
     pub fn of(parts: &Parts, app: &App) -> Result<Admission, ApiError> {
-        let hash = postbox_rules::api_key::hash(bearer(parts).ok_or(ApiError::Unauthorized)?);
+        let (secret, credential) = match parts.headers.get(header::AUTHORIZATION) {
+            Some(_) => (bearer(parts).ok_or(ApiError::Unauthorized)?.to_string(), Credential::Key),
+            None => {
+                let cookie = crate::portal::session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
+                (cookie.to_string(), Credential::Session(cookie.to_string()))
+            }
+        };
+        let hash = postbox_rules::api_key::hash(&secret);
         let taken = match app.limiter.take_known(hash, Instant::now()) {
             Some(r) => {
                 r.map_err(ApiError::RateLimited)?;
@@ -68,10 +83,10 @@ impl Admission {
             }
             None => false,
         };
-        Ok(Admission { hash, taken })
+        Ok(Admission { hash, taken, credential })
     }
 
-    /// After authentication: the key's token, if not taken yet.
+    /// After authentication: the credential's token, if not taken yet.
     pub fn taken(self, app: &App) -> Result<(), ApiError> {
         if self.taken {
             return Ok(());
@@ -94,18 +109,26 @@ pub fn role(name: &str) -> Result<Role, ApiError> {
     }
 }
 
-/// Authenticates the request and takes a token from its key's bucket;
-/// returns the caller and the connection it used, for the request's work.
+/// Authenticates the request and takes a token from its bucket; returns
+/// the caller and the connection it used, for the request's work. A portal
+/// session's change must carry its CSRF token (`X-CSRF-Token`).
 async fn authenticate(parts: &Parts, app: &App) -> Result<(Caller, Object), ApiError> {
     let admission = Admission::of(parts, app)?;
     let db = app.pool.get().await?;
-    let st = db
-        .prepare_cached("SELECT id, tenant, role FROM postbox.authenticate_api_key($1)")
-        .await?;
+    let sql = match admission.credential {
+        Credential::Key => "SELECT id, tenant, role FROM postbox.authenticate_api_key($1)",
+        Credential::Session(_) => "SELECT id, tenant, role FROM postbox.authenticate_portal_session($1)",
+    };
+    let st = db.prepare_cached(sql).await?;
     let row = db
         .query_opt(&st, &[&admission.hash.as_slice()])
         .await?
         .ok_or(ApiError::Unauthorized)?;
+    if let Credential::Session(cookie) = &admission.credential {
+        if !matches!(parts.method, Method::GET | Method::HEAD) && !crate::portal::csrf_ok(&parts.headers, cookie) {
+            return Err(ApiError::Forbidden("a portal change needs its CSRF token (X-CSRF-Token)"));
+        }
+    }
     let caller = Caller {
         key_id: row.get(0),
         tenant: row.get(1),

@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 const MAX_BODY: (u64, u64) = (1 << 10, 64 << 20);
 const MAX_DB_POOL: usize = 256;
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// A portal session: long enough for a visit, short enough that a
+/// forgotten tab does not stay signed in for days.
+const PORTAL_SESSION: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(24 * 3600));
 
 postbox_worker::settings! {
     extra {}
@@ -48,6 +51,24 @@ postbox_worker::settings! {
     /// How long SIGTERM waits for requests in flight.
     #[arg(long, env = "POSTBOX_API_SHUTDOWN_TIMEOUT")]
     shutdown_timeout: Text<Humantime> => Duration = Duration::from_secs(30);
+    /// The API's address as browsers reach it, for portal links, e.g. https://webhooks.example.com (default: http:// and the listen address).
+    #[arg(long, env = "POSTBOX_API_PUBLIC_URL")]
+    public_url: String = String::new();
+    /// How long a portal session lasts once its link is used.
+    #[arg(long, env = "POSTBOX_API_PORTAL_SESSION")]
+    portal_session: Text<Humantime> => Duration = Duration::from_secs(3600);
+    /// Who may frame the portal: the CSP frame-ancestors sources, e.g. https://app.example.com.
+    #[arg(long, env = "POSTBOX_API_PORTAL_FRAME_ANCESTORS")]
+    portal_frame_ancestors: String = "'none'".into();
+    /// The portal's accent color, #rrggbb.
+    #[arg(long, env = "POSTBOX_API_PORTAL_ACCENT")]
+    portal_accent: String = "#2563eb".into();
+    /// A logo for the portal (SVG or PNG file); default: none.
+    #[arg(long, env = "POSTBOX_API_PORTAL_LOGO")]
+    portal_logo: String = String::new();
+    /// The session cookie's SameSite: lax, strict, or none (for iframes on another site; needs https).
+    #[arg(long, env = "POSTBOX_API_PORTAL_SAME_SITE")]
+    portal_same_site: String = "lax".into();
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "POSTBOX_API_LOG_JSON", value_parser = parse_bool)]
     log_json: bool = false;
@@ -85,6 +106,15 @@ impl Config {
         Config {
             database_url: database_url.into(),
             ..Config::defaults()
+        }
+    }
+
+    /// The API's address as browsers reach it.
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.public_url.clone()
         }
     }
 
@@ -141,6 +171,46 @@ impl Config {
                 "must be at most 1h",
                 humantime::format_duration(self.shutdown_timeout),
             ));
+        }
+        let url = self.public_url();
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.ends_with('/') || url.contains(char::is_whitespace) {
+            return Err(invalid(
+                "POSTBOX_API_PUBLIC_URL",
+                "must be http(s)://host[:port][/path], without a trailing /",
+                &self.public_url,
+            ));
+        }
+        if !(PORTAL_SESSION.0..=PORTAL_SESSION.1).contains(&self.portal_session) {
+            return Err(invalid(
+                "POSTBOX_API_PORTAL_SESSION",
+                "must be from 1m to 24h",
+                humantime::format_duration(self.portal_session),
+            ));
+        }
+        let accent = self.portal_accent.as_bytes();
+        if accent.len() != 7 || accent[0] != b'#' || !accent[1..].iter().all(u8::is_ascii_hexdigit) {
+            return Err(invalid("POSTBOX_API_PORTAL_ACCENT", "must be a color as #rrggbb", &self.portal_accent));
+        }
+        if self.portal_frame_ancestors.trim().is_empty()
+            || self.portal_frame_ancestors.contains(|c: char| c == ';' || c == ',' || c.is_control())
+        {
+            return Err(invalid(
+                "POSTBOX_API_PORTAL_FRAME_ANCESTORS",
+                "must be CSP sources separated by spaces ('none', 'self', https://app.example.com)",
+                &self.portal_frame_ancestors,
+            ));
+        }
+        match self.portal_same_site.as_str() {
+            "lax" | "strict" => {}
+            "none" if url.starts_with("https://") => {}
+            "none" => {
+                return Err(invalid(
+                    "POSTBOX_API_PORTAL_SAME_SITE",
+                    "none needs an https POSTBOX_API_PUBLIC_URL (browsers send SameSite=None cookies only when Secure)",
+                    &self.portal_same_site,
+                ))
+            }
+            other => return Err(invalid("POSTBOX_API_PORTAL_SAME_SITE", "must be lax, strict or none", other)),
         }
         tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| {
             invalid(

@@ -15,6 +15,7 @@
 //! - [`error`]: errors as JSON; SQL rules as 422, unknown ids as 404.
 //! - [`routes`]: the handlers, each with its OpenAPI operation.
 //! - [`openapi`]: the document's shared parts.
+//! - [`portal`]: the settings portal: links, sessions, CSRF, its page (`portal/`).
 //! - [`metrics`]: Prometheus metrics, the request log, `/healthz`.
 //! - this file: [`run`] and [`serve`], which wire them together.
 
@@ -26,6 +27,7 @@ pub mod idempotency;
 pub mod limit;
 pub mod metrics;
 pub mod openapi;
+pub mod portal;
 pub mod routes;
 
 pub use config::{Cli, Config};
@@ -50,6 +52,7 @@ pub struct Shared {
     pub pool: deadpool_postgres::Pool,
     pub limiter: limit::Limiter,
     pub metrics: metrics::Metrics,
+    pub portal: portal::Settings,
 }
 
 #[derive(Clone)]
@@ -165,6 +168,7 @@ pub async fn serve(
         pool,
         limiter: limit::Limiter::new(config.rate_limit, config.rate_burst),
         metrics: metrics::Metrics::new(),
+        portal: portal::Settings::from_config(&config)?,
     }));
     let stop = postbox_worker::shutdown::watch_for(shutdown);
     if let Some(addr) = config.metrics_addr {
@@ -197,6 +201,13 @@ pub async fn serve(
             }),
         )
         .route("/healthz", get(metrics::healthz))
+        .route("/portal/", get(portal::index))
+        .route("/portal/enter", get(portal::enter))
+        .route("/portal/app.js", get(portal::script))
+        .route("/portal/app.css", get(portal::style))
+        .route("/portal/theme.css", get(portal::theme))
+        .route("/portal/logo", get(portal::logo))
+        .route("/v1/portal/session", get(portal::session))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest {

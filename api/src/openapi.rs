@@ -27,7 +27,8 @@ Tenant keys (admin, member) act on their own tenant under /v1/...; operator keys
         (name = "endpoints", description = "A tenant's webhook endpoints."),
         (name = "deliveries", description = "Deliveries and their attempts."),
         (name = "api keys", description = "A tenant's API keys."),
-        (name = "events", description = "The event catalog, and emitting events (operator keys).")
+        (name = "events", description = "The event catalog, and emitting events (operator keys)."),
+        (name = "portal", description = "Links to a tenant's settings portal (operator keys).")
     )
 )]
 pub struct ApiDoc;

@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod events;
 pub mod keys;
+pub mod portal;
 
 use crate::App;
 use utoipa_axum::router::OpenApiRouter;
@@ -47,4 +48,5 @@ pub fn all() -> OpenApiRouter<App> {
         .nest(OPERATOR_KEYS, tenant_routes())
         .routes(routes!(events::event_types))
         .routes(routes!(events::emit))
+        .routes(routes!(portal::create))
 }

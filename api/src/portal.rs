@@ -1,0 +1,231 @@
+//! The settings portal: a page a product embeds (or links to) for one
+//! tenant, served by this API, whose script calls the same routes as any
+//! client (nothing goes around the API).
+//!
+//! - The product's backend asks for a link with its operator key
+//!   (`POST /v1/tenants/{tenant}/portal-sessions`, routes/portal.rs): a
+//!   one-time token, valid for minutes.
+//! - `GET /portal/enter?token=` uses the token once and answers with the
+//!   session cookie (`HttpOnly`, `SameSite`, `Secure` unless the API is
+//!   served over plain http in development) and a redirect to `/portal/`,
+//!   so the token is kept neither in the page nor in its history. Only
+//!   SHA-256 of the token and the cookie are stored.
+//! - Changes need `X-CSRF-Token`, derived from the session's cookie, which
+//!   the page reads from `GET /v1/portal/session` (same origin only).
+//! - The page (portal/: HTML, one script, CSS) is built into the binary and
+//!   served with a strict Content-Security-Policy: no inline script or
+//!   style, nothing from another origin, `frame-ancestors` as configured.
+//!   The script writes every value a tenant typed as text, never as markup.
+
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::App;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+pub const COOKIE: &str = "postbox_session";
+
+const INDEX: &str = include_str!("../portal/index.html");
+const SCRIPT: &str = include_str!("../portal/app.js");
+const STYLE: &str = include_str!("../portal/app.css");
+const EXPIRED: &str = include_str!("../portal/expired.html");
+
+/// What the portal's responses share, from the configuration.
+pub struct Settings {
+    pub public_url: String,
+    pub lasts: std::time::Duration,
+    pub csp: HeaderValue,
+    pub theme: String,
+    pub logo: Option<(&'static str, Vec<u8>)>,
+    pub cookie_attributes: String,
+}
+
+impl Settings {
+    pub fn from_config(c: &crate::Config) -> Result<Settings, crate::RunError> {
+        let public_url = c.public_url();
+        let csp = format!(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+             base-uri 'none'; form-action 'self'; frame-ancestors {}",
+            c.portal_frame_ancestors
+        );
+        let logo = if c.portal_logo.is_empty() {
+            None
+        } else {
+            let bytes = std::fs::read(&c.portal_logo).map_err(|e| {
+                crate::RunError::Config(postbox_worker::config::invalid(
+                    "POSTBOX_API_PORTAL_LOGO",
+                    format!("cannot read ({e})"),
+                    &c.portal_logo,
+                ))
+            })?;
+            let kind = if c.portal_logo.ends_with(".svg") { "image/svg+xml" } else { "image/png" };
+            Some((kind, bytes))
+        };
+        // Plain http only on loopback, in development: browsers drop Secure
+        // cookies there.
+        let secure = public_url.starts_with("https://");
+        let same_site = match c.portal_same_site.as_str() {
+            "strict" => "Strict",
+            "none" => "None",
+            _ => "Lax",
+        };
+        Ok(Settings {
+            csp: HeaderValue::from_str(&csp).map_err(|_| {
+                crate::RunError::Config(postbox_worker::config::invalid(
+                    "POSTBOX_API_PORTAL_FRAME_ANCESTORS",
+                    "must be a valid header value",
+                    &c.portal_frame_ancestors,
+                ))
+            })?,
+            theme: format!(":root {{ --accent: {}; }}\n", c.portal_accent),
+            logo,
+            cookie_attributes: format!(
+                "Path=/; HttpOnly; SameSite={same_site}; Max-Age={}{}",
+                c.portal_session.as_secs(),
+                if secure { "; Secure" } else { "" }
+            ),
+            public_url,
+            lasts: c.portal_session,
+        })
+    }
+}
+
+/// The session cookie's value, if the request has one of the right form.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find(|v| postbox_rules::api_key::has_form(postbox_rules::api_key::SESSION_PREFIX, v))
+}
+
+/// The session's CSRF token: derived from its cookie, which only this
+/// origin's responses and the browser (HttpOnly) know.
+pub fn csrf_token(cookie: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"postbox portal csrf\0");
+    h.update(cookie.as_bytes());
+    URL_SAFE_NO_PAD.encode(h.finalize())
+}
+
+/// Whether the request carries the session's CSRF token (constant time).
+pub fn csrf_ok(headers: &HeaderMap, cookie: &str) -> bool {
+    let want = csrf_token(cookie);
+    headers
+        .get("x-csrf-token")
+        .is_some_and(|got| got.as_bytes().ct_eq(want.as_bytes()).into())
+}
+
+fn secured(app: &App, mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, app.portal.csp.clone());
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn asset(app: &App, kind: &'static str, body: impl Into<axum::body::Body>) -> Response {
+    secured(app, ([(header::CONTENT_TYPE, kind)], body.into()).into_response())
+}
+
+pub async fn index(State(app): State<App>) -> Response {
+    asset(&app, "text/html; charset=utf-8", INDEX)
+}
+
+pub async fn script(State(app): State<App>) -> Response {
+    asset(&app, "text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn style(State(app): State<App>) -> Response {
+    asset(&app, "text/css; charset=utf-8", STYLE)
+}
+
+pub async fn theme(State(app): State<App>) -> Response {
+    asset(&app, "text/css; charset=utf-8", app.portal.theme.clone())
+}
+
+pub async fn logo(State(app): State<App>) -> Response {
+    match &app.portal.logo {
+        Some((kind, bytes)) => asset(&app, kind, bytes.clone()),
+        None => secured(&app, StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Enter {
+    token: Option<String>,
+}
+
+/// Uses a link's token: the session cookie and a redirect to the page; an
+/// unknown, used or expired token gets a page that says so (401).
+pub async fn enter(State(app): State<App>, Query(q): Query<Enter>) -> Result<Response, ApiError> {
+    let expired = || secured(&app, (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], EXPIRED).into_response());
+    let Some(token) = q
+        .token
+        .filter(|t| postbox_rules::api_key::has_form(postbox_rules::api_key::PORTAL_PREFIX, t))
+    else {
+        return Ok(expired());
+    };
+    let mut random = [0u8; postbox_rules::api_key::GENERATED_BYTES];
+    getrandom::fill(&mut random).map_err(|_| ApiError::Internal)?;
+    let cookie = postbox_rules::api_key::encode_with(postbox_rules::api_key::SESSION_PREFIX, &random);
+    let db = app.pool.get().await?;
+    let st = db
+        .prepare_cached("SELECT tenant FROM postbox.open_portal_session($1, $2, $3::int * interval '1 second')")
+        .await?;
+    let opened = db
+        .query_opt(
+            &st,
+            &[
+                &postbox_rules::api_key::hash(&token).as_slice(),
+                &postbox_rules::api_key::hash(&cookie).as_slice(),
+                &(app.portal.lasts.as_secs() as i32),
+            ],
+        )
+        .await?;
+    if opened.is_none() {
+        return Ok(expired());
+    }
+    let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/portal/")]).into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!("{COOKIE}={cookie}; {}", app.portal.cookie_attributes)).map_err(|_| ApiError::Internal)?,
+    );
+    Ok(secured(&app, resp))
+}
+
+/// The portal's session, for its script: the tenant, the role, and the
+/// CSRF token its changes must carry.
+#[derive(Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub tenant: String,
+    /// admin or member.
+    pub role: String,
+    pub csrf_token: String,
+    pub logo: bool,
+}
+
+pub async fn session(State(app): State<App>, headers: HeaderMap, caller: Caller) -> Result<Response, ApiError> {
+    let cookie = session_cookie(&headers).ok_or(ApiError::Unauthorized)?;
+    let (Some(tenant), false) = (caller.tenant, headers.contains_key(header::AUTHORIZATION)) else {
+        return Err(ApiError::Forbidden("only a portal session has one"));
+    };
+    let info = SessionInfo {
+        tenant,
+        role: if caller.role == Role::Admin { "admin" } else { "member" }.into(),
+        csrf_token: csrf_token(cookie),
+        logo: app.portal.logo.is_some(),
+    };
+    Ok(secured(&app, Json(info).into_response()))
+}

@@ -1,0 +1,74 @@
+//! Portal links, for the product's backend (operator keys): see
+//! [`crate::portal`] for what the link opens.
+
+use crate::auth::Scope;
+use crate::body::ApiJson;
+use crate::error::ApiError;
+use crate::idempotency::{Reply, Write};
+use crate::App;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Tenant roles in the portal.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum PortalRole {
+    /// Sees and changes the tenant's endpoints.
+    Admin,
+    /// Sees everything, changes nothing.
+    Member,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPortalSession {
+    pub role: PortalRole,
+    /// How long the link works, 60 to 86400 seconds (default 900); it works once.
+    pub valid_for_seconds: Option<i32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PortalLink {
+    /// Open it (or put it in an iframe) once, before `expires_at`.
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A one-time link to the tenant's settings portal.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/portal-sessions", tag = "portal", request_body = NewPortalSession,
+    params(("tenant" = String, Path, description = "The tenant."),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
+    responses((status = 201, body = PortalLink)))]
+pub async fn create(
+    State(app): State<App>,
+    mut scope: Scope,
+    write: Write,
+    body: ApiJson<NewPortalSession>,
+) -> Result<Response, ApiError> {
+    scope.require_operator()?;
+    let role = match body.value.role {
+        PortalRole::Admin => "admin",
+        PortalRole::Member => "member",
+    };
+    let secs = body.value.valid_for_seconds.unwrap_or(900);
+    let base = app.portal.public_url.clone();
+    write
+        .run(&mut scope, &body.raw, async |tx, tenant| {
+            let st = tx
+                .prepare_cached(
+                    "SELECT token, expires_at FROM postbox.create_portal_session($1, $2, $3::int * interval '1 second')",
+                )
+                .await?;
+            let row = tx.query_one(&st, &[&tenant, &role, &secs]).await?;
+            let token: String = row.get(0);
+            Ok(Reply::new(
+                StatusCode::CREATED,
+                PortalLink { url: format!("{base}/portal/enter?token={token}"), expires_at: row.get(1) },
+            ))
+        })
+        .await
+}
