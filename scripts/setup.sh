@@ -9,7 +9,7 @@ PG_MAJOR=15
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 need_apt=()
-for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev python3-venv nodejs curl; do
+for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev python3-venv nodejs curl chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -30,12 +30,13 @@ if ! grep -q "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; 
 fi
 
 # Python venv with the official Standard Webhooks library, used by the tests
-# to verify real signatures, and schemathesis, which fuzzes the HTTP API
-# from its OpenAPI document.
+# to verify real signatures, schemathesis, which fuzzes the HTTP API from its
+# OpenAPI document, and selenium, which drives Debian's chromium (through
+# its chromedriver) in the settings portal's browser tests.
 VENV="$(cd "$(dirname "$0")/.." && pwd)/target/pyvenv"
-if ! "$VENV/bin/python" -c 'import standardwebhooks, schemathesis' 2>/dev/null; then
-  log "python venv with standardwebhooks and schemathesis at $VENV"
+if ! "$VENV/bin/python" -c 'import standardwebhooks, schemathesis, selenium' 2>/dev/null; then
+  log "python venv with standardwebhooks, schemathesis and selenium at $VENV"
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q standardwebhooks 'schemathesis==4.32.5'
+  "$VENV/bin/pip" install -q standardwebhooks 'schemathesis==4.32.5' 'selenium>=4.20,<5'
 fi
 log "toolchain ready"
