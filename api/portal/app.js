@@ -34,7 +34,7 @@ const id = (p) => `${p}-${++uid}`;
 
 function show(...nodes) {
   const m = main();
-  m.replaceChildren(...nodes);
+  m.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
   m.focus();
 }
 
@@ -170,7 +170,9 @@ function eventPicker(selected) {
         t.description ? el('div', { class: 'event-desc', text: t.description }) : null));
     }
   }
-  allBox.addEventListener('change', () => boxes.forEach((b) => { b.disabled = allBox.checked; if (allBox.checked) b.checked = true; }));
+  // "All events" covers every type, those added later too; unticking it
+  // starts a choice from none.
+  allBox.addEventListener('change', () => boxes.forEach((b) => { b.disabled = allBox.checked; b.checked = allBox.checked; }));
   const chosen = () => (allBox.checked ? ['*'] : boxes.filter((b) => b.checked).map((b) => b.value));
   return { node: el('fieldset', { class: 'field' }, el('legend', { text: 'Events' }),
     el('label', { class: 'inline', for: 'event-all' }, allBox, 'All events'), nodes, fieldError('events')), chosen };
@@ -428,10 +430,10 @@ async function deliveriesSection(e) {
       el('td', { class: 'status', text: d.status }),
       el('td', { text: `${d.attempts} attempt${d.attempts === 1 ? '' : 's'}${d.last_status_code ? `, HTTP ${d.last_status_code}` : ''}` }),
       el('td', { text: when(d.created_at) })));
-    table.replaceChildren(rows.length
+    table.replaceChildren(...[rows.length
       ? el('table', {}, el('thead', {}, el('tr', {}, ['Delivery', 'Event', 'Status', 'Attempts', 'Queued'].map((h) => el('th', { scope: 'col', text: h })))), el('tbody', {}, rows))
       : el('p', { class: 'muted', text: 'No deliveries match.' }),
-    page.next ? el('div', { class: 'actions' }, el('button', { type: 'button', class: 'ghost', id: 'older', onclick: () => load(page.next) }, 'Older')) : null);
+    page.next ? el('div', { class: 'actions' }, el('button', { type: 'button', class: 'ghost', id: 'older', onclick: () => load(page.next) }, 'Older')) : null].filter(Boolean));
   };
   status.addEventListener('change', () => load());
   type.addEventListener('change', () => load());

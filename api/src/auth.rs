@@ -69,9 +69,13 @@ pub struct Admission {
 impl Admission {
     pub fn of(parts: &Parts, app: &App) -> Result<Admission, ApiError> {
         let (secret, credential) = match parts.headers.get(header::AUTHORIZATION) {
-            Some(_) => (bearer(parts).ok_or(ApiError::Unauthorized)?.to_string(), Credential::Key),
+            Some(_) => (
+                bearer(parts).ok_or(ApiError::Unauthorized)?.to_string(),
+                Credential::Key,
+            ),
             None => {
-                let cookie = crate::portal::session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
+                let cookie =
+                    crate::portal::session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
                 (cookie.to_string(), Credential::Session(cookie.to_string()))
             }
         };
@@ -83,7 +87,11 @@ impl Admission {
             }
             None => false,
         };
-        Ok(Admission { hash, taken, credential })
+        Ok(Admission {
+            hash,
+            taken,
+            credential,
+        })
     }
 
     /// After authentication: the credential's token, if not taken yet.
@@ -117,7 +125,9 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<(Caller, Object), ApiE
     let db = app.pool.get().await?;
     let sql = match admission.credential {
         Credential::Key => "SELECT id, tenant, role FROM postbox.authenticate_api_key($1)",
-        Credential::Session(_) => "SELECT id, tenant, role FROM postbox.authenticate_portal_session($1)",
+        Credential::Session(_) => {
+            "SELECT id, tenant, role FROM postbox.authenticate_portal_session($1)"
+        }
     };
     let st = db.prepare_cached(sql).await?;
     let row = db
@@ -125,8 +135,12 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<(Caller, Object), ApiE
         .await?
         .ok_or(ApiError::Unauthorized)?;
     if let Credential::Session(cookie) = &admission.credential {
-        if !matches!(parts.method, Method::GET | Method::HEAD) && !crate::portal::csrf_ok(&parts.headers, cookie) {
-            return Err(ApiError::Forbidden("a portal change needs its CSRF token (X-CSRF-Token)"));
+        if !matches!(parts.method, Method::GET | Method::HEAD)
+            && !crate::portal::csrf_ok(&parts.headers, cookie)
+        {
+            return Err(ApiError::Forbidden(
+                "a portal change needs its CSRF token (X-CSRF-Token)",
+            ));
         }
     }
     let caller = Caller {

@@ -23,7 +23,8 @@ const MAX_DB_POOL: usize = 256;
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// A portal session: long enough for a visit, short enough that a
 /// forgotten tab does not stay signed in for days.
-const PORTAL_SESSION: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(24 * 3600));
+const PORTAL_SESSION: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(24 * 3600));
 
 postbox_worker::settings! {
     extra {}
@@ -173,7 +174,10 @@ impl Config {
             ));
         }
         let url = self.public_url();
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.ends_with('/') || url.contains(char::is_whitespace) {
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url.ends_with('/')
+            || url.contains(char::is_whitespace)
+        {
             return Err(invalid(
                 "POSTBOX_API_PUBLIC_URL",
                 "must be http(s)://host[:port][/path], without a trailing /",
@@ -188,11 +192,18 @@ impl Config {
             ));
         }
         let accent = self.portal_accent.as_bytes();
-        if accent.len() != 7 || accent[0] != b'#' || !accent[1..].iter().all(u8::is_ascii_hexdigit) {
-            return Err(invalid("POSTBOX_API_PORTAL_ACCENT", "must be a color as #rrggbb", &self.portal_accent));
+        if accent.len() != 7 || accent[0] != b'#' || !accent[1..].iter().all(u8::is_ascii_hexdigit)
+        {
+            return Err(invalid(
+                "POSTBOX_API_PORTAL_ACCENT",
+                "must be a color as #rrggbb",
+                &self.portal_accent,
+            ));
         }
         if self.portal_frame_ancestors.trim().is_empty()
-            || self.portal_frame_ancestors.contains(|c: char| c == ';' || c == ',' || c.is_control())
+            || self
+                .portal_frame_ancestors
+                .contains(|c: char| c == ';' || c == ',' || c.is_control())
         {
             return Err(invalid(
                 "POSTBOX_API_PORTAL_FRAME_ANCESTORS",

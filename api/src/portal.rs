@@ -66,7 +66,11 @@ impl Settings {
                     &c.portal_logo,
                 ))
             })?;
-            let kind = if c.portal_logo.ends_with(".svg") { "image/svg+xml" } else { "image/png" };
+            let kind = if c.portal_logo.ends_with(".svg") {
+                "image/svg+xml"
+            } else {
+                "image/png"
+            };
             Some((kind, bytes))
         };
         // Plain http only on loopback, in development: browsers drop Secure
@@ -129,14 +133,23 @@ pub fn csrf_ok(headers: &HeaderMap, cookie: &str) -> bool {
 fn secured(app: &App, mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, app.portal.csp.clone());
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
 fn asset(app: &App, kind: &'static str, body: impl Into<axum::body::Body>) -> Response {
-    secured(app, ([(header::CONTENT_TYPE, kind)], body.into()).into_response())
+    secured(
+        app,
+        ([(header::CONTENT_TYPE, kind)], body.into()).into_response(),
+    )
 }
 
 pub async fn index(State(app): State<App>) -> Response {
@@ -170,7 +183,17 @@ pub struct Enter {
 /// Uses a link's token: the session cookie and a redirect to the page; an
 /// unknown, used or expired token gets a page that says so (401).
 pub async fn enter(State(app): State<App>, Query(q): Query<Enter>) -> Result<Response, ApiError> {
-    let expired = || secured(&app, (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], EXPIRED).into_response());
+    let expired = || {
+        secured(
+            &app,
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                EXPIRED,
+            )
+                .into_response(),
+        )
+    };
     let Some(token) = q
         .token
         .filter(|t| postbox_rules::api_key::has_form(postbox_rules::api_key::PORTAL_PREFIX, t))
@@ -179,10 +202,13 @@ pub async fn enter(State(app): State<App>, Query(q): Query<Enter>) -> Result<Res
     };
     let mut random = [0u8; postbox_rules::api_key::GENERATED_BYTES];
     getrandom::fill(&mut random).map_err(|_| ApiError::Internal)?;
-    let cookie = postbox_rules::api_key::encode_with(postbox_rules::api_key::SESSION_PREFIX, &random);
+    let cookie =
+        postbox_rules::api_key::encode_with(postbox_rules::api_key::SESSION_PREFIX, &random);
     let db = app.pool.get().await?;
     let st = db
-        .prepare_cached("SELECT tenant FROM postbox.open_portal_session($1, $2, $3::int * interval '1 second')")
+        .prepare_cached(
+            "SELECT tenant FROM postbox.open_portal_session($1, $2, $3::int * interval '1 second')",
+        )
         .await?;
     let opened = db
         .query_opt(
@@ -200,7 +226,11 @@ pub async fn enter(State(app): State<App>, Query(q): Query<Enter>) -> Result<Res
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/portal/")]).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&format!("{COOKIE}={cookie}; {}", app.portal.cookie_attributes)).map_err(|_| ApiError::Internal)?,
+        HeaderValue::from_str(&format!(
+            "{COOKIE}={cookie}; {}",
+            app.portal.cookie_attributes
+        ))
+        .map_err(|_| ApiError::Internal)?,
     );
     Ok(secured(&app, resp))
 }
@@ -216,14 +246,23 @@ pub struct SessionInfo {
     pub logo: bool,
 }
 
-pub async fn session(State(app): State<App>, headers: HeaderMap, caller: Caller) -> Result<Response, ApiError> {
+pub async fn session(
+    State(app): State<App>,
+    headers: HeaderMap,
+    caller: Caller,
+) -> Result<Response, ApiError> {
     let cookie = session_cookie(&headers).ok_or(ApiError::Unauthorized)?;
     let (Some(tenant), false) = (caller.tenant, headers.contains_key(header::AUTHORIZATION)) else {
         return Err(ApiError::Forbidden("only a portal session has one"));
     };
     let info = SessionInfo {
         tenant,
-        role: if caller.role == Role::Admin { "admin" } else { "member" }.into(),
+        role: if caller.role == Role::Admin {
+            "admin"
+        } else {
+            "member"
+        }
+        .into(),
         csrf_token: csrf_token(cookie),
         logo: app.portal.logo.is_some(),
     };

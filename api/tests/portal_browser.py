@@ -1,0 +1,310 @@
+"""The settings portal in a real browser: headless Chromium (Debian's
+chromium and chromedriver) driven by selenium, against the real postbox-api,
+PostgreSQL, worker and loopback receivers that api/tests/portal.rs starts.
+
+Environment: BASE (the API), ADMIN_LINK, MEMBER_LINK, USED_LINK (already
+used), EXPIRED_LINK, OPERATOR_KEY, TENANT, OK_URL and FAILING_URL
+(receivers answering 200 and 500), SHOTS (where screenshots go).
+Prints each step; exits non-zero at the first failure.
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+E = os.environ
+BASE, TENANT, SHOTS = E["BASE"], E["TENANT"], E["SHOTS"]
+WAIT = 30
+
+
+def step(name):
+    print(f"step: {name}", flush=True)
+
+
+def browser(width):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},1000"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    d.set_script_timeout(WAIT)
+    return d
+
+
+def wait(d, cond):
+    # The page re-renders as data arrives: an element found a moment ago
+    # may be gone; look again.
+    return WebDriverWait(d, WAIT, ignored_exceptions=[StaleElementReferenceException]).until(cond)
+
+
+def by_id(d, i):
+    return wait(d, EC.visibility_of_element_located((By.ID, i)))
+
+
+def text_in(d, css, text):
+    wait(d, EC.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+
+
+def shot(d, name):
+    d.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+
+def no_alert(d):
+    try:
+        d.switch_to.alert
+    except NoAlertPresentException:
+        return
+    raise AssertionError("a script a tenant typed ran (an alert is open)")
+
+
+def report(d):
+    """What the page showed when a step failed: a screenshot and its text."""
+    try:
+        shot(d, "failure")
+        print("page at failure:", d.current_url, "\n", d.find_element(By.TAG_NAME, "body").text[:2000], flush=True)
+    except Exception as e:  # the report must not hide the failure
+        print("no report:", e, flush=True)
+
+
+def operator(method, path, body=None):
+    req = urllib.request.Request(
+        BASE + path, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Bearer " + E["OPERATOR_KEY"], "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+def fetch(d, method, path, body, csrf):
+    """A request from the page itself, as a script in it (or another site's
+    form, without the token) would send it; returns the status."""
+    return d.execute_async_script(
+        """const [method, path, body, csrf, done] = arguments;
+        const headers = {'content-type': 'application/json'};
+        if (csrf) headers['x-csrf-token'] = csrf;
+        fetch(path, {method, headers, body: JSON.stringify(body), credentials: 'same-origin'})
+          .then(r => done(r.status), e => done(String(e)));""",
+        method, path, body, csrf)
+
+
+def csrf_of(d):
+    return d.execute_async_script(
+        "const done = arguments[0]; fetch('/v1/portal/session').then(r => r.json()).then(s => done(s.csrf_token));")
+
+
+def main():
+    d = browser(1440)
+    try:
+        step("a used link and an expired link open nothing")
+        for link in (E["USED_LINK"], E["EXPIRED_LINK"], BASE + "/portal/enter?token=nonsense"):
+            d.get(link)
+            text_in(d, "h1", "This link has expired")
+        d.get(BASE + "/portal/")
+        text_in(d, "h1", "Your session has ended")
+
+        step("the admin link opens the tenant's portal, and the token leaves the address bar")
+        d.get(E["ADMIN_LINK"])
+        text_in(d, "h1", "Endpoints")
+        assert "token" not in d.current_url, d.current_url
+        text_in(d, "#who", TENANT)
+        shot(d, "01-list-empty-1440")
+
+        step("create: the URL's error, and the headers' errors, each beside its field")
+        by_id(d, "new-endpoint").click()
+        by_id(d, "url").send_keys("ftp://hooks.example.com/x")
+        by_id(d, "save").click()
+        wait(d, lambda d: d.find_element(By.ID, "error-url").text.strip() != "")
+        url_error = d.find_element(By.ID, "error-url").text
+        assert "http" in url_error, url_error
+        by_id(d, "url").clear()
+        by_id(d, "url").send_keys(E["OK_URL"])
+        for _ in range(3):
+            by_id(d, "add-header").click()
+        names = d.find_elements(By.CSS_SELECTOR, ".header-name")
+        values = d.find_elements(By.CSS_SELECTOR, ".header-value")
+        values[0].send_keys("no name")
+        names[1].send_keys("X-Team")
+        values[1].send_keys("a")
+        names[2].send_keys("x-team")
+        values[2].send_keys("b")
+        by_id(d, "save").click()
+        errors = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".header-error")]
+        assert errors[0] == "Name required" and errors[2].startswith("Duplicate"), errors
+        # A reserved name: the API's rule, shown on its row.
+        names[0].send_keys("Content-Type")
+        names[2].clear()
+        names[2].send_keys("X-Note")
+        values[2].clear()
+        values[2].send_keys("<script>alert('header')</script>")
+        by_id(d, "save").click()
+        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, ".header-error")[0].text.strip() != "")
+        reserved = d.find_elements(By.CSS_SELECTOR, ".header-error")[0].text
+        assert "content-type" in reserved.lower(), reserved
+        shot(d, "02-create-errors-1440")
+        d.find_elements(By.XPATH, "//div[@class='header-row']/button")[0].click()  # remove it
+
+        step("create with headers: the secret, once, with a copy button")
+        d.find_element(By.ID, "event-all").click()  # all events off: choose some
+        for label in d.find_elements(By.CSS_SELECTOR, "fieldset label.inline"):
+            if label.text in ("order.paid", "webhook.test"):
+                label.find_element(By.TAG_NAME, "input").click()
+        description = "<script>alert('xss')</script> billing"
+        by_id(d, "description").send_keys(description)
+        by_id(d, "save").click()
+        secret = by_id(d, "secret").text
+        assert secret.startswith("whsec_"), secret
+        assert d.find_element(By.XPATH, "//button[text()='Copy secret']").is_displayed()
+        assert "will not be shown again" in d.page_source
+        shot(d, "03-secret-1440")
+        by_id(d, "to-endpoint").click()
+
+        step("what a tenant typed is shown as text")
+        text_in(d, ".events", "Events: order.paid, webhook.test")
+        text_in(d, ".description", description)
+        text_in(d, ".headers", "<script>alert('header')</script>")
+        no_alert(d)
+        assert len(d.find_elements(By.TAG_NAME, "script")) == 1
+        assert secret not in d.page_source, "the secret is shown again"
+        shot(d, "04-endpoint-1440")
+        endpoint_url = d.current_url
+
+        step("send a test and see its outcome")
+        by_id(d, "send-test").click()
+        Select(by_id(d, "test-type")).select_by_value("webhook.test")
+        by_id(d, "test-send").click()
+        text_in(d, "#test-outcome", "succeeded: HTTP 200")
+        shot(d, "05-test-1440")
+
+        step("pause, resume")
+        by_id(d, "toggle").click()
+        text_in(d, ".badge", "Paused")
+        by_id(d, "toggle").click()
+        text_in(d, ".badge", "Healthy")
+
+        step("edit")
+        by_id(d, "edit").click()
+        field = by_id(d, "description")
+        field.clear()
+        field.send_keys("billing hooks")
+        by_id(d, "save").click()
+        text_in(d, ".description", "billing hooks")
+
+        step("rotate the secret, with the grace period")
+        by_id(d, "rotate").click()
+        by_id(d, "rotate-confirm").click()
+        rotated = by_id(d, "secret").text
+        assert rotated.startswith("whsec_") and rotated != secret
+        assert "keeps signing until" in d.page_source
+
+        step("a failing endpoint's badge, retry, replay")
+        failing = operator("POST", f"/v1/tenants/{TENANT}/endpoints", {
+            "url": E["FAILING_URL"], "description": "always 500", "options": {"retry_schedule": []}})
+        operator("POST", f"/v1/tenants/{TENANT}/events", {"event_type": "order.paid", "data": {"order": 1}})
+        d.get(BASE + "/portal/#/")
+        deadline = time.time() + WAIT
+        while True:
+            d.refresh()
+            badges = [b.text for b in wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, ".endpoint .badge"))]
+            if "Failing" in badges:
+                break
+            assert time.time() < deadline, badges
+            time.sleep(0.5)
+        shot(d, "06-list-1440")
+        d.get(BASE + f"/portal/#/e/{failing['id']}")
+        Select(by_id(d, "filter-status")).select_by_value("failed")
+        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.delivery"))
+        shot(d, "07-deliveries-1440")
+        d.find_element(By.CSS_SELECTOR, "tr.delivery a").click()
+        text_in(d, ".outcome", "failed: HTTP 500")
+        text_in(d, ".payload", '"order": 1')
+        shot(d, "08-delivery-1440")
+        by_id(d, "retry").click()
+        text_in(d, "#toast", "Queued again")
+        d.get(BASE + f"/portal/#/e/{failing['id']}")
+        by_id(d, "replay-since").send_keys("01012020" + Keys.TAB + "0000AM")
+        by_id(d, "replay").click()
+        text_in(d, "#toast", "queued again")
+
+        step("CSRF: a change without the session's token is refused")
+        csrf = csrf_of(d)
+        assert fetch(d, "PATCH", f"/v1/endpoints/{failing['id']}", {"description": "x"}, None) == 403
+        assert fetch(d, "PATCH", f"/v1/endpoints/{failing['id']}", {"description": "x"}, "wrong") == 403
+        assert fetch(d, "PATCH", f"/v1/endpoints/{failing['id']}", {"description": "x"}, csrf) == 200
+
+        step("delete, after a confirmation")
+        d.get(endpoint_url)
+        by_id(d, "delete").click()
+        by_id(d, "delete-confirm").click()
+        text_in(d, "h1", "Endpoints")
+        wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".endpoint")) == 1)
+
+        step("375 px wide")
+        d.set_window_size(375, 900)
+        d.get(BASE + "/portal/#/")
+        text_in(d, "h1", "Endpoints")
+        assert d.execute_script("return document.documentElement.scrollWidth") <= 375
+        shot(d, "09-list-375")
+        d.get(BASE + f"/portal/#/e/{failing['id']}")
+        by_id(d, "deliveries")
+        assert d.execute_script("return document.documentElement.scrollWidth") <= 375
+        shot(d, "10-endpoint-375")
+        d.get(BASE + "/portal/#/new")
+        by_id(d, "url")
+        assert d.execute_script("return document.documentElement.scrollWidth") <= 375
+        shot(d, "11-create-375")
+
+        step("dark theme, and keyboard focus is visible")
+        d.set_window_size(1440, 1000)
+        d.get(BASE + "/portal/#/")
+        by_id(d, "theme").click()
+        assert d.execute_script("return document.documentElement.dataset.theme") == "dark"
+        by_id(d, "theme").send_keys(Keys.TAB)
+        focused = d.switch_to.active_element
+        assert focused.get_attribute("href") or focused.tag_name in ("a", "button", "input"), focused.tag_name
+        assert d.execute_script("return getComputedStyle(document.activeElement).outlineStyle") != "none"
+        shot(d, "12-list-dark-1440")
+    except Exception:
+        report(d)
+        raise
+    finally:
+        d.quit()
+
+    step("a member sees everything and changes nothing")
+    m = browser(1440)
+    try:
+        m.get(E["MEMBER_LINK"])
+        text_in(m, "h1", "Endpoints")
+        text_in(m, "#who", "view only")
+        assert not m.find_elements(By.ID, "new-endpoint")
+        m.find_element(By.CSS_SELECTOR, ".endpoint a.url").click()
+        by_id(m, "deliveries")
+        for control in ("edit", "toggle", "rotate", "delete", "send-test", "replay"):
+            assert not m.find_elements(By.ID, control), control
+        csrf = csrf_of(m)
+        assert fetch(m, "PATCH", f"/v1/endpoints/{failing['id']}", {"description": "member"}, csrf) == 403
+        assert fetch(m, "POST", "/v1/endpoints", {"url": E["OK_URL"]}, csrf) == 403
+        shot(m, "13-member-endpoint-1440")
+    except Exception:
+        report(m)
+        raise
+    finally:
+        m.quit()
+    print("portal: every flow passed", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # one line for the Rust side, then the trace
+        print(f"FAILED: {type(e).__name__}: {e}", flush=True)
+        raise
