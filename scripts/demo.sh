@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: installs everything, builds postbox, starts a throwaway
 # PostgreSQL cluster of its own, and shows signed webhooks leaving the
-# database when application rows change.
+# database when application rows change; then the HTTP API and a link to the
+# settings portal, which stays up (in a terminal) until Enter is pressed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -87,7 +88,6 @@ done
 cat "$DEMO/receiver.log"
 psql -c "SELECT d.id, d.event_type, d.status, d.attempts, d.last_status_code FROM postbox.deliveries d ORDER BY d.id" \
      -c "SELECT url, status, consecutive_failures, pending FROM postbox.endpoint_status"
-kill -TERM "$WORKER" && wait "$WORKER" || true
 [ "$n" -ge 4 ] || { echo "expected 4 deliveries, got $n; see $DEMO/worker.log"; exit 1; }
 
 APORT=$(free_port)
@@ -107,5 +107,17 @@ curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$APORT/v1/endpoints" 
   | "$ROOT/target/pyvenv/bin/python" -c 'import json, sys
 for e in json.load(sys.stdin)["data"]:
     print(json.dumps({k: e[k] for k in ("id", "url", "event_types", "status", "secrets")}, indent=2))'
-kill -TERM "$API" && wait "$API" || true
-step "done: 4 signed webhooks delivered (the rolled-back insert and the other tenant's row sent nothing), and the endpoint read over HTTP"
+
+step "the settings portal: the product's backend asks for a link for tenant acme with its operator key"
+OPERATOR=$(psql -At -c "SELECT key FROM postbox.create_api_key(NULL, 'operator', 'demo backend')")
+LINK=$(curl -sf -X POST "http://127.0.0.1:$APORT/v1/tenants/acme/portal-sessions" \
+  -H "Authorization: Bearer $OPERATOR" -H 'Content-Type: application/json' -d '{"role": "admin", "valid_for_seconds": 3600}' \
+  | "$ROOT/target/pyvenv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["url"])')
+echo "portal link for acme (works once, for an hour): $LINK"
+step "done: 4 signed webhooks delivered (the rolled-back insert and the other tenant's row sent nothing), the endpoint read over HTTP, and a portal link"
+if [ -t 0 ]; then
+  echo "Open the portal link in a browser on this machine; the cluster, worker and API run until you press Enter."
+  read -r _
+fi
+kill -TERM "$API" "$WORKER" 2>/dev/null || true
+wait "$API" "$WORKER" 2>/dev/null || true
