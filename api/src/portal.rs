@@ -268,3 +268,84 @@ pub async fn session(
     };
     Ok(secured(&app, Json(info).into_response()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(adjust: impl FnOnce(&mut crate::Config)) -> Result<Settings, String> {
+        let mut c = crate::Config::new("postgres://h/db");
+        adjust(&mut c);
+        c.validate().map_err(|e| e.to_string())?;
+        Settings::from_config(&c).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_cookie_is_secure_on_https_and_same_site_as_configured() {
+        let dev = settings(|_| {}).unwrap();
+        assert_eq!(
+            dev.cookie_attributes,
+            "Path=/; HttpOnly; SameSite=Lax; Max-Age=3600"
+        );
+        assert_eq!(dev.public_url, "http://127.0.0.1:8080");
+        let prod = settings(|c| {
+            c.public_url = "https://webhooks.example.com".into();
+            c.portal_same_site = "none".into();
+            c.portal_frame_ancestors = "https://app.example.com".into();
+            c.portal_accent = "#FF6600".into();
+        })
+        .unwrap();
+        assert_eq!(
+            prod.cookie_attributes,
+            "Path=/; HttpOnly; SameSite=None; Max-Age=3600; Secure"
+        );
+        assert!(prod
+            .csp
+            .to_str()
+            .unwrap()
+            .ends_with("frame-ancestors https://app.example.com"));
+        assert_eq!(prod.theme, ":root { --accent: #FF6600; }\n");
+    }
+
+    #[test]
+    fn bad_portal_settings_are_refused_naming_the_setting() {
+        for (what, adjust) in [
+            (
+                "POSTBOX_API_PORTAL_SAME_SITE",
+                Box::new(|c: &mut crate::Config| c.portal_same_site = "none".into())
+                    as Box<dyn FnOnce(&mut crate::Config)>,
+            ),
+            (
+                "POSTBOX_API_PORTAL_ACCENT",
+                Box::new(|c: &mut crate::Config| c.portal_accent = "red; } body { x".into()),
+            ),
+            (
+                "POSTBOX_API_PORTAL_FRAME_ANCESTORS",
+                Box::new(|c: &mut crate::Config| {
+                    c.portal_frame_ancestors = "'self'; script-src *".into()
+                }),
+            ),
+            (
+                "POSTBOX_API_PUBLIC_URL",
+                Box::new(|c: &mut crate::Config| c.public_url = "webhooks.example.com/".into()),
+            ),
+            (
+                "POSTBOX_API_PORTAL_LOGO",
+                Box::new(|c: &mut crate::Config| c.portal_logo = "/nonexistent/logo.svg".into()),
+            ),
+        ] {
+            let e = settings(adjust).err().unwrap_or_default();
+            assert!(e.starts_with(what), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_their_session() {
+        let a = csrf_token("pbs_a");
+        let mut h = HeaderMap::new();
+        h.insert("x-csrf-token", HeaderValue::from_str(&a).unwrap());
+        assert!(csrf_ok(&h, "pbs_a"));
+        assert!(!csrf_ok(&h, "pbs_b"));
+        assert!(!csrf_ok(&HeaderMap::new(), "pbs_a"));
+    }
+}
