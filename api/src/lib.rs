@@ -201,6 +201,10 @@ pub async fn serve(
             }),
         )
         .route("/healthz", get(metrics::healthz))
+        .route(
+            "/portal",
+            get(|| async { axum::response::Redirect::permanent("/portal/") }),
+        )
         .route("/portal/", get(portal::index))
         .route("/portal/enter", get(portal::enter))
         .route("/portal/app.js", get(portal::script))

@@ -110,6 +110,18 @@ async fn the_portal_in_a_real_browser() {
     db.batch_execute("UPDATE postbox.portal_sessions SET link_expires_at = now() - interval '1 second' WHERE session_hash IS NULL AND link_expires_at = (SELECT max(link_expires_at) FROM postbox.portal_sessions)")
         .await
         .unwrap();
+    let r = no_redirect
+        .get(format!("{base}/portal"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["location"].to_str().unwrap()
+        ),
+        (308, "/portal/")
+    );
     let page = http.get(format!("{base}/portal/")).send().await.unwrap();
     let csp = page.headers()["content-security-policy"]
         .to_str()
