@@ -101,21 +101,40 @@ function copyButton(label, text) {
 
 // ---- health chart ------------------------------------------------------------
 
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  return e;
+}
+
 function chart(stats) {
-  const row = (label, ok, bad, rate) => {
-    const bars = el('div', { class: 'bars', role: 'img', 'aria-label': `${label}: ${ok} succeeded, ${bad} failed` });
-    const s = el('span', { class: 's' });
-    const f = el('span', { class: 'f' });
-    // CSSOM, not style attributes: the page's CSP allows no inline styles.
-    s.style.flexGrow = String(ok);
-    f.style.flexGrow = String(bad);
-    bars.append(s, f);
+  // One bar per hour (24 h) and per day (7 d): its height is the attempts,
+  // the red part the failed ones. SVG drawn with attributes: the page's CSP
+  // allows no inline styles.
+  const bars = (label, buckets, unit, ok, bad, rate) => {
+    const max = Math.max(1, ...buckets.map((b) => b.succeeded + b.failed));
+    const w = 10;
+    const spark = svg('svg', { class: 'spark', viewBox: `0 0 ${buckets.length * w} 30`, preserveAspectRatio: 'none', role: 'img', 'aria-label': `${label}: ${ok} succeeded, ${bad} failed` });
+    buckets.forEach((b, i) => {
+      const g = svg('g', { class: 'bar' });
+      const title = svg('title', {});
+      title.textContent = `${b.ago ? `${b.ago} ${unit}${b.ago === 1 ? '' : 's'} ago` : `this ${unit}`}: ${b.succeeded} succeeded, ${b.failed} failed`;
+      const hs = (b.succeeded / max) * 30;
+      const hf = (b.failed / max) * 30;
+      g.append(title,
+        svg('rect', { class: 's', x: i * w + 1, width: w - 2, y: 30 - hs, height: hs }),
+        svg('rect', { class: 'f', x: i * w + 1, width: w - 2, y: 30 - hs - hf, height: hf }));
+      spark.append(g);
+    });
     const pct = rate === null || rate === undefined ? 'no attempts' : `${(rate * 100).toFixed(1)}% ok`;
-    return [el('span', { class: 'muted', text: label }), bars, el('span', { class: 'muted', text: `${ok} ✓ ${bad} ✗ · ${pct}` })];
+    return el('div', { class: 'chart-row' }, el('span', { class: 'muted label', text: label }), spark,
+      el('span', { class: 'muted', text: `${ok} ✓ ${bad} ✗ · ${pct}` }));
   };
   return el('div', { class: 'chart' },
-    row('24 h', stats.succeeded_24h, stats.failed_24h, stats.success_rate_24h),
-    row('7 d', stats.succeeded_7d, stats.failed_7d, stats.success_rate_7d));
+    bars('24 h', stats.hourly, 'hour', stats.succeeded_24h, stats.failed_24h, stats.success_rate_24h),
+    bars('7 d', stats.daily, 'day', stats.succeeded_7d, stats.failed_7d, stats.success_rate_7d));
 }
 
 function chartInto(box, endpointId) {

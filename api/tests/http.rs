@@ -1122,6 +1122,27 @@ async fn deliveries_made_through_the_api_arrive_and_verify() {
     );
     assert_eq!(at["request"]["data"], json!({"order": 42}));
     assert_eq!(at["request"]["headers"]["X-Team"], "billing");
+    // The stats, hour by hour: the event's success in the latest hour (the test send left out).
+    let s = api
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/{id}/stats"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let (hourly, daily) = (
+        s.body["hourly"].as_array().unwrap(),
+        s.body["daily"].as_array().unwrap(),
+    );
+    assert_eq!((hourly.len(), daily.len()), (24, 7));
+    assert_eq!(
+        (hourly[23]["ago"].as_i64(), hourly[23]["succeeded"].as_i64()),
+        (Some(0), Some(1)),
+        "{}",
+        s.body
+    );
+    assert_eq!(daily[6]["succeeded"], 1);
     worker.stop().await.unwrap();
     api.stop().await;
 }

@@ -219,6 +219,14 @@ def main():
                 break
             assert time.time() < deadline, badges
             time.sleep(0.5)
+        # The failing endpoint's chart: 24 hourly and 7 daily bars, a red part in the latest of each.
+        card = [c for c in d.find_elements(By.CSS_SELECTOR, ".endpoint") if "always 500" in c.text][0]
+        wait(d, lambda d: len(card.find_elements(By.CSS_SELECTOR, ".spark")) == 2)
+        sparks = card.find_elements(By.CSS_SELECTOR, ".spark")
+        assert [len(s.find_elements(By.CSS_SELECTOR, ".bar")) for s in sparks] == [24, 7]
+        for s in sparks:
+            latest = s.find_elements(By.CSS_SELECTOR, ".bar")[-1]
+            assert float(latest.find_element(By.CSS_SELECTOR, ".f").get_attribute("height")) > 0, "no failure drawn"
         shot(d, "06-list-1440")
         d.get(BASE + f"/portal/#/e/{failing['id']}")
         Select(by_id(d, "filter-status")).select_by_value("failed")

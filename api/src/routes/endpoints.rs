@@ -207,6 +207,71 @@ pub struct Stats {
     pub succeeded_7d: i64,
     pub failed_7d: i64,
     pub success_rate_7d: Option<f64>,
+    /// The last 24 hours, hour by hour, oldest first (the last is the
+    /// current hour).
+    pub hourly: Vec<Bucket>,
+    /// The last 7 days, day by day (24-hour spans back from now), oldest first.
+    pub daily: Vec<Bucket>,
+}
+
+/// Attempts in one span of time (test sends left out; a retry that failed
+/// counts as a failure).
+#[derive(Serialize, ToSchema, Clone, Copy, Default)]
+pub struct Bucket {
+    /// How many spans (hours or days) before now it starts: 0 is the latest.
+    pub ago: i32,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+/// Hour counts (hours ago, succeeded, failed) as the last `hours` hourly
+/// buckets and the last `days` daily ones, oldest first.
+fn buckets(counts: &[(i32, i64, i64)], hours: i32, days: i32) -> (Vec<Bucket>, Vec<Bucket>) {
+    let span = |n: i32| {
+        (0..n)
+            .rev()
+            .map(|ago| Bucket {
+                ago,
+                ..Bucket::default()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (mut hourly, mut daily) = (span(hours), span(days));
+    for &(h, ok, bad) in counts {
+        for (list, ago) in [(&mut hourly, h), (&mut daily, h / 24)] {
+            if let Some(b) = list.iter_mut().find(|b| b.ago == ago) {
+                b.succeeded += ok;
+                b.failed += bad;
+            }
+        }
+    }
+    (hourly, daily)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hour_counts_fill_hourly_and_daily_buckets() {
+        let (hourly, daily) = super::buckets(
+            &[(0, 2, 1), (23, 1, 0), (24, 5, 5), (167, 0, 3), (200, 9, 9)],
+            24,
+            7,
+        );
+        assert_eq!(hourly.len(), 24);
+        assert_eq!(
+            (hourly[23].ago, hourly[23].succeeded, hourly[23].failed),
+            (0, 2, 1),
+            "the latest last"
+        );
+        assert_eq!((hourly[0].ago, hourly[0].succeeded), (23, 1));
+        assert_eq!(
+            daily
+                .iter()
+                .map(|b| (b.succeeded, b.failed))
+                .collect::<Vec<_>>(),
+            [(0, 3), (0, 0), (0, 0), (0, 0), (0, 0), (5, 5), (3, 1)]
+        );
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -537,7 +602,7 @@ pub async fn replay(
 }
 
 /// Succeeded and failed attempts, and the success rate, over the last
-/// hour, day and week (test sends left out).
+/// hour, day and week, and hour by hour and day by day (test sends left out).
 #[utoipa::path(get, path = "/endpoints/{id}/stats", tag = "endpoints", params(IdPath),
     responses((status = 200, body = Stats)))]
 pub async fn stats(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Stats>, ApiError> {
@@ -554,7 +619,29 @@ pub async fn stats(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Sta
         .query_opt(&st, &[&scope.tenant, &p.id])
         .await?
         .ok_or_else(|| no_endpoint(p.id))?;
+    // Hour by hour, through the attempt log's (tenant, endpoint, time) index.
+    let st = scope
+        .db
+        .prepare_cached(
+            "SELECT floor(extract(epoch FROM now() - started_at) / 3600)::int,
+                    count(*) FILTER (WHERE outcome = 'succeeded'),
+                    count(*) FILTER (WHERE outcome IN ('retrying', 'failed'))
+               FROM postbox.attempts
+              WHERE tenant = $1 AND endpoint_id = $2 AND started_at > now() - interval '7 days' AND NOT is_test
+              GROUP BY 1",
+        )
+        .await?;
+    let counts: Vec<(i32, i64, i64)> = scope
+        .db
+        .query(&st, &[&scope.tenant, &p.id])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let (hourly, daily) = buckets(&counts, 24, 7);
     Ok(Json(Stats {
+        hourly,
+        daily,
         succeeded_1h: row.get(0),
         failed_1h: row.get(1),
         success_rate_1h: row.get(2),
