@@ -22,7 +22,6 @@ use axum::http::request::Parts;
 use axum::http::{header, Method};
 use deadpool_postgres::Object;
 use std::time::Instant;
-use uuid::Uuid;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -31,10 +30,9 @@ pub enum Role {
     Operator,
 }
 
-/// An authenticated key.
+/// An authenticated key or portal session.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    pub key_id: Uuid,
     /// None for operator keys.
     pub tenant: Option<String>,
     pub role: Role,
@@ -124,9 +122,9 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<(Caller, Object), ApiE
     let admission = Admission::of(parts, app)?;
     let db = app.pool.get().await?;
     let sql = match admission.credential {
-        Credential::Key => "SELECT id, tenant, role FROM postbox.authenticate_api_key($1)",
+        Credential::Key => "SELECT tenant, role FROM postbox.authenticate_api_key($1)",
         Credential::Session(_) => {
-            "SELECT id, tenant, role FROM postbox.authenticate_portal_session($1)"
+            "SELECT tenant, role FROM postbox.authenticate_portal_session($1)"
         }
     };
     let st = db.prepare_cached(sql).await?;
@@ -144,9 +142,8 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<(Caller, Object), ApiE
         }
     }
     let caller = Caller {
-        key_id: row.get(0),
-        tenant: row.get(1),
-        role: role(row.get(2))?,
+        tenant: row.get(0),
+        role: role(row.get(1))?,
     };
     admission.taken(app)?;
     Ok((caller, db))

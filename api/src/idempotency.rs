@@ -13,7 +13,7 @@ use crate::auth::Scope;
 use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::Transaction;
 use sha2::{Digest, Sha256};
@@ -53,18 +53,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Write {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let key = match parts.headers.get("idempotency-key") {
-            Some(v) if parts.method == Method::POST => Some(
-                v.to_str()
-                    .map_err(|_| {
-                        ApiError::bad_request(
-                            "invalid_request",
-                            "Idempotency-Key must be visible ASCII",
-                            Some("Idempotency-Key".into()),
-                        )
-                    })?
-                    .to_string(),
-            ),
+        let key = match parts.method {
+            Method::POST => key(&parts.headers)?.map(str::to_string),
             _ => None,
         };
         let path = parts.uri.path();
@@ -82,6 +72,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Write {
             ),
         })
     }
+}
+
+/// A request's Idempotency-Key header, if it has one (its rules are SQL's:
+/// `api_request_begin`, and `emit` for events).
+pub fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    "Idempotency-Key must be visible ASCII",
+                    Some("Idempotency-Key".into()),
+                )
+            })
+        })
+        .transpose()
 }
 
 impl Write {

@@ -102,11 +102,12 @@ pub fn router() -> (Router<App>, utoipa::openapi::OpenApi) {
 
 /// The OpenAPI document as served at /openapi.json and committed as api/openapi.json.
 pub fn openapi_json() -> String {
-    router()
-        .1
-        .to_pretty_json()
-        .expect("the document serializes")
-        + "\n"
+    render(&router().1)
+}
+
+/// The document's text: pretty JSON and a final newline.
+fn render(doc: &utoipa::openapi::OpenApi) -> String {
+    doc.to_pretty_json().expect("the document serializes") + "\n"
 }
 
 /// Binds the configured address and serves until `shutdown`.
@@ -189,7 +190,7 @@ pub async fn serve(
     });
 
     let (routes, doc) = router();
-    let doc: Arc<str> = (doc.to_pretty_json().expect("the document serializes") + "\n").into();
+    let doc: Arc<str> = render(&doc).into();
     let app_router = routes
         .route(
             "/openapi.json",

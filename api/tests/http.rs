@@ -5,6 +5,7 @@
 
 #[path = "../../worker/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::{Behavior, Receiver};
 use postbox_tests::Cluster;
@@ -13,15 +14,12 @@ use serde_json::{json, Value};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 struct Api {
     base: String,
     http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    join: Option<JoinHandle<Result<(), postbox_api::RunError>>>,
+    served: support::Served,
     db: Client,
     pg: Cluster,
 }
@@ -49,14 +47,6 @@ impl Api {
     /// A cluster with the catalog and an API role (LOGIN, granted
     /// postbox_admin and, for emitting, postbox_emitter; not a superuser), and the API serving on a free port.
     async fn start_with(adjust: impl FnOnce(&mut postbox_api::Config)) -> Api {
-        static LOG: std::sync::Once = std::sync::Once::new();
-        LOG.call_once(|| {
-            let filter = std::env::var("POSTBOX_TEST_LOG").unwrap_or_else(|_| "warn".into());
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_test_writer()
-                .try_init();
-        });
         let pg = Cluster::start().await;
         let db = pg.connect("postgres").await;
         db.batch_execute(
@@ -66,33 +56,21 @@ impl Api {
         )
         .await
         .unwrap();
-        let mut config = postbox_api::Config::new(pg.url("postbox_api"));
-        config.shutdown_timeout = Duration::from_secs(5);
-        adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let join = tokio::spawn(postbox_api::serve(listener, config, async move {
-            let _ = rx.await;
-        }));
-        let api = Api {
-            base,
-            http: reqwest::Client::new(),
-            stop: Some(tx),
-            join: Some(join),
-            db,
-            pg,
-        };
-        postbox_tests::wait_until(Duration::from_secs(30), "the API to answer", || async {
-            api.http
-                .get(format!("{}/healthz", api.base))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
+        let url = pg.url("postbox_api");
+        let served = support::Served::start(|_| {
+            let mut config = postbox_api::Config::new(url);
+            config.shutdown_timeout = Duration::from_secs(5);
+            adjust(&mut config);
+            config
         })
         .await;
-        api
+        Api {
+            base: served.base.clone(),
+            http: reqwest::Client::new(),
+            served,
+            db,
+            pg,
+        }
     }
 
     /// A key made in SQL, as an operator would make the first ones.
@@ -152,9 +130,8 @@ impl Api {
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.join.take().unwrap().await.unwrap().unwrap();
+    async fn stop(self) {
+        self.served.stop().await;
     }
 }
 

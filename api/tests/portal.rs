@@ -5,13 +5,13 @@
 
 #[path = "../../worker/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::{Behavior, Receiver};
 use postbox_tests::Cluster;
 use std::process::Command;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_portal_in_a_real_browser() {
@@ -39,24 +39,16 @@ async fn the_portal_in_a_real_browser() {
     let failing = Receiver::start(Behavior::Statuses(vec![500]), order).await;
     let worker = common::Worker::start(common::test_config(&pg));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = postbox_api::Config::new(pg.url("postbox_api"));
-    config.public_url = base.clone();
-    config.rate_limit = 0;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(postbox_api::serve(listener, config, async move {
-        let _ = rx.await;
-    }));
-    let http = reqwest::Client::new();
-    postbox_tests::wait_until(Duration::from_secs(30), "the API", || async {
-        http.get(format!("{base}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
+    let url = pg.url("postbox_api");
+    let served = support::Served::start(|base| {
+        let mut config = postbox_api::Config::new(url);
+        config.public_url = base.to_string();
+        config.rate_limit = 0;
+        config
     })
     .await;
+    let base = served.base.clone();
+    let http = reqwest::Client::new();
     let link = |role: &'static str| {
         let (http, base, operator) = (http.clone(), base.clone(), operator.clone());
         async move {
@@ -189,7 +181,6 @@ async fn the_portal_in_a_real_browser() {
     assert!(out.status.success(), "the browser flows failed:\n{text}");
     assert!(text.contains("portal: every flow passed"), "{text}");
     assert!(ok.count() >= 1, "the test send arrived");
-    let _ = tx.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
     worker.stop().await.unwrap();
 }

@@ -3,9 +3,10 @@
 //! contradicts the document, bad input refused, no route the key's kind
 //! should not reach (schemathesis_hooks.py), missing and bad keys refused.
 
+mod support;
+
 use postbox_tests::Cluster;
 use std::process::Command;
-use std::time::Duration;
 
 /// Test cases per operation and phase: enough to cover each parameter's
 /// shapes; the three runs take a few minutes on two cores.
@@ -50,21 +51,14 @@ async fn schemathesis_finds_nothing_with_any_kind_of_key() {
             .get(0);
         keys.push((role, key));
     }
-    let mut config = postbox_api::Config::new(pg.url("postbox_api"));
-    config.rate_limit = 0; // 429s would hide what the fuzzer finds
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(postbox_api::serve(listener, config, async move {
-        let _ = rx.await;
-    }));
-    postbox_tests::wait_until(Duration::from_secs(30), "the API", || async {
-        reqwest::get(format!("{base}/healthz"))
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
+    let url = pg.url("postbox_api");
+    let served = support::Served::start(|_| {
+        let mut config = postbox_api::Config::new(url);
+        config.rate_limit = 0; // 429s would hide what the fuzzer finds
+        config
     })
     .await;
+    let base = served.base.clone();
 
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/schemathesis");
     std::fs::create_dir_all(dir).unwrap();
@@ -141,6 +135,5 @@ async fn schemathesis_finds_nothing_with_any_kind_of_key() {
                 .unwrap_or("")
         );
     }
-    let _ = tx.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
 }

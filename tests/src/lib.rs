@@ -10,6 +10,7 @@
 //! - [`Cluster`]: start, connect, restart, stop; a streaming standby and
 //!   its promotion.
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
+//! - [`init_log`]: the log of in-process workers and APIs, for any test.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -387,4 +388,18 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Sends the log of code running in the test process (a worker through
+/// `run()`, an API through `serve()`) to the test's output, filtered by
+/// `POSTBOX_TEST_LOG` (default `warn`). Once per process; later calls do nothing.
+pub fn init_log() {
+    static LOG: std::sync::Once = std::sync::Once::new();
+    LOG.call_once(|| {
+        let filter = std::env::var("POSTBOX_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }

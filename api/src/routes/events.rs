@@ -88,16 +88,7 @@ pub async fn emit(
     headers: HeaderMap,
     body: ApiJson<NewEvent>,
 ) -> Result<(StatusCode, Json<Emitted>), ApiError> {
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_request",
-                "Idempotency-Key must be visible ASCII",
-                Some("Idempotency-Key".into()),
-            )
-        })?),
-    };
+    let key = crate::idempotency::key(&headers)?;
     // The hot path: authentication and the emit in one statement, one
     // round trip (two cost a quarter more of PostgreSQL's CPU per event,
     // measured). emit runs only for an operator key.

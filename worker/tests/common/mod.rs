@@ -230,14 +230,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(config: Config) -> Worker {
-        static LOG: std::sync::Once = std::sync::Once::new();
-        LOG.call_once(|| {
-            let filter = std::env::var("POSTBOX_TEST_LOG").unwrap_or_else(|_| "warn".into());
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_test_writer()
-                .try_init();
-        });
+        postbox_tests::init_log();
         let (tx, rx) = oneshot::channel::<()>();
         let join = tokio::spawn(postbox_worker::run(config, async move {
             let _ = rx.await;
