@@ -14,6 +14,20 @@ pub const MAX_VALUE_BYTES: usize = 4096;
 /// The header `sha256-hex` and `hex` endpoints get their signature in, unless they pick one.
 pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Webhook-Signature";
 
+/// What a custom header's value reads as wherever it is not needed to send:
+/// the attempt log, and every answer to a member. The same for every value,
+/// so not even a value's length is told.
+pub const MASKED_VALUE: &str = "********";
+
+/// `headers` with every value replaced by [`MASKED_VALUE`]: the names stay,
+/// so a reader can still see which headers an endpoint sends.
+pub fn masked(headers: &Map<String, Value>) -> Map<String, Value> {
+    headers
+        .keys()
+        .map(|k| (k.clone(), Value::String(MASKED_VALUE.into())))
+        .collect()
+}
+
 /// Names postbox or the HTTP stack sets itself, compared ignoring case.
 pub const RESERVED: &[&str] = &[
     "content-type",
@@ -233,6 +247,16 @@ mod tests {
 
     fn err(v: Value, sig: Option<&str>) -> String {
         validate(&v, sig).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn masked_keeps_names_and_no_value() {
+        let h = json!({"Authorization": "Bearer abc.def", "X-Tenant": "42"});
+        let m = masked(h.as_object().unwrap());
+        assert_eq!(
+            Value::Object(m),
+            json!({"Authorization": MASKED_VALUE, "X-Tenant": MASKED_VALUE})
+        );
     }
 
     #[test]

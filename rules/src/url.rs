@@ -22,11 +22,14 @@ pub const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
 /// it admits `http` and private, loopback and dot-less hosts. Credentials,
 /// fragments and over-long URLs are refused either way.
 pub fn validate(input: &str, allow_insecure: bool) -> Result<Url, RuleError> {
-    let fail = |rule: &str| RuleError::new(rule, input);
+    // Every message shows the URL without its user info: a password in a
+    // refused URL must reach neither the caller's error nor any log.
+    let shown = without_userinfo(input);
+    let fail = |rule: &str| RuleError::new(rule, &shown);
     if input.len() > MAX_URL_LEN {
         return Err(RuleError::new(
             format!("webhook URL must be at most {MAX_URL_LEN} bytes"),
-            format!("{}... ({} bytes)", truncate(input, 64), input.len()),
+            format!("{}... ({} bytes)", truncate(&shown, 64), input.len()),
         ));
     }
     let url = Url::parse(input)
@@ -58,7 +61,7 @@ pub fn validate(input: &str, allow_insecure: bool) -> Result<Url, RuleError> {
     if url.as_str().len() > MAX_URL_LEN {
         return Err(RuleError::new(
             format!("webhook URL must be at most {MAX_URL_LEN} bytes once normalized"),
-            truncate(input, 64),
+            truncate(&shown, 64),
         ));
     }
     match url.host() {
@@ -81,6 +84,37 @@ pub fn validate(input: &str, allow_insecure: bool) -> Result<Url, RuleError> {
     }
     Ok(url)
 }
+
+/// What messages show of a URL: `input` with whatever stands before an `@`
+/// in its authority replaced by [`HIDDEN_USERINFO`]. Worked on the text, not
+/// a parse, since the URLs that fail to parse are shown too. Conservative:
+/// everything from the scheme's end (or the start) up to the last `@` is
+/// hidden, so no form of user info (`https:u:p@h`, `//u:p@h`, `u:p@h`)
+/// survives it.
+pub fn without_userinfo(input: &str) -> std::borrow::Cow<'_, str> {
+    let Some(at) = input.rfind('@') else {
+        return input.into();
+    };
+    let start = match input[..at].find("://") {
+        Some(i) => i + 3,
+        None => match input[..at].find(':') {
+            // A scheme is letters, digits, +, - and . before the first colon.
+            Some(i)
+                if i > 0
+                    && input[..i]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
+                i + 1
+            }
+            _ => 0,
+        },
+    };
+    format!("{}{HIDDEN_USERINFO}{}", &input[..start], &input[at..]).into()
+}
+
+/// What stands for a URL's user info in messages.
+pub const HIDDEN_USERINFO: &str = "(hidden)";
 
 fn check_name(name: &str) -> Result<(), &'static str> {
     let name = name.strip_suffix('.').unwrap_or(name);
@@ -195,7 +229,7 @@ mod tests {
     fn refuses_credentials_fragments_and_bad_ports() {
         assert_eq!(
             err("https://user:pw@example.com/"),
-            "postbox: webhook URL must not contain a user name or password: https://user:pw@example.com/"
+            "postbox: webhook URL must not contain a user name or password: https://(hidden)@example.com/"
         );
         assert!(err("https://user@example.com/").contains("user name"));
         assert!(err("https://example.com/#frag").contains("fragment"));
@@ -203,6 +237,42 @@ mod tests {
         assert!(err("https://example.com:0/").contains("port"));
         assert!(err("https://example.com:70000/").contains("valid absolute URL"));
         assert!(err("not a url").contains("valid absolute URL"));
+    }
+
+    #[test]
+    fn no_message_shows_user_info() {
+        // Each fails a different rule first; none may show the password.
+        for s in [
+            "https://user:s3cr3t-pw@example.com/",
+            "http://user:s3cr3t-pw@example.com/",
+            "ftp://user:s3cr3t-pw@example.com/",
+            "https://user:s3cr3t-pw@example.com:70000/",
+            "https://user:s3cr3t-pw@127.0.0.1/",
+            "https:user:s3cr3t-pw@example.com/",
+            "https:/user:s3cr3t-pw@example.com/",
+            "//user:s3cr3t-pw@example.com/",
+            "user:s3cr3t-pw@example.com",
+            "https://a@b:s3cr3t-pw@example.com/",
+            "https://s3cr3t-pw@example.com/#x",
+        ] {
+            for insecure in [false, true] {
+                let e = validate(s, insecure).unwrap_err().to_string();
+                assert!(!e.contains("s3cr3t"), "{s}: {e}");
+            }
+        }
+        let long = format!(
+            "https://u:s3cr3t-pw@example.com/{}",
+            "a".repeat(MAX_URL_LEN)
+        );
+        assert!(!err(&long).contains("s3cr3t"));
+        assert_eq!(
+            without_userinfo("https://example.com/a@b"),
+            "https://(hidden)@b"
+        );
+        assert_eq!(
+            without_userinfo("https://example.com/"),
+            "https://example.com/"
+        );
     }
 
     #[test]
