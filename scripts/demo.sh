@@ -93,6 +93,8 @@ psql -c "SELECT d.id, d.event_type, d.status, d.attempts, d.last_status_code FRO
 APORT=$(free_port)
 step "start postbox-api on 127.0.0.1:$APORT (as a LOGIN role granted postbox_admin) and read the endpoint with an API key"
 psql -c "CREATE ROLE postbox_api LOGIN IN ROLE postbox_admin, postbox_emitter"
+# Its statement parameters carry new keys and secrets: never in the server log.
+psql -c "ALTER ROLE postbox_api SET log_parameter_max_length = 0"
 KEY=$(psql -At -c "SELECT key FROM postbox.create_api_key('acme', 'member', 'demo')")
 POSTBOX_API_DATABASE_URL="postgres://postbox_api@127.0.0.1:$PORT/postgres" POSTBOX_API_LISTEN="127.0.0.1:$APORT" \
   POSTBOX_API_LOG=warn target/release/postbox-api > "$DEMO/api.log" 2>&1 &

@@ -306,9 +306,11 @@ END
 $fn$;
 
 -- Creates the tenant's endpoint for url, or, if the tenant has one for that
--- URL already (the oldest, if several), sets its event types. Either way it
--- returns the endpoint's current secret. The other arguments apply only when
--- it creates. Serialised per tenant and URL, so two registrations of one URL
+-- URL already (the oldest, if several), sets its event types. The secret is
+-- returned only when it creates (as create_endpoint does); for an endpoint
+-- that was there, secret is NULL: stored secrets are never read back, and a
+-- caller that lost one rotates. The other arguments apply only when it
+-- creates. Serialised per tenant and URL, so two registrations of one URL
 -- at once make one endpoint.
 CREATE FUNCTION postbox.register_endpoint(
     tenant text,
@@ -347,8 +349,7 @@ BEGIN
            SET event_types = postbox._validate_filters(event_types, postbox._catalog_names()), updated_at = now()
          WHERE e.id = v_id;
     END IF;
-    RETURN QUERY SELECT v_id, s.secret, false FROM postbox.endpoint_secrets s
-                  WHERE s.endpoint_id = v_id ORDER BY s.created_at DESC LIMIT 1;
+    RETURN QUERY SELECT v_id, NULL::text, false;
 END
 $fn$;
 
@@ -1067,16 +1068,22 @@ BEGIN
 END
 $fn$;
 
--- Queues again every failed and cancelled delivery of the endpoint whose
--- event was queued in [since, until), each with a fresh schedule, through
--- the outbox_settled index. Returns how many.
-CREATE FUNCTION postbox.replay(tenant text, endpoint_id uuid, since timestamptz, until timestamptz DEFAULT 'infinity')
-RETURNS integer
+-- Queues again the failed and cancelled deliveries of the endpoint whose
+-- event was queued in [since, until), oldest first, each with a fresh
+-- schedule, at most max_rows of them (1 to 10,000) per call, through the
+-- outbox_settled index. Returns how many it queued, and whether more in the
+-- range remain: a caller repeats the same call until more is false (queued
+-- rows are pending again, so a repeat goes on where this one stopped). In
+-- batches, so no call holds its rows, its connection or a long transaction
+-- however long the range.
+CREATE FUNCTION postbox.replay(tenant text, endpoint_id uuid, since timestamptz, until timestamptz DEFAULT 'infinity',
+                               max_rows integer DEFAULT 1000)
+RETURNS TABLE (queued integer, more boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
-    v_n integer;
+    v_ids bigint[];
 BEGIN
     PERFORM postbox._endpoint(tenant, endpoint_id);
     IF since IS NULL OR until IS NULL OR since > until THEN
@@ -1084,15 +1091,25 @@ BEGIN
             MESSAGE = format('postbox: replay needs since <= until: %s to %s',
                              coalesce(since::text, 'NULL'), coalesce(until::text, 'NULL'));
     END IF;
+    IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: replay max_rows must be between 1 and 10000: %s', coalesce(max_rows::text, 'NULL'));
+    END IF;
+    -- One more than the batch: whether more remain, without counting them.
+    v_ids := ARRAY(SELECT d.id FROM postbox.outbox d
+                    WHERE d.tenant = replay.tenant AND d.endpoint_id = replay.endpoint_id AND d.status <> 'pending'
+                      AND d.created_at >= since AND d.created_at < until
+                    ORDER BY d.created_at, d.id
+                    LIMIT max_rows + 1 FOR UPDATE);
+    more := cardinality(v_ids) > max_rows;
     UPDATE postbox.outbox d
        SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL
-     WHERE d.tenant = replay.tenant AND d.endpoint_id = replay.endpoint_id AND d.status <> 'pending'
-       AND d.created_at >= since AND d.created_at < until;
-    GET DIAGNOSTICS v_n = ROW_COUNT;
-    IF v_n > 0 THEN
+     WHERE d.id = ANY (v_ids[1:max_rows]);
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    IF queued > 0 THEN
         PERFORM postbox._wake();
     END IF;
-    RETURN v_n;
+    RETURN NEXT;
 END
 $fn$;
 
@@ -1100,7 +1117,10 @@ $fn$;
 -- releases the claims of workers not seen for stale_after, so that a killed
 -- worker's deliveries are retried within seconds, not when their leases run
 -- out. Returns how many claims it released. The same worker_id with another
--- instance is that worker restarted: its old claims are released at once. A
+-- instance whose row is stale is that worker restarted: its old claims are
+-- released at once. Another instance whose row is fresh is a second live
+-- worker with the same id, which would release the first one's claims on
+-- every beat (and send them twice): refused with 55006 (object_in_use). A
 -- worker judges others only once it has itself been seen without a gap for
 -- stale_after, so after a database outage every worker has that long to
 -- come back before it counts as dead. SECURITY INVOKER: the worker's own
@@ -1135,8 +1155,21 @@ BEGIN
         INSERT INTO postbox.workers AS x (worker_id, instance)
         VALUES (worker_heartbeat.worker_id, worker_heartbeat.instance)
         ON CONFLICT ON CONSTRAINT workers_pkey DO NOTHING;
+        IF NOT FOUND THEN
+            -- Another instance registered this id a moment ago.
+            RAISE EXCEPTION USING ERRCODE = '55006',
+                MESSAGE = format('postbox: worker_id %s is in use by another running worker: give each worker its own id (POSTBOX_WORKER_ID)',
+                                 worker_heartbeat.worker_id);
+        END IF;
+    ELSIF w.instance <> worker_heartbeat.instance
+          AND w.seen_at >= now() - worker_heartbeat.stale_after THEN
+        RAISE EXCEPTION USING ERRCODE = '55006',
+            MESSAGE = format('postbox: worker_id %s is in use by another running worker (seen %s s ago): give each worker its own id (POSTBOX_WORKER_ID)',
+                             worker_heartbeat.worker_id,
+                             round(extract(epoch FROM now() - w.seen_at)::numeric, 1));
     ELSIF w.instance <> worker_heartbeat.instance THEN
-        -- Restarted: what the old process had claimed, nobody has.
+        -- Restarted (the old process stopped beating): what it had claimed,
+        -- nobody has.
         UPDATE postbox.outbox o SET lease_until = NULL, leased_by = NULL
          WHERE o.leased_by = worker_heartbeat.worker_id AND o.status = 'pending'
            AND o.lease_until > now();
@@ -1216,7 +1249,8 @@ CREATE FUNCTION postbox.set_retention(
     failed_attempts interval DEFAULT NULL,
     events interval DEFAULT NULL,
     cancelled_deliveries interval DEFAULT NULL,
-    idempotency_keys interval DEFAULT NULL)
+    idempotency_keys interval DEFAULT NULL,
+    revoked_api_keys interval DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1228,7 +1262,8 @@ BEGIN
                                   ('failed_attempts', set_retention.failed_attempts),
                                   ('events', set_retention.events),
                                   ('cancelled_deliveries', set_retention.cancelled_deliveries),
-                                  ('idempotency_keys', set_retention.idempotency_keys) LOOP
+                                  ('idempotency_keys', set_retention.idempotency_keys),
+                                  ('revoked_api_keys', set_retention.revoked_api_keys) LOOP
         IF v_value < interval '1 second' OR v_value > interval '10 years' THEN
             RAISE EXCEPTION USING ERRCODE = '22023',
                 MESSAGE = format('postbox: %s must be between 1 second and 10 years: %s', v_name, v_value);
@@ -1246,6 +1281,7 @@ BEGIN
            events = coalesce(set_retention.events, r.events),
            cancelled_deliveries = coalesce(set_retention.cancelled_deliveries, r.cancelled_deliveries),
            idempotency_keys = coalesce(set_retention.idempotency_keys, r.idempotency_keys),
+           revoked_api_keys = coalesce(set_retention.revoked_api_keys, r.revoked_api_keys),
            updated_at = now();
 END
 $fn$;
@@ -1345,6 +1381,15 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'portal_sessions'; deleted := v_n; RETURN NEXT;
 
+    -- Revoked HTTP API keys past their window (api_keys_revoked).
+    DELETE FROM postbox.api_keys k
+     WHERE k.id = ANY (ARRAY(
+           SELECT x.id FROM postbox.api_keys x
+            WHERE x.revoked_at < v_now - r.revoked_api_keys
+            LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    kind := 'api_keys'; deleted := v_n; RETURN NEXT;
+
     -- Ended pauses, once no emitted row from before their end waits for
     -- routing (which reads them) and the events window has passed.
     DELETE FROM postbox.endpoint_pauses p
@@ -1390,12 +1435,54 @@ BEGIN
 END
 $fn$;
 
+-- Most keys a tenant may have at all, revoked ones (kept for the
+-- revoked_api_keys window) included: create-and-revoke loops stop here
+-- instead of growing the table without bound.
+CREATE FUNCTION postbox._max_api_keys_kept()
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT 1000;
+END;
+
+-- The open portal session p_session of tenant p_tenant, if it may manage
+-- API keys; else the error. NULL: no session (a key, or SQL), no check.
+CREATE FUNCTION postbox._key_session(p_tenant text, p_session uuid)
+RETURNS postbox.portal_sessions
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s postbox.portal_sessions;
+BEGIN
+    IF p_session IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO s FROM postbox.portal_sessions x
+     WHERE x.id = p_session AND x.tenant = p_tenant AND x.expires_at > now();
+    IF NOT FOUND OR NOT s.manage_keys THEN
+        RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE =
+            'postbox: this portal session may not manage api keys (the operator allows it when making the session)';
+    END IF;
+    RETURN s;
+END
+$fn$;
+
+-- Whether portal session s (NULL: none) may see and manage key k: keys it
+-- made, or its user's. The one rule, for lists, rotation and revocation.
+CREATE FUNCTION postbox._session_owns_key(s postbox.portal_sessions, k postbox.api_keys)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT s.id IS NULL OR k.made_by_session = s.id OR (s.user_id IS NOT NULL AND k.for_user = s.user_id);
+END;
+
 -- Makes an API key and returns it, the only time it is shown. SECURITY
 -- DEFINER: it writes api_keys, on which no role has any privilege (it holds
 -- the keys' hashes). Tenant keys are admin (read and write the tenant's
 -- endpoints) or member (read only); operator keys act for every tenant and
--- take no tenant.
-CREATE FUNCTION postbox.create_api_key(tenant text, role text, label text)
+-- take no tenant. With session, the key is made for that portal session
+-- (which must be allowed to manage keys) and records it and its user.
+CREATE FUNCTION postbox.create_api_key(tenant text, role text, label text, session uuid DEFAULT NULL)
 RETURNS TABLE (id uuid, key text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1403,14 +1490,16 @@ AS $fn$
 DECLARE
     v_id  uuid := postbox._uuid7();
     v_key text := postbox._generate_api_key();
+    s     postbox.portal_sessions;
 BEGIN
     IF role IS NULL OR role NOT IN ('admin', 'member', 'operator') THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: role must be admin, member or operator: %s', coalesce(postbox._shown(role), 'NULL'));
     END IF;
-    IF role = 'operator' AND tenant IS NOT NULL THEN
+    IF role = 'operator' AND (tenant IS NOT NULL OR session IS NOT NULL) THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: operator keys act for every tenant and take no tenant (pass NULL): %s', postbox._shown(tenant));
+            'postbox: operator keys act for every tenant and take no tenant or session (pass NULL): %s',
+            coalesce(postbox._shown(tenant), session::text));
     END IF;
     IF role <> 'operator' THEN
         PERFORM postbox._require_tenant(tenant);
@@ -1419,7 +1508,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: api key label must be 1 to 200 characters: %s', coalesce(postbox._shown(label), 'NULL'));
     END IF;
-    -- Serialised per tenant, so concurrent creations cannot pass the limit.
+    s := postbox._key_session(tenant, session);
+    -- Serialised per tenant, so concurrent creations cannot pass the limits.
     PERFORM pg_advisory_xact_lock(hashtextextended('postbox.create_api_key ' || coalesce(tenant, ''), 0));
     IF (SELECT count(*) FROM postbox.api_keys k
          WHERE k.tenant IS NOT DISTINCT FROM create_api_key.tenant AND k.revoked_at IS NULL)
@@ -1428,8 +1518,15 @@ BEGIN
             'postbox: a tenant has at most %s active api keys (revoke one first): %s',
             postbox._max_api_keys(), coalesce(postbox._shown(tenant), 'operator keys'));
     END IF;
-    INSERT INTO postbox.api_keys (id, tenant, role, label, key_hash, key_prefix)
-    VALUES (v_id, tenant, role, label, sha256(convert_to(v_key, 'UTF8')), left(v_key, 12));
+    IF (SELECT count(*) FROM postbox.api_keys k WHERE k.tenant IS NOT DISTINCT FROM create_api_key.tenant)
+       >= postbox._max_api_keys_kept() THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: a tenant has at most %s api keys, revoked ones included until the revoked_api_keys window (%s) ends: %s',
+            postbox._max_api_keys_kept(), (postbox._retention()).revoked_api_keys,
+            coalesce(postbox._shown(tenant), 'operator keys'));
+    END IF;
+    INSERT INTO postbox.api_keys (id, tenant, role, label, key_hash, key_prefix, made_by_session, for_user)
+    VALUES (v_id, tenant, role, label, sha256(convert_to(v_key, 'UTF8')), left(v_key, 12), s.id, s.user_id);
     id := v_id;
     key := v_key;
     RETURN NEXT;
@@ -1437,20 +1534,23 @@ END
 $fn$;
 
 -- The key of tenant (NULL: an operator key) with this id, locked; another
--- tenant's id gets the error of an unknown one.
-CREATE FUNCTION postbox._api_key(p_tenant text, p_id uuid)
+-- tenant's id, and a key the session p_session may not manage, get the
+-- error of an unknown one.
+CREATE FUNCTION postbox._api_key(p_tenant text, p_id uuid, p_session uuid)
 RETURNS postbox.api_keys
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     k postbox.api_keys;
+    s postbox.portal_sessions;
 BEGIN
     IF p_tenant IS NOT NULL THEN
         PERFORM postbox._require_tenant(p_tenant);
     END IF;
+    s := postbox._key_session(p_tenant, p_session);
     SELECT * INTO k FROM postbox.api_keys x
      WHERE x.id = p_id AND x.tenant IS NOT DISTINCT FROM p_tenant FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR NOT postbox._session_owns_key(s, k) THEN
         PERFORM postbox._no_api_key(p_id);
     END IF;
     RETURN k;
@@ -1458,14 +1558,15 @@ END
 $fn$;
 
 -- Gives a key a new value, returned once; the old one stops working when
--- this commits. SECURITY DEFINER: it writes api_keys.
-CREATE FUNCTION postbox.rotate_api_key(tenant text, id uuid)
+-- this commits. With session: only a key that portal session may manage.
+-- SECURITY DEFINER: it writes api_keys.
+CREATE FUNCTION postbox.rotate_api_key(tenant text, id uuid, session uuid DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
-    k     postbox.api_keys := postbox._api_key(tenant, id);
+    k     postbox.api_keys := postbox._api_key(tenant, id, session);
     v_key text := postbox._generate_api_key();
 BEGIN
     IF k.revoked_at IS NOT NULL THEN
@@ -1480,16 +1581,56 @@ END
 $fn$;
 
 -- Revokes a key: it stops working when this commits. Revoking a revoked key
--- changes nothing. SECURITY DEFINER: it writes api_keys.
-CREATE FUNCTION postbox.revoke_api_key(tenant text, id uuid)
+-- changes nothing. With session: only a key that portal session may manage.
+-- SECURITY DEFINER: it writes api_keys.
+CREATE FUNCTION postbox.revoke_api_key(tenant text, id uuid, session uuid DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
-    k postbox.api_keys := postbox._api_key(tenant, id);
+    k postbox.api_keys := postbox._api_key(tenant, id, session);
 BEGIN
     UPDATE postbox.api_keys x SET revoked_at = coalesce(x.revoked_at, now()) WHERE x.id = k.id;
+END
+$fn$;
+
+-- The HTTP API's keys, without their hashes: who made each (a portal
+-- session, for a user) included.
+CREATE VIEW postbox.api_key_list AS
+SELECT k.id, k.tenant, k.role, k.label, k.key_prefix, k.created_at, k.rotated_at, k.last_used_at, k.revoked_at,
+       k.made_by_session, k.for_user
+  FROM postbox.api_keys k;
+
+-- A page of the tenant's keys (NULL: operator keys), oldest first, after
+-- the key with id `after`; with session, only the keys that portal session
+-- may manage. Revoked keys show until the revoked_api_keys window ends.
+-- SECURITY DEFINER: it reads api_keys (never the hashes).
+CREATE FUNCTION postbox.list_api_keys(tenant text, session uuid DEFAULT NULL, after uuid DEFAULT NULL,
+                                      max_rows integer DEFAULT 100)
+RETURNS SETOF postbox.api_key_list
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    s postbox.portal_sessions;
+BEGIN
+    IF tenant IS NOT NULL THEN
+        PERFORM postbox._require_tenant(tenant);
+    END IF;
+    IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('postbox: max_rows must be between 1 and 1000: %s', coalesce(max_rows::text, 'NULL'));
+    END IF;
+    s := postbox._key_session(tenant, session);
+    RETURN QUERY
+    SELECT l.* FROM postbox.api_keys k
+      JOIN postbox.api_key_list l ON l.id = k.id
+     WHERE k.tenant IS NOT DISTINCT FROM list_api_keys.tenant
+       AND (after IS NULL OR k.id > after)
+       AND postbox._session_owns_key(s, k)
+     ORDER BY k.id
+     LIMIT max_rows;
 END
 $fn$;
 
@@ -1528,13 +1669,15 @@ $fn$;
 
 -- Starts a POST with an Idempotency-Key, in the transaction that will do
 -- its work: returns the stored response of the first request with this key
--- (status and body) if there is one, else no row, having claimed the key.
--- A second request with the key waits here until the first commits (then
--- gets its response) or rolls back (then runs). Errors are not stored: a
--- request that failed changed nothing, and may be sent again. SECURITY
--- DEFINER: api_idempotency holds responses with secrets and is granted to
--- no one.
-CREATE FUNCTION postbox.api_request_begin(tenant text, idempotency_key text, request_hash bytea)
+-- from the same credential (the API key's or portal session's id) if there
+-- is one, else no row, having claimed the key. Another credential of the
+-- tenant never gets that answer (it may hold a new key or secret): its
+-- request is its own. A second request with the key waits here until the
+-- first commits (then gets its response) or rolls back (then runs). Errors
+-- are not stored: a request that failed changed nothing, and may be sent
+-- again. SECURITY DEFINER: api_idempotency holds responses with secrets and
+-- is granted to no one.
+CREATE FUNCTION postbox.api_request_begin(tenant text, credential uuid, idempotency_key text, request_hash bytea)
 RETURNS TABLE (status smallint, body text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1543,6 +1686,9 @@ DECLARE
     r postbox.api_idempotency;
 BEGIN
     PERFORM postbox._require_tenant(tenant);
+    IF credential IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: credential must not be NULL';
+    END IF;
     IF idempotency_key IS NULL OR idempotency_key !~ '^[\x21-\x7e]{1,255}$' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: Idempotency-Key must be 1 to 255 visible ASCII characters: %s',
@@ -1551,20 +1697,21 @@ BEGIN
     IF request_hash IS NULL OR length(request_hash) <> 32 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: request_hash must be a SHA-256 (32 bytes)';
     END IF;
-    INSERT INTO postbox.api_idempotency AS a (tenant, idempotency_key, request_hash)
-    VALUES (tenant, idempotency_key, request_hash)
+    INSERT INTO postbox.api_idempotency AS a (tenant, credential, idempotency_key, request_hash)
+    VALUES (tenant, credential, idempotency_key, request_hash)
     ON CONFLICT ON CONSTRAINT api_idempotency_pkey DO NOTHING;
     IF FOUND THEN
         RETURN;  -- the first
     END IF;
     SELECT * INTO r FROM postbox.api_idempotency a
-     WHERE a.tenant = api_request_begin.tenant AND a.idempotency_key = api_request_begin.idempotency_key
+     WHERE a.tenant = api_request_begin.tenant AND a.credential = api_request_begin.credential
+       AND a.idempotency_key = api_request_begin.idempotency_key
        FOR UPDATE;
     IF r.created_at < now() - (postbox._retention()).idempotency_keys THEN
         -- Expired, not yet purged: as if it were gone.
         UPDATE postbox.api_idempotency a
            SET request_hash = api_request_begin.request_hash, status = 0, body = '', created_at = now()
-         WHERE a.tenant = r.tenant AND a.idempotency_key = r.idempotency_key;
+         WHERE a.tenant = r.tenant AND a.credential = r.credential AND a.idempotency_key = r.idempotency_key;
         RETURN;
     END IF;
     IF r.request_hash <> request_hash THEN
@@ -1580,7 +1727,7 @@ $fn$;
 
 -- Stores the response of the request api_request_begin claimed the key for.
 -- SECURITY DEFINER: it writes api_idempotency.
-CREATE FUNCTION postbox.api_request_end(tenant text, idempotency_key text, status integer, body text)
+CREATE FUNCTION postbox.api_request_end(tenant text, credential uuid, idempotency_key text, status integer, body text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1593,8 +1740,8 @@ BEGIN
             coalesce(status::text, 'NULL'));
     END IF;
     UPDATE postbox.api_idempotency a SET status = api_request_end.status, body = api_request_end.body
-     WHERE a.tenant = api_request_end.tenant AND a.idempotency_key = api_request_end.idempotency_key
-       AND a.status = 0;
+     WHERE a.tenant = api_request_end.tenant AND a.credential = api_request_end.credential
+       AND a.idempotency_key = api_request_end.idempotency_key AND a.status = 0;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: no request with this Idempotency-Key is under way: %s',
@@ -1605,8 +1752,12 @@ $fn$;
 
 -- Portal links (postbox-api's settings page): a link for one tenant and
 -- role, returned once, usable once within valid_for (1 minute to 1 day).
--- SECURITY DEFINER: portal_sessions is granted to no one.
-CREATE FUNCTION postbox.create_portal_session(tenant text, role text, valid_for interval DEFAULT '15 minutes')
+-- manage_keys lets the session make and manage API keys (admin only), and
+-- user_id names the product's user it is for (up to 200 characters): such
+-- a session manages the keys it made and that user's. SECURITY DEFINER:
+-- portal_sessions is granted to no one.
+CREATE FUNCTION postbox.create_portal_session(tenant text, role text, valid_for interval DEFAULT '15 minutes',
+                                              manage_keys boolean DEFAULT false, user_id text DEFAULT NULL)
 RETURNS TABLE (id uuid, token text, expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1624,8 +1775,17 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: valid_for must be between 1 minute and 1 day: %s', coalesce(valid_for::text, 'NULL'));
     END IF;
-    INSERT INTO postbox.portal_sessions (id, tenant, role, link_hash, link_expires_at)
-    VALUES (v_id, tenant, role, sha256(convert_to(v_token, 'UTF8')), now() + valid_for);
+    IF manage_keys IS NULL OR (manage_keys AND role <> 'admin') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: manage_keys must be true or false, and true only for an admin session: %s',
+            coalesce(manage_keys::text, 'NULL'));
+    END IF;
+    IF user_id IS NOT NULL AND length(user_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: user_id must be 1 to 200 characters: %s', postbox._shown(user_id));
+    END IF;
+    INSERT INTO postbox.portal_sessions (id, tenant, role, link_hash, link_expires_at, manage_keys, user_id)
+    VALUES (v_id, tenant, role, sha256(convert_to(v_token, 'UTF8')), now() + valid_for, manage_keys, user_id);
     id := v_id;
     token := v_token;
     expires_at := now() + valid_for;
@@ -1658,17 +1818,53 @@ BEGIN
 END
 $fn$;
 
--- The open session whose cookie has this SHA-256: its id, tenant, role and
--- end; else no row. PL/pgSQL: the portal calls it on every request (plans
--- kept). SECURITY DEFINER: it reads portal_sessions.
+-- The open session whose cookie has this SHA-256: its id, tenant, role,
+-- end, whether it may manage API keys, and its user; else no row.
+-- PL/pgSQL: the portal calls it on every request (plans kept). SECURITY
+-- DEFINER: it reads portal_sessions.
 CREATE FUNCTION postbox.authenticate_portal_session(session_hash bytea)
-RETURNS TABLE (id uuid, tenant text, role text, expires_at timestamptz)
+RETURNS TABLE (id uuid, tenant text, role text, expires_at timestamptz, manage_keys boolean, user_id text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     RETURN QUERY
-    SELECT s.id, s.tenant, s.role, s.expires_at FROM postbox.portal_sessions s
+    SELECT s.id, s.tenant, s.role, s.expires_at, s.manage_keys, s.user_id FROM postbox.portal_sessions s
      WHERE s.session_hash = authenticate_portal_session.session_hash AND s.expires_at > now();
+END
+$fn$;
+
+-- Ends the tenant's portal sessions and unused links (only user_id's, when
+-- given) at once: for a product whose user left the team or lost a device.
+-- Returns how many it ended. SECURITY DEFINER: it writes portal_sessions.
+CREATE FUNCTION postbox.revoke_portal_sessions(tenant text, user_id text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_n integer;
+BEGIN
+    PERFORM postbox._require_tenant(tenant);
+    UPDATE postbox.portal_sessions s
+       SET expires_at = least(s.expires_at, now()), link_expires_at = least(s.link_expires_at, now())
+     WHERE s.tenant = revoke_portal_sessions.tenant
+       AND (user_id IS NULL OR s.user_id = user_id)
+       AND (s.expires_at > now() OR (s.session_hash IS NULL AND s.link_expires_at > now()));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END
+$fn$;
+
+-- Signs out: ends the open session whose cookie has this SHA-256. Returns
+-- whether there was one. SECURITY DEFINER: it writes portal_sessions.
+CREATE FUNCTION postbox.end_portal_session(session_hash bytea)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    UPDATE postbox.portal_sessions s SET expires_at = now()
+     WHERE s.session_hash = end_portal_session.session_hash AND s.expires_at > now();
+    RETURN FOUND;
 END
 $fn$;
 
@@ -1799,10 +1995,6 @@ SELECT s.id, s.tenant,
                 WHERE a.tenant = e.tenant AND a.endpoint_id = e.id
                   AND a.started_at > now() - interval '7 days' AND NOT a.is_test) w) s;
 
--- The HTTP API's keys, without their hashes.
-CREATE VIEW postbox.api_key_list AS
-SELECT k.id, k.tenant, k.role, k.label, k.key_prefix, k.created_at, k.rotated_at, k.last_used_at, k.revoked_at
-  FROM postbox.api_keys k;
 
 -------------------------------------------------------------------------------
 -- pg_dump keeps the configuration (and so, for a superuser, the secrets)
@@ -1832,9 +2024,9 @@ COMMENT ON TABLE postbox.endpoint_pauses IS 'When each endpoint was paused and r
 COMMENT ON TABLE postbox.idempotency_keys IS 'Idempotency keys of emit, per tenant: a repeated key returns the first event''s id.';
 COMMENT ON TABLE postbox.outbox IS 'Deliveries not yet succeeded: pending (claimed with a lease), failed or cancelled. Succeeded ones move to attempt_log.';
 COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';
-COMMENT ON TABLE postbox.retention IS 'How long postbox keeps attempts, events, cancelled deliveries, idempotency keys and pause history it no longer needs; postbox.purge deletes what is older. Empty until set_retention or the first purge writes the defaults.';
-COMMENT ON FUNCTION postbox.set_retention(interval, interval, interval, interval, interval) IS 'Sets the retention windows (NULL leaves one as it is); idempotency keys are kept at least 24 hours.';
-COMMENT ON FUNCTION postbox.worker_heartbeat(text, uuid, interval) IS 'A worker''s heartbeat: refreshes its row and releases the claims of workers not seen for stale_after (or of its own previous instance). Returns how many.';
+COMMENT ON TABLE postbox.retention IS 'How long postbox keeps attempts, events, cancelled deliveries, idempotency keys, pause history and revoked API keys it no longer needs; postbox.purge deletes what is older. Empty until set_retention or the first purge writes the defaults.';
+COMMENT ON FUNCTION postbox.set_retention(interval, interval, interval, interval, interval, interval) IS 'Sets the retention windows (NULL leaves one as it is); idempotency keys are kept at least 24 hours.';
+COMMENT ON FUNCTION postbox.worker_heartbeat(text, uuid, interval) IS 'A worker''s heartbeat: refreshes its row and releases the claims of workers not seen for stale_after (or of its own previous instance, once that is stale). Returns how many. Another instance of the worker_id seen within stale_after is refused (SQLSTATE 55006).';
 COMMENT ON FUNCTION postbox.worker_stopped(text, uuid) IS 'A worker that stopped cleanly leaves the registry.';
 COMMENT ON FUNCTION postbox.purge(integer) IS 'Deletes what outlived its retention window, at most max_rows of each kind, skipping rows other purges hold; never pending or failed deliveries or the events they need. The worker runs it on a schedule.';
 COMMENT ON FUNCTION postbox._retention() IS 'Internal: the retention windows, the table''s defaults written the first time.';
@@ -1842,20 +2034,26 @@ COMMENT ON FUNCTION postbox._uuid7_floor(timestamptz) IS 'Internal: the smallest
 COMMENT ON TABLE postbox.wakeup IS 'One-row wake-up flag: emit NOTIFYs only while a worker says it is waiting.';
 COMMENT ON TABLE postbox.api_keys IS 'HTTP API keys (postbox-api): each key''s SHA-256, tenant (none for operator keys), role, label and use; granted to no one.';
 COMMENT ON TABLE postbox.api_idempotency IS 'The HTTP API''s first response to each POST with an Idempotency-Key, per tenant, for the idempotency_keys window; holds secrets, granted to no one.';
-COMMENT ON VIEW postbox.api_key_list IS 'The HTTP API''s keys without their hashes: tenant, role, label, the first characters, and when made, rotated, last used and revoked.';
-COMMENT ON FUNCTION postbox.create_api_key(text, text, text) IS 'Makes an HTTP API key (admin or member of a tenant, or operator with tenant NULL) and returns it, the only time it is shown.';
-COMMENT ON FUNCTION postbox.rotate_api_key(text, uuid) IS 'Gives an HTTP API key (tenant NULL: an operator key) a new value, returned once; the old one stops working at commit.';
-COMMENT ON FUNCTION postbox.revoke_api_key(text, uuid) IS 'Revokes an HTTP API key (tenant NULL: an operator key); it stops working at commit.';
+COMMENT ON VIEW postbox.api_key_list IS 'The HTTP API''s keys without their hashes: tenant, role, label, the first characters, when made, rotated, last used and revoked, and the portal session (and its user) that made it.';
+COMMENT ON FUNCTION postbox.create_api_key(text, text, text, uuid) IS 'Makes an HTTP API key (admin or member of a tenant, or operator with tenant NULL) and returns it, the only time it is shown; with session, for that portal session (allowed to manage keys), which it records with its user.';
+COMMENT ON FUNCTION postbox.rotate_api_key(text, uuid, uuid) IS 'Gives an HTTP API key (tenant NULL: an operator key) a new value, returned once; the old one stops working at commit. With session, only a key that portal session may manage.';
+COMMENT ON FUNCTION postbox.revoke_api_key(text, uuid, uuid) IS 'Revokes an HTTP API key (tenant NULL: an operator key); it stops working at commit. With session, only a key that portal session may manage.';
+COMMENT ON FUNCTION postbox.list_api_keys(text, uuid, uuid, integer) IS 'A page of a tenant''s HTTP API keys (tenant NULL: operator keys) after a key id, oldest first, without hashes; with session, only the keys that portal session may manage.';
+COMMENT ON FUNCTION postbox.revoke_portal_sessions(text, text) IS 'Ends a tenant''s open portal sessions and unused links (only one user''s, when given) at once; returns how many.';
+COMMENT ON FUNCTION postbox.end_portal_session(bytea) IS 'postbox-api: signs out the open portal session whose cookie has this SHA-256; returns whether there was one.';
+COMMENT ON FUNCTION postbox._max_api_keys_kept() IS 'Internal: the most API keys per tenant, revoked ones kept for their window included (inlined).';
+COMMENT ON FUNCTION postbox._key_session(text, uuid) IS 'Internal: the open portal session of a tenant if it may manage API keys, else the error; NULL for no session.';
+COMMENT ON FUNCTION postbox._session_owns_key(postbox.portal_sessions, postbox.api_keys) IS 'Internal: whether a portal session (NULL: none) may see and manage an API key: the keys it made, or its user''s.';
 COMMENT ON FUNCTION postbox.authenticate_api_key(bytea) IS 'postbox-api: the id, tenant and role of the live key with this SHA-256, if any; records its use at most once a minute.';
-COMMENT ON FUNCTION postbox.api_request_begin(text, text, bytea) IS 'postbox-api: the stored response of the first POST with this Idempotency-Key (same request required), or claims the key.';
-COMMENT ON FUNCTION postbox.api_request_end(text, text, integer, text) IS 'postbox-api: stores the response of the request that claimed the Idempotency-Key.';
+COMMENT ON FUNCTION postbox.api_request_begin(text, uuid, text, bytea) IS 'postbox-api: the stored response of the first POST with this Idempotency-Key from the same credential (same request required), or claims the key.';
+COMMENT ON FUNCTION postbox.api_request_end(text, uuid, text, integer, text) IS 'postbox-api: stores the response of the request that claimed the Idempotency-Key.';
 COMMENT ON TABLE postbox.portal_sessions IS 'Settings portal links and sessions (postbox-api): SHA-256 of the one-time link token and of the session cookie, tenant, role, ends; granted to no one.';
-COMMENT ON FUNCTION postbox.create_portal_session(text, text, interval) IS 'Makes a one-time settings portal link token for a tenant (admin or member), valid for 1 minute to 1 day; returned once.';
+COMMENT ON FUNCTION postbox.create_portal_session(text, text, interval, boolean, text) IS 'Makes a one-time settings portal link token for a tenant (admin or member), valid for 1 minute to 1 day, optionally allowed to manage API keys and for a named user; returned once.';
 COMMENT ON FUNCTION postbox.open_portal_session(bytea, bytea, interval) IS 'postbox-api: uses a portal link (once, before it expires) and opens the session whose cookie has the given SHA-256.';
-COMMENT ON FUNCTION postbox.authenticate_portal_session(bytea) IS 'postbox-api: the tenant and role of the open portal session whose cookie has this SHA-256, if any.';
+COMMENT ON FUNCTION postbox.authenticate_portal_session(bytea) IS 'postbox-api: the id, tenant, role, end, key permission and user of the open portal session whose cookie has this SHA-256, if any.';
 COMMENT ON FUNCTION postbox._max_api_keys() IS 'Internal: the most active API keys per tenant (inlined).';
 COMMENT ON FUNCTION postbox._no_api_key(uuid) IS 'Internal: raises the unknown-api-key error.';
-COMMENT ON FUNCTION postbox._api_key(text, uuid) IS 'Internal: an API key of a tenant (NULL: operator), locked, or the unknown-key error (also for another tenant''s id).';
+COMMENT ON FUNCTION postbox._api_key(text, uuid, uuid) IS 'Internal: an API key of a tenant (NULL: operator), locked, or the unknown-key error (also for another tenant''s id, or a key the portal session may not manage).';
 COMMENT ON FUNCTION postbox._generate_api_key() IS 'Internal: a new pbk_ API key from the OS CSPRNG.';
 COMMENT ON TABLE postbox.workers IS 'Workers alive: each refreshes its row every second; one not seen for a few seconds is dead, and its claims are released.';
 COMMENT ON VIEW postbox.endpoint_status IS 'One row per endpoint: healthy, failing, disabled (automatic) or paused (enabled = false), and its pending deliveries.';
@@ -1867,7 +2065,7 @@ COMMENT ON VIEW postbox.endpoint_stats IS 'Per endpoint: succeeded and failed at
 COMMENT ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb) IS 'Adds an event type to the catalog, or updates its description, schema and example payload.';
 COMMENT ON FUNCTION postbox.create_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text) IS 'Registers a webhook endpoint for a tenant and returns its id and signing secret (shown only here).';
 COMMENT ON FUNCTION postbox.create_endpoint(text, jsonb) IS 'Registers a webhook endpoint from a configuration as endpoint_config returns it; returns its id and new secret.';
-COMMENT ON FUNCTION postbox.register_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text) IS 'Creates the tenant''s endpoint for a URL, or sets the event types of the one it has; returns its id, current secret and whether it was created.';
+COMMENT ON FUNCTION postbox.register_endpoint(text, text, text[], json, text, text, text, text, jsonb, boolean, text) IS 'Creates the tenant''s endpoint for a URL, or sets the event types of the one it has; returns its id, whether it was created, and the secret only if it was (else NULL: rotate to get a new one).';
 COMMENT ON FUNCTION postbox.unregister_endpoint(text, text) IS 'Deletes the tenant''s endpoints with this URL, as delete_endpoint does; returns how many.';
 COMMENT ON FUNCTION postbox.update_endpoint(text, uuid, text, text[], json, text, boolean, jsonb, text) IS 'Changes one of the tenant''s endpoints; NULL leaves a field as it is. enabled => false pauses it, true resumes it.';
 COMMENT ON FUNCTION postbox.delete_endpoint(text, uuid) IS 'Removes one of the tenant''s endpoints and its secrets, and cancels its pending deliveries; its attempt log stays.';
@@ -1883,7 +2081,7 @@ COMMENT ON FUNCTION postbox.send_test(text, uuid, text, jsonb) IS 'Queues one te
 COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed emitted rows into events and routed outbox rows, oldest first; sets aside rows it cannot expand; returns how many events.';
 COMMENT ON FUNCTION postbox._expand(tid[]) IS 'Internal: expand_events'' work for the emitted rows it locked.';
 COMMENT ON FUNCTION postbox.retry_delivery(text, bigint) IS 'Queues one of the tenant''s failed or cancelled deliveries again with a fresh schedule; earlier attempts stay logged.';
-COMMENT ON FUNCTION postbox.replay(text, uuid, timestamptz, timestamptz) IS 'Queues again, each with a fresh schedule, the failed and cancelled deliveries of one of the tenant''s endpoints queued in [since, until); returns how many.';
+COMMENT ON FUNCTION postbox.replay(text, uuid, timestamptz, timestamptz, integer) IS 'Queues again, each with a fresh schedule, up to max_rows failed and cancelled deliveries of one of the tenant''s endpoints queued in [since, until), oldest first; returns how many, and whether more remain (repeat the call until more is false).';
 COMMENT ON FUNCTION postbox.validate_url(text) IS 'Returns the normalized webhook URL, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox.validate_headers(jsonb, text) IS 'Returns the custom headers if all are allowed, or raises 22023 naming the broken rule.';
 COMMENT ON FUNCTION postbox._check_tenant_limit(text) IS 'Internal: raises unless the tenant may have one more endpoint.';
@@ -1952,8 +2150,8 @@ GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb),
                           postbox.set_tenant_limit(text, integer),
                           postbox.send_test(text, uuid, text, jsonb),
                           postbox.retry_delivery(text, bigint),
-                          postbox.replay(text, uuid, timestamptz, timestamptz),
-                          postbox.set_retention(interval, interval, interval, interval, interval),
+                          postbox.replay(text, uuid, timestamptz, timestamptz, integer),
+                          postbox.set_retention(interval, interval, interval, interval, interval, interval),
                           postbox.purge(integer),
                           postbox.validate_url(text),
                           postbox.validate_headers(jsonb, text),
@@ -1961,13 +2159,16 @@ GRANT EXECUTE ON FUNCTION postbox.create_event_type(text, text, jsonb, jsonb),
                           postbox._check_depth(text, jsonb), postbox._validate_headers(jsonb, text),
                           -- the HTTP API's keys and idempotent requests (postbox-api connects as
                           -- a role granted postbox_admin)
-                          postbox.create_api_key(text, text, text), postbox.rotate_api_key(text, uuid),
-                          postbox.revoke_api_key(text, uuid), postbox.authenticate_api_key(bytea),
-                          postbox.api_request_begin(text, text, bytea),
-                          postbox.api_request_end(text, text, integer, text),
-                          postbox.create_portal_session(text, text, interval),
+                          postbox.create_api_key(text, text, text, uuid), postbox.rotate_api_key(text, uuid, uuid),
+                          postbox.revoke_api_key(text, uuid, uuid), postbox.authenticate_api_key(bytea),
+                          postbox.list_api_keys(text, uuid, uuid, integer),
+                          postbox.api_request_begin(text, uuid, text, bytea),
+                          postbox.api_request_end(text, uuid, text, integer, text),
+                          postbox.create_portal_session(text, text, interval, boolean, text),
                           postbox.open_portal_session(bytea, bytea, interval),
-                          postbox.authenticate_portal_session(bytea)
+                          postbox.authenticate_portal_session(bytea),
+                          postbox.revoke_portal_sessions(text, text),
+                          postbox.end_portal_session(bytea)
    TO postbox_admin;
 GRANT SELECT ON postbox.event_types, postbox.tenant_limits, postbox.retention, postbox.workers, postbox.endpoint_status,
                 postbox.endpoint_settings, postbox.endpoint_stats,

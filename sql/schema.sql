@@ -259,7 +259,9 @@ CREATE TABLE postbox.retention (
     cancelled_deliveries interval NOT NULL DEFAULT '30 days',
     -- At least a day: a retried emit must still find its key.
     idempotency_keys   interval NOT NULL DEFAULT '24 hours',
-    updated_at         timestamptz NOT NULL DEFAULT now()
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    -- Revoked HTTP API keys (0.6.0): kept this long to show in lists, then gone.
+    revoked_api_keys   interval NOT NULL DEFAULT '30 days'
 );
 
 -- The wake-up flag. NOTIFY takes a database-wide lock at commit, so emit
@@ -308,9 +310,16 @@ CREATE TABLE postbox.api_keys (
     -- Written at most once a minute per key, so reads stay reads.
     last_used_at timestamptz,
     revoked_at   timestamptz,
+    -- The portal session that made the key (NULL: made with a key or in
+    -- SQL), and the product's user that session was for (0.6.0). A session
+    -- may manage only the keys it made or its user's.
+    made_by_session uuid,
+    for_user     text,
     CHECK ((role = 'operator') = (tenant IS NULL))
 );
 CREATE INDEX api_keys_tenant ON postbox.api_keys (tenant, created_at);
+-- Purging revoked keys by age (postbox.purge); live keys never enter it.
+CREATE INDEX api_keys_revoked ON postbox.api_keys (revoked_at) WHERE revoked_at IS NOT NULL;
 
 -- The HTTP API's first response to each POST with an Idempotency-Key, per
 -- tenant, for the idempotency_keys retention window. A response may hold a
@@ -324,7 +333,10 @@ CREATE TABLE postbox.api_idempotency (
     status          smallint NOT NULL DEFAULT 0,  -- 0 until the response is stored
     body            text NOT NULL DEFAULT '',
     created_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant, idempotency_key)
+    -- The key or portal session that sent the request (0.6.0): a stored
+    -- answer (which may hold a new secret) goes back only to its sender.
+    credential      uuid NOT NULL,
+    PRIMARY KEY (tenant, credential, idempotency_key)
 );
 CREATE INDEX api_idempotency_created ON postbox.api_idempotency USING brin (created_at);
 
@@ -342,6 +354,12 @@ CREATE TABLE postbox.portal_sessions (
     -- Set when the link is used, once.
     session_hash    bytea UNIQUE,
     expires_at      timestamptz,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    -- Whether the session may make and manage API keys (0.6.0), and the
+    -- product's user it is for (optional): such a session manages only the
+    -- keys it made or that user's.
+    manage_keys     boolean NOT NULL DEFAULT false,
+    user_id         text,
+    CONSTRAINT portal_sessions_manage_keys_admin CHECK (NOT manage_keys OR role = 'admin')
 );
 CREATE INDEX portal_sessions_created ON postbox.portal_sessions USING brin (created_at);

@@ -2,10 +2,12 @@
 //! are plain text): bodies are JSON only (no body reads as `{}`), bounded
 //! in size (the router's body limit), unknown fields refused (each body
 //! type denies them), and errors name the field where there is one; the raw
-//! bytes are kept, for the Idempotency-Key's request hash. Query strings
+//! bytes are kept, for the Idempotency-Key's request hash. A body must
+//! arrive within `body_timeout` (408). Query strings
 //! and path parameters likewise ([`ApiQuery`], [`ApiPath`]).
 
 use crate::error::ApiError;
+use crate::App;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
@@ -17,17 +19,31 @@ pub struct ApiJson<T> {
     pub raw: Bytes,
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, app: &App) -> Result<Self, Self::Rejection> {
         let json = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        let raw = Bytes::from_request(req, state).await.map_err(|e| {
+        // The whole body within the deadline: a client that sends it slowly
+        // holds its socket until then, and no database connection ever
+        // (handlers take one after this).
+        let read = tokio::time::timeout(app.body_timeout, Bytes::from_request(req, app))
+            .await
+            .map_err(|_| ApiError::BadRequest {
+                code: "request_timeout",
+                status: StatusCode::REQUEST_TIMEOUT,
+                message: format!(
+                    "the body did not arrive within {}",
+                    humantime::format_duration(app.body_timeout)
+                ),
+                field: None,
+            })?;
+        let raw = read.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::BadRequest {
                     code: "payload_too_large",
@@ -91,7 +107,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 /// Decodes a body; the error names the field and never shows a value.
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(raw);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
@@ -111,7 +127,19 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             _ => format!("the body is not valid JSON: {message}"),
         };
         ApiError::bad_request("invalid_json", message, field)
-    })
+    })?;
+    // One JSON value per body: a proxy and this API must never read two
+    // different objects from the same bytes.
+    de.end().map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body is not valid JSON: one value only, then nothing but white space ({e})"
+            ),
+            None,
+        )
+    })?;
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -166,6 +194,17 @@ mod tests {
         let (code, msg, _) = err(r#"{"url": "#);
         assert_eq!(code, "invalid_json");
         assert!(msg.starts_with("the body is not valid JSON"), "{msg}");
+        for trailing in [
+            r#"{"url": "x"}}"#,
+            r#"{"url": "x"} and more"#,
+            r#"{"url": "x"}{"url": "y"}"#,
+            r#"{"url": "x"} 1"#,
+        ] {
+            let (code, msg, _) = err(trailing);
+            assert_eq!(code, "invalid_json", "{trailing}");
+            assert!(msg.contains("one value only"), "{trailing}: {msg}");
+        }
+        parse::<Body>(b"{\"url\": \"x\"} \n\t ").expect("white space after the value is fine");
         let (code, _, field) = err(r#"{"inner": {"n": -1}}"#);
         assert_eq!(
             (code.as_str(), field.as_deref()),

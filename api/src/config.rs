@@ -15,6 +15,12 @@ use std::time::Duration;
 /// bursts of 200 admits both, and stops a runaway loop within a second.
 pub const DEFAULT_RATE_LIMIT: u32 = 100;
 pub const DEFAULT_RATE_BURST: u32 = 200;
+/// Failed authentications per client address: a person mistyping a key or
+/// a tool with a revoked one fails a few times; a scan of made-up keys
+/// fails as fast as it can. One a second with bursts of 20 admits the
+/// first and stops the second within a second, before the database.
+pub const DEFAULT_AUTH_FAILURE_RATE: u32 = 1;
+pub const DEFAULT_AUTH_FAILURE_BURST: u32 = 20;
 /// Bodies: an event's data may be up to postbox.max_payload_bytes (256 KiB
 /// by default), and JSON escaping can double it.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
@@ -40,6 +46,27 @@ postbox_worker::settings! {
     /// Database connections.
     #[arg(long, env = "POSTBOX_API_DB_POOL_SIZE")]
     db_pool_size: usize = 16;
+    /// How long a request waits for a database connection before a 503.
+    #[arg(long, env = "POSTBOX_API_DB_WAIT_TIMEOUT")]
+    db_wait_timeout: Text<Humantime> => Duration = Duration::from_secs(5);
+    /// Most database connections one tenant's requests hold at once (0: a quarter of the pool, at least 1).
+    #[arg(long, env = "POSTBOX_API_DB_PER_TENANT")]
+    db_per_tenant: usize = 0;
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "POSTBOX_API_HEADER_TIMEOUT")]
+    header_timeout: Text<Humantime> => Duration = Duration::from_secs(10);
+    /// How long a client may take to send a request's body.
+    #[arg(long, env = "POSTBOX_API_BODY_TIMEOUT")]
+    body_timeout: Text<Humantime> => Duration = Duration::from_secs(30);
+    /// Failed authentications (unknown or revoked keys) per second per client address; past the burst, keys it has not seen authenticate are refused before the database (0: no limit).
+    #[arg(long, env = "POSTBOX_API_AUTH_FAILURE_RATE")]
+    auth_failure_rate: u32 = DEFAULT_AUTH_FAILURE_RATE;
+    /// Failed authentications a client address may make at once above that rate.
+    #[arg(long, env = "POSTBOX_API_AUTH_FAILURE_BURST")]
+    auth_failure_burst: u32 = DEFAULT_AUTH_FAILURE_BURST;
+    /// Start even if the database logs the API's statement parameters (new keys and secrets travel as parameters).
+    #[arg(long, env = "POSTBOX_API_ALLOW_PARAMETER_LOGGING", value_parser = parse_bool)]
+    allow_parameter_logging: bool = false;
     /// Largest request body, e.g. 1MiB.
     #[arg(long, env = "POSTBOX_API_MAX_BODY")]
     max_body: Text<ByteSize> => u64 = DEFAULT_MAX_BODY;
@@ -101,12 +128,35 @@ pub enum Command {
     Openapi,
 }
 
+/// Whether `url`'s host is loopback: localhost, 127.0.0.0/8 or [::1].
+/// Plain http is accepted there only, and the portal's cookie is `Secure`
+/// everywhere else (browsers drop `Secure` cookies on plain http).
+pub fn is_loopback_url(url: &str) -> bool {
+    match url::Url::parse(url).ok().as_ref().and_then(url::Url::host) {
+        Some(url::Host::Domain(d)) => {
+            let d = d.strip_suffix('.').unwrap_or(d);
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
+}
+
 impl Config {
     /// Defaults for everything but the database.
     pub fn new(database_url: impl Into<DatabaseUrl>) -> Config {
         Config {
             database_url: database_url.into(),
             ..Config::defaults()
+        }
+    }
+
+    /// Most connections one tenant's requests hold at once.
+    pub fn per_tenant(&self) -> usize {
+        match self.db_per_tenant {
+            0 => self.db_pool_size.div_ceil(4),
+            n => n,
         }
     }
 
@@ -166,6 +216,33 @@ impl Config {
                 0,
             ));
         }
+        if self.auth_failure_rate > 0 && self.auth_failure_burst == 0 {
+            return Err(invalid(
+                "POSTBOX_API_AUTH_FAILURE_BURST",
+                "must be at least 1 when POSTBOX_API_AUTH_FAILURE_RATE is on",
+                0,
+            ));
+        }
+        if self.db_per_tenant > self.db_pool_size {
+            return Err(invalid(
+                "POSTBOX_API_DB_PER_TENANT",
+                "must be at most POSTBOX_API_DB_POOL_SIZE (0: a quarter of it)",
+                self.db_per_tenant,
+            ));
+        }
+        for (name, d) in [
+            ("POSTBOX_API_DB_WAIT_TIMEOUT", self.db_wait_timeout),
+            ("POSTBOX_API_HEADER_TIMEOUT", self.header_timeout),
+            ("POSTBOX_API_BODY_TIMEOUT", self.body_timeout),
+        ] {
+            if d.is_zero() || d > MAX_SHUTDOWN_TIMEOUT {
+                return Err(invalid(
+                    name,
+                    "must be more than 0 and at most 1h",
+                    humantime::format_duration(d),
+                ));
+            }
+        }
         if self.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
             return Err(invalid(
                 "POSTBOX_API_SHUTDOWN_TIMEOUT",
@@ -182,6 +259,13 @@ impl Config {
                 "POSTBOX_API_PUBLIC_URL",
                 "must be http(s)://host[:port][/path], without a trailing /",
                 &self.public_url,
+            ));
+        }
+        if url.starts_with("http://") && !is_loopback_url(&url) {
+            return Err(invalid(
+                "POSTBOX_API_PUBLIC_URL",
+                "plain http is for development on loopback only: give the https URL browsers reach the API at",
+                url,
             ));
         }
         if !(PORTAL_SESSION.0..=PORTAL_SESSION.1).contains(&self.portal_session) {

@@ -21,8 +21,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable: unauthorized, forbidden, not_found, method_not_allowed,
     /// invalid_json, unknown_field, invalid_request, unsupported_media_type,
-    /// payload_too_large, rule_violation, idempotency_key_reused,
-    /// rate_limited, unavailable, internal.
+    /// payload_too_large, request_timeout, rule_violation,
+    /// idempotency_key_reused, rate_limited, busy, unavailable, internal.
     pub code: &'static str,
     pub message: String,
     /// The request field the error is about, where one is.
@@ -53,6 +53,12 @@ pub enum ApiError {
     IdempotencyKeyReused(String),
     #[error("too many requests for this key: retry after {0:?}")]
     RateLimited(Duration),
+    /// Before the database: too many unknown keys from this address lately.
+    #[error("too many failed authentications from this address: retry after {0:?}")]
+    AuthFailures(Duration),
+    /// The tenant already uses its share of the API's database connections.
+    #[error("this tenant has too many requests in progress: retry shortly")]
+    Busy,
     #[error("the database is unavailable")]
     Unavailable,
     #[error("internal error")]
@@ -82,8 +88,8 @@ impl ApiError {
             ApiError::Rule(_) | ApiError::IdempotencyKeyReused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) | ApiError::AuthFailures(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,7 +102,8 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => code,
             ApiError::Rule(_) => "rule_violation",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
-            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RateLimited(_) | ApiError::AuthFailures(_) => "rate_limited",
+            ApiError::Busy => "busy",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -131,6 +138,11 @@ impl From<tokio_postgres::Error> for ApiError {
             }
             return ApiError::Rule(message.to_string());
         }
+        if *code == SqlState::INSUFFICIENT_PRIVILEGE && db.message().starts_with("postbox:") {
+            // postbox's own refusal (a portal session without a grant); the
+            // API refuses such requests before SQL, which is the backstop.
+            return ApiError::Forbidden("this credential may not do this");
+        }
         if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
             || *code == SqlState::UNTRANSLATABLE_CHARACTER
         {
@@ -163,6 +175,15 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
+impl From<crate::limit::Refused> for ApiError {
+    fn from(r: crate::limit::Refused) -> Self {
+        match r {
+            crate::limit::Refused::Rate(d) => ApiError::RateLimited(d),
+            crate::limit::Refused::Failures(d) => ApiError::AuthFailures(d),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -184,7 +205,11 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::RateLimited(wait) => {
+            ApiError::Busy => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            ApiError::RateLimited(wait) | ApiError::AuthFailures(wait) => {
                 // Whole seconds, rounded up: a client that waits this long gets in.
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 resp.headers_mut()

@@ -7,7 +7,9 @@
 //! gets its response), the handler does its work, `api_request_end`
 //! stores the response, and all commit together. A request that fails
 //! stores nothing and changed nothing, so it may simply be sent again.
-//! Stored responses may hold secrets; the table is granted to no one.
+//! Stored responses may hold secrets; the table is granted to no one, and
+//! an answer is stored under the credential that sent the request as well
+//! as its tenant, so no other key or session of the tenant can fetch it.
 
 use crate::auth::Scope;
 use crate::error::ApiError;
@@ -100,18 +102,28 @@ impl Write {
         h.finalize().into()
     }
 
-    /// Runs `work` in a transaction, under the Idempotency-Key if there is one.
-    pub async fn run<F>(self, scope: &mut Scope, body: &[u8], work: F) -> Result<Response, ApiError>
+    /// Runs `work` in a transaction on a connection of the tenant's share,
+    /// under the Idempotency-Key if there is one: a stored answer goes back
+    /// only to the credential (key or portal session) that sent the first
+    /// request.
+    pub async fn run<F>(self, scope: &Scope, body: &[u8], work: F) -> Result<Response, ApiError>
     where
         F: AsyncFnOnce(&Transaction<'_>, &str) -> Result<Reply, ApiError>,
     {
-        let tx = scope.db.transaction().await?;
+        let mut db = scope.db().await?;
+        let tx = db.transaction().await?;
+        let credential = scope.caller.credential;
         if let Some(key) = &self.key {
             let st = tx
-                .prepare_cached("SELECT status, body FROM postbox.api_request_begin($1, $2, $3)")
+                .prepare_cached(
+                    "SELECT status, body FROM postbox.api_request_begin($1, $2, $3, $4)",
+                )
                 .await?;
             if let Some(row) = tx
-                .query_opt(&st, &[&scope.tenant, key, &self.hash(body).as_slice()])
+                .query_opt(
+                    &st,
+                    &[&scope.tenant, &credential, key, &self.hash(body).as_slice()],
+                )
                 .await?
             {
                 tx.commit().await?;
@@ -130,11 +142,17 @@ impl Write {
         };
         if let Some(key) = &self.key {
             let st = tx
-                .prepare_cached("SELECT postbox.api_request_end($1, $2, $3, $4)")
+                .prepare_cached("SELECT postbox.api_request_end($1, $2, $3, $4, $5)")
                 .await?;
             tx.execute(
                 &st,
-                &[&scope.tenant, key, &i32::from(reply.status.as_u16()), &text],
+                &[
+                    &scope.tenant,
+                    &credential,
+                    key,
+                    &i32::from(reply.status.as_u16()),
+                    &text,
+                ],
             )
             .await?;
         }

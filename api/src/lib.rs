@@ -9,7 +9,9 @@
 //! # Layout
 //! - [`config`]: settings (flags, `POSTBOX_API_*`, TOML), the worker's layering.
 //! - [`auth`]: API keys, roles, and the tenant a request acts for.
-//! - [`limit`]: per-key rate limits (token buckets).
+//! - [`limit`]: rate limits per key, and of failed authentications per address.
+//! - [`connections`]: database connections: a wait deadline, a share per tenant.
+//! - [`server`]: the HTTP/1.1 connection loop: header deadline, graceful stop.
 //! - [`body`]: JSON bodies, bounded, unknown fields refused.
 //! - [`idempotency`]: writes in one transaction, with `Idempotency-Key`.
 //! - [`error`]: errors as JSON; SQL rules as 422, unknown ids as 404.
@@ -17,18 +19,22 @@
 //! - [`openapi`]: the document's shared parts.
 //! - [`portal`]: the settings portal: links, sessions, CSRF, its page (`portal/`).
 //! - [`metrics`]: Prometheus metrics, the request log, `/healthz`.
+//! - [`request_id`]: clients' `X-Request-Id`, kept only when it is a plain token.
 //! - this file: [`run`] and [`serve`], which wire them together.
 
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod idempotency;
 pub mod limit;
 pub mod metrics;
 pub mod openapi;
 pub mod portal;
+pub mod request_id;
 pub mod routes;
+pub mod server;
 
 pub use config::{Cli, Config};
 
@@ -49,8 +55,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 /// What every request shares.
 pub struct Shared {
-    pub pool: deadpool_postgres::Pool,
+    pub db: connections::Connections,
     pub limiter: limit::Limiter,
+    /// How long a client may take to send a body.
+    pub body_timeout: Duration,
     pub metrics: metrics::Metrics,
     pub portal: portal::Settings,
 }
@@ -75,6 +83,8 @@ pub enum RunError {
     Worker(#[from] postbox_worker::RunError),
     #[error("{0}")]
     Role(&'static str),
+    #[error("{0}")]
+    Logging(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -85,8 +95,10 @@ pub enum RunError {
 impl RunError {
     /// Configuration errors exit with 2, as the worker's do.
     pub fn is_config(&self) -> bool {
-        matches!(self, RunError::Config(_) | RunError::Role(_))
-            || matches!(self, RunError::Worker(e) if e.is_config())
+        matches!(
+            self,
+            RunError::Config(_) | RunError::Role(_) | RunError::Logging(_)
+        ) || matches!(self, RunError::Worker(e) if e.is_config())
     }
 }
 
@@ -108,6 +120,44 @@ pub fn openapi_json() -> String {
 /// The document's text: pretty JSON and a final newline.
 fn render(doc: &utoipa::openapi::OpenApi) -> String {
     doc.to_pretty_json().expect("the document serializes") + "\n"
+}
+
+/// Refuses to start when the database would log the API's statement
+/// parameters: new keys, new signing secrets, customers' own secrets and
+/// stored Idempotency-Key answers travel as parameters, and PostgreSQL logs
+/// them in full with `log_statement = all` or `log_min_duration_statement`
+/// unless `log_parameter_max_length` is 0 (and, on errors,
+/// `log_parameter_max_length_on_error`). Both are superuser settings, so
+/// the message gives the command for a superuser to run.
+async fn parameters_unlogged(db: &deadpool_postgres::Object, allow: bool) -> Result<(), RunError> {
+    let row = db
+        .query_one(
+            "SELECT current_setting('log_parameter_max_length')::int,
+                    current_setting('log_parameter_max_length_on_error')::int,
+                    quote_ident(current_user)",
+            &[],
+        )
+        .await
+        .map_err(|e| RunError::Db(postbox_worker::error::pg_message(&e)))?;
+    let (normal, on_error, role): (i32, i32, String) = (row.get(0), row.get(1), row.get(2));
+    if normal == 0 && on_error == 0 {
+        return Ok(());
+    }
+    if allow {
+        tracing::warn!(
+            log_parameter_max_length = normal,
+            log_parameter_max_length_on_error = on_error,
+            "the database may log this API's statement parameters, which carry new keys and secrets (allowed by POSTBOX_API_ALLOW_PARAMETER_LOGGING)"
+        );
+        return Ok(());
+    }
+    Err(RunError::Logging(format!(
+        "the database may log this API's statement parameters (log_parameter_max_length = {normal}, \
+         log_parameter_max_length_on_error = {on_error}), and new keys and secrets travel as parameters: \
+         as a superuser, run ALTER ROLE {role} SET log_parameter_max_length = 0; \
+         ALTER ROLE {role} SET log_parameter_max_length_on_error = 0; \
+         (or start with POSTBOX_API_ALLOW_PARAMETER_LOGGING=true to accept the risk)"
+    )))
 }
 
 /// Binds the configured address and serves until `shutdown`.
@@ -132,6 +182,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
+    if let Some(warning) = postbox_worker::db::transport_warning(config.database_url.as_str()) {
+        tracing::warn!("{warning}");
+    }
     let (mut pg, tls) = postbox_worker::db::parse(config.database_url.as_str())
         .map_err(|e| RunError::Db(e.to_string()))?;
     let tls = postbox_worker::db::connector(&tls).map_err(|e| RunError::Db(e.to_string()))?;
@@ -164,10 +217,15 @@ pub async fn serve(
                 "the database role is not granted postbox_admin",
             ));
         }
+        parameters_unlogged(&db, config.allow_parameter_logging).await?;
     }
     let app = App(Arc::new(Shared {
-        pool,
-        limiter: limit::Limiter::new(config.rate_limit, config.rate_burst),
+        db: connections::Connections::new(pool, config.db_wait_timeout, config.per_tenant()),
+        limiter: limit::Limiter::new(
+            limit::Rate::new(config.rate_limit, config.rate_burst),
+            limit::Rate::new(config.auth_failure_rate, config.auth_failure_burst),
+        ),
+        body_timeout: config.body_timeout,
         metrics: metrics::Metrics::new(),
         portal: portal::Settings::from_config(&config)?,
     }));
@@ -183,7 +241,10 @@ pub async fn serve(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(SWEEP_EVERY) => sweeper.limiter.sweep(Instant::now()),
+                _ = tokio::time::sleep(SWEEP_EVERY) => {
+                    sweeper.limiter.sweep(Instant::now());
+                    sweeper.db.sweep();
+                }
                 _ = sweep_stop.changed() => return,
             }
         }
@@ -213,6 +274,7 @@ pub async fn serve(
         .route("/portal/theme.css", get(portal::theme))
         .route("/portal/logo", get(portal::logo))
         .route("/v1/portal/session", get(portal::session))
+        .route("/v1/portal/sign-out", axum::routing::post(portal::sign_out))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest {
@@ -233,22 +295,18 @@ pub async fn serve(
         .layer(DefaultBodyLimit::max(config.max_body as usize))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(request_id::fit))
         .with_state(app);
 
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "postbox-api listening");
-    let mut graceful = stop.clone();
-    let server = axum::serve(listener, app_router).with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|s| *s).await;
-    });
-    let mut deadline = stop.clone();
-    let timeout = config.shutdown_timeout;
-    tokio::select! {
-        r = server => r.map_err(|e| RunError::Db(format!("server: {e}")))?,
-        _ = async move {
-            let _ = deadline.wait_for(|s| *s).await;
-            tokio::time::sleep(timeout).await;
-        } => tracing::warn!(?timeout, "requests still in flight at the shutdown timeout: stopping anyway"),
-    }
+    server::serve(
+        listener,
+        app_router,
+        config.header_timeout,
+        config.shutdown_timeout,
+        stop,
+    )
+    .await;
     tracing::info!("postbox-api stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use crate::App;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -69,7 +70,8 @@ pub async fn track(State(app): State<App>, req: Request, next: Next) -> Response
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
+    // Set (or replaced, when unfit) by request_id::fit before this runs.
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -84,7 +86,7 @@ pub async fn track(State(app): State<App>, req: Request, next: Next) -> Response
         .requests
         .get_or_create(&vec![
             ("route", route.clone()),
-            ("method", method.clone()),
+            ("method", method.to_string()),
             ("status", status.to_string()),
         ])
         .inc();
@@ -93,16 +95,36 @@ pub async fn track(State(app): State<App>, req: Request, next: Next) -> Response
         .get_or_create(&vec![("route", route.clone())])
         .observe(took.as_secs_f64());
     if status >= 500 {
-        tracing::warn!(%method, %route, status, ms = took.as_millis() as u64, %request_id, "request failed");
+        tracing::warn!(%method, %route, status, ms = took.as_millis() as u64, ?request_id, "request failed");
     } else {
-        tracing::debug!(%method, %route, status, ms = took.as_millis() as u64, %request_id, "request");
+        tracing::debug!(%method, %route, status, ms = took.as_millis() as u64, ?request_id, "request");
     }
     resp
 }
 
+/// A method as metrics label it: the standard ones by name, anything else
+/// as `other`, so made-up methods cannot grow the series without bound.
+pub fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|m| *m == method)
+        .map_or("other", |m| m.as_str())
+}
+
 /// Whether the database answers.
 pub async fn healthz(State(app): State<App>) -> Response {
-    let ok = match app.pool.get().await {
+    let ok = match app.db.get().await {
         Ok(db) => db.simple_query("SELECT 1").await.is_ok(),
         Err(_) => false,
     };
@@ -148,4 +170,21 @@ pub async fn serve(
             .await;
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for m in ["FOO", "BREW", "X1", "get"] {
+            assert_eq!(
+                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "other",
+                "{m}"
+            );
+        }
+    }
 }

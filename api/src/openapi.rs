@@ -49,6 +49,7 @@ const COMMON: &[(&str, &str)] = &[
         "No such route, or nothing with this id for this tenant.",
     ),
     ("405", "The route does not take this method."),
+    ("408", "The body did not arrive within the body timeout."),
     ("413", "The body is larger than the API accepts."),
     ("415", "The body is not JSON."),
     (
@@ -57,10 +58,13 @@ const COMMON: &[(&str, &str)] = &[
     ),
     (
         "429",
-        "The key's rate limit: retry after Retry-After seconds.",
+        "The key's rate limit, or too many failed authentications from this address: retry after Retry-After seconds.",
     ),
     ("500", "An internal error (logged with the request id)."),
-    ("503", "The database is unavailable."),
+    (
+        "503",
+        "The database is unavailable, or no connection came within the wait, or the tenant uses its whole share of connections (busy: retry after Retry-After seconds).",
+    ),
 ];
 
 fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<(HttpMethod, &mut Operation)> {

@@ -73,9 +73,10 @@ impl Settings {
             };
             Some((kind, bytes))
         };
-        // Plain http only on loopback, in development: browsers drop Secure
-        // cookies there.
-        let secure = public_url.starts_with("https://");
+        // Secure unless plain http on loopback, in development, where
+        // browsers drop Secure cookies (config refuses http anywhere else).
+        let secure =
+            !(public_url.starts_with("http://") && crate::config::is_loopback_url(&public_url));
         let same_site = match c.portal_same_site.as_str() {
             "strict" => "Strict",
             "none" => "None",
@@ -204,7 +205,7 @@ pub async fn enter(State(app): State<App>, Query(q): Query<Enter>) -> Result<Res
     getrandom::fill(&mut random).map_err(|_| ApiError::Internal)?;
     let cookie =
         postbox_rules::api_key::encode_with(postbox_rules::api_key::SESSION_PREFIX, &random);
-    let db = app.pool.get().await?;
+    let db = app.db.get().await?;
     let st = db
         .prepare_cached(
             "SELECT tenant FROM postbox.open_portal_session($1, $2, $3::int * interval '1 second')",
@@ -244,6 +245,8 @@ pub struct SessionInfo {
     pub role: String,
     pub csrf_token: String,
     pub logo: bool,
+    /// Whether the session may make and manage API keys.
+    pub manage_keys: bool,
 }
 
 pub async fn session(
@@ -265,8 +268,41 @@ pub async fn session(
         .into(),
         csrf_token: csrf_token(cookie),
         logo: app.portal.logo.is_some(),
+        manage_keys: caller.session.as_ref().is_some_and(|s| s.manage_keys),
     };
     Ok(secured(&app, Json(info).into_response()))
+}
+
+/// Signs out: ends the session (a change, so it needs the CSRF token, as
+/// the [`Caller`] extractor checks) and clears the cookie.
+pub async fn sign_out(
+    State(app): State<App>,
+    headers: HeaderMap,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let cookie = session_cookie(&headers).ok_or(ApiError::Unauthorized)?;
+    if caller.session.is_none() || headers.contains_key(header::AUTHORIZATION) {
+        return Err(ApiError::Forbidden("only a portal session signs out"));
+    }
+    let db = app.db.get().await?;
+    let st = db
+        .prepare_cached("SELECT postbox.end_portal_session($1)")
+        .await?;
+    db.execute(&st, &[&postbox_rules::api_key::hash(cookie).as_slice()])
+        .await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{COOKIE}=; {}",
+            app.portal.cookie_attributes.replace(
+                &format!("Max-Age={}", app.portal.lasts.as_secs()),
+                "Max-Age=0"
+            )
+        ))
+        .map_err(|_| ApiError::Internal)?,
+    );
+    Ok(secured(&app, resp))
 }
 
 #[cfg(test)]
@@ -305,6 +341,39 @@ mod tests {
             .unwrap()
             .ends_with("frame-ancestors https://app.example.com"));
         assert_eq!(prod.theme, ":root { --accent: #FF6600; }\n");
+    }
+
+    #[test]
+    fn the_cookie_is_secure_unless_plain_http_on_loopback() {
+        for (url, secure) in [
+            ("http://127.0.0.1:8080", false),
+            ("http://localhost:8080", false),
+            ("http://[::1]:8080", false),
+            ("http://127.3.4.5", false),
+            ("https://127.0.0.1:8443", true),
+            ("https://localhost", true),
+            ("https://webhooks.example.com", true),
+        ] {
+            let s = settings(|c| c.public_url = url.into()).unwrap();
+            assert_eq!(s.cookie_attributes.ends_with("; Secure"), secure, "{url}");
+        }
+        // Plain http anywhere else is refused, naming the setting.
+        for url in [
+            "http://webhooks.example.com",
+            "http://10.0.0.5:8080",
+            "http://0.0.0.0:8080",
+            "http://localhost.example.com",
+        ] {
+            let e = settings(|c| c.public_url = url.into())
+                .err()
+                .unwrap_or_default();
+            assert!(e.starts_with("POSTBOX_API_PUBLIC_URL"), "{url}: {e}");
+        }
+        // The default follows the listen address.
+        let e = settings(|c| c.listen = "0.0.0.0:8080".parse().unwrap())
+            .err()
+            .unwrap_or_default();
+        assert!(e.starts_with("POSTBOX_API_PUBLIC_URL"), "{e}");
     }
 
     #[test]

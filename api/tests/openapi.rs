@@ -57,6 +57,7 @@ fn the_document_is_complete() {
         }
     }
     assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
-    // 18 tenant operations twice (tenant and operator keys), the catalog, emitting, portal links.
-    assert_eq!(operations, 2 * 18 + 3, "{ids:#?}");
+    // 18 tenant operations twice (tenant and operator keys), the catalog,
+    // emitting, portal links and revoking portal sessions.
+    assert_eq!(operations, 2 * 18 + 4, "{ids:#?}");
 }

@@ -22,6 +22,7 @@ async fn the_portal_in_a_real_browser() {
          SELECT postbox.create_event_type('order.refunded', 'An order was refunded.');
          SELECT postbox.create_event_type('customer.created', 'A customer signed up.');
          CREATE ROLE postbox_api LOGIN IN ROLE postbox_admin, postbox_emitter;
+         ALTER ROLE postbox_api SET log_parameter_max_length = 0;
          ALTER ROLE postbox_api SET postbox.allow_insecure_urls = on;",
     )
     .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 async fn sigterm_drains_requests_in_flight_and_exits_0() {
     let pg = Cluster::start().await;
     let db = pg.connect("postgres").await;
-    db.batch_execute("CREATE ROLE postbox_api LOGIN IN ROLE postbox_admin")
+    db.batch_execute("CREATE ROLE postbox_api LOGIN IN ROLE postbox_admin; ALTER ROLE postbox_api SET log_parameter_max_length = 0")
         .await
         .unwrap();
     let key: String = db

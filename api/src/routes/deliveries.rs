@@ -154,9 +154,9 @@ pub async fn list(
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     let limit = page_size(q.limit)?;
-    exists(&scope.db, &scope.tenant, p.id).await?;
-    let st = scope
-        .db
+    let db = scope.db().await?;
+    exists(&*db, &scope.tenant, p.id).await?;
+    let st = db
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM postbox.deliveries
               WHERE tenant = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR status = $3)
@@ -165,8 +165,7 @@ pub async fn list(
         ))
         .await?;
     let status = q.status.map(DeliveryStatus::as_str);
-    let rows = scope
-        .db
+    let rows = db
         .query(
             &st,
             &[
@@ -196,27 +195,24 @@ pub async fn get(
     scope: Scope,
     ApiPath(p): ApiPath<DeliveryPath>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
-    let st = scope
-        .db
+    let db = scope.db().await?;
+    let st = db
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM postbox.deliveries WHERE tenant = $1 AND id = $2 LIMIT 1"
         ))
         .await?;
-    let row = scope
-        .db
+    let row = db
         .query_opt(&st, &[&scope.tenant, &p.id])
         .await?
         .ok_or_else(|| no_delivery(p.id))?;
-    let st = scope
-        .db
+    let st = db
         .prepare_cached(
             "SELECT attempt, started_at, duration_ms, outcome, is_test, request_headers, data, status_code,
                     response_excerpt, error
                FROM postbox.attempts WHERE tenant = $1 AND delivery_id = $2 ORDER BY started_at, attempt",
         )
         .await?;
-    let attempts = scope
-        .db
+    let attempts = db
         .query(&st, &[&scope.tenant, &p.id])
         .await?
         .iter()
@@ -248,12 +244,12 @@ pub async fn get(
         ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
     responses((status = 202, body = Retried)))]
 pub async fn retry(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     ApiPath(p): ApiPath<DeliveryPath>,
 ) -> Result<Response, ApiError> {
     write
-        .run(&mut scope, &[], async |tx, tenant| {
+        .run(&scope, &[], async |tx, tenant| {
             let st = tx
                 .prepare_cached("SELECT postbox.retry_delivery($1, $2)")
                 .await?;

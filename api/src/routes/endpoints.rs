@@ -2,7 +2,7 @@
 //! unregister by URL, test, rotate the secret, replay, statistics. Each
 //! calls postbox's tenant-scoped SQL, which holds every rule.
 
-use crate::auth::Scope;
+use crate::auth::{Role, Scope};
 use crate::body::{ApiJson, ApiPath, ApiQuery};
 use crate::error::ApiError;
 use crate::idempotency::{Reply, Write};
@@ -31,7 +31,8 @@ pub struct Endpoint {
     pub url: String,
     /// Event type filters: names, `prefix.*` or `*`.
     pub event_types: Vec<String>,
-    /// Custom headers sent with each delivery.
+    /// Custom headers sent with each delivery; member keys and sessions
+    /// see each value as `********`.
     pub headers: BTreeMap<String, String>,
     pub description: Option<String>,
     /// Delivery options (timeouts, rate limit, retry schedule, ...).
@@ -73,8 +74,9 @@ pub struct EndpointWithSecret {
 pub struct Registered {
     #[serde(flatten)]
     pub endpoint: Endpoint,
-    /// The current signing secret.
-    pub secret: String,
+    /// The signing secret, only when this call created the endpoint (null
+    /// otherwise: stored secrets are never read back; rotate to get a new one).
+    pub secret: Option<String>,
     /// Whether this call created it.
     pub created: bool,
 }
@@ -187,12 +189,16 @@ pub struct ReplayRequest {
     pub since: DateTime<Utc>,
     /// Deliveries queued before this (default: now and later).
     pub until: Option<DateTime<Utc>>,
+    /// Most deliveries this call queues, 1 to 10000 (default 1000), oldest first.
+    pub limit: Option<i32>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Replayed {
-    /// Failed and cancelled deliveries queued again.
+    /// Failed and cancelled deliveries queued again by this call.
     pub queued: i32,
+    /// Whether more in the range remain: send the same request again until false.
+    pub more: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -310,6 +316,19 @@ fn endpoint(row: &Row) -> Result<Endpoint, ApiError> {
     })
 }
 
+impl Endpoint {
+    /// The endpoint as `role` may see it: members never see custom header
+    /// values (often credentials), only their names.
+    pub fn seen_by(mut self, role: Role) -> Endpoint {
+        if role == Role::Member {
+            for v in self.headers.values_mut() {
+                *v = postbox_rules::headers::MASKED_VALUE.to_string();
+            }
+        }
+        self
+    }
+}
+
 /// The unknown-endpoint answer, in the words of postbox's SQL.
 pub fn no_endpoint(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("postbox: no endpoint has this id: {id}"))
@@ -358,21 +377,20 @@ pub async fn list(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<EndpointPage>, ApiError> {
     let limit = page_size(q.limit)?;
-    let st = scope
-        .db
+    let db = scope.db().await?;
+    let st = db
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM postbox.endpoint_settings
               WHERE tenant = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
         ))
         .await?;
-    let rows = scope
-        .db
+    let rows = db
         .query(&st, &[&scope.tenant, &q.after, &(limit + 1)])
         .await?;
     let mut data = rows
         .iter()
         .take(limit as usize)
-        .map(endpoint)
+        .map(|r| endpoint(r).map(|e| e.seen_by(scope.caller.role)))
         .collect::<Result<Vec<_>, _>>()?;
     let next = (rows.len() as i64 > limit)
         .then(|| data.last().map(|e| e.id))
@@ -386,13 +404,13 @@ pub async fn list(
     params(("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
     responses((status = 201, body = EndpointWithSecret)))]
 pub async fn create(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     body: ApiJson<NewEndpoint>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
     write
-        .run(&mut scope, &body.raw, async |tx, tenant| {
+        .run(&scope, &body.raw, async |tx, tenant| {
             let st = tx
                 .prepare_cached(
                     "SELECT id, secret FROM postbox.create_endpoint(tenant => $1, url => $2, event_types => $3,
@@ -417,21 +435,26 @@ pub async fn create(
 #[utoipa::path(get, path = "/endpoints/{id}", tag = "endpoints", params(IdPath),
     responses((status = 200, body = Endpoint)))]
 pub async fn get(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Endpoint>, ApiError> {
-    Ok(Json(read(&scope.db, &scope.tenant, p.id).await?))
+    let db = scope.db().await?;
+    Ok(Json(
+        read(&*db, &scope.tenant, p.id)
+            .await?
+            .seen_by(scope.caller.role),
+    ))
 }
 
 /// Changes an endpoint; fields left out stay as they are.
 #[utoipa::path(patch, path = "/endpoints/{id}", tag = "endpoints", params(IdPath), request_body = EndpointChanges,
     responses((status = 200, body = Endpoint)))]
 pub async fn update(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     ApiPath(p): ApiPath<IdPath>,
     body: ApiJson<EndpointChanges>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
     write
-        .run(&mut scope, &body.raw, async |tx, tenant| {
+        .run(&scope, &body.raw, async |tx, tenant| {
             let st = tx
                 .prepare_cached(
                     "SELECT postbox.update_endpoint(tenant => $1, id => $2, url => $3, event_types => $4,
@@ -453,12 +476,12 @@ pub async fn update(
 #[utoipa::path(delete, path = "/endpoints/{id}", tag = "endpoints", params(IdPath),
     responses((status = 204, description = "Deleted.")))]
 pub async fn delete(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     ApiPath(p): ApiPath<IdPath>,
 ) -> Result<Response, ApiError> {
     write
-        .run(&mut scope, &[], async |tx, tenant| {
+        .run(&scope, &[], async |tx, tenant| {
             let st = tx
                 .prepare_cached("SELECT postbox.delete_endpoint($1, $2)")
                 .await?;
@@ -468,20 +491,20 @@ pub async fn delete(
         .await
 }
 
-/// Registers an endpoint by URL: creates it, or sets the event types of the
-/// one the tenant has for that URL; either way answers with its current
-/// secret (201 when created, 200 when it existed). The other fields apply
-/// only when it creates.
+/// Registers an endpoint by URL: creates it (201, with its secret), or
+/// sets the event types of the one the tenant has for that URL (200, no
+/// secret: a caller that lost it rotates). The other fields apply only
+/// when it creates.
 #[utoipa::path(put, path = "/endpoints/by-url", tag = "endpoints", request_body = NewEndpoint,
     responses((status = 200, body = Registered), (status = 201, body = Registered)))]
 pub async fn register(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     body: ApiJson<NewEndpoint>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
     write
-        .run(&mut scope, &body.raw, async |tx, tenant| {
+        .run(&scope, &body.raw, async |tx, tenant| {
             let st = tx
                 .prepare_cached(
                     "SELECT id, secret, created FROM postbox.register_endpoint(tenant => $1, url => $2,
@@ -509,12 +532,12 @@ pub async fn register(
 #[utoipa::path(delete, path = "/endpoints/by-url", tag = "endpoints", params(UrlQuery),
     responses((status = 200, body = Deleted)))]
 pub async fn unregister(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     ApiQuery(q): ApiQuery<UrlQuery>,
 ) -> Result<Response, ApiError> {
     write
-        .run(&mut scope, &[], async |tx, tenant| {
+        .run(&scope, &[], async |tx, tenant| {
             let st = tx
                 .prepare_cached("SELECT postbox.unregister_endpoint($1, $2)")
                 .await?;
@@ -530,14 +553,14 @@ pub async fn unregister(
     request_body(content = Option<TestRequest>, description = "Optional."),
     responses((status = 202, body = Queued)))]
 pub async fn send_test(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     ApiPath(p): ApiPath<IdPath>,
     body: ApiJson<TestRequest>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
     write
-        .run(&mut scope, &body.raw, async |tx, tenant| {
+        .run(&scope, &body.raw, async |tx, tenant| {
             let st = tx
                 .prepare_cached(
                     "SELECT postbox.send_test($1, $2, coalesce($3, 'webhook.test'), $4)",
@@ -559,14 +582,14 @@ pub async fn send_test(
     request_body(content = Option<RotateRequest>, description = "Optional."),
     responses((status = 200, body = NewSecret)))]
 pub async fn rotate_secret(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     ApiPath(p): ApiPath<IdPath>,
     body: ApiJson<RotateRequest>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
     write
-        .run(&mut scope, &body.raw, async |tx, tenant| {
+        .run(&scope, &body.raw, async |tx, tenant| {
             let st = tx
                 .prepare_cached(
                     "SELECT postbox.rotate_secret($1, $2, coalesce($3::int, 86400) * interval '1 second', $4)",
@@ -579,24 +602,36 @@ pub async fn rotate_secret(
 }
 
 /// Queues again the endpoint's failed and cancelled deliveries queued in
-/// [since, until), each with a fresh schedule.
+/// [since, until), each with a fresh schedule, oldest first, up to `limit`
+/// per call; `more` says whether to call again.
 #[utoipa::path(post, path = "/endpoints/{id}/replay", tag = "endpoints", params(IdPath,
         ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
     request_body = ReplayRequest, responses((status = 202, body = Replayed)))]
 pub async fn replay(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     ApiPath(p): ApiPath<IdPath>,
     body: ApiJson<ReplayRequest>,
 ) -> Result<Response, ApiError> {
     let b = &body.value;
     write
-        .run(&mut scope, &body.raw, async |tx, tenant| {
+        .run(&scope, &body.raw, async |tx, tenant| {
             let st = tx
-                .prepare_cached("SELECT postbox.replay($1, $2, $3::timestamptz, coalesce($4::timestamptz, 'infinity'))")
+                .prepare_cached(
+                    "SELECT queued, more FROM postbox.replay($1, $2, $3::timestamptz,
+                    coalesce($4::timestamptz, 'infinity'), coalesce($5::int, 1000))",
+                )
                 .await?;
-            let n: i32 = tx.query_one(&st, &[&tenant, &p.id, &b.since, &b.until]).await?.get(0);
-            Ok(Reply::new(StatusCode::ACCEPTED, Replayed { queued: n }))
+            let row = tx
+                .query_one(&st, &[&tenant, &p.id, &b.since, &b.until, &b.limit])
+                .await?;
+            Ok(Reply::new(
+                StatusCode::ACCEPTED,
+                Replayed {
+                    queued: row.get(0),
+                    more: row.get(1),
+                },
+            ))
         })
         .await
 }
@@ -606,22 +641,20 @@ pub async fn replay(
 #[utoipa::path(get, path = "/endpoints/{id}/stats", tag = "endpoints", params(IdPath),
     responses((status = 200, body = Stats)))]
 pub async fn stats(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Stats>, ApiError> {
-    let st = scope
-        .db
+    let db = scope.db().await?;
+    let st = db
         .prepare_cached(
             "SELECT succeeded_1h, failed_1h, success_rate_1h::float8, succeeded_24h, failed_24h,
                     success_rate_24h::float8, succeeded_7d, failed_7d, success_rate_7d::float8
                FROM postbox.endpoint_stats WHERE tenant = $1 AND id = $2",
         )
         .await?;
-    let row = scope
-        .db
+    let row = db
         .query_opt(&st, &[&scope.tenant, &p.id])
         .await?
         .ok_or_else(|| no_endpoint(p.id))?;
     // Hour by hour, through the attempt log's (tenant, endpoint, time) index.
-    let st = scope
-        .db
+    let st = db
         .prepare_cached(
             "SELECT floor(extract(epoch FROM now() - started_at) / 3600)::int,
                     count(*) FILTER (WHERE outcome = 'succeeded'),
@@ -631,8 +664,7 @@ pub async fn stats(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Sta
               GROUP BY 1",
         )
         .await?;
-    let counts: Vec<(i32, i64, i64)> = scope
-        .db
+    let counts: Vec<(i32, i64, i64)> = db
         .query(&st, &[&scope.tenant, &p.id])
         .await?
         .iter()

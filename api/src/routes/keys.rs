@@ -1,12 +1,15 @@
 //! A tenant's API keys: list (never the key), create and rotate (the key is
-//! in that answer only), revoke. Admin and operator keys only. Operator
-//! keys themselves are made in SQL (`postbox.create_api_key(NULL,
+//! in that answer only), revoke. Admin and operator keys, and portal
+//! sessions that the operator made with `manage_keys` (then only the keys
+//! the session made or its user's: SQL's rule, given the session's id).
+//! Operator keys themselves are made in SQL (`postbox.create_api_key(NULL,
 //! 'operator', ...)`), never over HTTP.
 
 use crate::auth::Scope;
-use crate::body::{ApiJson, ApiPath};
+use crate::body::{ApiJson, ApiPath, ApiQuery};
 use crate::error::ApiError;
 use crate::idempotency::{Reply, Write};
+use crate::routes::endpoints::page_size;
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -29,11 +32,25 @@ pub struct ApiKey {
     /// Recorded at most once a minute.
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The portal session that made it, if one did.
+    pub made_by_session: Option<Uuid>,
+    /// The product's user that session was for, if the operator named one.
+    pub for_user: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ApiKeyList {
     pub data: Vec<ApiKey>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next: Option<Uuid>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct KeyPage {
+    /// The last id of the previous page.
+    pub after: Option<Uuid>,
+    /// 1 to 500 (default 100).
+    pub limit: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -70,7 +87,8 @@ pub struct KeyPath {
 }
 
 const COLUMNS: &str =
-    "id, role, label, key_prefix, created_at, rotated_at, last_used_at, revoked_at";
+    "id, role, label, key_prefix, created_at, rotated_at, last_used_at, revoked_at, \
+     made_by_session, for_user";
 
 async fn read(
     db: &impl deadpool_postgres::GenericClient,
@@ -99,27 +117,43 @@ fn key(row: &tokio_postgres::Row) -> ApiKey {
         rotated_at: row.get(5),
         last_used_at: row.get(6),
         revoked_at: row.get(7),
+        made_by_session: row.get(8),
+        for_user: row.get(9),
     }
 }
 
-/// The tenant's keys, revoked ones too, oldest first.
-#[utoipa::path(get, path = "/api-keys", tag = "api keys", responses((status = 200, body = ApiKeyList)))]
-pub async fn list(scope: Scope) -> Result<Json<ApiKeyList>, ApiError> {
-    scope.require_admin()?;
-    let st = scope
-        .db
+/// The tenant's keys, oldest first, a page at a time; revoked ones show
+/// until the revoked_api_keys retention window ends. A portal session
+/// sees only the keys it may manage.
+#[utoipa::path(get, path = "/api-keys", tag = "api keys", params(KeyPage),
+    responses((status = 200, body = ApiKeyList)))]
+pub async fn list(
+    scope: Scope,
+    ApiQuery(q): ApiQuery<KeyPage>,
+) -> Result<Json<ApiKeyList>, ApiError> {
+    scope.require_key_manager()?;
+    let limit = page_size(q.limit)?;
+    let db = scope.db().await?;
+    let st = db
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM postbox.api_key_list WHERE tenant = $1 ORDER BY id"
+            "SELECT {COLUMNS} FROM postbox.list_api_keys($1, $2, $3, $4::int)"
         ))
         .await?;
-    let data = scope
-        .db
-        .query(&st, &[&scope.tenant])
-        .await?
-        .iter()
-        .map(key)
-        .collect();
-    Ok(Json(ApiKeyList { data }))
+    let rows = db
+        .query(
+            &st,
+            &[
+                &scope.tenant,
+                &scope.session_id(),
+                &q.after,
+                &(limit as i32 + 1),
+            ],
+        )
+        .await?;
+    let mut data: Vec<ApiKey> = rows.iter().map(key).collect();
+    let next = (data.len() as i64 > limit).then(|| data[limit as usize - 1].id);
+    data.truncate(limit as usize);
+    Ok(Json(ApiKeyList { data, next }))
 }
 
 /// Creates a key for the tenant; the key is in this answer only.
@@ -127,21 +161,25 @@ pub async fn list(scope: Scope) -> Result<Json<ApiKeyList>, ApiError> {
     params(("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
     responses((status = 201, body = ApiKeyWithSecret)))]
 pub async fn create(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     body: ApiJson<NewApiKey>,
 ) -> Result<Response, ApiError> {
+    scope.require_key_manager()?;
+    let session = scope.session_id();
     let b = &body.value;
     let role = match b.role {
         KeyRole::Admin => "admin",
         KeyRole::Member => "member",
     };
     write
-        .run(&mut scope, &body.raw, async |tx, tenant| {
+        .run(&scope, &body.raw, async |tx, tenant| {
             let st = tx
-                .prepare_cached("SELECT id, key FROM postbox.create_api_key($1, $2, $3)")
+                .prepare_cached("SELECT id, key FROM postbox.create_api_key($1, $2, $3, $4)")
                 .await?;
-            let row = tx.query_one(&st, &[&tenant, &role, &b.label]).await?;
+            let row = tx
+                .query_one(&st, &[&tenant, &role, &b.label, &session])
+                .await?;
             let api_key = read(tx, tenant, row.get(0)).await?;
             Ok(Reply::new(
                 StatusCode::CREATED,
@@ -159,16 +197,18 @@ pub async fn create(
         ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h gets the first answer.")),
     responses((status = 200, body = ApiKeyWithSecret)))]
 pub async fn rotate(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     ApiPath(p): ApiPath<KeyPath>,
 ) -> Result<Response, ApiError> {
+    scope.require_key_manager()?;
+    let session = scope.session_id();
     write
-        .run(&mut scope, &[], async |tx, tenant| {
+        .run(&scope, &[], async |tx, tenant| {
             let st = tx
-                .prepare_cached("SELECT postbox.rotate_api_key($1, $2)")
+                .prepare_cached("SELECT postbox.rotate_api_key($1, $2, $3)")
                 .await?;
-            let new: String = tx.query_one(&st, &[&tenant, &p.id]).await?.get(0);
+            let new: String = tx.query_one(&st, &[&tenant, &p.id, &session]).await?.get(0);
             let api_key = read(tx, tenant, p.id).await?;
             Ok(Reply::new(
                 StatusCode::OK,
@@ -182,16 +222,18 @@ pub async fn rotate(
 #[utoipa::path(delete, path = "/api-keys/{id}", tag = "api keys", params(KeyPath),
     responses((status = 204, description = "Revoked.")))]
 pub async fn revoke(
-    mut scope: Scope,
+    scope: Scope,
     write: Write,
     ApiPath(p): ApiPath<KeyPath>,
 ) -> Result<Response, ApiError> {
+    scope.require_key_manager()?;
+    let session = scope.session_id();
     write
-        .run(&mut scope, &[], async |tx, tenant| {
+        .run(&scope, &[], async |tx, tenant| {
             let st = tx
-                .prepare_cached("SELECT postbox.revoke_api_key($1, $2)")
+                .prepare_cached("SELECT postbox.revoke_api_key($1, $2, $3)")
                 .await?;
-            tx.execute(&st, &[&tenant, &p.id]).await?;
+            tx.execute(&st, &[&tenant, &p.id, &session]).await?;
             Ok(Reply::no_content())
         })
         .await

@@ -48,5 +48,5 @@ pub fn all() -> OpenApiRouter<App> {
         .nest(OPERATOR_KEYS, tenant_routes())
         .routes(routes!(events::event_types))
         .routes(routes!(events::emit))
-        .routes(routes!(portal::create))
+        .routes(routes!(portal::create, portal::revoke))
 }
