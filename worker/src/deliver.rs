@@ -64,8 +64,34 @@ pub struct SenderSettings {
     pub max_request_time: Duration,
 }
 
+/// The connect timeouts the worker has clients for: an endpoint's
+/// `connect_timeout_ms` (tenants choose it, 100 ms to 60 s) is rounded up to
+/// the next of these, so tenants cannot make a client (and a keep-alive
+/// pool) per distinct value. Up, so no connect fails sooner than asked; the
+/// request's total timeout still bounds the whole attempt.
+pub const CONNECT_TIMEOUTS_MS: [u64; 12] = [
+    100, 200, 300, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 20_000, 30_000, 60_000,
+];
+
+/// The connect timeout a client is kept for: `asked` rounded up to one of
+/// [`CONNECT_TIMEOUTS_MS`] (the largest, above them), or the worker's own
+/// default unchanged.
+pub fn connect_timeout_step(asked: Duration, default: Duration) -> Duration {
+    if asked == default {
+        return default;
+    }
+    let step = CONNECT_TIMEOUTS_MS
+        .iter()
+        .map(|ms| Duration::from_millis(*ms))
+        .find(|d| *d >= asked);
+    step.unwrap_or(Duration::from_millis(
+        CONNECT_TIMEOUTS_MS[CONNECT_TIMEOUTS_MS.len() - 1],
+    ))
+}
+
 /// Sends attempts. One reqwest client per connect timeout in use, each with
-/// its own keep-alive pool.
+/// its own keep-alive pool: at most one per [`CONNECT_TIMEOUTS_MS`] step and
+/// one for the default.
 pub struct Sender {
     clients: Mutex<HashMap<Duration, reqwest::Client>>,
     settings: SenderSettings,
@@ -129,9 +155,9 @@ impl Sender {
             .timeout
             .unwrap_or(self.settings.default_timeout)
             .min(self.settings.max_request_time);
-        let connect_timeout = opts
-            .connect_timeout
-            .unwrap_or(self.settings.default_connect_timeout);
+        let default = self.settings.default_connect_timeout;
+        let connect_timeout =
+            connect_timeout_step(opts.connect_timeout.unwrap_or(default), default);
         let client = match self.client(connect_timeout) {
             Ok(c) => c,
             Err(e) => return done(None, None, None, Some(e.to_string())),
@@ -205,6 +231,66 @@ mod tests {
 
     fn response(body: impl Into<reqwest::Body>) -> reqwest::Response {
         reqwest::Response::from(http::Response::new(body.into()))
+    }
+
+    #[test]
+    fn connect_timeouts_round_up_to_a_few_steps() {
+        let default = Duration::from_secs(5);
+        let mut steps = std::collections::HashSet::new();
+        // Every value an endpoint may set (100 to 60,000 ms).
+        for ms in 100..=60_000u64 {
+            let asked = Duration::from_millis(ms);
+            let got = connect_timeout_step(asked, default);
+            assert!(got >= asked, "{ms} ms: never shorter than asked");
+            assert!(got <= asked * 2, "{ms} ms: at most twice as long");
+            steps.insert(got);
+        }
+        assert_eq!(steps.len(), CONNECT_TIMEOUTS_MS.len());
+        let odd = Duration::from_millis(4_321);
+        assert_eq!(connect_timeout_step(odd, odd), odd, "the default is kept");
+        assert_eq!(
+            connect_timeout_step(Duration::from_secs(600), default),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sender_keeps_a_bounded_number_of_clients() {
+        let default = Duration::from_millis(4_321);
+        let sender = Sender::new(SenderSettings {
+            resolver: Arc::new(crate::resolve::SystemResolver),
+            roots: Vec::new(),
+            allow_private: true,
+            default_timeout: Duration::from_millis(200),
+            default_connect_timeout: default,
+            max_request_time: Duration::from_secs(1),
+        })
+        .unwrap();
+        // A job per distinct connect timeout, to a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut job = crate::claim::tests::sample_job(
+            postbox_rules::headers::SignatureStyle::Standard,
+            None,
+            &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+        );
+        Arc::get_mut(&mut job.endpoint).unwrap().url = format!("http://127.0.0.1:{port}/hook");
+        for ms in (100..=60_000).step_by(97) {
+            let opts = EndpointOptions {
+                connect_timeout: Some(Duration::from_millis(ms)),
+                ..Default::default()
+            };
+            let a = sender.send(&job, &opts).await;
+            assert!(a.error.is_some());
+        }
+        let clients = sender.clients.lock().unwrap().len();
+        assert!(
+            clients <= CONNECT_TIMEOUTS_MS.len() + 1,
+            "{clients} clients for 619 distinct connect timeouts"
+        );
     }
 
     #[tokio::test]
