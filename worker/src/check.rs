@@ -8,10 +8,12 @@ use crate::error::{pg_message, pool_message};
 use crate::resolve::checked_lookup;
 use std::time::Duration;
 
-/// One finding: fine, or a problem to fix before running.
+/// One finding: fine, a risk to look at (the worker runs anyway), or a
+/// problem to fix before running.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Finding {
     Ok(String),
+    Warning(String),
     Problem(String),
 }
 
@@ -46,25 +48,28 @@ pub async fn check(config: &Config) -> Vec<Finding> {
         Ok(p) => p,
         Err(e) => return vec![Finding::Problem(e.to_string())],
     };
+    if let Some(w) = crate::db::transport_warning(config.database_url.as_str()) {
+        out.push(Finding::Warning(w));
+    }
     let mut pg = prepared.pg;
     crate::db::session_options(&mut pg);
     let pool = match crate::pool(config, pg, prepared.tls) {
         Ok(p) => p,
-        Err(e) => return vec![Finding::Problem(e.to_string())],
+        Err(e) => return push(out, Finding::Problem(e.to_string())),
     };
     let db = match tokio::time::timeout(CONNECT_WAIT, pool.get()).await {
         Ok(Ok(db)) => db,
         Ok(Err(e)) => {
-            return vec![Finding::Problem(format!(
-                "cannot connect: {}",
-                pool_message(&e)
-            ))]
+            return push(
+                out,
+                Finding::Problem(format!("cannot connect: {}", pool_message(&e))),
+            )
         }
         Err(_) => {
-            return vec![Finding::Problem(format!(
-                "cannot connect within {}s",
-                CONNECT_WAIT.as_secs()
-            ))]
+            return push(
+                out,
+                Finding::Problem(format!("cannot connect within {}s", CONNECT_WAIT.as_secs())),
+            )
         }
     };
     let who = match db
@@ -75,7 +80,12 @@ pub async fn check(config: &Config) -> Vec<Finding> {
         .await
     {
         Ok(r) => (r.get::<_, String>(0), r.get::<_, bool>(1)),
-        Err(e) => return vec![Finding::Problem(format!("database: {}", pg_message(&e)))],
+        Err(e) => {
+            return push(
+                out,
+                Finding::Problem(format!("database: {}", pg_message(&e))),
+            )
+        }
     };
     out.push(Finding::Ok(format!("connected as role {}", who.0)));
     if who.1 {

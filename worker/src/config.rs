@@ -453,7 +453,7 @@ crate::settings! {
     /// Database connections for claims and acknowledgements.
     #[arg(long, env = "POSTBOX_DB_POOL_SIZE")]
     db_pool_size: usize = 4;
-    /// Name recorded on claims; defaults to host name and process id.
+    /// Name recorded on claims, unique to each running worker; defaults to host name, process id and a random part.
     #[arg(long, env = "POSTBOX_WORKER_ID")]
     worker_id: String = default_worker_id();
     /// PEM files with extra root certificates to trust, comma-separated.
@@ -717,11 +717,14 @@ fn db_invalid(e: crate::db::DbError) -> ConfigError {
     invalid("POSTBOX_DATABASE_URL", e.to_string(), "(hidden)")
 }
 
+/// Host name, process id and a random part: containers that run as pid 1
+/// on the host's network share the first two, and two live processes must
+/// never share an id (the heartbeat refuses the second).
 fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "worker".into());
-    format!("{host}-{}", std::process::id())
+    format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
 }
 
 #[cfg(test)]
@@ -925,7 +928,18 @@ mod tests {
         assert!(!c.allow_private_targets && !c.log_json);
         assert_eq!(c.log, "info");
         assert!(c.extra_root_certs.is_empty());
-        assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
+        let pid = format!("-{}-", std::process::id());
+        let (_, random) = c.worker_id.split_once(&pid).expect("host-pid-random");
+        assert!(
+            random.len() == 8 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{}",
+            c.worker_id
+        );
+        assert_ne!(
+            c.worker_id,
+            Config::new("postgres://db/x").worker_id,
+            "two configurations in one process get different ids"
+        );
         c.validate().unwrap();
     }
 

@@ -129,6 +129,69 @@ pub fn parse(conn: &str) -> Result<(tokio_postgres::Config, TlsSettings), DbErro
     Ok((pg, settings))
 }
 
+/// A warning when the connection string lets a network attacker read or
+/// change the traffic: a host that is not local (loopback or a Unix socket)
+/// with `sslmode` below `verify-full` (`prefer`, libpq's default, falls
+/// back to plain text; `require` and `verify-ca` accept a server that is
+/// not the one named). None when it is fine, or when the string does not
+/// parse (that is an error of its own). Names the hosts, never the string.
+pub fn transport_warning(url: &str) -> Option<String> {
+    let (pg, tls) = parse(url).ok()?;
+    let mode = tls.effective_mode();
+    if mode == SslMode::VerifyFull {
+        return None;
+    }
+    let addrs = pg.get_hostaddrs();
+    let remote: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, host)| match host {
+            tokio_postgres::config::Host::Tcp(name) => {
+                // libpq connects to hostaddr when it is given, not to the name.
+                let local = match addrs.get(i) {
+                    Some(ip) => ip.is_loopback(),
+                    None => is_local_name(name),
+                };
+                (!local).then(|| name.clone())
+            }
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => None,
+        })
+        .chain(
+            // Addresses without host names.
+            addrs
+                .iter()
+                .skip(pg.get_hosts().len())
+                .filter(|ip| !ip.is_loopback())
+                .map(|ip| ip.to_string()),
+        )
+        .collect();
+    if remote.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the database connection to {} is not local and uses sslmode={}: {}; \
+         use sslmode=verify-full with sslrootcert",
+        remote.join(", "),
+        tls.mode.as_str(),
+        match mode {
+            SslMode::Disable => "it is plain text",
+            SslMode::Prefer => "it falls back to plain text if TLS is refused, as an attacker can make it",
+            _ => "the server's certificate is not checked against its name, so another server can answer",
+        }
+    ))
+}
+
+/// `localhost` and loopback literals (`127.0.0.1`, `::1`, `[::1]`).
+fn is_local_name(name: &str) -> bool {
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 const TAKEN: [&str; 2] = ["sslmode", "sslrootcert"];
 
 fn url_query_start(conn: &str) -> Option<usize> {
@@ -625,6 +688,47 @@ mod tests {
         let s = settings("host=db sslmode=verify-ca sslrootcert='/etc/my ca.pem'").unwrap();
         assert_eq!(s.mode, SslMode::VerifyCa);
         assert_eq!(s.root_cert.as_deref(), Some(Path::new("/etc/my ca.pem")));
+    }
+
+    #[test]
+    fn a_remote_database_below_verify_full_is_warned_about() {
+        for conn in [
+            "postgres://u:hunter2@db.internal/app",
+            "postgres://u:hunter2@db.internal/app?sslmode=prefer",
+            "postgres://u@db.internal/app?sslmode=disable",
+            "postgres://u@db.internal/app?sslmode=require",
+            "postgres://u@db.internal/app?sslmode=require&sslrootcert=/ca.pem",
+            "postgres://u@10.0.0.5/app?sslmode=verify-ca&sslrootcert=/ca.pem",
+            "host=db.internal password=hunter2 user=u",
+            "host=localhost,db.internal user=u",
+            // The address libpq connects to, not the name, decides.
+            "host=localhost hostaddr=10.0.0.5 user=u sslmode=require",
+            "hostaddr=10.0.0.5 user=u",
+        ] {
+            let w = transport_warning(conn).unwrap_or_else(|| panic!("{conn}: no warning"));
+            assert!(w.contains("verify-full"), "{conn}: {w}");
+            assert!(!w.contains("hunter2"), "{conn}: never the password");
+        }
+        let w = transport_warning("postgres://u@db.internal/app").unwrap();
+        assert!(
+            w.contains("db.internal") && w.contains("sslmode=prefer"),
+            "{w}"
+        );
+        for conn in [
+            "postgres://u@db.internal/app?sslmode=verify-full&sslrootcert=/ca.pem",
+            "host=db.internal sslmode=verify-full sslrootcert=/ca.pem",
+            "postgres://u@localhost/app",
+            "postgres://u@127.0.0.1:5432/app?sslmode=disable",
+            "postgres://u@[::1]/app",
+            "host=::1 user=u",
+            "host=/var/run/postgresql user=u",
+            "postgres://%2Fvar%2Frun%2Fpostgresql/app",
+            "host=db.internal hostaddr=127.0.0.1 user=u",
+            "user=u dbname=app",
+            "not a connection string",
+        ] {
+            assert_eq!(transport_warning(conn), None, "{conn}");
+        }
     }
 
     #[test]

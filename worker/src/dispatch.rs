@@ -112,6 +112,7 @@ impl Dispatcher {
             if *stop.borrow() {
                 return;
             }
+            self.metrics.health.dispatcher_ran();
             self.reap();
             self.wakeup.begin(Instant::now());
             let step = match self.step().await {

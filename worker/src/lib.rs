@@ -54,6 +54,7 @@ use deadpool_postgres::Pool;
 use deliver::{Sender, SenderSettings};
 use dispatch::Dispatcher;
 use error::pg_message;
+use futures_util::FutureExt;
 use metrics::Metrics;
 use std::future::Future;
 use std::sync::Arc;
@@ -78,6 +79,23 @@ pub enum RunError {
     Metrics(std::io::Error),
     #[error("{0}")]
     Deliver(#[from] deliver::DeliverError),
+    /// Another live process has this worker id (at start, after waiting
+    /// [`liveness::REGISTER_FOR`]; or it took this one over while running).
+    #[error("heartbeat refused: {0}")]
+    WorkerIdInUse(String),
+    /// A background task (acknowledger, purger, heartbeat, LISTEN) panicked:
+    /// the worker stopped, and exits non-zero.
+    #[error("the {task} task panicked: {message}")]
+    Panicked { task: &'static str, message: String },
+}
+
+impl From<liveness::BeatError> for RunError {
+    fn from(e: liveness::BeatError) -> RunError {
+        match e {
+            liveness::BeatError::InUse(m) => RunError::WorkerIdInUse(m),
+            liveness::BeatError::Db(m) => RunError::Db(m),
+        }
+    }
 }
 
 impl RunError {
@@ -89,6 +107,7 @@ impl RunError {
                 | RunError::NoExtension
                 | RunError::UnsupportedExtension(_)
                 | RunError::Metrics(_)
+                | RunError::WorkerIdInUse(_)
         )
     }
 }
@@ -110,12 +129,17 @@ pub fn start_process(log: &str, json: bool) -> std::io::Result<tokio::runtime::R
 
 /// Runs the worker until `shutdown` resolves, then stops claiming, lets
 /// in-flight requests finish (or releases them after the shutdown timeout),
-/// writes the last acknowledgements and returns.
+/// writes the last acknowledgements and returns. A background task that
+/// panics, or a heartbeat refused because another process took this worker
+/// id over, stops the worker the same way, and `run` returns that error.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let config::Prepared { mut pg, tls, roots } = config.prepare()?;
+    if let Some(warning) = db::transport_warning(config.database_url.as_str()) {
+        tracing::warn!("{warning}");
+    }
     db::session_options(&mut pg);
     let pool = pool(&config, pg.clone(), tls.clone())?;
     let allow_private = check_database(&pool).await? || config.allow_private_targets;
@@ -133,46 +157,68 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     // Registered before the first claim, so that a death is noticed.
     let me = liveness::Me::new(&config.worker_id);
-    liveness::register(&pool, &me, &metrics)
-        .await
-        .map_err(RunError::Db)?;
-    let stop = shutdown::watch_for(shutdown);
+    liveness::register(&pool, &me, &metrics, liveness::REGISTER_FOR).await?;
+    let (stopper, stop) = shutdown::stop_flag(shutdown);
+    let failure = Failure::new(stopper);
     if let Some(addr) = config.metrics_addr {
-        let bound = metrics::serve(addr, metrics.clone(), pool.clone(), stop.clone())
-            .await
-            .map_err(RunError::Metrics)?;
+        let loop_limit = config.poll_interval + metrics::LOOP_GRACE;
+        let bound = metrics::serve(
+            addr,
+            metrics.clone(),
+            pool.clone(),
+            stop.clone(),
+            loop_limit,
+        )
+        .await
+        .map_err(RunError::Metrics)?;
         tracing::info!(%bound, "metrics at /metrics, liveness at /healthz");
     }
 
     let wakeup = Wakeup::new(config.poll_interval, Instant::now());
-    let listener = wakeup.listen(pg, tls, stop.clone());
+    let listen = wakeup.listen(pg, tls, stop.clone());
+    let listener = listen.abort_handle();
+    failure.watch("LISTEN", &me.worker_id, async move {
+        match listen.await {
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            _ => Ok(()),
+        }
+    });
     let (ack_tx, ack_rx) = mpsc::channel(ack::CHANNEL_SIZE);
     let policy = ack::DisablePolicy {
         after_failures: config.disable_after_failures,
         after: config.disable_after,
     };
-    let acker = tokio::spawn(ack::run_acker(
-        pool.clone(),
-        ack_rx,
-        policy,
-        metrics.clone(),
-    ));
-    let purger = tokio::spawn(purge::run(
-        pool.clone(),
-        config.purge_interval,
-        config.purge_batch as i32,
-        metrics.clone(),
-        stop.clone(),
-    ));
+    let acker = failure.watch(
+        "acknowledger",
+        &me.worker_id,
+        ack::run_acker(pool.clone(), ack_rx, policy, metrics.clone()).map(Ok),
+    );
+    let purger = failure.watch(
+        "purger",
+        &me.worker_id,
+        purge::run(
+            pool.clone(),
+            config.purge_interval,
+            config.purge_batch as i32,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .map(Ok),
+    );
     // Beats until the drain is over: a worker finishing its requests is alive.
     let (beat_stop, beat_stop_rx) = tokio::sync::watch::channel(false);
-    let heart = tokio::spawn(liveness::run(
-        pool.clone(),
-        me.clone(),
-        metrics.clone(),
-        wakeup.waker(),
-        beat_stop_rx,
-    ));
+    let heart = failure.watch(
+        "heartbeat",
+        &me.worker_id,
+        liveness::run(
+            pool.clone(),
+            me.clone(),
+            metrics.clone(),
+            wakeup.waker(),
+            beat_stop_rx,
+        )
+        .map(|r| r.map_err(RunError::from)),
+    );
     tracing::info!(worker_id = %config.worker_id, max_in_flight = config.max_in_flight,
         tenant_max_in_flight = config.tenant_cap(), "postbox-worker started");
 
@@ -189,8 +235,120 @@ pub async fn run(
     if let Ok(db) = pool.get().await {
         let _ = wakeup::set_waiting(&db, false).await;
     }
-    tracing::info!("postbox-worker stopped");
-    Ok(())
+    match failure.take() {
+        Some(e) => {
+            tracing::error!("postbox-worker stopped: {e}");
+            Err(e)
+        }
+        None => {
+            tracing::info!("postbox-worker stopped");
+            Ok(())
+        }
+    }
+}
+
+/// The first failure of a background task, and the stop flag it sets: a
+/// task that panics or returns an error stops the worker (as a shutdown
+/// would: in-flight requests finish, claims are given back), and `run`
+/// returns the error, so the binary exits non-zero.
+#[derive(Clone)]
+struct Failure {
+    stop: shutdown::Stopper,
+    first: Arc<std::sync::Mutex<Option<RunError>>>,
+}
+
+impl Failure {
+    fn new(stop: shutdown::Stopper) -> Failure {
+        Failure {
+            stop,
+            first: Arc::default(),
+        }
+    }
+
+    /// Spawns `task` (named `name` in errors), watched.
+    fn watch(
+        &self,
+        name: &'static str,
+        worker_id: &str,
+        task: impl Future<Output = Result<(), RunError>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        #[cfg(debug_assertions)]
+        let task = test_hooks::armed(worker_id.to_string(), name, task);
+        #[cfg(not(debug_assertions))]
+        let _ = worker_id;
+        let failure = self.clone();
+        tokio::spawn(async move {
+            let error = match std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(panic) => RunError::Panicked {
+                    task: name,
+                    message: panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "(no message)".into()),
+                },
+            };
+            tracing::error!("{error}: stopping");
+            failure
+                .first
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(error);
+            let _ = failure.stop.send(true);
+        })
+    }
+
+    fn take(&self) -> Option<RunError> {
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Test-only fault injection (debug builds only, so never in a release
+/// binary): makes a named background task of the worker with a given id
+/// panic, as a bug would.
+#[cfg(debug_assertions)]
+#[doc(hidden)]
+pub mod test_hooks {
+    use std::future::Future;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    static ARMED: Mutex<Vec<(String, &'static str)>> = Mutex::new(Vec::new());
+
+    /// From now on, the task `task` of the worker `worker_id` panics.
+    pub fn panic_in(worker_id: &str, task: &'static str) {
+        ARMED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((worker_id.to_string(), task));
+    }
+
+    fn is_armed(worker_id: &str, task: &str) -> bool {
+        ARMED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(w, t)| w == worker_id && *t == task)
+    }
+
+    /// `fut`, or a panic once [`panic_in`] names this task.
+    pub(crate) async fn armed<T>(
+        worker_id: String,
+        task: &'static str,
+        fut: impl Future<Output = T>,
+    ) -> T {
+        let trip = async {
+            while !is_armed(&worker_id, task) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            out = fut => out,
+            _ = trip => panic!("test hook: the {task} task panics"),
+        }
+    }
 }
 
 /// The connection pool for claims and acknowledgements.

@@ -8,12 +8,19 @@
 //! this worker's own previous process, when it restarts under the same id),
 //! so the first retry of a stranded delivery comes within seconds. The rule
 //! itself is in SQL (sql/api.sql), so all workers apply it alike.
+//!
+//! Two live processes must never share a worker id: each would take the
+//! other for its own previous process and release its claims on every beat.
+//! The heartbeat refuses a second live instance (SQLSTATE 55006). A process
+//! refused at start waits a little over [`STALE_AFTER`] (its crashed
+//! predecessor stops beating and goes stale) and then gives up; one refused
+//! while running was taken over, and stops.
 
 use crate::error::{pg_message, pool_message};
 use crate::metrics::Metrics;
 use deadpool_postgres::Pool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -24,6 +31,23 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// worker whose pool is busy for a moment is not taken for dead, and a
 /// killed worker's claims are retried well within 10 s (the crash loop test).
 pub const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// A process whose first heartbeat is refused tries again for this long:
+/// a little over [`STALE_AFTER`], so a crashed predecessor under the same id
+/// has gone stale (and is taken over) before the new one gives up.
+pub const REGISTER_FOR: Duration = Duration::from_secs(STALE_AFTER.as_secs() + 3);
+
+/// SQLSTATE object_in_use: the heartbeat's refusal of a second live instance.
+const IN_USE: &str = "55006";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BeatError {
+    /// Another live process has this worker id (the database's message).
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    Db(String),
+}
 
 const HEARTBEAT: &str =
     "SELECT postbox.worker_heartbeat($1, $2, make_interval(secs => $3::float8))";
@@ -46,26 +70,50 @@ impl Me {
 }
 
 /// One heartbeat; returns how many claims it released.
-pub async fn beat(pool: &Pool, me: &Me) -> Result<i64, String> {
-    let db = pool.get().await.map_err(|e| pool_message(&e))?;
+pub async fn beat(pool: &Pool, me: &Me, metrics: &Metrics) -> Result<i64, BeatError> {
+    let db = pool
+        .get()
+        .await
+        .map_err(|e| BeatError::Db(pool_message(&e)))?;
     let stmt = db
         .prepare_cached(HEARTBEAT)
         .await
-        .map_err(|e| pg_message(&e))?;
+        .map_err(|e| BeatError::Db(pg_message(&e)))?;
     let row = db
         .query_one(
             &stmt,
             &[&me.worker_id, &me.instance, &STALE_AFTER.as_secs_f64()],
         )
         .await
-        .map_err(|e| pg_message(&e))?;
+        .map_err(|e| match e.code() {
+            Some(c) if c.code() == IN_USE => BeatError::InUse(pg_message(&e)),
+            _ => BeatError::Db(pg_message(&e)),
+        })?;
+    metrics.health.database_answered();
     Ok(row.get(0))
 }
 
 /// Registers this process (its first heartbeat, before it claims anything):
 /// what a previous process under the same worker id had claimed is released.
-pub async fn register(pool: &Pool, me: &Me, metrics: &Metrics) -> Result<(), String> {
-    let n = beat(pool, me).await?;
+/// While another live process has the id, tries again every
+/// [`HEARTBEAT_EVERY`] for [`REGISTER_FOR`] (`wait`), then gives up.
+pub async fn register(
+    pool: &Pool,
+    me: &Me,
+    metrics: &Metrics,
+    wait: Duration,
+) -> Result<(), BeatError> {
+    let until = Instant::now() + wait;
+    let n = loop {
+        match beat(pool, me, metrics).await {
+            Err(BeatError::InUse(e)) if Instant::now() < until => {
+                tracing::warn!(worker_id = %me.worker_id, error = %e,
+                    "another process has this worker id; waiting for it to stop beating");
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+            }
+            other => break other?,
+        }
+    };
     if n > 0 {
         tracing::warn!(
             released = n,
@@ -77,22 +125,24 @@ pub async fn register(pool: &Pool, me: &Me, metrics: &Metrics) -> Result<(), Str
 }
 
 /// Beats every [`HEARTBEAT_EVERY`] until `stop`; wakes the dispatcher when
-/// it released claims, so they are taken at once.
+/// it released claims, so they are taken at once. Ends with
+/// [`BeatError::InUse`] when another process took this worker id over: this
+/// one must stop claiming.
 pub async fn run(
     pool: Pool,
     me: Me,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Result<(), BeatError> {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
         }
-        match beat(&pool, &me).await {
+        match beat(&pool, &me, &metrics).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(
@@ -101,6 +151,10 @@ pub async fn run(
                 );
                 count(&metrics, "dead_worker", n);
                 wake.notify_one();
+            }
+            Err(e @ BeatError::InUse(_)) => {
+                metrics.heartbeat_errors.inc();
+                return Err(e);
             }
             Err(e) => {
                 metrics.heartbeat_errors.inc();

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         for f in &findings {
             match f {
                 Finding::Ok(s) => println!("ok: {s}"),
+                Finding::Warning(s) => println!("warning: {s}"),
                 Finding::Problem(s) => {
                     problems += 1;
                     println!("problem: {s}");

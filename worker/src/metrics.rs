@@ -1,5 +1,10 @@
 //! Prometheus metrics at `/metrics` and a liveness answer at `/healthz`.
 //!
+//! `/healthz` answers 200 only while the database answered a heartbeat
+//! within [`crate::liveness::STALE_AFTER`] (the others take this worker for
+//! dead after that) and the dispatcher's loop ran within the poll interval
+//! plus [`LOOP_GRACE`]; 503 with the reason otherwise ([`Health`]).
+//!
 //! The server is a minimal HTTP/1.1 responder: scrapes are rare and small,
 //! so it does not need a full HTTP stack.
 
@@ -11,9 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,6 +44,86 @@ pub struct Metrics {
     pub purge_errors: Counter,
     pub released_claims: Family<Labels, Counter>,
     pub heartbeat_errors: Counter,
+    pub health: Health,
+}
+
+/// A dispatcher loop may take this long beyond the poll interval (its
+/// longest idle wait) before `/healthz` calls it stuck: a slow claim or a
+/// database outage's backoff (at most 5 s) stays well within it.
+pub const LOOP_GRACE: Duration = Duration::from_secs(30);
+
+/// What `/healthz` answers from: when the database last answered a
+/// heartbeat, and when the dispatcher's loop last went round. Times are
+/// milliseconds since the worker started (0: not yet), so they fit atomics.
+pub struct Health {
+    started: Instant,
+    beat_ms: AtomicU64,
+    loop_ms: AtomicU64,
+}
+
+impl Health {
+    fn new() -> Health {
+        Health {
+            started: Instant::now(),
+            beat_ms: AtomicU64::new(0),
+            loop_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn since_start(&self) -> u64 {
+        self.started.elapsed().as_millis().max(1) as u64
+    }
+
+    /// A heartbeat succeeded.
+    pub fn database_answered(&self) {
+        self.beat_ms.store(self.since_start(), Ordering::Relaxed);
+    }
+
+    /// The dispatcher's loop went round.
+    pub fn dispatcher_ran(&self) {
+        self.loop_ms.store(self.since_start(), Ordering::Relaxed);
+    }
+
+    /// Healthy now, or why not (see [`verdict`]).
+    pub fn check(&self, loop_limit: Duration) -> Result<(), String> {
+        let at = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+        verdict(
+            self.started.elapsed(),
+            at(self.beat_ms.load(Ordering::Relaxed)),
+            at(self.loop_ms.load(Ordering::Relaxed)),
+            loop_limit,
+        )
+    }
+}
+
+/// The health rule, with times since the worker started: the database
+/// answered a heartbeat within STALE_AFTER, and the dispatcher's loop ran
+/// within `loop_limit` (counted from the start until it first runs).
+pub fn verdict(
+    now: Duration,
+    beat: Option<Duration>,
+    looped: Option<Duration>,
+    loop_limit: Duration,
+) -> Result<(), String> {
+    let stale = crate::liveness::STALE_AFTER;
+    let ago = |t: Option<Duration>| now.saturating_sub(t.unwrap_or_default());
+    match beat {
+        None => return Err("the database has not answered a heartbeat yet".into()),
+        Some(_) if ago(beat) > stale => {
+            return Err(format!(
+                "the database has not answered a heartbeat for {} s",
+                ago(beat).as_secs()
+            ))
+        }
+        Some(_) => {}
+    }
+    if ago(looped) > loop_limit {
+        return Err(format!(
+            "the dispatcher has not run for {} s",
+            ago(looped).as_secs()
+        ));
+    }
+    Ok(())
 }
 
 impl Default for Metrics {
@@ -130,6 +215,7 @@ impl Metrics {
             heartbeat_errors.clone(),
         );
         Metrics {
+            health: Health::new(),
             released_claims,
             heartbeat_errors,
             expand_errors,
@@ -208,12 +294,14 @@ const REQUEST_HEAD_BYTES: usize = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds `addr` and serves until `stop`; gauges refresh every
-/// [`REFRESH_EVERY`] meanwhile.
+/// [`REFRESH_EVERY`] meanwhile. `loop_limit`: how long the dispatcher's
+/// loop may go without running before `/healthz` fails.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     pool: Pool,
     mut stop: watch::Receiver<bool>,
+    loop_limit: Duration,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -259,7 +347,14 @@ pub async fn serve(
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         metrics.render(),
                     ),
-                    "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                    "/healthz" => match metrics.health.check(loop_limit) {
+                        Ok(()) => ("200 OK", "text/plain", "ok\n".to_string()),
+                        Err(why) => (
+                            "503 Service Unavailable",
+                            "text/plain",
+                            format!("unhealthy: {why}\n"),
+                        ),
+                    },
                     _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 };
                 let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
@@ -269,4 +364,42 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(32);
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn healthy_while_the_database_answers_and_the_loop_runs() {
+        assert_eq!(verdict(s(100), Some(s(99)), Some(s(100)), LIMIT), Ok(()));
+        assert_eq!(
+            verdict(s(100), Some(s(95)), Some(s(68)), LIMIT),
+            Ok(()),
+            "both at their limits"
+        );
+        assert_eq!(
+            verdict(s(10), Some(s(9)), None, LIMIT),
+            Ok(()),
+            "the loop not started yet, within its limit from the start"
+        );
+    }
+
+    #[test]
+    fn unhealthy_without_heartbeats_or_a_loop() {
+        let why = verdict(s(100), Some(s(94)), Some(s(100)), LIMIT).unwrap_err();
+        assert!(why.contains("database") && why.contains("6 s"), "{why}");
+        let why = verdict(s(1), None, None, LIMIT).unwrap_err();
+        assert!(why.contains("database"), "{why}");
+        let why = verdict(s(100), Some(s(100)), Some(s(67)), LIMIT).unwrap_err();
+        assert!(why.contains("dispatcher") && why.contains("33 s"), "{why}");
+        let why = verdict(s(40), Some(s(40)), None, LIMIT).unwrap_err();
+        assert!(why.contains("dispatcher"), "never ran: {why}");
+    }
 }

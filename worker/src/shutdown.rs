@@ -1,6 +1,7 @@
 //! Shutdown: SIGTERM or SIGINT for the binary; any future for tests.
 
 use std::future::Future;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Resolves on the first SIGTERM or SIGINT.
@@ -22,13 +23,26 @@ pub async fn signal() {
 
 /// Turns a shutdown future into a flag every part of the worker can watch.
 pub fn watch_for(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
+    stop_flag(shutdown).1
+}
+
+/// Sets the stop flag from inside: a part of the worker that failed stops
+/// the rest as a shutdown would.
+pub type Stopper = Arc<watch::Sender<bool>>;
+
+/// The stop flag, set by `shutdown` or through the [`Stopper`].
+pub fn stop_flag(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (Stopper, watch::Receiver<bool>) {
     let (tx, rx) = watch::channel(false);
+    let tx = Arc::new(tx);
+    let on_signal = tx.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = shutdown => { let _ = tx.send(true); }
+            _ = shutdown => { let _ = on_signal.send(true); }
             // Everyone stopped listening: the worker already returned.
-            _ = tx.closed() => {}
+            _ = on_signal.closed() => {}
         }
     });
-    rx
+    (tx, rx)
 }

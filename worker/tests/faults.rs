@@ -157,8 +157,9 @@ async fn terminated_connections_lose_nothing_and_strand_nothing() {
 
 /// A worker process killed with SIGKILL at five random moments of a
 /// 10,000-delivery run, restarted at once each time: alternately under the
-/// same worker id (its new process releases the old one's claims as it
-/// registers) and under a new one (the new worker takes the dead one for dead
+/// same worker id (its new process is refused while the old one's row is
+/// fresh, then releases the old one's claims as it registers, once that row
+/// is stale) and under a new one (the new worker takes the dead one for dead
 /// once it has missed its heartbeats). The lease is ten minutes: only the
 /// heartbeat can bring a stranded delivery back within the 10 s allowed.
 #[tokio::test]

@@ -287,4 +287,126 @@ async fn check_reports_readiness_and_exits_2_on_problems() {
     let (code, out) = check("postgres://courier@127.0.0.1:1/postgres?connect_timeout=2".into());
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("problem: cannot connect"), "{out}");
+    assert!(!out.contains("warning"), "loopback is local: {out}");
+}
+
+/// A database that is not local, reached with sslmode below verify-full
+/// (here libpq's default, prefer, which falls back to plain text): `check`
+/// warns, and so does the worker as it starts; neither shows the password.
+#[test]
+fn a_remote_database_without_verify_full_is_warned_about() {
+    let url = "postgres://courier:hunter2@db.invalid:1/postgres?connect_timeout=2";
+    let out = worker()
+        .arg("check")
+        .env("POSTBOX_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "it cannot connect: {text}");
+    assert!(
+        text.contains(
+            "warning: the database connection to db.invalid is not local and uses sslmode=prefer"
+        ),
+        "{text}"
+    );
+    let out = worker()
+        .env("POSTBOX_DATABASE_URL", url)
+        .env("POSTBOX_LOG", "warn")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        log.contains("db.invalid is not local") && log.contains("verify-full"),
+        "{log}"
+    );
+    for text in [&text, &log] {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
+
+/// Waits (up to 30 s) for `child` to exit; its exit code and stderr.
+fn exited(mut child: std::process::Child) -> (Option<i32>, String) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the worker did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Two live processes with one worker id would release each other's claims
+/// on every heartbeat and send them again. The second one is refused: it
+/// waits a little over STALE_AFTER (a crashed predecessor would go stale
+/// meanwhile), then exits 2 naming the id; the first delivers every event
+/// once. A process whose id another one took over (its row had gone stale)
+/// stops and exits 2 too.
+#[tokio::test]
+async fn a_second_live_worker_with_the_same_id_is_refused() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), Arc::new(AtomicU64::new(0))).await;
+    endpoint(&db, "t", &rx.url(), "").await;
+    let twin = || {
+        let mut c = common::worker_process(&pg);
+        c.env("POSTBOX_WORKER_ID", "twin")
+            .env("POSTBOX_POLL_INTERVAL", "200ms")
+            .stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let first = twin();
+    eventually_sql(
+        &db,
+        "the first registered",
+        "SELECT count(*) = 1 FROM postbox.workers WHERE worker_id = 'twin'",
+    )
+    .await;
+    let second = twin();
+    let started = Instant::now();
+    // Meanwhile the first one works on, one event at a time.
+    for n in 1..=6 {
+        db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+            .await
+            .unwrap();
+        eventually("the delivery", || rx.count() >= n).await;
+    }
+    let (code, stderr) = tokio::task::spawn_blocking(move || exited(second))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("worker_id twin is in use by another running worker")
+            && stderr.contains("give each worker its own id"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() >= postbox_worker::liveness::STALE_AFTER,
+        "it gave up before a crashed predecessor would have gone stale"
+    );
+    eventually_sql(
+        &db,
+        "all acknowledged",
+        "SELECT count(*) = 6 FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
+    assert_eq!(rx.count(), 6, "each event delivered once");
+
+    // Another process takes the id over (the first one's row went stale).
+    db.batch_execute(
+        "UPDATE postbox.workers SET seen_at = now() - interval '1 minute' WHERE worker_id = 'twin';
+         SELECT postbox.worker_heartbeat('twin', gen_random_uuid(), interval '5 seconds');",
+    )
+    .await
+    .unwrap();
+    let (code, stderr) = tokio::task::spawn_blocking(move || exited(first))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("worker_id twin is in use"), "{stderr}");
 }

@@ -246,6 +246,14 @@ impl Worker {
         let _ = self.stop.take().unwrap().send(());
         self.join.await.unwrap()
     }
+
+    /// Waits (up to 30 s) for `run` to return on its own; returns what it returned.
+    pub async fn ended(self) -> Result<(), postbox_worker::RunError> {
+        tokio::time::timeout(Duration::from_secs(30), self.join)
+            .await
+            .expect("the worker did not stop on its own within 30 s")
+            .unwrap()
+    }
 }
 
 /// The worker binary, for tests that kill it: against `pg`, private targets
