@@ -356,7 +356,9 @@ CREATE FUNCTION postbox._session_owns_key(s postbox.portal_sessions, k postbox.a
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
 BEGIN ATOMIC
-    SELECT s.id IS NULL OR k.made_by_session = s.id OR (s.user_id IS NOT NULL AND k.for_user = s.user_id);
+    -- Never NULL: a key with no session or user must read as false, not unknown.
+    SELECT s.id IS NULL OR coalesce(k.made_by_session = s.id, false)
+           OR coalesce(s.user_id IS NOT NULL AND k.for_user = s.user_id, false);
 END;
 
 -- Makes an API key and returns it, the only time it is shown. SECURITY

@@ -22,6 +22,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How long a credential that authenticated stays known after its last
+/// request: a tool that calls every few minutes stays known.
+pub const KNOWN_FOR: Duration = Duration::from_secs(15 * 60);
+
 /// A credential's SHA-256.
 pub type Key = [u8; 32];
 
@@ -176,12 +180,19 @@ impl Limiter {
         a.tokens = (a.tokens - 1.0).max(0.0);
     }
 
-    /// Forgets buckets that have refilled: a full bucket is the same as none.
+    /// Forgets buckets that have refilled: a full bucket is the same as
+    /// none. Except that a credential that authenticated is remembered for
+    /// [`KNOWN_FOR`] after its last use, so that it still gets in while its
+    /// address is out of failed authentications (a NAT or proxy shared with
+    /// someone trying made-up keys).
     pub fn sweep(&self, now: Instant) {
         self.keys
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, b| !self.per_key.off() && !self.per_key.full(b, now));
+            .retain(|_, b| {
+                (b.known && now.saturating_duration_since(b.at) < KNOWN_FOR)
+                    || (!self.per_key.off() && !self.per_key.full(b, now))
+            });
         self.addresses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -275,6 +286,20 @@ mod tests {
         assert_eq!(l.admit([7; 32], B, t0), Ok(()));
         // One failure a second comes back.
         assert_eq!(l.admit([8; 32], A, t0 + Duration::from_secs(1)), Ok(()));
+    }
+
+    #[test]
+    fn known_credentials_are_remembered_a_while() {
+        let l = limiter(10, 5, 1, 1);
+        let t0 = Instant::now();
+        l.admit([1; 32], A, t0).unwrap();
+        l.known([1; 32]);
+        l.admit([2; 32], A, t0).unwrap();
+        l.sweep(t0 + Duration::from_secs(60));
+        assert!(l.is_known([1; 32]), "known, used a minute ago");
+        assert_eq!(l.len(), 1, "the provisional one went");
+        l.sweep(t0 + KNOWN_FOR);
+        assert!(l.is_empty());
     }
 
     #[test]

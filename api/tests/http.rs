@@ -14,127 +14,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::Client;
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    served: support::Served,
-    db: Client,
-    pg: Cluster,
-}
-
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Answer {
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
-    }
-    fn message(&self) -> &str {
-        self.body["error"]["message"].as_str().unwrap_or("")
-    }
-}
-
-impl Api {
-    async fn start() -> Api {
-        Self::start_with(|_| {}).await
-    }
-
-    /// A cluster with the catalog and an API role (LOGIN, granted
-    /// postbox_admin and, for emitting, postbox_emitter; not a superuser), and the API serving on a free port.
-    async fn start_with(adjust: impl FnOnce(&mut postbox_api::Config)) -> Api {
-        let pg = Cluster::start().await;
-        let db = pg.connect("postgres").await;
-        db.batch_execute(
-            "SELECT postbox.create_event_type(n) FROM unnest(ARRAY['order.paid', 'order.refunded']) n;
-             CREATE ROLE postbox_api LOGIN IN ROLE postbox_admin, postbox_emitter;
-             ALTER ROLE postbox_api SET log_parameter_max_length = 0;
-             ALTER ROLE postbox_api SET postbox.allow_insecure_urls = on;",
-        )
-        .await
-        .unwrap();
-        let url = pg.url("postbox_api");
-        let served = support::Served::start(|_| {
-            let mut config = postbox_api::Config::new(url);
-            config.shutdown_timeout = Duration::from_secs(5);
-            adjust(&mut config);
-            config
-        })
-        .await;
-        Api {
-            base: served.base.clone(),
-            http: reqwest::Client::new(),
-            served,
-            db,
-            pg,
-        }
-    }
-
-    /// A key made in SQL, as an operator would make the first ones.
-    async fn key(&self, tenant: Option<&str>, role: &str) -> (String, String) {
-        let row = self
-            .db
-            .query_one(
-                "SELECT id::text, key FROM postbox.create_api_key($1, $2, 'test')",
-                &[&tenant, &role],
-            )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> Answer {
-        self.call_with(method, path, key, body, &[]).await
-    }
-
-    async fn call_with(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Answer {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn stop(self) {
-        self.served.stop().await;
-    }
-}
+use support::Api;
 
 /// Every tenant route with an admin key, a member key (reads only) and an
 /// operator key (through /v1/tenants/{tenant}); another tenant's ids answer
@@ -282,12 +162,12 @@ async fn every_route_with_every_kind_of_key() {
         .await;
     assert_eq!(a.status, 403, "only operator keys emit");
     assert_eq!(
-        api.one_i64("SELECT count(*) FROM postbox.emitted").await,
+        api.count("SELECT count(*) FROM postbox.emitted").await,
         0,
         "and nothing was emitted"
     );
     assert_eq!(
-        api.one_i64("SELECT count(*) FROM postbox.endpoints").await,
+        api.count("SELECT count(*) FROM postbox.endpoints").await,
         1,
         "nothing written"
     );
@@ -559,12 +439,6 @@ async fn every_route_with_every_kind_of_key() {
     api.stop().await;
 }
 
-impl Api {
-    async fn one_i64(&self, sql: &str) -> i64 {
-        self.db.query_one(sql, &[]).await.unwrap().get(0)
-    }
-}
-
 /// A missing, malformed, unknown or revoked key: the same 401. Rotation
 /// and revocation take effect on the very next request.
 #[tokio::test]
@@ -740,10 +614,7 @@ async fn an_idempotency_key_gets_the_first_answer() {
     assert_eq!(op_again.status, 201);
     assert!(op_again.headers.get("idempotent-replayed").is_none());
     assert_ne!(op_again.body["secret"], first.body["secret"]);
-    assert_eq!(
-        api.one_i64("SELECT count(*) FROM postbox.endpoints").await,
-        2
-    );
+    assert_eq!(api.count("SELECT count(*) FROM postbox.endpoints").await, 2);
     let other = api
         .call_with(
             Method::POST,
@@ -800,7 +671,7 @@ async fn an_idempotency_key_gets_the_first_answer() {
         )
         .await;
     assert_eq!((e1.status, e1.body.clone()), (202, e2.body));
-    assert_eq!(api.one_i64("SELECT count(*) FROM postbox.emitted").await, 1);
+    assert_eq!(api.count("SELECT count(*) FROM postbox.emitted").await, 1);
     api.stop().await;
 }
 
