@@ -65,12 +65,12 @@ pub const DEFAULT_ENDPOINT_MAX_IN_FLIGHT: u32 = 16;
 /// Measured on a 2-core machine: past ~64 requests in flight, each one
 /// costs more CPU (worker and receiver alike) without raising throughput.
 pub const DEFAULT_FAST_IN_FLIGHT: usize = 64;
-/// Half of the default worker-wide limit: a tenant whose endpoints all hang
-/// holds at most half the slots, so other tenants always keep the other half.
-/// Within the tenant, up to seven hanging endpoints at the default limit (16)
-/// still leave room for its endpoints whose speed the worker does not know
-/// yet (a quarter, 64, let five hanging endpoints block the others until
-/// their requests timed out: benchmark figure 4 fell from 1.2 to 0.85).
+/// An upper bound on top of the share rule (`schedule::tenant_room`: a
+/// tenant takes at most half of the free slow slots, 96 of 192 when alone
+/// at the defaults), for operators who want a tenant held lower. A quarter
+/// of the slots, 64, let five hanging endpoints block a tenant's endpoints
+/// whose speed the worker did not know yet (benchmark figure 4 fell from 1.2
+/// to 0.85); at the defaults six hanging endpoints still leave room.
 pub const DEFAULT_TENANT_MAX_IN_FLIGHT: u32 = 128;
 /// Payload bytes one claim brings into memory: 500 rows of typical payloads
 /// (a few kB) fit many times over, while 500 rows at the 256 kB payload limit
@@ -414,7 +414,7 @@ crate::settings! {
     /// Requests in flight at once to endpoints that answer fast (the ones that cost CPU).
     #[arg(long, env = "POSTBOX_FAST_IN_FLIGHT")]
     fast_in_flight: usize = DEFAULT_FAST_IN_FLIGHT;
-    /// Requests in flight per tenant (all its endpoints) in this process.
+    /// Most requests in flight per tenant (all its endpoints that are not fast) in this process; a tenant also never takes more than half of the free slots.
     #[arg(long, env = "POSTBOX_TENANT_MAX_IN_FLIGHT")]
     tenant_max_in_flight: u32 = DEFAULT_TENANT_MAX_IN_FLIGHT;
     /// Most payload bytes claimed at once (one delivery always goes out), e.g. 16MiB.

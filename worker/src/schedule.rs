@@ -15,10 +15,17 @@
 //!   each below its own limit, and may hold [`QUEUED_ROUNDS`] rounds of
 //!   their limit claimed (they start within milliseconds), so claims come in
 //!   large batches. Slow endpoints hold only what they start.
-//! - **Tenants**: a tenant's requests to endpoints that are not fast take at
-//!   most POSTBOX_TENANT_MAX_IN_FLIGHT. Fast endpoints do not count: they
-//!   share the fast lane, and a hanging endpoint is never fast, so a
-//!   tenant's own stuck endpoints cannot starve its fast ones.
+//! - **Tenants**: requests to endpoints that are not fast share the slow
+//!   slots: the worker's, less those kept for the fast lane
+//!   ([`Limits::slow_slots`]). A tenant may start one only while it has
+//!   fewer of them in flight than there are slow slots free
+//!   ([`tenant_room`]), and never more than POSTBOX_TENANT_MAX_IN_FLIGHT.
+//!   So no tenant takes more than half of what is left: alone it gets half,
+//!   k tenants whose receivers hang hold at most 1 - 1/2^k of the slow slots
+//!   however they ramp up (1 - 1/(k+1) once their requests have turned over),
+//!   and a tenant with nothing in flight can always start one. Fast endpoints
+//!   do not count: they share the fast lane, and a hanging endpoint is never
+//!   fast, so no tenant's stuck endpoints can starve fast ones.
 //! - **Rate limits**: a token bucket per endpoint with `rate_limit_per_s`,
 //!   holding one second's worth.
 //! - **Claim pacing**: a busy worker claims once an endpoint the last claim
@@ -88,6 +95,36 @@ pub struct Limits {
     pub batch_size: usize,
     /// Most payload bytes per claim.
     pub claim_max_bytes: u64,
+}
+
+impl Limits {
+    /// What requests to endpoints that are not fast may hold together: the
+    /// worker's slots less the fast lane's (at most half of them), so
+    /// hanging endpoints can never take the slots fast ones need.
+    pub fn slow_slots(&self) -> usize {
+        self.max_in_flight - self.fast_in_flight.min(self.max_in_flight / 2)
+    }
+
+    /// The most a tenant alone has in flight to endpoints that are not
+    /// fast: half the slow slots (rounded up), within the tenant limit.
+    pub fn tenant_alone(&self) -> u32 {
+        tenant_room(0, self.slow_slots(), self.tenant_max_in_flight)
+    }
+}
+
+/// How many more requests to endpoints that are not fast a tenant with
+/// `held` of them may start while `free` slow slots are free: it may start
+/// one while it holds fewer than are free, so it stops at about half of
+/// what was free (and a tenant holding nothing always gets one of the last
+/// free slots); never past `tenant_max` in all.
+pub fn tenant_room(held: u32, free: usize, tenant_max: u32) -> u32 {
+    let held_n = held as usize;
+    let by_share = if held_n < free {
+        (free - held_n).div_ceil(2).min(u32::MAX as usize) as u32
+    } else {
+        0
+    };
+    by_share.min(tenant_max.saturating_sub(held))
 }
 
 /// What a claim says about a delivery's endpoint.
@@ -188,8 +225,10 @@ pub struct Schedule<J> {
     /// Requests in flight per endpoint this worker holds anything of
     /// (an endpoint with queued work has an entry, maybe 0).
     in_flight: HashMap<Uuid, u32>,
-    /// Requests in flight per tenant to endpoints that are not fast.
+    /// Requests in flight per tenant to endpoints that are not fast, and
+    /// their sum.
     tenant_running: HashMap<Arc<str>, u32>,
+    slow_running: usize,
     /// Claimed deliveries waiting for a slot, per endpoint.
     queues: HashMap<Uuid, VecDeque<J>>,
     queued: usize,
@@ -214,6 +253,7 @@ impl<J> Schedule<J> {
             running: 0,
             in_flight: HashMap::new(),
             tenant_running: HashMap::new(),
+            slow_running: 0,
             queues: HashMap::new(),
             queued: 0,
             known: HashMap::new(),
@@ -367,14 +407,20 @@ impl<J> Schedule<J> {
         }
     }
 
+    /// Slow slots free now (see [`Limits::slow_slots`]).
+    fn slow_free(&self) -> usize {
+        self.limits.slow_slots().saturating_sub(self.slow_running)
+    }
+
     /// Claim rooms that differ from the defaults: per endpoint (held, fast,
-    /// own limit, rate limit) and per tenant (the tenant limit less what its
-    /// endpoints that are not fast hold, plus the room of its fast ones,
-    /// which do not count against it).
+    /// own limit, rate limit) and per tenant ([`tenant_room`] of what its
+    /// endpoints that are not fast hold, running or waiting, with the slow
+    /// slots not started in free; plus the room of its fast ones, which do
+    /// not count against it).
     pub fn rooms(&mut self, now: Instant) -> Rooms {
         let share = self.fast_share();
         let default_room = self.default_room();
-        let tenant_cap = self.limits.tenant_max_in_flight;
+        let tenant_max = self.limits.tenant_max_in_flight;
         let mut endpoints = HashMap::new();
         let mut tenant_held: HashMap<Arc<str>, u32> = HashMap::new();
         let mut tenant_extra: HashMap<Arc<str>, u32> = HashMap::new();
@@ -404,19 +450,23 @@ impl<J> Schedule<J> {
             let room = endpoints.get(ep).copied().unwrap_or(default_room);
             endpoints.insert(*ep, room.min(tokens));
         }
+        // Free: not started. Another tenant's claimed deliveries waiting for
+        // a slot must not shut a quiet tenant out of claims.
+        let free = self.slow_free();
+        let default_tenant = tenant_room(0, free, tenant_max);
         let tenants = tenant_extra
             .into_iter()
             .filter_map(|(t, extra)| {
                 let held = tenant_held.get(&t).copied().unwrap_or(0);
-                let room = tenant_cap.saturating_sub(held) + extra;
-                (room != tenant_cap).then_some((t, room))
+                let room = tenant_room(held, free, tenant_max) + extra;
+                (room != default_tenant).then_some((t, room))
             })
             .collect();
         Rooms {
             endpoints,
             default_endpoint: default_room,
             tenants,
-            default_tenant: tenant_cap,
+            default_tenant,
         }
     }
 
@@ -476,7 +526,7 @@ impl<J> Schedule<J> {
             return;
         }
         let share = self.fast_share();
-        let tenant_cap = self.limits.tenant_max_in_flight;
+        let tenant_max = self.limits.tenant_max_in_flight;
         let endpoints: Vec<Uuid> = self.queues.keys().copied().collect();
         for ep in endpoints {
             let cap = self.cap(&ep, share);
@@ -491,7 +541,11 @@ impl<J> Schedule<J> {
                 let running = self.in_flight.get(&ep).copied().unwrap_or(0);
                 if running >= cap
                     || (!fast
-                        && self.tenant_running.get(&tenant).copied().unwrap_or(0) >= tenant_cap)
+                        && tenant_room(
+                            self.tenant_running.get(&tenant).copied().unwrap_or(0),
+                            self.slow_free(),
+                            tenant_max,
+                        ) == 0)
                 {
                     break;
                 }
@@ -505,6 +559,7 @@ impl<J> Schedule<J> {
                 let counted = (!fast).then(|| tenant.clone());
                 if let Some(t) = &counted {
                     *self.tenant_running.entry(t.clone()).or_insert(0) += 1;
+                    self.slow_running += 1;
                 }
                 start(
                     job,
@@ -530,6 +585,7 @@ impl<J> Schedule<J> {
         }
         if let Some(tenant) = slot.tenant {
             if let Some(n) = self.tenant_running.get_mut(&tenant) {
+                self.slow_running -= 1;
                 *n -= 1;
                 if *n == 0 {
                     self.tenant_running.remove(&tenant);
@@ -547,7 +603,7 @@ impl<J> Schedule<J> {
     }
 
     /// Endpoints that can start nothing more (at their limit, or out of rate
-    /// tokens) and tenants at their limit.
+    /// tokens) and tenants that may start nothing more ([`tenant_room`]).
     pub fn blocked(&self) -> Blocked<'_> {
         let share = self.fast_share();
         let endpoints = self
@@ -562,10 +618,11 @@ impl<J> Schedule<J> {
                     .map(|(id, _)| *id),
             )
             .collect();
+        let free = self.slow_free();
         let tenants = self
             .tenant_running
             .iter()
-            .filter(|(_, n)| **n >= self.limits.tenant_max_in_flight)
+            .filter(|(_, n)| tenant_room(**n, free, self.limits.tenant_max_in_flight) == 0)
             .map(|(t, _)| &**t)
             .collect();
         Blocked { endpoints, tenants }
@@ -741,6 +798,85 @@ mod tests {
         assert_eq!(rooms.default_tenant, 20);
         assert_eq!(s.blocked().tenants, vec!["t"]);
         assert!(s.blocked().endpoints.contains(&ep(1)));
+    }
+
+    #[test]
+    fn a_tenant_takes_at_most_half_of_the_free_slow_slots() {
+        assert_eq!(tenant_room(0, 192, 128), 96, "alone: half");
+        assert_eq!(tenant_room(95, 97, 128), 1);
+        assert_eq!(tenant_room(96, 96, 128), 0, "as many as are free: no more");
+        assert_eq!(tenant_room(0, 1, 128), 1, "nothing held: the last slot");
+        assert_eq!(tenant_room(0, 0, 128), 0);
+        assert_eq!(tenant_room(0, 192, 20), 20, "the tenant limit");
+        assert_eq!(tenant_room(30, 10, 128), 0);
+        let limits = Limits {
+            max_in_flight: 256,
+            fast_in_flight: 64,
+            tenant_max_in_flight: 128,
+            ..LIMITS
+        };
+        assert_eq!(limits.slow_slots(), 192, "the fast lane's 64 kept apart");
+        assert_eq!(limits.tenant_alone(), 96);
+        let small = Limits {
+            max_in_flight: 10,
+            ..limits
+        };
+        assert_eq!(small.slow_slots(), 5, "at most half kept for the fast lane");
+    }
+
+    /// Tenants whose receivers hang (every request they start stays in
+    /// flight), with work for far more than the worker's slots, claimed and
+    /// started in any order, leave slow slots free; a quiet tenant then
+    /// starts at once, and the fast lane keeps its slots.
+    #[test]
+    fn noisy_tenants_always_leave_room_for_a_quiet_one() {
+        let now = Instant::now();
+        let limits = Limits {
+            max_in_flight: 256,
+            fast_in_flight: 64,
+            tenant_max_in_flight: 128,
+            ..LIMITS
+        };
+        const NOISY: [&str; 4] = ["n1", "n2", "n3", "n4"];
+        for k in [1, 2, 4] {
+            // Ramping up one after another (each fills what it may before the
+            // next arrives), and all at once: 8 endpoints each, 16 jobs each.
+            for staggered in [true, false] {
+                let mut s = Schedule::new(limits, now);
+                let mut id = 0u128;
+                for tenant in &NOISY[..k] {
+                    for _ in 0..8 {
+                        id += 1;
+                        for i in 0..16 {
+                            put(&mut s, i, facts(ep(id), tenant), now).unwrap();
+                        }
+                    }
+                    if staggered {
+                        start_all(&mut s);
+                    }
+                }
+                start_all(&mut s);
+                let running = s.running();
+                let free = limits.slow_slots() - running;
+                assert!(
+                    free >= limits.slow_slots() >> k,
+                    "{k} noisy tenants (staggered: {staggered}): {running} of 192 slow slots held"
+                );
+                // A quiet tenant's endpoint, not known to be fast: claimable
+                // and started at once.
+                let rooms = s.rooms(now);
+                assert!(
+                    rooms.default_tenant >= 1,
+                    "{k}: room to claim for a quiet tenant"
+                );
+                put(&mut s, 0, facts(ep(1000), "quiet"), now).unwrap();
+                let started = start_all(&mut s);
+                assert_eq!(started.len(), 1, "{k} (staggered: {staggered})");
+                assert_eq!(started[0].1.endpoint, ep(1000));
+                // The fast lane's 64 stay free for fast endpoints.
+                assert!(256 - s.running() >= 64);
+            }
+        }
     }
 
     #[test]
@@ -941,10 +1077,14 @@ mod tests {
             ..LIMITS
         };
         let mut s = Schedule::new(limits, t0);
+        // Two fast endpoints (the one slow slot would hold one slow request).
+        for i in 0..2 {
+            teach(&mut s, ep(i), "t", Duration::from_millis(2), t0);
+        }
         for i in 0..2 {
             put(&mut s, i, facts(ep(i as u128), "t"), t0).unwrap();
         }
-        start_all(&mut s);
+        assert_eq!(start_all(&mut s).len(), 2);
         let later = t0 + Duration::from_secs(1);
         assert_eq!(s.claim_size(later, true), None, "no free slot");
         // Plenty of free slots, but a fast endpoint (own limit 3, so 12 may

@@ -920,11 +920,75 @@ async fn lost_database_connections_are_reestablished() {
 }
 
 /// A noisy tenant whose 16 endpoints accept connections and never answer
-/// fills at most its tenant limit; a quiet tenant's burst, emitted once the
-/// noisy requests hang, all arrives before the first of them times out.
+/// fills at most what a tenant alone may have (half the slow slots); a quiet
+/// tenant's burst, emitted once the noisy requests hang, all arrives before
+/// the first of them times out.
 #[tokio::test]
 async fn a_noisy_tenant_does_not_hold_up_a_quiet_one() {
     noisy_and_quiet(postbox_worker::config::DEFAULT_TENANT_MAX_IN_FLIGHT).await;
+}
+
+/// Noisy tenants (1, 2 and 4 of them) whose receivers accept connections
+/// and never answer, each with 8 endpoints, a 60 s timeout and work for
+/// more than the worker's slots: a quiet tenant's events, emitted one at a
+/// time, each arrive within 2 s, while every noisy request still hangs.
+#[tokio::test]
+async fn several_noisy_tenants_do_not_hold_up_a_quiet_one() {
+    for noisy in [1, 2, 4] {
+        noisy_tenants_and_a_quiet_one(noisy).await;
+    }
+}
+
+async fn noisy_tenants_and_a_quiet_one(noisy: usize) {
+    let (pg, db) = cluster().await;
+    let o = order();
+    let hang = Receiver::start(Behavior::Hang, o.clone()).await;
+    let ok = Receiver::start(Behavior::Statuses(vec![200]), o).await;
+    for t in 0..noisy {
+        for i in 0..8 {
+            endpoint(
+                &db,
+                &format!("noisy-{t}"),
+                &format!("{}/{t}/{i}", hang.url()),
+                ", '{order.refunded}', options => '{\"timeout_ms\": 60000, \"retry_schedule\": [\"1h\"]}'",
+            )
+            .await;
+        }
+        // 16 deliveries for each of its endpoints: 128 per tenant.
+        db.batch_execute(&format!(
+            "SELECT postbox.emit('noisy-{t}', 'order.refunded', '{{}}') FROM generate_series(1, 16)"
+        ))
+        .await
+        .unwrap();
+    }
+    endpoint(&db, "quiet", &ok.url(), ", '{order.paid}'").await;
+    let mut cfg = test_config(&pg);
+    cfg.lease = Duration::from_secs(90);
+    cfg.request_timeout = Duration::from_secs(60);
+    // Hundreds of connects at once on the test's one thread.
+    cfg.connect_timeout = Duration::from_secs(3);
+    cfg.shutdown_timeout = Duration::from_secs(1);
+    let alone = cfg.limits().tenant_alone() as usize;
+    let worker = Worker::start(cfg);
+    eventually("the noisy requests hang", || hang.count() >= alone).await;
+    for n in 1..=5 {
+        db.batch_execute("SELECT postbox.emit('quiet', 'order.paid', '{}')")
+            .await
+            .unwrap();
+        postbox_tests::wait_until(
+            Duration::from_secs(2),
+            &format!("quiet event {n} with {noisy} noisy tenants"),
+            || std::future::ready((ok.count() == n).then_some(())),
+        )
+        .await;
+    }
+    let timed_out: i64 = one(
+        &db,
+        "SELECT count(*) FROM postbox.attempts WHERE tenant <> 'quiet'",
+    )
+    .await;
+    assert_eq!(timed_out, 0, "no noisy request had ended");
+    worker.stop().await.unwrap();
 }
 
 async fn noisy_and_quiet(tenant_max_in_flight: u32) {
@@ -955,11 +1019,9 @@ async fn noisy_and_quiet(tenant_max_in_flight: u32) {
     // a noisy request here.
     cfg.request_timeout = Duration::from_secs(3);
     cfg.connect_timeout = Duration::from_secs(3);
+    let alone = cfg.limits().tenant_alone() as usize;
     let worker = Worker::start(cfg);
-    eventually("the noisy requests hang", || {
-        hang.count() >= tenant_max_in_flight.min(256) as usize
-    })
-    .await;
+    eventually("the noisy requests hang", || hang.count() >= alone).await;
     db.batch_execute(
         "SELECT postbox.emit('quiet', 'order.paid', '{}') FROM generate_series(1, 50)",
     )
@@ -983,7 +1045,7 @@ async fn noisy_and_quiet(tenant_max_in_flight: u32) {
         "every quiet delivery finished before the first noisy request timed out"
     );
     assert!(
-        hang.max_concurrent() <= tenant_max_in_flight as usize,
+        hang.max_concurrent() <= alone,
         "the noisy tenant had {} requests in flight",
         hang.max_concurrent()
     );
@@ -996,9 +1058,9 @@ async fn noisy_and_quiet(tenant_max_in_flight: u32) {
     worker.stop().await.unwrap();
 }
 
-/// Within one tenant too: its endpoints that hang fill at most the tenant
-/// limit with requests that are not fast, and its fast endpoint, which does
-/// not count against that limit, goes on at once.
+/// Within one tenant too: its endpoints that hang fill at most what a tenant
+/// alone may have with requests that are not fast, and its fast endpoint,
+/// which does not count against that, goes on at once.
 #[tokio::test]
 async fn a_tenants_hanging_endpoints_do_not_hold_up_its_fast_one() {
     let (pg, db) = cluster().await;
@@ -1009,6 +1071,7 @@ async fn a_tenants_hanging_endpoints_do_not_hold_up_its_fast_one() {
     let mut cfg = test_config(&pg);
     cfg.request_timeout = Duration::from_secs(3);
     cfg.connect_timeout = Duration::from_secs(3);
+    let alone = cfg.limits().tenant_alone() as usize;
     let worker = Worker::start(cfg);
     // The worker learns that this endpoint answers fast.
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 20)")
@@ -1024,14 +1087,14 @@ async fn a_tenants_hanging_endpoints_do_not_hold_up_its_fast_one() {
         )
         .await;
     }
-    // 9 x 16 = 144 hanging requests wanted, more than the tenant limit of 128.
+    // 9 x 16 = 144 hanging requests wanted, more than a tenant alone may have (96).
     db.batch_execute(
         "SELECT postbox.emit('t', 'order.refunded', '{}') FROM generate_series(1, 16)",
     )
     .await
     .unwrap();
-    eventually("the tenant limit full of hanging requests", || {
-        hang.count() >= postbox_worker::config::DEFAULT_TENANT_MAX_IN_FLIGHT as usize
+    eventually("the tenant's share full of hanging requests", || {
+        hang.count() >= alone
     })
     .await;
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}') FROM generate_series(1, 50)")
@@ -1050,7 +1113,7 @@ async fn a_tenants_hanging_endpoints_do_not_hold_up_its_fast_one() {
         before, 70,
         "every fast delivery finished before the first hanging request timed out"
     );
-    assert!(hang.max_concurrent() <= postbox_worker::config::DEFAULT_TENANT_MAX_IN_FLIGHT as usize);
+    assert!(hang.max_concurrent() <= alone);
     worker.stop().await.unwrap();
 }
 
@@ -1076,10 +1139,11 @@ async fn expansion_goes_on_while_the_worker_is_full() {
     .await
     .unwrap();
     let mut cfg = test_config(&pg);
-    cfg.max_in_flight = 16;
+    // One slot: a hanging request takes it (more keep a share for others).
+    cfg.max_in_flight = 1;
     cfg.lease = Duration::from_secs(10);
     let worker = Worker::start(cfg);
-    eventually("every slot taken", || hang.count() == 16).await;
+    eventually("every slot taken", || hang.count() == 1).await;
     db.batch_execute("SELECT postbox.emit('u', 'order.paid', '{}') FROM generate_series(1, 5)")
         .await
         .unwrap();
@@ -1100,7 +1164,7 @@ async fn expansion_goes_on_while_the_worker_is_full() {
     assert_eq!(
         (timed_out, ok.count()),
         (0, 0),
-        "expanded while all 16 slots were still held"
+        "expanded while the slot was still held"
     );
     worker.stop().await.unwrap();
 }
