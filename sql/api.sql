@@ -1736,6 +1736,9 @@ AS $fn$
 #variable_conflict use_variable
 BEGIN
     PERFORM postbox._require_tenant(tenant);
+    IF credential IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: credential must not be NULL';
+    END IF;
     IF status IS NULL OR status NOT BETWEEN 200 AND 299 OR body IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: only a successful response is stored (status 200 to 299, a body): %s',
@@ -1748,6 +1751,19 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: no request with this Idempotency-Key is under way: %s',
             coalesce(postbox._shown(idempotency_key), 'NULL'));
+    END IF;
+END
+$fn$;
+
+-- Raises unless p_user_id is NULL or a user id of 1 to 200 characters.
+CREATE FUNCTION postbox._check_user_id(p_user_id text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    IF p_user_id IS NOT NULL AND length(p_user_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: user_id must be 1 to 200 characters: %s', postbox._shown(p_user_id));
     END IF;
 END
 $fn$;
@@ -1782,10 +1798,7 @@ BEGIN
             'postbox: manage_keys must be true or false, and true only for an admin session: %s',
             coalesce(manage_keys::text, 'NULL'));
     END IF;
-    IF user_id IS NOT NULL AND length(user_id) NOT BETWEEN 1 AND 200 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: user_id must be 1 to 200 characters: %s', postbox._shown(user_id));
-    END IF;
+    PERFORM postbox._check_user_id(user_id);
     INSERT INTO postbox.portal_sessions (id, tenant, role, link_hash, link_expires_at, manage_keys, user_id)
     VALUES (v_id, tenant, role, sha256(convert_to(v_token, 'UTF8')), now() + valid_for, manage_keys, user_id);
     id := v_id;
@@ -1847,6 +1860,7 @@ DECLARE
     v_n integer;
 BEGIN
     PERFORM postbox._require_tenant(tenant);
+    PERFORM postbox._check_user_id(user_id);
     UPDATE postbox.portal_sessions s
        SET expires_at = least(s.expires_at, now()), link_expires_at = least(s.link_expires_at, now())
      WHERE s.tenant = revoke_portal_sessions.tenant
@@ -2044,6 +2058,7 @@ COMMENT ON FUNCTION postbox.list_api_keys(text, uuid, uuid, integer) IS 'A page 
 COMMENT ON FUNCTION postbox.revoke_portal_sessions(text, text) IS 'Ends a tenant''s open portal sessions and unused links (only one user''s, when given) at once; returns how many.';
 COMMENT ON FUNCTION postbox.end_portal_session(bytea) IS 'postbox-api: signs out the open portal session whose cookie has this SHA-256; returns whether there was one.';
 COMMENT ON FUNCTION postbox._max_api_keys_kept() IS 'Internal: the most API keys per tenant, revoked ones kept for their window included (inlined).';
+COMMENT ON FUNCTION postbox._check_user_id(text) IS 'Internal: raises unless a portal user id is NULL or 1 to 200 characters.';
 COMMENT ON FUNCTION postbox._key_session(text, uuid) IS 'Internal: the open portal session of a tenant if it may manage API keys, else the error; NULL for no session.';
 COMMENT ON FUNCTION postbox._session_owns_key(postbox.portal_sessions, postbox.api_keys) IS 'Internal: whether a portal session (NULL: none) may see and manage an API key: the keys it made, or its user''s.';
 COMMENT ON FUNCTION postbox.authenticate_api_key(bytea) IS 'postbox-api: the id, tenant and role of the live key with this SHA-256, if any; records its use at most once a minute.';

@@ -586,6 +586,9 @@ AS $fn$
 #variable_conflict use_variable
 BEGIN
     PERFORM postbox._require_tenant(tenant);
+    IF credential IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: credential must not be NULL';
+    END IF;
     IF status IS NULL OR status NOT BETWEEN 200 AND 299 OR body IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: only a successful response is stored (status 200 to 299, a body): %s',
@@ -598,6 +601,19 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
             'postbox: no request with this Idempotency-Key is under way: %s',
             coalesce(postbox._shown(idempotency_key), 'NULL'));
+    END IF;
+END
+$fn$;
+
+-- Raises unless p_user_id is NULL or a user id of 1 to 200 characters.
+CREATE FUNCTION postbox._check_user_id(p_user_id text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    IF p_user_id IS NOT NULL AND length(p_user_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'postbox: user_id must be 1 to 200 characters: %s', postbox._shown(p_user_id));
     END IF;
 END
 $fn$;
@@ -632,10 +648,7 @@ BEGIN
             'postbox: manage_keys must be true or false, and true only for an admin session: %s',
             coalesce(manage_keys::text, 'NULL'));
     END IF;
-    IF user_id IS NOT NULL AND length(user_id) NOT BETWEEN 1 AND 200 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: user_id must be 1 to 200 characters: %s', postbox._shown(user_id));
-    END IF;
+    PERFORM postbox._check_user_id(user_id);
     INSERT INTO postbox.portal_sessions (id, tenant, role, link_hash, link_expires_at, manage_keys, user_id)
     VALUES (v_id, tenant, role, sha256(convert_to(v_token, 'UTF8')), now() + valid_for, manage_keys, user_id);
     id := v_id;
@@ -672,6 +685,7 @@ DECLARE
     v_n integer;
 BEGIN
     PERFORM postbox._require_tenant(tenant);
+    PERFORM postbox._check_user_id(user_id);
     UPDATE postbox.portal_sessions s
        SET expires_at = least(s.expires_at, now()), link_expires_at = least(s.link_expires_at, now())
      WHERE s.tenant = revoke_portal_sessions.tenant
@@ -701,6 +715,7 @@ COMMENT ON FUNCTION postbox.register_endpoint(text, text, text[], json, text, te
 COMMENT ON FUNCTION postbox.replay(text, uuid, timestamptz, timestamptz, integer) IS 'Queues again, each with a fresh schedule, up to max_rows failed and cancelled deliveries of one of the tenant''s endpoints queued in [since, until), oldest first; returns how many, and whether more remain (repeat the call until more is false).';
 COMMENT ON FUNCTION postbox.set_retention(interval, interval, interval, interval, interval, interval) IS 'Sets the retention windows (NULL leaves one as it is); idempotency keys are kept at least 24 hours.';
 COMMENT ON FUNCTION postbox._max_api_keys_kept() IS 'Internal: the most API keys per tenant, revoked ones kept for their window included (inlined).';
+COMMENT ON FUNCTION postbox._check_user_id(text) IS 'Internal: raises unless a portal user id is NULL or 1 to 200 characters.';
 COMMENT ON FUNCTION postbox._key_session(text, uuid) IS 'Internal: the open portal session of a tenant if it may manage API keys, else the error; NULL for no session.';
 COMMENT ON FUNCTION postbox._session_owns_key(postbox.portal_sessions, postbox.api_keys) IS 'Internal: whether a portal session (NULL: none) may see and manage an API key: the keys it made, or its user''s.';
 COMMENT ON FUNCTION postbox.create_api_key(text, text, text, uuid) IS 'Makes an HTTP API key (admin or member of a tenant, or operator with tenant NULL) and returns it, the only time it is shown; with session, for that portal session (allowed to manage keys), which it records with its user.';
@@ -719,7 +734,7 @@ COMMENT ON FUNCTION postbox.end_portal_session(bytea) IS 'postbox-api: signs out
 -- Privileges: nothing for PUBLIC, then postbox_admin what the HTTP API calls.
 REVOKE ALL ON FUNCTION postbox.replay(text, uuid, timestamptz, timestamptz, integer),
     postbox.set_retention(interval, interval, interval, interval, interval, interval),
-    postbox._max_api_keys_kept(), postbox._key_session(text, uuid),
+    postbox._max_api_keys_kept(), postbox._key_session(text, uuid), postbox._check_user_id(text),
     postbox._session_owns_key(postbox.portal_sessions, postbox.api_keys),
     postbox.create_api_key(text, text, text, uuid), postbox._api_key(text, uuid, uuid),
     postbox.rotate_api_key(text, uuid, uuid), postbox.revoke_api_key(text, uuid, uuid),

@@ -151,7 +151,9 @@ mod tests {
             ("not a url", "valid absolute URL"),
         ] {
             let msg = rejects(&format!("SELECT postbox.validate_url('{url}')"), want);
-            assert!(msg.ends_with(url), "{msg}");
+            // The URL as given, but never its user info.
+            let shown = url.replace("user:pw@", "(hidden)@");
+            assert!(msg.ends_with(&shown) && !msg.contains("pw@"), "{msg}");
         }
         rejects(
             &format!(
@@ -1059,7 +1061,7 @@ mod tests {
             ("create_event_type(text,text,jsonb,jsonb)", "admin API: writes the catalog, which admins cannot write directly"),
             ("create_endpoint(text,text,text[],json,text,text,text,text,jsonb,boolean,text)", "admin API: writes endpoints and secrets, which admins cannot read or write directly"),
             ("create_endpoint(text,jsonb)", "admin API: the same from a configuration (checked key by key)"),
-            ("register_endpoint(text,text,text[],json,text,text,text,text,jsonb,boolean,text)", "admin API: creates, or sets event types, and returns the current secret"),
+            ("register_endpoint(text,text,text[],json,text,text,text,text,jsonb,boolean,text)", "admin API: creates (returning the new secret), or sets event types; never reads a stored secret"),
             ("unregister_endpoint(text,text)", "admin API: deletes the tenant's endpoints with a URL"),
             ("update_endpoint(text,uuid,text,text[],json,text,boolean,jsonb,text)", "admin API: writes one of the tenant's endpoints and the pause history"),
             ("delete_endpoint(text,uuid)", "admin API: deletes one of the tenant's endpoints and cancels its outbox rows"),
@@ -1068,22 +1070,25 @@ mod tests {
             ("set_tenant_limit(text,integer)", "admin API: writes tenant_limits, suspends or resumes the tenant's endpoints"),
             ("send_test(text,uuid,text,jsonb)", "admin API: writes events and outbox"),
             ("retry_delivery(text,bigint)", "admin API: writes outbox"),
-            ("replay(text,uuid,timestamp with time zone,timestamp with time zone)", "admin API: writes outbox"),
+            ("replay(text,uuid,timestamp with time zone,timestamp with time zone,integer)", "admin API: writes outbox, a bounded batch per call"),
             ("emit(text,text,jsonb,text)", "emitter API: writes emitted and idempotency_keys; takes only text and jsonb"),
             ("_register_resource(text)", "attach (invoker) registers event types through it; takes only a name"),
             ("_check_tenant_limit(text)", "called by create_endpoint; reads limits and counts endpoints"),
             ("_catalog_names()", "called by validation; reads the catalog"),
             ("_unknown_event_type(text)", "called by emit and the triggers' owner step; reads the catalog for the message"),
             ("expand_events(integer)", "worker API: moves emitted rows into events and outbox; reads only postbox's own tables"),
-            ("set_retention(interval,interval,interval,interval,interval)", "admin API: writes the retention row"),
+            ("set_retention(interval,interval,interval,interval,interval,interval)", "admin API: writes the retention row"),
             ("purge(integer)", "worker and admin API: deletes expired rows of postbox's own tables, which neither may delete directly"),
-            ("create_api_key(text,text,text)", "admin API: writes api_keys (key hashes), which no role can read or write"),
-            ("rotate_api_key(text,uuid)", "admin API: writes api_keys"),
-            ("revoke_api_key(text,uuid)", "admin API: writes api_keys"),
+            ("create_api_key(text,text,text,uuid)", "admin API: writes api_keys (key hashes), which no role can read or write; reads the portal session's grant"),
+            ("rotate_api_key(text,uuid,uuid)", "admin API: writes api_keys; a session only its own keys"),
+            ("revoke_api_key(text,uuid,uuid)", "admin API: writes api_keys; a session only its own keys"),
+            ("list_api_keys(text,uuid,uuid,integer)", "admin API: reads api_keys (never the hashes) and the portal session's grant"),
             ("authenticate_api_key(bytea)", "postbox-api: reads key_hash, which no role may read, and writes last_used_at; takes only a hash"),
-            ("api_request_begin(text,text,bytea)", "postbox-api: api_idempotency holds responses with secrets and is granted to no one"),
-            ("api_request_end(text,text,integer,text)", "postbox-api: writes api_idempotency"),
-            ("create_portal_session(text,text,interval)", "admin API: writes portal_sessions (token hashes), granted to no one"),
+            ("api_request_begin(text,uuid,text,bytea)", "postbox-api: api_idempotency holds responses with secrets and is granted to no one"),
+            ("api_request_end(text,uuid,text,integer,text)", "postbox-api: writes api_idempotency"),
+            ("create_portal_session(text,text,interval,boolean,text)", "admin API: writes portal_sessions (token hashes), granted to no one"),
+            ("revoke_portal_sessions(text,text)", "admin API: ends sessions in portal_sessions, granted to no one"),
+            ("end_portal_session(bytea)", "postbox-api: sign-out, ends one session in portal_sessions; takes only a hash"),
             ("open_portal_session(bytea,bytea,interval)", "postbox-api: uses a link once and opens its session in portal_sessions; takes only hashes"),
             ("authenticate_portal_session(bytea)", "postbox-api: reads portal_sessions; takes only a hash"),
         ];

@@ -75,7 +75,7 @@
     fn api_key_arguments_are_checked() {
         for (call, msg) in [
             ("'t', 'owner', 'x'", "postbox: role must be admin, member or operator: owner"),
-            ("'t', 'operator', 'x'", "postbox: operator keys act for every tenant and take no tenant (pass NULL): t"),
+            ("'t', 'operator', 'x'", "postbox: operator keys act for every tenant and take no tenant or session (pass NULL): t"),
             ("NULL, 'admin', 'x'", "postbox: tenant must be a non-empty string: NULL"),
             ("'t', 'admin', ''", "postbox: api key label must be 1 to 200 characters: "),
             ("'t', 'admin', repeat('a', 201)", "postbox: api key label must be 1 to 200 characters: aaaa"),
@@ -120,28 +120,34 @@
     fn api_requests_with_an_idempotency_key_are_answered_once() {
         let begin = |key: &str, req: &str| -> Option<String> {
             Spi::get_one::<String>(&format!(
-                "SELECT (SELECT status || ' ' || body FROM postbox.api_request_begin('t', '{key}', sha256('{req}')))"
+                "SELECT (SELECT status || ' ' || body FROM postbox.api_request_begin('t', '00000000-0000-0000-0000-00000000000a', '{key}', sha256('{req}')))"
             ))
             .unwrap()
         };
         assert_eq!(begin("k1", "a"), None, "the first claims the key");
-        run("SELECT postbox.api_request_end('t', 'k1', 201, '{\"id\": 1}')");
+        run("SELECT postbox.api_request_end('t', '00000000-0000-0000-0000-00000000000a', 'k1', 201, '{\"id\": 1}')");
         assert_eq!(begin("k1", "a").as_deref(), Some("201 {\"id\": 1}"));
-        let (state, msg) = error_of("SELECT postbox.api_request_begin('t', 'k1', sha256('b'))");
+        let (state, msg) = error_of("SELECT postbox.api_request_begin('t', '00000000-0000-0000-0000-00000000000a', 'k1', sha256('b'))");
         assert_eq!(state, "22023");
         assert_eq!(msg, "postbox: this Idempotency-Key was used for another request (within 24:00:00): k1");
         assert_eq!(begin("k1", "a").as_deref(), Some("201 {\"id\": 1}"));
+        // Per credential: another key or session of the tenant gets no
+        // stored answer (it may hold a new secret); its request is its own.
+        assert_eq!(
+            Spi::get_one::<String>("SELECT (SELECT status || ' ' || body FROM postbox.api_request_begin('t', '00000000-0000-0000-0000-00000000000b', 'k1', sha256('a')))").unwrap(),
+            None
+        );
         // Per tenant.
         assert_eq!(
-            Spi::get_one::<i16>("SELECT (SELECT status FROM postbox.api_request_begin('u', 'k1', sha256('b')))").unwrap(),
+            Spi::get_one::<i16>("SELECT (SELECT status FROM postbox.api_request_begin('u', '00000000-0000-0000-0000-00000000000a', 'k1', sha256('b')))").unwrap(),
             None
         );
         for (call, msg) in [
-            ("postbox.api_request_begin('t', 'a b', sha256('a'))", "postbox: Idempotency-Key must be 1 to 255 visible ASCII characters: a b"),
-            ("postbox.api_request_begin('t', '', sha256('a'))", "postbox: Idempotency-Key must be 1 to 255 visible ASCII characters: "),
-            ("postbox.api_request_begin('t', 'k', '\\x00')", "postbox: request_hash must be a SHA-256 (32 bytes)"),
-            ("postbox.api_request_end('t', 'k1', 201, 'x')", "postbox: no request with this Idempotency-Key is under way: k1"),
-            ("postbox.api_request_end('t', 'k9', 500, 'x')", "postbox: only a successful response is stored (status 200 to 299, a body): 500"),
+            ("postbox.api_request_begin('t', '00000000-0000-0000-0000-00000000000a', 'a b', sha256('a'))", "postbox: Idempotency-Key must be 1 to 255 visible ASCII characters: a b"),
+            ("postbox.api_request_begin('t', '00000000-0000-0000-0000-00000000000a', '', sha256('a'))", "postbox: Idempotency-Key must be 1 to 255 visible ASCII characters: "),
+            ("postbox.api_request_begin('t', '00000000-0000-0000-0000-00000000000a', 'k', '\\x00')", "postbox: request_hash must be a SHA-256 (32 bytes)"),
+            ("postbox.api_request_end('t', '00000000-0000-0000-0000-00000000000a', 'k1', 201, 'x')", "postbox: no request with this Idempotency-Key is under way: k1"),
+            ("postbox.api_request_end('t', '00000000-0000-0000-0000-00000000000a', 'k9', 500, 'x')", "postbox: only a successful response is stored (status 200 to 299, a body): 500"),
         ] {
             let (state, got) = error_of(&format!("SELECT {call}"));
             assert_eq!((state.as_str(), got.as_str()), ("22023", msg), "{call}");
@@ -152,7 +158,8 @@
         run("UPDATE postbox.api_idempotency SET created_at = now() - interval '25 hours'");
         assert_eq!(
             one::<i64>("SELECT deleted FROM postbox.purge() WHERE kind = 'api_requests'"),
-            2
+            3,
+            "t's k1 of each credential, and u's"
         );
         assert_eq!(one::<i64>("SELECT count(*) FROM postbox.api_idempotency"), 0);
     }

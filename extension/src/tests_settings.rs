@@ -68,7 +68,7 @@
     }
 
     #[pg_test]
-    fn register_endpoint_creates_once_per_url_and_returns_the_current_secret() {
+    fn register_endpoint_creates_once_per_url_and_returns_only_a_new_secret() {
         orders_catalog();
         let reg = |types: &str| {
             Spi::connect(|c| {
@@ -82,18 +82,21 @@
                     .first();
                 (
                     r.get::<String>(1).unwrap().unwrap(),
-                    r.get::<String>(2).unwrap().unwrap(),
+                    r.get::<String>(2).unwrap(),
                     r.get::<bool>(3).unwrap().unwrap(),
                 )
             })
         };
         let (id, secret, created) = reg("{order.paid}");
-        assert!(created && secret.starts_with("whsec_"));
+        assert!(created && secret.unwrap().starts_with("whsec_"));
+        // An endpoint that was there: its stored secret is never read back.
         let (id2, secret2, created2) = reg("{order.*}");
-        assert_eq!((id2.as_str(), secret2.as_str(), created2), (id.as_str(), secret.as_str(), false));
+        assert_eq!((id2.as_str(), secret2, created2), (id.as_str(), None, false));
         assert_eq!(one::<String>(&format!("SELECT event_types::text FROM postbox.endpoints WHERE id = '{id}'")), "{order.*}");
-        let rotated = one::<String>(&format!("SELECT postbox.rotate_secret('t', '{id}'::uuid)"));
-        assert_eq!(reg("{order.paid}").1, rotated, "the current secret, after a rotation");
+        run(&format!("SELECT postbox.rotate_secret('t', '{id}'::uuid)"));
+        assert_eq!(reg("{order.paid}").1, None, "not after a rotation either");
+        run(&format!("SELECT postbox.rotate_secret('t', '{id}'::uuid, own_secret => 'whsec_b3duLXNlY3JldC1pbi1sb2ctdGVzdC0zMi1ieXRlcyE=')"));
+        assert_eq!(reg("{order.paid}").1, None, "nor a customer's own");
         rejects("SELECT postbox.register_endpoint('t', 'https://hooks.example.com/in', '{nope.x}')", "unknown");
         assert_eq!(count("SELECT FROM postbox.endpoints"), 1);
         // Another tenant's endpoint at the same URL is its own.
@@ -245,7 +248,7 @@
                FROM r WHERE d.id = r.id"
         ));
         run(&format!("UPDATE postbox.outbox SET status = 'failed' WHERE endpoint_id = '{other}'"));
-        assert_eq!(one::<i32>(&format!("SELECT postbox.replay('t', '{ep}', now() - interval '2 hours')")), 2);
+        assert_eq!(one::<i32>(&format!("SELECT queued FROM postbox.replay('t', '{ep}', now() - interval '2 hours')")), 2);
         assert_eq!(
             one::<String>(&format!(
                 "SELECT string_agg(status || attempts, ',' ORDER BY id) FROM postbox.outbox WHERE endpoint_id = '{ep}'"
@@ -253,7 +256,7 @@
             "pending0,failed5,pending0,pending5"
         );
         assert_eq!(count(&format!("SELECT FROM postbox.outbox WHERE endpoint_id = '{other}' AND status = 'failed'")), 4);
-        assert_eq!(one::<i32>(&format!("SELECT postbox.replay('t', '{ep}', '-infinity', now() - interval '2 hours')")), 1);
+        assert_eq!(one::<i32>(&format!("SELECT queued FROM postbox.replay('t', '{ep}', '-infinity', now() - interval '2 hours')")), 1);
         rejects(&format!("SELECT postbox.replay('t', '{ep}', now(), now() - interval '1 hour')"), "since <= until");
     }
 
@@ -533,6 +536,15 @@
         assert_eq!(beat("w1", A), 0, "registered");
         lease(2, "w1");
         assert_eq!(beat("w1", A), 0, "alive: its claims stay");
+        // Another live instance of w1 is refused (55006), and changes nothing.
+        let (state, msg) = error_of(&format!(
+            "SELECT postbox.worker_heartbeat('w1', '{B}', interval '5 seconds')"
+        ));
+        assert_eq!(state, "55006", "{msg}");
+        assert!(msg.contains("worker_id w1 is in use"), "{msg}");
+        assert_eq!(count("SELECT FROM postbox.outbox WHERE leased_by = 'w1'"), 2);
+        // Once it is stale, a new instance is that worker restarted.
+        run("UPDATE postbox.workers SET seen_at = now() - interval '6 seconds' WHERE worker_id = 'w1'");
         assert_eq!(beat("w1", B), 2, "restarted: the old process's claims are released");
         assert_eq!(count("SELECT FROM postbox.outbox WHERE leased_by IS NOT NULL"), 0);
         // w2 has not been seen for a minute.
@@ -653,6 +665,10 @@
                 ("status", _) => "201".into(),
                 ("body", _) => "'{}'".into(),
                 ("idempotency_key", _) => "'sweep'".into(),
+                ("credential", _) => "gen_random_uuid()".into(),
+                // No portal session (a key, or SQL), from the first page.
+                ("session", _) | ("after", _) => "NULL".into(),
+                ("user_id", _) => "'u1'".into(),
                 (_, "interval") => "'30 days'".into(),
                 (_, "integer") | (_, "bigint") => "10".into(),
                 (_, "boolean") => "true".into(),
@@ -712,6 +728,14 @@
             // No key has a NULL hash: no row, as for any unknown key (or link, or session).
             "authenticate_api_key.key_hash", "authenticate_portal_session.session_hash",
             "open_portal_session.link_hash",
+            // 0.6.0: the revoked-keys window; no portal session (a key, or
+            // SQL); operator keys' list (no tenant) and its first page; no
+            // user named; no session signs out.
+            "set_retention.revoked_api_keys",
+            "create_api_key.session",
+            "list_api_keys.tenant", "list_api_keys.session", "list_api_keys.after",
+            "create_portal_session.user_id", "revoke_portal_sessions.user_id",
+            "end_portal_session.session_hash",
         ];
         // How an argument's NULL error may name it, besides its own name.
         let names = |arg: &str| -> Vec<String> {
@@ -724,6 +748,9 @@
                 "endpoint_id" => n.push("no endpoint has this id".into()),
                 // NULL is an operator key's tenant: there is none with the id.
                 "tenant" => n.push("no api key has this id".into()),
+                // NULL is no session; the sweep's id is no key's (its sample
+                // is an endpoint's), so the call fails on the id.
+                "session" => n.push("no api key has this id".into()),
                 _ => {}
             }
             n
@@ -1052,6 +1079,14 @@
             "authenticate_portal_session.session_hash:bytes", "open_portal_session.link_hash:bytes",
             // Portal links: any tenant, as above; intervals within their bounds.
             "create_portal_session.tenant:text.inject", "create_portal_session.tenant:text.odd",
+            // 0.6.0: any tenant, as above; a user id is any text of 1 to 200
+            // characters, stored verbatim as labels are (and matching none
+            // when revoking); any bytes are a hash no session has.
+            "list_api_keys.tenant:text.inject", "list_api_keys.tenant:text.odd",
+            "revoke_portal_sessions.tenant:text.inject", "revoke_portal_sessions.tenant:text.odd",
+            "create_portal_session.user_id:text.inject", "create_portal_session.user_id:text.odd",
+            "revoke_portal_sessions.user_id:text.inject", "revoke_portal_sessions.user_id:text.odd",
+            "end_portal_session.session_hash:bytes",
         ];
         let allowed = |f: &str, arg: &str, label: &str| -> Option<&'static str> {
             HOSTILE_IS_FINE.iter().copied().find(|e| {

@@ -764,6 +764,69 @@ async fn upgrade_from_0_4_0_matches_a_fresh_install() {
         kinds,
         "api_requests attempts deliveries events idempotency_keys pauses portal_sessions rejects"
     );
+    old.batch_execute("ALTER EXTENSION postbox UPDATE")
+        .await
+        .unwrap();
+    assert_same_shape(&su, &old).await;
+}
+
+/// 0.5.0 -> 0.6.0 (security, round two) masks the header values the
+/// attempt log kept, drops the stored Idempotency-Key answers (they hold
+/// secrets and name no credential), keeps keys and sessions working, and
+/// ends up exactly like a fresh install. Needs sql/released/postbox--0.5.0.sql.
+#[tokio::test]
+async fn upgrade_from_0_5_0_matches_a_fresh_install() {
+    let pg = Cluster::start().await;
+    let (su, old) = database_to_upgrade(&pg).await;
+    old.batch_execute(
+        "CREATE EXTENSION postbox VERSION '0.5.0';
+         SELECT postbox.create_endpoint('t', 'https://a.example.com/', '{*}', headers => '{\"Authorization\": \"Bearer old-s3cret\"}');
+         INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at,
+                                          duration_ms, outcome, queued_at, request_headers)
+         SELECT 1, 't', id, gen_random_uuid(), 1, now(), 1, 'succeeded', now(), headers FROM postbox.endpoints;
+         SELECT postbox.api_request_begin('t', 'k1', sha256('a'));
+         SELECT postbox.api_request_end('t', 'k1', 201, '{\"secret\": \"whsec_x\"}');",
+    )
+    .await
+    .unwrap();
+    let key: String = old
+        .query_one("SELECT key FROM postbox.create_api_key('t', 'admin', 'ci')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    old.batch_execute("ALTER EXTENSION postbox UPDATE TO '0.6.0'")
+        .await
+        .unwrap();
+    let one = |sql: &'static str| {
+        let old = &old;
+        async move { old.query_one(sql, &[]).await.unwrap().get::<_, String>(0) }
+    };
+    assert_eq!(
+        one("SELECT request_headers::text FROM postbox.attempt_log").await,
+        r#"{"Authorization": "********"}"#
+    );
+    assert_eq!(
+        one("SELECT count(*)::text FROM postbox.api_idempotency").await,
+        "0"
+    );
+    let who: String = old
+        .query_one(
+            "SELECT tenant || ':' || role FROM postbox.authenticate_api_key(sha256(convert_to($1, 'UTF8')))",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "t:admin");
+    // The new rules hold on the upgraded database.
+    assert_eq!(
+        one("SELECT coalesce(secret, 'none') FROM postbox.register_endpoint('t', 'https://a.example.com/', NULL)").await,
+        "none"
+    );
+    assert_eq!(
+        one("SELECT string_agg(kind, ' ' ORDER BY kind) FROM postbox.purge()").await,
+        "api_keys api_requests attempts deliveries events idempotency_keys pauses portal_sessions rejects"
+    );
     assert_same_shape(&su, &old).await;
 }
 
