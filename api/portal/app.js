@@ -2,10 +2,11 @@
 // Every value comes from the API and is written as text (textContent, never
 // markup), so whatever a tenant typed shows as typed. Changes carry the
 // session's CSRF token. Views: #/ (endpoints), #/new, #/e/<id>,
-// #/e/<id>/edit, #/d/<delivery id>.
+// #/e/<id>/edit, #/d/<delivery id>, and #/keys (API keys, only for
+// sessions the product allowed to manage them).
 'use strict';
 
-const S = { csrf: '', role: 'member', types: [] };
+const S = { csrf: '', role: 'member', types: [], manageKeys: false };
 const STATUS = { healthy: 'Healthy', failing: 'Failing', disabled: 'Disabled', paused: 'Paused', suspended: 'Suspended' };
 const DELIVERY_STATUSES = ['pending', 'in_flight', 'held', 'succeeded', 'failed', 'cancelled'];
 
@@ -504,6 +505,83 @@ async function deliveryView(deliveryId) {
     d.attempts.length ? d.attempts.map((a) => attemptNode(a, false)) : el('p', { class: 'muted', text: 'No attempt yet.' }));
 }
 
+// ---- API keys (sessions the product allowed to manage them) ----------------
+
+function keyShown(title, r) {
+  return el('div', { class: 'card secret', id: 'new-key' },
+    el('label', { for: 'api-key', text: title }), el('pre', { id: 'api-key', text: r.key }),
+    el('p', { text: 'Copy it now: it will not be shown again. Send it as Authorization: Bearer <key>.' }),
+    copyButton('Copy key', () => r.key));
+}
+
+async function keysView(shown) {
+  const keys = (await api('GET', '/v1/api-keys?limit=500')).data;
+  const panel = el('div', { id: 'key-panel' }, shown || null);
+  const label = el('input', { type: 'text', id: 'key-label', required: true, maxlength: 200 });
+  const role = el('select', { id: 'key-role' },
+    el('option', { value: 'member', text: 'Read only' }), el('option', { value: 'admin', text: 'Read and write' }));
+  const err = el('span', { class: 'error', id: 'error-label', 'aria-live': 'polite' });
+  const form = el('form', { class: 'card', id: 'key-form' },
+    el('div', { class: 'field' }, el('label', { for: 'key-label', text: 'Label (whose key, or what for)' }), label, err),
+    el('div', { class: 'field' }, el('label', { for: 'key-role', text: 'Access' }), role),
+    el('div', { class: 'actions' }, el('button', { type: 'submit', id: 'generate-key' }, 'Generate API key')));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    err.textContent = '';
+    try {
+      const r = await api('POST', '/v1/api-keys', { label: label.value, role: role.value });
+      await keysView(keyShown('New API key', r));
+    } catch (e) { err.textContent = e.message; }
+  });
+  const row = (k) => el('tr', { class: 'key' },
+    el('td', { class: 'key-label', text: k.label }),
+    el('td', { text: k.role === 'admin' ? 'read and write' : 'read only' }),
+    el('td', { class: 'mono', text: `${k.prefix}…` }),
+    el('td', { text: k.last_used_at ? when(k.last_used_at) : 'never' }),
+    el('td', { class: 'key-status', text: k.revoked_at ? `revoked ${when(k.revoked_at)}` : 'active' }),
+    el('td', {}, k.revoked_at ? null : el('div', { class: 'actions' },
+      el('button', {
+        type: 'button', class: 'ghost rotate-key',
+        onclick: async () => {
+          try { await keysView(keyShown(`New value for ${k.label}`, await api('POST', `/v1/api-keys/${k.id}/rotate`))); } catch (e) { failure(e); }
+        },
+      }, 'Rotate'),
+      el('button', {
+        type: 'button', class: 'danger revoke-key',
+        onclick: () => {
+          panel.replaceChildren(el('div', { class: 'confirm', role: 'alertdialog', 'aria-label': 'Confirm revocation' },
+            el('p', { text: `Revoke ${k.label}? It stops working at once.` }),
+            el('div', { class: 'actions' },
+              el('button', {
+                type: 'button', class: 'danger', id: 'revoke-confirm',
+                onclick: async () => { try { await api('DELETE', `/v1/api-keys/${k.id}`); toast('Revoked'); await keysView(); } catch (e) { failure(e); } },
+              }, 'Revoke'),
+              el('button', { type: 'button', class: 'ghost', onclick: () => panel.replaceChildren() }, 'Cancel'))));
+          panel.querySelector('#revoke-confirm').focus();
+        },
+      }, 'Revoke'))));
+  show(
+    el('p', {}, el('a', { href: '#/', text: '← Endpoints' })),
+    el('h1', { text: 'API keys' }),
+    el('p', { class: 'muted', text: 'Keys for your own tools to manage these webhooks. You see the keys you made here.' }),
+    panel, form,
+    keys.length ? el('table', { class: 'keys' },
+      el('thead', {}, el('tr', {}, ['Label', 'Access', 'Key', 'Last used', 'Status', ''].map((h) => el('th', { text: h })))),
+      el('tbody', {}, keys.map(row)))
+      : el('p', { class: 'muted', id: 'no-keys', text: 'No API keys yet.' }));
+}
+
+async function signOut() {
+  try {
+    await api('POST', '/v1/portal/sign-out');
+  } catch (_) { /* already ended: signed out either way */ }
+  S.csrf = '';
+  for (const i of ['sign-out', 'keys-link']) document.getElementById(i).hidden = true;
+  document.getElementById('who').textContent = '';
+  show(el('h1', { text: 'You have signed out' }),
+    el('p', { text: 'Open the webhook settings again from the product to continue.' }));
+}
+
 // ---- routing ---------------------------------------------------------------
 
 async function route() {
@@ -516,6 +594,7 @@ async function route() {
     } else if ((m = h.match(/^#\/e\/([0-9a-f-]{36})$/))) await endpointView(m[1]);
     else if ((m = h.match(/^#\/d\/(\d+)$/))) await deliveryView(m[1]);
     else if (h === '#/new' && admin()) await formView(null);
+    else if (h === '#/keys' && S.manageKeys) await keysView();
     else await listView();
   } catch (e) { failure(e); }
 }
@@ -532,10 +611,13 @@ async function start() {
   try { stored = localStorage.getItem('postbox-theme'); } catch (_) { /* ignore */ }
   theme(stored || (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light'));
   document.getElementById('theme').addEventListener('click', () => theme(document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark'));
+  document.getElementById('sign-out').addEventListener('click', signOut);
   try {
     const s = await api('GET', '/v1/portal/session');
     S.csrf = s.csrf_token;
     S.role = s.role;
+    S.manageKeys = s.manage_keys;
+    document.getElementById('keys-link').hidden = !s.manage_keys;
     document.getElementById('who').textContent = `${s.tenant} · ${s.role === 'admin' ? 'can change settings' : 'view only'}`;
     if (s.logo) { const l = document.getElementById('logo'); l.src = '/portal/logo'; l.hidden = false; }
     S.types = (await api('GET', '/v1/event-types')).data;

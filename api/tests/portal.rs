@@ -50,13 +50,13 @@ async fn the_portal_in_a_real_browser() {
     .await;
     let base = served.base.clone();
     let http = reqwest::Client::new();
-    let link = |role: &'static str| {
+    let link_with = |body: serde_json::Value| {
         let (http, base, operator) = (http.clone(), base.clone(), operator.clone());
         async move {
             let r = http
                 .post(format!("{base}/v1/tenants/acme/portal-sessions"))
                 .bearer_auth(&operator)
-                .json(&serde_json::json!({"role": role}))
+                .json(&body)
                 .send()
                 .await
                 .unwrap();
@@ -67,6 +67,11 @@ async fn the_portal_in_a_real_browser() {
                 .to_string()
         }
     };
+    let link = |role: &'static str| link_with(serde_json::json!({"role": role}));
+    // First: the expired link below is the one made last.
+    let keys =
+        link_with(serde_json::json!({"role": "admin", "manage_keys": true, "user_id": "u-ada"}))
+            .await;
     let (admin, member, used, expired) = (
         link("admin").await,
         link("member").await,
@@ -157,6 +162,7 @@ async fn the_portal_in_a_real_browser() {
         ("BASE", base.clone()),
         ("ADMIN_LINK", admin),
         ("MEMBER_LINK", member),
+        ("KEYS_LINK", keys),
         ("USED_LINK", used),
         ("EXPIRED_LINK", expired),
         ("OPERATOR_KEY", operator.clone()),

@@ -2,7 +2,8 @@
 chromium and chromedriver) driven by selenium, against the real postbox-api,
 PostgreSQL, worker and loopback receivers that api/tests/portal.rs starts.
 
-Environment: BASE (the API), ADMIN_LINK, MEMBER_LINK, USED_LINK (already
+Environment: BASE (the API), ADMIN_LINK, MEMBER_LINK, KEYS_LINK (an admin
+session allowed to manage API keys, for user u-ada), USED_LINK (already
 used), EXPIRED_LINK, OPERATOR_KEY, TENANT, OK_URL and FAILING_URL
 (receivers answering 200 and 500), SHOTS (where screenshots go).
 Prints each step; exits non-zero at the first failure.
@@ -12,6 +13,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 
 from selenium import webdriver
@@ -45,6 +47,14 @@ def wait(d, cond):
     # The page re-renders as data arrives: an element found a moment ago
     # may be gone; look again.
     return WebDriverWait(d, WAIT, ignored_exceptions=[StaleElementReferenceException]).until(cond)
+
+
+def click(d, css):
+    """Clicks what `css` finds, looking again if the page re-rendered it."""
+    def go(d):
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+    wait(d, go)
 
 
 def by_id(d, i):
@@ -92,7 +102,9 @@ def fetch(d, method, path, body, csrf):
         """const [method, path, body, csrf, done] = arguments;
         const headers = {'content-type': 'application/json'};
         if (csrf) headers['x-csrf-token'] = csrf;
-        fetch(path, {method, headers, body: JSON.stringify(body), credentials: 'same-origin'})
+        const init = {method, headers, credentials: 'same-origin'};
+        if (method !== 'GET') init.body = JSON.stringify(body);
+        fetch(path, init)
           .then(r => done(r.status), e => done(String(e)));""",
         method, path, body, csrf)
 
@@ -301,12 +313,74 @@ def main():
         csrf = csrf_of(m)
         assert fetch(m, "PATCH", f"/v1/endpoints/{failing['id']}", {"description": "member"}, csrf) == 403
         assert fetch(m, "POST", "/v1/endpoints", {"url": E["OK_URL"]}, csrf) == 403
+        # Header values are masked for members, in the page and the API alike.
+        with_header = operator("POST", f"/v1/tenants/{TENANT}/endpoints",
+                               {"url": E["OK_URL"] + "/h", "headers": {"Authorization": "Bearer member-must-not-see"}})
+        listed = m.execute_async_script(
+            "const done = arguments[0]; fetch('/v1/endpoints').then(r => r.text()).then(done);")
+        assert "member-must-not-see" not in listed and "********" in listed, listed
+        m.get(BASE + f"/portal/#/e/{with_header['id']}")
+        text_in(m, ".headers", "Authorization: ********")
+        assert "member-must-not-see" not in m.page_source
+        # Members have no key management, and no session without the grant has.
+        assert m.find_element(By.ID, "keys-link").get_attribute("hidden") is not None
+        assert fetch(m, "GET", "/v1/api-keys", None, csrf) == 403
         shot(m, "13-member-endpoint-1440")
     except Exception:
         report(m)
         raise
     finally:
         m.quit()
+    step("API keys, where the product allows: generate (once), rotate, revoke; sign out")
+    k = browser(1440)
+    try:
+        k.get(E["KEYS_LINK"])
+        text_in(k, "h1", "Endpoints")
+        click(k, "#keys-link")
+        text_in(k, "h1", "API keys")
+        by_id(k, "no-keys")
+        click(k, "#generate-key")
+        assert "API keys" in k.find_element(By.TAG_NAME, "h1").text
+        assert k.execute_script("return document.getElementById('key-label').validity.valueMissing")
+        by_id(k, "key-label").send_keys("<b>ci</b> deploys")
+        click(k, "#generate-key")
+        first = by_id(k, "api-key").text
+        assert first.startswith("pbk_"), first
+        text_in(k, ".key-label", "<b>ci</b> deploys")
+        assert not k.find_elements(By.CSS_SELECTOR, ".key-label b"), "a label is text, not markup"
+        shot(k, "14-api-keys-1440")
+        # The key works, and only it is listed (not the operator's).
+        req = urllib.request.Request(BASE + "/v1/endpoints", headers={"Authorization": "Bearer " + first})
+        with urllib.request.urlopen(req) as r:
+            assert r.status == 200
+        assert len(k.find_elements(By.CSS_SELECTOR, "tr.key")) == 1
+        click(k, ".rotate-key")
+        wait(k, lambda d: d.find_element(By.ID, "api-key").text not in ("", first))
+        second = k.find_element(By.ID, "api-key").text
+        assert second.startswith("pbk_") and second != first
+        try:
+            urllib.request.urlopen(urllib.request.Request(BASE + "/v1/endpoints", headers={"Authorization": "Bearer " + first}))
+            raise AssertionError("the rotated key still works")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+        click(k, ".revoke-key")
+        click(k, "#revoke-confirm")
+        text_in(k, ".key-status", "revoked")
+        # The keys record who made them.
+        keys = operator("GET", f"/v1/tenants/{TENANT}/api-keys")["data"]
+        mine = [x for x in keys if x["label"] == "<b>ci</b> deploys"]
+        assert len(mine) == 1 and mine[0]["for_user"] == "u-ada" and mine[0]["made_by_session"], mine
+        click(k, "#sign-out")
+        text_in(k, "h1", "You have signed out")
+        assert fetch(k, "GET", "/v1/endpoints", None, None) == 401, "the session has ended"
+        k.refresh()
+        text_in(k, "h1", "Your session has ended")
+        shot(k, "15-signed-out-1440")
+    except Exception:
+        report(k)
+        raise
+    finally:
+        k.quit()
     print("portal: every flow passed", flush=True)
 
 
