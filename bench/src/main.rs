@@ -54,6 +54,13 @@ const SETTINGS: &[(&str, &str)] = &[
     ("autovacuum_naptime", "'10s'"),
 ];
 
+/// The second isolation figure: tenants whose endpoints all hang, each
+/// with NOISY_ENDPOINTS of them (at the default 16 in flight each, 128 per
+/// tenant: together twice the worker's slots) and NOISY_EVENTS events.
+const NOISY: usize = 4;
+const NOISY_ENDPOINTS: usize = 8;
+const NOISY_EVENTS: usize = 64;
+
 struct Figure {
     name: String,
     value: f64,
@@ -425,12 +432,16 @@ impl Bench {
     }
 
     /// Runs `events` x 10 endpoints with the worker; `hanging` of the 10 never answer.
+    /// With `noisy` tenants, the hanging ones are not tenant bench's: each
+    /// noisy tenant has [`NOISY_ENDPOINTS`] endpoints that never answer and
+    /// [`NOISY_EVENTS`] events, emitted (and hanging) before bench's.
     /// Returns (healthy deliveries/s, worker pid stats).
     async fn throughput(
         &mut self,
         events: u64,
         hanging: usize,
         idle: u64,
+        noisy: usize,
     ) -> (f64, Duration, Duration, Duration, Duration, u64) {
         self.reset().await;
         if idle > 0 {
@@ -447,7 +458,8 @@ impl Bench {
             self.sql("VACUUM ANALYZE postbox.endpoints, postbox.endpoint_secrets;")
                 .await;
         }
-        let eps: Vec<(String, String)> = (0..10)
+        let mut eps: Vec<(String, String)> = (0..10)
+            .filter(|i| noisy == 0 || *i >= hanging)
             .map(|i| {
                 (
                     "bench".to_string(),
@@ -459,9 +471,34 @@ impl Bench {
                 )
             })
             .collect();
+        for n in 0..noisy {
+            eps.extend(
+                (0..NOISY_ENDPOINTS).map(|i| (format!("noisy-{n}"), format!("/hang/n{n}-{i}"))),
+            );
+        }
         self.endpoints(&eps).await;
         let worker = self.start_worker();
         self.wait_worker_idle().await;
+        if noisy > 0 {
+            for n in 0..noisy {
+                self.sql(&format!(
+                    "SELECT count(postbox.emit('noisy-{n}', 'bench.event', '{{}}')) FROM generate_series(1, {NOISY_EVENTS})"
+                ))
+                .await;
+            }
+            // Bench's events come once the noisy tenants hold what they may
+            // (at least what one tenant alone may: 96 of the slow slots).
+            let stats = self.stats.clone();
+            postbox_tests::wait_until(
+                Duration::from_secs(60),
+                "the noisy requests to hang",
+                || {
+                    let stats = stats.clone();
+                    async move { (stats.hanging.load(Ordering::SeqCst) >= 96).then_some(()) }
+                },
+            )
+            .await;
+        }
         let pid = worker.id();
         let (w0, p0, b0) = (
             procstat::process_cpu(pid),
@@ -502,7 +539,7 @@ impl Bench {
             .and_then(|v| v.parse().ok())
             .unwrap_or(if self.quick { 2_000 } else { 100_000 });
         println!("\n2. End-to-end throughput: {events} events x 10 endpoints, emitted in transactions of 1,000 while the worker runs");
-        let (rate, wall, worker, pg, recv, rss) = self.throughput(events, 0, 0).await;
+        let (rate, wall, worker, pg, recv, rss) = self.throughput(events, 0, 0, 0).await;
         let total = (worker + pg + recv).as_secs_f64();
         println!(
             "     {} deliveries in {:.2} s",
@@ -552,34 +589,50 @@ impl Bench {
         }
     }
 
-    /// Figure 4: figure 2 with 5 of its 10 endpoints hanging; `rate` is
+    /// Figure 4: figure 2 with 5 of its 10 endpoints hanging, and the same
+    /// with the hanging endpoints in 4 noisy tenants instead; `rate` is
     /// figure 2's. Returns the rate of the last run of figure 2 it made.
     ///
-    /// A full run measures it twice, in the order figure 2, 4, 4, 2 (the
-    /// first 2 being figure 2 itself), and compares the sums: single runs a
-    /// minute apart differ by ±5% here, and the mirrored order cancels a
-    /// drift over the four runs instead of charging it to figure 4.
+    /// A full run measures each twice, in the order figure 2, 4, 4n, 4n, 4, 2
+    /// (the first 2 being figure 2 itself), and compares the sums: single
+    /// runs a minute apart differ by ±5% here, and the mirrored order cancels
+    /// a drift over the runs instead of charging it to one variant.
     async fn isolation(&mut self, events: u64, rate: f64) -> f64 {
         let rounds = if self.quick { 1 } else { 2 };
         println!(
-            "\n4. Isolation: the same, with 5 of the 10 endpoints accepting and never answering ({rounds}x, mirrored around runs of figure 2)"
+            "\n4. Isolation: the same, with 5 of the 10 endpoints accepting and never answering; then bench's 5 healthy endpoints beside {NOISY} noisy tenants with {NOISY_ENDPOINTS} such endpoints each ({rounds}x, mirrored around runs of figure 2)"
         );
         let (mut hanging, mut worker, mut pg, mut recv) =
             (0.0, Duration::ZERO, Duration::ZERO, Duration::ZERO);
-        for _ in 0..rounds {
-            let (r, w, wk, p, rc, _) = self.throughput(events, 5, 0).await;
+        let mut noisy_sum = 0.0;
+        let order: &[usize] = if rounds == 1 {
+            &[0, NOISY]
+        } else {
+            &[0, NOISY, NOISY, 0]
+        };
+        for &noisy in order {
+            let (r, w, wk, p, rc, _) = self.throughput(events, 5, 0, noisy).await;
             println!(
-                "     {} healthy deliveries in {:.2} s: {r:.0}/s",
+                "     {} healthy deliveries in {:.2} s: {r:.0}/s{}",
                 events * 5,
-                w.as_secs_f64()
+                w.as_secs_f64(),
+                if noisy > 0 {
+                    format!(" ({noisy} noisy tenants)")
+                } else {
+                    String::new()
+                }
             );
-            hanging += r;
-            (worker, pg, recv) = (worker + wk, pg + p, recv + rc);
+            if noisy > 0 {
+                noisy_sum += r;
+            } else {
+                hanging += r;
+                (worker, pg, recv) = (worker + wk, pg + p, recv + rc);
+            }
         }
         let mut healthy = rate;
         let mut last = rate;
         for _ in 1..rounds {
-            last = self.throughput(events, 0, 0).await.0;
+            last = self.throughput(events, 0, 0, 0).await.0;
             println!("     figure 2 again: {last:.0}/s (first {rate:.0}/s)");
             healthy += last;
         }
@@ -608,6 +661,18 @@ impl Bench {
             "ratio",
             Some((">=", 0.90)),
         );
+        self.add(
+            format!("isolation with {NOISY} noisy tenants: healthy deliveries/s"),
+            noisy_sum / rounds as f64,
+            "deliveries/s",
+            None,
+        );
+        self.add(
+            format!("isolation with {NOISY} noisy tenants: ratio to the all-healthy run"),
+            noisy_sum / healthy,
+            "ratio",
+            Some((">=", 0.85)),
+        );
         last
     }
 
@@ -626,9 +691,9 @@ impl Bench {
             let base = if round == 0 {
                 rate
             } else {
-                self.throughput(events, 0, 0).await.0
+                self.throughput(events, 0, 0, 0).await.0
             };
-            let (many_rate, wall, _, pg, _, _) = self.throughput(events, 0, idle).await;
+            let (many_rate, wall, _, pg, _, _) = self.throughput(events, 0, idle, 0).await;
             println!(
                 "     {} deliveries in {:.2} s: {many_rate:.0}/s, figure 2 {base:.0}/s",
                 events * 10,

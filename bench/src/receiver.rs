@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 #[derive(Default)]
 pub struct Stats {
     pub ok: AtomicU64,
+    /// Requests to `/hang/` paths received (and never answered).
+    pub hanging: AtomicU64,
     pub last_ok: Mutex<Option<Instant>>,
     /// webhook-id -> arrival, only while `record_arrivals` is on.
     pub arrivals: Mutex<HashMap<String, Instant>>,
@@ -26,6 +28,7 @@ pub struct Stats {
 impl Stats {
     pub fn reset(&self) {
         self.ok.store(0, Ordering::SeqCst);
+        self.hanging.store(0, Ordering::SeqCst);
         *self.last_ok.lock().unwrap() = None;
         self.arrivals.lock().unwrap().clear();
     }
@@ -57,6 +60,7 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Empty<Bytes>>, Infallible> {
     if req.uri().path().starts_with("/hang/") {
+        stats.hanging.fetch_add(1, Ordering::SeqCst);
         std::future::pending::<()>().await;
     }
     let id = req
