@@ -9,7 +9,7 @@ use crate::auth::Scope;
 use crate::body::{ApiJson, ApiPath, ApiQuery};
 use crate::error::ApiError;
 use crate::idempotency::{Reply, Write};
-use crate::routes::endpoints::page_size;
+use crate::routes::endpoints::{page_size, PageQuery};
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -43,14 +43,6 @@ pub struct ApiKeyList {
     pub data: Vec<ApiKey>,
     /// Pass as `after` for the next page; null on the last.
     pub next: Option<Uuid>,
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct KeyPage {
-    /// The last id of the previous page.
-    pub after: Option<Uuid>,
-    /// 1 to 500 (default 100).
-    pub limit: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -125,11 +117,11 @@ fn key(row: &tokio_postgres::Row) -> ApiKey {
 /// The tenant's keys, oldest first, a page at a time; revoked ones show
 /// until the revoked_api_keys retention window ends. A portal session
 /// sees only the keys it may manage.
-#[utoipa::path(get, path = "/api-keys", tag = "api keys", params(KeyPage),
+#[utoipa::path(get, path = "/api-keys", tag = "api keys", params(PageQuery),
     responses((status = 200, body = ApiKeyList)))]
 pub async fn list(
     scope: Scope,
-    ApiQuery(q): ApiQuery<KeyPage>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
     scope.require_key_manager()?;
     let limit = page_size(q.limit)?;

@@ -38,6 +38,7 @@ pub struct NewPortalSession {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RevokeQuery {
     /// Only this user's sessions (default: every session of the tenant).
     pub user_id: Option<String>,
