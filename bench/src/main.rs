@@ -16,9 +16,11 @@
 //!   5 (backlog), 8 (soak: size under retention), 9 (the HTTP API).
 //! - `receiver.rs`: the counting receiver.
 //! - `load.rs`: the HTTP load generator of figure 9.
+//! - `noise.rs`: figure 9's noisy tenant (slow bodies, replays in a loop).
 //! - `procstat.rs`: CPU and peak memory from /proc.
 
 mod load;
+mod noise;
 mod procstat;
 mod receiver;
 
@@ -805,6 +807,7 @@ impl Bench {
             "DO $r$ BEGIN
                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postbox_api_bench') THEN
                  CREATE ROLE postbox_api_bench LOGIN IN ROLE postbox_admin, postbox_emitter;
+                 ALTER ROLE postbox_api_bench SET log_parameter_max_length = 0;
                END IF;
              END $r$;",
         )
@@ -852,6 +855,26 @@ impl Bench {
                 ))))
                 .unwrap()
         });
+        // The last measurement is the first one again, while another tenant
+        // holds 32 sockets that never finish a body and replays 10,000
+        // failed deliveries in a loop from 8 clients: the same p99 target.
+        self.sql(
+            "SELECT postbox.create_endpoint('api-noisy', 'https://hooks.example.com/noisy', '{*}');
+             INSERT INTO postbox.events (id, tenant, event_type, data, created_at)
+             VALUES (gen_random_uuid(), 'api-noisy', 'bench.event', '{}', now());
+             INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, status, next_attempt_at, created_at)
+             SELECT 'api-noisy', e.id, v.id, 'failed', now(), now() - interval '1 day' + i * interval '1 ms'
+               FROM postbox.endpoints e, postbox.events v, generate_series(1, 10000) i
+              WHERE e.tenant = 'api-noisy' AND v.tenant = 'api-noisy';",
+        )
+        .await;
+        let noisy_key: String = self
+            .one("SELECT key FROM postbox.create_api_key('api-noisy', 'admin', 'bench')")
+            .await;
+        let noisy_endpoint: uuid::Uuid = self
+            .one("SELECT id FROM postbox.endpoints WHERE tenant = 'api-noisy'")
+            .await;
+        let noisy_db = self.pg.connect("postgres").await;
         // Warm up: connections, prepared statements.
         load::run(addr, CLIENTS, 500, None, get.clone()).await;
         let pm = self.postmaster();
@@ -910,6 +933,7 @@ impl Bench {
             None,
         )
         .await;
+        let get_again = get.clone();
         measure(
             "GET /v1/endpoints, closed loop",
             reads,
@@ -928,6 +952,27 @@ impl Bench {
             Some((">=", 5000.0)),
         )
         .await;
+        let noise = noise::start(
+            addr,
+            &noisy_key,
+            noisy_endpoint,
+            32,
+            8,
+            noisy_db,
+        )
+        .await;
+        measure(
+            "GET /v1/endpoints at 1,000/s, beside a noisy tenant",
+            paced,
+            Some(1000.0),
+            get_again,
+            Some(("<=", 20.0)),
+            None,
+        )
+        .await;
+        let replays = noise.stop().await;
+        println!("     the noisy tenant's replays answered meanwhile: {replays}");
+        assert!(replays > 0, "the noisy tenant's replays ran");
         let _ = Command::new("kill")
             .args(["-TERM", &api.id().to_string()])
             .status();
