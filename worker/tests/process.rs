@@ -325,8 +325,21 @@ fn a_remote_database_without_verify_full_is_warned_about() {
     }
 }
 
-/// Waits (up to 30 s) for `child` to exit; its exit code and stderr.
-fn exited(mut child: std::process::Child) -> (Option<i32>, String) {
+/// A worker process that is killed if the test ends (or fails) first.
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits (up to 30 s) for the worker to exit; its exit code and stderr.
+fn exited(mut running: Running) -> (Option<i32>, String) {
+    let child = running.0.as_mut().unwrap();
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         assert!(
@@ -335,7 +348,7 @@ fn exited(mut child: std::process::Child) -> (Option<i32>, String) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = child.wait_with_output().unwrap();
+    let out = running.0.take().unwrap().wait_with_output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -358,7 +371,7 @@ async fn a_second_live_worker_with_the_same_id_is_refused() {
         c.env("POSTBOX_WORKER_ID", "twin")
             .env("POSTBOX_POLL_INTERVAL", "200ms")
             .stderr(Stdio::piped());
-        c.spawn().unwrap()
+        Running(Some(c.spawn().unwrap()))
     };
     let first = twin();
     eventually_sql(
