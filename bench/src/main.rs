@@ -957,15 +957,7 @@ impl Bench {
             Some((">=", 5000.0)),
         )
         .await;
-        let noise = noise::start(
-            addr,
-            &noisy_key,
-            noisy_endpoint,
-            32,
-            8,
-            noisy_db,
-        )
-        .await;
+        let noise = noise::start(addr, &noisy_key, noisy_endpoint, 32, 8, noisy_db).await;
         measure(
             "GET /v1/endpoints at 1,000/s, beside a noisy tenant",
             paced,
