@@ -790,7 +790,10 @@ async fn upgrade_from_0_5_0_matches_a_fresh_install() {
     .await
     .unwrap();
     let key: String = old
-        .query_one("SELECT key FROM postbox.create_api_key('t', 'admin', 'ci')", &[])
+        .query_one(
+            "SELECT key FROM postbox.create_api_key('t', 'admin', 'ci')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
