@@ -87,10 +87,10 @@ pub struct Admission {
     credential: Credential,
 }
 
-/// The client's address; none in tests that call the router directly.
-fn client(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
+/// The client's address, as the server loop records it on each request
+/// (none in tests that call the router directly).
+pub fn client(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
@@ -109,7 +109,7 @@ impl Admission {
             }
         };
         let hash = postbox_rules::api_key::hash(&secret);
-        let from = client(parts);
+        let from = client(&parts.extensions);
         app.limiter
             .admit(hash, from, Instant::now())
             .map_err(ApiError::from)?;

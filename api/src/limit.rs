@@ -165,10 +165,7 @@ impl Limiter {
     /// authenticated before, then it goes anyway: it is revoked now), and
     /// `from` spends one of its failures.
     pub fn failed(&self, key: Key, from: IpAddr, now: Instant) {
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        self.forget(key);
         if self.failures.off() {
             return;
         }
@@ -178,6 +175,14 @@ impl Limiter {
             .or_insert_with(|| self.failures.fresh(now, true));
         self.failures.refill(a, now);
         a.tokens = (a.tokens - 1.0).max(0.0);
+    }
+
+    /// Drops `key`'s bucket (a portal link, used once).
+    pub fn forget(&self, key: Key) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
     }
 
     /// Forgets buckets that have refilled: a full bucket is the same as

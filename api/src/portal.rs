@@ -182,8 +182,16 @@ pub struct Enter {
 }
 
 /// Uses a link's token: the session cookie and a redirect to the page; an
-/// unknown, used or expired token gets a page that says so (401).
-pub async fn enter(State(app): State<App>, Query(q): Query<Enter>) -> Result<Response, ApiError> {
+/// unknown, used or expired token gets a page that says so (401), and
+/// counts as a failed authentication of the client's address, as an
+/// unknown key does ([`crate::limit`]): a scan of made-up tokens is
+/// refused (429) before the database.
+pub async fn enter(
+    State(app): State<App>,
+    Query(q): Query<Enter>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let from = crate::auth::client(req.extensions());
     let expired = || {
         secured(
             &app,
@@ -201,6 +209,9 @@ pub async fn enter(State(app): State<App>, Query(q): Query<Enter>) -> Result<Res
     else {
         return Ok(expired());
     };
+    let token_hash = postbox_rules::api_key::hash(&token);
+    let now = std::time::Instant::now();
+    app.limiter.admit(token_hash, from, now)?;
     let mut random = [0u8; postbox_rules::api_key::GENERATED_BYTES];
     getrandom::fill(&mut random).map_err(|_| ApiError::Internal)?;
     let cookie =
@@ -215,15 +226,18 @@ pub async fn enter(State(app): State<App>, Query(q): Query<Enter>) -> Result<Res
         .query_opt(
             &st,
             &[
-                &postbox_rules::api_key::hash(&token).as_slice(),
+                &token_hash.as_slice(),
                 &postbox_rules::api_key::hash(&cookie).as_slice(),
                 &(app.portal.lasts.as_secs() as i32),
             ],
         )
         .await?;
     if opened.is_none() {
+        app.limiter.failed(token_hash, from, now);
         return Ok(expired());
     }
+    // A link works once: its bucket need not stay.
+    app.limiter.forget(token_hash);
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/portal/")]).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,

@@ -284,6 +284,33 @@ async fn made_up_keys_are_limited_before_the_database() {
         "a known key is not limited by others' failures"
     );
     api.stop().await;
+
+    // Made-up portal link tokens are failed authentications too.
+    let fresh = Api::start_with(|c| {
+        c.auth_failure_rate = 1;
+        c.auth_failure_burst = 10;
+    })
+    .await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut links = std::collections::BTreeMap::new();
+    for i in 0..100 {
+        let token = format!("pbp_{}", format!("{i:0>43}").replace('0', "B"));
+        let r = browser
+            .get(format!("{}/portal/enter?token={token}", fresh.base))
+            .send()
+            .await
+            .unwrap();
+        *links.entry(r.status().as_u16()).or_insert(0) += 1;
+    }
+    let expired = links.get(&401).copied().unwrap_or(0);
+    assert!(
+        (10..=20).contains(&expired) && links.get(&429).copied().unwrap_or(0) == 100 - expired,
+        "only the burst of made-up links reached the database: {links:?}"
+    );
+    fresh.stop().await;
 }
 
 /// Portal sessions are for the page: no key route without the operator's
