@@ -976,3 +976,110 @@ async fn no_secret_reaches_the_server_log() {
     .await;
     served.stop().await;
 }
+
+/// Slow clients are cut off at their deadlines: headers that never end
+/// close the connection, a body that never ends is a 408; and a tenant at
+/// its share of connections waits, then gets 503 `busy`, while another
+/// tenant's request is answered at once.
+#[tokio::test]
+async fn slow_clients_and_busy_tenants_meet_their_deadlines() {
+    use tokio::io::AsyncReadExt;
+    let api = Api::start_with(|c| {
+        c.header_timeout = Duration::from_secs(1);
+        c.body_timeout = Duration::from_secs(1);
+        c.db_per_tenant = 1;
+        c.db_wait_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (_, admin) = api.key(Some("acme"), "admin").await;
+    let (_, other) = api.key(Some("globex"), "member").await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+
+    // Headers that never end: the server closes the connection.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /v1/endpoints HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was not closed at the header deadline"
+    );
+
+    // A body that never ends: 408, as JSON.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/endpoints HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"url\""
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer at the body deadline")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+
+    // acme's one connection waits on a row lock; acme's next request is
+    // busy, globex's is answered.
+    let id: uuid::Uuid = api
+        .db
+        .query_one(
+            "SELECT id FROM postbox.create_endpoint('acme', 'https://hooks.example.com/b', '{*}')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let locker = api.pg.connect("postgres").await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT FROM postbox.endpoints WHERE id = '{id}' FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let (base, key) = (api.base.clone(), admin.clone());
+    let held = tokio::spawn(async move {
+        reqwest::Client::new()
+            .patch(format!("{base}/v1/endpoints/{id}"))
+            .bearer_auth(key)
+            .json(&json!({"description": "waits"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    postbox_tests::wait_until(Duration::from_secs(10), "the PATCH to wait on the lock", || async {
+        let n: i64 = api
+            .db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND usename = 'postbox_api'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (n > 0).then_some(())
+    })
+    .await;
+    let busy = api
+        .call(Method::GET, "/v1/endpoints", Some(&admin), None)
+        .await;
+    assert_eq!((busy.status, busy.code()), (503, "busy"), "{:?}", busy.body);
+    assert_eq!(busy.headers["retry-after"], "1");
+    let answered = api
+        .call(Method::GET, "/v1/endpoints", Some(&other), None)
+        .await;
+    assert_eq!(answered.status, 200, "another tenant is not held up");
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(held.await.unwrap(), 200);
+    api.stop().await;
+}
