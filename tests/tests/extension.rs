@@ -830,6 +830,51 @@ async fn upgrade_from_0_5_0_matches_a_fresh_install() {
         one("SELECT string_agg(kind, ' ' ORDER BY kind) FROM postbox.purge()").await,
         "api_keys api_requests attempts deliveries events idempotency_keys pauses portal_sessions rejects"
     );
+    old.batch_execute("ALTER EXTENSION postbox UPDATE")
+        .await
+        .unwrap();
+    assert_same_shape(&su, &old).await;
+}
+
+/// 0.6.0 -> 0.7.0 (the house, round two) ends up exactly like a fresh
+/// install, and what 0.6.0 stored keeps working. Needs
+/// sql/released/postbox--0.6.0.sql.
+#[tokio::test]
+async fn upgrade_from_0_6_0_matches_a_fresh_install() {
+    let pg = Cluster::start().await;
+    let (su, old) = database_to_upgrade(&pg).await;
+    old.batch_execute(
+        "CREATE EXTENSION postbox VERSION '0.6.0';
+         SELECT postbox.create_endpoint('t', 'https://a.example.com/', '{*}');",
+    )
+    .await
+    .unwrap();
+    let key: String = old
+        .query_one(
+            "SELECT key FROM postbox.create_api_key('t', 'admin', 'ci')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    old.batch_execute("ALTER EXTENSION postbox UPDATE TO '0.7.0'")
+        .await
+        .unwrap();
+    let who: String = old
+        .query_one(
+            "SELECT tenant || ':' || role FROM postbox.authenticate_api_key(sha256(convert_to($1, 'UTF8')))",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "t:admin");
+    let endpoints: i64 = old
+        .query_one("SELECT count(*) FROM postbox.endpoints", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(endpoints, 1);
     assert_same_shape(&su, &old).await;
 }
 

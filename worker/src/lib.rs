@@ -63,7 +63,7 @@ use tokio::sync::mpsc;
 use wakeup::Wakeup;
 
 /// Extension versions this worker can drive.
-pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.6.0"];
+pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.7.0"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

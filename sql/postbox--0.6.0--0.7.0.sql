@@ -1,0 +1,4 @@
+-- postbox 0.6.0 -> 0.7.0: the house, round two (issue 24). Behaviour is
+-- unchanged; rules get machine codes, defaults live in SQL, and the queue's
+-- statements move into the extension. The upgrade test compares the result
+-- with a fresh install (tests/tests/extension.rs).
