@@ -1,7 +1,8 @@
 //! Taking work from the outbox: expanding emitted events into deliveries,
 //! claiming due deliveries fairly with `FOR UPDATE SKIP LOCKED` and a lease,
 //! giving claims back, and when the next one is due. Also what a claimed
-//! delivery is ([`Claimed`], its body) and its endpoint's settings.
+//! delivery is ([`Claimed`]) and its endpoint's settings; its request body
+//! is [`crate::body`]'s.
 //!
 //! "Due" is spelled once, in `due!`: pending, its time come, and not
 //! leased (or its lease run out). The claim and the metrics use it;
@@ -13,6 +14,7 @@
 //! endpoints. Rooms and limits come from the worker as arrays; the SQL reads
 //! no endpoint options.
 
+use crate::body::Envelope;
 use crate::schedule::Rooms;
 use deadpool_postgres::Client;
 use postbox_rules::headers::SignatureStyle;
@@ -50,29 +52,6 @@ pub struct Endpoint {
     pub envelope: Envelope,
 }
 
-/// The body's shape around an event's data, per endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Envelope {
-    /// `{"id","event","timestamp","data"}`.
-    Postbox,
-    /// Standard Webhooks' `{"type","timestamp","data"}`.
-    Standard,
-    /// `id`, `event` and `timestamp` beside the data's own keys, which lose
-    /// to them on a clash.
-    Flat,
-}
-
-impl Envelope {
-    fn parse(s: &str) -> Option<Envelope> {
-        match s {
-            "postbox" => Some(Envelope::Postbox),
-            "standard" => Some(Envelope::Standard),
-            "flat" => Some(Envelope::Flat),
-            _ => None,
-        }
-    }
-}
-
 /// A claimed delivery with all it takes to send it.
 pub struct Claimed {
     pub id: i64,
@@ -89,118 +68,20 @@ pub struct Claimed {
     pub endpoint: Arc<Endpoint>,
 }
 
-/// Room for the body's envelope around `data`: the id (36), the
-/// timestamp (27), the keys and a typical event type fit in 128 bytes, so
-/// the body is built without growing its buffer.
-const ENVELOPE_BYTES: usize = 128;
-
 impl Claimed {
-    /// The request body: the endpoint's envelope around the event's data,
-    /// compact JSON throughout (no insignificant whitespace).
+    /// The request body: the endpoint's envelope around the event's data
+    /// ([`crate::body::render`]).
     pub fn body(&self) -> String {
-        let ts = humantime::format_rfc3339_micros(self.event_time).to_string();
-        let event = serde_json::Value::String(self.event_type.clone()).to_string();
-        let mut s = String::with_capacity(self.data.len() + ENVELOPE_BYTES);
-        // postbox and flat both start with id, event and timestamp.
-        let head = |s: &mut String| {
-            s.push_str("{\"id\":\"");
-            s.push_str(&self.event_id.to_string());
-            s.push_str("\",\"event\":");
-            s.push_str(&event);
-            s.push_str(",\"timestamp\":\"");
-            s.push_str(&ts);
-            s.push('"');
-        };
-        match self.endpoint.envelope {
-            Envelope::Postbox => {
-                head(&mut s);
-                s.push_str(",\"data\":");
-                push_compact(&mut s, &self.data);
-                s.push('}');
-            }
-            Envelope::Standard => {
-                s.push_str("{\"type\":");
-                s.push_str(&event);
-                s.push_str(",\"timestamp\":\"");
-                s.push_str(&ts);
-                s.push_str("\",\"data\":");
-                push_compact(&mut s, &self.data);
-                s.push('}');
-            }
-            Envelope::Flat => {
-                head(&mut s);
-                // Event data is always an object (emit and the triggers
-                // make sure); its members follow in their stored order and
-                // as stored, except the envelope's keys, which win.
-                if let Ok(Members(members)) = serde_json::from_str::<Members>(&self.data) {
-                    for (k, v) in members {
-                        if matches!(k.as_str(), "id" | "event" | "timestamp") {
-                            continue;
-                        }
-                        s.push(',');
-                        s.push_str(&serde_json::Value::String(k).to_string());
-                        s.push(':');
-                        push_compact(&mut s, v.get());
-                    }
-                }
-                s.push('}');
-            }
-        }
-        s
+        crate::body::render(
+            self.endpoint.envelope,
+            &crate::body::Event {
+                id: self.event_id,
+                event_type: &self.event_type,
+                time: self.event_time,
+                data: &self.data,
+            },
+        )
     }
-}
-
-/// A JSON object's members in their order, each value as its text.
-struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for Members<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut m: M,
-            ) -> Result<Self::Value, M::Error> {
-                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(8));
-                while let Some(entry) = m.next_entry()? {
-                    v.push(entry);
-                }
-                Ok(Members(v))
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
-
-/// Appends `json` (PostgreSQL's text of a jsonb, which puts a space after
-/// every `:` and `,`) without whitespace outside strings: the compact form
-/// `JSON.stringify` and `json.dumps(separators=(",", ":"))` write.
-fn push_compact(out: &mut String, json: &str) {
-    let bytes = json.as_bytes();
-    let (mut in_string, mut escaped, mut from) = (false, false, 0);
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b.is_ascii_whitespace() {
-            // Copy the run before it; JSON's structure is ASCII, so this
-            // never splits a UTF-8 sequence.
-            out.push_str(&json[from..i]);
-            from = i + 1;
-        }
-    }
-    out.push_str(&json[from..]);
 }
 
 impl crate::schedule::Job for Claimed {
@@ -651,73 +532,6 @@ pub(crate) mod tests {
                 envelope: Envelope::Postbox,
             }),
         }
-    }
-
-    fn with_envelope(mut j: Claimed, envelope: Envelope) -> Claimed {
-        let e = &j.endpoint;
-        j.endpoint = Arc::new(Endpoint {
-            url: e.url.clone(),
-            headers: Vec::new(),
-            signature_style: e.signature_style,
-            signature_header: None,
-            options: Default::default(),
-            secrets: Vec::new(),
-            headers_json: None,
-            envelope,
-        });
-        j
-    }
-
-    // PostgreSQL's text of a jsonb: a space after each ':' and ','.
-    const DATA: &str = r#"{"id": 9, "note": "a, b: \"c\" caf\u00e9", "order_id": 42, "items": [1, 2.50, {"x": null}]}"#;
-
-    #[test]
-    fn the_body_is_the_envelope_around_the_stored_data_in_compact_form() {
-        assert_eq!(
-            job("order.paid", DATA).body(),
-            concat!(
-                r#"{"id":"0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b","event":"order.paid","#,
-                r#""timestamp":"2023-11-14T22:13:20.123456Z","#,
-                r#""data":{"id":9,"note":"a, b: \"c\" caf\u00e9","order_id":42,"items":[1,2.50,{"x":null}]}}"#
-            ),
-            "whitespace goes outside strings only; numbers and escapes stay as stored"
-        );
-        // An event type that needs escaping still makes valid JSON.
-        let body = job("a\"b\\c", "null").body();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["event"], "a\"b\\c");
-        assert_eq!(v["data"], serde_json::Value::Null);
-    }
-
-    #[test]
-    fn the_standard_envelope_is_type_timestamp_data() {
-        assert_eq!(
-            with_envelope(job("order.paid", DATA), Envelope::Standard).body(),
-            concat!(
-                r#"{"type":"order.paid","timestamp":"2023-11-14T22:13:20.123456Z","#,
-                r#""data":{"id":9,"note":"a, b: \"c\" caf\u00e9","order_id":42,"items":[1,2.50,{"x":null}]}}"#
-            )
-        );
-    }
-
-    #[test]
-    fn the_flat_envelope_puts_the_data_keys_beside_its_own_which_win() {
-        let body = with_envelope(job("order.paid", DATA), Envelope::Flat).body();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(
-            v["id"], "0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b",
-            "the envelope's id wins"
-        );
-        assert_eq!(v["event"], "order.paid");
-        assert_eq!(v["timestamp"], "2023-11-14T22:13:20.123456Z");
-        assert_eq!(v["order_id"], 42);
-        assert_eq!(v["note"], "a, b: \"c\" caf\u{e9}");
-        assert_eq!(v.as_object().unwrap().len(), 6);
-        assert_eq!(
-            &body[body.find(r#""note""#).unwrap()..],
-            r#""note":"a, b: \"c\" caf\u00e9","order_id":42,"items":[1,2.50,{"x":null}]}"#,
-            "the data's members in their order, compact, values as stored"
-        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!   re-arming and NOTIFY pacing.
 //! - [`claim`]: the claim, expansion, release and next-due statements; what a
 //!   claimed delivery is.
+//! - [`body`]: the request body, an event in its endpoint's envelope.
 //! - [`deliver`]: one HTTP attempt and what came back.
 //! - [`resolve`]: SSRF-checked name resolution.
 //! - [`sign`]: the signature headers of an attempt.
@@ -30,6 +31,7 @@
 
 pub mod ack;
 pub mod backoff;
+pub mod body;
 pub mod check;
 pub mod claim;
 pub mod config;
