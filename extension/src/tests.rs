@@ -1054,7 +1054,7 @@ mod tests {
 
     /// Every SECURITY DEFINER function, each with the reason it needs the
     /// owner's rights. A new one fails this test until it is reviewed and
-    /// listed here (and in the README's Security section).
+    /// listed here (and in docs/security.md).
     #[pg_test]
     fn security_definer_functions_are_reviewed() {
         const REVIEWED: &[(&str, &str)] = &[

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// Outcomes waiting to be written: most of a second of deliveries at full
-/// speed (about 14,000/s, README Performance), so delivery tasks wait on
+/// speed (about 14,000/s, docs/performance.md), so delivery tasks wait on
 /// the acknowledgements only when the database falls behind for longer.
 pub const CHANNEL_SIZE: usize = 10_000;
 

@@ -7,9 +7,9 @@
 //! name), its type in [`Config`] and its default. The table makes
 //! [`Settings`] (every setting optional: what flags, the environment or the
 //! file say), [`Config`] (every setting resolved), and the merge between
-//! them. Bounds are checked in [`Config::validate`]; the README documents
-//! each setting. Adding a setting: a line in the table, a bound if it has
-//! one, a row in the README.
+//! them. Bounds are checked in [`Config::validate`]; docs/operating.md
+//! documents each setting. Adding a setting: a line in the table, a bound if
+//! it has one, a row in docs/operating.md.
 //!
 //! Values written as text ("2s", "16MiB") are [`Text`]: a flag's is parsed
 //! by clap at once, a file's when it is resolved, so either error names its
@@ -906,7 +906,7 @@ mod tests {
     }
 
     /// The documented defaults, as literals: a changed default must be a
-    /// deliberate change here and in the README.
+    /// deliberate change here and in docs/operating.md.
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = Config::new("postgres://db/x");

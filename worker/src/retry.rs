@@ -49,7 +49,7 @@ mod tests {
     use super::*;
     use postbox_rules::options::DEFAULT_RETRY_SCHEDULE;
 
-    /// The documented schedule (README: "at once, then after 5 s, 5 min,
+    /// The documented schedule (docs/design.md: "at once, then after 5 s, 5 min,
     /// 30 min, 2 h, 5 h, 10 h and 10 h"), written out here, not taken from
     /// the constant it checks.
     const DOCUMENTED: [u64; 7] = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
@@ -91,11 +91,11 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured_within_bounds_for_429_and_503_only() {
-        assert_eq!(RETRY_AFTER_MIN, Duration::from_secs(1), "README: 1 s");
+        assert_eq!(RETRY_AFTER_MIN, Duration::from_secs(1), "design.md: 1 s");
         assert_eq!(
             RETRY_AFTER_MAX,
             Duration::from_secs(6 * 3600),
-            "README: 6 h"
+            "docs/design.md: 6 h"
         );
         let now = SystemTime::UNIX_EPOCH;
         let at = |status, ra| {

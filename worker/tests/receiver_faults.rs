@@ -485,7 +485,7 @@ async fn slow_loris_responses_end_at_the_request_timeout() {
 async fn a_100_mb_body_is_read_only_as_far_as_the_excerpt() {
     const BODY: u64 = 100 * MB;
     static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
-    assert_eq!(EXCERPT_BYTES, 4096, "README: the first 4 KiB");
+    assert_eq!(EXCERPT_BYTES, 4096, "docs/design.md: the first 4 KiB");
     let (pg, db) = cluster().await;
     let healthy = Healthy::start(&db).await;
     // 100 MB announced and written lazily from one 64 KiB chunk, until the
