@@ -1,5 +1,6 @@
--- postbox schema: roles and tables. Loaded first (bootstrap); functions,
--- views, grants and comments follow in api.sql.
+-- postbox schema: roles and tables, each with its comment and grants.
+-- Loaded first (bootstrap); the functions and views follow in the other
+-- sql/ files (extension/src/lib.rs lists them in order).
 --
 -- Shape of the outbox, and why (figures in docs/measurements.md):
 --   * emit writes ONE lean row into postbox.emitted and looks nothing up
@@ -31,6 +32,10 @@ BEGIN
     END IF;
 END
 $roles$;
+-- Each role reaches only the objects granted to it below and beside the
+-- functions; PUBLIC gets nothing (sql/native.sql takes back what CREATE
+-- FUNCTION gives it).
+GRANT USAGE ON SCHEMA postbox TO postbox_emitter, postbox_admin, postbox_worker;
 
 CREATE TABLE postbox.event_types (
     name        text PRIMARY KEY,
@@ -45,6 +50,10 @@ CREATE TABLE postbox.event_types (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+SELECT pg_catalog.pg_extension_config_dump('postbox.event_types', 'WHERE NOT builtin');
+COMMENT ON TABLE postbox.event_types IS 'The event catalog: names endpoints can subscribe to and emit can send.';
+GRANT SELECT ON postbox.event_types TO postbox_emitter;
+GRANT SELECT ON postbox.event_types TO postbox_admin;
 
 INSERT INTO postbox.event_types (name, description, match_keys, builtin)
 VALUES ('webhook.test', 'A test event sent by postbox.send_test.',
@@ -55,6 +64,9 @@ CREATE TABLE postbox.tenant_limits (
     max_endpoints integer NOT NULL CHECK (max_endpoints >= 0),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
+SELECT pg_catalog.pg_extension_config_dump('postbox.tenant_limits', '');
+COMMENT ON TABLE postbox.tenant_limits IS 'Per-tenant endpoint limits; a tenant without a row has no limit, 0 means no webhooks.';
+GRANT SELECT ON postbox.tenant_limits TO postbox_admin;
 
 CREATE TABLE postbox.endpoints (
     id                   uuid PRIMARY KEY,
@@ -82,6 +94,18 @@ CREATE TABLE postbox.endpoints (
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 70);  -- the worker updates health columns often: room for HOT updates
+SELECT pg_catalog.pg_extension_config_dump('postbox.endpoints', '');
+COMMENT ON TABLE postbox.endpoints IS 'Webhook endpoints: configuration and health. Secrets live in endpoint_secrets.';
+-- The worker's claim reads each endpoint's configuration.
+GRANT SELECT ON postbox.endpoints TO postbox_worker;
+-- Admins read the columns routing reads (endpoint_status.pending inlines
+-- the routing rule, and an inlined function's tables are read with the
+-- caller's rights); none of them is secret.
+GRANT SELECT (id, tenant, event_types, created_at, disabled_at) ON postbox.endpoints TO postbox_admin;
+-- The worker records each endpoint's health after its attempts.
+GRANT UPDATE (disabled_at, disabled_reason, consecutive_failures, failing_since,
+              last_attempt_at, last_success_at, last_error, updated_at)
+   ON postbox.endpoints TO postbox_worker;
 
 -- Expansion routes by tenant; management and the views filter by it.
 CREATE INDEX endpoints_tenant ON postbox.endpoints (tenant);
@@ -95,6 +119,10 @@ CREATE TABLE postbox.endpoint_secrets (
     expires_at  timestamptz,
     PRIMARY KEY (endpoint_id, created_at)
 );
+SELECT pg_catalog.pg_extension_config_dump('postbox.endpoint_secrets', '');
+COMMENT ON TABLE postbox.endpoint_secrets IS 'Signing secrets; only postbox_worker can read them. Rotated ones keep expires_at until their grace ends.';
+-- The worker signs with them (the claim reads them).
+GRANT SELECT ON postbox.endpoint_secrets TO postbox_worker;
 
 -- Pause history: routing at expansion skips endpoints that were paused when
 -- an event was emitted, even if they have been resumed since. An admin's
@@ -108,6 +136,9 @@ CREATE TABLE postbox.endpoint_pauses (
     reason      text NOT NULL DEFAULT 'admin' CHECK (reason IN ('admin', 'plan')),
     PRIMARY KEY (endpoint_id, paused_at)
 );
+SELECT pg_catalog.pg_extension_config_dump('postbox.endpoint_pauses', '');
+COMMENT ON TABLE postbox.endpoint_pauses IS 'When each endpoint was paused and resumed: events emitted meanwhile never go to it.';
+GRANT SELECT ON postbox.endpoint_pauses TO postbox_admin;
 
 -- The emit buffer: what emit and the triggers write in the application's
 -- transaction. The worker moves each row into events and outbox and deletes it.
@@ -130,6 +161,9 @@ CREATE TABLE postbox.emitted (
     autovacuum_vacuum_threshold = 20000,
     autovacuum_vacuum_cost_delay = 0
 );
+COMMENT ON TABLE postbox.emitted IS 'The emit buffer: what emit and the triggers wrote, not yet turned into events and outbox rows.';
+-- The worker's metrics count the backlog.
+GRANT SELECT ON postbox.emitted TO postbox_worker;
 
 -- A statement's rows are one large JSON value. pglz compressing it cost a
 -- 10,000-row INSERT more than writing the rows; lz4 (where this build has it)
@@ -155,6 +189,8 @@ CREATE TABLE postbox.emitted_rejects (
     reason       text NOT NULL,
     rejected_at  timestamptz NOT NULL DEFAULT now()
 );
+COMMENT ON TABLE postbox.emitted_rejects IS 'Emitted rows expansion could not turn into events, with the reason; nothing of them was sent.';
+GRANT SELECT ON postbox.emitted_rejects TO postbox_admin;
 
 CREATE TABLE postbox.events (
     id         uuid PRIMARY KEY,  -- version 7: time-ordered
@@ -163,6 +199,9 @@ CREATE TABLE postbox.events (
     created_at timestamptz NOT NULL,
     data       jsonb NOT NULL
 );
+COMMENT ON TABLE postbox.events IS 'Events, written by the worker when it expands postbox.emitted; deliveries point here.';
+-- The worker's claim reads the event of each delivery.
+GRANT SELECT ON postbox.events TO postbox_worker;
 
 CREATE TABLE postbox.idempotency_keys (
     tenant     text NOT NULL,
@@ -171,6 +210,7 @@ CREATE TABLE postbox.idempotency_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant, key)
 );
+COMMENT ON TABLE postbox.idempotency_keys IS 'Idempotency keys of emit, per tenant: a repeated key returns the first event''s id.';
 -- Purging by age (postbox.purge). BRIN: keys arrive in time order, and a
 -- range summary costs emit next to nothing.
 CREATE INDEX idempotency_keys_created ON postbox.idempotency_keys USING brin (created_at);
@@ -200,6 +240,10 @@ CREATE TABLE postbox.outbox (
     autovacuum_vacuum_threshold = 20000,
     autovacuum_vacuum_cost_delay = 0
 );
+COMMENT ON TABLE postbox.outbox IS 'Deliveries not yet succeeded: pending (claimed with a lease), failed or cancelled. Succeeded ones move to attempt_log.';
+-- The worker claims (FOR UPDATE SKIP LOCKED), reschedules and deletes
+-- deliveries itself: the hot path, without a function call per row.
+GRANT SELECT, UPDATE, DELETE ON postbox.outbox TO postbox_worker;
 
 -- Due work per endpoint, in order: fair claiming and the pending counts.
 CREATE INDEX outbox_due ON postbox.outbox (endpoint_id, next_attempt_at)
@@ -233,6 +277,9 @@ CREATE TABLE postbox.attempt_log (
     -- from the attempt (postbox._request_headers).
     request_headers  jsonb
 );
+COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';
+-- The worker logs every attempt.
+GRANT INSERT ON postbox.attempt_log TO postbox_worker;
 
 CREATE INDEX attempt_log_delivery ON postbox.attempt_log (delivery_id);
 -- A tenant's log, an endpoint's log in time order, and endpoint_stats'
@@ -263,6 +310,9 @@ CREATE TABLE postbox.retention (
     -- Revoked HTTP API keys (0.6.0): kept this long to show in lists, then gone.
     revoked_api_keys   interval NOT NULL DEFAULT '30 days'
 );
+SELECT pg_catalog.pg_extension_config_dump('postbox.retention', '');
+COMMENT ON TABLE postbox.retention IS 'How long postbox keeps attempts, events, cancelled deliveries, idempotency keys, pause history and revoked API keys it no longer needs; postbox.purge deletes what is older. Empty until set_retention or the first purge writes the defaults.';
+GRANT SELECT ON postbox.retention TO postbox_admin;
 
 -- The wake-up flag. NOTIFY takes a database-wide lock at commit, so emit
 -- notifies only while a worker has said it is waiting; a worker clears the
@@ -272,6 +322,9 @@ CREATE UNLOGGED TABLE postbox.wakeup (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     waiting   boolean NOT NULL DEFAULT false
 );
+COMMENT ON TABLE postbox.wakeup IS 'One-row wake-up flag: emit NOTIFYs only while a worker says it is waiting.';
+-- The worker raises the flag before it waits and clears it when woken.
+GRANT SELECT, INSERT, UPDATE ON postbox.wakeup TO postbox_worker;
 INSERT INTO postbox.wakeup DEFAULT VALUES;
 
 -- Workers alive. Each worker refreshes its row every second
@@ -290,6 +343,10 @@ CREATE TABLE postbox.workers (
     alive_since timestamptz NOT NULL DEFAULT now(),
     seen_at     timestamptz NOT NULL DEFAULT now()
 );
+COMMENT ON TABLE postbox.workers IS 'Workers alive: each refreshes its row every second; one not seen for a few seconds is dead, and its claims are released.';
+GRANT SELECT ON postbox.workers TO postbox_admin;
+-- The workers' registry: liveness reads and releases the dead ones' rows.
+GRANT SELECT, INSERT, UPDATE, DELETE ON postbox.workers TO postbox_worker;
 
 -- Keys of the HTTP API (postbox-api). Only a key's SHA-256 is kept: the key
 -- is shown once, when made or rotated. Operator keys (the application's own
@@ -317,6 +374,8 @@ CREATE TABLE postbox.api_keys (
     for_user     text,
     CHECK ((role = 'operator') = (tenant IS NULL))
 );
+SELECT pg_catalog.pg_extension_config_dump('postbox.api_keys', '');
+COMMENT ON TABLE postbox.api_keys IS 'HTTP API keys (postbox-api): each key''s SHA-256, tenant (none for operator keys), role, label and use; granted to no one.';
 CREATE INDEX api_keys_tenant ON postbox.api_keys (tenant, created_at);
 -- Purging revoked keys by age (postbox.purge); live keys never enter it.
 CREATE INDEX api_keys_revoked ON postbox.api_keys (revoked_at) WHERE revoked_at IS NOT NULL;
@@ -338,6 +397,7 @@ CREATE TABLE postbox.api_idempotency (
     credential      uuid NOT NULL,
     PRIMARY KEY (tenant, credential, idempotency_key)
 );
+COMMENT ON TABLE postbox.api_idempotency IS 'The HTTP API''s first response to each POST with an Idempotency-Key, per tenant, for the idempotency_keys window; holds secrets, granted to no one.';
 CREATE INDEX api_idempotency_created ON postbox.api_idempotency USING brin (created_at);
 
 -- Sessions of the settings portal that postbox-api serves. The product's
@@ -362,4 +422,5 @@ CREATE TABLE postbox.portal_sessions (
     user_id         text,
     CONSTRAINT portal_sessions_manage_keys_admin CHECK (NOT manage_keys OR role = 'admin')
 );
+COMMENT ON TABLE postbox.portal_sessions IS 'Settings portal links and sessions (postbox-api): SHA-256 of the one-time link token and of the session cookie, tenant, role, ends; granted to no one.';
 CREATE INDEX portal_sessions_created ON postbox.portal_sessions USING brin (created_at);

@@ -7,14 +7,17 @@
 //! statement trigger every attached table's writes run.
 //!
 //! # Layout
-//! - `sql/schema.sql`: roles and tables (runs first).
+//! - `sql/schema.sql`: roles and tables, with their comments and grants (runs first).
 //! - this file: settings, validation and generator functions.
 //! - `trigger.rs`: the emit triggers `emit_statement` (INSERT and DELETE
 //!   statements) and `emit_row_change` (rows; UPDATE), SECURITY INVOKER.
 //! - `owner.rs`: the one privileged step, their write as the owner.
 //! - `rowjson.rs`: rows as JSON text, as `row_to_json` writes them, but fast;
 //!   and the jsonb check of rows holding `json`.
-//! - `sql/api.sql`: the public SQL API, views, grants and comments (runs last).
+//! - `sql/endpoints.sql`, `emit.sql`, `delivery.sql`, `retention.sql`,
+//!   `keys.sql`, `portal.sql`, `views.sql`: the SQL API by concept, each
+//!   object with its comment and grants, in that order (see below).
+//! - `sql/native.sql`: comments and grants of the Rust functions (runs last).
 //! - `tests.rs`: `#[pg_test]`s of the SQL behaviour.
 
 use pgrx::prelude::*;
@@ -24,7 +27,39 @@ use postbox_rules::{self as rules, RuleError};
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
-extension_sql_file!("../../sql/api.sql", name = "api", finalize);
+// The SQL API, by concept, in this order. The first file needs the Rust
+// functions that SQL-language bodies call (they are parsed at creation);
+// PL/pgSQL bodies are not, so a function they call may come later.
+extension_sql_file!(
+    "../../sql/endpoints.sql",
+    name = "endpoints",
+    requires = [
+        "schema",
+        validate_url,
+        validate_headers,
+        shown,
+        _validate_signature,
+        _event_match_keys,
+        _validate_filters,
+        _close_names,
+        _validate_options,
+        _generate_secret,
+        _generate_api_key,
+        _validate_secret_for,
+        _uuid7_floor,
+        _event_id,
+        _uuid7,
+        _max_payload_bytes,
+    ]
+);
+extension_sql_file!("../../sql/emit.sql", name = "emit", requires = ["endpoints"]);
+extension_sql_file!("../../sql/delivery.sql", name = "delivery", requires = ["emit"]);
+extension_sql_file!("../../sql/retention.sql", name = "retention", requires = ["delivery"]);
+extension_sql_file!("../../sql/keys.sql", name = "keys", requires = ["retention"]);
+extension_sql_file!("../../sql/portal.sql", name = "portal", requires = ["keys"]);
+extension_sql_file!("../../sql/views.sql", name = "views", requires = ["portal"]);
+// Comments and grants of the Rust functions, and the last word on PUBLIC.
+extension_sql_file!("../../sql/native.sql", name = "native", finalize);
 
 mod owner;
 mod rowjson;
@@ -85,7 +120,7 @@ fn validate_url(url: Option<&str>) -> String {
 }
 
 /// Returns the headers if every one is allowed, or raises naming the broken
-/// rule. SQL's `validate_headers` (sql/api.sql) calls it after checking the
+/// rule. SQL's `validate_headers` (sql/endpoints.sql) calls it after checking the
 /// nesting depth: pgrx decodes a jsonb argument with serde_json, which gives
 /// up past 128 levels with an internal error. The symbol keeps its name for
 /// older install scripts.

@@ -8,7 +8,7 @@
 //!   makes one event per row at expansion.
 //! - `postbox.emit_row_change`: row-level AFTER INSERT / UPDATE / DELETE
 //!   (attach uses it for UPDATE, which needs OLD/NEW pairs). It hands the
-//!   encoded row(s) to `postbox._emit_row` (sql/api.sql), which picks the
+//!   encoded row(s) to `postbox._emit_row` (sql/emit.sql), which picks the
 //!   tenant, the payload and the changed columns and writes one event.
 //!
 //! # Rights

@@ -7,7 +7,7 @@
 //! releases the claims of any worker not seen for [`STALE_AFTER`] (and of
 //! this worker's own previous process, when it restarts under the same id),
 //! so the first retry of a stranded delivery comes within seconds. The rule
-//! itself is in SQL (sql/api.sql), so all workers apply it alike.
+//! itself is in SQL (sql/delivery.sql), so all workers apply it alike.
 //!
 //! Two live processes must never share a worker id: each would take the
 //! other for its own previous process and release its claims on every beat.
