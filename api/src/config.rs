@@ -1,9 +1,10 @@
 //! Configuration: flags, then `POSTBOX_API_*` environment variables, then
 //! an optional TOML file, then defaults, exactly as the worker reads its
-//! own (the table below is the worker's `settings!` macro). Validated
-//! before the API starts; a bad value is exit code 2.
+//! own (the table below is `postbox_runtime`'s `settings!` macro, which the
+//! worker's table uses too). Validated before the API starts; a bad value
+//! is exit code 2.
 
-use postbox_worker::config::{
+use postbox_runtime::settings::{
     invalid, parse_bool, read_file, ByteSize, ConfigError, DatabaseUrl, Humantime, Text,
 };
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
 const PORTAL_SESSION: (Duration, Duration) =
     (Duration::from_secs(60), Duration::from_secs(24 * 3600));
 
-postbox_worker::settings! {
+postbox_runtime::settings! {
     extra {}
     /// PostgreSQL connection string, as a role granted postbox_admin; falls back to POSTBOX_DATABASE_URL, then DATABASE_URL.
     #[arg(long, env = "POSTBOX_API_DATABASE_URL", hide_env_values = true)]
@@ -193,7 +194,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        postbox_worker::db::parse(self.database_url.as_str())
+        postbox_runtime::conninfo::parse(self.database_url.as_str())
             .map_err(|e| invalid("POSTBOX_API_DATABASE_URL", e.to_string(), "(hidden)"))?;
         if !(1..=MAX_DB_POOL).contains(&self.db_pool_size) {
             return Err(invalid(

@@ -124,7 +124,7 @@ const REUSED: &str = "postbox: this Idempotency-Key was used for another request
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         let Some(db) = e.as_db_error() else {
-            tracing::warn!(error = %postbox_worker::error::pg_message(&e), "database connection failed");
+            tracing::warn!(error = %postbox_runtime::error::pg_message(&e), "database connection failed");
             return ApiError::Unavailable;
         };
         let code = db.code();
@@ -170,7 +170,7 @@ impl From<tokio_postgres::Error> for ApiError {
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        tracing::warn!(error = %postbox_worker::error::pool_message(&e), "no database connection");
+        tracing::warn!(error = %postbox_runtime::error::pool_message(&e), "no database connection");
         ApiError::Unavailable
     }
 }

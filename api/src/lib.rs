@@ -44,7 +44,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use error::ApiError;
-use postbox_worker::config::ConfigError;
+use postbox_runtime::error::{pg_message, pool_message};
+use postbox_runtime::settings::ConfigError;
+use postbox_runtime::{conninfo, shutdown, ExtensionError};
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -79,8 +81,9 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error("database: {0}")]
     Db(String),
+    /// Not installed, or a version this API does not drive.
     #[error(transparent)]
-    Worker(#[from] postbox_worker::RunError),
+    Extension(#[from] ExtensionError),
     #[error("{0}")]
     Role(&'static str),
     #[error("{0}")]
@@ -98,7 +101,7 @@ impl RunError {
         matches!(
             self,
             RunError::Config(_) | RunError::Role(_) | RunError::Logging(_)
-        ) || matches!(self, RunError::Worker(e) if e.is_config())
+        ) || matches!(self, RunError::Extension(e) if e.is_config())
     }
 }
 
@@ -138,7 +141,7 @@ async fn parameters_unlogged(db: &deadpool_postgres::Object, allow: bool) -> Res
             &[],
         )
         .await
-        .map_err(|e| RunError::Db(postbox_worker::error::pg_message(&e)))?;
+        .map_err(|e| RunError::Db(pg_message(&e)))?;
     let (normal, on_error, role): (i32, i32, String) = (row.get(0), row.get(1), row.get(2));
     if normal == 0 && on_error == 0 {
         return Ok(());
@@ -182,22 +185,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    if let Some(warning) = postbox_worker::db::transport_warning(config.database_url.as_str()) {
+    if let Some(warning) = conninfo::transport_warning(config.database_url.as_str()) {
         tracing::warn!("{warning}");
     }
-    let (mut pg, tls) = postbox_worker::db::parse(config.database_url.as_str())
-        .map_err(|e| RunError::Db(e.to_string()))?;
-    let tls = postbox_worker::db::connector(&tls).map_err(|e| RunError::Db(e.to_string()))?;
+    let (mut pg, tls) =
+        conninfo::parse(config.database_url.as_str()).map_err(|e| RunError::Db(e.to_string()))?;
+    let tls = postbox_runtime::tls::connector(&tls).map_err(|e| RunError::Db(e.to_string()))?;
     pg.application_name("postbox-api");
-    let pool = postbox_worker::db::pool(pg, tls, config.db_pool_size)
+    let pool = postbox_runtime::pool::pool(pg, tls, config.db_pool_size)
         .map_err(|e| RunError::Db(e.to_string()))?;
     {
         // The API calls the extension's functions: only the version it was built with.
         let db = pool
             .get()
             .await
-            .map_err(|e| RunError::Db(postbox_worker::error::pool_message(&e)))?;
-        postbox_worker::extension_version(&db).await?;
+            .map_err(|e| RunError::Db(pool_message(&e)))?;
+        postbox_runtime::extension_version(&db).await?;
         // The API acts with postbox_admin's rights and no more: never as a
         // superuser, which could read every secret.
         let row = db
@@ -206,7 +209,7 @@ pub async fn serve(
                 &[],
             )
             .await
-            .map_err(|e| RunError::Db(postbox_worker::error::pg_message(&e)))?;
+            .map_err(|e| RunError::Db(pg_message(&e)))?;
         if row.get::<_, bool>(0) {
             return Err(RunError::Role(
                 "the database role is a superuser: connect as a LOGIN role granted postbox_admin",
@@ -229,7 +232,7 @@ pub async fn serve(
         metrics: metrics::Metrics::new(),
         portal: portal::Settings::from_config(&config)?,
     }));
-    let stop = postbox_worker::shutdown::watch_for(shutdown);
+    let stop = shutdown::watch_for(shutdown);
     if let Some(addr) = config.metrics_addr {
         let bound = metrics::serve(addr, app.clone(), stop.clone())
             .await

@@ -3,6 +3,7 @@
 use clap::Parser;
 use postbox_api::config::Command;
 use postbox_api::{run, Cli, Config};
+use postbox_runtime::{shutdown, start_process};
 use std::process::ExitCode;
 
 #[global_allocator]
@@ -21,14 +22,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match postbox_worker::start_process(&config.log, config.log_json) {
+    let runtime = match start_process(&config.log, config.log_json) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("postbox-api: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, postbox_worker::shutdown::signal())) {
+    match runtime.block_on(run(config, shutdown::signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

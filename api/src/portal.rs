@@ -60,7 +60,7 @@ impl Settings {
             None
         } else {
             let bytes = std::fs::read(&c.portal_logo).map_err(|e| {
-                crate::RunError::Config(postbox_worker::config::invalid(
+                crate::RunError::Config(postbox_runtime::settings::invalid(
                     "POSTBOX_API_PORTAL_LOGO",
                     format!("cannot read ({e})"),
                     &c.portal_logo,
@@ -84,7 +84,7 @@ impl Settings {
         };
         Ok(Settings {
             csp: HeaderValue::from_str(&csp).map_err(|_| {
-                crate::RunError::Config(postbox_worker::config::invalid(
+                crate::RunError::Config(postbox_runtime::settings::invalid(
                     "POSTBOX_API_PORTAL_FRAME_ANCESTORS",
                     "must be a valid header value",
                     &c.portal_frame_ancestors,

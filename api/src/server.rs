@@ -14,7 +14,6 @@ use hyper_util::service::TowerToHyperService;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::Service;
 
 /// Serves `router` on `listener` until `stop` turns true, then waits up to
 /// `drain` for the requests in flight.
@@ -44,13 +43,12 @@ pub async fn serve(
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let router = TowerToHyperService::new(router.clone());
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
-            // A Router is always ready: call it straight away.
-            Service::<hyper::Request<Incoming>>::call(&mut router.clone(), req)
+            hyper::service::Service::call(&router, req)
         });
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = http.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -36,7 +36,7 @@ const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration:
 
 #[derive(Debug, thiserror::Error)]
 pub enum AckError {
-    #[error("database: {}", crate::error::pg_message(.0))]
+    #[error("database: {}", postbox_runtime::error::pg_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

@@ -4,8 +4,8 @@
 //! finding is a line; any problem makes the binary exit 2.
 
 use crate::config::Config;
-use crate::error::{pg_message, pool_message};
 use crate::resolve::checked_lookup;
+use postbox_runtime::error::{pg_message, pool_message};
 use std::time::Duration;
 
 /// One finding: fine, a risk to look at (the worker runs anyway), or a
@@ -48,12 +48,12 @@ pub async fn check(config: &Config) -> Vec<Finding> {
         Ok(p) => p,
         Err(e) => return vec![Finding::Problem(e.to_string())],
     };
-    if let Some(w) = crate::db::transport_warning(config.database_url.as_str()) {
+    if let Some(w) = postbox_runtime::conninfo::transport_warning(config.database_url.as_str()) {
         out.push(Finding::Warning(w));
     }
     let mut pg = prepared.pg;
     crate::db::session_options(&mut pg);
-    let pool = match crate::pool(config, pg, prepared.tls) {
+    let pool = match crate::db::pool(config, pg, prepared.tls) {
         Ok(p) => p,
         Err(e) => return push(out, Finding::Problem(e.to_string())),
     };
@@ -94,9 +94,9 @@ pub async fn check(config: &Config) -> Vec<Finding> {
             who.0
         )));
     }
-    match crate::extension_version(&db).await {
+    match postbox_runtime::extension_version(&db).await {
         Ok(v) => out.push(Finding::Ok(format!("extension postbox {v}"))),
-        Err(e @ crate::RunError::UnsupportedExtension(_)) => {
+        Err(e @ postbox_runtime::ExtensionError::Unsupported(_)) => {
             out.push(Finding::Problem(e.to_string()))
         }
         // Not installed, or no answer: the privileges below cannot be checked.

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    #[error("database: {}", crate::error::pg_message(.0))]
+    #[error("database: {}", postbox_runtime::error::pg_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

@@ -1,61 +1,29 @@
-//! Configuration: flags, then `POSTBOX_*` environment variables, then an
-//! optional TOML file, then defaults. Everything is validated before the
-//! worker starts; a bad value is a [`ConfigError`] and exit code 2.
+//! The worker's settings: flags, then `POSTBOX_*` environment variables,
+//! then an optional TOML file, then defaults. Everything is validated
+//! before the worker starts; a bad value is a [`ConfigError`] and exit
+//! code 2.
 //!
-//! Each setting is declared once, in the `settings!` table below: its flag,
-//! environment variable and help (clap), its TOML key (serde, the same
-//! name), its type in [`Config`] and its default. The table makes
+//! Each setting is declared once, in the `settings!` table below (the
+//! framework is [`postbox_runtime::settings`], shared with the API): its
+//! flag, environment variable and help (clap), its TOML key (serde, the
+//! same name), its type in [`Config`] and its default. The table makes
 //! [`Settings`] (every setting optional: what flags, the environment or the
 //! file say), [`Config`] (every setting resolved), and the merge between
 //! them. Bounds are checked in [`Config::validate`]; docs/operating.md
 //! documents each setting. Adding a setting: a line in the table, a bound if
 //! it has one, a row in docs/operating.md.
-//!
-//! Values written as text ("2s", "16MiB") are [`Text`]: a flag's is parsed
-//! by clap at once, a file's when it is resolved, so either error names its
-//! setting.
 
 use crate::resolve::{Resolve, SystemResolver};
 use crate::schedule::Limits;
 use postbox_rules::options;
-use serde::Deserialize;
-use std::fmt;
-use std::marker::PhantomData;
+pub use postbox_runtime::settings::ConfigError;
+use postbox_runtime::settings::{
+    invalid, parse_bool, read_file, ByteSize, DatabaseUrl, Humantime, Text,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name}: {rule}: {value}")]
-    Invalid {
-        name: &'static str,
-        rule: String,
-        value: String,
-    },
-    #[error("cannot read config file {path}: {source}")]
-    File {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Toml { path: PathBuf, message: String },
-    #[error("no database: set POSTBOX_DATABASE_URL (or DATABASE_URL, --database-url, or database_url in the config file)")]
-    NoDatabase,
-}
-
-pub fn invalid(
-    name: &'static str,
-    rule: impl Into<String>,
-    value: impl fmt::Display,
-) -> ConfigError {
-    ConfigError::Invalid {
-        name,
-        rule: rule.into(),
-        value: value.to_string(),
-    }
-}
 
 /// High enough that endpoints which hang (each holding at most its own
 /// limit) leave room for the healthy ones; the per-endpoint limit keeps the
@@ -107,289 +75,7 @@ const MAX_DB_POOL: usize = 64;
 pub const LEASE_MARGIN: Duration = Duration::from_secs(1);
 const MAX_WORKER_ID: usize = 200;
 
-/// Durations: "500ms", "2s", "5m", "24h".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (use e.g. 500ms, 2s, 5m, 24h)"))
-}
-
-/// Bytes: a number with an optional unit (B, kB, KiB, MB, MiB, GB, GiB).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| "expected bytes, e.g. 16MiB, 500kB or 1048576".to_string())?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "kB" | "KB" => 1_000,
-        "KiB" => 1 << 10,
-        "MB" => 1_000_000,
-        "MiB" => 1 << 20,
-        "GB" => 1_000_000_000,
-        "GiB" => 1 << 30,
-        u => {
-            return Err(format!(
-                "unknown unit {u:?} (use B, kB, KiB, MB, MiB, GB or GiB)"
-            ))
-        }
-    };
-    n.checked_mul(mult).ok_or_else(|| "too large".to_string())
-}
-
-/// Booleans in flags and the environment: 1/0, true/false, yes/no, on/off.
-pub fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-/// How a [`Text`] setting is read.
-pub trait Parse: Send + Sync + 'static {
-    type Out: Clone + Send + Sync + 'static;
-    fn parse(s: &str) -> Result<Self::Out, String>;
-}
-
-/// [`parse_duration`].
-#[derive(Debug)]
-pub enum Humantime {}
-impl Parse for Humantime {
-    type Out = Duration;
-    fn parse(s: &str) -> Result<Duration, String> {
-        parse_duration(s)
-    }
-}
-
-/// [`parse_bytes`].
-#[derive(Debug)]
-pub enum ByteSize {}
-impl Parse for ByteSize {
-    type Out = u64;
-    fn parse(s: &str) -> Result<u64, String> {
-        parse_bytes(s)
-    }
-}
-
-/// A setting written as text, with what it parsed to. From a flag or the
-/// environment it is always valid (clap refuses it otherwise); from the
-/// file it keeps its error until resolved, which names the setting.
-pub struct Text<P: Parse> {
-    text: String,
-    parsed: Result<P::Out, String>,
-    _parse: PhantomData<P>,
-}
-
-impl<P: Parse> Text<P> {
-    fn new(text: String) -> Text<P> {
-        Text {
-            parsed: P::parse(&text),
-            text,
-            _parse: PhantomData,
-        }
-    }
-
-    /// What it parsed to, if it did.
-    pub fn value(&self) -> Result<&P::Out, &str> {
-        self.parsed.as_ref().map_err(String::as_str)
-    }
-}
-
-impl<P: Parse> Clone for Text<P> {
-    fn clone(&self) -> Self {
-        Text {
-            text: self.text.clone(),
-            parsed: self.parsed.clone(),
-            _parse: PhantomData,
-        }
-    }
-}
-
-impl<P: Parse> fmt::Debug for Text<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.text, f)
-    }
-}
-
-impl<P: Parse> clap::builder::ValueParserFactory for Text<P> {
-    type Parser = fn(&str) -> Result<Text<P>, String>;
-    fn value_parser() -> Self::Parser {
-        |s| {
-            let t = Text::<P>::new(s.to_string());
-            t.parsed.clone().map(|_| t)
-        }
-    }
-}
-
-impl<'de, P: Parse> Deserialize<'de> for Text<P> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Text::new)
-    }
-}
-
-/// The database URL. Its `Debug` shows only where it points: it may hold a
-/// password.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for DatabaseUrl {
-    fn from(s: String) -> Self {
-        DatabaseUrl(s)
-    }
-}
-
-impl From<&str> for DatabaseUrl {
-    fn from(s: &str) -> Self {
-        DatabaseUrl(s.to_string())
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match crate::db::parse(&self.0) {
-            Ok((c, tls)) => write!(f, "{:?}/{:?} {:?}", c.get_hosts(), c.get_dbname(), tls.mode),
-            Err(_) => f.write_str("(unparsable)"),
-        }
-    }
-}
-
-/// How a setting's given value becomes its `Config` value (used by
-/// [`settings!`](crate::settings)).
-pub trait Setting<T> {
-    fn resolve(self, name: &'static str) -> Result<T, ConfigError>;
-}
-
-macro_rules! as_is {
-    ($($t:ty),*) => {$(
-        impl Setting<$t> for $t {
-            fn resolve(self, _: &'static str) -> Result<$t, ConfigError> {
-                Ok(self)
-            }
-        }
-    )*};
-}
-as_is!(
-    usize,
-    u32,
-    bool,
-    String,
-    Vec<PathBuf>,
-    DatabaseUrl,
-    SocketAddr
-);
-
-/// Off unless given.
-impl Setting<Option<SocketAddr>> for SocketAddr {
-    fn resolve(self, _: &'static str) -> Result<Option<SocketAddr>, ConfigError> {
-        Ok(Some(self))
-    }
-}
-
-impl<P: Parse> Setting<P::Out> for Text<P> {
-    fn resolve(self, name: &'static str) -> Result<P::Out, ConfigError> {
-        self.parsed.map_err(|why| invalid(name, why, self.text))
-    }
-}
-
-/// The type a setting has in `Config`: the given type, or the one after `=>`.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! config_type {
-    ($given:ty) => {
-        $given
-    };
-    ($given:ty, $resolved:ty) => {
-        $resolved
-    };
-}
-
-/// Makes `Settings`, `Config` and the merge from one table, for the worker
-/// and the API alike: first `extra { name: Type = default; ... }`, fields of
-/// `Config` that are no setting (set in code); then per setting, its docs
-/// and clap attributes, `name: GivenType [=> ConfigType] = default;`. The
-/// calling crate needs `clap` and `serde` (the derives name them).
-#[macro_export]
-macro_rules! settings {
-    (
-        extra { $( $(#[$xattr:meta])* $xname:ident : $xty:ty = $xdefault:expr; )* }
-        $(
-            $(#[$attr:meta])*
-            $name:ident : $given:ty $(=> $resolved:ty)? = $default:expr;
-        )*
-    ) => {
-        /// Every setting, each optional: what the flags and environment say
-        /// (clap), or what the file says (serde, the same names).
-        #[derive(clap::Args, serde::Deserialize, Debug, Default, Clone)]
-        #[serde(deny_unknown_fields)]
-        pub struct Settings {
-            $( $(#[$attr])* pub $name: Option<$given>, )*
-        }
-
-        impl Settings {
-            /// These settings, and `lower`'s where these have none.
-            pub fn or(self, lower: Settings) -> Settings {
-                Settings { $( $name: self.$name.or(lower.$name), )* }
-            }
-        }
-
-        /// The resolved settings (see [`Settings`] for each). Tests build it
-        /// with `Config::new` and adjust fields; the binary uses
-        /// `Config::from_cli`.
-        #[derive(Clone)]
-        pub struct Config {
-            $( pub $name: $crate::config_type!($given $(, $resolved)?), )*
-            $( $(#[$xattr])* pub $xname: $xty, )*
-        }
-
-        impl Config {
-            fn defaults() -> Config {
-                Config {
-                    $( $name: $default, )*
-                    $( $xname: $xdefault, )*
-                }
-            }
-
-            /// Takes every setting `s` gives.
-            fn apply(&mut self, s: Settings) -> Result<(), $crate::config::ConfigError> {
-                $( if let Some(v) = s.$name {
-                    self.$name = $crate::config::Setting::resolve(v, stringify!($name))?;
-                } )*
-                Ok(())
-            }
-        }
-
-        /// Every setting; the database only as where it points.
-        impl ::std::fmt::Debug for Config {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.debug_struct("Config")
-                    $( .field(stringify!($name), &self.$name) )*
-                    .finish_non_exhaustive()
-            }
-        }
-    };
-}
-
-/// Reads a TOML file of settings (lowest precedence).
-pub fn read_file<S: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<S, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str::<S>(&text).map_err(|e| ConfigError::Toml {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
-}
-
-crate::settings! {
+postbox_runtime::settings! {
     extra {
         /// Name resolution; tests substitute their own.
         resolver: Arc<dyn Resolve> = Arc::new(SystemResolver);
@@ -496,7 +182,7 @@ pub enum Command {
 /// What `run` needs from the configuration's files, read once.
 pub struct Prepared {
     pub pg: tokio_postgres::Config,
-    pub tls: crate::db::MakeRustls,
+    pub tls: postbox_runtime::tls::MakeRustls,
     /// `root_certificates` and those in `extra_root_certs`.
     pub roots: Vec<reqwest::Certificate>,
 }
@@ -522,7 +208,7 @@ impl Config {
             given.database_url = std::env::var("DATABASE_URL")
                 .ok()
                 .filter(|s| !s.is_empty())
-                .map(DatabaseUrl);
+                .map(DatabaseUrl::from);
         }
         let given = given.or(file);
         if given.database_url.is_none() {
@@ -544,7 +230,7 @@ impl Config {
                 Err(invalid(name, format!("must be from 1 to {hi}"), n))
             }
         };
-        crate::db::parse(self.database_url.as_str()).map_err(db_invalid)?;
+        postbox_runtime::conninfo::parse(self.database_url.as_str()).map_err(db_invalid)?;
         count("POSTBOX_MAX_IN_FLIGHT", self.max_in_flight, MAX_COUNT)?;
         count("POSTBOX_FAST_IN_FLIGHT", self.fast_in_flight, MAX_COUNT)?;
         count(
@@ -665,8 +351,9 @@ impl Config {
     /// configuration error at start-up, not a failing reconnect later.
     pub fn prepare(&self) -> Result<Prepared, ConfigError> {
         self.validate()?;
-        let (pg, tls) = crate::db::parse(self.database_url.as_str()).map_err(db_invalid)?;
-        let tls = crate::db::connector(&tls).map_err(db_invalid)?;
+        let (pg, tls) =
+            postbox_runtime::conninfo::parse(self.database_url.as_str()).map_err(db_invalid)?;
+        let tls = postbox_runtime::tls::connector(&tls).map_err(db_invalid)?;
         let mut roots = self.root_certificates.clone();
         for path in &self.extra_root_certs {
             let pem = std::fs::read(path).map_err(|e| {
@@ -713,7 +400,7 @@ impl Config {
 
 /// A bad connection string or TLS file; never shows the string (it may
 /// hold a password).
-fn db_invalid(e: crate::db::DbError) -> ConfigError {
+fn db_invalid(e: postbox_runtime::conninfo::DbError) -> ConfigError {
     invalid("POSTBOX_DATABASE_URL", e.to_string(), "(hidden)")
 }
 
@@ -807,9 +494,11 @@ mod tests {
         c.worker_id = d.worker_id.clone();
         c.extra_root_certs = d.extra_root_certs.clone();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
-        let (_, tls) =
-            crate::db::parse(file.database_url.as_ref().map(DatabaseUrl::as_str).unwrap()).unwrap();
-        assert_eq!(tls.mode, crate::db::SslMode::VerifyFull);
+        let (_, tls) = postbox_runtime::conninfo::parse(
+            file.database_url.as_ref().map(DatabaseUrl::as_str).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(tls.mode, postbox_runtime::conninfo::SslMode::VerifyFull);
     }
 
     #[test]
@@ -834,10 +523,6 @@ mod tests {
         let mut c = Config::new("postgres://db/x");
         c.max_in_flight = 10;
         assert_eq!(c.tenant_cap(), 10, "never above the worker-wide limit");
-        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
-        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
-        assert!(parse_bytes("12 parsecs").is_err());
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("timed out after {}", humantime::format_duration(timeout));
     }
-    crate::error::with_causes(e)
+    postbox_runtime::error::with_causes(e)
 }
 
 #[cfg(test)]

@@ -4,9 +4,15 @@
 //! waits for a signal. Tests drive [`run`] in-process with their own
 //! resolver, roots and shutdown future.
 //!
+//! What the worker shares with the API (the settings framework, connection
+//! strings and TLS, the pool, error text, shutdown, the extension version
+//! check, logging) is `postbox_runtime`'s; this crate depends on no other
+//! binary's crate.
+//!
 //! # Layout
-//! - [`config`]: settings (flags, environment, TOML file), defaults, validation.
-//! - [`db`]: connecting to PostgreSQL (sslmode, sslrootcert, rustls).
+//! - [`config`]: the worker's settings (its `settings!` table), defaults,
+//!   validation, and the files they point at.
+//! - [`db`]: the worker's database sessions: their options, the pool.
 //! - [`dispatch`]: the loop that claims, queues, starts, reaps and drains.
 //! - [`schedule`]: the scheduling policy: per-endpoint and tenant limits, the
 //!   fast lane, rate limits, claim pacing and the rooms a claim may take.
@@ -25,9 +31,8 @@
 //! - [`check`]: `postbox-worker check`, readiness findings.
 //! - [`purge`]: retention, `postbox.purge` on a schedule.
 //! - [`liveness`]: the heartbeat, and the release of dead workers' claims.
-//! - [`shutdown`]: signals and the stop flag.
-//! - [`backoff`], [`error`]: doubling waits after failures; error text.
-//! - this file: [`run`], which wires them together.
+//! - [`backoff`]: doubling waits after failures.
+//! - this file: [`run`], which wires them together, and [`RunError`].
 
 pub mod ack;
 pub mod backoff;
@@ -38,14 +43,12 @@ pub mod config;
 pub mod db;
 pub mod deliver;
 pub mod dispatch;
-pub mod error;
 pub mod liveness;
 pub mod metrics;
 pub mod purge;
 pub mod resolve;
 pub mod retry;
 pub mod schedule;
-pub mod shutdown;
 pub mod sign;
 pub mod wakeup;
 
@@ -55,26 +58,23 @@ pub use resolve::Resolve;
 use deadpool_postgres::Pool;
 use deliver::{Sender, SenderSettings};
 use dispatch::Dispatcher;
-use error::pg_message;
 use futures_util::FutureExt;
 use metrics::Metrics;
+use postbox_runtime::error::{pg_message, pool_message};
+use postbox_runtime::{conninfo, shutdown, ExtensionError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use wakeup::Wakeup;
 
-/// Extension versions this worker can drive.
-pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.7.0"];
-
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("configuration error: {0}")]
     Config(#[from] ConfigError),
-    #[error("the postbox extension is not installed in this database (CREATE EXTENSION postbox)")]
-    NoExtension,
-    #[error("the postbox extension is version {0}, which this worker does not support (supported: {supported})", supported = SUPPORTED_EXTENSION_VERSIONS.join(", "))]
-    UnsupportedExtension(String),
+    /// Not installed, or a version this worker does not drive.
+    #[error(transparent)]
+    Extension(#[from] ExtensionError),
     #[error("database: {0}")]
     Db(String),
     #[error("metrics address: {0}")]
@@ -105,28 +105,9 @@ impl RunError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            RunError::Config(_)
-                | RunError::NoExtension
-                | RunError::UnsupportedExtension(_)
-                | RunError::Metrics(_)
-                | RunError::WorkerIdInUse(_)
-        )
+            RunError::Config(_) | RunError::Metrics(_) | RunError::WorkerIdInUse(_)
+        ) || matches!(self, RunError::Extension(e) if e.is_config())
     }
-}
-
-/// What a binary (the worker's, the API's) does before its work: the log
-/// (JSON lines or text, through the filter `log`), then the runtime.
-pub fn start_process(log: &str, json: bool) -> std::io::Result<tokio::runtime::Runtime> {
-    let filter = tracing_subscriber::EnvFilter::new(log);
-    if json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
-    tokio::runtime::Runtime::new()
 }
 
 /// Runs the worker until `shutdown` resolves, then stops claiming, lets
@@ -139,11 +120,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let config::Prepared { mut pg, tls, roots } = config.prepare()?;
-    if let Some(warning) = db::transport_warning(config.database_url.as_str()) {
+    if let Some(warning) = conninfo::transport_warning(config.database_url.as_str()) {
         tracing::warn!("{warning}");
     }
     db::session_options(&mut pg);
-    let pool = pool(&config, pg.clone(), tls.clone())?;
+    let pool =
+        db::pool(&config, pg.clone(), tls.clone()).map_err(|e| RunError::Db(e.to_string()))?;
     let allow_private = check_database(&pool).await? || config.allow_private_targets;
     if allow_private {
         tracing::warn!("private and http targets are allowed: for local development only");
@@ -353,44 +335,14 @@ pub mod test_hooks {
     }
 }
 
-/// The connection pool for claims and acknowledgements.
-pub(crate) fn pool(
-    config: &Config,
-    pg: tokio_postgres::Config,
-    tls: db::MakeRustls,
-) -> Result<Pool, RunError> {
-    db::pool(pg, tls, config.db_pool_size).map_err(|e| RunError::Db(e.to_string()))
-}
-
-/// The installed extension's version if this worker drives it, else the
-/// error saying why not (not installed, or another version). The one home of
-/// that rule: `run` refuses to start on it, `check` reports it.
-pub async fn extension_version(db: &tokio_postgres::Client) -> Result<String, RunError> {
-    let version: Option<String> = db
-        .query_opt(
-            "SELECT extversion FROM pg_extension WHERE extname = 'postbox'",
-            &[],
-        )
-        .await
-        .map_err(|e| RunError::Db(pg_message(&e)))?
-        .map(|r| r.get(0));
-    match version {
-        None => Err(RunError::NoExtension),
-        Some(v) if !SUPPORTED_EXTENSION_VERSIONS.contains(&v.as_str()) => {
-            Err(RunError::UnsupportedExtension(v))
-        }
-        Some(v) => Ok(v),
-    }
-}
-
 /// Checks the extension's version; returns whether the database allows
 /// insecure URLs (`postbox.allow_insecure_urls`), which the worker honours.
 async fn check_database(pool: &Pool) -> Result<bool, RunError> {
     let db = pool
         .get()
         .await
-        .map_err(|e| RunError::Db(error::pool_message(&e)))?;
-    extension_version(&db).await?;
+        .map_err(|e| RunError::Db(pool_message(&e)))?;
+    postbox_runtime::extension_version(&db).await?;
     Ok(db
         .query_one("SELECT coalesce(current_setting('postbox.allow_insecure_urls', true), 'off') IN ('on', 'true', '1', 'yes')", &[])
         .await

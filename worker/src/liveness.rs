@@ -16,9 +16,9 @@
 //! predecessor stops beating and goes stale) and then gives up; one refused
 //! while running was taken over, and stops.
 
-use crate::error::{pg_message, pool_message};
 use crate::metrics::Metrics;
 use deadpool_postgres::Pool;
+use postbox_runtime::error::{pg_message, pool_message};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};

@@ -1,9 +1,10 @@
 //! `postbox-worker`: configuration and signals; the work is in the library.
 
 use clap::Parser;
+use postbox_runtime::{shutdown, start_process};
 use postbox_worker::check::{check, Finding};
 use postbox_worker::config::Command;
-use postbox_worker::{run, shutdown, Cli, Config};
+use postbox_worker::{run, Cli, Config};
 use std::process::ExitCode;
 
 // Each delivery allocates many small buffers (body, headers, HTTP state);
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match postbox_worker::start_process(&config.log, config.log_json) {
+    let runtime = match start_process(&config.log, config.log_json) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("postbox-worker: cannot start the runtime: {e}");

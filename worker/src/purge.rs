@@ -7,9 +7,9 @@
 //! may purge at once: the function skips rows another purge holds.
 
 use crate::backoff::Backoff;
-use crate::error::{pg_message, pool_message};
 use crate::metrics::Metrics;
 use deadpool_postgres::Pool;
+use postbox_runtime::error::{pg_message, pool_message};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;

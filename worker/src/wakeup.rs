@@ -21,8 +21,8 @@
 
 use crate::backoff::Backoff;
 use crate::claim::ClaimError;
-use crate::db::MakeRustls;
 use deadpool_postgres::{Client, Pool};
+use postbox_runtime::tls::MakeRustls;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -342,7 +342,7 @@ pub async fn listen(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %crate::error::pg_message(&e), "LISTEN connection failed; retrying in {:?}", backoff.peek())
+                tracing::warn!(error = %postbox_runtime::error::pg_message(&e), "LISTEN connection failed; retrying in {:?}", backoff.peek())
             }
         }
         tokio::select! {

@@ -1,4 +1,5 @@
-//! Shutdown: SIGTERM or SIGINT for the binary; any future for tests.
+//! Shutdown: SIGTERM or SIGINT for a binary; any future for tests; and the
+//! stop flag a process's parts watch.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,12 +22,12 @@ pub async fn signal() {
     }
 }
 
-/// Turns a shutdown future into a flag every part of the worker can watch.
+/// Turns a shutdown future into a flag every part of a process can watch.
 pub fn watch_for(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
     stop_flag(shutdown).1
 }
 
-/// Sets the stop flag from inside: a part of the worker that failed stops
+/// Sets the stop flag from inside: a part of a process that failed stops
 /// the rest as a shutdown would.
 pub type Stopper = Arc<watch::Sender<bool>>;
 
@@ -40,7 +41,7 @@ pub fn stop_flag(
     tokio::spawn(async move {
         tokio::select! {
             _ = shutdown => { let _ = on_signal.send(true); }
-            // Everyone stopped listening: the worker already returned.
+            // Everyone stopped listening: the process's work already returned.
             _ = on_signal.closed() => {}
         }
     });
