@@ -90,11 +90,26 @@ async fn sigterm_drains_requests_in_flight_and_exits_0() {
         .status()
         .unwrap();
     assert!(term.success());
-    // Still running: the request is in flight.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The signal is taken once the API stops listening: a new connection is
+    // refused. It is still running then, the request in flight unanswered.
+    postbox_tests::wait_until(
+        Duration::from_secs(30),
+        "the API to stop listening",
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     assert!(
         api.try_wait().unwrap().is_none(),
         "exited with a request in flight"
+    );
+    assert!(
+        !patch.is_finished(),
+        "the PATCH was answered before the lock was released"
     );
     holder.batch_execute("COMMIT").await.unwrap();
     assert_eq!(

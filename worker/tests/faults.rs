@@ -175,11 +175,16 @@ async fn a_crash_loop_loses_nothing_and_strands_nothing() {
             .spawn()
             .unwrap()
     };
-    let seed = fastrand::u64(..);
+    // The kill moments come from a seed: POSTBOX_TEST_SEED replays a run
+    // (the seed is printed), a random one otherwise.
+    let seed = match std::env::var("POSTBOX_TEST_SEED") {
+        Ok(s) => s.parse().expect("POSTBOX_TEST_SEED is a u64"),
+        Err(_) => fastrand::u64(..),
+    };
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut moments: Vec<usize> = (0..5).map(|_| rng.usize(1_000..9_000)).collect();
     moments.sort();
-    println!("crash loop: seed {seed}, kills after {moments:?} arrivals");
+    println!("crash loop: POSTBOX_TEST_SEED={seed}, kills after {moments:?} arrivals");
     // Processes 0..5: w0, w0 again (a restart), w1 (a new worker), w1, w2, w2.
     let ids = ["w0", "w0", "w1", "w1", "w2", "w2"];
     let mut child = spawn(ids[0]);
