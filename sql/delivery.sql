@@ -6,8 +6,8 @@ RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
-    RAISE EXCEPTION USING ERRCODE = '22023',
-        MESSAGE = format('postbox: no failed or cancelled delivery has this id: %s', coalesce(p_id::text, 'NULL'));
+    PERFORM postbox._raise('delivery_not_found', 'id',
+        format('postbox: no failed or cancelled delivery has this id: %s', coalesce(p_id::text, 'NULL')));
 END
 $fn$;
 COMMENT ON FUNCTION postbox._no_delivery(bigint) IS 'Internal: raises the unknown-delivery error.';
@@ -27,13 +27,13 @@ BEGIN
         PERFORM postbox._no_delivery(retry_delivery.id);  -- also for another tenant's: ids cannot be probed
     END IF;
     IF v_status = 'pending' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: only a failed or cancelled delivery can be retried; this one is still pending: %s', retry_delivery.id);
+        PERFORM postbox._raise('delivery_not_retryable', 'id',
+            format('postbox: only a failed or cancelled delivery can be retried; this one is still pending: %s', retry_delivery.id));
     END IF;
     IF NOT EXISTS (SELECT FROM postbox.outbox d JOIN postbox.endpoints e ON e.id = d.endpoint_id
                     WHERE d.id = retry_delivery.id) THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: the endpoint of this delivery was deleted: %s', retry_delivery.id);
+        PERFORM postbox._raise('delivery_endpoint_deleted', 'id',
+            format('postbox: the endpoint of this delivery was deleted: %s', retry_delivery.id));
     END IF;
     -- A fresh schedule: the attempt count restarts; earlier attempts stay in the log.
     UPDATE postbox.outbox
@@ -64,13 +64,13 @@ DECLARE
 BEGIN
     PERFORM postbox._endpoint(tenant, endpoint_id);
     IF since IS NULL OR until IS NULL OR since > until THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: replay needs since <= until: %s to %s',
-                             coalesce(since::text, 'NULL'), coalesce(until::text, 'NULL'));
+        PERFORM postbox._raise('replay_range_invalid', 'since',
+            format('postbox: replay needs since <= until: %s to %s',
+                             coalesce(since::text, 'NULL'), coalesce(until::text, 'NULL')));
     END IF;
     IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: replay max_rows must be between 1 and 10000: %s', coalesce(max_rows::text, 'NULL'));
+        PERFORM postbox._raise('out_of_range', 'max_rows',
+            format('postbox: replay max_rows must be between 1 and 10000: %s', coalesce(max_rows::text, 'NULL')));
     END IF;
     -- One more than the batch: whether more remain, without counting them.
     v_ids := ARRAY(SELECT d.id FROM postbox.outbox d
@@ -117,17 +117,17 @@ DECLARE
 BEGIN
     IF worker_heartbeat.worker_id IS NULL OR worker_heartbeat.worker_id = ''
        OR octet_length(worker_heartbeat.worker_id) > 256 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = 'postbox: worker_id must be 1 to 256 bytes';
+        PERFORM postbox._raise('length_out_of_range', 'worker_id',
+            'postbox: worker_id must be 1 to 256 bytes');
     END IF;
     IF worker_heartbeat.instance IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: instance must not be NULL';
+        PERFORM postbox._raise('required', 'instance', 'postbox: instance must not be NULL');
     END IF;
     IF worker_heartbeat.stale_after IS NULL OR worker_heartbeat.stale_after <= interval '0'
        OR worker_heartbeat.stale_after > interval '1 hour' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: stale_after must be more than 0 and at most 1 hour: %s',
-                             coalesce(worker_heartbeat.stale_after::text, 'NULL'));
+        PERFORM postbox._raise('out_of_range', 'stale_after',
+            format('postbox: stale_after must be more than 0 and at most 1 hour: %s',
+                             coalesce(worker_heartbeat.stale_after::text, 'NULL')));
     END IF;
     SELECT * INTO w FROM postbox.workers x WHERE x.worker_id = worker_heartbeat.worker_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -136,16 +136,16 @@ BEGIN
         ON CONFLICT ON CONSTRAINT workers_pkey DO NOTHING;
         IF NOT FOUND THEN
             -- Another instance registered this id a moment ago.
-            RAISE EXCEPTION USING ERRCODE = '55006',
-                MESSAGE = format('postbox: worker_id %s is in use by another running worker: give each worker its own id (POSTBOX_WORKER_ID)',
-                                 worker_heartbeat.worker_id);
+            PERFORM postbox._raise('worker_id_in_use', 'worker_id',
+                format('postbox: worker_id %s is in use by another running worker: give each worker its own id (POSTBOX_WORKER_ID)',
+                                 worker_heartbeat.worker_id));
         END IF;
     ELSIF w.instance <> worker_heartbeat.instance
           AND w.seen_at >= now() - worker_heartbeat.stale_after THEN
-        RAISE EXCEPTION USING ERRCODE = '55006',
-            MESSAGE = format('postbox: worker_id %s is in use by another running worker (seen %s s ago): give each worker its own id (POSTBOX_WORKER_ID)',
+        PERFORM postbox._raise('worker_id_in_use', 'worker_id',
+            format('postbox: worker_id %s is in use by another running worker (seen %s s ago): give each worker its own id (POSTBOX_WORKER_ID)',
                              worker_heartbeat.worker_id,
-                             round(extract(epoch FROM now() - w.seen_at)::numeric, 1));
+                             round(extract(epoch FROM now() - w.seen_at)::numeric, 1)));
     ELSIF w.instance <> worker_heartbeat.instance THEN
         -- Restarted (the old process stopped beating): what it had claimed,
         -- nobody has.
@@ -192,10 +192,10 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     IF worker_stopped.worker_id IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: worker_id must not be NULL';
+        PERFORM postbox._raise('required', 'worker_id', 'postbox: worker_id must not be NULL');
     END IF;
     IF worker_stopped.instance IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: instance must not be NULL';
+        PERFORM postbox._raise('required', 'instance', 'postbox: instance must not be NULL');
     END IF;
     DELETE FROM postbox.workers x
      WHERE x.worker_id = worker_stopped.worker_id AND x.instance = worker_stopped.instance;

@@ -9,13 +9,13 @@ AS $fn$
 #variable_conflict use_column
 BEGIN
     IF create_event_type.name IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: event type name must not be NULL: NULL';
+        PERFORM postbox._raise('required', 'name', 'postbox: event type name must not be NULL: NULL');
     END IF;
     IF create_event_type.schema IS NOT NULL
        AND jsonb_typeof(create_event_type.schema) NOT IN ('object', 'boolean') THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: event type schema must be a JSON Schema (an object or a boolean): %s',
-                             left(create_event_type.schema::text, 100));
+        PERFORM postbox._raise('event_type_schema_invalid', 'schema',
+            format('postbox: event type schema must be a JSON Schema (an object or a boolean): %s',
+                             left(create_event_type.schema::text, 100)));
     END IF;
     IF create_event_type.example IS NOT NULL THEN
         PERFORM postbox._check_data(create_event_type.example);  -- what send_test will send
@@ -42,10 +42,10 @@ BEGIN
         PERFORM postbox._event_match_keys(p_name);  -- raises if the name is malformed
     END;
     v_close := postbox._close_names(p_name, postbox._catalog_names());
-    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('postbox: unknown event type (%s): %s',
+    PERFORM postbox._raise('event_type_unknown', 'event_type', format('postbox: unknown event type (%s): %s',
         CASE WHEN cardinality(v_close) > 0 THEN 'did you mean ' || array_to_string(v_close, ', ') || '?'
              ELSE 'create it with postbox.create_event_type first' END,
-        coalesce(p_name, 'NULL'));
+        coalesce(p_name, 'NULL')), p_name);
 END
 $fn$;
 COMMENT ON FUNCTION postbox._unknown_event_type(text) IS 'Internal: raises the unknown-event-type error with the closest names.';
@@ -58,14 +58,14 @@ DECLARE
     v_bytes integer;
 BEGIN
     IF p_data IS NULL OR jsonb_typeof(p_data) <> 'object' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: event data must be a JSON object: %s', coalesce(left(p_data::text, 100), 'NULL'));
+        PERFORM postbox._raise('event_data_invalid', 'data', format(
+            'postbox: event data must be a JSON object: %s', coalesce(left(p_data::text, 100), 'NULL')));
     END IF;
     v_bytes := octet_length(p_data::text);
     IF v_bytes > postbox._max_payload_bytes() THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('event_data_too_large', 'data', format(
             'postbox: event data must be at most postbox.max_payload_bytes (%s) bytes: %s bytes',
-            postbox._max_payload_bytes(), v_bytes);
+            postbox._max_payload_bytes(), v_bytes));
     END IF;
 END
 $fn$;
@@ -87,10 +87,10 @@ DECLARE
     v_wake   boolean;
 BEGIN
     IF tenant IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must not be NULL: NULL';
+        PERFORM postbox._raise('required', 'tenant', 'postbox: tenant must not be NULL: NULL');
     END IF;
     IF tenant = '' THEN  -- as every tenant-scoped form (_require_tenant): no endpoint could have it
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: ''''';
+        PERFORM postbox._raise('length_out_of_range', 'tenant', 'postbox: tenant must be a non-empty string: ''''');
     END IF;
     IF octet_length(tenant) > postbox._max_key_bytes() THEN
         PERFORM postbox._too_long('tenant', tenant);
@@ -217,9 +217,9 @@ DECLARE
     v_suffix text;
 BEGIN
     IF p_resource IS NULL OR p_resource ~ '[.](created|updated|deleted)$' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: resource must be a name such as recording: %s',
-                             coalesce(postbox._shown(p_resource), 'NULL'));
+        PERFORM postbox._raise('resource_invalid', 'resource',
+            format('postbox: resource must be a name such as recording: %s',
+                             coalesce(postbox._shown(p_resource), 'NULL')));
     END IF;
     PERFORM postbox._event_match_keys(p_resource || '.created');  -- raises on a bad resource name
     FOREACH v_suffix IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
@@ -248,25 +248,25 @@ DECLARE
 BEGIN
     SELECT relkind INTO v_kind FROM pg_class WHERE oid = tbl;
     IF v_kind IS NULL OR v_kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: attach needs a table (tbl): %s', coalesce(tbl::text, 'NULL'));
+        PERFORM postbox._raise('attach_invalid', 'tbl',
+            format('postbox: attach needs a table (tbl): %s', coalesce(tbl::text, 'NULL')));
     END IF;
     PERFORM postbox._register_resource(resource);  -- validates the name first
     FOREACH v_col IN ARRAY ARRAY[tenant_column] || coalesce(columns, '{}') LOOP
         IF v_col IS NULL OR NOT EXISTS (SELECT FROM pg_attribute
                        WHERE attrelid = tbl AND attname = v_col AND attnum > 0 AND NOT attisdropped) THEN
-            RAISE EXCEPTION USING ERRCODE = '22023',
-                MESSAGE = format('postbox: %s must name a column of %s: %s',
+            PERFORM postbox._raise('attach_invalid', CASE WHEN v_col IS NOT DISTINCT FROM tenant_column THEN 'tenant_column' ELSE 'columns' END,
+                format('postbox: %s must name a column of %s: %s',
                                  CASE WHEN v_col IS NOT DISTINCT FROM tenant_column THEN 'tenant_column' ELSE 'columns' END,
-                                 tbl, coalesce(postbox._shown(v_col), 'NULL'));
+                                 tbl, coalesce(postbox._shown(v_col), 'NULL')), v_col);
         END IF;
     END LOOP;
     -- A column listed twice would be passed to the triggers twice, for every
     -- row written (ten thousand times, if so listed).
     SELECT c INTO v_col FROM unnest(columns) c GROUP BY c HAVING count(*) > 1 ORDER BY c LIMIT 1;
     IF v_col IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: columns must name each column once: %s', v_col);
+        PERFORM postbox._raise('attach_invalid', 'columns',
+            format('postbox: columns must name each column once: %s', v_col), v_col);
     END IF;
 
     SELECT string_agg(quote_literal(a), ', ') INTO v_args
@@ -304,7 +304,7 @@ END
 $fn$;
 COMMENT ON FUNCTION postbox._wake() IS 'Internal: NOTIFYs postbox_wakeup if a worker waits (paths that are not hot).';
 
-CREATE FUNCTION postbox.send_test(tenant text, id uuid, event_type text DEFAULT 'webhook.test', data jsonb DEFAULT NULL)
+CREATE FUNCTION postbox.send_test(tenant text, id uuid, event_type text DEFAULT NULL, data jsonb DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -316,9 +316,12 @@ DECLARE
     v_now   timestamptz := clock_timestamp();
 BEGIN
     e := postbox._endpoint(send_test.tenant, send_test.id);
-    IF e.suspended THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', e.tenant);
+    -- The default, written only here (and its catalog row in schema.sql):
+    -- callers (the HTTP API, the page) pass NULL.
+    send_test.event_type := coalesce(send_test.event_type, 'webhook.test');
+    IF postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures) = 'suspended' THEN
+        PERFORM postbox._raise('tenant_suspended', NULL,
+            format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', e.tenant));
     END IF;
     SELECT coalesce(send_test.data, t.example) INTO v_data FROM postbox.event_types t WHERE t.name = send_test.event_type;
     IF NOT FOUND THEN
@@ -361,8 +364,8 @@ DECLARE
     v_reason   text;
 BEGIN
     IF max_events IS NULL OR max_events < 1 OR max_events > 1000000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: max_events must be between 1 and 1000000: %s', coalesce(max_events::text, 'NULL'));
+        PERFORM postbox._raise('out_of_range', 'max_events', format(
+            'postbox: max_events must be between 1 and 1000000: %s', coalesce(max_events::text, 'NULL')));
     END IF;
     v_rows := ARRAY(SELECT e.ctid FROM postbox.emitted e
                      ORDER BY e.id LIMIT max_events FOR UPDATE SKIP LOCKED);
@@ -411,6 +414,9 @@ BEGIN ATOMIC
       FROM postbox.event_types t
       JOIN postbox.endpoints e ON e.tenant = p_tenant AND e.event_types && t.match_keys
      WHERE t.name = p_event_type
+       -- Not the state: routing ignores pauses now (the pause history
+       -- decides, as of p_at); only a disabled endpoint, whose deliveries
+       -- are cancelled, gets none.
        AND e.disabled_at IS NULL AND e.created_at <= p_at
        AND NOT EXISTS (SELECT FROM postbox.endpoint_pauses p
                         WHERE p.endpoint_id = e.id AND p.paused_at <= p_at

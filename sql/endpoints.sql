@@ -28,8 +28,8 @@ RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 AS $fn$
 BEGIN
-    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('postbox: %s must be at most %s bytes: %s... (%s bytes)',
-        p_what, postbox._max_key_bytes(), left(p_value, 40), octet_length(p_value));
+    PERFORM postbox._raise('length_out_of_range', p_what, format('postbox: %s must be at most %s bytes: %s... (%s bytes)',
+        p_what, postbox._max_key_bytes(), left(p_value, 40), octet_length(p_value)));
 END
 $fn$;
 COMMENT ON FUNCTION postbox._too_long(text, text) IS 'Internal: raises the too-long error for a tenant or key.';
@@ -41,8 +41,8 @@ LANGUAGE plpgsql
 AS $fn$
 BEGIN
     IF p_tenant IS NULL OR p_tenant = '' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: tenant must be a non-empty string: '
-            || coalesce(quote_literal(p_tenant), 'NULL');
+        PERFORM postbox._raise('length_out_of_range', 'tenant', 'postbox: tenant must be a non-empty string: '
+            || coalesce(quote_literal(p_tenant), 'NULL'));
     END IF;
     IF octet_length(p_tenant) > postbox._max_key_bytes() THEN
         PERFORM postbox._too_long('tenant', p_tenant);
@@ -67,13 +67,13 @@ BEGIN
         RETURN;
     END IF;
     IF v_max = 0 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', p_tenant);
+        PERFORM postbox._raise('tenant_suspended', NULL,
+            format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', p_tenant));
     END IF;
     SELECT count(*) INTO v_count FROM postbox.endpoints WHERE tenant = p_tenant;
     IF v_count >= v_max THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: tenant may have at most %s endpoints: %s', v_max, p_tenant);
+        PERFORM postbox._raise('tenant_endpoint_limit', NULL,
+            format('postbox: tenant may have at most %s endpoints: %s', v_max, p_tenant));
     END IF;
 END
 $fn$;
@@ -100,16 +100,16 @@ BEGIN
     BEGIN
         v_headers := p_headers::jsonb;
     EXCEPTION WHEN data_exception THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: headers must be JSON that jsonb can hold (%s)', SQLERRM);
+        PERFORM postbox._raise('headers_invalid_json', 'headers',
+            format('postbox: headers must be JSON that jsonb can hold (%s)', SQLERRM));
     END;
     IF json_typeof(p_headers) = 'object' THEN
         -- Header names are case-insensitive, so X-A and x-a are the same header.
         SELECT min(k) INTO v_twice FROM json_object_keys(p_headers) k
          GROUP BY lower(k) HAVING count(*) > 1 LIMIT 1;
         IF v_twice IS NOT NULL THEN
-            RAISE EXCEPTION USING ERRCODE = '22023',
-                MESSAGE = format('postbox: a header may be given only once: %s', postbox._shown(v_twice));
+            PERFORM postbox._raise('header_name_duplicate', 'headers',
+                format('postbox: a header may be given only once: %s', postbox._shown(v_twice)), v_twice);
         END IF;
     END IF;
     RETURN postbox.validate_headers(v_headers, p_signature_header);
@@ -128,8 +128,8 @@ LANGUAGE plpgsql IMMUTABLE
 AS $fn$
 BEGIN
     IF jsonb_path_exists(p_value, 'strict $.**{32}') THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: %s must nest fewer than 32 levels deep', p_what);
+        PERFORM postbox._raise('json_too_deep', p_what,
+            format('postbox: %s must nest fewer than 32 levels deep', p_what));
     END IF;
     RETURN p_value;
 END
@@ -154,9 +154,9 @@ LANGUAGE plpgsql IMMUTABLE
 AS $fn$
 BEGIN
     IF p_envelope IS NULL OR p_envelope NOT IN ('postbox', 'standard', 'flat') THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: envelope must be ''postbox'', ''standard'' or ''flat'': %s',
-                             coalesce(postbox._shown(p_envelope), 'NULL'));
+        PERFORM postbox._raise('envelope_unknown', 'envelope',
+            format('postbox: envelope must be ''postbox'', ''standard'' or ''flat'': %s',
+                             coalesce(postbox._shown(p_envelope), 'NULL')));
     END IF;
     RETURN p_envelope;
 END
@@ -252,31 +252,31 @@ DECLARE
     v_unknown text;
 BEGIN
     IF config IS NULL OR jsonb_typeof(config) <> 'object' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('config_invalid', 'config', format(
             'postbox: config must be a JSON object as endpoint_config returns: %s',
-            coalesce(jsonb_typeof(config), 'NULL'));
+            coalesce(jsonb_typeof(config), 'NULL')));
     END IF;
     SELECT min(k) INTO v_unknown FROM jsonb_object_keys(config) k WHERE k <> ALL (postbox._config_keys());
     IF v_unknown IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('config_invalid', 'config', format(
             'postbox: config has a key create_endpoint does not take (it takes %s): %s',
-            array_to_string(postbox._config_keys(), ', '), postbox._shown(v_unknown));
+            array_to_string(postbox._config_keys(), ', '), postbox._shown(v_unknown)), v_unknown);
     END IF;
     IF jsonb_typeof(config -> 'event_types') IS DISTINCT FROM 'array'
        OR EXISTS (SELECT FROM jsonb_array_elements(config -> 'event_types') f WHERE jsonb_typeof(f) <> 'string') THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: config event_types must be an array of strings: %s', coalesce(jsonb_typeof(config -> 'event_types'), 'missing'));
+        PERFORM postbox._raise('config_invalid', 'config', format(
+            'postbox: config event_types must be an array of strings: %s', coalesce(jsonb_typeof(config -> 'event_types'), 'missing')), 'event_types');
     END IF;
     FOREACH v_unknown IN ARRAY ARRAY['enabled'] LOOP
         IF config ? v_unknown AND jsonb_typeof(config -> v_unknown) <> 'boolean' THEN
-            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-                'postbox: config enabled must be true or false: %s', jsonb_typeof(config -> v_unknown));
+            PERFORM postbox._raise('config_invalid', 'config', format(
+                'postbox: config enabled must be true or false: %s', jsonb_typeof(config -> v_unknown)), v_unknown);
         END IF;
     END LOOP;
     FOREACH v_unknown IN ARRAY ARRAY['url', 'description', 'signature_style', 'signature_header', 'envelope'] LOOP
         IF config ? v_unknown AND jsonb_typeof(config -> v_unknown) NOT IN ('string', 'null') THEN
-            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-                'postbox: config %s must be a string: %s', v_unknown, jsonb_typeof(config -> v_unknown));
+            PERFORM postbox._raise('config_invalid', 'config', format(
+                'postbox: config %s must be a string: %s', v_unknown, jsonb_typeof(config -> v_unknown)), v_unknown);
         END IF;
     END LOOP;
     RETURN QUERY SELECT * FROM postbox._create_endpoint(
@@ -345,8 +345,8 @@ RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
-    RAISE EXCEPTION USING ERRCODE = '22023',
-        MESSAGE = format('postbox: no endpoint has this id: %s', coalesce(p_id::text, 'NULL'));
+    PERFORM postbox._raise('endpoint_not_found', 'id',
+        format('postbox: no endpoint has this id: %s', coalesce(p_id::text, 'NULL')));
 END
 $fn$;
 COMMENT ON FUNCTION postbox._no_endpoint(uuid) IS 'Internal: raises the unknown-endpoint error.';
@@ -494,7 +494,7 @@ AS $fn$ SELECT postbox._delete_endpoint(tenant, id) $fn$;
 COMMENT ON FUNCTION postbox.delete_endpoint(text, uuid) IS 'Removes one of the tenant''s endpoints and its secrets, and cancels its pending deliveries; its attempt log stays.';
 GRANT EXECUTE ON FUNCTION postbox.delete_endpoint(text, uuid) TO postbox_admin;
 
-CREATE FUNCTION postbox.rotate_secret(tenant text, id uuid, grace interval DEFAULT '24 hours', own_secret text DEFAULT NULL)
+CREATE FUNCTION postbox.rotate_secret(tenant text, id uuid, grace interval DEFAULT NULL, own_secret text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -504,9 +504,11 @@ DECLARE
     v_secret text;
 BEGIN
     e := postbox._endpoint(rotate_secret.tenant, rotate_secret.id);
+    -- The default, written only here: callers (the HTTP API, the page) pass NULL.
+    rotate_secret.grace := coalesce(rotate_secret.grace, interval '24 hours');
     IF rotate_secret.grace IS NULL OR rotate_secret.grace < interval '0' OR rotate_secret.grace > interval '30 days' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: grace must be between 0 and 30 days: %s', coalesce(rotate_secret.grace::text, 'NULL'));
+        PERFORM postbox._raise('out_of_range', 'grace',
+            format('postbox: grace must be between 0 and 30 days: %s', coalesce(rotate_secret.grace::text, 'NULL')));
     END IF;
     IF rotate_secret.own_secret IS NULL THEN
         v_secret := postbox._generate_secret();
@@ -566,8 +568,8 @@ DECLARE
 BEGIN
     PERFORM postbox._require_tenant(set_tenant_limit.tenant);
     IF set_tenant_limit.max_endpoints < 0 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: max_endpoints must be 0 or more (NULL for no limit): %s', set_tenant_limit.max_endpoints);
+        PERFORM postbox._raise('out_of_range', 'max_endpoints',
+            format('postbox: max_endpoints must be 0 or more (NULL for no limit): %s', set_tenant_limit.max_endpoints));
     END IF;
     IF set_tenant_limit.max_endpoints IS NULL THEN
         DELETE FROM postbox.tenant_limits WHERE tenant = set_tenant_limit.tenant;  -- back to no limit
@@ -586,3 +588,25 @@ END
 $fn$;
 COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (NULL: no limit). 0 means no webhooks: its endpoints are suspended until the limit is raised.';
 GRANT EXECUTE ON FUNCTION postbox.set_tenant_limit(text, integer) TO postbox_admin;
+
+-- An endpoint's state: the one place it is decided. suspended (its tenant's
+-- plan has no webhooks) and paused (its admin's switch) hold deliveries;
+-- disabled (failing too long) cancels them; failing and healthy send. The
+-- views show it, the worker's claim takes deliveries of sending endpoints
+-- only, and test sends refuse suspended ones. A test
+-- (tests/tests/extension.rs: endpoint_state_is_decided_once) fails when
+-- another place combines the columns.
+CREATE FUNCTION postbox._endpoint_state(p_enabled boolean, p_suspended boolean, p_disabled_at timestamptz,
+                                        p_consecutive_failures integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT CASE WHEN p_suspended THEN 'suspended'
+                WHEN NOT p_enabled THEN 'paused'
+                WHEN p_disabled_at IS NOT NULL THEN 'disabled'
+                WHEN p_consecutive_failures > 0 THEN 'failing'
+                ELSE 'healthy' END;
+END;
+COMMENT ON FUNCTION postbox._endpoint_state(boolean, boolean, timestamptz, integer) IS 'Internal: an endpoint''s state (suspended, paused, disabled, failing, healthy), decided here only (inlined).';
+-- Inlined by the views admins read.
+GRANT EXECUTE ON FUNCTION postbox._endpoint_state(boolean, boolean, timestamptz, integer) TO postbox_admin;

@@ -16,8 +16,8 @@ RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
-    RAISE EXCEPTION USING ERRCODE = '22023',
-        MESSAGE = format('postbox: no api key has this id: %s', coalesce(p_id::text, 'NULL'));
+    PERFORM postbox._raise('api_key_not_found', 'id',
+        format('postbox: no api key has this id: %s', coalesce(p_id::text, 'NULL')));
 END
 $fn$;
 COMMENT ON FUNCTION postbox._no_api_key(uuid) IS 'Internal: raises the unknown-api-key error.';
@@ -48,8 +48,7 @@ BEGIN
     SELECT * INTO s FROM postbox.portal_sessions x
      WHERE x.id = p_session AND x.tenant = p_tenant AND x.expires_at > now();
     IF NOT FOUND OR NOT s.manage_keys THEN
-        RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE =
-            'postbox: this portal session may not manage api keys (the operator allows it when making the session)';
+        PERFORM postbox._raise('session_may_not_manage_keys', 'session', 'postbox: this portal session may not manage api keys (the operator allows it when making the session)');
     END IF;
     RETURN s;
 END
@@ -85,20 +84,20 @@ DECLARE
     s     postbox.portal_sessions;
 BEGIN
     IF role IS NULL OR role NOT IN ('admin', 'member', 'operator') THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: role must be admin, member or operator: %s', coalesce(postbox._shown(role), 'NULL'));
+        PERFORM postbox._raise('role_unknown', 'role', format(
+            'postbox: role must be admin, member or operator: %s', coalesce(postbox._shown(role), 'NULL')));
     END IF;
     IF role = 'operator' AND (tenant IS NOT NULL OR session IS NOT NULL) THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('operator_key_scoped', 'tenant', format(
             'postbox: operator keys act for every tenant and take no tenant or session (pass NULL): %s',
-            coalesce(postbox._shown(tenant), session::text));
+            coalesce(postbox._shown(tenant), session::text)));
     END IF;
     IF role <> 'operator' THEN
         PERFORM postbox._require_tenant(tenant);
     END IF;
     IF label IS NULL OR length(label) NOT BETWEEN 1 AND 200 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: api key label must be 1 to 200 characters: %s', coalesce(postbox._shown(label), 'NULL'));
+        PERFORM postbox._raise('length_out_of_range', 'label', format(
+            'postbox: api key label must be 1 to 200 characters: %s', coalesce(postbox._shown(label), 'NULL')));
     END IF;
     s := postbox._key_session(tenant, session);
     -- Serialised per tenant, so concurrent creations cannot pass the limits.
@@ -106,19 +105,19 @@ BEGIN
     IF (SELECT count(*) FROM postbox.api_keys k
          WHERE k.tenant IS NOT DISTINCT FROM create_api_key.tenant AND k.revoked_at IS NULL)
        >= postbox._max_api_keys() THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('api_key_limit', NULL, format(
             'postbox: a tenant has at most %s active api keys (revoke one first): %s',
-            postbox._max_api_keys(), coalesce(postbox._shown(tenant), 'operator keys'));
+            postbox._max_api_keys(), coalesce(postbox._shown(tenant), 'operator keys')));
     END IF;
     IF (SELECT count(*) FROM postbox.api_keys k WHERE k.tenant IS NOT DISTINCT FROM create_api_key.tenant)
        >= postbox._max_api_keys_kept() THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('api_keys_kept_limit', NULL, format(
             'postbox: a tenant has at most %s api keys, revoked ones included until the revoked_api_keys window (%s) ends: %s',
             postbox._max_api_keys_kept(), (postbox._retention()).revoked_api_keys,
-            coalesce(postbox._shown(tenant), 'operator keys'));
+            coalesce(postbox._shown(tenant), 'operator keys')));
     END IF;
     INSERT INTO postbox.api_keys (id, tenant, role, label, key_hash, key_prefix, made_by_session, for_user)
-    VALUES (v_id, tenant, role, label, sha256(convert_to(v_key, 'UTF8')), left(v_key, 12), s.id, s.user_id);
+    VALUES (v_id, tenant, role, label, sha256(convert_to(v_key, 'UTF8')), postbox._api_key_prefix(v_key), s.id, s.user_id);
     id := v_id;
     key := v_key;
     RETURN NEXT;
@@ -167,11 +166,11 @@ DECLARE
     v_key text := postbox._generate_api_key();
 BEGIN
     IF k.revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: a revoked api key cannot be rotated: %s', id);
+        PERFORM postbox._raise('api_key_revoked', 'id',
+            format('postbox: a revoked api key cannot be rotated: %s', id));
     END IF;
     UPDATE postbox.api_keys x
-       SET key_hash = sha256(convert_to(v_key, 'UTF8')), key_prefix = left(v_key, 12), rotated_at = now()
+       SET key_hash = sha256(convert_to(v_key, 'UTF8')), key_prefix = postbox._api_key_prefix(v_key), rotated_at = now()
      WHERE x.id = k.id;
     RETURN v_key;
 END
@@ -224,8 +223,8 @@ BEGIN
         PERFORM postbox._require_tenant(tenant);
     END IF;
     IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: max_rows must be between 1 and 1000: %s', coalesce(max_rows::text, 'NULL'));
+        PERFORM postbox._raise('out_of_range', 'max_rows',
+            format('postbox: max_rows must be between 1 and 1000: %s', coalesce(max_rows::text, 'NULL')));
     END IF;
     s := postbox._key_session(tenant, session);
     RETURN QUERY
@@ -296,15 +295,15 @@ DECLARE
 BEGIN
     PERFORM postbox._require_tenant(tenant);
     IF credential IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: credential must not be NULL';
+        PERFORM postbox._raise('required', 'credential', 'postbox: credential must not be NULL');
     END IF;
     IF idempotency_key IS NULL OR idempotency_key !~ '^[\x21-\x7e]{1,255}$' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('idempotency_key_invalid', 'idempotency_key', format(
             'postbox: Idempotency-Key must be 1 to 255 visible ASCII characters: %s',
-            coalesce(postbox._shown(idempotency_key), 'NULL'));
+            coalesce(postbox._shown(idempotency_key), 'NULL')));
     END IF;
     IF request_hash IS NULL OR length(request_hash) <> 32 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: request_hash must be a SHA-256 (32 bytes)';
+        PERFORM postbox._raise('hash_invalid', 'request_hash', 'postbox: request_hash must be a SHA-256 (32 bytes)');
     END IF;
     INSERT INTO postbox.api_idempotency AS a (tenant, credential, idempotency_key, request_hash)
     VALUES (tenant, credential, idempotency_key, request_hash)
@@ -324,9 +323,9 @@ BEGIN
         RETURN;
     END IF;
     IF r.request_hash <> request_hash THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('idempotency_key_reused', 'idempotency_key', format(
             'postbox: this Idempotency-Key was used for another request (within %s): %s',
-            (postbox._retention()).idempotency_keys, postbox._shown(idempotency_key));
+            (postbox._retention()).idempotency_keys, postbox._shown(idempotency_key)));
     END IF;
     status := r.status;
     body := r.body;
@@ -346,20 +345,20 @@ AS $fn$
 BEGIN
     PERFORM postbox._require_tenant(tenant);
     IF credential IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: credential must not be NULL';
+        PERFORM postbox._raise('required', 'credential', 'postbox: credential must not be NULL');
     END IF;
     IF status IS NULL OR status NOT BETWEEN 200 AND 299 OR body IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('idempotency_response_invalid', 'status', format(
             'postbox: only a successful response is stored (status 200 to 299, a body): %s',
-            coalesce(status::text, 'NULL'));
+            coalesce(status::text, 'NULL')));
     END IF;
     UPDATE postbox.api_idempotency a SET status = api_request_end.status, body = api_request_end.body
      WHERE a.tenant = api_request_end.tenant AND a.credential = api_request_end.credential
        AND a.idempotency_key = api_request_end.idempotency_key AND a.status = 0;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('idempotency_request_unknown', 'idempotency_key', format(
             'postbox: no request with this Idempotency-Key is under way: %s',
-            coalesce(postbox._shown(idempotency_key), 'NULL'));
+            coalesce(postbox._shown(idempotency_key), 'NULL')));
     END IF;
 END
 $fn$;
@@ -373,8 +372,8 @@ LANGUAGE plpgsql
 AS $fn$
 BEGIN
     IF p_user_id IS NOT NULL AND length(p_user_id) NOT BETWEEN 1 AND 200 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: user_id must be 1 to 200 characters: %s', postbox._shown(p_user_id));
+        PERFORM postbox._raise('length_out_of_range', 'user_id', format(
+            'postbox: user_id must be 1 to 200 characters: %s', postbox._shown(p_user_id)));
     END IF;
 END
 $fn$;

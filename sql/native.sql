@@ -8,6 +8,10 @@ COMMENT ON FUNCTION postbox._uuid7_floor(timestamptz) IS 'Internal: the smallest
 
 COMMENT ON FUNCTION postbox._generate_api_key() IS 'Internal: a new pbk_ API key from the OS CSPRNG.';
 
+COMMENT ON FUNCTION postbox._generate_portal_token() IS 'Internal: a new pbp_ portal link token from the OS CSPRNG.';
+
+COMMENT ON FUNCTION postbox._api_key_prefix(text) IS 'Internal: the start of an API key that lists show (api_keys.key_prefix).';
+
 COMMENT ON FUNCTION postbox.emit_statement() IS 'Statement trigger (Rust) for INSERT and DELETE with a transition table: emit_statement(resource, tenant_column [, column ...]); attach creates it.';
 GRANT EXECUTE ON FUNCTION postbox.emit_statement() TO postbox_emitter;
 
@@ -44,6 +48,10 @@ COMMENT ON FUNCTION postbox._validate_secret(text, text) IS 'Internal: checks a 
 COMMENT ON FUNCTION postbox._uuid7() IS 'Internal: a time-ordered (version 7) UUID.';
 
 COMMENT ON FUNCTION postbox._max_payload_bytes() IS 'Internal: the current postbox.max_payload_bytes.';
+
+COMMENT ON FUNCTION postbox._raise(text, text, text, text) IS 'Internal: raises a postbox error: the SQLSTATE of its code, the message, and DETAIL {"code", "field", "item"} (docs/errors.md). Every postbox error in SQL goes through it.';
+-- SECURITY INVOKER functions raise as their caller
+GRANT EXECUTE ON FUNCTION postbox._raise(text, text, text, text) TO postbox_admin, postbox_emitter, postbox_worker;
 
 -- A function is executable by PUBLIC when it is created: take that back
 -- for every function of every file, so that each role has exactly the

@@ -6,7 +6,7 @@
 -- user_id names the product's user it is for (up to 200 characters): such
 -- a session manages the keys it made and that user's. SECURITY DEFINER:
 -- portal_sessions is granted to no one.
-CREATE FUNCTION postbox.create_portal_session(tenant text, role text, valid_for interval DEFAULT '15 minutes',
+CREATE FUNCTION postbox.create_portal_session(tenant text, role text, valid_for interval DEFAULT NULL,
                                               manage_keys boolean DEFAULT false, user_id text DEFAULT NULL)
 RETURNS TABLE (id uuid, token text, expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -14,21 +14,23 @@ AS $fn$
 #variable_conflict use_variable
 DECLARE
     v_id    uuid := postbox._uuid7();
-    v_token text := 'pbp_' || substr(postbox._generate_api_key(), 5);
+    v_token text := postbox._generate_portal_token();
 BEGIN
     PERFORM postbox._require_tenant(tenant);
+    -- The default, written only here: callers (the HTTP API) pass NULL.
+    valid_for := coalesce(valid_for, interval '15 minutes');
     IF role IS NULL OR role NOT IN ('admin', 'member') THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: portal role must be admin or member: %s', coalesce(postbox._shown(role), 'NULL'));
+        PERFORM postbox._raise('role_unknown', 'role', format(
+            'postbox: portal role must be admin or member: %s', coalesce(postbox._shown(role), 'NULL')));
     END IF;
     IF valid_for IS NULL OR valid_for < interval '1 minute' OR valid_for > interval '1 day' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: valid_for must be between 1 minute and 1 day: %s', coalesce(valid_for::text, 'NULL'));
+        PERFORM postbox._raise('out_of_range', 'valid_for', format(
+            'postbox: valid_for must be between 1 minute and 1 day: %s', coalesce(valid_for::text, 'NULL')));
     END IF;
     IF manage_keys IS NULL OR (manage_keys AND role <> 'admin') THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+        PERFORM postbox._raise('manage_keys_invalid', 'manage_keys', format(
             'postbox: manage_keys must be true or false, and true only for an admin session: %s',
-            coalesce(manage_keys::text, 'NULL'));
+            coalesce(manage_keys::text, 'NULL')));
     END IF;
     PERFORM postbox._check_user_id(user_id);
     INSERT INTO postbox.portal_sessions (id, tenant, role, link_hash, link_expires_at, manage_keys, user_id)
@@ -53,11 +55,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
     IF open_portal_session.session_hash IS NULL OR length(open_portal_session.session_hash) <> 32 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'postbox: session_hash must be a SHA-256 (32 bytes)';
+        PERFORM postbox._raise('hash_invalid', 'session_hash', 'postbox: session_hash must be a SHA-256 (32 bytes)');
     END IF;
     IF lasts IS NULL OR lasts < interval '1 minute' OR lasts > interval '1 day' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-            'postbox: lasts must be between 1 minute and 1 day: %s', coalesce(lasts::text, 'NULL'));
+        PERFORM postbox._raise('out_of_range', 'lasts', format(
+            'postbox: lasts must be between 1 minute and 1 day: %s', coalesce(lasts::text, 'NULL')));
     END IF;
     RETURN QUERY
     UPDATE postbox.portal_sessions s

@@ -42,14 +42,14 @@ BEGIN
                                   ('idempotency_keys', set_retention.idempotency_keys),
                                   ('revoked_api_keys', set_retention.revoked_api_keys) LOOP
         IF v_value < interval '1 second' OR v_value > interval '10 years' THEN
-            RAISE EXCEPTION USING ERRCODE = '22023',
-                MESSAGE = format('postbox: %s must be between 1 second and 10 years: %s', v_name, v_value);
+            PERFORM postbox._raise('out_of_range', v_name,
+                format('postbox: %s must be between 1 second and 10 years: %s', v_name, v_value));
         END IF;
     END LOOP;
     IF set_retention.idempotency_keys < interval '24 hours' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: idempotency_keys must be kept at least 24 hours (a retried emit must find its key): %s',
-                             set_retention.idempotency_keys);
+        PERFORM postbox._raise('out_of_range', 'idempotency_keys',
+            format('postbox: idempotency_keys must be kept at least 24 hours (a retried emit must find its key): %s',
+                             set_retention.idempotency_keys));
     END IF;
     PERFORM postbox._retention();  -- the row, with the defaults if there was none
     UPDATE postbox.retention r
@@ -85,8 +85,8 @@ DECLARE
     v_n   bigint;
 BEGIN
     IF purge.max_rows IS NULL OR purge.max_rows < 1 OR purge.max_rows > 1000000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('postbox: max_rows must be between 1 and 1000000: %s', coalesce(purge.max_rows::text, 'NULL'));
+        PERFORM postbox._raise('out_of_range', 'max_rows',
+            format('postbox: max_rows must be between 1 and 1000000: %s', coalesce(purge.max_rows::text, 'NULL')));
     END IF;
     r := postbox._retention();
 

@@ -1,22 +1,6 @@
 -- postbox: the views admins read (endpoint state, settings, deliveries, the
 -- delivery log, stats).
 
--- An endpoint's state, as every view shows it.
-CREATE FUNCTION postbox._endpoint_state(p_enabled boolean, p_suspended boolean, p_disabled_at timestamptz,
-                                        p_consecutive_failures integer)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-BEGIN ATOMIC
-    SELECT CASE WHEN p_suspended THEN 'suspended'
-                WHEN NOT p_enabled THEN 'paused'
-                WHEN p_disabled_at IS NOT NULL THEN 'disabled'
-                WHEN p_consecutive_failures > 0 THEN 'failing'
-                ELSE 'healthy' END;
-END;
-COMMENT ON FUNCTION postbox._endpoint_state(boolean, boolean, timestamptz, integer) IS 'Internal: an endpoint''s state as the views show it (inlined).';
--- Inlined by the views admins read.
-GRANT EXECUTE ON FUNCTION postbox._endpoint_state(boolean, boolean, timestamptz, integer) TO postbox_admin;
-
 CREATE VIEW postbox.endpoint_status AS
 SELECT e.id, e.tenant, e.url, e.event_types, e.enabled,
        postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures) AS status,
@@ -57,7 +41,9 @@ GRANT SELECT ON postbox.endpoint_settings TO postbox_admin;
 CREATE VIEW postbox.deliveries AS
 SELECT d.id, d.tenant, d.endpoint_id, d.event_id, v.event_type,
        CASE WHEN d.lease_until > now() THEN 'in_flight'
-            WHEN NOT d.is_test AND (NOT e.enabled OR e.suspended) THEN 'held'
+            WHEN NOT d.is_test AND postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
+                                                            e.consecutive_failures) IN ('suspended', 'paused')
+                 THEN 'held'
             ELSE 'pending' END AS status,
        d.attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.created_at
   FROM postbox.endpoints e

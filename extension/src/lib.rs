@@ -22,7 +22,7 @@
 
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, JsonB, PgSqlErrorCode};
-use postbox_rules::{self as rules, RuleError};
+use postbox_rules::{self as rules, Code, RuleError};
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -45,6 +45,8 @@ extension_sql_file!(
         _validate_options,
         _generate_secret,
         _generate_api_key,
+        _generate_portal_token,
+        _api_key_prefix,
         _validate_secret_for,
         _uuid7_floor,
         _event_id,
@@ -92,14 +94,36 @@ pub extern "C-unwind" fn _PG_init() {
     );
 }
 
-/// Raises a rule violation (or any other bad input) as SQLSTATE 22023
-/// (invalid_parameter_value).
-pub(crate) fn raise(e: impl std::fmt::Display) -> ! {
+/// The SQLSTATE an error with `code` is raised with ([`Code::sqlstate`]).
+fn sqlstate(code: Code) -> PgSqlErrorCode {
+    match code.sqlstate() {
+        "22023" => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        "42501" => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "55006" => PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+        _ => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+    }
+}
+
+/// Raises a postbox error, the one way every postbox error is raised (SQL's
+/// through `postbox._raise`): the code's SQLSTATE, the message for people,
+/// and the code, field and item as the DETAIL (`postbox_rules::codes`).
+fn report(code: Code, field: Option<&str>, item: Option<&str>, message: &str) -> ! {
     ereport!(
         ERROR,
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        e.to_string()
+        sqlstate(code),
+        message,
+        rules::codes::detail(code, field, item)
     );
+}
+
+/// Raises a broken rule with its code, field and item.
+pub(crate) fn raise(e: RuleError) -> ! {
+    report(e.code, e.field, e.item.as_deref(), &e.to_string())
+}
+
+/// Raises an error that is no rule's: a misused trigger, an internal failure.
+pub(crate) fn fail(code: Code, message: impl std::fmt::Display) -> ! {
+    report(code, None, None, &message.to_string())
 }
 
 fn ok_or_raise<T>(r: Result<T, RuleError>) -> T {
@@ -107,8 +131,41 @@ fn ok_or_raise<T>(r: Result<T, RuleError>) -> T {
 }
 
 /// Raises the error for a NULL where a value is required, naming the argument.
-fn required<T>(value: Option<T>, what: &str) -> T {
-    value.unwrap_or_else(|| raise(RuleError::new(format!("{what} must not be NULL"), "NULL")))
+fn required<T>(value: Option<T>, what: &'static str) -> T {
+    value.unwrap_or_else(|| {
+        raise(
+            RuleError::new(Code::Required, format!("{what} must not be NULL"), "NULL")
+                .in_field(what),
+        )
+    })
+}
+
+/// Raises a postbox error from SQL: `code` from `postbox_rules::codes`
+/// (an unknown one raises `internal`), `field` the argument it is about,
+/// the message for people, and `item` the element of the argument. Every
+/// error in postbox's SQL goes through it (`PERFORM postbox._raise(...)`),
+/// so each carries its code in DETAIL. VOLATILE: the planner must never
+/// run it ahead of time.
+#[pg_extern(volatile, parallel_safe, name = "_raise")]
+fn raise_sql(
+    code: Option<&str>,
+    field: Option<&str>,
+    message: Option<&str>,
+    item: default!(Option<&str>, "NULL"),
+) {
+    let message = message.unwrap_or("postbox: (no message)");
+    match code.and_then(Code::parse) {
+        Some(code) => report(code, field, item, message),
+        None => report(
+            Code::Internal,
+            field,
+            item,
+            &format!(
+                "postbox: an error with an unknown code ({}): {message}",
+                code.unwrap_or("NULL")
+            ),
+        ),
+    }
 }
 
 /// Returns the normalized webhook URL, or raises naming the broken rule
@@ -166,11 +223,17 @@ fn _validate_filters(
             .into_iter()
             .map(|f| {
                 f.unwrap_or_else(|| {
-                    raise(RuleError::new("event_types must not contain NULL", "NULL"))
+                    raise(
+                        RuleError::new(Code::Required, "event_types must not contain NULL", "NULL")
+                            .in_field("event_types"),
+                    )
                 })
             })
             .collect(),
-        None => raise(RuleError::new("event_types must not be NULL", "NULL")),
+        None => raise(
+            RuleError::new(Code::Required, "event_types must not be NULL", "NULL")
+                .in_field("event_types"),
+        ),
     };
     let catalog: Vec<&str> = catalog.iter().flatten().map(String::as_str).collect();
     let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
@@ -203,11 +266,7 @@ fn _validate_options(options: JsonB) -> JsonB {
 fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     if getrandom::fill(&mut bytes).is_err() {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "postbox: the OS random generator failed"
-        );
+        fail(Code::Internal, "postbox: the OS random generator failed");
     }
     bytes
 }
@@ -221,6 +280,18 @@ fn _generate_secret() -> String {
 #[pg_extern(volatile, parallel_safe)]
 fn _generate_api_key() -> String {
     rules::api_key::encode(&random())
+}
+
+/// A new `pbp_` portal link token; SQL stores only its hash.
+#[pg_extern(volatile, parallel_safe)]
+fn _generate_portal_token() -> String {
+    rules::api_key::encode_with(rules::api_key::PORTAL_PREFIX, &random())
+}
+
+/// The start of a key that lists show (`api_keys.key_prefix`).
+#[pg_extern(immutable, parallel_safe, strict)]
+fn _api_key_prefix(key: &str) -> String {
+    rules::api_key::shown(key).to_owned()
 }
 
 /// Gone from the SQL API in 0.4.0 (secrets are checked for their endpoint's

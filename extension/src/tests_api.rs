@@ -208,3 +208,42 @@
         run("UPDATE postbox.portal_sessions SET created_at = now() - interval '3 days', link_expires_at = now() - interval '2 days', expires_at = now() - interval '2 days'");
         assert_eq!(one::<i64>("SELECT deleted FROM postbox.purge() WHERE kind = 'portal_sessions'"), 2);
     }
+
+    /// Defaults are written once, in SQL: a caller that passes NULL (the
+    /// HTTP API, the page) gets what one that leaves the argument out gets.
+    /// Key prefixes come from the rules crate (`api_key::shown`).
+    #[pg_test]
+    fn null_arguments_take_the_sql_defaults() {
+        let ep = one::<String>(
+            "SELECT id::text FROM postbox.create_endpoint('t', 'https://a.example.com/', '{*}')",
+        );
+        one::<String>(&format!("SELECT postbox.rotate_secret('t', '{ep}', NULL)"));
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT round(extract(epoch FROM max(expires_at) - now()))::int8
+                   FROM postbox.endpoint_secrets WHERE endpoint_id = '{ep}'"
+            )),
+            86_400,
+            "the old secret keeps signing for the default 24 hours"
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT round(extract(epoch FROM expires_at - now()))::int8
+                   FROM postbox.create_portal_session('t', 'admin', NULL)"
+            ),
+            900,
+            "a link works for the default 15 minutes"
+        );
+        let token = one::<String>("SELECT token FROM postbox.create_portal_session('t', 'member')");
+        assert!(postbox_rules::api_key::has_form(postbox_rules::api_key::PORTAL_PREFIX, &token));
+        one::<String>(&format!("SELECT postbox.send_test('t', '{ep}', NULL)::text"));
+        assert_eq!(
+            one::<String>("SELECT v.event_type FROM postbox.outbox d JOIN postbox.events v ON v.id = d.event_id WHERE d.is_test"),
+            "webhook.test"
+        );
+        let (_, key) = new_key("'t'", "admin");
+        assert_eq!(
+            one::<String>("SELECT key_prefix FROM postbox.api_key_list"),
+            postbox_rules::api_key::shown(&key)
+        );
+    }

@@ -736,6 +736,9 @@
             "list_api_keys.tenant", "list_api_keys.session", "list_api_keys.after",
             "create_portal_session.user_id", "revoke_portal_sessions.user_id",
             "end_portal_session.session_hash",
+            // 0.7.0: NULL is the default, written once in SQL (callers pass
+            // NULL): the grace period, the link lifetime, the test event.
+            "rotate_secret.grace", "create_portal_session.valid_for", "send_test.event_type",
         ];
         // How an argument's NULL error may name it, besides its own name.
         let names = |arg: &str| -> Vec<String> {

@@ -51,6 +51,12 @@ pub fn encode_with(prefix: &str, random: &[u8; GENERATED_BYTES]) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random))
 }
 
+/// How lists show a key: its first [`SHOWN`] characters (the extension's
+/// `postbox._api_key_prefix`, which `api_keys.key_prefix` stores).
+pub fn shown(key: &str) -> &str {
+    key.get(..SHOWN).unwrap_or(key)
+}
+
 /// What the database stores and looks a key up by: SHA-256 of its UTF-8
 /// bytes (SQL: `sha256(convert_to(key, 'UTF8'))`).
 pub fn hash(key: &str) -> [u8; 32] {
@@ -67,6 +73,8 @@ mod tests {
         let b = encode(&[255u8; 32]);
         assert_eq!(a.len(), LEN);
         assert_eq!(LEN, 47);
+        assert_eq!(shown(&a), &a[..12]);
+        assert_eq!(shown("pbk_"), "pbk_", "short values are shown whole");
         assert!(well_formed(&a) && well_formed(&b));
         assert_ne!(hash(&a), hash(&b));
         assert_eq!(&b[..6], "pbk___");

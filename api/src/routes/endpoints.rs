@@ -201,6 +201,32 @@ pub struct Replayed {
     pub more: bool,
 }
 
+/// Several endpoints, for [`stats_of_many`].
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// The endpoints' ids, comma-separated, 1 to 100 of them (a page of a
+    /// list). Ids that are not the tenant's endpoints are left out of the answer.
+    pub ids: String,
+}
+
+/// Most endpoints one statistics call covers.
+pub const MAX_STATS_IDS: usize = 100;
+
+/// One endpoint's statistics, with its id.
+#[derive(Serialize, ToSchema)]
+pub struct EndpointStats {
+    pub id: Uuid,
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsList {
+    /// In the order of `ids`, each endpoint once.
+    pub data: Vec<EndpointStats>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Stats {
     pub succeeded_1h: i64,
@@ -256,6 +282,20 @@ fn buckets(counts: &[(i32, i64, i64)], hours: i32, days: i32) -> (Vec<Bucket>, V
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stats_ids_are_a_comma_separated_list_of_ids_each_once() {
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        assert_eq!(super::parse_ids(&format!("{a},{b}, {a}")).unwrap(), [a, b]);
+        for bad in ["", "x", &format!("{a},"), &format!("{a};{b}")] {
+            assert!(super::parse_ids(bad).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..=super::MAX_STATS_IDS)
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        assert!(super::parse_ids(&many.join(",")).is_err());
+        assert!(super::parse_ids(&many[1..].join(",")).is_ok());
+    }
+
     #[test]
     fn hour_counts_fill_hourly_and_daily_buckets() {
         let (hourly, daily) = super::buckets(
@@ -331,7 +371,11 @@ impl Endpoint {
 
 /// The unknown-endpoint answer, in the words of postbox's SQL.
 pub fn no_endpoint(id: Uuid) -> ApiError {
-    ApiError::NotFound(format!("postbox: no endpoint has this id: {id}"))
+    ApiError::rule(
+        postbox_rules::Code::EndpointNotFound,
+        Some("id"),
+        format!("postbox: no endpoint has this id: {id}"),
+    )
 }
 
 /// One of the tenant's endpoints; another tenant's is unknown.
@@ -562,9 +606,7 @@ pub async fn send_test(
     write
         .run(&scope, &body.raw, async |tx, tenant| {
             let st = tx
-                .prepare_cached(
-                    "SELECT postbox.send_test($1, $2, coalesce($3, 'webhook.test'), $4)",
-                )
+                .prepare_cached("SELECT postbox.send_test($1, $2, $3, $4)")
                 .await?;
             let id: Uuid = tx
                 .query_one(&st, &[&tenant, &p.id, &b.event_type, &b.data])
@@ -592,10 +634,13 @@ pub async fn rotate_secret(
         .run(&scope, &body.raw, async |tx, tenant| {
             let st = tx
                 .prepare_cached(
-                    "SELECT postbox.rotate_secret($1, $2, coalesce($3::int, 86400) * interval '1 second', $4)",
+                    "SELECT postbox.rotate_secret($1, $2, $3::int * interval '1 second', $4)",
                 )
                 .await?;
-            let secret: String = tx.query_one(&st, &[&tenant, &p.id, &b.grace_seconds, &b.secret]).await?.get(0);
+            let secret: String = tx
+                .query_one(&st, &[&tenant, &p.id, &b.grace_seconds, &b.secret])
+                .await?
+                .get(0);
             Ok(Reply::new(StatusCode::OK, NewSecret { secret }))
         })
         .await
@@ -642,46 +687,111 @@ pub async fn replay(
     responses((status = 200, body = Stats)))]
 pub async fn stats(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Stats>, ApiError> {
     let db = scope.db().await?;
+    let found = stats_of(&*db, &scope.tenant, &[p.id]).await?;
+    match found.into_iter().next() {
+        Some(one) => Ok(Json(one.stats)),
+        None => Err(no_endpoint(p.id)),
+    }
+}
+
+/// The statistics of several endpoints at once (a page of the list), in
+/// one call: what `/endpoints/{id}/stats` answers for each.
+#[utoipa::path(get, path = "/endpoints/stats", tag = "endpoints", params(StatsQuery),
+    responses((status = 200, body = StatsList)))]
+pub async fn stats_of_many(
+    scope: Scope,
+    ApiQuery(q): ApiQuery<StatsQuery>,
+) -> Result<Json<StatsList>, ApiError> {
+    let ids = parse_ids(&q.ids)?;
+    let db = scope.db().await?;
+    Ok(Json(StatsList {
+        data: stats_of(&*db, &scope.tenant, &ids).await?,
+    }))
+}
+
+/// A comma-separated list of 1 to [`MAX_STATS_IDS`] endpoint ids, each once.
+fn parse_ids(list: &str) -> Result<Vec<Uuid>, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_request", m, Some("ids".into()));
+    let mut ids = Vec::new();
+    for part in list.split(',') {
+        let id = Uuid::parse_str(part.trim()).map_err(|_| {
+            bad(format!(
+                "ids must be endpoint ids separated by commas: {:?}",
+                postbox_rules::error::shown(part)
+            ))
+        })?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.len() > MAX_STATS_IDS {
+        return Err(bad(format!(
+            "ids must name at most {MAX_STATS_IDS} endpoints"
+        )));
+    }
+    Ok(ids)
+}
+
+/// The tenant's endpoints among `ids`, each with its statistics, in the
+/// order of `ids`.
+async fn stats_of(
+    db: &impl GenericClient,
+    tenant: &str,
+    ids: &[Uuid],
+) -> Result<Vec<EndpointStats>, ApiError> {
     let st = db
         .prepare_cached(
-            "SELECT succeeded_1h, failed_1h, success_rate_1h::float8, succeeded_24h, failed_24h,
+            "SELECT id, succeeded_1h, failed_1h, success_rate_1h::float8, succeeded_24h, failed_24h,
                     success_rate_24h::float8, succeeded_7d, failed_7d, success_rate_7d::float8
-               FROM postbox.endpoint_stats WHERE tenant = $1 AND id = $2",
+               FROM postbox.endpoint_stats WHERE tenant = $1 AND id = ANY($2)",
         )
         .await?;
-    let row = db
-        .query_opt(&st, &[&scope.tenant, &p.id])
-        .await?
-        .ok_or_else(|| no_endpoint(p.id))?;
+    let rows = db.query(&st, &[&tenant, &ids]).await?;
     // Hour by hour, through the attempt log's (tenant, endpoint, time) index.
     let st = db
         .prepare_cached(
-            "SELECT floor(extract(epoch FROM now() - started_at) / 3600)::int,
+            "SELECT endpoint_id, floor(extract(epoch FROM now() - started_at) / 3600)::int,
                     count(*) FILTER (WHERE outcome = 'succeeded'),
                     count(*) FILTER (WHERE outcome IN ('retrying', 'failed'))
                FROM postbox.attempts
-              WHERE tenant = $1 AND endpoint_id = $2 AND started_at > now() - interval '7 days' AND NOT is_test
-              GROUP BY 1",
+              WHERE tenant = $1 AND endpoint_id = ANY($2) AND started_at > now() - interval '7 days' AND NOT is_test
+              GROUP BY 1, 2",
         )
         .await?;
-    let counts: Vec<(i32, i64, i64)> = db
-        .query(&st, &[&scope.tenant, &p.id])
+    let counts: Vec<(Uuid, (i32, i64, i64))> = db
+        .query(&st, &[&tenant, &ids])
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
         .collect();
-    let (hourly, daily) = buckets(&counts, 24, 7);
-    Ok(Json(Stats {
-        hourly,
-        daily,
-        succeeded_1h: row.get(0),
-        failed_1h: row.get(1),
-        success_rate_1h: row.get(2),
-        succeeded_24h: row.get(3),
-        failed_24h: row.get(4),
-        success_rate_24h: row.get(5),
-        succeeded_7d: row.get(6),
-        failed_7d: row.get(7),
-        success_rate_7d: row.get(8),
-    }))
+    let mut found: Vec<EndpointStats> = rows
+        .iter()
+        .map(|row| {
+            let id: Uuid = row.get(0);
+            let mine: Vec<_> = counts
+                .iter()
+                .filter(|(e, _)| *e == id)
+                .map(|(_, c)| *c)
+                .collect();
+            let (hourly, daily) = buckets(&mine, 24, 7);
+            EndpointStats {
+                id,
+                stats: Stats {
+                    hourly,
+                    daily,
+                    succeeded_1h: row.get(1),
+                    failed_1h: row.get(2),
+                    success_rate_1h: row.get(3),
+                    succeeded_24h: row.get(4),
+                    failed_24h: row.get(5),
+                    success_rate_24h: row.get(6),
+                    succeeded_7d: row.get(7),
+                    failed_7d: row.get(8),
+                    success_rate_7d: row.get(9),
+                },
+            }
+        })
+        .collect();
+    found.sort_by_key(|s| ids.iter().position(|i| *i == s.id));
+    Ok(found)
 }

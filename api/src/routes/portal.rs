@@ -73,7 +73,7 @@ pub async fn create(
         PortalRole::Admin => "admin",
         PortalRole::Member => "member",
     };
-    let secs = body.value.valid_for_seconds.unwrap_or(900);
+    let secs = body.value.valid_for_seconds;
     let manage_keys = body.value.manage_keys.unwrap_or(false);
     let user_id = &body.value.user_id;
     let base = app.portal.public_url.clone();
