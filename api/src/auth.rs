@@ -104,7 +104,7 @@ impl Admission {
             ),
             None => {
                 let cookie =
-                    crate::portal::session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
+                    crate::session::session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
                 (cookie.to_string(), Credential::Session(cookie.to_string()))
             }
         };
@@ -165,7 +165,7 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<Caller, ApiError> {
     admission.known(app);
     if let Credential::Session(cookie) = &admission.credential {
         if !matches!(parts.method, Method::GET | Method::HEAD)
-            && !crate::portal::csrf_ok(&parts.headers, cookie)
+            && !crate::session::csrf_ok(&parts.headers, cookie)
         {
             return Err(ApiError::Forbidden(
                 "a portal change needs its CSRF token (X-CSRF-Token)",

@@ -8,7 +8,9 @@
 //!
 //! # Layout
 //! - [`config`]: settings (flags, `POSTBOX_API_*`, TOML), the worker's layering.
-//! - [`auth`]: API keys, roles, and the tenant a request acts for.
+//! - [`auth`]: API keys, portal sessions, roles, and the tenant a request
+//!   acts for.
+//! - [`session`]: a portal session's cookie and its CSRF token.
 //! - [`limit`]: rate limits per key, and of failed authentications per address.
 //! - [`connections`]: database connections: a wait deadline, a share per tenant.
 //! - [`server`]: the HTTP/1.1 connection loop: header deadline, graceful stop.
@@ -35,6 +37,7 @@ pub mod portal;
 pub mod request_id;
 pub mod routes;
 pub mod server;
+pub mod session;
 
 pub use config::{Cli, Config};
 
@@ -111,7 +114,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// The router and the finished OpenAPI document.
 pub fn router() -> (Router<App>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = routes::all().split_for_parts();
-    openapi::finish(&mut doc);
+    openapi::finish(&mut doc, routes::OPERATOR_KEYS);
     (router, doc)
 }
 

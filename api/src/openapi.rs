@@ -4,6 +4,9 @@
 //! copies, unique operation ids, the bearer key, the error answers and the
 //! request id header. Served at /openapi.json; `api/openapi.json` is the
 //! committed copy, which a test keeps identical.
+//!
+//! Knows no route: [`ApiDoc`] is what `routes::all` starts from, and
+//! [`finish`] is told where the operator copies are.
 
 use crate::error::ErrorBody;
 use utoipa::openapi::header::HeaderBuilder;
@@ -95,8 +98,10 @@ fn error_response(status: &str) -> String {
     format!("Error{status}")
 }
 
-/// Adds what every operation shares (see the module's header).
-pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
+/// Adds what every operation shares (see the module's header). Paths
+/// under `operator_prefix` (but the event routes) are the operator copies
+/// of tenant routes: they get the tenant path parameter.
+pub fn finish(doc: &mut utoipa::openapi::OpenApi, operator_prefix: &str) {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",
@@ -135,8 +140,7 @@ pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
             .insert(error_response(status), RefOr::T(r.build()));
     }
     for (path, item) in doc.paths.paths.iter_mut() {
-        let operator_copy =
-            path.starts_with(crate::routes::OPERATOR_KEYS) && !path.ends_with("/events");
+        let operator_copy = path.starts_with(operator_prefix) && !path.ends_with("/events");
         for (method, op) in operations(item) {
             let id: String = format!("{}{}", method_name(&method), path)
                 .chars()

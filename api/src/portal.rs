@@ -19,19 +19,14 @@
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
+use crate::session::{csrf_token, session_cookie, COOKIE};
 use crate::App;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
-
-pub const COOKIE: &str = "postbox_session";
 
 const INDEX: &str = include_str!("../portal/index.html");
 const SCRIPT: &str = include_str!("../portal/app.js");
@@ -101,34 +96,6 @@ impl Settings {
             lasts: c.portal_session,
         })
     }
-}
-
-/// The session cookie's value, if the request has one of the right form.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .find(|v| postbox_rules::api_key::has_form(postbox_rules::api_key::SESSION_PREFIX, v))
-}
-
-/// The session's CSRF token: derived from its cookie, which only this
-/// origin's responses and the browser (HttpOnly) know.
-pub fn csrf_token(cookie: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"postbox portal csrf\0");
-    h.update(cookie.as_bytes());
-    URL_SAFE_NO_PAD.encode(h.finalize())
-}
-
-/// Whether the request carries the session's CSRF token (constant time).
-pub fn csrf_ok(headers: &HeaderMap, cookie: &str) -> bool {
-    let want = csrf_token(cookie);
-    headers
-        .get("x-csrf-token")
-        .is_some_and(|got| got.as_bytes().ct_eq(want.as_bytes()).into())
 }
 
 fn secured(app: &App, mut resp: Response) -> Response {
@@ -420,15 +387,5 @@ mod tests {
             let e = settings(adjust).err().unwrap_or_default();
             assert!(e.starts_with(what), "{what}: {e}");
         }
-    }
-
-    #[test]
-    fn csrf_tokens_belong_to_their_session() {
-        let a = csrf_token("pbs_a");
-        let mut h = HeaderMap::new();
-        h.insert("x-csrf-token", HeaderValue::from_str(&a).unwrap());
-        assert!(csrf_ok(&h, "pbs_a"));
-        assert!(!csrf_ok(&h, "pbs_b"));
-        assert!(!csrf_ok(&HeaderMap::new(), "pbs_a"));
     }
 }

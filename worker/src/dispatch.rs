@@ -209,7 +209,7 @@ impl Dispatcher {
                     released = n,
                     "gave back claims this worker never received whole"
                 );
-                crate::liveness::count(&self.metrics, "lost", n as i64);
+                self.metrics.released("lost", n as i64);
             }
             self.maybe_lost = false;
         }

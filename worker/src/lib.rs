@@ -138,7 +138,7 @@ pub async fn run(
         default_connect_timeout: config.connect_timeout,
         max_request_time: config.max_request_time(),
     })?);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(liveness::STALE_AFTER));
     // Registered before the first claim, so that a death is noticed.
     let me = liveness::Me::new(&config.worker_id);
     liveness::register(&pool, &me, &metrics, liveness::REGISTER_FOR).await?;

@@ -119,7 +119,7 @@ pub async fn register(
             released = n,
             "released what this worker's previous process had claimed"
         );
-        count(metrics, "restart", n);
+        metrics.released("restart", n);
     }
     Ok(())
 }
@@ -149,7 +149,7 @@ pub async fn run(
                     released = n,
                     "released the claims of workers not seen for {STALE_AFTER:?}"
                 );
-                count(&metrics, "dead_worker", n);
+                metrics.released("dead_worker", n);
                 wake.notify_one();
             }
             Err(e @ BeatError::InUse(_)) => {
@@ -172,11 +172,4 @@ pub async fn stopped(pool: &Pool, me: &Me) {
             tracing::debug!(error = %pg_message(&e), "could not leave the workers registry");
         }
     }
-}
-
-pub fn count(metrics: &Metrics, reason: &str, n: i64) {
-    metrics
-        .released_claims
-        .get_or_create(&vec![("reason".to_string(), reason.to_string())])
-        .inc_by(n.max(0) as u64);
 }

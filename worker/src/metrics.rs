@@ -1,9 +1,13 @@
 //! Prometheus metrics at `/metrics` and a liveness answer at `/healthz`.
 //!
 //! `/healthz` answers 200 only while the database answered a heartbeat
-//! within [`crate::liveness::STALE_AFTER`] (the others take this worker for
-//! dead after that) and the dispatcher's loop ran within the poll interval
+//! within the heartbeat's staleness limit (the others take this worker for
+//! dead after that; `liveness::STALE_AFTER`, which `run` passes to
+//! [`Metrics::new`]) and the dispatcher's loop ran within the poll interval
 //! plus [`LOOP_GRACE`]; 503 with the reason otherwise ([`Health`]).
+//!
+//! Every part of the worker records here; this module depends on none of
+//! them (the claim's `due!` rule aside, for the gauges' statement).
 //!
 //! The server is a minimal HTTP/1.1 responder: scrapes are rare and small,
 //! so it does not need a full HTTP stack.
@@ -59,14 +63,18 @@ pub struct Health {
     started: Instant,
     beat_ms: AtomicU64,
     loop_ms: AtomicU64,
+    /// A heartbeat older than this is stale: the others take this worker
+    /// for dead.
+    stale: Duration,
 }
 
 impl Health {
-    fn new() -> Health {
+    fn new(stale: Duration) -> Health {
         Health {
             started: Instant::now(),
             beat_ms: AtomicU64::new(0),
             loop_ms: AtomicU64::new(0),
+            stale,
         }
     }
 
@@ -91,21 +99,22 @@ impl Health {
             self.started.elapsed(),
             at(self.beat_ms.load(Ordering::Relaxed)),
             at(self.loop_ms.load(Ordering::Relaxed)),
+            self.stale,
             loop_limit,
         )
     }
 }
 
 /// The health rule, with times since the worker started: the database
-/// answered a heartbeat within STALE_AFTER, and the dispatcher's loop ran
+/// answered a heartbeat within `stale`, and the dispatcher's loop ran
 /// within `loop_limit` (counted from the start until it first runs).
 pub fn verdict(
     now: Duration,
     beat: Option<Duration>,
     looped: Option<Duration>,
+    stale: Duration,
     loop_limit: Duration,
 ) -> Result<(), String> {
-    let stale = crate::liveness::STALE_AFTER;
     let ago = |t: Option<Duration>| now.saturating_sub(t.unwrap_or_default());
     match beat {
         None => return Err("the database has not answered a heartbeat yet".into()),
@@ -126,14 +135,10 @@ pub fn verdict(
     Ok(())
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// `heartbeat_stale_after`: how old a heartbeat may be before the
+    /// others take this worker for dead (`liveness::STALE_AFTER`).
+    pub fn new(heartbeat_stale_after: Duration) -> Metrics {
         let mut registry = Registry::with_prefix("postbox");
         let deliveries = Family::<Labels, Counter>::default();
         registry.register(
@@ -209,13 +214,12 @@ impl Metrics {
         registry.register(
             "heartbeat_errors",
             format!(
-                "Failed heartbeats: a worker not seen for {:?} is taken for dead by the others",
-                crate::liveness::STALE_AFTER
+                "Failed heartbeats: a worker not seen for {heartbeat_stale_after:?} is taken for dead by the others",
             ),
             heartbeat_errors.clone(),
         );
         Metrics {
-            health: Health::new(),
+            health: Health::new(heartbeat_stale_after),
             released_claims,
             heartbeat_errors,
             expand_errors,
@@ -230,6 +234,13 @@ impl Metrics {
             oldest_due_seconds,
             in_flight,
         }
+    }
+
+    /// Claims given back for others to take at once, by reason.
+    pub fn released(&self, reason: &str, n: i64) {
+        self.released_claims
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc_by(n.max(0) as u64);
     }
 
     pub fn render(&self) -> String {
@@ -371,6 +382,7 @@ mod tests {
     use super::*;
 
     const LIMIT: Duration = Duration::from_secs(32);
+    const STALE: Duration = Duration::from_secs(5);
 
     fn s(secs: u64) -> Duration {
         Duration::from_secs(secs)
@@ -378,14 +390,17 @@ mod tests {
 
     #[test]
     fn healthy_while_the_database_answers_and_the_loop_runs() {
-        assert_eq!(verdict(s(100), Some(s(99)), Some(s(100)), LIMIT), Ok(()));
         assert_eq!(
-            verdict(s(100), Some(s(95)), Some(s(68)), LIMIT),
+            verdict(s(100), Some(s(99)), Some(s(100)), STALE, LIMIT),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(s(100), Some(s(95)), Some(s(68)), STALE, LIMIT),
             Ok(()),
             "both at their limits"
         );
         assert_eq!(
-            verdict(s(10), Some(s(9)), None, LIMIT),
+            verdict(s(10), Some(s(9)), None, STALE, LIMIT),
             Ok(()),
             "the loop not started yet, within its limit from the start"
         );
@@ -393,13 +408,13 @@ mod tests {
 
     #[test]
     fn unhealthy_without_heartbeats_or_a_loop() {
-        let why = verdict(s(100), Some(s(94)), Some(s(100)), LIMIT).unwrap_err();
+        let why = verdict(s(100), Some(s(94)), Some(s(100)), STALE, LIMIT).unwrap_err();
         assert!(why.contains("database") && why.contains("6 s"), "{why}");
-        let why = verdict(s(1), None, None, LIMIT).unwrap_err();
+        let why = verdict(s(1), None, None, STALE, LIMIT).unwrap_err();
         assert!(why.contains("database"), "{why}");
-        let why = verdict(s(100), Some(s(100)), Some(s(67)), LIMIT).unwrap_err();
+        let why = verdict(s(100), Some(s(100)), Some(s(67)), STALE, LIMIT).unwrap_err();
         assert!(why.contains("dispatcher") && why.contains("33 s"), "{why}");
-        let why = verdict(s(40), Some(s(40)), None, LIMIT).unwrap_err();
+        let why = verdict(s(40), Some(s(40)), None, STALE, LIMIT).unwrap_err();
         assert!(why.contains("dispatcher"), "never ran: {why}");
     }
 }
