@@ -6,28 +6,40 @@
 //! API; the binary only reads configuration and waits for a signal. Tests
 //! drive [`serve`] in-process on a listener of their own.
 //!
+//! What it shares with the worker (the settings framework, connection
+//! strings and TLS, the pool, error text, shutdown, the extension version
+//! check, logging) is `postbox_runtime`'s; this crate does not depend on
+//! the worker.
+//!
 //! # Layout
-//! - [`config`]: settings (flags, `POSTBOX_API_*`, TOML), the worker's layering.
-//! - [`auth`]: API keys, portal sessions, roles, and the tenant a request
-//!   acts for.
-//! - [`session`]: a portal session's cookie and its CSRF token.
-//! - [`limit`]: rate limits per key, and of failed authentications per address.
+//! - [`config`]: the API's settings (its `settings!` table: flags,
+//!   `POSTBOX_API_*`, TOML), defaults, validation.
+//! - [`database`]: the pool, and what the API requires of its database
+//!   before it serves (extension version, role, unlogged parameters).
 //! - [`connections`]: database connections: a wait deadline, a share per tenant.
 //! - [`server`]: the HTTP/1.1 connection loop: header deadline, graceful stop.
+//! - [`request_id`]: clients' `X-Request-Id`, kept only when it is a plain token.
+//! - [`auth`]: who is calling (API keys, portal sessions), roles, and the
+//!   tenant a request acts for.
+//! - [`session`]: a portal session's cookie and its CSRF token.
+//! - [`limit`]: rate limits per key, and of failed authentications per address.
 //! - [`body`]: JSON bodies, bounded, unknown fields refused.
 //! - [`idempotency`]: writes in one transaction, with `Idempotency-Key`.
 //! - [`error`]: errors as JSON; SQL rules as 422, unknown ids as 404.
-//! - [`routes`]: the handlers, each with its OpenAPI operation.
+//! - [`routes`]: every route: the API's handlers, each with its OpenAPI
+//!   operation, and those outside the document (the document, `/healthz`,
+//!   the portal's page).
 //! - [`openapi`]: the document's shared parts.
-//! - [`portal`]: the settings portal: links, sessions, CSRF, its page (`portal/`).
+//! - [`portal`]: the settings portal: its settings, its page (`portal/`)
+//!   and its handlers (entering with a link, the session, signing out).
 //! - [`metrics`]: Prometheus metrics, the request log, `/healthz`.
-//! - [`request_id`]: clients' `X-Request-Id`, kept only when it is a plain token.
 //! - this file: [`run`] and [`serve`], which wire them together.
 
 pub mod auth;
 pub mod body;
 pub mod config;
 pub mod connections;
+pub mod database;
 pub mod error;
 pub mod idempotency;
 pub mod limit;
@@ -44,12 +56,10 @@ pub use config::{Cli, Config};
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::Router;
 use error::ApiError;
-use postbox_runtime::error::{pg_message, pool_message};
 use postbox_runtime::settings::ConfigError;
-use postbox_runtime::{conninfo, shutdown, ExtensionError};
+use postbox_runtime::{shutdown, ExtensionError};
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -128,44 +138,6 @@ fn render(doc: &utoipa::openapi::OpenApi) -> String {
     doc.to_pretty_json().expect("the document serializes") + "\n"
 }
 
-/// Refuses to start when the database would log the API's statement
-/// parameters: new keys, new signing secrets, customers' own secrets and
-/// stored Idempotency-Key answers travel as parameters, and PostgreSQL logs
-/// them in full with `log_statement = all` or `log_min_duration_statement`
-/// unless `log_parameter_max_length` is 0 (and, on errors,
-/// `log_parameter_max_length_on_error`). Both are superuser settings, so
-/// the message gives the command for a superuser to run.
-async fn parameters_unlogged(db: &deadpool_postgres::Object, allow: bool) -> Result<(), RunError> {
-    let row = db
-        .query_one(
-            "SELECT current_setting('log_parameter_max_length')::int,
-                    current_setting('log_parameter_max_length_on_error')::int,
-                    quote_ident(current_user)",
-            &[],
-        )
-        .await
-        .map_err(|e| RunError::Db(pg_message(&e)))?;
-    let (normal, on_error, role): (i32, i32, String) = (row.get(0), row.get(1), row.get(2));
-    if normal == 0 && on_error == 0 {
-        return Ok(());
-    }
-    if allow {
-        tracing::warn!(
-            log_parameter_max_length = normal,
-            log_parameter_max_length_on_error = on_error,
-            "the database may log this API's statement parameters, which carry new keys and secrets (allowed by POSTBOX_API_ALLOW_PARAMETER_LOGGING)"
-        );
-        return Ok(());
-    }
-    Err(RunError::Logging(format!(
-        "the database may log this API's statement parameters (log_parameter_max_length = {normal}, \
-         log_parameter_max_length_on_error = {on_error}), and new keys and secrets travel as parameters: \
-         as a superuser, run ALTER ROLE {role} SET log_parameter_max_length = 0; \
-         ALTER ROLE {role} SET log_parameter_max_length_on_error = 0; \
-         (or start with POSTBOX_API_ALLOW_PARAMETER_LOGGING=true to accept the risk)"
-    )))
-}
-
 /// Binds the configured address and serves until `shutdown`.
 pub async fn run(
     config: Config,
@@ -188,43 +160,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    if let Some(warning) = conninfo::transport_warning(config.database_url.as_str()) {
-        tracing::warn!("{warning}");
-    }
-    let (mut pg, tls) =
-        conninfo::parse(config.database_url.as_str()).map_err(|e| RunError::Db(e.to_string()))?;
-    let tls = postbox_runtime::tls::connector(&tls).map_err(|e| RunError::Db(e.to_string()))?;
-    pg.application_name("postbox-api");
-    let pool = postbox_runtime::pool::pool(pg, tls, config.db_pool_size)
-        .map_err(|e| RunError::Db(e.to_string()))?;
-    {
-        // The API calls the extension's functions: only the version it was built with.
-        let db = pool
-            .get()
-            .await
-            .map_err(|e| RunError::Db(pool_message(&e)))?;
-        postbox_runtime::extension_version(&db).await?;
-        // The API acts with postbox_admin's rights and no more: never as a
-        // superuser, which could read every secret.
-        let row = db
-            .query_one(
-                "SELECT rolsuper, pg_has_role(current_user, 'postbox_admin', 'USAGE') FROM pg_roles WHERE rolname = current_user",
-                &[],
-            )
-            .await
-            .map_err(|e| RunError::Db(pg_message(&e)))?;
-        if row.get::<_, bool>(0) {
-            return Err(RunError::Role(
-                "the database role is a superuser: connect as a LOGIN role granted postbox_admin",
-            ));
-        }
-        if !row.get::<_, bool>(1) {
-            return Err(RunError::Role(
-                "the database role is not granted postbox_admin",
-            ));
-        }
-        parameters_unlogged(&db, config.allow_parameter_logging).await?;
-    }
+    let pool = database::connect(&config).await?;
     let app = App(Arc::new(Shared {
         db: connections::Connections::new(pool, config.db_wait_timeout, config.per_tenant()),
         limiter: limit::Limiter::new(
@@ -259,28 +195,7 @@ pub async fn serve(
     let (routes, doc) = router();
     let doc: Arc<str> = render(&doc).into();
     let app_router = routes
-        .route(
-            "/openapi.json",
-            get(move || async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    doc.to_string(),
-                )
-            }),
-        )
-        .route("/healthz", get(metrics::healthz))
-        .route(
-            "/portal",
-            get(|| async { axum::response::Redirect::permanent("/portal/") }),
-        )
-        .route("/portal/", get(portal::index))
-        .route("/portal/enter", get(portal::enter))
-        .route("/portal/app.js", get(portal::script))
-        .route("/portal/app.css", get(portal::style))
-        .route("/portal/theme.css", get(portal::theme))
-        .route("/portal/logo", get(portal::logo))
-        .route("/v1/portal/session", get(portal::session))
-        .route("/v1/portal/sign-out", axum::routing::post(portal::sign_out))
+        .merge(routes::undocumented(doc))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest {

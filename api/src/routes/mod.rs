@@ -1,5 +1,7 @@
-//! The routes, each declared once with its OpenAPI operation (utoipa), so
-//! the router and the document cannot drift apart.
+//! Every route the API serves. The API's own, each declared once with its
+//! OpenAPI operation (utoipa), so the router and the document cannot drift
+//! apart ([`all`]); and those outside the document ([`undocumented`]): the
+//! document itself, `/healthz`, and the settings portal's page.
 
 pub mod deliveries;
 pub mod endpoints;
@@ -8,6 +10,9 @@ pub mod keys;
 pub mod portal;
 
 use crate::App;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -49,4 +54,35 @@ pub fn all() -> OpenApiRouter<App> {
         .routes(routes!(events::event_types))
         .routes(routes!(events::emit))
         .routes(routes!(portal::create, portal::revoke))
+}
+
+/// The routes outside the document: the document itself (`doc`, its text),
+/// the liveness answer ([`crate::metrics::healthz`]), and the settings
+/// portal's page with its session's routes ([`crate::portal`]; the links
+/// to it are [`portal`]'s, in the document).
+pub fn undocumented(doc: Arc<str>) -> Router<App> {
+    use crate::portal as page;
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    doc.to_string(),
+                )
+            }),
+        )
+        .route("/healthz", get(crate::metrics::healthz))
+        .route(
+            "/portal",
+            get(|| async { axum::response::Redirect::permanent("/portal/") }),
+        )
+        .route("/portal/", get(page::index))
+        .route("/portal/enter", get(page::enter))
+        .route("/portal/app.js", get(page::script))
+        .route("/portal/app.css", get(page::style))
+        .route("/portal/theme.css", get(page::theme))
+        .route("/portal/logo", get(page::logo))
+        .route("/v1/portal/session", get(page::session))
+        .route("/v1/portal/sign-out", post(page::sign_out))
 }
