@@ -1,11 +1,16 @@
-//! Errors as JSON: `{"error": {"code", "message", "field"}}`, with stable
-//! codes. postbox's SQL rules (SQLSTATE 22023, 22004) become 422 with the
-//! rule's own message, except "no ... has this id", which is 404: another
-//! tenant's id gets exactly what a missing one gets. Anything else from the
-//! database is logged and answered with a message that shows nothing of it.
+//! Errors as JSON: `{"error": {"code", "message", "field", "item", "rule"}}`,
+//! with stable codes. postbox's errors carry their rule's code in DETAIL
+//! (`postbox_rules::codes`), and the answer is decided on that code, never
+//! on the message: the unknown-id codes are 404 (another tenant's id gets
+//! exactly what a missing one gets), an Idempotency-Key reused is 422
+//! idempotency_key_reused, every other rule 422 rule_violation, each with
+//! the rule's own message, its code as `rule`, and the request field (and
+//! item) it is about. Anything else from the database is logged and
+//! answered with a message that shows nothing of it.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use postbox_rules::codes::{Code, Detail};
 use serde::Serialize;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
@@ -25,9 +30,29 @@ pub struct ErrorDetail {
     /// idempotency_key_reused, rate_limited, busy, unavailable, internal.
     pub code: &'static str,
     pub message: String,
-    /// The request field the error is about, where one is.
+    /// The request field the error is about, where one is: a body field
+    /// (`url`, `headers`, `event_types`, `signature_header`, ...), a query
+    /// or path parameter, or the `Idempotency-Key` header.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For a rule about one element of `field`: that element, such as the
+    /// header's name or the event type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// The code of the postbox rule the request broke (the list is in
+    /// docs/errors.md), on answers that come from one: rule_violation,
+    /// idempotency_key_reused, and not_found for an unknown id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
+}
+
+/// A broken postbox rule: its code, its message, and what it is about.
+#[derive(Debug)]
+pub struct Broken {
+    pub rule: Code,
+    pub message: String,
+    pub field: Option<String>,
+    pub item: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +71,9 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
-    /// One of postbox's rules, in its own words.
-    #[error("{0}")]
-    Rule(String),
-    #[error("{0}")]
-    IdempotencyKeyReused(String),
+    /// One of postbox's rules, in its own words, with its code.
+    #[error("{}", .0.message)]
+    Rule(Broken),
     #[error("too many requests for this key: retry after {0:?}")]
     RateLimited(Duration),
     /// Before the database: too many unknown keys from this address lately.
@@ -79,15 +102,24 @@ impl ApiError {
         }
     }
 
+    /// A broken rule, about `field` (as the request names it).
+    pub fn rule(rule: Code, field: Option<&str>, message: impl Into<String>) -> Self {
+        ApiError::Rule(Broken {
+            rule,
+            message: message.into(),
+            field: field.map(String::from),
+            item: None,
+        })
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest { status, .. } => *status,
-            ApiError::Rule(_) | ApiError::IdempotencyKeyReused(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Rule(b) if not_found(b.rule) => StatusCode::NOT_FOUND,
+            ApiError::Rule(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited(_) | ApiError::AuthFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,8 +132,9 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest { code, .. } => code,
+            ApiError::Rule(b) if not_found(b.rule) => "not_found",
+            ApiError::Rule(b) if b.rule == Code::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Rule(_) => "rule_violation",
-            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::RateLimited(_) | ApiError::AuthFailures(_) => "rate_limited",
             ApiError::Busy => "busy",
             ApiError::Unavailable => "unavailable",
@@ -110,16 +143,51 @@ impl ApiError {
     }
 }
 
-/// The prefix of postbox's unknown-id errors (sql/api.sql: _no_endpoint,
-/// _no_api_key, _no_delivery); each is a 404.
-const NOT_FOUND: &[&str] = &[
-    "postbox: no endpoint has this id:",
-    "postbox: no api key has this id:",
-    "postbox: no failed or cancelled delivery has this id:",
+/// The codes of unknown ids; each is a 404.
+fn not_found(rule: Code) -> bool {
+    matches!(
+        rule,
+        Code::EndpointNotFound | Code::DeliveryNotFound | Code::ApiKeyNotFound
+    )
+}
+
+/// Where the request names an argument of postbox's SQL functions
+/// differently: (the SQL argument, the request's field).
+const REQUEST_NAMES: &[(&str, &str)] = &[
+    ("own_secret", "secret"),
+    ("grace", "grace_seconds"),
+    ("max_rows", "limit"),
+    ("valid_for", "valid_for_seconds"),
+    ("idempotency_key", "Idempotency-Key"),
 ];
 
-/// The prefix of api_request_begin's error for a key reused with another request.
-const REUSED: &str = "postbox: this Idempotency-Key was used for another request";
+/// The request's name for the SQL argument `field`.
+fn request_field(field: String) -> String {
+    match REQUEST_NAMES.iter().find(|(sql, _)| *sql == field) {
+        Some((_, name)) => name.to_string(),
+        None => field,
+    }
+}
+
+impl ApiError {
+    /// The answer to a postbox error with this DETAIL, by its code; `None`
+    /// for codes that are not the caller's doing (a worker's, internal).
+    fn from_detail(d: Detail, message: &str) -> Option<ApiError> {
+        if d.code == Code::SessionMayNotManageKeys {
+            // The API refuses such requests before SQL, which is the backstop.
+            return Some(ApiError::Forbidden("this credential may not do this"));
+        }
+        if !d.code.sqlstate().starts_with("22") {
+            return None;
+        }
+        Some(ApiError::Rule(Broken {
+            rule: d.code,
+            message: message.to_string(),
+            field: d.field.map(request_field),
+            item: d.item,
+        }))
+    }
+}
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -127,35 +195,37 @@ impl From<tokio_postgres::Error> for ApiError {
             tracing::warn!(error = %postbox_runtime::error::pg_message(&e), "database connection failed");
             return ApiError::Unavailable;
         };
+        if let Some(e) = db
+            .detail()
+            .and_then(Detail::parse)
+            .and_then(|d| ApiError::from_detail(d, db.message()))
+        {
+            return e;
+        }
         let code = db.code();
         if *code == SqlState::INVALID_PARAMETER_VALUE || *code == SqlState::NULL_VALUE_NOT_ALLOWED {
-            let message = db.message();
-            if NOT_FOUND.iter().any(|p| message.starts_with(p)) {
-                return ApiError::NotFound(message.to_string());
-            }
-            if message.starts_with(REUSED) {
-                return ApiError::IdempotencyKeyReused(message.to_string());
-            }
-            return ApiError::Rule(message.to_string());
-        }
-        if *code == SqlState::INSUFFICIENT_PRIVILEGE && db.message().starts_with("postbox:") {
-            // postbox's own refusal (a portal session without a grant); the
-            // API refuses such requests before SQL, which is the backstop.
-            return ApiError::Forbidden("this credential may not do this");
+            // Not postbox's (each of postbox's carries its code): PostgreSQL's
+            // own refusal of an argument, in its words, as before codes.
+            tracing::warn!(sqlstate = code.code(), error = %db.message(), "an invalid value without a postbox code");
+            return ApiError::rule(Code::ValueRefused, None, db.message());
         }
         if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
             || *code == SqlState::UNTRANSLATABLE_CHARACTER
         {
             // PostgreSQL's own refusal; its message may quote the value.
-            return ApiError::Rule("postbox: text and JSON must not contain the NUL character (\\u0000), which PostgreSQL cannot store".into());
+            return ApiError::rule(Code::TextHasNul, None, "postbox: text and JSON must not contain the NUL character (\\u0000), which PostgreSQL cannot store");
         }
         if code.code().starts_with("22") {
             // Any other data exception is the caller's value too; PostgreSQL's
             // message may quote it, so only the class is told.
-            return ApiError::Rule(format!(
-                "postbox: PostgreSQL refused a value (SQLSTATE {})",
-                code.code()
-            ));
+            return ApiError::rule(
+                Code::ValueRefused,
+                None,
+                format!(
+                    "postbox: PostgreSQL refused a value (SQLSTATE {})",
+                    code.code()
+                ),
+            );
         }
         // The statement failed for a reason that is not the caller's: say
         // so in the log (postbox's messages show no secret), not to the caller.
@@ -187,16 +257,18 @@ impl From<crate::limit::Refused> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let field = match &self {
-            ApiError::BadRequest { field, .. } => field.clone(),
-            ApiError::IdempotencyKeyReused(_) => Some("Idempotency-Key".into()),
-            _ => None,
+        let (field, item, rule) = match &self {
+            ApiError::BadRequest { field, .. } => (field.clone(), None, None),
+            ApiError::Rule(b) => (b.field.clone(), b.item.clone(), Some(b.rule.as_str())),
+            _ => (None, None, None),
         };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),
                 field,
+                item,
+                rule,
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
@@ -224,6 +296,77 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer is decided by the code in DETAIL: a message that reads
+    /// like another rule's changes nothing.
+    #[test]
+    fn postbox_errors_are_answered_by_their_code() {
+        let answer = |code: Code, field: Option<&str>, item: Option<&str>| {
+            let detail = postbox_rules::codes::detail(code, field, item);
+            let d = Detail::parse(&detail).unwrap();
+            let e = ApiError::from_detail(d, "postbox: no endpoint has this id: x").unwrap();
+            let (rule, field, item) = match &e {
+                ApiError::Rule(b) => (Some(b.rule), b.field.clone(), b.item.clone()),
+                _ => (None, None, None),
+            };
+            (e.status().as_u16(), e.code(), rule, field, item)
+        };
+        assert_eq!(
+            answer(Code::EndpointNotFound, Some("id"), None),
+            (
+                404,
+                "not_found",
+                Some(Code::EndpointNotFound),
+                Some("id".into()),
+                None
+            )
+        );
+        assert_eq!(answer(Code::DeliveryNotFound, None, None).1, "not_found");
+        assert_eq!(answer(Code::ApiKeyNotFound, None, None).1, "not_found");
+        assert_eq!(
+            answer(Code::IdempotencyKeyReused, Some("idempotency_key"), None),
+            (
+                422,
+                "idempotency_key_reused",
+                Some(Code::IdempotencyKeyReused),
+                Some("Idempotency-Key".into()),
+                None
+            )
+        );
+        assert_eq!(
+            answer(Code::HeaderNameReserved, Some("headers"), Some("Host")),
+            (
+                422,
+                "rule_violation",
+                Some(Code::HeaderNameReserved),
+                Some("headers".into()),
+                Some("Host".into())
+            )
+        );
+        // SQL's names become the request's.
+        assert_eq!(
+            answer(Code::SecretInvalid, Some("own_secret"), None)
+                .3
+                .as_deref(),
+            Some("secret")
+        );
+        assert_eq!(
+            answer(Code::OutOfRange, Some("grace"), None).3.as_deref(),
+            Some("grace_seconds")
+        );
+        assert_eq!(
+            answer(Code::OutOfRange, Some("max_rows"), None)
+                .3
+                .as_deref(),
+            Some("limit")
+        );
+        assert_eq!(answer(Code::SessionMayNotManageKeys, None, None).0, 403);
+        // Not the caller's doing: left to the SQLSTATE (logged, 500).
+        for code in [Code::WorkerIdInUse, Code::Internal] {
+            let d = Detail::parse(&postbox_rules::codes::detail(code, None, None)).unwrap();
+            assert!(ApiError::from_detail(d, "m").is_none(), "{code}");
+        }
+    }
 
     #[test]
     fn retry_after_is_whole_seconds_rounded_up() {

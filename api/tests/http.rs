@@ -628,6 +628,10 @@ async fn an_idempotency_key_gets_the_first_answer() {
         (other.status, other.code()),
         (422, "idempotency_key_reused")
     );
+    assert_eq!(
+        (&other.body["error"]["rule"], &other.body["error"]["field"]),
+        (&json!("idempotency_key_reused"), &json!("Idempotency-Key"))
+    );
     // A refused request stores nothing: the key is free for a good one.
     let bad_key = [("Idempotency-Key", "create-2")];
     let bad = api
@@ -727,6 +731,118 @@ async fn errors_are_json_with_stable_codes() {
         "the rule's own message: {}",
         a.message()
     );
+    // Every rule's answer names it by its code (postbox_rules::codes, from
+    // the error's DETAIL, not its message), with the request field it is
+    // about and, for one header or event type, that item.
+    let rule = |a: &support::Answer| {
+        let e = &a.body["error"];
+        (
+            a.status,
+            a.code().to_string(),
+            e["rule"].clone(),
+            e["field"].clone(),
+            e["item"].clone(),
+        )
+    };
+    assert_eq!(
+        rule(&a),
+        (
+            422,
+            "rule_violation".into(),
+            json!("url_invalid"),
+            json!("url"),
+            Value::Null
+        )
+    );
+    let missing = "00000000-0000-7000-8000-000000000000";
+    for (m, path, body, want) in [
+        (
+            Method::POST,
+            "/v1/endpoints".to_string(),
+            Some(json!({"url": "https://h.example.com/", "headers": {"X-Ok": "1", "Host": "h"}})),
+            (
+                422,
+                "rule_violation",
+                json!("header_name_reserved"),
+                json!("headers"),
+                json!("Host"),
+            ),
+        ),
+        (
+            Method::POST,
+            "/v1/endpoints".to_string(),
+            Some(
+                json!({"url": "https://h.example.com/", "event_types": ["order.paid", "order.payd"]}),
+            ),
+            (
+                422,
+                "rule_violation",
+                json!("event_type_unknown"),
+                json!("event_types"),
+                json!("order.payd"),
+            ),
+        ),
+        (
+            Method::POST,
+            "/v1/endpoints".to_string(),
+            Some(
+                json!({"url": "https://h.example.com/", "signature_style": "hex", "signature_header": "Host"}),
+            ),
+            (
+                422,
+                "rule_violation",
+                json!("header_name_reserved"),
+                json!("signature_header"),
+                Value::Null,
+            ),
+        ),
+        // Unknown ids: found missing by the API's own read, and by SQL.
+        (
+            Method::GET,
+            format!("/v1/endpoints/{missing}"),
+            None,
+            (
+                404,
+                "not_found",
+                json!("endpoint_not_found"),
+                json!("id"),
+                Value::Null,
+            ),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/endpoints/{missing}"),
+            None,
+            (
+                404,
+                "not_found",
+                json!("endpoint_not_found"),
+                json!("id"),
+                Value::Null,
+            ),
+        ),
+        (
+            Method::POST,
+            format!("/v1/endpoints/{missing}/rotate-secret"),
+            None,
+            (
+                404,
+                "not_found",
+                json!("endpoint_not_found"),
+                json!("id"),
+                Value::Null,
+            ),
+        ),
+    ] {
+        let a = api.call(m.clone(), &path, Some(&admin), body).await;
+        let (status, code, r, field, item) = want;
+        assert_eq!(
+            rule(&a),
+            (status, code.into(), r, field, item),
+            "{m} {path}: {:?}",
+            a.body
+        );
+    }
     let a = api
         .call(
             Method::POST,

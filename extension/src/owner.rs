@@ -9,8 +9,9 @@
 //! This is what PostgreSQL itself does for SECURITY DEFINER functions
 //! (`fmgr_security_definer`), narrowed to those statements.
 
-use crate::raise;
+use crate::fail;
 use pgrx::prelude::*;
+use postbox_rules::Code;
 use std::cell::Cell;
 
 thread_local! {
@@ -28,8 +29,13 @@ fn owner() -> pg_sys::Oid {
         "SELECT c.relowner FROM pg_catalog.pg_class c \
           WHERE c.oid OPERATOR(pg_catalog.=) 'postbox.emitted'::pg_catalog.regclass",
     )
-    .unwrap_or_else(|e| raise(format!("postbox: cannot find postbox.emitted: {e}")))
-    .unwrap_or_else(|| raise("postbox: cannot find postbox.emitted"));
+    .unwrap_or_else(|e| {
+        fail(
+            Code::Internal,
+            format!("postbox: cannot find postbox.emitted: {e}"),
+        )
+    })
+    .unwrap_or_else(|| fail(Code::Internal, "postbox: cannot find postbox.emitted"));
     OWNER.set(Some(oid));
     oid
 }

@@ -20,28 +20,54 @@ mod tests {
     }
 
     /// Runs `sql` in a subtransaction and returns (SQLSTATE, message) of the
-    /// error it raised; panics if it succeeded.
+    /// error it raised; panics if it succeeded, or if a postbox error
+    /// (`postbox: ...`) came without its code in DETAIL ([`detail_of`]).
     fn error_of(sql: &str) -> (String, String) {
+        let (state, msg, _) = detail_of(sql);
+        (state, msg)
+    }
+
+    /// [`error_of`] with the error's DETAIL read back: every postbox error
+    /// carries a known code there (`postbox_rules::codes`).
+    fn detail_of(sql: &str) -> (String, String, Option<postbox_rules::codes::Detail>) {
         // Created once per session, before any SET ROLE in a test.
         run("DO $d$ BEGIN
              IF to_regprocedure('pg_temp.try_sql(text)') IS NULL THEN
-                 CREATE FUNCTION pg_temp.try_sql(q text, OUT state text, OUT msg text)
+                 CREATE FUNCTION pg_temp.try_sql(q text, OUT state text, OUT msg text, OUT detail text)
                  LANGUAGE plpgsql AS $f$
                  BEGIN
                      EXECUTE q;
                      state := '00000';
                  EXCEPTION WHEN OTHERS THEN
-                     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                                             detail = PG_EXCEPTION_DETAIL;
                  END $f$;
              END IF;
              END $d$");
-        let (state, msg) = Spi::get_two::<String, String>(&format!(
-            "SELECT state, msg FROM pg_temp.try_sql($sql_under_test${sql}$sql_under_test$)"
+        let (state, msg, detail) = Spi::get_three::<String, String, String>(&format!(
+            "SELECT state, msg, detail FROM pg_temp.try_sql($sql_under_test${sql}$sql_under_test$)"
         ))
         .unwrap();
         let state = state.unwrap();
         assert_ne!(state, "00000", "expected an error from: {sql}");
-        (state, msg.unwrap_or_default())
+        let msg = msg.unwrap_or_default();
+        let detail = detail
+            .as_deref()
+            .and_then(postbox_rules::codes::Detail::parse);
+        if msg.starts_with("postbox:") {
+            let d = detail
+                .as_ref()
+                .unwrap_or_else(|| panic!("{sql}: a postbox error without its code: {msg}"));
+            assert_eq!(state, d.code.sqlstate(), "{sql}: {msg}");
+        }
+        (state, msg, detail)
+    }
+
+    /// The code, field and item of the postbox error `sql` raises.
+    fn code_of(sql: &str) -> (String, Option<String>, Option<String>) {
+        let (_, msg, detail) = detail_of(sql);
+        let d = detail.unwrap_or_else(|| panic!("{sql}: no postbox error: {msg}"));
+        (d.code.as_str().to_string(), d.field, d.item)
     }
 
     /// Asserts `sql` fails with 22023 and a message containing `want`.
@@ -1258,4 +1284,5 @@ mod tests {
 
     include!("tests_settings.rs");
     include!("tests_api.rs");
+    include!("tests_codes.rs");
 }

@@ -25,13 +25,14 @@
 //! what expansion stores. Otherwise the application's statement fails with
 //! 22023 naming the table, the resource and the reason, and nothing is written.
 
+use crate::fail;
 use crate::owner::as_owner;
-use crate::raise;
 use crate::rowjson::{check_jsonb, Encoder};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::{PgMemoryContexts, PgOid};
+use postbox_rules::Code;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
@@ -83,10 +84,13 @@ impl Firing {
             desc: unsafe { (*data.tg_relation).rd_att },
         };
         if f.args.len() < 2 {
-            raise(format!(
-                "postbox: {function} needs (resource, tenant_column [, columns...]) as trigger arguments: {}",
-                f.name()
-            ));
+            fail(
+                Code::TriggerMisused,
+                format!(
+                    "postbox: {function} needs (resource, tenant_column [, columns...]) as trigger arguments: {}",
+                    f.name()
+                ),
+            );
         }
         f
     }
@@ -120,20 +124,26 @@ impl Firing {
     fn check_row(&self, json: &str, raw_json: bool, sent: bool) {
         let max = crate::max_payload_bytes();
         if sent && json.len() > max {
-            raise(format!(
-                "postbox: a row of {} is larger than postbox.max_payload_bytes ({max} bytes) allows for {} events: {} bytes",
-                self.table(),
-                self.args[0],
-                json.len()
-            ));
+            fail(
+                Code::EventDataTooLarge,
+                format!(
+                    "postbox: a row of {} is larger than postbox.max_payload_bytes ({max} bytes) allows for {} events: {} bytes",
+                    self.table(),
+                    self.args[0],
+                    json.len()
+                ),
+            );
         }
         if raw_json {
             if let Err(why) = check_jsonb(json) {
-                raise(format!(
-                    "postbox: a row of {} cannot be sent as {} event data: {why}",
-                    self.table(),
-                    self.args[0]
-                ));
+                fail(
+                    Code::EventDataInvalid,
+                    format!(
+                        "postbox: a row of {} cannot be sent as {} event data: {why}",
+                        self.table(),
+                        self.args[0]
+                    ),
+                );
             }
         }
     }
@@ -210,10 +220,10 @@ unsafe fn cstr(p: *const std::ffi::c_char) -> String {
 }
 
 #[pg_trigger(sql = "
-CREATE FUNCTION postbox.emit_statement() RETURNS trigger
-LANGUAGE c
-AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
-")]
+                        CREATE FUNCTION postbox.emit_statement() RETURNS trigger
+                        LANGUAGE c
+                        AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+                        ")]
 fn emit_statement<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
@@ -223,10 +233,13 @@ fn emit_statement<'a>(
         || !event.fired_after()
         || !(event.fired_by_insert() || event.fired_by_delete())
     {
-        raise(format!(
-            "postbox: emit_statement is a statement-level AFTER INSERT or DELETE trigger (use postbox.attach): {}",
-            f.name()
-        ));
+        fail(
+                        Code::TriggerMisused,
+                        format!(
+                        "postbox: emit_statement is a statement-level AFTER INSERT or DELETE trigger (use postbox.attach): {}",
+                        f.name()
+                    ),
+        );
     }
     let data = trigger.trigger_data();
     let (store, suffix) = if event.fired_by_insert() {
@@ -235,10 +248,13 @@ fn emit_statement<'a>(
         (data.tg_oldtable, "deleted")
     };
     if store.is_null() {
-        raise(format!(
-            "postbox: emit_statement needs a transition table (REFERENCING NEW/OLD TABLE; use postbox.attach): {}",
-            f.name()
-        ));
+        fail(
+            Code::TriggerMisused,
+            format!(
+                "postbox: emit_statement needs a transition table (REFERENCING NEW/OLD TABLE; use postbox.attach): {}",
+                f.name()
+            ),
+        );
     }
     let event_type = format!("{}.{suffix}", f.args[0]);
     // SAFETY: a statement-level AFTER trigger's transition table and relation
@@ -267,10 +283,13 @@ fn emit_row_change<'a>(
         ""
     };
     if !event.fired_for_row() || !event.fired_after() || op.is_empty() {
-        raise(format!(
-            "postbox: emit_row_change is a row-level AFTER INSERT, UPDATE or DELETE trigger (use postbox.attach): {}",
-            f.name()
-        ));
+        fail(
+            Code::TriggerMisused,
+            format!(
+                "postbox: emit_row_change is a row-level AFTER INSERT, UPDATE or DELETE trigger (use postbox.attach): {}",
+                f.name()
+            ),
+        );
     }
     let data = trigger.trigger_data();
     // tg_trigtuple is NEW for INSERT and OLD for UPDATE and DELETE.
@@ -321,9 +340,12 @@ fn emit_row_change<'a>(
                     json(old),
                     DatumWithOid::from(f.args.clone()),
                 ];
-                client
-                    .update(&**plan, None, &params)
-                    .unwrap_or_else(|e| raise(format!("postbox: emit_row_change failed: {e}")));
+                client.update(&**plan, None, &params).unwrap_or_else(|e| {
+                    fail(
+                        Code::Internal,
+                        format!("postbox: emit_row_change failed: {e}"),
+                    )
+                });
             })
         })
     });
@@ -424,7 +446,12 @@ fn check_known(event_type: &str) {
         "SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name OPERATOR(pg_catalog.=) $1)",
         &[DatumWithOid::from(event_type)],
     )
-    .unwrap_or_else(|e| raise(format!("postbox: emit_statement failed: {e}")));
+    .unwrap_or_else(|e| {
+        fail(
+            Code::Internal,
+            format!("postbox: emit_statement failed: {e}"),
+        )
+    });
     if exists == Some(true) {
         KNOWN.with(|k| k.borrow_mut().insert(event_type.to_owned()));
     } else {
@@ -432,7 +459,12 @@ fn check_known(event_type: &str) {
             "SELECT postbox._unknown_event_type($1)",
             &[DatumWithOid::from(event_type)],
         )
-        .unwrap_or_else(|e| raise(format!("postbox: unknown event type: {event_type} ({e})")));
+        .unwrap_or_else(|e| {
+            fail(
+                Code::EventTypeUnknown,
+                format!("postbox: unknown event type: {event_type} ({e})"),
+            )
+        });
     }
 }
 
@@ -465,14 +497,20 @@ fn emit(event_type: &str, args: &[String], rows: String) {
                 client
                     .update(&**plan, None, &params)
                     .and_then(|t| t.first().get_one::<bool>())
-                    .unwrap_or_else(|e| raise(format!("postbox: emit_statement failed: {e}")))
+                    .unwrap_or_else(|e| {
+                        fail(
+                            Code::Internal,
+                            format!("postbox: emit_statement failed: {e}"),
+                        )
+                    })
                     .unwrap_or(false)
             })
         });
         if waiting {
             // Rare: only while a worker sleeps, and it clears the flag at once.
-            Spi::run("SELECT pg_catalog.pg_notify('postbox_wakeup', '')")
-                .unwrap_or_else(|e| raise(format!("postbox: pg_notify failed: {e}")));
+            Spi::run("SELECT pg_catalog.pg_notify('postbox_wakeup', '')").unwrap_or_else(|e| {
+                fail(Code::Internal, format!("postbox: pg_notify failed: {e}"))
+            });
         }
     })
 }
@@ -481,6 +519,11 @@ fn prepare(client: &SpiClient<'_>, sql: &str, types: &[pg_sys::Oid]) -> OwnedPre
     let types: Vec<PgOid> = types.iter().map(|t| PgOid::from(*t)).collect();
     client
         .prepare_mut(sql, &types)
-        .unwrap_or_else(|e| raise(format!("postbox: emit trigger could not prepare: {e}")))
+        .unwrap_or_else(|e| {
+            fail(
+                Code::Internal,
+                format!("postbox: emit trigger could not prepare: {e}"),
+            )
+        })
         .keep()
 }

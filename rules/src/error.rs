@@ -1,11 +1,21 @@
 //! The one error type for every rule in this crate.
 
+use crate::codes::Code;
 use std::fmt;
 
 /// A broken rule. Displays as `postbox: <rule>: <value>`, e.g.
-/// `postbox: webhook URL must use https: http://example.com/hook`.
+/// `postbox: webhook URL must use https: http://example.com/hook`; the
+/// [`Code`] says the same for machines, with the field and item it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {
+    /// Which rule, for machines (see [`crate::codes`]).
+    pub code: Code,
+    /// The argument the rule is about, where it is about one (`url`,
+    /// `headers`, `event_types`, ...).
+    pub field: Option<&'static str>,
+    /// For a rule about one element of that argument, the element: a
+    /// header's name, an event type, an option's key.
+    pub item: Option<String>,
     /// The rule, phrased as what must hold.
     pub rule: String,
     /// The offending value, shown as given (secrets are never shown).
@@ -13,11 +23,31 @@ pub struct RuleError {
 }
 
 impl RuleError {
-    pub fn new(rule: impl Into<String>, value: impl fmt::Display) -> Self {
+    pub fn new(code: Code, rule: impl Into<String>, value: impl fmt::Display) -> Self {
         Self {
+            code,
+            field: None,
+            item: None,
             rule: rule.into(),
             value: value.to_string(),
         }
+    }
+
+    /// The same error, about the argument `field`.
+    pub fn in_field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+
+    /// The same error, about the element `item` of its field.
+    pub fn with_item(mut self, item: impl Into<String>) -> Self {
+        self.item = Some(item.into());
+        self
+    }
+
+    /// Its DETAIL line ([`crate::codes::detail`]).
+    pub fn detail(&self) -> String {
+        crate::codes::detail(self.code, self.field, self.item.as_deref())
     }
 }
 
@@ -59,7 +89,11 @@ mod tests {
             shown(&long),
             format!("{}... (1048576 bytes)", "a".repeat(SHOWN_START))
         );
-        let e = RuleError::new("event type names are at most 255 bytes", &long);
+        let e = RuleError::new(
+            Code::EventTypeTooLong,
+            "event type names are at most 255 bytes",
+            &long,
+        );
         assert!(e.to_string().len() < 200, "{e}");
     }
 }

@@ -6,6 +6,7 @@
 //! every filter that would match it, so the database can match with a plain
 //! array overlap (`&&`) at expansion instead of calling a function.
 
+use crate::codes::Code;
 use crate::error::RuleError;
 
 pub const MAX_NAME_LEN: usize = 200;
@@ -21,9 +22,15 @@ const NAME_RULE: &str =
     "event type must be two or more dot-separated segments of lowercase letters, digits and underscores";
 
 /// Checks an event type name such as `recording.processing.completed`.
+/// Its errors are about the field `event_type`.
 pub fn validate_name(name: &str) -> Result<(), RuleError> {
+    check_name(name).map_err(|e| e.in_field("event_type"))
+}
+
+fn check_name(name: &str) -> Result<(), RuleError> {
     if name.len() > MAX_NAME_LEN {
         return Err(RuleError::new(
+            Code::EventTypeTooLong,
             format!("event type must be at most {MAX_NAME_LEN} bytes"),
             name,
         ));
@@ -31,12 +38,12 @@ pub fn validate_name(name: &str) -> Result<(), RuleError> {
     let mut n = 0;
     for seg in name.split('.') {
         if !valid_segment(seg) {
-            return Err(RuleError::new(NAME_RULE, name));
+            return Err(RuleError::new(Code::EventTypeInvalid, NAME_RULE, name));
         }
         n += 1;
     }
     if n < 2 {
-        return Err(RuleError::new(NAME_RULE, name));
+        return Err(RuleError::new(Code::EventTypeInvalid, NAME_RULE, name));
     }
     Ok(())
 }
@@ -61,11 +68,12 @@ impl Filter {
                 return Ok(Filter::Prefix(format!("{prefix}.")));
             }
             return Err(RuleError::new(
+                Code::EventFilterInvalid,
                 "event filter pattern must be '*' or valid name segments followed by '.*'",
                 s,
             ));
         }
-        validate_name(s).map(|()| Filter::Exact(s.to_string()))
+        check_name(s).map(|()| Filter::Exact(s.to_string()))
     }
 
     pub fn matches(&self, name: &str) -> bool {
@@ -90,27 +98,39 @@ pub fn match_keys(name: &str) -> Vec<String> {
 
 /// Validates an endpoint's filter list against the catalog. Exact names must
 /// exist; an unknown one is refused with the closest catalog names. Patterns
-/// need not match anything yet. Returns the list without duplicates.
+/// need not match anything yet. Returns the list without duplicates. Its
+/// errors are about the field `event_types`, and name the entry (`item`).
 pub fn validate_filters<'a>(
+    filters: &[&str],
+    catalog: impl Fn(&str) -> bool,
+    all_names: impl Fn() -> Vec<&'a str>,
+) -> Result<Vec<String>, RuleError> {
+    check_filters(filters, catalog, all_names).map_err(|e| e.in_field("event_types"))
+}
+
+fn check_filters<'a>(
     filters: &[&str],
     catalog: impl Fn(&str) -> bool,
     all_names: impl Fn() -> Vec<&'a str>,
 ) -> Result<Vec<String>, RuleError> {
     if filters.is_empty() {
         return Err(RuleError::new(
+            Code::EventTypesEmpty,
             "event_types must list at least one event type or pattern ('*' for all)",
             "{}",
         ));
     }
     if filters.len() > MAX_FILTERS {
         return Err(RuleError::new(
+            Code::EventTypesTooMany,
             format!("event_types may hold at most {MAX_FILTERS} entries"),
             filters.len(),
         ));
     }
     let mut out: Vec<String> = Vec::with_capacity(filters.len());
     for f in filters {
-        if let Filter::Exact(name) = Filter::parse(f)? {
+        let filter = Filter::parse(f).map_err(|e| e.with_item(*f))?;
+        if let Filter::Exact(name) = filter {
             if !catalog(&name) {
                 let names = all_names();
                 let close = close_names(&name, &names);
@@ -119,7 +139,12 @@ pub fn validate_filters<'a>(
                 } else {
                     format!("did you mean {}?", close.join(", "))
                 };
-                return Err(RuleError::new(format!("unknown event type ({hint})"), name));
+                return Err(RuleError::new(
+                    Code::EventTypeUnknown,
+                    format!("unknown event type ({hint})"),
+                    &name,
+                )
+                .with_item(name));
             }
         }
         if !out.iter().any(|o| o == f) {

@@ -5,6 +5,7 @@
 //! the value: values are often credentials (`Authorization`), and errors
 //! reach clients, the server log and the worker's log.
 
+use crate::codes::Code;
 use crate::error::RuleError;
 use serde_json::{Map, Value};
 
@@ -54,15 +55,20 @@ pub enum SignatureStyle {
 }
 
 impl SignatureStyle {
+    /// Every style, the API's list of choices (`GET /v1/choices`).
+    pub const ALL: [SignatureStyle; 3] = [Self::Standard, Self::Sha256Hex, Self::Hex];
+
     pub fn parse(s: &str) -> Result<Self, RuleError> {
         match s {
             "standard" => Ok(Self::Standard),
             "sha256-hex" => Ok(Self::Sha256Hex),
             "hex" => Ok(Self::Hex),
             _ => Err(RuleError::new(
+                Code::SignatureStyleUnknown,
                 "signature_style must be 'standard', 'sha256-hex' or 'hex'",
                 s,
-            )),
+            )
+            .in_field("signature_style")),
         }
     }
 
@@ -83,18 +89,21 @@ fn is_tchar(b: u8) -> bool {
 fn check_name(name: &str, what: &str) -> Result<(), RuleError> {
     if name.is_empty() {
         return Err(RuleError::new(
+            Code::HeaderNameEmpty,
             format!("{what} name must not be empty"),
             "\"\"",
         ));
     }
     if name.len() > MAX_NAME_BYTES {
         return Err(RuleError::new(
+            Code::HeaderNameTooLong,
             format!("{what} name must be at most {MAX_NAME_BYTES} bytes"),
             name,
         ));
     }
     if !name.bytes().all(is_tchar) {
         return Err(RuleError::new(
+            Code::HeaderNameInvalid,
             format!("{what} name must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"),
             name,
         ));
@@ -120,9 +129,17 @@ pub fn validate_signature(
     style: SignatureStyle,
     header: Option<&str>,
 ) -> Result<Option<String>, RuleError> {
+    check_signature(style, header).map_err(|e| e.in_field("signature_header"))
+}
+
+fn check_signature(
+    style: SignatureStyle,
+    header: Option<&str>,
+) -> Result<Option<String>, RuleError> {
     match (style, header) {
         (SignatureStyle::Standard, None) => Ok(None),
         (SignatureStyle::Standard, Some(h)) => Err(RuleError::new(
+            Code::SignatureHeaderNotApplicable,
             "signature_header applies only to signature_style 'sha256-hex' or 'hex'",
             h,
         )),
@@ -132,6 +149,7 @@ pub fn validate_signature(
             let lower = h.to_ascii_lowercase();
             if RESERVED.contains(&lower.as_str()) || lower.starts_with("proxy-") {
                 return Err(RuleError::new(
+                    Code::HeaderNameReserved,
                     "signature header must not be a reserved header",
                     h,
                 ));
@@ -147,15 +165,21 @@ pub fn validate(
     headers: &Value,
     signature_header: Option<&str>,
 ) -> Result<Map<String, Value>, RuleError> {
+    check(headers, signature_header).map_err(|e| e.in_field("headers"))
+}
+
+fn check(headers: &Value, signature_header: Option<&str>) -> Result<Map<String, Value>, RuleError> {
     let Value::Object(map) = headers else {
         // Only the JSON type: an array or string here may still hold a credential.
         return Err(RuleError::new(
+            Code::HeadersNotObject,
             "headers must be a JSON object of name to value",
             format!("a JSON {}", json_type(headers)),
         ));
     };
     if map.len() > MAX_HEADERS {
         return Err(RuleError::new(
+            Code::HeadersTooMany,
             format!("an endpoint may have at most {MAX_HEADERS} custom headers"),
             format!("{} headers", map.len()),
         ));
@@ -163,39 +187,53 @@ pub fn validate(
     let sig = signature_header.map(str::to_ascii_lowercase);
     let mut seen: Vec<String> = Vec::with_capacity(map.len());
     for (name, value) in map {
-        check_name(name, "header")?;
-        let lower = name.to_ascii_lowercase();
-        if let Some(why) = reserved_reason(&lower) {
-            return Err(RuleError::new(
-                format!("header name is reserved ({why})"),
-                name,
-            ));
-        }
-        if sig.as_deref() == Some(lower.as_str()) {
-            return Err(RuleError::new(
-                "header name is reserved (it is this endpoint's signature header)",
-                name,
-            ));
-        }
-        if seen.contains(&lower) {
-            return Err(RuleError::new(
-                "header names must be unique ignoring case",
-                name,
-            ));
-        }
-        seen.push(lower);
-        let Value::String(v) = value else {
-            return Err(RuleError::new(
-                format!(
-                    "header value must be a string, not a JSON {}",
-                    json_type(value)
-                ),
-                name,
-            ));
-        };
-        check_value(name, v)?;
+        check_one(name, value, sig.as_deref(), &mut seen).map_err(|e| e.with_item(name))?;
     }
     Ok(map.clone())
+}
+
+/// One header; errors name the header, and never show its value.
+fn check_one(
+    name: &str,
+    value: &Value,
+    sig: Option<&str>,
+    seen: &mut Vec<String>,
+) -> Result<(), RuleError> {
+    check_name(name, "header")?;
+    let lower = name.to_ascii_lowercase();
+    if let Some(why) = reserved_reason(&lower) {
+        return Err(RuleError::new(
+            Code::HeaderNameReserved,
+            format!("header name is reserved ({why})"),
+            name,
+        ));
+    }
+    if sig == Some(lower.as_str()) {
+        return Err(RuleError::new(
+            Code::HeaderNameReserved,
+            "header name is reserved (it is this endpoint's signature header)",
+            name,
+        ));
+    }
+    if seen.contains(&lower) {
+        return Err(RuleError::new(
+            Code::HeaderNameDuplicate,
+            "header names must be unique ignoring case",
+            name,
+        ));
+    }
+    seen.push(lower);
+    let Value::String(v) = value else {
+        return Err(RuleError::new(
+            Code::HeaderValueNotString,
+            format!(
+                "header value must be a string, not a JSON {}",
+                json_type(value)
+            ),
+            name,
+        ));
+    };
+    check_value(name, v)
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -212,10 +250,15 @@ fn json_type(v: &Value) -> &'static str {
 /// Checks a value; the error's value is the header's name, never its value.
 fn check_value(name: &str, v: &str) -> Result<(), RuleError> {
     if v.trim_matches([' ', '\t']).is_empty() {
-        return Err(RuleError::new("header value must not be empty", name));
+        return Err(RuleError::new(
+            Code::HeaderValueEmpty,
+            "header value must not be empty",
+            name,
+        ));
     }
     if v.len() > MAX_VALUE_BYTES {
         return Err(RuleError::new(
+            Code::HeaderValueTooLong,
             format!(
                 "header value must be at most {MAX_VALUE_BYTES} bytes (this one has {})",
                 v.len()
@@ -230,6 +273,7 @@ fn check_value(name: &str, v: &str) -> Result<(), RuleError> {
         // The code point of the offending character only: it is never a
         // visible ASCII character, so no part of a token is shown.
         return Err(RuleError::new(
+            Code::HeaderValueInvalid,
             format!(
                 "header value may hold only visible ASCII, space and tab (found U+{:04X})",
                 bad as u32
@@ -247,6 +291,20 @@ mod tests {
 
     fn err(v: Value, sig: Option<&str>) -> String {
         validate(&v, sig).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_style_is_listed_and_parses_back() {
+        for style in SignatureStyle::ALL {
+            assert_eq!(SignatureStyle::parse(style.as_str()).unwrap(), style);
+        }
+        // A style added to the enum but not to ALL fails to compile here.
+        let listed = |s: SignatureStyle| match s {
+            SignatureStyle::Standard | SignatureStyle::Sha256Hex | SignatureStyle::Hex => {
+                SignatureStyle::ALL.contains(&s)
+            }
+        };
+        assert!(SignatureStyle::ALL.into_iter().all(listed));
     }
 
     #[test]

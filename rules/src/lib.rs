@@ -6,6 +6,7 @@
 //! disagree. Nothing here knows about PostgreSQL.
 //!
 //! # Layout
+//! - [`codes`]: the code of every postbox error, and the DETAIL that carries it.
 //! - [`error`]: [`RuleError`], which names the broken rule and the value.
 //! - [`ip`]: address ranges a webhook must never reach.
 //! - [`url`]: webhook URL policy (WHATWG parsing, https only, no private hosts).
@@ -17,6 +18,7 @@
 //! - [`api_key`]: the HTTP API's `pbk_` keys: their form and their hash.
 
 pub mod api_key;
+pub mod codes;
 pub mod error;
 pub mod event;
 pub mod headers;
@@ -26,4 +28,5 @@ pub mod secret;
 pub mod sign;
 pub mod url;
 
+pub use codes::Code;
 pub use error::RuleError;

@@ -3,6 +3,7 @@
 //! The extension validates them on write; the worker parses the same JSON
 //! with the same function, so a stored value always means one thing.
 
+use crate::codes::Code;
 use crate::error::RuleError;
 use serde_json::Value;
 use std::time::Duration;
@@ -51,17 +52,27 @@ fn int_in(key: &str, v: &Value, (lo, hi): (u64, u64)) -> Result<u64, RuleError> 
     match v.as_u64() {
         Some(n) if (lo..=hi).contains(&n) => Ok(n),
         _ => Err(RuleError::new(
+            Code::OptionsValueInvalid,
             format!("options.{key} must be a whole number from {lo} to {hi}"),
             v,
-        )),
+        )
+        .with_item(key)),
     }
 }
 
 /// Parses an endpoint's `options` object. Unknown keys and out-of-range
-/// values are errors.
+/// values are errors, about the field `options` (`item`: the key).
 pub fn parse(v: &Value) -> Result<EndpointOptions, RuleError> {
+    check(v).map_err(|e| e.in_field("options"))
+}
+
+fn check(v: &Value) -> Result<EndpointOptions, RuleError> {
     let Value::Object(map) = v else {
-        return Err(RuleError::new("options must be a JSON object", v));
+        return Err(RuleError::new(
+            Code::OptionsNotObject,
+            "options must be a JSON object",
+            v,
+        ));
     };
     let mut o = EndpointOptions::default();
     for (key, val) in map {
@@ -78,22 +89,35 @@ pub fn parse(v: &Value) -> Result<EndpointOptions, RuleError> {
                     Some(r) if (lo..=hi).contains(&r) => o.rate_limit_per_s = Some(r),
                     _ => {
                         return Err(RuleError::new(
+                            Code::OptionsValueInvalid,
                             format!("options.rate_limit_per_s must be a number from {lo} to {hi}"),
                             val,
-                        ))
+                        )
+                        .with_item(key))
                     }
                 }
             }
-            "retry_schedule" => o.retry_schedule = Some(parse_schedule(val)?),
-            _ => return Err(RuleError::new(format!("options may hold only {KEYS}"), key)),
+            "retry_schedule" => {
+                o.retry_schedule = Some(parse_schedule(val).map_err(|e| e.with_item(key))?)
+            }
+            _ => {
+                return Err(RuleError::new(
+                    Code::OptionsUnknownKey,
+                    format!("options may hold only {KEYS}"),
+                    key,
+                )
+                .with_item(key))
+            }
         }
     }
     if let (Some(c), Some(t)) = (o.connect_timeout, o.timeout) {
         if c > t {
             return Err(RuleError::new(
+                Code::OptionsValueInvalid,
                 "options.connect_timeout_ms must not exceed options.timeout_ms",
                 format!("{} > {}", c.as_millis(), t.as_millis()),
-            ));
+            )
+            .with_item("connect_timeout_ms"));
         }
     }
     Ok(o)
@@ -102,12 +126,14 @@ pub fn parse(v: &Value) -> Result<EndpointOptions, RuleError> {
 fn parse_schedule(v: &Value) -> Result<Vec<Duration>, RuleError> {
     let Value::Array(items) = v else {
         return Err(RuleError::new(
+            Code::OptionsValueInvalid,
             "options.retry_schedule must be an array of intervals such as [\"30s\", \"5m\", \"2h\"]",
             v,
         ));
     };
     if items.len() > MAX_RETRIES {
         return Err(RuleError::new(
+            Code::OptionsValueInvalid,
             format!("options.retry_schedule may hold at most {MAX_RETRIES} intervals"),
             items.len(),
         ));
@@ -118,6 +144,7 @@ fn parse_schedule(v: &Value) -> Result<Vec<Duration>, RuleError> {
 fn parse_gap(v: &Value) -> Result<Duration, RuleError> {
     let rule = || {
         RuleError::new(
+            Code::OptionsValueInvalid,
             "options.retry_schedule intervals must be seconds or durations like \"500ms\", \"30s\", \"5m\", \"2h\", from 1ms to 7 days",
             v,
         )

@@ -4,6 +4,7 @@
 //! bytes as they are (other products let their customers choose such
 //! secrets). Error messages never show a secret.
 
+use crate::codes::Code;
 use crate::error::RuleError;
 use crate::headers::SignatureStyle;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
@@ -29,17 +30,23 @@ pub fn encode(random: &[u8; GENERATED_BYTES]) -> String {
     format!("{PREFIX}{}", STANDARD.encode(random))
 }
 
+/// A secret that breaks a rule: about the field `secret`; `shown` never
+/// holds the secret.
+fn invalid(rule: impl Into<String>, shown: String) -> RuleError {
+    RuleError::new(Code::SecretInvalid, rule, shown).in_field("secret")
+}
+
 /// The HMAC key of a secret: the bytes behind `whsec_`.
 pub fn key(secret: &str) -> Result<Vec<u8>, RuleError> {
     let hidden = || format!("(secret hidden, {} characters)", secret.len());
     let Some(b64) = secret.strip_prefix(PREFIX) else {
-        return Err(RuleError::new("secret must start with whsec_", hidden()));
+        return Err(invalid("secret must start with whsec_", hidden()));
     };
     let bytes = LENIENT
         .decode(b64)
-        .map_err(|_| RuleError::new("secret must be whsec_ followed by base64", hidden()))?;
+        .map_err(|_| invalid("secret must be whsec_ followed by base64", hidden()))?;
     if !(MIN_BYTES..=MAX_BYTES).contains(&bytes.len()) {
-        return Err(RuleError::new(
+        return Err(invalid(
             format!("secret must encode {MIN_BYTES} to {MAX_BYTES} bytes"),
             format!("(secret hidden, {} bytes)", bytes.len()),
         ));
@@ -61,10 +68,10 @@ pub fn validate_for(style: SignatureStyle, secret: &str) -> Result<(), RuleError
     }
     let hidden = || format!("(secret hidden, {} characters)", secret.chars().count());
     if !secret.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-        return Err(RuleError::new("secret must be printable ASCII", hidden()));
+        return Err(invalid("secret must be printable ASCII", hidden()));
     }
     if !(OWN_MIN_CHARS..=OWN_MAX_CHARS).contains(&secret.len()) {
-        return Err(RuleError::new(
+        return Err(invalid(
             format!("secret must be {OWN_MIN_CHARS} to {OWN_MAX_CHARS} characters"),
             hidden(),
         ));

@@ -4,6 +4,7 @@
 //! so `https://2130706433/` and `https://0x7f.1/` are seen as the 127.0.0.1
 //! they really are before the host is checked.
 
+use crate::codes::Code;
 use crate::error::RuleError;
 use crate::ip;
 use url::{Host, Url};
@@ -22,63 +23,92 @@ pub const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
 /// it admits `http` and private, loopback and dot-less hosts. Credentials,
 /// fragments and over-long URLs are refused either way.
 pub fn validate(input: &str, allow_insecure: bool) -> Result<Url, RuleError> {
+    check(input, allow_insecure).map_err(|e| e.in_field("url"))
+}
+
+fn check(input: &str, allow_insecure: bool) -> Result<Url, RuleError> {
     // Every message shows the URL without its user info: a password in a
     // refused URL must reach neither the caller's error nor any log.
     let shown = without_userinfo(input);
-    let fail = |rule: &str| RuleError::new(rule, &shown);
+    let fail = |code: Code, rule: &str| RuleError::new(code, rule, &shown);
     if input.len() > MAX_URL_LEN {
         return Err(RuleError::new(
+            Code::UrlTooLong,
             format!("webhook URL must be at most {MAX_URL_LEN} bytes"),
             format!("{}... ({} bytes)", truncate(&shown, 64), input.len()),
         ));
     }
-    let url = Url::parse(input)
-        .map_err(|e| fail(&format!("webhook URL must be a valid absolute URL ({e})")))?;
+    let url = Url::parse(input).map_err(|e| {
+        fail(
+            Code::UrlInvalid,
+            &format!("webhook URL must be a valid absolute URL ({e})"),
+        )
+    })?;
     match url.scheme() {
         "https" => {}
         "http" if allow_insecure => {}
-        _ if allow_insecure => return Err(fail("webhook URL must use http or https")),
-        _ => return Err(fail("webhook URL must use https")),
+        _ if allow_insecure => {
+            return Err(fail(
+                Code::UrlNotHttps,
+                "webhook URL must use http or https",
+            ))
+        }
+        _ => return Err(fail(Code::UrlNotHttps, "webhook URL must use https")),
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(fail("webhook URL must not contain a user name or password"));
+        return Err(fail(
+            Code::UrlHasCredentials,
+            "webhook URL must not contain a user name or password",
+        ));
     }
     if url.fragment().is_some() {
-        return Err(fail("webhook URL must not contain a fragment"));
+        return Err(fail(
+            Code::UrlHasFragment,
+            "webhook URL must not contain a fragment",
+        ));
     }
     // `port()` is None for the scheme's default (443, or 80 for http).
     match url.port() {
-        Some(0) => return Err(fail("webhook URL port must be between 1 and 65535")),
+        Some(0) => {
+            return Err(fail(
+                Code::UrlPortNotAllowed,
+                "webhook URL port must be between 1 and 65535",
+            ))
+        }
         Some(p) if p < FIRST_UNPRIVILEGED_PORT && p != 443 && !(allow_insecure && p == 80) => {
-            return Err(fail(if allow_insecure {
-                "webhook URL port must be 80, 443 or 1024 and above"
-            } else {
-                "webhook URL port must be 443 or 1024 and above"
-            }))
+            return Err(fail(
+                Code::UrlPortNotAllowed,
+                if allow_insecure {
+                    "webhook URL port must be 80, 443 or 1024 and above"
+                } else {
+                    "webhook URL port must be 443 or 1024 and above"
+                },
+            ))
         }
         _ => {}
     }
     if url.as_str().len() > MAX_URL_LEN {
         return Err(RuleError::new(
+            Code::UrlTooLong,
             format!("webhook URL must be at most {MAX_URL_LEN} bytes once normalized"),
             truncate(&shown, 64),
         ));
     }
     match url.host() {
-        None => return Err(fail("webhook URL must have a host")),
+        None => return Err(fail(Code::UrlInvalid, "webhook URL must have a host")),
         Some(Host::Domain(name)) => {
             if !allow_insecure {
-                check_name(name).map_err(&fail)?;
+                check_name(name).map_err(|rule| fail(Code::UrlHostNotPublic, rule))?;
             }
         }
         Some(Host::Ipv4(addr)) => {
             if !allow_insecure {
-                check_ip(addr.into()).map_err(|rule| fail(&rule))?;
+                check_ip(addr.into()).map_err(|rule| fail(Code::UrlHostNotPublic, &rule))?;
             }
         }
         Some(Host::Ipv6(addr)) => {
             if !allow_insecure {
-                check_ip(addr.into()).map_err(|rule| fail(&rule))?;
+                check_ip(addr.into()).map_err(|rule| fail(Code::UrlHostNotPublic, &rule))?;
             }
         }
     }

@@ -10,6 +10,7 @@ pub fn headers(job: &Claimed, unix: i64, body: &[u8]) -> Result<Vec<(String, Str
     let endpoint = &job.endpoint;
     if endpoint.secrets.is_empty() {
         return Err(RuleError::new(
+            postbox_rules::Code::SecretMissing,
             "endpoint has no valid signing secret",
             job.endpoint_id,
         ));

@@ -92,10 +92,13 @@ async fn read(
             "SELECT {COLUMNS} FROM postbox.api_key_list WHERE tenant = $1 AND id = $2"
         ))
         .await?;
-    let row = db
-        .query_opt(&st, &[&tenant, &id])
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("postbox: no api key has this id: {id}")))?;
+    let row = db.query_opt(&st, &[&tenant, &id]).await?.ok_or_else(|| {
+        ApiError::rule(
+            postbox_rules::Code::ApiKeyNotFound,
+            Some("id"),
+            format!("postbox: no api key has this id: {id}"),
+        )
+    })?;
     Ok(key(&row))
 }
 
