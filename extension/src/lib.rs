@@ -14,7 +14,7 @@
 //! - `owner.rs`: the one privileged step, their write as the owner.
 //! - `rowjson.rs`: rows as JSON text, as `row_to_json` writes them, but fast;
 //!   and the jsonb check of rows holding `json`.
-//! - `sql/endpoints.sql`, `emit.sql`, `delivery.sql`, `retention.sql`,
+//! - `sql/endpoints.sql`, `emit.sql`, `delivery.sql`, `queue.sql`, `retention.sql`,
 //!   `keys.sql`, `portal.sql`, `views.sql`: the SQL API by concept, each
 //!   object with its comment and grants, in that order (see below).
 //! - `sql/native.sql`: comments and grants of the Rust functions (runs last).
@@ -56,7 +56,8 @@ extension_sql_file!(
 );
 extension_sql_file!("../../sql/emit.sql", name = "emit", requires = ["endpoints"]);
 extension_sql_file!("../../sql/delivery.sql", name = "delivery", requires = ["emit"]);
-extension_sql_file!("../../sql/retention.sql", name = "retention", requires = ["delivery"]);
+extension_sql_file!("../../sql/queue.sql", name = "queue", requires = ["delivery"]);
+extension_sql_file!("../../sql/retention.sql", name = "retention", requires = ["queue"]);
 extension_sql_file!("../../sql/keys.sql", name = "keys", requires = ["retention"]);
 extension_sql_file!("../../sql/portal.sql", name = "portal", requires = ["keys"]);
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["portal"]);

@@ -4,7 +4,8 @@
 //!
 //! Delivery tasks send an [`Outcome`] down a channel; [`run_acker`] takes
 //! whatever has arrived (up to [`MAX_BATCH`]) and writes it with
-//! [`write_batch`], one statement per step. A batch that cannot be written
+//! [`write_batch`]: one call of `postbox.acknowledge` (sql/queue.sql), with
+//! the policy (verdicts, health per endpoint) decided here. A batch that cannot be written
 //! is retried with backoff, then dropped: the leases run out and the
 //! deliveries are attempted again (at least once).
 
@@ -12,7 +13,7 @@ use crate::backoff::Backoff;
 use crate::deliver::Attempt;
 use crate::metrics::Metrics;
 use crate::retry;
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -186,33 +187,15 @@ pub struct Disabled {
     pub reason: String,
 }
 
-/// Writes one batch in one transaction; returns the endpoints it disabled.
+/// Writes one batch in one call of `postbox.acknowledge` (sql/queue.sql),
+/// one transaction: the attempt log, the deliveries' new state, endpoint
+/// health and automatic disabling. Returns the endpoints it disabled.
 async fn write_batch(
     pool: &Pool,
     batch: &[Outcome],
     policy: DisablePolicy,
 ) -> Result<Vec<Disabled>, AckError> {
-    let mut db = pool.get().await?;
-    let tx = db.transaction().await?;
-    log_attempts(&tx, batch).await?;
-    delete_succeeded(&tx, batch).await?;
-    update_the_rest(&tx, batch).await?;
-    let health = health(batch);
-    let mut disabled = Vec::new();
-    if !health.is_empty() {
-        let ids: Vec<Uuid> = health.keys().copied().collect();
-        update_health(&tx, &ids, &health).await?;
-        disabled = disable(&tx, &ids, &gone(batch), policy).await?;
-        for d in &disabled {
-            cancel_pending(&tx, d).await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(disabled)
-}
-
-/// 1. The attempt log: one row per attempt.
-async fn log_attempts(tx: &Transaction<'_>, batch: &[Outcome]) -> Result<(), AckError> {
+    let db = pool.get().await?;
     let ids: Vec<i64> = batch.iter().map(|o| o.delivery_id).collect();
     let tenants: Vec<&str> = batch.iter().map(|o| o.tenant.as_str()).collect();
     let endpoints: Vec<Uuid> = batch.iter().map(|o| o.endpoint_id).collect();
@@ -233,95 +216,83 @@ async fn log_attempts(tx: &Transaction<'_>, batch: &[Outcome]) -> Result<(), Ack
     let tests: Vec<bool> = batch.iter().map(|o| o.is_test).collect();
     let queued: Vec<SystemTime> = batch.iter().map(|o| o.queued_at).collect();
     let headers: Vec<Option<&str>> = batch.iter().map(|o| o.request_headers.as_deref()).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at,
-                 duration_ms, status_code, response_excerpt, error, outcome, is_test, queued_at, request_headers)
-             SELECT d, t, e, v, a, s, du, c, x, er, o, it, q, h::jsonb
-               FROM unnest($1::int8[], $2::text[], $3::uuid[], $4::uuid[], $5::int4[], $6::timestamptz[],
-                           $7::int4[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::bool[],
-                           $13::timestamptz[], $14::text[]) AS u(d, t, e, v, a, s, du, c, x, er, o, it, q, h)",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &ids, &tenants, &endpoints, &events, &attempts, &started, &durations, &codes,
-            &excerpts, &errors, &outcomes, &tests, &queued, &headers,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// 2. Succeeded deliveries leave the outbox; their record is the log.
-async fn delete_succeeded(tx: &Transaction<'_>, batch: &[Outcome]) -> Result<(), AckError> {
-    let done: Vec<i64> = batch
-        .iter()
-        .filter(|o| o.verdict == Verdict::Succeeded)
-        .map(|o| o.delivery_id)
-        .collect();
-    if done.is_empty() {
-        return Ok(());
-    }
-    let stmt = tx
-        .prepare_cached("DELETE FROM postbox.outbox WHERE id = ANY($1)")
-        .await?;
-    tx.execute(&stmt, &[&done]).await?;
-    Ok(())
-}
-
-/// 3. The rest: scheduled again, or finished as failed. A delivery
-///    cancelled meanwhile (endpoint deleted or disabled) stays cancelled.
-async fn update_the_rest(tx: &Transaction<'_>, batch: &[Outcome]) -> Result<(), AckError> {
-    let rest: Vec<&Outcome> = batch
-        .iter()
-        .filter(|o| o.verdict != Verdict::Succeeded)
-        .collect();
-    if rest.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<i64> = rest.iter().map(|o| o.delivery_id).collect();
-    let attempts: Vec<i32> = rest.iter().map(|o| o.attempt).collect();
-    let status: Vec<&str> = rest.iter().map(|o| status_after(o.verdict)).collect();
-    let next: Vec<Option<SystemTime>> = rest
+    let statuses: Vec<Option<&str>> = batch.iter().map(|o| status_after(o.verdict)).collect();
+    let next: Vec<Option<SystemTime>> = batch
         .iter()
         .map(|o| match o.verdict {
             Verdict::Retry(t) => Some(t),
             _ => None,
         })
         .collect();
-    let at: Vec<SystemTime> = rest.iter().map(|o| o.result.started_at).collect();
-    let codes: Vec<Option<i32>> = rest
-        .iter()
-        .map(|o| o.result.status.map(i32::from))
-        .collect();
-    let errors: Vec<Option<&str>> = rest.iter().map(|o| o.result.error.as_deref()).collect();
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE postbox.outbox o
-                SET attempts = u.attempts, status = u.status,
-                    next_attempt_at = coalesce(u.next_at, o.next_attempt_at),
-                    lease_until = NULL, leased_by = NULL, last_attempt_at = u.at,
-                    last_status_code = u.code, last_error = u.err
-               FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[], $7::text[])
-                    AS u(id, attempts, status, next_at, at, code, err)
-              WHERE o.id = u.id AND o.status = 'pending'",
+    let health = health(batch);
+    let h_ids: Vec<Uuid> = health.keys().copied().collect();
+    let hs: Vec<&Health> = h_ids.iter().map(|id| &health[id]).collect();
+    let reset: Vec<bool> = hs.iter().map(|h| h.reset).collect();
+    let streak: Vec<i32> = hs.iter().map(|h| h.streak).collect();
+    let first_fail: Vec<Option<SystemTime>> = hs.iter().map(|h| h.first_fail).collect();
+    let last_at: Vec<Option<SystemTime>> = hs.iter().map(|h| h.last_at).collect();
+    let last_ok: Vec<Option<SystemTime>> = hs.iter().map(|h| h.last_ok).collect();
+    let last_err: Vec<Option<&str>> = hs.iter().map(|h| h.last_err.as_deref()).collect();
+    let stmt = db.prepare_cached(ACKNOWLEDGE).await?;
+    let rows = db
+        .query(
+            &stmt,
+            &[
+                &ids,
+                &tenants,
+                &endpoints,
+                &events,
+                &attempts,
+                &started,
+                &durations,
+                &codes,
+                &excerpts,
+                &errors,
+                &outcomes,
+                &tests,
+                &queued,
+                &headers,
+                &statuses,
+                &next,
+                &h_ids,
+                &reset,
+                &streak,
+                &first_fail,
+                &last_at,
+                &last_ok,
+                &last_err,
+                &gone(batch),
+                &(policy.after_failures as i32),
+                &policy.after.as_secs_f64(),
+            ],
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[&ids, &attempts, &status, &next, &at, &codes, &errors],
-    )
-    .await?;
-    Ok(())
+    Ok(rows
+        .iter()
+        .map(|r| Disabled {
+            endpoint_id: r.get(0),
+            reason: r.get(1),
+        })
+        .collect())
 }
 
-/// The outbox status a delivery that did not succeed is left in.
-fn status_after(verdict: Verdict) -> &'static str {
+/// The acknowledgement (sql/queue.sql), its arguments by name.
+const ACKNOWLEDGE: &str = "SELECT * FROM postbox.acknowledge(
+    ids => $1, tenants => $2, endpoint_ids => $3, event_ids => $4, attempts => $5,
+    started_at => $6, durations_ms => $7, status_codes => $8, excerpts => $9, errors => $10,
+    outcomes => $11, is_tests => $12, queued_at => $13, request_headers => $14,
+    statuses => $15, next_at => $16,
+    h_ids => $17, h_reset => $18, h_streak => $19, h_first_fail => $20, h_last_at => $21,
+    h_last_ok => $22, h_last_err => $23,
+    gone => $24, disable_after_failures => $25, disable_after_seconds => $26)";
+
+/// The outbox status an attempt leaves its delivery in; `None`: it
+/// succeeded, and leaves the outbox (its record is the attempt log).
+fn status_after(verdict: Verdict) -> Option<&'static str> {
     match verdict {
-        Verdict::Retry(_) => "pending",
-        _ => "failed",
+        Verdict::Succeeded => None,
+        Verdict::Retry(_) => Some("pending"),
+        _ => Some("failed"),
     }
 }
 
@@ -365,110 +336,6 @@ fn gone(batch: &[Outcome]) -> Vec<Uuid> {
         .filter(|o| o.verdict == Verdict::Gone && !o.is_test)
         .map(|o| o.endpoint_id)
         .collect()
-}
-
-/// 4. Endpoint health: the streak, when it began, the last attempt, success and error.
-async fn update_health(
-    tx: &Transaction<'_>,
-    ids: &[Uuid],
-    health: &HashMap<Uuid, Health>,
-) -> Result<(), AckError> {
-    let hs: Vec<&Health> = ids.iter().map(|id| &health[id]).collect();
-    let reset: Vec<bool> = hs.iter().map(|h| h.reset).collect();
-    let streak: Vec<i32> = hs.iter().map(|h| h.streak).collect();
-    let first_fail: Vec<Option<SystemTime>> = hs.iter().map(|h| h.first_fail).collect();
-    let last_at: Vec<Option<SystemTime>> = hs.iter().map(|h| h.last_at).collect();
-    let last_ok: Vec<Option<SystemTime>> = hs.iter().map(|h| h.last_ok).collect();
-    let last_err: Vec<Option<&str>> = hs.iter().map(|h| h.last_err.as_deref()).collect();
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE postbox.endpoints e
-                SET consecutive_failures = CASE WHEN h.reset THEN h.streak ELSE e.consecutive_failures + h.streak END,
-                    failing_since = CASE WHEN h.streak = 0 THEN NULL
-                                         WHEN h.reset THEN h.first_fail
-                                         ELSE coalesce(e.failing_since, h.first_fail) END,
-                    last_attempt_at = greatest(e.last_attempt_at, h.last_at),
-                    last_success_at = coalesce(h.last_ok, e.last_success_at),
-                    last_error = coalesce(h.last_err, e.last_error)
-               FROM unnest($1::uuid[], $2::bool[], $3::int4[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::text[])
-                    AS h(id, reset, streak, first_fail, last_at, last_ok, last_err)
-              WHERE e.id = h.id",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &ids,
-            &reset,
-            &streak,
-            &first_fail,
-            &last_at,
-            &last_ok,
-            &last_err,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// 5. Disable: at once on 410, or when the streak is long enough in both
-///    count and age. Their pending deliveries are cancelled by
-///    [`cancel_pending`], run only when one was disabled: as one statement
-///    with the cancellation in a CTE, the generic plan scanned the whole
-///    outbox on every acknowledgement batch.
-async fn disable(
-    tx: &Transaction<'_>,
-    ids: &[Uuid],
-    gone: &[Uuid],
-    policy: DisablePolicy,
-) -> Result<Vec<Disabled>, AckError> {
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE postbox.endpoints e
-                SET disabled_at = now(), updated_at = now(),
-                    disabled_reason = CASE WHEN e.id = ANY($2)
-                        THEN 'the endpoint answered 410 Gone'
-                        ELSE format('%s consecutive failed attempts since %s', e.consecutive_failures,
-                                    to_char(e.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC')) END
-              WHERE e.id = ANY($1) AND e.disabled_at IS NULL
-                AND (e.id = ANY($2)
-                     OR (e.consecutive_failures >= $3 AND e.failing_since <= now() - make_interval(secs => $4)))
-             RETURNING e.id, e.disabled_reason",
-        )
-        .await?;
-    let rows = tx
-        .query(
-            &stmt,
-            &[
-                &ids,
-                &gone,
-                &(policy.after_failures as i32),
-                &policy.after.as_secs_f64(),
-            ],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Disabled {
-            endpoint_id: r.get(0),
-            reason: r.get(1),
-        })
-        .collect())
-}
-
-/// 6. A disabled endpoint's pending deliveries are cancelled (test sends
-///    stay). One endpoint at a time (disabling is rare): `endpoint_id = $1`
-///    keeps even the generic plan on the endpoint's index range.
-async fn cancel_pending(tx: &Transaction<'_>, d: &Disabled) -> Result<(), AckError> {
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE postbox.outbox
-                SET status = 'cancelled', lease_until = NULL, last_error = 'endpoint disabled: ' || $2
-              WHERE endpoint_id = $1 AND status = 'pending' AND NOT is_test",
-        )
-        .await?;
-    tx.execute(&stmt, &[&d.endpoint_id, &d.reason]).await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -618,9 +485,14 @@ mod tests {
             [Uuid::from_u128(4)],
             "a test's 410 disables nothing"
         );
-        assert_eq!(status_after(retry), "pending");
-        assert_eq!(status_after(Verdict::Failed), "failed");
-        assert_eq!(status_after(Verdict::Gone), "failed");
+        assert_eq!(status_after(retry), Some("pending"));
+        assert_eq!(status_after(Verdict::Failed), Some("failed"));
+        assert_eq!(status_after(Verdict::Gone), Some("failed"));
+        assert_eq!(
+            status_after(Verdict::Succeeded),
+            None,
+            "it leaves the outbox"
+        );
     }
 
     #[tokio::test]

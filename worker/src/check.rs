@@ -20,25 +20,27 @@ pub enum Finding {
 /// How long connecting may take before it counts as a problem.
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
 
-/// What the worker's statements need (the extension grants all of it to
-/// `postbox_worker`): (what, the check in SQL). Several privileges are
-/// checked one by one: `has_table_privilege` with a list is true when any
-/// one of them is held.
-const PRIVILEGES: &[(&str, &str)] = &[
-    ("EXECUTE on postbox.expand_events(integer)", "has_function_privilege('postbox.expand_events(integer)', 'EXECUTE')"),
-    ("EXECUTE on postbox.purge(integer)", "has_function_privilege('postbox.purge(integer)', 'EXECUTE')"),
-    ("EXECUTE on postbox.worker_heartbeat(text, uuid, interval)", "has_function_privilege('postbox.worker_heartbeat(text, uuid, interval)', 'EXECUTE')"),
-    ("EXECUTE on postbox.worker_stopped(text, uuid)", "has_function_privilege('postbox.worker_stopped(text, uuid)', 'EXECUTE')"),
-    ("SELECT, UPDATE, DELETE on postbox.outbox", "has_table_privilege('postbox.outbox', 'SELECT') AND has_table_privilege('postbox.outbox', 'UPDATE') AND has_table_privilege('postbox.outbox', 'DELETE')"),
-    ("SELECT on postbox.events", "has_table_privilege('postbox.events', 'SELECT')"),
-    ("SELECT on postbox.emitted", "has_table_privilege('postbox.emitted', 'SELECT')"),
-    ("SELECT on postbox.endpoints", "has_table_privilege('postbox.endpoints', 'SELECT')"),
-    ("SELECT on postbox.endpoint_secrets", "has_table_privilege('postbox.endpoint_secrets', 'SELECT')"),
-    ("INSERT on postbox.attempt_log", "has_table_privilege('postbox.attempt_log', 'INSERT')"),
-    ("UPDATE of postbox.endpoints' health columns", "has_column_privilege('postbox.endpoints', 'consecutive_failures', 'UPDATE') AND has_column_privilege('postbox.endpoints', 'disabled_at', 'UPDATE')"),
-    ("SELECT, INSERT, UPDATE on postbox.wakeup", "has_table_privilege('postbox.wakeup', 'SELECT') AND has_table_privilege('postbox.wakeup', 'INSERT') AND has_table_privilege('postbox.wakeup', 'UPDATE')"),
-    ("SELECT, INSERT, UPDATE, DELETE on postbox.workers", "has_table_privilege('postbox.workers', 'SELECT') AND has_table_privilege('postbox.workers', 'INSERT') AND has_table_privilege('postbox.workers', 'UPDATE') AND has_table_privilege('postbox.workers', 'DELETE')"),
-];
+/// What the worker needs is what the extension grants `postbox_worker`,
+/// read from the catalog (one list: the GRANTs beside each object in
+/// sql/), and checked for the connecting role: one row per privilege,
+/// (what, held).
+const PRIVILEGES: &str = "
+SELECT x.what, x.held FROM (
+    SELECT format('%s on %s', a.privilege_type, c.oid::regclass) AS what,
+           has_table_privilege(c.oid, a.privilege_type) AS held
+      FROM pg_catalog.pg_class c, aclexplode(c.relacl) a
+     WHERE c.relnamespace = 'postbox'::regnamespace AND a.grantee = 'postbox_worker'::regrole
+    UNION ALL
+    SELECT format('%s of %s.%s', a.privilege_type, c.oid::regclass, t.attname),
+           has_column_privilege(c.oid, t.attnum, a.privilege_type)
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_attribute t ON t.attrelid = c.oid AND t.attnum > 0, aclexplode(t.attacl) a
+     WHERE c.relnamespace = 'postbox'::regnamespace AND a.grantee = 'postbox_worker'::regrole
+    UNION ALL
+    SELECT format('EXECUTE on %s', p.oid::regprocedure), has_function_privilege(p.oid, 'EXECUTE')
+      FROM pg_catalog.pg_proc p, aclexplode(p.proacl) a
+     WHERE p.pronamespace = 'postbox'::regnamespace AND a.grantee = 'postbox_worker'::regrole
+) x ORDER BY x.what";
 
 /// Runs every check it can; later ones are skipped when an earlier one they
 /// need failed (no connection, no extension).
@@ -102,17 +104,17 @@ pub async fn check(config: &Config) -> Vec<Finding> {
         // Not installed, or no answer: the privileges below cannot be checked.
         Err(e) => return push(out, Finding::Problem(e.to_string())),
     }
-    let mut missing = Vec::new();
-    for (what, sql) in PRIVILEGES {
-        match db.query_one(&format!("SELECT {sql}"), &[]).await {
-            Ok(r) if r.get::<_, bool>(0) => {}
-            Ok(_) => missing.push(*what),
-            Err(e) => {
-                tracing::debug!(error = %pg_message(&e), "privilege check");
-                missing.push(*what);
-            }
+    let missing: Vec<String> = match db.query(PRIVILEGES, &[]).await {
+        Ok(rows) if rows.is_empty() => {
+            vec!["every grant to postbox_worker (the extension's install is incomplete)".into()]
         }
-    }
+        Ok(rows) => rows
+            .iter()
+            .filter(|r| !r.get::<_, bool>(1))
+            .map(|r| r.get::<_, String>(0))
+            .collect(),
+        Err(e) => vec![format!("the privilege check itself: {}", pg_message(&e))],
+    };
     if missing.is_empty() {
         out.push(Finding::Ok(
             "privileges: everything the worker's statements need".into(),

@@ -4,15 +4,10 @@
 //! delivery is ([`Claimed`]) and its endpoint's settings; its request body
 //! is [`crate::body`]'s.
 //!
-//! "Due" is spelled once, in `due!`: pending, its time come, and not
-//! leased (or its lease run out). The claim and the metrics use it;
-//! [`NEXT_DUE`] uses the same rule without the time (`claimable!`).
-//!
-//! Every statement here runs as a generic plan (the worker forces those), so
-//! each is shaped to reach rows through indexes whatever the parameters: the
-//! endpoints with work come from the due index, never from a scan of all
-//! endpoints. Rooms and limits come from the worker as arrays; the SQL reads
-//! no endpoint options.
+//! The statements are the extension's functions (sql/queue.sql:
+//! `postbox.claim`, `claimed_endpoints`, `release_claims`, `release_lost`,
+//! `next_due`), so they can be read, run and EXPLAINed as written; this
+//! module passes the worker's figures (rooms, limits) and reads the rows.
 
 use crate::body::Envelope;
 use crate::schedule::Rooms;
@@ -104,180 +99,14 @@ pub const EXPAND_ROUNDS: usize = 10;
 
 pub const EXPAND: &str = "SELECT postbox.expand_events($1)";
 
-/// Not leased, or its lease has run out (a crashed worker's claim). `$t` is
-/// the outbox's alias.
-macro_rules! unleased {
-    ($t:literal) => {
-        concat!(
-            "(",
-            $t,
-            ".lease_until IS NULL OR ",
-            $t,
-            ".lease_until < now())"
-        )
-    };
-}
-pub(crate) use unleased;
+/// The claim (sql/queue.sql), its arguments by name.
+pub const CLAIM: &str = "SELECT * FROM postbox.claim(worker_id => $1, max_rows => $2,
+    endpoint_ids => $3, endpoint_rooms => $4, endpoint_room => $5,
+    tenants => $6, tenant_rooms => $7, tenant_room => $8,
+    lease_seconds => $9, max_bytes => $10)";
 
-/// Claimable at some time: pending and `unleased!`. [`NEXT_DUE`] uses it.
-macro_rules! claimable {
-    ($t:literal) => {
-        concat!($t, ".status = 'pending' AND ", $crate::claim::unleased!($t))
-    };
-}
-
-/// An endpoint that gets deliveries: enabled by its admin, not suspended by
-/// its tenant's plan (limit 0), not disabled for failing. Written once for the
-/// claim and [`NEXT_DUE`]; test sends take the endpoints this leaves out,
-/// except suspended ones.
-macro_rules! sending {
-    ($t:literal) => {
-        concat!(
-            $t,
-            ".enabled AND NOT ",
-            $t,
-            ".suspended AND ",
-            $t,
-            ".disabled_at IS NULL"
-        )
-    };
-}
-
-/// Due: claimable, and its time has come. The one definition the claim and
-/// the metrics use.
-macro_rules! due {
-    ($t:literal) => {
-        concat!(
-            $t,
-            ".status = 'pending' AND ",
-            $t,
-            ".next_attempt_at <= now() AND ",
-            $crate::claim::unleased!($t)
-        )
-    };
-}
-pub(crate) use due;
-
-/// Endpoints with pending rows, one probe of `outbox_due` each (a loose index
-/// scan): the cost follows the endpoints that have work, not every endpoint
-/// there is (200,000 idle endpoints made a scan of them all cost 0.5 s). The
-/// last row is NULL; joins on it find nothing.
-macro_rules! due_endpoints {
-    () => {
-        "due(endpoint_id) AS (
-    (SELECT o.endpoint_id FROM postbox.outbox o WHERE o.status = 'pending'
-      ORDER BY o.endpoint_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT o.endpoint_id FROM postbox.outbox o
-             WHERE o.status = 'pending' AND o.endpoint_id > d.endpoint_id
-             ORDER BY o.endpoint_id LIMIT 1)
-      FROM due d WHERE d.endpoint_id IS NOT NULL
-)"
-    };
-}
-pub(crate) use due_endpoints;
-
-/// Test sends to paused or disabled endpoints per claim (the claim's second
-/// branch): they are rare and attempted once, and this keeps a flood of them
-/// from filling a claim meant for routable endpoints. [`TESTS_PER_CLAIM`].
-macro_rules! tests_per_claim {
-    () => {
-        "16"
-    };
-}
-/// See `tests_per_claim!`, which the SQL text needs as a literal.
-pub const TESTS_PER_CLAIM: usize = 16;
-
-// Fair claim: each routable endpoint with pending rows, in random order,
-// offers at most its room (computed by the worker: its in-flight limit minus
-// what this worker holds, within its rate limit; $5 for endpoints the worker
-// has no figure for), and all of a tenant's endpoints together at most the
-// tenant's room ($8 unless listed). A running sum over the events' sizes
-// stops the claim at $10 bytes (the first row goes whatever its size, so a
-// large payload still goes out). Only then are rows leased, so rows cut by a
-// cap are never leased. A second branch takes
-// test sends to endpoints that are paused or disabled.
-pub const CLAIM: &str = concat!(
-    "WITH RECURSIVE ",
-    due_endpoints!(),
-    ", eps AS (
-    SELECT e.id, e.tenant,
-           least(coalesce(r.room, $5::int4), coalesce(t.room, $8::int4)) AS room,
-           coalesce(t.room, $8::int4) AS tenant_room,
-           random() AS r
-      FROM due d
-     CROSS JOIN LATERAL (SELECT e.id, e.tenant FROM postbox.endpoints e
-                          WHERE e.id = d.endpoint_id AND ",
-    sending!("e"),
-    "
-                         OFFSET 0) e
-      LEFT JOIN unnest($3::uuid[], $4::int4[]) AS r(endpoint_id, room) ON r.endpoint_id = e.id
-      LEFT JOIN unnest($6::text[], $7::int4[]) AS t(tenant, room) ON t.tenant = e.tenant
-), fair AS (
-    SELECT d.id, d.event_id, d.next_attempt_at, o.tenant, o.tenant_room, o.r
-      FROM (SELECT * FROM eps WHERE eps.room > 0 ORDER BY eps.r) o
-     CROSS JOIN LATERAL (
-           SELECT d.id, d.event_id, d.next_attempt_at FROM postbox.outbox d
-            WHERE d.endpoint_id = o.id AND ",
-    due!("d"),
-    "
-            ORDER BY d.next_attempt_at
-            LIMIT o.room
-              FOR UPDATE SKIP LOCKED) d
-     LIMIT $2
-), capped AS (
-    SELECT f.id, f.event_id, f.r, f.next_attempt_at
-      FROM (SELECT f.*, row_number() OVER (PARTITION BY f.tenant ORDER BY f.r, f.next_attempt_at) AS n
-              FROM fair f) f
-     WHERE f.n <= f.tenant_room
-), tests AS (
-    SELECT d.id, d.event_id, 2.0::float8 AS r, d.next_attempt_at FROM postbox.outbox d
-     WHERE d.is_test AND ",
-    due!("d"),
-    "
-       AND EXISTS (SELECT FROM postbox.endpoints e
-                    WHERE e.id = d.endpoint_id AND NOT e.suspended AND NOT (",
-    sending!("e"),
-    "))
-     ORDER BY d.next_attempt_at
-     LIMIT ",
-    tests_per_claim!(),
-    "
-       FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT s.id, s.event_type, s.created_at, s.data
-      FROM (SELECT p.id, v.event_type, v.created_at, v.data,
-                   octet_length(v.data) AS size,
-                   sum(octet_length(v.data)) OVER (ORDER BY p.r, p.next_attempt_at, p.id
-                                                   ROWS UNBOUNDED PRECEDING) AS upto
-              FROM (SELECT * FROM capped UNION ALL SELECT * FROM tests) p
-             -- Events fetched per row, by primary key (the generic plan cannot
-             -- scan the table); the text is made once and returned as is.
-             CROSS JOIN LATERAL (SELECT v.event_type, v.created_at, v.data::text AS data
-                                   FROM postbox.events v WHERE v.id = p.event_id OFFSET 0) v) s
-     WHERE s.upto <= $10 OR s.upto = s.size
-), claimed AS (
-    -- Ids as an array, for the primary key (see `picked`).
-    UPDATE postbox.outbox o
-       SET lease_until = now() + make_interval(secs => $9::float8), leased_by = $1
-     WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.created_at,
-              o.lease_until
-)
-SELECT c.id, c.tenant, c.endpoint_id, c.event_id, c.attempts, c.is_test, c.created_at,
-       p.event_type, p.created_at, p.data, c.lease_until
-  FROM claimed c JOIN picked p ON p.id = c.id"
-);
-
-// Endpoint settings and valid secrets, once per endpoint of a claim batch.
-pub const ENDPOINTS: &str = "
-SELECT e.id, e.url, e.headers::text, e.signature_style, e.signature_header, e.options::text,
-       ARRAY(SELECT s.secret FROM postbox.endpoint_secrets s
-              WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
-              ORDER BY s.created_at DESC),
-       e.envelope
-  FROM postbox.endpoints e
- WHERE e.id = ANY($1)";
+/// Endpoint settings and valid secrets, once per endpoint of a claim batch.
+pub const ENDPOINTS: &str = "SELECT * FROM postbox.claimed_endpoints($1)";
 
 /// An int4 parameter: rooms never come near i32::MAX, but never wrap.
 fn int4(n: u32) -> i32 {
@@ -418,13 +247,11 @@ pub async fn expand(db: &Client, max_events: usize) -> Result<usize, ClaimError>
 
 /// Gives claims back (shutdown): the next claim anywhere takes them at once.
 pub async fn release(db: &Client, ids: &[i64], worker_id: &str) -> Result<u64, ClaimError> {
-    Ok(db
-        .execute(
-            "UPDATE postbox.outbox SET lease_until = NULL, leased_by = NULL
-              WHERE id = ANY($1) AND leased_by = $2 AND status = 'pending'",
-            &[&ids, &worker_id],
-        )
-        .await?)
+    let n: i64 = db
+        .query_one("SELECT postbox.release_claims($1, $2)", &[&ids, &worker_id])
+        .await?
+        .get(0);
+    Ok(n as u64)
 }
 
 /// Gives back what this worker leased after `after` (its last batch's
@@ -437,36 +264,15 @@ pub async fn release_lost(
     worker_id: &str,
     after: Option<SystemTime>,
 ) -> Result<u64, ClaimError> {
-    Ok(db
-        .execute(
-            "UPDATE postbox.outbox SET lease_until = NULL, leased_by = NULL
-              WHERE leased_by = $1 AND status = 'pending'
-                AND lease_until > coalesce($2, '-infinity'::timestamptz)",
-            &[&worker_id, &after],
-        )
-        .await?)
+    let n: i64 = db
+        .query_one("SELECT postbox.release_lost($1, $2)", &[&worker_id, &after])
+        .await?
+        .get(0);
+    Ok(n as u64)
 }
 
-/// The earliest attempt time of a claimable row (see `claimable!`, the
-/// claim's rule: a row whose lease ran out counts) of a routable endpoint,
-/// except those in `$1` (endpoints) and `$2` (tenants).
-pub const NEXT_DUE: &str = concat!(
-    "WITH RECURSIVE ",
-    due_endpoints!(),
-    "
-SELECT min(x.n) FROM due d
- CROSS JOIN LATERAL (SELECT FROM postbox.endpoints e
-                      WHERE e.id = d.endpoint_id AND ",
-    sending!("e"),
-    "
-                        AND e.id <> ALL ($1::uuid[]) AND e.tenant <> ALL ($2::text[])
-                     OFFSET 0) e
- CROSS JOIN LATERAL (SELECT o.next_attempt_at AS n FROM postbox.outbox o
-                      WHERE o.endpoint_id = d.endpoint_id AND ",
-    claimable!("o"),
-    "
-                      ORDER BY o.next_attempt_at LIMIT 1) x"
-);
+/// When the next claimable delivery is due (sql/queue.sql: `next_due`).
+pub const NEXT_DUE: &str = "SELECT postbox.next_due($1, $2)";
 
 /// The earliest scheduled attempt of a routable endpoint, to sleep exactly
 /// until it. Endpoints and tenants this worker cannot start more for (at
@@ -550,19 +356,5 @@ pub(crate) mod tests {
             None,
             "none: nothing"
         );
-    }
-
-    #[test]
-    fn due_is_spelled_once() {
-        assert_eq!(
-            due!("d"),
-            "d.status = 'pending' AND d.next_attempt_at <= now() AND (d.lease_until IS NULL OR d.lease_until < now())"
-        );
-        // Both branches of the claim, the metrics' count and oldest row.
-        assert_eq!(CLAIM.matches(due!("d")).count(), 2);
-        assert_eq!(crate::metrics::REFRESH.matches(due!("o")).count(), 2);
-        // next_due: claimable rows (expired leases included), whatever their time.
-        assert!(NEXT_DUE.contains(claimable!("o")));
-        assert!(CLAIM.contains(&format!("LIMIT {TESTS_PER_CLAIM}\n")));
     }
 }

@@ -7,7 +7,7 @@
 //! plus [`LOOP_GRACE`]; 503 with the reason otherwise ([`Health`]).
 //!
 //! Every part of the worker records here; this module depends on none of
-//! them (the claim's `due!` rule aside, for the gauges' statement).
+//! them.
 //!
 //! The server is a minimal HTTP/1.1 responder: scrapes are rare and small,
 //! so it does not need a full HTTP stack.
@@ -267,30 +267,9 @@ impl Metrics {
     }
 }
 
-/// The gauges' statement ($1 = DUE_CAP). Both figures stay cheap with a
-/// large backlog: the count stops at DUE_CAP rows, and the oldest due row is
-/// found per endpoint with pending rows (from the due index, not every
-/// endpoint) at the head of its index range; the oldest emitted row is the
-/// first by id (UUIDv7, time-ordered), so a stuck expansion's backlog is
-/// not read whole every few seconds.
-pub const REFRESH: &str = concat!(
-    "WITH RECURSIVE ",
-    crate::claim::due_endpoints!(),
-    "
-                 SELECT (SELECT count(*) FROM (SELECT FROM postbox.outbox o
-                          WHERE ",
-    crate::claim::due!("o"),
-    " LIMIT $1) d)
-                      + (SELECT count(*) FROM (SELECT FROM postbox.emitted LIMIT $1) m),
-                        extract(epoch FROM now() - least(
-                          (SELECT min(x.n) FROM due e CROSS JOIN LATERAL (
-                              SELECT o.next_attempt_at AS n FROM postbox.outbox o
-                               WHERE o.endpoint_id = e.endpoint_id AND ",
-    crate::claim::due!("o"),
-    "
-                               ORDER BY o.next_attempt_at LIMIT 1) x),
-                          (SELECT m.created_at FROM postbox.emitted m ORDER BY m.id LIMIT 1)))::float8"
-);
+/// The gauges' statement ($1 = DUE_CAP; sql/queue.sql: `queue_gauges`,
+/// which stays cheap with a large backlog).
+pub const REFRESH: &str = "SELECT due, oldest_age_seconds FROM postbox.queue_gauges($1)";
 
 /// The due gauge counts at most this many rows of each kind: enough to tell
 /// a backlog apart, while a scrape never reads a large one whole.

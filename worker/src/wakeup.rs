@@ -280,15 +280,10 @@ impl Wakeup {
     }
 }
 
-/// Sets the wake-up flag that tells emitters to NOTIFY (see sql/schema.sql).
+/// Sets the wake-up flag that tells emitters to NOTIFY (sql/queue.sql:
+/// `set_waiting`; the flag's table is in sql/schema.sql).
 pub async fn set_waiting(db: &Client, waiting: bool) -> Result<(), ClaimError> {
-    let stmt = db
-        .prepare_cached(
-            "INSERT INTO postbox.wakeup AS w (singleton, waiting) VALUES (true, $1)
-             ON CONFLICT (singleton) DO UPDATE SET waiting = EXCLUDED.waiting
-              WHERE w.waiting IS DISTINCT FROM EXCLUDED.waiting",
-        )
-        .await?;
+    let stmt = db.prepare_cached("SELECT postbox.set_waiting($1)").await?;
     db.execute(&stmt, &[&waiting]).await?;
     Ok(())
 }

@@ -1201,9 +1201,12 @@ async fn deliveries_go_out_while_expansion_fails() {
     worker.stop().await.unwrap();
 }
 
-/// Asserts that the generic plan of `sql` reads no table that grows with
-/// endpoints or deliveries whole.
+/// Asserts that the generic plans of the statements `sql` runs (the
+/// worker's statement, and each statement of the extension's function it
+/// calls, through auto_explain's nested statements in the server's log)
+/// read no table that grows with endpoints or deliveries whole.
 async fn assert_no_table_scans(
+    pg: &postbox_tests::Cluster,
     db: &tokio_postgres::Client,
     name: &str,
     types: &str,
@@ -1211,21 +1214,41 @@ async fn assert_no_table_scans(
     args: &str,
 ) {
     db.batch_execute(&format!(
-        "SET plan_cache_mode = force_generic_plan; PREPARE {name}({types}) AS {sql}"
+        "SET plan_cache_mode = force_generic_plan; PREPARE {name}({types}) AS {sql};
+         LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;
+         SET auto_explain.log_nested_statements = on"
     ))
     .await
     .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let plan: Vec<String> = db
-        .query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
+    let log = pg.dir().join("server.log");
+    let before = std::fs::metadata(&log).unwrap().len() as usize;
+    db.batch_execute(&format!("EXECUTE {name}({args})"))
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let plan = plan.join("\n");
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    // A marker after the plans: the log is written in order.
+    db.batch_execute(&format!(
+        "SET auto_explain.log_min_duration = -1;
+         DO $$ BEGIN RAISE LOG 'plans of {name} end here'; END $$"
+    ))
+    .await
+    .unwrap();
+    let plan = postbox_tests::wait_until(Duration::from_secs(10), "the plans in the log", || {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read(&log).unwrap();
+            let text = String::from_utf8_lossy(&text[before..]).into_owned();
+            text.contains(&format!("plans of {name} end here"))
+                .then_some(text)
+        }
+    })
+    .await;
     if std::env::var_os("POSTBOX_PRINT_PLANS").is_some() {
         println!("{name}:\n{plan}");
     }
+    assert!(
+        plan.matches("Query Text:").count() >= 2,
+        "{name}: the function's own statements are logged:\n{plan}"
+    );
     for table in ["outbox", "endpoints", "events", "endpoint_secrets"] {
         assert!(
             !plan.contains(&format!("Seq Scan on {table}")),
@@ -1282,6 +1305,7 @@ async fn claims_are_driven_by_endpoints_with_work() {
     .await
     .unwrap();
     assert_no_table_scans(
+        &pg,
         &db,
         "claim",
         "text, int8, uuid[], int4[], int4, text[], int4[], int4, float8, int8",
@@ -1290,6 +1314,7 @@ async fn claims_are_driven_by_endpoints_with_work() {
     )
     .await;
     assert_no_table_scans(
+        &pg,
         &db,
         "next_due",
         "uuid[], text[]",
@@ -1298,6 +1323,7 @@ async fn claims_are_driven_by_endpoints_with_work() {
     )
     .await;
     assert_no_table_scans(
+        &pg,
         &db,
         "refresh",
         "int8",
