@@ -1,5 +1,5 @@
--- postbox: deliveries after routing: retries and replays, the workers'
--- registry, and the headers an attempt sent.
+-- postbox: deliveries after routing: retries and replays, and the workers'
+-- registry.
 
 CREATE FUNCTION postbox._no_delivery(p_id bigint)
 RETURNS void
@@ -203,24 +203,3 @@ END
 $fn$;
 COMMENT ON FUNCTION postbox.worker_stopped(text, uuid) IS 'A worker that stopped cleanly leaves the registry.';
 GRANT EXECUTE ON FUNCTION postbox.worker_stopped(text, uuid) TO postbox_worker;
-
--- The headers an attempt sent, except the signature: the fixed ones (the
--- User-Agent names the worker's version, which is the extension's: a worker
--- drives only its own version), Standard Webhooks' id and timestamp for the
--- standard style, and the endpoint's custom headers as sent.
-CREATE FUNCTION postbox._request_headers(p_style text, p_event_id uuid, p_started_at timestamptz, p_custom jsonb)
-RETURNS jsonb
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT jsonb_build_object('content-type', 'application/json',
-                              'user-agent', 'postbox/' || (SELECT x.extversion FROM pg_catalog.pg_extension x
-                                                            WHERE x.extname = 'postbox'))
-        || CASE WHEN p_style = 'standard'
-                THEN jsonb_build_object('webhook-id', p_event_id::text,
-                                        'webhook-timestamp', floor(extract(epoch FROM p_started_at))::bigint::text)
-                ELSE '{}' END
-        || coalesce(p_custom, '{}');
-END;
-COMMENT ON FUNCTION postbox._request_headers(text, uuid, timestamptz, jsonb) IS 'Internal: the headers an attempt sent, except the signature (inlined).';
--- Inlined by the attempts view.
-GRANT EXECUTE ON FUNCTION postbox._request_headers(text, uuid, timestamptz, jsonb) TO postbox_admin;

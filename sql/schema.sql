@@ -273,8 +273,9 @@ CREATE TABLE postbox.attempt_log (
     outcome          text NOT NULL CHECK (outcome IN ('succeeded', 'retrying', 'failed', 'cancelled')),
     is_test          boolean NOT NULL DEFAULT false,
     queued_at        timestamptz NOT NULL,
-    -- The endpoint's custom headers as sent (NULL: none). The others follow
-    -- from the attempt (postbox._request_headers).
+    -- The headers the attempt sent, as the worker sent them, but the
+    -- signature, custom values masked (worker/src/request.rs); NULL: nothing
+    -- was sent. Rows written before 0.7.0 hold the custom headers only.
     request_headers  jsonb
 );
 COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';

@@ -70,11 +70,10 @@ CREATE VIEW postbox.attempts AS
 SELECT a.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.status_code,
        a.response_excerpt, a.error, a.tenant, a.event_id, a.outcome,
        v.event_type, v.data,
-       postbox._request_headers(e.signature_style, a.event_id, a.started_at, a.request_headers) AS request_headers,
+       a.request_headers,
        a.is_test
   FROM postbox.attempt_log a
-  LEFT JOIN postbox.events v ON v.id = a.event_id
-  LEFT JOIN postbox.endpoints e ON e.id = a.endpoint_id;
+  LEFT JOIN postbox.events v ON v.id = a.event_id;
 COMMENT ON VIEW postbox.attempts IS 'The delivery log: every attempt with its event (type, id, data), the headers it sent but the signature, the status code, the first 4 KiB of the response, the error and the duration.';
 GRANT SELECT ON postbox.attempts TO postbox_admin;
 

@@ -110,8 +110,6 @@ pub struct Outcome {
     pub attempt: i32,
     pub is_test: bool,
     pub queued_at: SystemTime,
-    /// The endpoint's custom headers as sent (JSON), if it has any.
-    pub request_headers: Option<Arc<str>>,
     pub result: Attempt,
     pub verdict: Verdict,
 }
@@ -215,7 +213,10 @@ async fn write_batch(
     let outcomes: Vec<&str> = batch.iter().map(|o| o.verdict.logged_as()).collect();
     let tests: Vec<bool> = batch.iter().map(|o| o.is_test).collect();
     let queued: Vec<SystemTime> = batch.iter().map(|o| o.queued_at).collect();
-    let headers: Vec<Option<&str>> = batch.iter().map(|o| o.request_headers.as_deref()).collect();
+    let headers: Vec<Option<&str>> = batch
+        .iter()
+        .map(|o| o.result.request_headers.as_deref())
+        .collect();
     let statuses: Vec<Option<&str>> = batch.iter().map(|o| status_after(o.verdict)).collect();
     let next: Vec<Option<SystemTime>> = batch
         .iter()
@@ -356,6 +357,7 @@ mod tests {
             retry_after: retry_after.map(Duration::from_secs),
             excerpt: None,
             error: (status != Some(200)).then(|| format!("HTTP {status:?}")),
+            request_headers: None,
         }
     }
 
@@ -438,7 +440,6 @@ mod tests {
             attempt: 1,
             is_test,
             queued_at: T0,
-            request_headers: None,
             result,
             verdict,
         }

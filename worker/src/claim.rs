@@ -33,11 +33,6 @@ pub enum ClaimError {
 pub struct Endpoint {
     pub url: String,
     pub headers: Vec<(String, String)>,
-    /// The custom headers' names with masked values (JSON), for the attempt
-    /// log; `None`: none. Never the values: they are often credentials, and
-    /// the log outlives a replaced one. Shared, so an attempt's outcome takes
-    /// it without a copy.
-    pub headers_json: Option<Arc<str>>,
     pub signature_style: SignatureStyle,
     /// The header of a `sha256-hex` or `hex` signature.
     pub signature_header: Option<String>,
@@ -183,14 +178,6 @@ pub async fn claim(
     Ok(Batch { jobs, lease_until })
 }
 
-/// What the attempt log keeps of an endpoint's custom headers: the names,
-/// each value masked ([`postbox_rules::headers::masked`]); `None` for none.
-fn logged_headers(headers: &serde_json::Map<String, serde_json::Value>) -> Option<Arc<str>> {
-    (!headers.is_empty()).then(|| {
-        Arc::from(serde_json::Value::Object(postbox_rules::headers::masked(headers)).to_string())
-    })
-}
-
 async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoint>>, ClaimError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
@@ -217,7 +204,6 @@ async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoi
                 tracing::warn!(endpoint_id = %id, "stored envelope is invalid; using postbox");
                 Envelope::Postbox
             });
-            let headers_json = logged_headers(&headers);
             Ok((
                 id,
                 Arc::new(Endpoint {
@@ -226,7 +212,6 @@ async fn endpoints(db: &Client, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Endpoi
                         .into_iter()
                         .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
                         .collect(),
-                    headers_json,
                     signature_style,
                     signature_header: r.get(4),
                     options,
@@ -309,7 +294,6 @@ pub(crate) mod tests {
             signature_header: header.map(str::to_string),
             options: Default::default(),
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
-            headers_json: None,
             envelope: Envelope::Postbox,
         });
         j
@@ -334,27 +318,8 @@ pub(crate) mod tests {
                 signature_header: None,
                 options: Default::default(),
                 secrets: Vec::new(),
-                headers_json: None,
                 envelope: Envelope::Postbox,
             }),
         }
-    }
-
-    #[test]
-    fn the_attempt_log_gets_header_names_never_values() {
-        let stored = serde_json::json!({"Authorization": "Bearer s3cr3t", "X-Team": "blue"});
-        let logged = logged_headers(stored.as_object().unwrap()).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&logged).unwrap();
-        let mask = postbox_rules::headers::MASKED_VALUE;
-        assert_eq!(
-            v,
-            serde_json::json!({"Authorization": mask, "X-Team": mask})
-        );
-        assert!(!logged.contains("s3cr3t") && !logged.contains("blue"));
-        assert_eq!(
-            logged_headers(&serde_json::Map::new()),
-            None,
-            "none: nothing"
-        );
     }
 }

@@ -8,7 +8,6 @@
 
 use crate::claim::Claimed;
 use crate::resolve::{CheckedResolver, Resolve};
-use crate::sign;
 use postbox_rules::{options::EndpointOptions, url as url_rules};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +15,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Most bytes of a response body kept in the attempt log.
 pub const EXCERPT_BYTES: usize = 4096;
-pub const USER_AGENT: &str = concat!("postbox/", env!("CARGO_PKG_VERSION"));
 
 /// Idle keep-alive connections per receiver host: as many as the fast lane
 /// has requests in flight (POSTBOX_FAST_IN_FLIGHT's default), so a busy fast
@@ -40,6 +38,9 @@ pub struct Attempt {
     pub retry_after: Option<Duration>,
     pub excerpt: Option<String>,
     pub error: Option<String>,
+    /// What the attempt log keeps of the headers sent
+    /// ([`crate::request::Headers::logged`]); `None`: nothing was sent.
+    pub request_headers: Option<String>,
 }
 
 impl Attempt {
@@ -121,7 +122,7 @@ impl Sender {
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(IDLE_PER_HOST)
             .tcp_nodelay(true)
-            .user_agent(USER_AGENT)
+            .user_agent(crate::request::USER_AGENT)
             .dns_resolver(Arc::new(CheckedResolver {
                 inner: self.settings.resolver.clone(),
                 allow_private: self.settings.allow_private,
@@ -145,6 +146,7 @@ impl Sender {
             retry_after,
             excerpt,
             error,
+            request_headers: None,
         };
         // The same URL rules as the extension; IP literals never reach the resolver.
         let url = match url_rules::validate(&job.endpoint.url, self.settings.allow_private) {
@@ -167,24 +169,22 @@ impl Sender {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let mut req = client
-            .post(url)
-            .timeout(timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in &job.endpoint.headers {
+        let headers = match crate::request::headers(job, unix, body.as_bytes()) {
+            Ok(h) => h,
+            Err(e) => return done(None, None, None, Some(e.to_string())),
+        };
+        let mut req = client.post(url).timeout(timeout);
+        for (name, value) in &headers.sent {
             req = req.header(name.as_str(), value.as_str());
         }
-        match sign::headers(job, unix, body.as_bytes()) {
-            Ok(sig) => {
-                for (name, value) in sig {
-                    req = req.header(name, value);
-                }
-            }
-            Err(e) => return done(None, None, None, Some(e.to_string())),
-        }
+        // Sent, or tried: the log keeps what went out from here on.
+        let sent = |a: Attempt| Attempt {
+            request_headers: Some(headers.logged.clone()),
+            ..a
+        };
         let resp = match req.body(body).send().await {
             Ok(r) => r,
-            Err(e) => return done(None, None, None, Some(describe(&e, timeout))),
+            Err(e) => return sent(done(None, None, None, Some(describe(&e, timeout)))),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -194,7 +194,7 @@ impl Sender {
             .and_then(crate::retry::parse_retry_after);
         let excerpt = read_excerpt(resp).await;
         let error = (!(200..300).contains(&status)).then(|| format!("HTTP {status}"));
-        done(Some(status), retry_after, excerpt, error)
+        sent(done(Some(status), retry_after, excerpt, error))
     }
 }
 
@@ -323,6 +323,7 @@ mod tests {
             retry_after: None,
             excerpt: None,
             error: None,
+            request_headers: None,
         };
         for (status, ok) in [
             (Some(200), true),

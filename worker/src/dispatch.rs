@@ -430,7 +430,6 @@ async fn deliver(
             attempt,
             is_test: job.is_test,
             queued_at: job.queued_at,
-            request_headers: job.endpoint.headers_json.clone(),
             result,
             verdict,
         })

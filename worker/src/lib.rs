@@ -48,6 +48,7 @@ pub mod dispatch;
 pub mod liveness;
 pub mod metrics;
 pub mod purge;
+pub mod request;
 pub mod resolve;
 pub mod retry;
 pub mod schedule;

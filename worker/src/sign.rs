@@ -5,7 +5,8 @@ use crate::claim::Claimed;
 use postbox_rules::headers::SignatureStyle;
 use postbox_rules::{sign, RuleError};
 
-/// (name, value) pairs to add to the request. `unix` is this attempt's time.
+/// (name, value) pairs to add to the request, the signature last (the
+/// attempt log keeps the others). `unix` is this attempt's time.
 pub fn headers(job: &Claimed, unix: i64, body: &[u8]) -> Result<Vec<(String, String)>, RuleError> {
     let endpoint = &job.endpoint;
     if endpoint.secrets.is_empty() {
