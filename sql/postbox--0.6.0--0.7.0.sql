@@ -1,29 +1,20 @@
--- postbox 0.6.0 -> 0.7.0: the house, round two (issue 24). Behaviour is
--- unchanged; rules get machine codes, defaults live in SQL, and the queue's
--- statements move into the extension. The upgrade test compares the result
+-- postbox 0.6.0 -> 0.7.0: the house, round two (issue 24). The tables are
+-- unchanged. Every function, view, comment and grant that is new or changed
+-- is written again here, as in sql/*.sql: rule errors carry machine codes
+-- (postbox._raise), defaults live in SQL (callers pass NULL), the endpoint's
+-- state is decided by postbox._endpoint_state alone, the worker's queue
+-- statements are functions (sql/queue.sql), and the attempt log stores the
+-- headers the worker sent (postbox._request_headers, which rebuilt them, is
+-- gone; rows written before keep the custom headers only). Generated from
+-- the 0.6.0 and 0.7.0 install scripts; the upgrade test compares the result
 -- with a fresh install (tests/tests/extension.rs).
 
--------------------------------------------------------------------------------
--- Error codes (docs/errors.md): every error carries its rule's code in
--- DETAIL, written by one Rust function that PL/pgSQL calls.
--------------------------------------------------------------------------------
+CREATE FUNCTION postbox."_api_key_prefix"( "key" TEXT ) RETURNS TEXT IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_api_key_prefix_wrapper';
 
--- New Rust function (extension/src/lib.rs).
-CREATE FUNCTION postbox."_raise"(
-	"code" TEXT,
-	"field" TEXT,
-	"message" TEXT,
-	"item" TEXT DEFAULT NULL
-) RETURNS void
-VOLATILE PARALLEL SAFE
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'raise_sql_wrapper';
-COMMENT ON FUNCTION postbox._raise(text, text, text, text) IS 'Internal: raises a postbox error: the SQLSTATE of its code, the message, and DETAIL {"code", "field", "item"} (docs/errors.md). Every postbox error in SQL goes through it.';
-REVOKE ALL ON FUNCTION postbox._raise(text, text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION postbox._raise(text, text, text, text) TO postbox_admin, postbox_emitter, postbox_worker;
+CREATE FUNCTION postbox."_generate_portal_token"() RETURNS TEXT STRICT VOLATILE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_generate_portal_token_wrapper';
 
--- Every function that raised with RAISE EXCEPTION now calls postbox._raise
--- (bodies as in sql/*.sql).
+CREATE FUNCTION postbox."_raise"( "code" TEXT, "field" TEXT, "message" TEXT, "item" TEXT DEFAULT NULL ) RETURNS void VOLATILE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'raise_sql_wrapper';
+
 CREATE OR REPLACE FUNCTION postbox._too_long(p_what text, p_value text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -89,7 +80,6 @@ BEGIN
             format('postbox: headers must be JSON that jsonb can hold (%s)', SQLERRM));
     END;
     IF json_typeof(p_headers) = 'object' THEN
-        -- Header names are case-insensitive, so X-A and x-a are the same header.
         SELECT min(k) INTO v_twice FROM json_object_keys(p_headers) k
          GROUP BY lower(k) HAVING count(*) > 1 LIMIT 1;
         IF v_twice IS NOT NULL THEN
@@ -193,7 +183,6 @@ DECLARE
     v_secret text;
 BEGIN
     e := postbox._endpoint(rotate_secret.tenant, rotate_secret.id);
-    -- The default, written only here: callers (the HTTP API, the page) pass NULL.
     rotate_secret.grace := coalesce(rotate_secret.grace, interval '24 hours');
     IF rotate_secret.grace IS NULL OR rotate_secret.grace < interval '0' OR rotate_secret.grace > interval '30 days' THEN
         PERFORM postbox._raise('out_of_range', 'grace',
@@ -205,8 +194,6 @@ BEGIN
         PERFORM postbox._validate_secret(rotate_secret.own_secret, e.signature_style);
         v_secret := rotate_secret.own_secret;
     END IF;
-    -- Older secrets stay valid until the grace period ends (never longer
-    -- than they already were).
     UPDATE postbox.endpoint_secrets
        SET expires_at = least(coalesce(expires_at, 'infinity'), clock_timestamp() + rotate_secret.grace)
      WHERE endpoint_id = e.id;
@@ -351,7 +338,6 @@ BEGIN
         VALUES (emit.tenant, emit.idempotency_key, v_id)
         ON CONFLICT DO NOTHING;
         IF NOT FOUND THEN
-            -- The first emit with this key won (or committed meanwhile).
             RETURN (SELECT k.event_id FROM postbox.idempotency_keys k
                      WHERE k.tenant = emit.tenant AND k.key = emit.idempotency_key);
         END IF;
@@ -414,8 +400,6 @@ BEGIN
                                  tbl, coalesce(postbox._shown(v_col), 'NULL')), v_col);
         END IF;
     END LOOP;
-    -- A column listed twice would be passed to the triggers twice, for every
-    -- row written (ten thousand times, if so listed).
     SELECT c INTO v_col FROM unnest(columns) c GROUP BY c HAVING count(*) > 1 ORDER BY c LIMIT 1;
     IF v_col IS NOT NULL THEN
         PERFORM postbox._raise('attach_invalid', 'columns',
@@ -425,9 +409,6 @@ BEGIN
     SELECT string_agg(quote_literal(a), ', ') INTO v_args
       FROM unnest(ARRAY[resource, tenant_column] || coalesce(columns, '{}')) AS a;
 
-    -- Statement-level with transition tables for INSERT and DELETE, in Rust
-    -- (postbox.emit_statement): one emitted row per statement. UPDATE needs
-    -- OLD/NEW pairs, so it stays a row trigger.
     EXECUTE format('DROP TRIGGER IF EXISTS postbox_insert ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS postbox_update ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS postbox_delete ON %s', tbl);
@@ -452,8 +433,6 @@ DECLARE
     v_now   timestamptz := clock_timestamp();
 BEGIN
     e := postbox._endpoint(send_test.tenant, send_test.id);
-    -- The default, written only here (and its catalog row in schema.sql):
-    -- callers (the HTTP API, the page) pass NULL.
     send_test.event_type := coalesce(send_test.event_type, 'webhook.test');
     IF postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures) = 'suspended' THEN
         PERFORM postbox._raise('tenant_suspended', NULL,
@@ -478,9 +457,6 @@ $fn$;
 
 CREATE OR REPLACE FUNCTION postbox.expand_events(max_events integer DEFAULT 1000)
 RETURNS integer
--- PL/pgSQL rather than SQL: the worker calls it in every cycle, and PL/pgSQL
--- keeps the plan between calls; a generic one, or it would be re-planned
--- on every call (measured: 8% of PostgreSQL's CPU under load).
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $fn$
@@ -504,7 +480,6 @@ BEGIN
     EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
         NULL;  -- some row is bad: take them one at a time, below
     END;
-    -- The rows stay locked by this transaction, so their ctids hold.
     FOREACH v_row IN ARRAY v_rows LOOP
         BEGIN
             v_expanded := v_expanded + postbox._expand(ARRAY[v_row]);
@@ -556,7 +531,6 @@ BEGIN
         PERFORM postbox._raise('delivery_endpoint_deleted', 'id',
             format('postbox: the endpoint of this delivery was deleted: %s', retry_delivery.id));
     END IF;
-    -- A fresh schedule: the attempt count restarts; earlier attempts stay in the log.
     UPDATE postbox.outbox
        SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL
      WHERE id = retry_delivery.id;
@@ -583,7 +557,6 @@ BEGIN
         PERFORM postbox._raise('out_of_range', 'max_rows',
             format('postbox: replay max_rows must be between 1 and 10000: %s', coalesce(max_rows::text, 'NULL')));
     END IF;
-    -- One more than the batch: whether more remain, without counting them.
     v_ids := ARRAY(SELECT d.id FROM postbox.outbox d
                     WHERE d.tenant = replay.tenant AND d.endpoint_id = replay.endpoint_id AND d.status <> 'pending'
                       AND d.created_at >= since AND d.created_at < until
@@ -631,7 +604,6 @@ BEGIN
         VALUES (worker_heartbeat.worker_id, worker_heartbeat.instance)
         ON CONFLICT ON CONSTRAINT workers_pkey DO NOTHING;
         IF NOT FOUND THEN
-            -- Another instance registered this id a moment ago.
             PERFORM postbox._raise('worker_id_in_use', 'worker_id',
                 format('postbox: worker_id %s is in use by another running worker: give each worker its own id (POSTBOX_WORKER_ID)',
                                  worker_heartbeat.worker_id));
@@ -643,8 +615,6 @@ BEGIN
                              worker_heartbeat.worker_id,
                              round(extract(epoch FROM now() - w.seen_at)::numeric, 1)));
     ELSIF w.instance <> worker_heartbeat.instance THEN
-        -- Restarted (the old process stopped beating): what it had claimed,
-        -- nobody has.
         UPDATE postbox.outbox o SET lease_until = NULL, leased_by = NULL
          WHERE o.leased_by = worker_heartbeat.worker_id AND o.status = 'pending'
            AND o.lease_until > now();
@@ -691,6 +661,273 @@ BEGIN
     END IF;
     DELETE FROM postbox.workers x
      WHERE x.worker_id = worker_stopped.worker_id AND x.instance = worker_stopped.instance;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox._claimable(p_status text, p_lease_until timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT p_status = 'pending' AND (p_lease_until IS NULL OR p_lease_until < now());
+END;
+
+CREATE OR REPLACE FUNCTION postbox._due(p_status text, p_next_attempt_at timestamptz, p_lease_until timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT postbox._claimable(p_status, p_lease_until) AND p_next_attempt_at <= now();
+END;
+
+CREATE OR REPLACE FUNCTION postbox.claim(worker_id text, max_rows bigint, endpoint_ids uuid[], endpoint_rooms integer[],
+                              endpoint_room integer, tenants text[], tenant_rooms integer[], tenant_room integer,
+                              lease_seconds double precision, max_bytes bigint)
+RETURNS TABLE (id bigint, tenant text, endpoint_id uuid, event_id uuid, attempts integer, is_test boolean,
+               queued_at timestamptz, event_type text, event_time timestamptz, data text, lease_until timestamptz)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH eps AS (
+        SELECT e.id, e.tenant,
+               least(coalesce(r.room, claim.endpoint_room), coalesce(t.room, claim.tenant_room)) AS room,
+               coalesce(t.room, claim.tenant_room) AS tenant_room,
+               random() AS r
+          FROM postbox._due_endpoints d
+         CROSS JOIN LATERAL (SELECT e.id, e.tenant FROM postbox.endpoints e
+                              WHERE e.id = d.endpoint_id
+                                AND postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
+                                                            e.consecutive_failures) IN ('healthy', 'failing')
+                             OFFSET 0) e
+          LEFT JOIN unnest(claim.endpoint_ids, claim.endpoint_rooms) AS r(endpoint_id, room) ON r.endpoint_id = e.id
+          LEFT JOIN unnest(claim.tenants, claim.tenant_rooms) AS t(tenant, room) ON t.tenant = e.tenant
+    ), fair AS (
+        SELECT d.id, d.event_id, d.next_attempt_at, o.tenant, o.tenant_room, o.r
+          FROM (SELECT * FROM eps WHERE eps.room > 0 ORDER BY eps.r) o
+         CROSS JOIN LATERAL (
+               SELECT d.id, d.event_id, d.next_attempt_at FROM postbox.outbox d
+                WHERE d.endpoint_id = o.id AND postbox._due(d.status, d.next_attempt_at, d.lease_until)
+                ORDER BY d.next_attempt_at
+                LIMIT o.room
+                  FOR UPDATE SKIP LOCKED) d
+         LIMIT claim.max_rows
+    ), capped AS (
+        SELECT f.id, f.event_id, f.r, f.next_attempt_at
+          FROM (SELECT f.*, row_number() OVER (PARTITION BY f.tenant ORDER BY f.r, f.next_attempt_at) AS n
+                  FROM fair f) f
+         WHERE f.n <= f.tenant_room
+    ), tests AS (
+        SELECT d.id, d.event_id, 2.0::float8 AS r, d.next_attempt_at FROM postbox.outbox d
+         WHERE d.is_test AND postbox._due(d.status, d.next_attempt_at, d.lease_until)
+           AND EXISTS (SELECT FROM postbox.endpoints e
+                        WHERE e.id = d.endpoint_id
+                          AND postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
+                                                      e.consecutive_failures) IN ('paused', 'disabled'))
+         ORDER BY d.next_attempt_at
+         LIMIT 16
+           FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT s.id, s.event_type, s.created_at, s.data
+          FROM (SELECT p.id, v.event_type, v.created_at, v.data,
+                       octet_length(v.data) AS size,
+                       sum(octet_length(v.data)) OVER (ORDER BY p.r, p.next_attempt_at, p.id
+                                                       ROWS UNBOUNDED PRECEDING) AS upto
+                  FROM (SELECT * FROM capped UNION ALL SELECT * FROM tests) p
+                 CROSS JOIN LATERAL (SELECT v.event_type, v.created_at, v.data::text AS data
+                                       FROM postbox.events v WHERE v.id = p.event_id OFFSET 0) v) s
+         WHERE s.upto <= claim.max_bytes OR s.upto = s.size
+    ), claimed AS (
+        UPDATE postbox.outbox o
+           SET lease_until = now() + make_interval(secs => claim.lease_seconds), leased_by = claim.worker_id
+         WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
+        RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.created_at,
+                  o.lease_until
+    )
+    SELECT c.id, c.tenant, c.endpoint_id, c.event_id, c.attempts, c.is_test, c.created_at,
+           p.event_type, p.created_at, p.data, c.lease_until
+      FROM claimed c JOIN picked p ON p.id = c.id;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.claimed_endpoints(ids uuid[])
+RETURNS TABLE (id uuid, url text, headers text, signature_style text, signature_header text, options text,
+               secrets text[], envelope text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT e.id, e.url, e.headers::text, e.signature_style, e.signature_header, e.options::text,
+           ARRAY(SELECT s.secret FROM postbox.endpoint_secrets s
+                  WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
+                  ORDER BY s.created_at DESC),
+           e.envelope
+      FROM postbox.endpoints e
+     WHERE e.id = ANY (claimed_endpoints.ids);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.release_claims(ids bigint[], worker_id text)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    v_n bigint;
+BEGIN
+    UPDATE postbox.outbox o SET lease_until = NULL, leased_by = NULL
+     WHERE o.id = ANY (release_claims.ids) AND o.leased_by = release_claims.worker_id AND o.status = 'pending';
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.release_lost(worker_id text, after timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    v_n bigint;
+BEGIN
+    UPDATE postbox.outbox o SET lease_until = NULL, leased_by = NULL
+     WHERE o.leased_by = release_lost.worker_id AND o.status = 'pending'
+       AND o.lease_until > coalesce(release_lost.after, '-infinity'::timestamptz);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.next_due(blocked_endpoints uuid[], blocked_tenants text[])
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+BEGIN
+    RETURN (
+        SELECT min(x.n) FROM postbox._due_endpoints d
+         CROSS JOIN LATERAL (SELECT FROM postbox.endpoints e
+                              WHERE e.id = d.endpoint_id
+                                AND postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
+                                                            e.consecutive_failures) IN ('healthy', 'failing')
+                                AND e.id <> ALL (next_due.blocked_endpoints)
+                                AND e.tenant <> ALL (next_due.blocked_tenants)
+                             OFFSET 0) e
+         CROSS JOIN LATERAL (SELECT o.next_attempt_at AS n FROM postbox.outbox o
+                              WHERE o.endpoint_id = d.endpoint_id
+                                AND postbox._claimable(o.status, o.lease_until)
+                              ORDER BY o.next_attempt_at LIMIT 1) x);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.acknowledge(
+    ids bigint[], tenants text[], endpoint_ids uuid[], event_ids uuid[], attempts integer[],
+    started_at timestamptz[], durations_ms integer[], status_codes integer[], excerpts text[], errors text[],
+    outcomes text[], is_tests boolean[], queued_at timestamptz[], request_headers text[],
+    statuses text[], next_at timestamptz[],
+    h_ids uuid[], h_reset boolean[], h_streak integer[], h_first_fail timestamptz[], h_last_at timestamptz[],
+    h_last_ok timestamptz[], h_last_err text[],
+    gone uuid[], disable_after_failures integer, disable_after_seconds double precision)
+RETURNS TABLE (endpoint_id uuid, reason text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_disabled record;
+BEGIN
+    INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at,
+                                     duration_ms, status_code, response_excerpt, error, outcome, is_test,
+                                     queued_at, request_headers)
+    SELECT u.d, u.t, u.e, u.v, u.a, u.s, u.du, u.c, u.x, u.er, u.o, u.it, u.q, u.h::jsonb
+      FROM unnest(acknowledge.ids, acknowledge.tenants, acknowledge.endpoint_ids, acknowledge.event_ids,
+                  acknowledge.attempts, acknowledge.started_at, acknowledge.durations_ms,
+                  acknowledge.status_codes, acknowledge.excerpts, acknowledge.errors, acknowledge.outcomes,
+                  acknowledge.is_tests, acknowledge.queued_at, acknowledge.request_headers)
+           AS u(d, t, e, v, a, s, du, c, x, er, o, it, q, h);
+
+    DELETE FROM postbox.outbox o
+     WHERE o.id = ANY (ARRAY(SELECT u.id FROM unnest(acknowledge.ids, acknowledge.statuses) AS u(id, st)
+                              WHERE u.st IS NULL));
+
+    UPDATE postbox.outbox o
+       SET attempts = u.attempts, status = u.status,
+           next_attempt_at = coalesce(u.next_at, o.next_attempt_at),
+           lease_until = NULL, leased_by = NULL, last_attempt_at = u.at,
+           last_status_code = u.code, last_error = u.err
+      FROM unnest(acknowledge.ids, acknowledge.attempts, acknowledge.statuses, acknowledge.next_at,
+                  acknowledge.started_at, acknowledge.status_codes, acknowledge.errors)
+           AS u(id, attempts, status, next_at, at, code, err)
+     WHERE o.id = u.id AND u.status IS NOT NULL AND o.status = 'pending';
+
+    IF cardinality(acknowledge.h_ids) > 0 THEN
+        UPDATE postbox.endpoints e
+           SET consecutive_failures = CASE WHEN h.reset THEN h.streak ELSE e.consecutive_failures + h.streak END,
+               failing_since = CASE WHEN h.streak = 0 THEN NULL
+                                    WHEN h.reset THEN h.first_fail
+                                    ELSE coalesce(e.failing_since, h.first_fail) END,
+               last_attempt_at = greatest(e.last_attempt_at, h.last_at),
+               last_success_at = coalesce(h.last_ok, e.last_success_at),
+               last_error = coalesce(h.last_err, e.last_error)
+          FROM unnest(acknowledge.h_ids, acknowledge.h_reset, acknowledge.h_streak, acknowledge.h_first_fail,
+                      acknowledge.h_last_at, acknowledge.h_last_ok, acknowledge.h_last_err)
+               AS h(id, reset, streak, first_fail, last_at, last_ok, last_err)
+         WHERE e.id = h.id;
+
+        FOR v_disabled IN
+            UPDATE postbox.endpoints e
+               SET disabled_at = now(), updated_at = now(),
+                   disabled_reason = CASE WHEN e.id = ANY (acknowledge.gone)
+                       THEN 'the endpoint answered 410 Gone'
+                       ELSE format('%s consecutive failed attempts since %s', e.consecutive_failures,
+                                   to_char(e.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC')) END
+             WHERE e.id = ANY (acknowledge.h_ids) AND e.disabled_at IS NULL
+               AND (e.id = ANY (acknowledge.gone)
+                    OR (e.consecutive_failures >= acknowledge.disable_after_failures
+                        AND e.failing_since <= now() - make_interval(secs => acknowledge.disable_after_seconds)))
+            RETURNING e.id, e.disabled_reason
+        LOOP
+            UPDATE postbox.outbox o
+               SET status = 'cancelled', lease_until = NULL, last_error = 'endpoint disabled: ' || v_disabled.disabled_reason
+             WHERE o.endpoint_id = v_disabled.id AND o.status = 'pending' AND NOT o.is_test;
+            endpoint_id := v_disabled.id;
+            reason := v_disabled.disabled_reason;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.queue_gauges(cap bigint, OUT due bigint, OUT oldest_age_seconds double precision)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+BEGIN
+    SELECT (SELECT count(*) FROM (SELECT FROM postbox.outbox o
+                                   WHERE postbox._due(o.status, o.next_attempt_at, o.lease_until)
+                                   LIMIT queue_gauges.cap) d)
+         + (SELECT count(*) FROM (SELECT FROM postbox.emitted LIMIT queue_gauges.cap) m),
+           extract(epoch FROM now() - least(
+             (SELECT min(x.n) FROM postbox._due_endpoints e CROSS JOIN LATERAL (
+                 SELECT o.next_attempt_at AS n FROM postbox.outbox o
+                  WHERE o.endpoint_id = e.endpoint_id
+                    AND postbox._due(o.status, o.next_attempt_at, o.lease_until)
+                  ORDER BY o.next_attempt_at LIMIT 1) x),
+             (SELECT m.created_at FROM postbox.emitted m ORDER BY m.id LIMIT 1)))::float8
+      INTO due, oldest_age_seconds;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.set_waiting(waiting boolean)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO postbox.wakeup AS w (singleton, waiting) VALUES (true, set_waiting.waiting)
+    ON CONFLICT (singleton) DO UPDATE SET waiting = EXCLUDED.waiting
+     WHERE w.waiting IS DISTINCT FROM EXCLUDED.waiting;
 END
 $fn$;
 
@@ -753,7 +990,6 @@ BEGIN
     END IF;
     r := postbox._retention();
 
-    -- The attempt log, by age and outcome (BRIN on started_at).
     DELETE FROM postbox.attempt_log a
      WHERE a.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.attempt_log x
@@ -764,8 +1000,6 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'attempts'; deleted := v_n; RETURN NEXT;
 
-    -- Cancelled deliveries, and failed ones whose endpoint is gone (they can
-    -- never be retried), through outbox_settled, which holds only those.
     DELETE FROM postbox.outbox d
      WHERE d.id = ANY (ARRAY(
            SELECT x.id FROM postbox.outbox x
@@ -776,10 +1010,6 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'deliveries'; deleted := v_n; RETURN NEXT;
 
-    -- Events no delivery refers to. Their ids are version 7 UUIDs, so "older
-    -- than the window" is a range of the primary key. The outbox is read
-    -- only when some event has expired (it holds what is queued, failed or
-    -- cancelled: small unless there is a backlog).
     IF EXISTS (SELECT FROM postbox.events v WHERE v.id < postbox._uuid7_floor(v_now - r.events)) THEN
         DELETE FROM postbox.events v
          WHERE v.id = ANY (ARRAY(
@@ -794,7 +1024,6 @@ BEGIN
     END IF;
     kind := 'events'; deleted := v_n; RETURN NEXT;
 
-    -- Idempotency keys (BRIN on created_at).
     DELETE FROM postbox.idempotency_keys k
      WHERE k.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.idempotency_keys x
@@ -803,7 +1032,6 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'idempotency_keys'; deleted := v_n; RETURN NEXT;
 
-    -- The HTTP API's stored responses, on the same window (BRIN on created_at).
     DELETE FROM postbox.api_idempotency k
      WHERE k.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.api_idempotency x
@@ -812,8 +1040,6 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'api_requests'; deleted := v_n; RETURN NEXT;
 
-    -- Portal links and sessions a day past their end (BRIN on created_at;
-    -- neither outlives a day and a day).
     DELETE FROM postbox.portal_sessions p
      WHERE p.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.portal_sessions x
@@ -823,7 +1049,6 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'portal_sessions'; deleted := v_n; RETURN NEXT;
 
-    -- Revoked HTTP API keys past their window (api_keys_revoked).
     DELETE FROM postbox.api_keys k
      WHERE k.id = ANY (ARRAY(
            SELECT x.id FROM postbox.api_keys x
@@ -832,8 +1057,6 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'api_keys'; deleted := v_n; RETURN NEXT;
 
-    -- Ended pauses, once no emitted row from before their end waits for
-    -- routing (which reads them) and the events window has passed.
     DELETE FROM postbox.endpoint_pauses p
      WHERE p.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.endpoint_pauses x
@@ -843,7 +1066,6 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'pauses'; deleted := v_n; RETURN NEXT;
 
-    -- Emitted rows set aside as unsendable.
     DELETE FROM postbox.emitted_rejects j
      WHERE j.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.emitted_rejects x
@@ -910,7 +1132,6 @@ BEGIN
             'postbox: api key label must be 1 to 200 characters: %s', coalesce(postbox._shown(label), 'NULL')));
     END IF;
     s := postbox._key_session(tenant, session);
-    -- Serialised per tenant, so concurrent creations cannot pass the limits.
     PERFORM pg_advisory_xact_lock(hashtextextended('postbox.create_api_key ' || coalesce(tenant, ''), 0));
     IF (SELECT count(*) FROM postbox.api_keys k
          WHERE k.tenant IS NOT DISTINCT FROM create_api_key.tenant AND k.revoked_at IS NULL)
@@ -1013,7 +1234,6 @@ BEGIN
        AND a.idempotency_key = api_request_begin.idempotency_key
        FOR UPDATE;
     IF r.created_at < now() - (postbox._retention()).idempotency_keys THEN
-        -- Expired, not yet purged: as if it were gone.
         UPDATE postbox.api_idempotency a
            SET request_hash = api_request_begin.request_hash, status = 0, body = '', created_at = now()
          WHERE a.tenant = r.tenant AND a.credential = r.credential AND a.idempotency_key = r.idempotency_key;
@@ -1079,7 +1299,6 @@ DECLARE
     v_token text := postbox._generate_portal_token();
 BEGIN
     PERFORM postbox._require_tenant(tenant);
-    -- The default, written only here: callers (the HTTP API) pass NULL.
     valid_for := coalesce(valid_for, interval '15 minutes');
     IF role IS NULL OR role NOT IN ('admin', 'member') THEN
         PERFORM postbox._raise('role_unknown', 'role', format(
@@ -1123,3 +1342,115 @@ BEGIN
     RETURNING s.tenant, s.role, s.expires_at;
 END
 $fn$;
+
+CREATE OR REPLACE VIEW postbox._due_endpoints AS
+WITH RECURSIVE due(endpoint_id) AS (
+    (SELECT o.endpoint_id FROM postbox.outbox o WHERE o.status = 'pending'
+      ORDER BY o.endpoint_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.endpoint_id FROM postbox.outbox o
+             WHERE o.status = 'pending' AND o.endpoint_id > d.endpoint_id
+             ORDER BY o.endpoint_id LIMIT 1)
+      FROM due d WHERE d.endpoint_id IS NOT NULL
+)
+SELECT endpoint_id FROM due;
+
+CREATE OR REPLACE VIEW postbox.deliveries AS
+SELECT d.id, d.tenant, d.endpoint_id, d.event_id, v.event_type,
+       CASE WHEN d.lease_until > now() THEN 'in_flight'
+            WHEN NOT d.is_test AND postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
+                                                            e.consecutive_failures) IN ('suspended', 'paused')
+                 THEN 'held'
+            ELSE 'pending' END AS status,
+       d.attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.created_at
+  FROM postbox.endpoints e
+  JOIN postbox.outbox d ON d.endpoint_id = e.id AND d.tenant = e.tenant AND d.status = 'pending'
+  LEFT JOIN postbox.events v ON v.id = d.event_id
+UNION ALL
+SELECT d.id, d.tenant, d.endpoint_id, d.event_id, v.event_type, d.status, d.attempts, NULL,
+       d.last_status_code, d.last_error, d.created_at
+  FROM postbox.outbox d
+  LEFT JOIN postbox.events v ON v.id = d.event_id
+ WHERE d.status <> 'pending'
+UNION ALL
+SELECT a.delivery_id, a.tenant, a.endpoint_id, a.event_id, v.event_type,
+       'succeeded', a.attempt, NULL, a.status_code, NULL, a.queued_at
+  FROM postbox.attempt_log a
+  LEFT JOIN postbox.events v ON v.id = a.event_id
+ WHERE a.outcome = 'succeeded';
+
+CREATE OR REPLACE VIEW postbox.attempts AS
+SELECT a.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.status_code,
+       a.response_excerpt, a.error, a.tenant, a.event_id, a.outcome,
+       v.event_type, v.data,
+       a.request_headers,
+       a.is_test
+  FROM postbox.attempt_log a
+  LEFT JOIN postbox.events v ON v.id = a.event_id;
+
+DROP FUNCTION postbox._request_headers(text, uuid, timestamptz, jsonb);
+
+COMMENT ON FUNCTION postbox._endpoint_state(boolean, boolean, timestamptz, integer) IS 'Internal: an endpoint''s state (suspended, paused, disabled, failing, healthy), decided here only (inlined).';
+
+COMMENT ON FUNCTION postbox._claimable(text, timestamptz) IS 'Internal: whether an outbox row can be claimed at some time: pending and not leased, or its lease ran out (inlined).';
+
+COMMENT ON FUNCTION postbox._due(text, timestamptz, timestamptz) IS 'Internal: whether an outbox row is due: claimable and its time has come (inlined).';
+
+COMMENT ON VIEW postbox._due_endpoints IS 'Internal: the endpoints with pending deliveries, by a loose scan of outbox_due; the last row is NULL.';
+
+COMMENT ON FUNCTION postbox.claim(text, bigint, uuid[], integer[], integer, text[], integer[], integer, double precision, bigint) IS 'Worker: leases up to max_rows due deliveries fairly (per endpoint and tenant room, max_bytes of payload) to worker_id for lease_seconds, with their events.';
+
+COMMENT ON FUNCTION postbox.claimed_endpoints(uuid[]) IS 'Worker: the delivery settings and valid secrets (newest first) of the endpoints of a claim.';
+
+COMMENT ON FUNCTION postbox.release_claims(bigint[], text) IS 'Worker: gives back the claims of worker_id among ids (shutdown), so that any worker takes them at once.';
+
+COMMENT ON FUNCTION postbox.release_lost(text, timestamptz) IS 'Worker: gives back what worker_id leased after its last received batch (a claim whose answer was lost).';
+
+COMMENT ON FUNCTION postbox.next_due(uuid[], text[]) IS 'Worker: the earliest attempt time of a claimable delivery of a sending endpoint outside the blocked ones (NULL: none).';
+
+COMMENT ON FUNCTION postbox.acknowledge(bigint[], text[], uuid[], uuid[], integer[], timestamptz[], integer[], integer[], text[], text[], text[], boolean[], timestamptz[], text[], text[], timestamptz[], uuid[], boolean[], integer[], timestamptz[], timestamptz[], timestamptz[], text[], uuid[], integer, double precision) IS 'Worker: records a batch of attempts in one transaction: the attempt log, the outbox (deleted, rescheduled or failed), endpoint health, and endpoints disabled with their pending deliveries cancelled (returned).';
+
+COMMENT ON FUNCTION postbox.queue_gauges(bigint) IS 'Worker: due deliveries plus unexpanded emitted rows (each counted up to cap) and the age of the oldest, for its metrics.';
+
+COMMENT ON FUNCTION postbox.set_waiting(boolean) IS 'Worker: raises (a worker waits) or clears the wake-up flag that makes emitters NOTIFY.';
+
+COMMENT ON FUNCTION postbox._generate_portal_token() IS 'Internal: a new pbp_ portal link token from the OS CSPRNG.';
+
+COMMENT ON FUNCTION postbox._api_key_prefix(text) IS 'Internal: the start of an API key that lists show (api_keys.key_prefix).';
+
+COMMENT ON FUNCTION postbox._raise(text, text, text, text) IS 'Internal: raises a postbox error: the SQLSTATE of its code, the message, and DETAIL {"code", "field", "item"} (docs/errors.md). Every postbox error in SQL goes through it.';
+
+GRANT EXECUTE ON FUNCTION postbox._claimable(text, timestamptz) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox._due(text, timestamptz, timestamptz) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox._endpoint_state(boolean, boolean, timestamptz, integer) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox._raise(text, text, text, text) TO postbox_admin;
+
+GRANT EXECUTE ON FUNCTION postbox._raise(text, text, text, text) TO postbox_emitter;
+
+GRANT EXECUTE ON FUNCTION postbox._raise(text, text, text, text) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.acknowledge(bigint[], text[], uuid[], uuid[], integer[], timestamptz[], integer[], integer[], text[], text[], text[], boolean[], timestamptz[], text[], text[], timestamptz[], uuid[], boolean[], integer[], timestamptz[], timestamptz[], timestamptz[], text[], uuid[], integer, double precision) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.claim(text, bigint, uuid[], integer[], integer, text[], integer[], integer, double precision, bigint) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.claimed_endpoints(uuid[]) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.next_due(uuid[], text[]) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.queue_gauges(bigint) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.release_claims(bigint[], text) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.release_lost(text, timestamptz) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.set_waiting(boolean) TO postbox_worker;
+
+GRANT SELECT ON postbox._due_endpoints TO postbox_worker;
+
+-- As at the end of a fresh install (sql/native.sql): PUBLIC keeps no
+-- EXECUTE on the functions made above.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA postbox FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA postbox FROM PUBLIC;

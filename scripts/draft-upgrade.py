@@ -1,0 +1,172 @@
+"""Drafts an upgrade script: python3 scripts/draft-upgrade.py OLD NEW [HEAD.sql]
+
+Compares the frozen install script of OLD (sql/released/postbox--OLD.sql)
+with the one pgrx generated for NEW (installed: `cargo pgrx install` first)
+and writes sql/postbox--OLD--NEW.sql: HEAD.sql (the script's own words;
+without it, the leading comment of the script there now),
+then every function, view, comment and grant that is new or changed (as
+CREATE OR REPLACE), new Rust functions, drops of what is gone, and the
+sweeping REVOKE from PUBLIC a fresh install ends with. It does not write
+table changes: it lists what else differs on stderr, to be written by hand.
+The upgrade tests (tests/tests/extension.rs) compare the result with a fresh
+install; a shipped script is frozen."""
+import os, re, subprocess, sys
+OLD_V, NEW_V = sys.argv[1:3]
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+TARGET = f'{ROOT}/sql/postbox--{OLD_V}--{NEW_V}.sql'
+if len(sys.argv) > 3:
+    HEAD = open(sys.argv[3]).read()
+else:
+    lines = open(TARGET).read().split('\n') if os.path.exists(TARGET) else []
+    HEAD = '\n'.join(l for l in lines[:next((i for i, l in enumerate(lines) if not l.startswith('--')), len(lines))]) + '\n'
+
+PG_CONFIG = os.environ.get('PG_CONFIG', '/usr/lib/postgresql/15/bin/pg_config')
+SHARE = subprocess.check_output([PG_CONFIG, '--sharedir'], text=True).strip()
+OLD = open(f'{ROOT}/sql/released/postbox--{OLD_V}.sql').read()
+NEW = open(f'{SHARE}/extension/postbox--{NEW_V}.sql').read()
+
+def statements(text):
+    i, n, start, out = 0, len(text), 0, []
+    while i < n:
+        if text.startswith('--', i):
+            j = text.find('\n', i); i = n if j < 0 else j + 1; continue
+        if text.startswith('/*', i):
+            i = text.index('*/', i) + 2; continue
+        c = text[i]
+        if c == "'":
+            i += 1
+            while True:
+                j = text.index("'", i)
+                if j + 1 < n and text[j+1] == "'": i = j + 2; continue
+                i = j + 1; break
+            continue
+        if c == '$':
+            m = re.match(r'\$([A-Za-z_]*)\$', text[i:])
+            if m:
+                j = text.index(m.group(0), i + len(m.group(0))); i = j + len(m.group(0)); continue
+        if c == ';':
+            out.append(text[start:i+1]); start = i + 1
+        i += 1
+    merged, k = [], 0
+    while k < len(out):
+        s = out[k]
+        if re.search(r'BEGIN ATOMIC', s):
+            while not re.search(r'(^|\n)\s*END;\s*$', s):
+                k += 1; s += out[k]
+        merged.append(s); k += 1
+    res = []
+    for s in merged:
+        body = '\n'.join(l for l in s.split('\n') if not l.strip().startswith('--') and not l.strip().startswith('/*')).strip()
+        # strip inline /* */ pgrx markers
+        body = re.sub(r'/\*.*?\*/', '', body, flags=re.S).strip()
+        if body:
+            res.append(body)
+    return res
+
+def nparams(sig):
+    depth, q, count, nonempty = 0, False, 0, False
+    for c in sig:
+        if q:
+            if c == "'": q = False
+            continue
+        if c == "'": q = True; continue
+        if c == '(':
+            depth += 1
+            if depth == 1: continue
+        if c == ')':
+            depth -= 1
+            if depth == 0: break
+        if depth == 1 and c == ',': count += 1
+        if depth >= 1 and not c.isspace(): nonempty = True
+    return count + 1 if nonempty else 0
+
+def norm(s):
+    return re.sub(r'\s+', ' ', s).strip()
+
+def key(s):
+    m = re.match(r'CREATE\s+(?:OR REPLACE\s+)?FUNCTION\s+postbox\."?(\w+)"?\s*(\(.*)', s, re.S)
+    if m: return ('fn', m.group(1), nparams(m.group(2)))
+    m = re.match(r'CREATE\s+(?:OR REPLACE\s+)?VIEW\s+postbox\.(\w+)', s)
+    if m: return ('view', m.group(1))
+    m = re.match(r'COMMENT ON FUNCTION postbox\.(\w+)(\(.*?\)) IS', s, re.S)
+    if m: return ('comment-fn', m.group(1), nparams(m.group(2)))
+    m = re.match(r'COMMENT ON (VIEW|TABLE|SCHEMA) postbox\.?(\w*)', s)
+    if m: return ('comment-' + m.group(1).lower(), m.group(2))
+    if s.startswith('GRANT') or s.startswith('REVOKE'): return ('grant', norm(s))
+    return ('other', norm(s))
+
+def grant_pairs(s):
+    """(object, role, privilege) triples of a GRANT with a list of objects."""
+    m = re.match(r'GRANT (.*?) ON (FUNCTION )?(.*) TO (.*);$', norm(s))
+    if not m: return None
+    priv, isfn, objs, roles = m.groups()
+    if isfn:
+        objs = re.findall(r'postbox\.\w+\([^)]*\)', objs)
+        objs = ['FUNCTION ' + re.sub(r'\s*--.*', '', o) for o in objs]
+    else:
+        objs = [o.strip() for o in objs.split(',')] if not objs.startswith('ALL') else [objs]
+    return {(o, r.strip(), priv) for o in objs for r in roles.split(',')}
+
+def index(stmts):
+    d, grants, others = {}, set(), []
+    for s in stmts:
+        k = key(s)
+        if k[0] == 'grant':
+            g = grant_pairs(s)
+            if g is None: others.append(norm(s))
+            else: grants |= g
+        elif k[0] == 'other':
+            others.append(k[1])
+        else:
+            d[k] = s
+    return d, grants, others
+
+old, old_grants, old_other = index(statements(OLD))
+new, new_grants, new_other = index(statements(NEW))
+# Tables, indexes, roles, dumps: must be the same.
+so, sn = set(old_other), set(new_other)
+for x in sorted(sn - so): print('NEW OTHER (by hand):', x[:200], file=sys.stderr)
+for x in sorted(so - sn): print('GONE OTHER (by hand):', x[:200], file=sys.stderr)
+
+out = []
+# New functions written in Rust (pgrx's own statements).
+for x in sorted(sn - so):
+    if x.startswith('CREATE FUNCTION') or x.startswith('CREATE  FUNCTION'):
+        out.append(re.sub(r'^CREATE\s+FUNCTION "', 'CREATE FUNCTION postbox."', x))
+def replace(s):
+    s = re.sub(r'^CREATE\s+FUNCTION', 'CREATE OR REPLACE FUNCTION', s)
+    s = re.sub(r'^CREATE\s+VIEW', 'CREATE OR REPLACE VIEW', s)
+    return s
+changed_objs = []
+# Functions first (views may call new ones), in the new script's order.
+for k, s in new.items():
+    if k[0] == 'fn' and norm(old.get(k, '')) != norm(s):
+        out.append(replace(s) + ';' if not s.endswith(';') else replace(s))
+        changed_objs.append(k)
+for k, s in new.items():
+    if k[0] == 'view' and norm(old.get(k, '')) != norm(s):
+        out.append(replace(s))
+        changed_objs.append(k)
+for k in old:
+    if k not in new and k[0] == 'fn':
+        m = re.match(r'CREATE\s+(?:OR REPLACE\s+)?FUNCTION\s+(postbox\.\w+)\s*\(', old[k])
+        sig = [o for (o, r, p) in old_grants if o.startswith('FUNCTION ' + m.group(1) + '(')]
+        out.append(f'DROP {sig[0]};')
+    if k not in new and k[0] == 'view':
+        out.append(f'DROP VIEW postbox.{k[1]};')
+for k, s in new.items():
+    if k[0].startswith('comment') and norm(old.get(k, '')) != norm(s):
+        out.append(s)
+for g in sorted(new_grants - old_grants):
+    o, r, p = g
+    out.append(f'GRANT {p} ON {o} TO {r};')
+for g in sorted(old_grants - new_grants):
+    o, r, p = g
+    print('REVOKE?', g, file=sys.stderr)
+out.append('''-- As at the end of a fresh install (sql/native.sql): PUBLIC keeps no
+-- EXECUTE on the functions made above.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA postbox FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA postbox FROM PUBLIC;''')
+open(TARGET, 'w').write(HEAD + '\n' + '\n\n'.join(out) + '\n')
+print(len(out), 'statements', file=sys.stderr)
+for k in changed_objs: print('new or changed:', k, file=sys.stderr)
