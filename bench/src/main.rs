@@ -3,6 +3,10 @@
 //! value, unit, target, op, met; `bench_ran_vacuum`, `notes`, `quick`) and a
 //! table on stdout. A full run exits 1 when a target is missed.
 //!
+//! Whatever way it ends (every figure done, a target missed, a panic, SIGINT
+//! or SIGTERM), it first stops what it started: the worker and API processes
+//! ([`Started`]) and its cluster ([`Cluster`]'s drop).
+//!
 //! It starts its own PostgreSQL cluster with the settings of
 //! `docs/measurements.md`, runs the release-built worker as a separate
 //! process, and receives on a tokio + hyper receiver in this process. Every
@@ -79,6 +83,42 @@ impl Figure {
                 self.value <= t
             }
         })
+    }
+}
+
+/// A process the benchmark started (a worker, the API). [`Started::stop`]
+/// stops it gracefully; if it is still running when dropped (a panic, a
+/// signal), it is killed and reaped, so no exit path leaves one behind.
+struct Started(Child);
+
+impl Started {
+    fn spawn(cmd: &mut Command) -> Started {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        Started(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("{program}: {e} (run scripts/bench.sh)")),
+        )
+    }
+
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM (a graceful stop), then waits for it to exit.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -189,21 +229,21 @@ impl Bench {
         self.sql(&q).await;
     }
 
-    fn start_worker(&self) -> Child {
+    fn start_worker(&self) -> Started {
         self.start_worker_with(&[])
     }
 
     /// The worker with extra environment variables.
-    fn start_worker_with(&self, env: &[(&str, &str)]) -> Child {
-        Command::new(&self.worker_bin)
-            .envs(env.iter().copied())
-            .env("POSTBOX_DATABASE_URL", self.pg.url("postgres"))
-            .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
-            .env("POSTBOX_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/bench.sh)", self.worker_bin.display()))
+    fn start_worker_with(&self, env: &[(&str, &str)]) -> Started {
+        Started::spawn(
+            Command::new(&self.worker_bin)
+                .envs(env.iter().copied())
+                .env("POSTBOX_DATABASE_URL", self.pg.url("postgres"))
+                .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
+                .env("POSTBOX_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
     }
 
     async fn wait_worker_idle(&self) {
@@ -237,13 +277,6 @@ impl Bench {
             (n >= 2).then(Instant::now)
         })
         .await
-    }
-
-    fn stop_worker(&self, mut child: Child) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
     }
 
     async fn wait_delivered(&self, n: u64, limit: Duration) -> Instant {
@@ -527,7 +560,7 @@ impl Bench {
             procstat::process_cpu(std::process::id()),
         );
         let rss = procstat::peak_rss(pid);
-        self.stop_worker(worker);
+        worker.stop();
         (
             healthy as f64 / wall.as_secs_f64(),
             wall,
@@ -762,7 +795,7 @@ impl Bench {
         let achieved = total as f64 / start.elapsed().as_secs_f64();
         self.wait_delivered(total, Duration::from_secs(120)).await;
         self.stats.record_arrivals.store(false, Ordering::SeqCst);
-        self.stop_worker(worker);
+        worker.stop();
         let arrivals = std::mem::take(&mut *self.stats.arrivals.lock().unwrap());
         // Arrival can precede the client seeing its COMMIT acknowledged; that counts as 0.
         let mut lat: Vec<f64> = commits
@@ -830,15 +863,15 @@ impl Bench {
             .port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let api_bin = self.worker_bin.with_file_name("postbox-api");
-        let mut api = Command::new(&api_bin)
-            .env("POSTBOX_API_DATABASE_URL", self.pg.url("postbox_api_bench"))
-            .env("POSTBOX_API_LISTEN", addr.to_string())
-            .env("POSTBOX_API_RATE_LIMIT", "0")
-            .env("POSTBOX_API_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/bench.sh)", api_bin.display()));
+        let api = Started::spawn(
+            Command::new(&api_bin)
+                .env("POSTBOX_API_DATABASE_URL", self.pg.url("postbox_api_bench"))
+                .env("POSTBOX_API_LISTEN", addr.to_string())
+                .env("POSTBOX_API_RATE_LIMIT", "0")
+                .env("POSTBOX_API_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        );
         postbox_tests::wait_until(Duration::from_secs(30), "the API to listen", || async {
             tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
         })
@@ -970,10 +1003,7 @@ impl Bench {
         let replays = noise.stop().await;
         println!("     the noisy tenant's replays answered meanwhile: {replays}");
         assert!(replays > 0, "the noisy tenant's replays ran");
-        let _ = Command::new("kill")
-            .args(["-TERM", &api.id().to_string()])
-            .status();
-        let _ = api.wait();
+        api.stop();
     }
 
     /// A steady emit of one event per millisecond from `start`, on two
@@ -1082,7 +1112,7 @@ impl Bench {
         let purge_ms: f64 = self
             .one("SELECT coalesce(sum(total_time), 0)::float8 FROM pg_stat_user_functions WHERE schemaname = 'postbox' AND funcname = 'purge'")
             .await;
-        self.stop_worker(worker);
+        worker.stop();
         // Back to the defaults: without a row, the next purge writes them.
         self.sql("ALTER DATABASE postgres RESET track_functions; DELETE FROM postbox.retention;")
             .await;
@@ -1147,7 +1177,7 @@ impl Bench {
                 let last = self
                     .wait_delivered(n, Duration::from_secs(if self.quick { 120 } else { 1800 }))
                     .await;
-                self.stop_worker(worker);
+                worker.stop();
                 let rate = n as f64 / last.duration_since(start).as_secs_f64();
                 println!("     {n}: {rate:.0} deliveries/s");
                 rates[k].push(rate);
@@ -1261,6 +1291,34 @@ async fn main() {
         std::process::exit(2);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // `run` owns all it starts: when it returns or panics, or is dropped here
+    // on a signal, its processes and cluster are stopped, and only then does
+    // the process exit, with the run's code.
+    let code = tokio::select! {
+        code = run(quick) => code,
+        (name, code) = stop_signal() => {
+            eprintln!("postbox-bench: {name}: stopping the processes and the cluster it started");
+            code
+        }
+    };
+    std::process::exit(code);
+}
+
+/// SIGINT or SIGTERM: its name and the exit code it calls for (128 + its number).
+async fn stop_signal() -> (&'static str, i32) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = int.recv() => ("SIGINT", 130),
+        _ = term.recv() => ("SIGTERM", 143),
+    }
+}
+
+/// Runs the figures asked for and writes the results. Returns the exit code:
+/// 1 when a figure has no value or a full run misses a target, else 0. What
+/// it started is stopped by the time it returns.
+async fn run(quick: bool) -> i32 {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let worker_bin = std::env::var("POSTBOX_WORKER_BIN")
         .map(PathBuf::from)
@@ -1368,7 +1426,7 @@ async fn main() {
         .collect();
     if !unmeasured.is_empty() {
         println!("figures without a value: {}", unmeasured.join("; "));
-        std::process::exit(1);
+        return 1;
     }
     if quick {
         // Quick mode is too small to judge targets: it checks that every
@@ -1376,6 +1434,7 @@ async fn main() {
         println!("quick run: every figure produced; targets are judged by full runs only");
     } else if !missed.is_empty() {
         println!("targets missed: {}", missed.join("; "));
-        std::process::exit(1);
+        return 1;
     }
+    0
 }
