@@ -21,6 +21,9 @@ t() { "$@" 2>&1 | tee -a "$LOG"; }
 step "unit tests: postbox-rules"
 t cargo test -p postbox-rules
 
+step "unit tests: postbox-runtime (settings, connection strings, TLS, shared by the worker and the API)"
+t cargo test -p postbox-runtime
+
 step "pg_tests: the extension inside PostgreSQL 15"
 PGRX_TEST_DIR=${PGRX_TEST_DIR:-/tmp/postbox-pgrx-test}
 mkdir -p "$PGRX_TEST_DIR"
