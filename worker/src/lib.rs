@@ -18,12 +18,14 @@
 //!   fast lane, rate limits, claim pacing and the rooms a claim may take.
 //! - [`wakeup`]: the wake-up protocol: the LISTEN connection, the flag,
 //!   re-arming and NOTIFY pacing.
-//! - [`claim`]: the claim, expansion, release and next-due statements; what a
-//!   claimed delivery is.
+//! - [`claim`]: expansion, the claim, release and next-due, as calls of the
+//!   extension's functions (sql/queue.sql); what a claimed delivery is.
 //! - [`body`]: the request body, an event in its endpoint's envelope.
+//! - [`request`]: an attempt's headers, once: what it sends, and what the
+//!   attempt log keeps of them.
+//! - [`sign`]: the signature headers of an attempt.
 //! - [`deliver`]: one HTTP attempt and what came back.
 //! - [`resolve`]: SSRF-checked name resolution.
-//! - [`sign`]: the signature headers of an attempt.
 //! - [`retry`]: the retry schedule, jitter and Retry-After.
 //! - [`ack`]: the outcome decision, and batched acknowledgements: attempt
 //!   log, delivery state, endpoint health, auto-disable.
