@@ -4,11 +4,22 @@
 // session's CSRF token. Views: #/ (endpoints), #/new, #/e/<id>,
 // #/e/<id>/edit, #/d/<delivery id>, and #/keys (API keys, only for
 // sessions the product allowed to manage them).
+//
+// Paths are relative to the page (<prefix>/portal/), so it works behind a
+// proxy that adds a prefix. Lists are read a page at a time with the API's
+// cursor. The values the server knows (signature styles, delivery statuses,
+// grace periods) come from GET /v1/choices, and what the tenant leaves at
+// its default is not sent, so the server's default applies.
 'use strict';
 
-const S = { csrf: '', role: 'member', types: [], manageKeys: false };
-const STATUS = { healthy: 'Healthy', failing: 'Failing', disabled: 'Disabled', paused: 'Paused', suspended: 'Suspended' };
-const DELIVERY_STATUSES = ['pending', 'in_flight', 'held', 'succeeded', 'failed', 'cancelled'];
+// view: counts the views shown, so work for a view the user left (polling a
+// test's outcome) stops.
+const S = { csrf: '', role: 'member', types: [], choices: null, manageKeys: false, view: 0 };
+// Items per page of a list: what one screen shows, and whose statistics
+// one request fetches.
+const PAGE = 50;
+// The API's root: the page is <root>/portal/.
+const ROOT = new URL('../', document.baseURI);
 
 // ---- helpers ---------------------------------------------------------------
 
@@ -26,6 +37,22 @@ function el(tag, attrs, ...kids) {
     e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
   return e;
+}
+
+// A status as a person reads it: in_flight -> In flight.
+const label = (s) => (s ? s[0].toUpperCase() + s.slice(1).replace(/_/g, ' ') : '');
+
+// A URL as the tenant typed it: the API stores it normalized (WHATWG), with
+// characters such as < > " and spaces percent-encoded. Shown decoded when
+// the decoded form reads back as the very same URL (so what is shown, typed
+// again, is what is sent); else as stored. Always as text.
+function shownUrl(stored) {
+  try {
+    const typed = decodeURI(stored);
+    return new URL(typed).href === stored ? typed : stored;
+  } catch (_) {
+    return stored;
+  }
 }
 
 const main = () => document.getElementById('main');
@@ -47,15 +74,93 @@ function toast(text) {
   toast.timer = setTimeout(() => t.classList.remove('show'), 4000);
 }
 
+// ---- errors, in words for a person -----------------------------------------
+
+// What to tell a person, by the code of the rule the API names (`rule`; the
+// codes are postbox_rules::codes, listed in docs/errors.md). A code not here
+// shows the API's own message. rules/tests/codes.rs checks each key is a code.
+const RULE_WORDS = {
+  required: 'This is required.',
+  text_has_nul: 'Remove the invisible NUL character from what you typed.',
+  tenant_suspended: 'Webhooks are not available on your plan.',
+  tenant_endpoint_limit: 'You have as many endpoints as your plan allows. Delete one to add another.',
+  url_invalid: 'Enter a full web address, such as https://example.com/webhooks.',
+  url_too_long: 'This address is too long: at most 2048 characters.',
+  url_not_https: 'The address must start with https://.',
+  url_has_credentials: 'Leave the user name and password out of the address. To send a credential, add a custom header such as Authorization.',
+  url_has_fragment: 'Remove the part from # on: it is never sent to a server.',
+  url_port_not_allowed: 'Use the standard port (443), or a port from 1024 up.',
+  url_host_not_public: 'The address must be a public server on the internet, not a local or private one.',
+  headers_not_object: 'Each header needs a name and a value.',
+  headers_invalid_json: 'A header holds a character that cannot be stored. Remove it and try again.',
+  headers_too_many: 'An endpoint can have at most 20 custom headers.',
+  header_name_empty: 'Enter a name for this header.',
+  header_name_too_long: 'This name is too long: at most 256 characters.',
+  header_name_invalid: 'Header names hold letters, digits and symbols such as - and _, without spaces or colons.',
+  header_name_reserved: 'This header is set by postbox or by HTTP itself. Choose another name.',
+  header_name_duplicate: 'This header is already set: names are the same whatever their capitals.',
+  header_value_not_string: 'Enter the value as text.',
+  header_value_empty: 'Enter a value for this header.',
+  header_value_too_long: 'This value is too long: at most 4096 characters.',
+  header_value_invalid: 'Values hold plain letters, digits, punctuation, spaces and tabs: no accents, emoji or line breaks.',
+  signature_style_unknown: 'Choose a signature style from the list.',
+  signature_header_not_applicable: 'The default style signs in headers of its own: leave the signature header empty, or choose a hex style.',
+  secret_invalid: 'This secret is not one the signature style accepts.',
+  event_type_invalid: 'Event types are names such as order.paid: lowercase letters, digits and underscores, with dots between the parts.',
+  event_type_unknown: 'This event type does not exist (any more). Choose from the list.',
+  event_filter_invalid: 'Choose events from the list, or all events.',
+  event_types_empty: 'Choose at least one event, or all events.',
+  event_types_too_many: 'Choose at most 100 events, or all events.',
+  event_data_invalid: 'The test data must be a JSON object, such as {"id": 1}.',
+  event_data_too_large: 'The test data is too large.',
+  endpoint_not_found: 'This endpoint does not exist any more.',
+  delivery_not_found: 'This delivery does not exist any more, or has not failed.',
+  delivery_not_retryable: 'This delivery is still being tried. Only a failed or cancelled one can be sent again.',
+  delivery_endpoint_deleted: 'This delivery\'s endpoint was deleted, so it cannot be sent again.',
+  replay_range_invalid: 'The start of the period must come before its end.',
+  api_key_not_found: 'This API key does not exist any more.',
+  api_key_limit: 'You have as many API keys as you may. Revoke one first.',
+  api_keys_kept_limit: 'You have as many API keys as you may, counting recently revoked ones. Try again later.',
+  api_key_revoked: 'This key is revoked: it cannot be rotated.',
+  length_out_of_range: 'This is empty or too long.',
+  idempotency_key_reused: 'This was already sent with other details. Reload the page and try again.',
+};
+
 class ApiError extends Error {
   constructor(status, body) {
-    super((body && body.error && body.error.message) || `HTTP ${status}`);
+    const e = (body && body.error) || {};
+    super(RULE_WORDS[e.rule] || e.message || `HTTP ${status}`);
     this.status = status;
-    this.code = body && body.error && body.error.code;
-    this.field = body && body.error && body.error.field;
+    this.code = e.code;
+    this.rule = e.rule;
+    this.field = e.field;
+    this.item = e.item;
+    this.apiMessage = e.message;
   }
 }
 
+// The inputs whose ids differ from the API's field names.
+const FIELD_IDS = { event_types: 'events', signature_style: 'signature-style', signature_header: 'signature-header' };
+
+// Shows an API error beside the input its `field` names (a header's row by
+// `item`), in its words; false if the form has no such input.
+function placeError(err, headers) {
+  if (err.field === 'headers' && err.item && headers && headers.place(err.item, err.message)) return true;
+  const name = FIELD_IDS[err.field] || err.field;
+  if (!name) return false;
+  let spot = document.getElementById(`error-${name}`);
+  const input = document.getElementById(name);
+  if (!spot && input) {
+    spot = el('span', { class: 'error', id: `error-${name}`, 'aria-live': 'polite' });
+    input.after(spot);
+  }
+  if (!spot) return false;
+  spot.textContent = err.item ? `${err.item}: ${err.message}` : err.message;
+  return true;
+}
+
+// Calls the API. `path` is the API's own (/v1/...), resolved against ROOT,
+// so a proxy's prefix is kept.
 async function api(method, path, body) {
   const opts = { method, credentials: 'same-origin', headers: {} };
   if (method !== 'GET') opts.headers['x-csrf-token'] = S.csrf;
@@ -63,9 +168,15 @@ async function api(method, path, body) {
     opts.headers['content-type'] = 'application/json';
     opts.body = JSON.stringify(body);
   }
-  const r = await fetch(path, opts);
+  let r;
+  try {
+    r = await fetch(new URL(path.replace(/^\//, ''), ROOT), opts);
+  } catch (_) {
+    throw new ApiError(0, { error: { message: 'The server could not be reached. Check the connection and try again.' } });
+  }
   const text = await r.text();
-  const data = text ? JSON.parse(text) : null;
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { /* not the API's JSON (a proxy's page): the status tells */ }
   if (r.status === 401) {
     expired();
     throw new ApiError(401, data);
@@ -88,7 +199,7 @@ const when = (t) => (t ? new Date(t).toLocaleString() : '');
 
 function badge(status, reason) {
   return el('span', { class: `badge ${status}`, title: reason || null },
-    STATUS[status] || status, status === 'disabled' && reason ? `: ${reason}` : null);
+    label(status), status === 'disabled' && reason ? `: ${reason}` : null);
 }
 
 function copyButton(label, text) {
@@ -138,29 +249,63 @@ function chart(stats) {
     bars('7 d', stats.daily, 'day', stats.succeeded_7d, stats.failed_7d, stats.success_rate_7d));
 }
 
-function chartInto(box, endpointId) {
-  api('GET', `/v1/endpoints/${endpointId}/stats`).then((s) => box.replaceChildren(chart(s))).catch(() => {});
+// Fills each box (a Map of endpoint id to element) with its endpoint's
+// chart, from one request for them all (a page of the list); a failure is
+// shown in each box.
+async function statsInto(boxes) {
+  if (!boxes.size) return;
+  try {
+    const r = await api('GET', `/v1/endpoints/stats?ids=${[...boxes.keys()].join(',')}`);
+    for (const s of r.data) if (boxes.has(s.id)) boxes.get(s.id).replaceChildren(chart(s));
+  } catch (e) {
+    if (e.status === 401) return;
+    for (const box of boxes.values()) box.replaceChildren(el('p', { class: 'error stats-error', text: `Health not shown: ${e.message}` }));
+  }
 }
 
 // ---- endpoints list --------------------------------------------------------
 
+// A page of endpoints at a time, with the API's cursor; "Show more" adds
+// the next. Each page's charts come from one request.
 async function listView() {
-  const page = await api('GET', '/v1/endpoints?limit=500');
-  const cards = page.data.map((e) => {
-    const stats = el('div', { class: 'row' });
-    chartInto(stats, e.id);
-    return el('div', { class: 'card endpoint', 'data-id': e.id },
-      el('div', { class: 'row' },
-        el('a', { class: 'url', href: `#/e/${e.id}`, text: e.url }),
-        badge(e.status, e.disabled_reason)),
-      e.description ? el('div', { class: 'description', text: e.description }) : null,
-      el('div', { class: 'events', text: `Events: ${e.event_types.join(', ')}` }),
-      stats);
-  });
+  const list = el('div', { id: 'endpoint-list' });
+  const more = el('div', { class: 'actions', id: 'more' });
+  const load = async (after) => {
+    const q = new URLSearchParams({ limit: String(PAGE) });
+    if (after) q.set('after', after);
+    const page = await api('GET', `/v1/endpoints?${q}`);
+    const boxes = new Map();
+    list.append(...page.data.map((e) => {
+      const stats = el('div', { class: 'row' });
+      boxes.set(e.id, stats);
+      return el('div', { class: 'card endpoint', 'data-id': e.id },
+        el('div', { class: 'row' },
+          el('a', { class: 'url', href: `#/e/${e.id}`, text: shownUrl(e.url) }),
+          badge(e.status, e.disabled_reason)),
+        e.description ? el('div', { class: 'description', text: e.description }) : null,
+        el('div', { class: 'events', text: `Events: ${e.event_types.join(', ')}` }),
+        stats);
+    }));
+    statsInto(boxes);
+    const button = page.next ? el('button', {
+      type: 'button', class: 'ghost', id: 'more-endpoints',
+      onclick: async () => {
+        button.disabled = true;
+        try { await load(page.next); } catch (err) {
+          if (err.status === 401) return;
+          button.disabled = false;
+          more.append(el('p', { class: 'error', text: err.message }));
+        }
+      },
+    }, 'Show more') : null;
+    more.replaceChildren(...[button].filter(Boolean));
+    return page.data.length;
+  };
+  const shown = await load();
   show(
     el('h1', { text: 'Endpoints' }),
     admin() ? el('div', { class: 'actions' }, el('a', { class: 'button', href: '#/new', id: 'new-endpoint' }, 'Add endpoint')) : null,
-    cards.length ? cards : el('p', { class: 'muted', text: 'No endpoints yet.' }));
+    shown ? [list, more] : el('p', { class: 'muted', text: 'No endpoints yet.' }));
 }
 
 // ---- create and edit -------------------------------------------------------
@@ -231,11 +376,11 @@ function headerRows(initial) {
     for (const r of rows) if (r.n.value.trim()) h[r.n.value.trim()] = r.v.value;
     return h;
   };
-  // Shows an error of the API on the row it names, if it names one.
-  const place = (message) => {
-    const lower = message.toLowerCase();
-    const row = rows.find((r) => r.n.value.trim() && lower.includes(r.n.value.trim().toLowerCase()));
-    (row ? row.err : document.getElementById('error-headers')).textContent = message;
+  // Shows an error on the row of the header `name`; false if none has it.
+  const place = (name, text) => {
+    const row = rows.find((r) => r.n.value.trim().toLowerCase() === name.toLowerCase());
+    if (row) row.err.textContent = text;
+    return !!row;
   };
   return {
     node: el('fieldset', { class: 'field' }, el('legend', { text: 'Custom headers' }), list,
@@ -246,14 +391,16 @@ function headerRows(initial) {
 
 async function formView(existing) {
   const editing = !!existing;
-  const e = existing || { url: '', event_types: ['*'], headers: {}, description: '', signature_style: 'standard', enabled: true };
-  const url = el('input', { type: 'url', id: 'url', value: e.url, required: true, 'aria-describedby': 'error-url' });
+  const e = existing || { url: '', event_types: ['*'], headers: {}, description: '', enabled: true };
+  const url = el('input', { type: 'url', id: 'url', value: shownUrl(e.url), required: true, 'aria-describedby': 'error-url' });
   const events = eventPicker(e.event_types);
   const headers = headerRows(e.headers);
   const description = el('textarea', { id: 'description' });
   description.value = e.description || '';
+  // A new endpoint's style: the server's default unless one is chosen.
   const style = el('select', { id: 'signature-style', disabled: editing },
-    ['standard', 'sha256-hex', 'hex'].map((s) => el('option', { value: s, selected: s === e.signature_style }, s)));
+    editing ? null : el('option', { value: '' }, 'Default'),
+    S.choices.signature_styles.map((s) => el('option', { value: s, selected: s === e.signature_style }, s)));
   const sigHeader = el('input', { type: 'text', id: 'signature-header', value: e.signature_header || '', disabled: editing, placeholder: 'X-Signature' });
   const enabled = el('input', { type: 'checkbox', id: 'enabled', checked: e.enabled });
   const formError = el('p', { class: 'error', id: 'error-form', 'aria-live': 'polite' });
@@ -278,7 +425,7 @@ async function formView(existing) {
     if (!headers.check()) return;
     const body = { url: url.value.trim(), event_types: chosen, headers: headers.value(), description: description.value, enabled: enabled.checked };
     if (!editing) {
-      body.signature_style = style.value;
+      if (style.value) body.signature_style = style.value;
       if (sigHeader.value.trim()) body.signature_header = sigHeader.value.trim();
     }
     try {
@@ -292,11 +439,7 @@ async function formView(existing) {
       }
     } catch (err) {
       if (err.status === 401) return;
-      const m = err.message;
-      if (/header/i.test(m)) headers.place(m);
-      else if (/url|https|host|address|port/i.test(m)) document.getElementById('error-url').textContent = m;
-      else if (/event/i.test(m)) document.getElementById('error-events').textContent = m;
-      else formError.textContent = m;
+      if (!placeError(err, headers)) formError.textContent = err.message;
     }
   });
   show(el('h1', { text: editing ? 'Edit endpoint' : 'Add endpoint' }), form);
@@ -318,22 +461,23 @@ function secretView(created) {
 async function endpointView(endpointId) {
   const e = await api('GET', `/v1/endpoints/${endpointId}`);
   const statsBox = el('div', { class: 'row', id: 'stats' });
-  chartInto(statsBox, e.id);
+  statsInto(new Map([[e.id, statsBox]]));
   const panel = el('div', { id: 'panel' });
+  const log = await deliveriesSection(e);
   const config = () => JSON.stringify({ url: e.url, event_types: e.event_types, headers: e.headers, description: e.description,
     signature_style: e.signature_style, signature_header: e.signature_header, options: e.options, enabled: e.enabled, envelope: e.envelope }, null, 2);
   const actions = admin() ? el('div', { class: 'actions' },
     el('a', { class: 'button ghost', href: `#/e/${e.id}/edit`, id: 'edit' }, 'Edit'),
     el('button', { type: 'button', class: 'ghost', id: 'toggle', onclick: () => toggle(e) }, e.enabled ? 'Pause' : 'Resume'),
     el('button', { type: 'button', class: 'ghost', id: 'rotate', onclick: () => rotate(e, panel) }, 'Rotate secret'),
-    el('button', { type: 'button', class: 'ghost', id: 'send-test', onclick: () => testForm(e, panel) }, 'Send a test'),
+    el('button', { type: 'button', class: 'ghost', id: 'send-test', onclick: () => testForm(e, panel, log.reload) }, 'Send a test'),
     copyButton('Copy configuration', config),
     el('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => confirmDelete(e, panel) }, 'Delete'))
     : el('div', { class: 'actions' }, copyButton('Copy configuration', config));
   const secrets = e.secrets.map((s) => el('li', {}, `made ${when(s.created_at)}`, s.expires_at ? `, signs until ${when(s.expires_at)}` : ', current'));
   show(
     el('p', {}, el('a', { href: '#/', text: '← Endpoints' })),
-    el('h1', { class: 'url', text: e.url }),
+    el('h1', { class: 'url', text: shownUrl(e.url) }),
     el('div', { class: 'row' }, badge(e.status, e.disabled_reason), el('span', { class: 'muted', text: `Created ${when(e.created_at)}` })),
     e.description ? el('p', { class: 'description', text: e.description }) : null,
     el('p', { class: 'events', text: `Events: ${e.event_types.join(', ')}` }),
@@ -342,7 +486,7 @@ async function endpointView(endpointId) {
     el('h2', { text: 'Health' }), statsBox,
     actions, panel,
     el('h2', { text: 'Signing secrets' }), el('ul', {}, secrets),
-    await deliveriesSection(e));
+    log.node);
 }
 
 async function toggle(e) {
@@ -353,21 +497,31 @@ async function toggle(e) {
   } catch (err) { failure(err); }
 }
 
+// A span of seconds as a person says it: 3600 -> 1 hour.
+function duration(seconds) {
+  for (const [unit, n] of [['day', 86400], ['hour', 3600], ['minute', 60]]) {
+    if (seconds >= n && seconds % n === 0) return `${seconds / n} ${unit}${seconds === n ? '' : 's'}`;
+  }
+  return `${seconds} second${seconds === 1 ? '' : 's'}`;
+}
+
 function rotate(e, panel) {
+  // The grace periods the API offers; the first choice sends none, so the
+  // server's default applies. What it was is read back after the rotation.
   const grace = el('select', { id: 'grace' },
-    [[0, 'Stop the old secret now'], [3600, 'Keep the old secret for 1 hour'], [86400, 'Keep the old secret for 24 hours'], [604800, 'Keep the old secret for 7 days']]
-      .map(([s, t]) => el('option', { value: s, selected: s === 86400 }, t)));
+    el('option', { value: '', selected: true }, 'Keep the old secret for the default period'),
+    S.choices.grace_seconds.map((s) => el('option', { value: s }, s ? `Keep the old secret for ${duration(s)}` : 'Stop the old secret now')));
   panel.replaceChildren(el('div', { class: 'card' },
     el('label', { for: 'grace', text: 'Grace period' }), grace,
     el('div', { class: 'actions' }, el('button', {
       type: 'button', id: 'rotate-confirm',
       onclick: async () => {
         try {
-          const r = await api('POST', `/v1/endpoints/${e.id}/rotate-secret`, { grace_seconds: Number(grace.value) });
-          const until = new Date(Date.now() + Number(grace.value) * 1000);
+          const r = await api('POST', `/v1/endpoints/${e.id}/rotate-secret`, grace.value === '' ? {} : { grace_seconds: Number(grace.value) });
+          const older = (await api('GET', `/v1/endpoints/${e.id}`)).secrets.filter((x) => x.expires_at).map((x) => x.expires_at).sort();
           panel.replaceChildren(el('div', { class: 'card secret' },
             el('label', { for: 'secret', text: 'New signing secret' }), el('pre', { id: 'secret', text: r.secret }),
-            el('p', { text: `It will not be shown again. ${Number(grace.value) ? `The old secret keeps signing until ${until.toLocaleString()}.` : 'The old secret no longer signs.'}` }),
+            el('p', { text: `It will not be shown again. ${older.length ? `The old secret keeps signing until ${when(older[older.length - 1])}.` : 'The old secret no longer signs.'}` }),
             copyButton('Copy secret', () => r.secret)));
         } catch (err) { panel.replaceChildren(el('p', { class: 'error', text: err.message })); }
       },
@@ -388,43 +542,57 @@ function confirmDelete(e, panel) {
   panel.querySelector('#delete-confirm').focus();
 }
 
-function testForm(e, panel) {
-  const type = el('select', { id: 'test-type' }, S.types.map((t) => el('option', { value: t.name, selected: t.name === 'webhook.test' }, t.name)));
+// reload: the delivery log's, to show the test there too.
+function testForm(e, panel, reload) {
+  // The first choice sends no type: the server's default test event.
+  const type = el('select', { id: 'test-type' }, el('option', { value: '' }, 'Default test event'),
+    S.types.map((t) => el('option', { value: t.name }, t.name)));
   const outcome = el('div', { id: 'test-outcome', 'aria-live': 'polite' });
   panel.replaceChildren(el('div', { class: 'card' },
     el('label', { for: 'test-type', text: 'Event type (its example payload is sent)' }), type,
     el('div', { class: 'actions' }, el('button', {
       type: 'button', id: 'test-send',
       onclick: async () => {
+        const view = S.view;
         outcome.textContent = 'Sending…';
         try {
-          const q = await api('POST', `/v1/endpoints/${e.id}/test`, { event_type: type.value });
-          outcome.replaceChildren(await testOutcome(e.id, type.value, q.event_id));
-        } catch (err) { outcome.replaceChildren(el('p', { class: 'error', text: err.message })); }
+          const q = await api('POST', `/v1/endpoints/${e.id}/test`, type.value ? { event_type: type.value } : {});
+          await reload();
+          const node = await testOutcome(e.id, type.value, q.event_id, view);
+          if (!node) return; // the user left the screen
+          outcome.replaceChildren(node);
+          await reload();
+        } catch (err) { if (view === S.view) outcome.replaceChildren(el('p', { class: 'error', text: err.message })); }
       },
     }, 'Send')), outcome));
 }
 
-// Waits (up to a minute) for the test's first attempt and shows it.
-async function testOutcome(endpointId, type, eventId) {
+// Waits (up to a minute) for the test's first attempt and shows it; null
+// as soon as the user leaves the view it was sent from.
+async function testOutcome(endpointId, type, eventId, view) {
+  const q = new URLSearchParams({ limit: '50' });
+  if (type) q.set('event_type', type);
   for (let i = 0; i < 120; i++) {
-    const page = await api('GET', `/v1/endpoints/${endpointId}/deliveries?event_type=${encodeURIComponent(type)}&limit=50`);
+    if (view !== S.view) return null;
+    const page = await api('GET', `/v1/endpoints/${endpointId}/deliveries?${q}`);
     const d = page.data.find((x) => x.event_id === eventId);
     if (d) {
       const full = await api('GET', `/v1/deliveries/${d.id}`);
       const a = full.attempts[full.attempts.length - 1];
-      if (a) return attemptNode(a, true);
+      if (a) return attemptNode(a, true, full.attempts.length);
     }
     await new Promise((r) => setTimeout(r, 500));
   }
-  return el('p', { class: 'muted', text: 'No attempt yet: the delivery is queued. See the log below.' });
+  return view === S.view ? el('p', { class: 'muted', text: 'No attempt yet: the delivery is queued. See the log below.' }) : null;
 }
 
-function attemptNode(a, brief) {
+// n: the attempt's place in the delivery's log. (The API's `attempt` counts
+// within a schedule, which a retry or a replay starts again at 1.)
+function attemptNode(a, brief, n) {
   const result = a.response ? `HTTP ${a.response.status_code}` : 'no answer';
   return el('div', { class: 'card attempt' },
     el('div', { class: 'row' }, el('strong', { class: 'outcome', text: `${a.outcome}: ${result}` }),
-      el('span', { class: 'muted', text: `attempt ${a.attempt}, ${when(a.started_at)}, ${a.duration_ms} ms` })),
+      el('span', { class: 'muted', text: `attempt ${n}, ${when(a.started_at)}, ${a.duration_ms} ms` })),
     a.error ? el('p', { class: 'error', text: a.error }) : null,
     a.response && a.response.body_excerpt ? [el('div', { class: 'muted', text: 'Response' }), el('pre', { class: 'response', text: a.response.body_excerpt })] : null,
     brief ? null : [el('div', { class: 'muted', text: 'Headers sent (without the signature)' }), el('pre', { text: JSON.stringify(a.request.headers, null, 2) }),
@@ -433,30 +601,41 @@ function attemptNode(a, brief) {
 
 // ---- deliveries ------------------------------------------------------------
 
+// The endpoint's delivery log, newest first, a page at a time ("Older"
+// follows the API's cursor). Returns the section and `reload`, which shows
+// the newest page again (after a test send, say).
 async function deliveriesSection(e) {
   const box = el('section', { id: 'deliveries' });
-  const status = el('select', { id: 'filter-status' }, el('option', { value: '' }, 'Any status'), DELIVERY_STATUSES.map((s) => el('option', { value: s }, s)));
+  const status = el('select', { id: 'filter-status' }, el('option', { value: '' }, 'Any status'),
+    S.choices.delivery_statuses.map((s) => el('option', { value: s }, label(s))));
   const type = el('select', { id: 'filter-type' }, el('option', { value: '' }, 'Any event type'), S.types.map((t) => el('option', { value: t.name }, t.name)));
   const table = el('div', { id: 'delivery-table' });
+  let latest = 0; // only the answer to the latest request is shown
   const load = async (before) => {
+    const mine = ++latest;
     const q = new URLSearchParams({ limit: '20' });
     if (status.value) q.set('status', status.value);
     if (type.value) q.set('event_type', type.value);
     if (before) q.set('before', before);
     const page = await api('GET', `/v1/endpoints/${e.id}/deliveries?${q}`);
+    if (mine !== latest) return;
     const rows = page.data.map((d) => el('tr', { class: 'delivery' },
       el('td', {}, el('a', { href: `#/d/${d.id}`, text: `#${d.id}` })),
       el('td', { text: d.event_type || '' }),
-      el('td', { class: 'status', text: d.status }),
+      el('td', { class: 'status', text: label(d.status) }),
       el('td', { text: `${d.attempts} attempt${d.attempts === 1 ? '' : 's'}${d.last_status_code ? `, HTTP ${d.last_status_code}` : ''}` }),
       el('td', { text: when(d.created_at) })));
     table.replaceChildren(...[rows.length
       ? el('table', {}, el('thead', {}, el('tr', {}, ['Delivery', 'Event', 'Status', 'Attempts', 'Queued'].map((h) => el('th', { scope: 'col', text: h })))), el('tbody', {}, rows))
       : el('p', { class: 'muted', text: 'No deliveries match.' }),
-    page.next ? el('div', { class: 'actions' }, el('button', { type: 'button', class: 'ghost', id: 'older', onclick: () => load(page.next) }, 'Older')) : null].filter(Boolean));
+    page.next ? el('div', { class: 'actions' }, el('button', { type: 'button', class: 'ghost', id: 'older', onclick: () => shown(page.next) }, 'Older')) : null].filter(Boolean));
   };
-  status.addEventListener('change', () => load());
-  type.addEventListener('change', () => load());
+  // Loads, and shows a failure in the log's place.
+  const shown = (before) => load(before).catch((err) => {
+    if (err.status !== 401) table.replaceChildren(el('p', { class: 'error', text: err.message }));
+  });
+  status.addEventListener('change', () => shown());
+  type.addEventListener('change', () => shown());
   await load();
   const since = el('input', { type: 'datetime-local', id: 'replay-since' });
   const until = el('input', { type: 'datetime-local', id: 'replay-until' });
@@ -482,8 +661,8 @@ async function deliveriesSection(e) {
     el('div', { class: 'filters' },
       el('div', { class: 'field' }, el('label', { for: 'filter-status', text: 'Status' }), status),
       el('div', { class: 'field' }, el('label', { for: 'filter-type', text: 'Event type' }), type)),
-    table, replay);
-  return box;
+    ...[table, replay].filter(Boolean));
+  return { node: box, reload: () => shown() };
 }
 
 async function deliveryView(deliveryId) {
@@ -498,11 +677,11 @@ async function deliveryView(deliveryId) {
   show(
     el('p', {}, el('a', { href: `#/e/${d.endpoint_id}`, text: '← Endpoint' })),
     el('h1', { text: `Delivery #${d.id}` }),
-    el('p', {}, el('span', { class: 'status', text: d.status }), ` · ${d.event_type || ''} · event ${d.event_id} · queued ${when(d.created_at)}`),
+    el('p', {}, el('span', { class: 'status', text: label(d.status) }), ` · ${d.event_type || ''} · event ${d.event_id} · queued ${when(d.created_at)}`),
     d.last_error ? el('p', { class: 'error', text: d.last_error }) : null,
     el('div', { class: 'actions' }, retry),
     el('h2', { text: 'Attempts' }),
-    d.attempts.length ? d.attempts.map((a) => attemptNode(a, false)) : el('p', { class: 'muted', text: 'No attempt yet.' }));
+    d.attempts.length ? d.attempts.map((a, i) => attemptNode(a, false, i + 1)) : el('p', { class: 'muted', text: 'No attempt yet.' }));
 }
 
 // ---- API keys (sessions the product allowed to manage them) ----------------
@@ -515,7 +694,7 @@ function keyShown(title, r) {
 }
 
 async function keysView(shown) {
-  const keys = (await api('GET', '/v1/api-keys?limit=500')).data;
+  const first = await api('GET', `/v1/api-keys?limit=${PAGE}`);
   const panel = el('div', { id: 'key-panel' }, shown || null);
   const label = el('input', { type: 'text', id: 'key-label', required: true, maxlength: 200 });
   const role = el('select', { id: 'key-role' },
@@ -560,21 +739,47 @@ async function keysView(shown) {
           panel.querySelector('#revoke-confirm').focus();
         },
       }, 'Revoke'))));
+  // A page at a time, with the API's cursor.
+  const rows = el('tbody', {}, first.data.map(row));
+  const more = el('div', { class: 'actions' });
+  const pager = (next) => {
+    const button = next ? el('button', {
+      type: 'button', class: 'ghost', id: 'more-keys',
+      onclick: async () => {
+        button.disabled = true;
+        try {
+          const page = await api('GET', `/v1/api-keys?${new URLSearchParams({ limit: String(PAGE), after: next })}`);
+          rows.append(...page.data.map(row));
+          pager(page.next);
+        } catch (e) {
+          if (e.status === 401) return;
+          button.disabled = false;
+          more.append(el('p', { class: 'error', text: e.message }));
+        }
+      },
+    }, 'Show more') : null;
+    more.replaceChildren(...[button].filter(Boolean));
+  };
+  pager(first.next);
   show(
     el('p', {}, el('a', { href: '#/', text: '← Endpoints' })),
     el('h1', { text: 'API keys' }),
     el('p', { class: 'muted', text: 'Keys for your own tools to manage these webhooks. You see the keys you made here.' }),
     panel, form,
-    keys.length ? el('table', { class: 'keys' },
+    first.data.length ? [el('table', { class: 'keys' },
       el('thead', {}, el('tr', {}, ['Label', 'Access', 'Key', 'Last used', 'Status', ''].map((h) => el('th', { text: h })))),
-      el('tbody', {}, keys.map(row)))
+      rows), more]
       : el('p', { class: 'muted', id: 'no-keys', text: 'No API keys yet.' }));
 }
 
 async function signOut() {
   try {
     await api('POST', '/v1/portal/sign-out');
-  } catch (_) { /* already ended: signed out either way */ }
+  } catch (e) {
+    // 401: the session had already ended, so signed out either way. Any
+    // other failure leaves it open: say so.
+    if (e.status !== 401) { toast(`Not signed out: ${e.message}`); return; }
+  }
   S.csrf = '';
   for (const i of ['sign-out', 'keys-link']) document.getElementById(i).hidden = true;
   document.getElementById('who').textContent = '';
@@ -585,6 +790,7 @@ async function signOut() {
 // ---- routing ---------------------------------------------------------------
 
 async function route() {
+  S.view++;
   const h = location.hash || '#/';
   let m;
   try {
@@ -619,8 +825,10 @@ async function start() {
     S.manageKeys = s.manage_keys;
     document.getElementById('keys-link').hidden = !s.manage_keys;
     document.getElementById('who').textContent = `${s.tenant} · ${s.role === 'admin' ? 'can change settings' : 'view only'}`;
-    if (s.logo) { const l = document.getElementById('logo'); l.src = '/portal/logo'; l.hidden = false; }
-    S.types = (await api('GET', '/v1/event-types')).data;
+    if (s.logo) { const l = document.getElementById('logo'); l.src = 'logo'; l.hidden = false; }
+    const [types, choices] = await Promise.all([api('GET', '/v1/event-types'), api('GET', '/v1/choices')]);
+    S.types = types.data;
+    S.choices = choices;
   } catch (e) { failure(e); return; }
   window.addEventListener('hashchange', route);
   await route();

@@ -72,6 +72,11 @@ impl Settings {
         // browsers drop Secure cookies (config refuses http anywhere else).
         let secure =
             !(public_url.starts_with("http://") && crate::config::is_loopback_url(&public_url));
+        // The cookie goes only where the page and its API are: under the
+        // public URL's path, which a proxy's prefix is part of.
+        let path = url::Url::parse(&public_url)
+            .map(|u| u.path().to_string())
+            .unwrap_or_else(|_| "/".into());
         let same_site = match c.portal_same_site.as_str() {
             "strict" => "Strict",
             "none" => "None",
@@ -88,7 +93,7 @@ impl Settings {
             theme: format!(":root {{ --accent: {}; }}\n", c.portal_accent),
             logo,
             cookie_attributes: format!(
-                "Path=/; HttpOnly; SameSite={same_site}; Max-Age={}{}",
+                "Path={path}; HttpOnly; SameSite={same_site}; Max-Age={}{}",
                 c.portal_session.as_secs(),
                 if secure { "; Secure" } else { "" }
             ),
@@ -205,7 +210,8 @@ pub async fn enter(
     }
     // A link works once: its bucket need not stay.
     app.limiter.forget(token_hash);
-    let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/portal/")]).into_response();
+    // Relative (to /portal/enter): the page, under whatever prefix a proxy adds.
+    let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "./")]).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&format!(
@@ -322,6 +328,13 @@ mod tests {
             .unwrap()
             .ends_with("frame-ancestors https://app.example.com"));
         assert_eq!(prod.theme, ":root { --accent: #FF6600; }\n");
+        // Behind a proxy that adds a prefix, the cookie stays under it.
+        let prefixed = settings(|c| c.public_url = "https://example.com/webhooks".into()).unwrap();
+        assert!(
+            prefixed.cookie_attributes.starts_with("Path=/webhooks; "),
+            "{}",
+            prefixed.cookie_attributes
+        );
     }
 
     #[test]

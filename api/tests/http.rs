@@ -1102,6 +1102,60 @@ async fn deliveries_made_through_the_api_arrive_and_verify() {
         s.body
     );
     assert_eq!(daily[6]["succeeded"], 1);
+    // Several endpoints' stats in one call (a page of the list): the same
+    // answer, with the id; an id of no endpoint of the tenant left out.
+    let other = uuid::Uuid::now_v7();
+    let many = api
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/stats?ids={other},{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(many.status, 200, "{}", many.body);
+    let mut one = s.body.clone();
+    one["id"] = json!(id);
+    assert_eq!(many.body["data"], json!([one]));
+    for bad in ["", "x", "1,2"] {
+        let a = api
+            .call(
+                Method::GET,
+                &format!("/v1/endpoints/stats?ids={bad}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (a.status, a.body["error"]["field"].as_str()),
+            (400, Some("ids")),
+            "{bad}: {}",
+            a.body
+        );
+    }
+    // The values the settings take, for a client's forms.
+    let c = api
+        .call(Method::GET, "/v1/choices", Some(&admin), None)
+        .await;
+    assert_eq!(
+        c.body["signature_styles"],
+        json!(["standard", "sha256-hex", "hex"])
+    );
+    assert_eq!(
+        c.body["delivery_statuses"],
+        json!([
+            "pending",
+            "in_flight",
+            "held",
+            "succeeded",
+            "failed",
+            "cancelled"
+        ])
+    );
+    assert!(c.body["grace_seconds"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(0)));
     worker.stop().await.unwrap();
     api.stop().await;
 }

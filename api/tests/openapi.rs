@@ -57,7 +57,7 @@ fn the_document_is_complete() {
         }
     }
     assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
-    // 18 tenant operations twice (tenant and operator keys), the catalog,
-    // emitting, portal links and revoking portal sessions.
-    assert_eq!(operations, 2 * 18 + 4, "{ids:#?}");
+    // 19 tenant operations twice (tenant and operator keys), the catalog,
+    // the choices, emitting, portal links and revoking portal sessions.
+    assert_eq!(operations, 2 * 19 + 5, "{ids:#?}");
 }

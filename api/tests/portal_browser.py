@@ -4,9 +4,11 @@ PostgreSQL, worker and loopback receivers that api/tests/portal.rs starts.
 
 Environment: BASE (the API), ADMIN_LINK, MEMBER_LINK, KEYS_LINK (an admin
 session allowed to manage API keys, for user u-ada), USED_LINK (already
-used), EXPIRED_LINK, OPERATOR_KEY, TENANT, OK_URL and FAILING_URL
-(receivers answering 200 and 500), SHOTS (where screenshots go).
-Prints each step; exits non-zero at the first failure.
+used), EXPIRED_LINK, OPERATOR_KEY, TENANT, OK_URL, FAILING_URL and
+HANGING_URL (receivers answering 200, 500, and never), MANY_LINK (a member
+of a tenant with 600 endpoints), PREFIX_LINK (an admin link of a second API
+reached through a proxy that adds the path PREFIX), SHOTS (where
+screenshots go). Prints each step; exits non-zero at the first failure.
 """
 
 import json
@@ -27,6 +29,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 E = os.environ
 BASE, TENANT, SHOTS = E["BASE"], E["TENANT"], E["SHOTS"]
 WAIT = 30
+# A URL with markup, a quote and a space: stored percent-encoded, shown as typed.
+TYPED_URL = E["OK_URL"] + '/<b>hooks</b>?q="a b"'
 
 
 def step(name):
@@ -38,6 +42,8 @@ def browser(width):
     opts.binary_location = "/usr/bin/chromium"
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},1000"):
         opts.add_argument(a)
+    # The console and the network, for failed_requests.
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     d.set_script_timeout(WAIT)
     return d
@@ -67,6 +73,37 @@ def text_in(d, css, text):
 
 def shot(d, name):
     d.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+
+def network(d):
+    """The page's network events since the last look (the log is read once)."""
+    return [json.loads(e["message"])["message"] for e in d.get_log("performance")]
+
+
+def requested(events, part):
+    """The URLs of the requests among `events` that contain `part`."""
+    return [m["params"]["request"]["url"] for m in events
+            if m["method"] == "Network.requestWillBeSent" and part in m["params"]["request"]["url"]]
+
+
+def failed_requests(d, events=None):
+    """What went wrong since the last look: requests answered 4xx or 5xx,
+    requests that failed without an answer, and errors on the console
+    (the browser's own favicon guess left out)."""
+    bad = []
+    for m in network(d) if events is None else events:
+        if m["method"] == "Network.responseReceived":
+            r = m["params"]["response"]
+            if r["status"] >= 400 and not r["url"].endswith("/favicon.ico"):
+                bad.append(f"{r['status']} {r['url']}")
+        elif m["method"] == "Network.loadingFailed":
+            bad.append(f"no answer: {m['params'].get('errorText')}")
+    bad += [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]
+    return bad
+
+
+def scroll_width(d):
+    return d.execute_script("return document.documentElement.scrollWidth")
 
 
 def no_alert(d):
@@ -137,9 +174,10 @@ def main():
         by_id(d, "save").click()
         wait(d, lambda d: d.find_element(By.ID, "error-url").text.strip() != "")
         url_error = d.find_element(By.ID, "error-url").text
-        assert "http" in url_error, url_error
+        # Words for a person, chosen by the rule's code (url_not_https), not the rule's text.
+        assert url_error == "The address must start with https://.", url_error
         by_id(d, "url").clear()
-        by_id(d, "url").send_keys(E["OK_URL"])
+        by_id(d, "url").send_keys(TYPED_URL)
         for _ in range(3):
             by_id(d, "add-header").click()
         names = d.find_elements(By.CSS_SELECTOR, ".header-name")
@@ -152,7 +190,7 @@ def main():
         by_id(d, "save").click()
         errors = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".header-error")]
         assert errors[0] == "Name required" and errors[2].startswith("Duplicate"), errors
-        # A reserved name: the API's rule, shown on its row.
+        # A reserved name: the API's rule, on its row (by the error's item), in words for a person.
         names[0].send_keys("Content-Type")
         names[2].clear()
         names[2].send_keys("X-Note")
@@ -161,7 +199,13 @@ def main():
         by_id(d, "save").click()
         wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, ".header-error")[0].text.strip() != "")
         reserved = d.find_elements(By.CSS_SELECTOR, ".header-error")[0].text
-        assert "content-type" in reserved.lower(), reserved
+        assert reserved.startswith("This header is set by postbox"), reserved
+        names[0].clear()
+        names[0].send_keys("X Bad Name")
+        by_id(d, "save").click()
+        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, ".header-error")[0].text.startswith("Header names hold"))
+        assert not any(e.text.startswith("postbox:") for e in d.find_elements(By.CSS_SELECTOR, ".error")), \
+            [e.text for e in d.find_elements(By.CSS_SELECTOR, ".error")]
         shot(d, "02-create-errors-1440")
         d.find_elements(By.XPATH, "//div[@class='header-row']/button")[0].click()  # remove it
 
@@ -180,7 +224,10 @@ def main():
         shot(d, "03-secret-1440")
         by_id(d, "to-endpoint").click()
 
-        step("what a tenant typed is shown as text")
+        step("what a tenant typed is shown as text, the URL as typed (not percent-encoded)")
+        text_in(d, "h1.url", TYPED_URL)
+        assert d.find_element(By.CSS_SELECTOR, "h1.url").text == TYPED_URL
+        assert not d.find_elements(By.CSS_SELECTOR, "h1.url b"), "a URL is text, not markup"
         text_in(d, ".events", "Events: order.paid, webhook.test")
         text_in(d, ".description", description)
         text_in(d, ".headers", "<script>alert('header')</script>")
@@ -190,12 +237,33 @@ def main():
         shot(d, "04-endpoint-1440")
         endpoint_url = d.current_url
 
-        step("send a test and see its outcome")
+        step("send a test (the default event), see its outcome, and the log below shows it without a reload")
+        text_in(d, "#delivery-table", "No deliveries match.")
         by_id(d, "send-test").click()
-        Select(by_id(d, "test-type")).select_by_value("webhook.test")
         by_id(d, "test-send").click()
         text_in(d, "#test-outcome", "succeeded: HTTP 200")
+        text_in(d, "#delivery-table tr.delivery .status", "Succeeded")
         shot(d, "05-test-1440")
+
+        step("a test's outcome is no longer polled once the user leaves the screen")
+        hanging = operator("POST", f"/v1/tenants/{TENANT}/endpoints", {
+            "url": E["HANGING_URL"], "description": "never answers",
+            "options": {"timeout_ms": 10000, "retry_schedule": []}})
+        d.get(BASE + f"/portal/#/e/{hanging['id']}")
+        text_in(d, "h1.url", "/hang")
+        click(d, "#send-test")
+        network(d)
+        by_id(d, "test-send").click()
+        polls = []
+        wait(d, lambda d: polls.extend(requested(network(d), "/deliveries?")) or len(polls) >= 3)
+        click(d, "header a.title")
+        text_in(d, "h1", "Endpoints")
+        time.sleep(0.3)
+        network(d)  # a poll already under way when the user left
+        time.sleep(2)
+        late = requested(network(d), "/deliveries?")
+        assert not late, late
+        d.get(endpoint_url)
 
         step("pause, resume")
         by_id(d, "toggle").click()
@@ -203,8 +271,9 @@ def main():
         by_id(d, "toggle").click()
         text_in(d, ".badge", "Healthy")
 
-        step("edit")
+        step("edit: the URL as typed")
         by_id(d, "edit").click()
+        assert by_id(d, "url").get_attribute("value") == TYPED_URL
         field = by_id(d, "description")
         field.clear()
         field.send_keys("billing hooks")
@@ -231,6 +300,7 @@ def main():
                 break
             assert time.time() < deadline, badges
             time.sleep(0.5)
+        assert TYPED_URL in [a.text for a in d.find_elements(By.CSS_SELECTOR, ".endpoint a.url")]
         # The failing endpoint's chart: 24 hourly and 7 daily bars, a red part in the latest of each.
         card = [c for c in d.find_elements(By.CSS_SELECTOR, ".endpoint") if "always 500" in c.text][0]
         wait(d, lambda d: len(card.find_elements(By.CSS_SELECTOR, ".spark")) == 2)
@@ -250,6 +320,18 @@ def main():
         shot(d, "08-delivery-1440")
         by_id(d, "retry").click()
         text_in(d, "#toast", "Queued again")
+
+        step("the retried delivery lists attempt 1 and attempt 2")
+        deadline = time.time() + WAIT
+        while True:
+            d.refresh()
+            text_in(d, "h1", "Delivery #")
+            attempts = [a.text for a in d.find_elements(By.CSS_SELECTOR, ".attempt > .row > span.muted")]
+            if len(attempts) >= 2:
+                break
+            assert time.time() < deadline, attempts
+            time.sleep(0.5)
+        assert attempts[0].startswith("attempt 1,") and attempts[1].startswith("attempt 2,"), attempts
         d.get(BASE + f"/portal/#/e/{failing['id']}")
         by_id(d, "replay-since").send_keys("01012020" + Keys.TAB + "0000AM")
         by_id(d, "replay").click()
@@ -263,18 +345,32 @@ def main():
 
         step("delete, after a confirmation")
         d.get(endpoint_url)
-        by_id(d, "delete").click()
+        text_in(d, "h1.url", TYPED_URL)
+        click(d, "#delete")
         by_id(d, "delete-confirm").click()
         text_in(d, "h1", "Endpoints")
-        wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".endpoint")) == 1)
+        wait(d, lambda d: sorted(a.text for a in d.find_elements(By.CSS_SELECTOR, ".endpoint a.url")) == sorted([
+            E["FAILING_URL"], E["HANGING_URL"]]))
 
-        step("375 px wide")
+        step("375 px wide: the tenant's name on its own line at the left, under the title")
         d.set_window_size(375, 900)
         d.get(BASE + "/portal/#/")
         text_in(d, "h1", "Endpoints")
-        assert d.execute_script("return document.documentElement.scrollWidth") <= 375
+        assert scroll_width(d) <= 375, scroll_width(d)
+        title = d.find_element(By.CSS_SELECTOR, "header .title").rect
+        who = by_id(d, "who").rect
+        assert abs(who["x"] - title["x"]) <= 1 and who["y"] >= title["y"] + title["height"] - 1, (title, who)
         shot(d, "09-list-375")
+
+        step("375 px wide: a long header token wraps")
+        token = "Bearer " + "0123456789abcdef" * 4
+        long_header = operator("POST", f"/v1/tenants/{TENANT}/endpoints", {
+            "url": E["OK_URL"] + "/long", "headers": {"Authorization": token}})
+        d.get(BASE + f"/portal/#/e/{long_header['id']}")
+        text_in(d, ".headers", token)
+        assert scroll_width(d) <= 375, scroll_width(d)
         d.get(BASE + f"/portal/#/e/{failing['id']}")
+        text_in(d, "h1.url", "/fail")
         by_id(d, "deliveries")
         assert d.execute_script("return document.documentElement.scrollWidth") <= 375
         shot(d, "10-endpoint-375")
@@ -308,6 +404,8 @@ def main():
         assert not m.find_elements(By.ID, "new-endpoint")
         m.find_element(By.CSS_SELECTOR, ".endpoint a.url").click()
         by_id(m, "deliveries")
+        lines = m.find_element(By.ID, "main").text.splitlines()
+        assert "null" not in [x.strip() for x in lines], lines
         for control in ("edit", "toggle", "rotate", "delete", "send-test", "replay"):
             assert not m.find_elements(By.ID, control), control
         csrf = csrf_of(m)
@@ -331,6 +429,63 @@ def main():
         raise
     finally:
         m.quit()
+    step("600 endpoints: a page at a time, each page's charts in one request, and no request fails")
+    n = browser(1440)
+    try:
+        n.get(E["MANY_LINK"])
+        text_in(n, "h1", "Endpoints")
+        pages = 1
+        while True:
+            shown = len(n.find_elements(By.CSS_SELECTOR, ".endpoint"))
+            more = n.find_elements(By.ID, "more-endpoints")
+            if not more:
+                break
+            more[0].click()
+            pages += 1
+            wait(n, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".endpoint")) > shown)
+        ids = [c.get_attribute("data-id") for c in n.find_elements(By.CSS_SELECTOR, ".endpoint")]
+        assert len(ids) == len(set(ids)) == 600 and pages > 1, (len(ids), len(set(ids)), pages)
+        # Every card's chart arrives: two sparklines each.
+        wait(n, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".endpoint .spark")) == 1200)
+        events = network(n)
+        bad = failed_requests(n, events)
+        assert not bad, (len(bad), bad[:5])
+        lists = requested(events, "/v1/endpoints?")
+        stats = requested(events, "/v1/endpoints/stats?")
+        assert len(lists) == len(stats) == pages, (len(lists), len(stats), pages)
+    except Exception:
+        report(n)
+        raise
+    finally:
+        n.quit()
+
+    step("behind a proxy that adds a path prefix: every request keeps it")
+    p = browser(1440)
+    try:
+        p.get(E["PREFIX_LINK"])
+        text_in(p, "h1", "Endpoints")
+        base = E["PREFIX_LINK"].split("/portal/enter")[0]
+        assert base.endswith(E["PREFIX"]) and p.current_url == base + "/portal/", p.current_url
+        wait(p, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".endpoint .spark")) >= 2)
+        p.get(base + f"/portal/#/e/{long_header['id']}")
+        by_id(p, "deliveries")
+        by_id(p, "send-test").click()
+        by_id(p, "test-send").click()
+        text_in(p, "#test-outcome", "succeeded: HTTP 200")
+        p.get(base + "/portal/#/new")
+        assert "sha256-hex" in [o.get_attribute("value") for o in Select(by_id(p, "signature-style")).options]
+        bad = failed_requests(p)
+        assert not bad, bad
+        click(p, "#sign-out")
+        text_in(p, "h1", "You have signed out")
+        p.refresh()
+        text_in(p, "h1", "Your session has ended")
+    except Exception:
+        report(p)
+        raise
+    finally:
+        p.quit()
+
     step("API keys, where the product allows: generate (once), rotate, revoke; sign out")
     k = browser(1440)
     try:

@@ -30,7 +30,17 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    fn as_str(self) -> &'static str {
+    /// Every status, in a delivery's life order (`GET /v1/choices`).
+    pub const ALL: [DeliveryStatus; 6] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::InFlight,
+        DeliveryStatus::Held,
+        DeliveryStatus::Succeeded,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::InFlight => "in_flight",
@@ -79,6 +89,9 @@ pub struct DeliveryQuery {
 
 #[derive(Serialize, ToSchema)]
 pub struct Attempt {
+    /// Its number in the delivery's schedule: a manual retry or a replay
+    /// starts a fresh schedule at 1, so the same number can appear twice;
+    /// the list is in the order the attempts were made.
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,
@@ -262,4 +275,31 @@ pub async fn retry(
             ))
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeliveryStatus;
+
+    #[test]
+    fn every_status_is_listed_once_as_the_query_parameter_spells_it() {
+        for (i, s) in DeliveryStatus::ALL.into_iter().enumerate() {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(
+                DeliveryStatus::ALL
+                    .iter()
+                    .position(|o| o.as_str() == s.as_str()),
+                Some(i)
+            );
+        }
+        // A status added to the enum but not to ALL fails to compile here.
+        let _ = |s: DeliveryStatus| match s {
+            DeliveryStatus::Pending
+            | DeliveryStatus::InFlight
+            | DeliveryStatus::Held
+            | DeliveryStatus::Succeeded
+            | DeliveryStatus::Failed
+            | DeliveryStatus::Cancelled => (),
+        };
+    }
 }

@@ -3,6 +3,7 @@
 //! apart ([`all`]); and those outside the document ([`undocumented`]): the
 //! document itself, `/healthz`, and the settings portal's page.
 
+pub mod choices;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
@@ -37,6 +38,7 @@ fn tenant_routes() -> OpenApiRouter<App> {
         .routes(routes!(endpoints::rotate_secret))
         .routes(routes!(endpoints::replay))
         .routes(routes!(endpoints::stats))
+        .routes(routes!(endpoints::stats_of_many))
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::get))
         .routes(routes!(deliveries::retry))
@@ -52,6 +54,7 @@ pub fn all() -> OpenApiRouter<App> {
         .nest(TENANT_KEYS, tenant_routes())
         .nest(OPERATOR_KEYS, tenant_routes())
         .routes(routes!(events::event_types))
+        .routes(routes!(choices::choices))
         .routes(routes!(events::emit))
         .routes(routes!(portal::create, portal::revoke))
 }
@@ -75,7 +78,8 @@ pub fn undocumented(doc: Arc<str>) -> Router<App> {
         .route("/healthz", get(crate::metrics::healthz))
         .route(
             "/portal",
-            get(|| async { axum::response::Redirect::permanent("/portal/") }),
+            // Relative: under whatever prefix a proxy adds.
+            get(|| async { axum::response::Redirect::permanent("portal/") }),
         )
         .route("/portal/", get(page::index))
         .route("/portal/enter", get(page::enter))
