@@ -1,10 +1,12 @@
 //! Test harness: a throwaway PostgreSQL cluster with postbox installed.
 //!
-//! Each [`Cluster`] runs `initdb` into its own directory under the system
-//! temp dir, starts on a free loopback port, and is stopped and removed on
-//! drop. PostgreSQL refuses to run as root, so as root the cluster runs as the
-//! `postgres` user. The extension must already be installed into the local
-//! PostgreSQL (`cargo pgrx install`); `scripts/test.sh` does that.
+//! Each [`Cluster`] gets its own data directory under the system temp dir,
+//! starts on a free loopback port, and is stopped and removed on drop. The
+//! data directory is a copy of a template that `initdb` made once per
+//! machine (see `template`), not a fresh `initdb`. PostgreSQL refuses to
+//! run as root, so as root the cluster runs as the `postgres` user. The
+//! extension must already be installed into the local PostgreSQL (`cargo
+//! pgrx install`); `scripts/test.sh` does that.
 //!
 //! # Layout
 //! - [`Cluster`]: start, connect, restart, stop; a streaming standby and
@@ -16,11 +18,20 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Where a new cluster's data directory comes from.
+enum Initdb {
+    /// A copy of the [`template`] of its PostgreSQL.
+    Template,
+    /// Its own `initdb`.
+    Own,
+}
 
 pub struct Cluster {
     dir: PathBuf,
@@ -41,12 +52,76 @@ fn pg_bindir() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn is_root() -> bool {
+fn uid() -> String {
     Command::new("id")
         .arg("-u")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn is_root() -> bool {
+    uid() == "0"
+}
+
+/// What every cluster's `initdb` is run with, besides its directory.
+const INITDB_OPTIONS: &[&str] = &["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"];
+
+/// Held while a template is looked for or made, so the tests of one process
+/// make it once.
+static TEMPLATE: Mutex<()> = Mutex::new(());
+
+/// The data directory that clusters of the PostgreSQL in `bin` copy: made by
+/// `initdb` ([`INITDB_OPTIONS`]) the first time it is asked for, then kept in
+/// the temp dir as `postbox-template-<key>/data` for every later test run on
+/// the machine. The key hashes what the files depend on: the programs' path,
+/// `postgres --version`, the options, and the user that owns the files; it
+/// is written beside them in `key`. A template is made in a directory of its
+/// own and renamed into place, so a half-made one is never seen, and when
+/// two test processes make one at once, the first rename wins and the other
+/// process uses it. Copies share initdb's system identifier, which only
+/// replication checks (a standby is a copy of its primary anyway).
+fn template(bin: &Path) -> PathBuf {
+    let bin = bin.canonicalize().unwrap_or_else(|_| bin.to_path_buf());
+    let version = Command::new(bin.join("postgres"))
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.join("postgres").display()));
+    let key = format!(
+        "bin: {}\nversion: {}\ninitdb: {}\nuid: {}\n",
+        bin.display(),
+        String::from_utf8_lossy(&version.stdout).trim(),
+        INITDB_OPTIONS.join(" "),
+        uid()
+    );
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    };
+    let dir = std::env::temp_dir().join(format!("postbox-template-{hash:016x}"));
+    // Its key is written last; a template that lost files (a temp dir
+    // cleaner) is made again.
+    let complete = |dir: &Path| {
+        ["key", "data/PG_VERSION", "data/global/pg_control"]
+            .iter()
+            .all(|f| dir.join(f).exists())
+    };
+    let _made_once = TEMPLATE.lock().unwrap_or_else(|e| e.into_inner());
+    if complete(&dir) {
+        return dir.join("data");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let making = Cluster::in_new_dir(bin, false);
+    making.initdb(&making.dir.join("data"));
+    std::fs::write(making.dir.join("key"), &key).unwrap();
+    // Renaming onto a directory that exists fails: another process won
+    // (and dropping `making` removes the copy that lost).
+    if std::fs::rename(&making.dir, &dir).is_err() {
+        assert!(complete(&dir), "{}: neither made nor found", dir.display());
+    }
+    dir.join("data")
 }
 
 fn free_port() -> u16 {
@@ -58,7 +133,8 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    /// initdb + start, with `CREATE EXTENSION postbox` in database `postgres`.
+    /// A new cluster (a copy of the template) started, with `CREATE
+    /// EXTENSION postbox` in database `postgres`.
     pub async fn start() -> Cluster {
         Self::start_with(&[]).await
     }
@@ -78,13 +154,15 @@ impl Cluster {
         files: &[(&str, &[u8])],
         hba: Option<&str>,
     ) -> Cluster {
-        Self::start_from(pg_bindir(), settings, files, hba).await
+        Self::start_from(pg_bindir(), settings, files, hba, Initdb::Template).await
     }
 
     /// Like [`Cluster::start`], with the PostgreSQL programs in `bin` (another
-    /// installation, e.g. one a release archive was installed into).
+    /// installation, e.g. one a release archive was installed into). Its own
+    /// `initdb` makes the data directory: that installation is what is
+    /// tested, and no template is kept for it.
     pub async fn start_with_bindir(bin: PathBuf) -> Cluster {
-        Self::start_from(bin, &[], &[], None).await
+        Self::start_from(bin, &[], &[], None, Initdb::Own).await
     }
 
     async fn start_from(
@@ -92,20 +170,30 @@ impl Cluster {
         settings: &[(&str, &str)],
         files: &[(&str, &[u8])],
         hba: Option<&str>,
+        initdb: Initdb,
     ) -> Cluster {
         let cluster = Cluster::in_new_dir(bin, hba.is_some());
         let data = cluster.dir.join("data");
-        cluster.pg(&[
-            "initdb",
-            "-D",
-            data.to_str().unwrap(),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]);
+        match initdb {
+            Initdb::Own => cluster.initdb(&data),
+            Initdb::Template => {
+                let template = template(&cluster.bin);
+                // -a: the owner (postgres, when we are root) and modes kept.
+                let out = Command::new("cp")
+                    .arg("-a")
+                    .arg(&template)
+                    .arg(&data)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "cp -a {} {}: {}",
+                    template.display(),
+                    data.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         let mut conf = format!(
             "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 100\n",
             cluster.port,
@@ -140,8 +228,14 @@ impl Cluster {
         }
         cluster.start_server();
         let client = cluster.connect("postgres").await;
+        // POSTBOX_EXTENSION_VERSION: an older installed version, for
+        // measuring a release against its predecessor on the same machine.
+        let create = match std::env::var("POSTBOX_EXTENSION_VERSION") {
+            Ok(v) if !v.is_empty() => format!("CREATE EXTENSION postbox VERSION '{v}'"),
+            _ => "CREATE EXTENSION postbox".to_string(),
+        };
         client
-            .batch_execute("CREATE EXTENSION postbox")
+            .batch_execute(&create)
             .await
             .expect("CREATE EXTENSION postbox (is it installed? run scripts/test.sh)");
         cluster
@@ -168,6 +262,13 @@ impl Cluster {
             port: free_port(),
             socket_only,
         }
+    }
+
+    /// `initdb` into `data`.
+    fn initdb(&self, data: &Path) {
+        let mut args = vec!["initdb", "-D", data.to_str().unwrap()];
+        args.extend_from_slice(INITDB_OPTIONS);
+        self.pg(&args);
     }
 
     /// Appends `text` to the data directory's `postgresql.conf`.
