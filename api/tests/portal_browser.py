@@ -421,7 +421,7 @@ def main():
         text_in(m, ".headers", "Authorization: ********")
         assert "member-must-not-see" not in m.page_source
         # Members have no key management, and no session without the grant has.
-        assert m.find_element(By.ID, "keys-link").get_attribute("hidden") is not None
+        assert not m.find_element(By.ID, "keys-link").is_displayed()
         assert fetch(m, "GET", "/v1/api-keys", None, csrf) == 403
         shot(m, "13-member-endpoint-1440")
     except Exception:
@@ -527,6 +527,7 @@ def main():
         assert len(mine) == 1 and mine[0]["for_user"] == "u-ada" and mine[0]["made_by_session"], mine
         click(k, "#sign-out")
         text_in(k, "h1", "You have signed out")
+        assert not [i for i in ("sign-out", "keys-link") if k.find_element(By.ID, i).is_displayed()]
         assert fetch(k, "GET", "/v1/endpoints", None, None) == 401, "the session has ended"
         k.refresh()
         text_in(k, "h1", "Your session has ended")
