@@ -1,8 +1,8 @@
 //! The list of error codes (`postbox_rules::codes`) is the only one. Rust
 //! cannot name a code that is not in it (`Code` is an enum); these tests
 //! hold the other places to it: every error postbox's SQL raises goes
-//! through `postbox._raise` with a listed code, and docs/errors.md shows
-//! the list as it is
+//! through `postbox._raise` with a listed code, the portal's words are for
+//! listed codes, and docs/errors.md shows the list as it is
 //! (`POSTBOX_BLESS=1` rewrites its table).
 
 use postbox_rules::codes::Code;
@@ -203,6 +203,30 @@ fn the_check_finds_what_it_must() {
     for (f, w) in failures.iter().zip(want) {
         assert!(f.starts_with(w), "{f} should start with {w}");
     }
+}
+
+/// The portal's words for people: one table in app.js, keyed by code.
+#[test]
+fn the_portals_words_are_for_listed_codes() {
+    let js = std::fs::read_to_string(repo().join("api/portal/app.js")).unwrap();
+    let start = js
+        .find("const RULE_WORDS = {")
+        .expect("app.js holds its words in `const RULE_WORDS = {`");
+    let table = &js[start..start + js[start..].find("\n};").unwrap()];
+    let mut keys = 0;
+    for line in table.lines().skip(1) {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("//") {
+            continue;
+        }
+        let key = line.split(':').next().unwrap().trim();
+        assert!(
+            Code::parse(key).is_some(),
+            "app.js RULE_WORDS: '{key}' is not a code in postbox_rules::codes"
+        );
+        keys += 1;
+    }
+    assert!(keys >= 10, "{keys} words");
 }
 
 /// The table docs/errors.md shows, from the list.

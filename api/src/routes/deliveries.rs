@@ -198,7 +198,11 @@ pub async fn list(
 }
 
 fn no_delivery(id: i64) -> ApiError {
-    ApiError::NotFound(format!("postbox: no delivery has this id: {id}"))
+    ApiError::rule(
+        postbox_rules::Code::DeliveryNotFound,
+        Some("id"),
+        format!("postbox: no delivery has this id: {id}"),
+    )
 }
 
 /// One delivery with every attempt: what was sent and what came back.
