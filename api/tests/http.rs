@@ -3,12 +3,12 @@
 //! the rate limit, idempotency, errors, and a delivery created through the
 //! API, received and verified with the official standardwebhooks library.
 
-#[path = "../../worker/tests/common/mod.rs"]
-mod common;
 mod support;
 
-use common::{Behavior, Receiver};
-use postbox_tests::Cluster;
+use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::verify::python_verify;
+use postbox_tests::worker::{test_config, Worker};
+use postbox_tests::{eventually, Cluster};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::atomic::AtomicU64;
@@ -1015,7 +1015,7 @@ async fn deliveries_made_through_the_api_arrive_and_verify() {
         a.body["id"].as_str().unwrap().to_string(),
         a.body["secret"].as_str().unwrap().to_string(),
     );
-    let worker = common::Worker::start(common::test_config(&api.pg));
+    let worker = Worker::start(test_config(&api.pg));
     let t = api
         .call(
             Method::POST,
@@ -1034,10 +1034,10 @@ async fn deliveries_made_through_the_api_arrive_and_verify() {
         )
         .await;
     assert_eq!(e.status, 202);
-    common::eventually("both deliveries", || rx.count() >= 2).await;
+    eventually("both deliveries", || rx.count() >= 2).await;
     let got = rx.received();
     for r in &got {
-        common::python_verify("standard", &secret, r, "").expect("standardwebhooks verifies it");
+        python_verify("standard", &secret, r, "").expect("standardwebhooks verifies it");
         assert_eq!(r.header("x-team"), "billing");
     }
     let ids: Vec<String> = got

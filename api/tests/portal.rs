@@ -5,11 +5,11 @@
 //! path prefix, is reached through a small reverse proxy that adds it
 //! ([`Proxy`]), as a product may serve the page under its own path.
 
-#[path = "../../worker/tests/common/mod.rs"]
-mod common;
 mod support;
 
-use common::{Behavior, Receiver};
+use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::verify::python;
+use postbox_tests::worker::{test_config, Worker};
 use postbox_tests::Cluster;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,7 +131,7 @@ async fn the_portal_in_a_real_browser() {
     )
     .await
     .unwrap();
-    let worker = common::Worker::start(common::test_config(&pg));
+    let worker = Worker::start(test_config(&pg));
 
     let url = pg.url("postbox_api");
     // The default rate limit: the page keeps within it.
@@ -289,7 +289,7 @@ async fn the_portal_in_a_real_browser() {
 
     let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/portal-screenshots");
     std::fs::create_dir_all(shots).unwrap();
-    let python = common::python();
+    let python = python();
     let env = [
         ("BASE", base.clone()),
         ("ADMIN_LINK", admin),

@@ -1,4 +1,6 @@
-//! Test harness: a throwaway PostgreSQL cluster with postbox installed.
+//! Test harness: a throwaway PostgreSQL cluster with postbox installed, and
+//! what the worker's and the API's tests share around it (receivers, the
+//! worker under test, a resolver, certificates, verification).
 //!
 //! Each [`Cluster`] gets its own data directory under the system temp dir,
 //! starts on a free loopback port, and is stopped and removed on drop. The
@@ -11,8 +13,26 @@
 //! # Layout
 //! - [`Cluster`]: start, connect, restart, stop; a streaming standby and
 //!   its promotion.
-//! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
+//! - [`wait_until`], [`eventually`], [`eventually_sql`]: poll a condition
+//!   with a deadline instead of sleeping.
 //! - [`init_log`]: the log of in-process workers and APIs, for any test.
+//! - [`fixtures`]: a cluster set up for delivery tests, endpoints, one-value
+//!   queries.
+//! - [`receivers`]: HTTP(S) receivers on loopback that record and answer as
+//!   told.
+//! - [`worker`]: the worker in-process or as a process, fast test settings,
+//!   its metrics.
+//! - [`resolver`]: a resolver the test controls.
+//! - [`tls`]: a test CA and certificates for HTTPS receivers.
+//! - [`verify`]: deliveries verified with the official standardwebhooks
+//!   library, Python's hmac, or a receiver's own code.
+
+pub mod fixtures;
+pub mod receivers;
+pub mod resolver;
+pub mod tls;
+pub mod verify;
+pub mod worker;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -489,6 +509,26 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls `f` until it holds, or panics after 30 s with `what` in the message.
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
+    wait_until(Duration::from_secs(30), what, || {
+        std::future::ready(f().then_some(()))
+    })
+    .await
+}
+
+/// Polls the boolean query `sql` on `db` until it returns true, or panics
+/// after 30 s with `what` in the message.
+pub async fn eventually_sql(db: &Client, what: &str, sql: &str) {
+    wait_until(Duration::from_secs(30), what, || async move {
+        db.query_one(sql, &[])
+            .await
+            .ok()
+            .and_then(|r| r.get::<_, bool>(0).then_some(()))
+    })
+    .await
 }
 
 /// Sends the log of code running in the test process (a worker through

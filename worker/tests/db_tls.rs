@@ -2,10 +2,10 @@
 //! a server certificate from a CA made here, and a `pg_hba.conf` that admits
 //! TCP clients only over TLS (`hostssl`).
 
-mod common;
-
-use common::*;
-use postbox_tests::Cluster;
+use postbox_tests::fixtures::endpoint;
+use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::worker::{test_config, Worker};
+use postbox_tests::{eventually, eventually_sql, Cluster};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,15 @@
 //! The worker end to end: a real PostgreSQL cluster with the extension, the
 //! worker through `run()`, and real HTTP receivers on 127.0.0.1.
 
-mod common;
-
-use common::*;
+use postbox_tests::fixtures::{cluster, endpoint, one};
+use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::resolver::TestResolver;
+use postbox_tests::tls::{test_ca, tls_receiver_config};
+use postbox_tests::verify::{python, python_verify, receiver_verify};
+use postbox_tests::worker::{
+    metric, metric_until, metrics_addr, test_config, worker_process, Worker,
+};
+use postbox_tests::{eventually, eventually_sql};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
@@ -565,7 +571,7 @@ async fn a_killed_worker_loses_nothing() {
     endpoint(&db, "t", &rx.url(), "").await;
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', jsonb_build_object('n', i)) FROM generate_series(1, 20) i").await.unwrap();
     // A real worker process, killed with SIGKILL while its requests hang.
-    let mut child = worker_process(&pg)
+    let mut child = worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg)
         .env("POSTBOX_LEASE", "4s")
         .spawn()
         .unwrap();

@@ -3,10 +3,10 @@
 //! by a stopwatch: every event committed before a fault is delivered, and
 //! duplicates (from requests in flight) are counted and reported.
 
-mod common;
-
-use common::*;
-use postbox_tests::Cluster;
+use postbox_tests::fixtures::{cluster, endpoint, one};
+use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::worker::{metric_until, metrics_addr, test_config, worker_process, Worker};
+use postbox_tests::{eventually, eventually_sql, Cluster};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -168,7 +168,7 @@ async fn a_crash_loop_loses_nothing_and_strands_nothing() {
     let rx = slow_receiver(&db).await;
     emit(&pg, 0, 10_000).await;
     let spawn = |id: &str| {
-        worker_process(&pg)
+        worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg)
             .env("POSTBOX_WORKER_ID", id)
             .env("POSTBOX_LEASE", "600s")
             .env("POSTBOX_POLL_INTERVAL", "200ms")

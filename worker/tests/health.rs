@@ -2,12 +2,10 @@
 //! with an error (the binary then exits non-zero), and `/healthz` answers
 //! 503 while the database does not answer or the dispatcher is stuck.
 
-mod common;
-
-use common::{
-    cluster, endpoint, eventually, metrics_addr, test_config, Behavior, Receiver, Worker,
-};
-use postbox_tests::wait_until;
+use postbox_tests::fixtures::{cluster, endpoint};
+use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::worker::{metrics_addr, test_config, Worker};
+use postbox_tests::{eventually, wait_until};
 use postbox_worker::RunError;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;

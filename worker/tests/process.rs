@@ -1,10 +1,11 @@
 //! The `postbox-worker` binary: exit codes, signals, and what it takes from
 //! its environment (each test's variables are its own process's).
 
-mod common;
-
-use common::{cluster, endpoint, eventually, eventually_sql, python_verify, Behavior, Receiver};
-use postbox_tests::Cluster;
+use postbox_tests::fixtures::{cluster, endpoint};
+use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::verify::python_verify;
+use postbox_tests::worker::worker_process;
+use postbox_tests::{eventually, eventually_sql, Cluster};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -367,7 +368,7 @@ async fn a_second_live_worker_with_the_same_id_is_refused() {
     let rx = Receiver::start(Behavior::Statuses(vec![200]), Arc::new(AtomicU64::new(0))).await;
     endpoint(&db, "t", &rx.url(), "").await;
     let twin = || {
-        let mut c = common::worker_process(&pg);
+        let mut c = worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg);
         c.env("POSTBOX_WORKER_ID", "twin")
             .env("POSTBOX_POLL_INTERVAL", "200ms")
             .stderr(Stdio::piped());

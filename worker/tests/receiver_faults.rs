@@ -13,11 +13,13 @@
 //! `postbox.deliveries` and judged by order, never by a stopwatch: times
 //! compared are the ones the worker recorded.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
-use postbox_tests::Cluster;
+use postbox_tests::fixtures::{cluster, endpoint, one};
+use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::resolver::TestResolver;
+use postbox_tests::tls::{test_ca, test_ca_named, tls_acceptor, tls_receiver_config, trust};
+use postbox_tests::worker::{test_config, Worker};
+use postbox_tests::{eventually, eventually_sql, Cluster};
 use postbox_worker::deliver::EXCERPT_BYTES;
 use postbox_worker::retry::{JITTER, RETRY_AFTER_MAX};
 use std::future::Future;

@@ -1,0 +1,41 @@
+//! What delivery tests start from: a cluster with a few event types, its
+//! endpoints, one-value queries.
+
+use crate::Cluster;
+use tokio_postgres::Client;
+
+/// A cluster with a few event types, and a superuser session that may
+/// register http://127.0.0.1 endpoints.
+pub async fn cluster() -> (Cluster, Client) {
+    let pg = Cluster::start().await;
+    let db = pg.connect("postgres").await;
+    db.batch_execute(
+        "SET postbox.allow_insecure_urls = on;
+         SELECT postbox.create_event_type(n) FROM unnest(ARRAY['order.paid', 'order.refunded', 'burst.item', 'single.item']) n;",
+    )
+    .await
+    .unwrap();
+    (pg, db)
+}
+
+/// Creates an endpoint; returns (id, secret).
+pub async fn endpoint(db: &Client, tenant: &str, url: &str, extra: &str) -> (String, String) {
+    let row = db
+        .query_one(
+            &format!(
+                "SELECT id::text, secret FROM postbox.create_endpoint('{tenant}', '{url}'{extra})"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The one value `sql` returns.
+pub async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(db: &Client, sql: &str) -> T {
+    db.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
