@@ -24,6 +24,9 @@ PG_CONFIG = os.environ.get('PG_CONFIG', '/usr/lib/postgresql/15/bin/pg_config')
 SHARE = subprocess.check_output([PG_CONFIG, '--sharedir'], text=True).strip()
 OLD = open(f'{ROOT}/sql/released/postbox--{OLD_V}.sql').read()
 NEW = open(f'{SHARE}/extension/postbox--{NEW_V}.sql').read()
+if 'CREATE SCHEMA IF NOT EXISTS tests' in NEW:
+    sys.exit('the installed script is a pg_test build (it has the tests schema): '
+             'run `cargo pgrx install` in extension/ first')
 
 def statements(text):
     i, n, start, out = 0, len(text), 0, []
@@ -56,9 +59,14 @@ def statements(text):
         merged.append(s); k += 1
     res = []
     for s in merged:
-        body = '\n'.join(l for l in s.split('\n') if not l.strip().startswith('--') and not l.strip().startswith('/*')).strip()
-        # strip inline /* */ pgrx markers
-        body = re.sub(r'/\*.*?\*/', '', body, flags=re.S).strip()
+        # The statement without the comments and pgrx's markers before it
+        # (a function's body keeps its own comments: they are part of it).
+        lines = s.split('\n')
+        k = 0
+        while k < len(lines) and (not lines[k].strip() or lines[k].lstrip().startswith('--')
+                                  or re.fullmatch(r'\s*/\*.*\*/\s*', lines[k])):
+            k += 1
+        body = '\n'.join(lines[k:]).strip()
         if body:
             res.append(body)
     return res

@@ -316,9 +316,9 @@ DECLARE
     v_now   timestamptz := clock_timestamp();
 BEGIN
     e := postbox._endpoint(send_test.tenant, send_test.id);
-    -- The default, written only here (and its catalog row in schema.sql):
-    -- callers (the HTTP API, the page) pass NULL.
-    send_test.event_type := coalesce(send_test.event_type, 'webhook.test');
+    -- NULL is the default (postbox.defaults; its catalog row is in
+    -- schema.sql): what the HTTP API and the page pass.
+    send_test.event_type := coalesce(send_test.event_type, (postbox.defaults()).test_event_type);
     IF postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures) = 'suspended' THEN
         PERFORM postbox._raise('tenant_suspended', NULL,
             format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', e.tenant));

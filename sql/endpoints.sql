@@ -8,6 +8,19 @@
 -- reads and writes the outbox itself (grants in schema.sql).
 -- Bad input raises SQLSTATE 22023 with a message naming the rule and value.
 
+-- The defaults of what callers may leave out, or pass NULL for: written
+-- here only. The functions that take them apply them (coalesce), and the
+-- HTTP API's /v1/choices shows them, so the page can name them without
+-- restating them.
+CREATE FUNCTION postbox.defaults(OUT signature_style text, OUT rotation_grace interval,
+                                 OUT portal_link_lifetime interval, OUT test_event_type text)
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT 'standard', interval '24 hours', interval '15 minutes', 'webhook.test';
+END;
+COMMENT ON FUNCTION postbox.defaults() IS 'The defaults of what callers may leave out or pass NULL for: an endpoint''s signature style, a rotation''s grace period, a portal link''s lifetime, the test event type.';
+GRANT EXECUTE ON FUNCTION postbox.defaults() TO postbox_admin;
+
 -- The longest tenant and idempotency key, in bytes: far beyond any id or
 -- slug, and well under the 2,712 bytes a btree entry may hold (tenants are
 -- indexed in endpoints, the attempt log and outbox_settled; keys with their
@@ -174,7 +187,7 @@ AS $fn$
 DECLARE
     v_id      uuid := postbox._uuid7();
     v_url     text;
-    v_style   text := coalesce(p_signature_style, 'standard');
+    v_style   text := coalesce(p_signature_style, (postbox.defaults()).signature_style);
     v_sig     text;
     v_headers jsonb;
     v_filters text[];
@@ -220,7 +233,7 @@ CREATE FUNCTION postbox.create_endpoint(
     event_types text[] DEFAULT '{*}',
     headers json DEFAULT '{}',
     description text DEFAULT NULL,
-    signature_style text DEFAULT 'standard',
+    signature_style text DEFAULT NULL,
     signature_header text DEFAULT NULL,
     own_secret text DEFAULT NULL,
     options jsonb DEFAULT '{}',
@@ -303,7 +316,7 @@ CREATE FUNCTION postbox.register_endpoint(
     event_types text[] DEFAULT '{*}',
     headers json DEFAULT '{}',
     description text DEFAULT NULL,
-    signature_style text DEFAULT 'standard',
+    signature_style text DEFAULT NULL,
     signature_header text DEFAULT NULL,
     own_secret text DEFAULT NULL,
     options jsonb DEFAULT '{}',
@@ -504,8 +517,8 @@ DECLARE
     v_secret text;
 BEGIN
     e := postbox._endpoint(rotate_secret.tenant, rotate_secret.id);
-    -- The default, written only here: callers (the HTTP API, the page) pass NULL.
-    rotate_secret.grace := coalesce(rotate_secret.grace, interval '24 hours');
+    -- NULL is the default (postbox.defaults): what the HTTP API and the page pass.
+    rotate_secret.grace := coalesce(rotate_secret.grace, (postbox.defaults()).rotation_grace);
     IF rotate_secret.grace IS NULL OR rotate_secret.grace < interval '0' OR rotate_secret.grace > interval '30 days' THEN
         PERFORM postbox._raise('out_of_range', 'grace',
             format('postbox: grace must be between 0 and 30 days: %s', coalesce(rotate_secret.grace::text, 'NULL')));

@@ -17,8 +17,8 @@ DECLARE
     v_token text := postbox._generate_portal_token();
 BEGIN
     PERFORM postbox._require_tenant(tenant);
-    -- The default, written only here: callers (the HTTP API) pass NULL.
-    valid_for := coalesce(valid_for, interval '15 minutes');
+    -- NULL is the default (postbox.defaults): what the HTTP API passes.
+    valid_for := coalesce(valid_for, (postbox.defaults()).portal_link_lifetime);
     IF role IS NULL OR role NOT IN ('admin', 'member') THEN
         PERFORM postbox._raise('role_unknown', 'role', format(
             'postbox: portal role must be admin or member: %s', coalesce(postbox._shown(role), 'NULL')));

@@ -9,11 +9,18 @@
 -- the 0.6.0 and 0.7.0 install scripts; the upgrade test compares the result
 -- with a fresh install (tests/tests/extension.rs).
 
-CREATE FUNCTION postbox."_api_key_prefix"( "key" TEXT ) RETURNS TEXT IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_api_key_prefix_wrapper';
+CREATE FUNCTION postbox."_api_key_prefix"( "key" TEXT /* & str */ ) RETURNS TEXT /* String */ IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c /* Rust */ AS 'MODULE_PATHNAME', '_api_key_prefix_wrapper';
 
-CREATE FUNCTION postbox."_generate_portal_token"() RETURNS TEXT STRICT VOLATILE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_generate_portal_token_wrapper';
+CREATE FUNCTION postbox."_generate_portal_token"() RETURNS TEXT /* String */ STRICT VOLATILE PARALLEL SAFE LANGUAGE c /* Rust */ AS 'MODULE_PATHNAME', '_generate_portal_token_wrapper';
 
-CREATE FUNCTION postbox."_raise"( "code" TEXT, "field" TEXT, "message" TEXT, "item" TEXT DEFAULT NULL ) RETURNS void VOLATILE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'raise_sql_wrapper';
+CREATE FUNCTION postbox."_raise"( "code" TEXT, /* Option < & str > */ "field" TEXT, /* Option < & str > */ "message" TEXT, /* Option < & str > */ "item" TEXT DEFAULT NULL /* Option < & str > */ ) RETURNS void VOLATILE PARALLEL SAFE LANGUAGE c /* Rust */ AS 'MODULE_PATHNAME', 'raise_sql_wrapper';
+
+CREATE OR REPLACE FUNCTION postbox.defaults(OUT signature_style text, OUT rotation_grace interval,
+                                 OUT portal_link_lifetime interval, OUT test_event_type text)
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT 'standard', interval '24 hours', interval '15 minutes', 'webhook.test';
+END;
 
 CREATE OR REPLACE FUNCTION postbox._too_long(p_what text, p_value text)
 RETURNS text
@@ -80,6 +87,7 @@ BEGIN
             format('postbox: headers must be JSON that jsonb can hold (%s)', SQLERRM));
     END;
     IF json_typeof(p_headers) = 'object' THEN
+        -- Header names are case-insensitive, so X-A and x-a are the same header.
         SELECT min(k) INTO v_twice FROM json_object_keys(p_headers) k
          GROUP BY lower(k) HAVING count(*) > 1 LIMIT 1;
         IF v_twice IS NOT NULL THEN
@@ -116,6 +124,74 @@ BEGIN
     END IF;
     RETURN p_envelope;
 END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox._create_endpoint(
+    p_tenant text, p_url text, p_event_types text[], p_headers json, p_description text,
+    p_signature_style text, p_signature_header text, p_own_secret text, p_options jsonb,
+    p_enabled boolean, p_envelope text)
+RETURNS TABLE (id uuid, secret text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_id      uuid := postbox._uuid7();
+    v_url     text;
+    v_style   text := coalesce(p_signature_style, (postbox.defaults()).signature_style);
+    v_sig     text;
+    v_headers jsonb;
+    v_filters text[];
+    v_secret  text;
+    v_now     timestamptz := clock_timestamp();
+BEGIN
+    PERFORM postbox._check_tenant_limit(p_tenant);
+    v_url := postbox.validate_url(p_url);
+    v_sig := postbox._validate_signature(v_style, p_signature_header);
+    v_headers := postbox._headers(coalesce(p_headers, '{}'), v_sig);
+    v_filters := postbox._validate_filters(coalesce(p_event_types, '{*}'), postbox._catalog_names());
+    PERFORM postbox._validate_options(postbox._check_depth('options', coalesce(p_options, '{}')));
+    PERFORM postbox._check_envelope(coalesce(p_envelope, 'postbox'));
+    IF p_own_secret IS NULL THEN
+        v_secret := postbox._generate_secret();
+    ELSE
+        PERFORM postbox._validate_secret(p_own_secret, v_style);
+        v_secret := p_own_secret;
+    END IF;
+
+    -- created_at from the clock, as emit's: routing sends an endpoint only
+    -- events emitted after it was created, even within one transaction.
+    INSERT INTO postbox.endpoints (id, tenant, url, event_types, headers, description,
+                                   signature_style, signature_header, options, envelope,
+                                   enabled, created_at)
+    VALUES (v_id, p_tenant, v_url, v_filters, v_headers, p_description, v_style, v_sig,
+            coalesce(p_options, '{}'), coalesce(p_envelope, 'postbox'), coalesce(p_enabled, true), v_now);
+    IF NOT coalesce(p_enabled, true) THEN
+        -- Created switched off: paused from its first moment, as if paused at once.
+        INSERT INTO postbox.endpoint_pauses (endpoint_id, tenant, paused_at) VALUES (v_id, p_tenant, v_now);
+    END IF;
+    INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (v_id, v_secret);
+    id := v_id;
+    secret := v_secret;
+    RETURN NEXT;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.create_endpoint(
+    tenant text,
+    url text,
+    event_types text[] DEFAULT '{*}',
+    headers json DEFAULT '{}',
+    description text DEFAULT NULL,
+    signature_style text DEFAULT NULL,
+    signature_header text DEFAULT NULL,
+    own_secret text DEFAULT NULL,
+    options jsonb DEFAULT '{}',
+    enabled boolean DEFAULT true,
+    envelope text DEFAULT 'postbox')
+RETURNS TABLE (id uuid, secret text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT * FROM postbox._create_endpoint(tenant, url, event_types, headers, description, signature_style,
+                                           signature_header, own_secret, options, enabled, envelope)
 $fn$;
 
 CREATE OR REPLACE FUNCTION postbox.create_endpoint(tenant text, config jsonb)
@@ -163,6 +239,47 @@ BEGIN
 END
 $fn$;
 
+CREATE OR REPLACE FUNCTION postbox.register_endpoint(
+    tenant text,
+    url text,
+    event_types text[] DEFAULT '{*}',
+    headers json DEFAULT '{}',
+    description text DEFAULT NULL,
+    signature_style text DEFAULT NULL,
+    signature_header text DEFAULT NULL,
+    own_secret text DEFAULT NULL,
+    options jsonb DEFAULT '{}',
+    enabled boolean DEFAULT true,
+    envelope text DEFAULT 'postbox')
+RETURNS TABLE (id uuid, secret text, created boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_url text;
+    v_id  uuid;
+BEGIN
+    PERFORM postbox._require_tenant(tenant);
+    v_url := postbox.validate_url(url);
+    PERFORM pg_advisory_xact_lock(hashtextextended('postbox.register_endpoint ' || tenant || ' ' || v_url, 0));
+    SELECT e.id INTO v_id FROM postbox.endpoints e
+     WHERE e.tenant = register_endpoint.tenant AND e.url = v_url
+     ORDER BY e.created_at, e.id LIMIT 1 FOR UPDATE;
+    IF v_id IS NULL THEN
+        RETURN QUERY SELECT c.id, c.secret, true FROM postbox._create_endpoint(
+            tenant, url, event_types, headers, description, signature_style, signature_header,
+            own_secret, options, enabled, envelope) c;
+        RETURN;
+    END IF;
+    IF event_types IS NOT NULL THEN  -- NULL keeps them
+        UPDATE postbox.endpoints e
+           SET event_types = postbox._validate_filters(event_types, postbox._catalog_names()), updated_at = now()
+         WHERE e.id = v_id;
+    END IF;
+    RETURN QUERY SELECT v_id, NULL::text, false;
+END
+$fn$;
+
 CREATE OR REPLACE FUNCTION postbox._no_endpoint(p_id uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -183,7 +300,8 @@ DECLARE
     v_secret text;
 BEGIN
     e := postbox._endpoint(rotate_secret.tenant, rotate_secret.id);
-    rotate_secret.grace := coalesce(rotate_secret.grace, interval '24 hours');
+    -- NULL is the default (postbox.defaults): what the HTTP API and the page pass.
+    rotate_secret.grace := coalesce(rotate_secret.grace, (postbox.defaults()).rotation_grace);
     IF rotate_secret.grace IS NULL OR rotate_secret.grace < interval '0' OR rotate_secret.grace > interval '30 days' THEN
         PERFORM postbox._raise('out_of_range', 'grace',
             format('postbox: grace must be between 0 and 30 days: %s', coalesce(rotate_secret.grace::text, 'NULL')));
@@ -194,6 +312,8 @@ BEGIN
         PERFORM postbox._validate_secret(rotate_secret.own_secret, e.signature_style);
         v_secret := rotate_secret.own_secret;
     END IF;
+    -- Older secrets stay valid until the grace period ends (never longer
+    -- than they already were).
     UPDATE postbox.endpoint_secrets
        SET expires_at = least(coalesce(expires_at, 'infinity'), clock_timestamp() + rotate_secret.grace)
      WHERE endpoint_id = e.id;
@@ -338,6 +458,7 @@ BEGIN
         VALUES (emit.tenant, emit.idempotency_key, v_id)
         ON CONFLICT DO NOTHING;
         IF NOT FOUND THEN
+            -- The first emit with this key won (or committed meanwhile).
             RETURN (SELECT k.event_id FROM postbox.idempotency_keys k
                      WHERE k.tenant = emit.tenant AND k.key = emit.idempotency_key);
         END IF;
@@ -400,6 +521,8 @@ BEGIN
                                  tbl, coalesce(postbox._shown(v_col), 'NULL')), v_col);
         END IF;
     END LOOP;
+    -- A column listed twice would be passed to the triggers twice, for every
+    -- row written (ten thousand times, if so listed).
     SELECT c INTO v_col FROM unnest(columns) c GROUP BY c HAVING count(*) > 1 ORDER BY c LIMIT 1;
     IF v_col IS NOT NULL THEN
         PERFORM postbox._raise('attach_invalid', 'columns',
@@ -409,6 +532,9 @@ BEGIN
     SELECT string_agg(quote_literal(a), ', ') INTO v_args
       FROM unnest(ARRAY[resource, tenant_column] || coalesce(columns, '{}')) AS a;
 
+    -- Statement-level with transition tables for INSERT and DELETE, in Rust
+    -- (postbox.emit_statement): one emitted row per statement. UPDATE needs
+    -- OLD/NEW pairs, so it stays a row trigger.
     EXECUTE format('DROP TRIGGER IF EXISTS postbox_insert ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS postbox_update ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS postbox_delete ON %s', tbl);
@@ -433,7 +559,9 @@ DECLARE
     v_now   timestamptz := clock_timestamp();
 BEGIN
     e := postbox._endpoint(send_test.tenant, send_test.id);
-    send_test.event_type := coalesce(send_test.event_type, 'webhook.test');
+    -- NULL is the default (postbox.defaults; its catalog row is in
+    -- schema.sql): what the HTTP API and the page pass.
+    send_test.event_type := coalesce(send_test.event_type, (postbox.defaults()).test_event_type);
     IF postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures) = 'suspended' THEN
         PERFORM postbox._raise('tenant_suspended', NULL,
             format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', e.tenant));
@@ -457,6 +585,9 @@ $fn$;
 
 CREATE OR REPLACE FUNCTION postbox.expand_events(max_events integer DEFAULT 1000)
 RETURNS integer
+-- PL/pgSQL rather than SQL: the worker calls it in every cycle, and PL/pgSQL
+-- keeps the plan between calls; a generic one, or it would be re-planned
+-- on every call (measured: 8% of PostgreSQL's CPU under load).
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $fn$
@@ -480,6 +611,7 @@ BEGIN
     EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
         NULL;  -- some row is bad: take them one at a time, below
     END;
+    -- The rows stay locked by this transaction, so their ctids hold.
     FOREACH v_row IN ARRAY v_rows LOOP
         BEGIN
             v_expanded := v_expanded + postbox._expand(ARRAY[v_row]);
@@ -497,6 +629,23 @@ BEGIN
     RETURN v_expanded;
 END
 $fn$;
+
+CREATE OR REPLACE FUNCTION postbox._routes(p_tenant text, p_event_type text, p_at timestamptz)
+RETURNS TABLE (endpoint_id uuid)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT e.id
+      FROM postbox.event_types t
+      JOIN postbox.endpoints e ON e.tenant = p_tenant AND e.event_types && t.match_keys
+     WHERE t.name = p_event_type
+       -- Not the state: routing ignores pauses now (the pause history
+       -- decides, as of p_at); only a disabled endpoint, whose deliveries
+       -- are cancelled, gets none.
+       AND e.disabled_at IS NULL AND e.created_at <= p_at
+       AND NOT EXISTS (SELECT FROM postbox.endpoint_pauses p
+                        WHERE p.endpoint_id = e.id AND p.paused_at <= p_at
+                          AND (p.resumed_at IS NULL OR p.resumed_at > p_at));
+END;
 
 CREATE OR REPLACE FUNCTION postbox._no_delivery(p_id bigint)
 RETURNS void
@@ -531,6 +680,7 @@ BEGIN
         PERFORM postbox._raise('delivery_endpoint_deleted', 'id',
             format('postbox: the endpoint of this delivery was deleted: %s', retry_delivery.id));
     END IF;
+    -- A fresh schedule: the attempt count restarts; earlier attempts stay in the log.
     UPDATE postbox.outbox
        SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL
      WHERE id = retry_delivery.id;
@@ -557,6 +707,7 @@ BEGIN
         PERFORM postbox._raise('out_of_range', 'max_rows',
             format('postbox: replay max_rows must be between 1 and 10000: %s', coalesce(max_rows::text, 'NULL')));
     END IF;
+    -- One more than the batch: whether more remain, without counting them.
     v_ids := ARRAY(SELECT d.id FROM postbox.outbox d
                     WHERE d.tenant = replay.tenant AND d.endpoint_id = replay.endpoint_id AND d.status <> 'pending'
                       AND d.created_at >= since AND d.created_at < until
@@ -604,6 +755,7 @@ BEGIN
         VALUES (worker_heartbeat.worker_id, worker_heartbeat.instance)
         ON CONFLICT ON CONSTRAINT workers_pkey DO NOTHING;
         IF NOT FOUND THEN
+            -- Another instance registered this id a moment ago.
             PERFORM postbox._raise('worker_id_in_use', 'worker_id',
                 format('postbox: worker_id %s is in use by another running worker: give each worker its own id (POSTBOX_WORKER_ID)',
                                  worker_heartbeat.worker_id));
@@ -615,6 +767,8 @@ BEGIN
                              worker_heartbeat.worker_id,
                              round(extract(epoch FROM now() - w.seen_at)::numeric, 1)));
     ELSIF w.instance <> worker_heartbeat.instance THEN
+        -- Restarted (the old process stopped beating): what it had claimed,
+        -- nobody has.
         UPDATE postbox.outbox o SET lease_until = NULL, leased_by = NULL
          WHERE o.leased_by = worker_heartbeat.worker_id AND o.status = 'pending'
            AND o.lease_until > now();
@@ -734,10 +888,13 @@ BEGIN
                        sum(octet_length(v.data)) OVER (ORDER BY p.r, p.next_attempt_at, p.id
                                                        ROWS UNBOUNDED PRECEDING) AS upto
                   FROM (SELECT * FROM capped UNION ALL SELECT * FROM tests) p
+                 -- Events fetched per row, by primary key (the generic plan cannot
+                 -- scan the table); the text is made once and returned as is.
                  CROSS JOIN LATERAL (SELECT v.event_type, v.created_at, v.data::text AS data
                                        FROM postbox.events v WHERE v.id = p.event_id OFFSET 0) v) s
          WHERE s.upto <= claim.max_bytes OR s.upto = s.size
     ), claimed AS (
+        -- Ids as an array, for the primary key (see picked).
         UPDATE postbox.outbox o
            SET lease_until = now() + make_interval(secs => claim.lease_seconds), leased_by = claim.worker_id
          WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
@@ -990,6 +1147,7 @@ BEGIN
     END IF;
     r := postbox._retention();
 
+    -- The attempt log, by age and outcome (BRIN on started_at).
     DELETE FROM postbox.attempt_log a
      WHERE a.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.attempt_log x
@@ -1000,6 +1158,8 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'attempts'; deleted := v_n; RETURN NEXT;
 
+    -- Cancelled deliveries, and failed ones whose endpoint is gone (they can
+    -- never be retried), through outbox_settled, which holds only those.
     DELETE FROM postbox.outbox d
      WHERE d.id = ANY (ARRAY(
            SELECT x.id FROM postbox.outbox x
@@ -1010,6 +1170,10 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'deliveries'; deleted := v_n; RETURN NEXT;
 
+    -- Events no delivery refers to. Their ids are version 7 UUIDs, so "older
+    -- than the window" is a range of the primary key. The outbox is read
+    -- only when some event has expired (it holds what is queued, failed or
+    -- cancelled: small unless there is a backlog).
     IF EXISTS (SELECT FROM postbox.events v WHERE v.id < postbox._uuid7_floor(v_now - r.events)) THEN
         DELETE FROM postbox.events v
          WHERE v.id = ANY (ARRAY(
@@ -1024,6 +1188,7 @@ BEGIN
     END IF;
     kind := 'events'; deleted := v_n; RETURN NEXT;
 
+    -- Idempotency keys (BRIN on created_at).
     DELETE FROM postbox.idempotency_keys k
      WHERE k.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.idempotency_keys x
@@ -1032,6 +1197,7 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'idempotency_keys'; deleted := v_n; RETURN NEXT;
 
+    -- The HTTP API's stored responses, on the same window (BRIN on created_at).
     DELETE FROM postbox.api_idempotency k
      WHERE k.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.api_idempotency x
@@ -1040,6 +1206,8 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'api_requests'; deleted := v_n; RETURN NEXT;
 
+    -- Portal links and sessions a day past their end (BRIN on created_at;
+    -- neither outlives a day and a day).
     DELETE FROM postbox.portal_sessions p
      WHERE p.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.portal_sessions x
@@ -1049,6 +1217,7 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'portal_sessions'; deleted := v_n; RETURN NEXT;
 
+    -- Revoked HTTP API keys past their window (api_keys_revoked).
     DELETE FROM postbox.api_keys k
      WHERE k.id = ANY (ARRAY(
            SELECT x.id FROM postbox.api_keys x
@@ -1057,6 +1226,8 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'api_keys'; deleted := v_n; RETURN NEXT;
 
+    -- Ended pauses, once no emitted row from before their end waits for
+    -- routing (which reads them) and the events window has passed.
     DELETE FROM postbox.endpoint_pauses p
      WHERE p.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.endpoint_pauses x
@@ -1066,6 +1237,7 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'pauses'; deleted := v_n; RETURN NEXT;
 
+    -- Emitted rows set aside as unsendable.
     DELETE FROM postbox.emitted_rejects j
      WHERE j.ctid = ANY (ARRAY(
            SELECT x.ctid FROM postbox.emitted_rejects x
@@ -1132,6 +1304,7 @@ BEGIN
             'postbox: api key label must be 1 to 200 characters: %s', coalesce(postbox._shown(label), 'NULL')));
     END IF;
     s := postbox._key_session(tenant, session);
+    -- Serialised per tenant, so concurrent creations cannot pass the limits.
     PERFORM pg_advisory_xact_lock(hashtextextended('postbox.create_api_key ' || coalesce(tenant, ''), 0));
     IF (SELECT count(*) FROM postbox.api_keys k
          WHERE k.tenant IS NOT DISTINCT FROM create_api_key.tenant AND k.revoked_at IS NULL)
@@ -1234,6 +1407,7 @@ BEGIN
        AND a.idempotency_key = api_request_begin.idempotency_key
        FOR UPDATE;
     IF r.created_at < now() - (postbox._retention()).idempotency_keys THEN
+        -- Expired, not yet purged: as if it were gone.
         UPDATE postbox.api_idempotency a
            SET request_hash = api_request_begin.request_hash, status = 0, body = '', created_at = now()
          WHERE a.tenant = r.tenant AND a.credential = r.credential AND a.idempotency_key = r.idempotency_key;
@@ -1299,7 +1473,8 @@ DECLARE
     v_token text := postbox._generate_portal_token();
 BEGIN
     PERFORM postbox._require_tenant(tenant);
-    valid_for := coalesce(valid_for, interval '15 minutes');
+    -- NULL is the default (postbox.defaults): what the HTTP API passes.
+    valid_for := coalesce(valid_for, (postbox.defaults()).portal_link_lifetime);
     IF role IS NULL OR role NOT IN ('admin', 'member') THEN
         PERFORM postbox._raise('role_unknown', 'role', format(
             'postbox: portal role must be admin or member: %s', coalesce(postbox._shown(role), 'NULL')));
@@ -1390,6 +1565,8 @@ SELECT a.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.s
 
 DROP FUNCTION postbox._request_headers(text, uuid, timestamptz, jsonb);
 
+COMMENT ON FUNCTION postbox.defaults() IS 'The defaults of what callers may leave out or pass NULL for: an endpoint''s signature style, a rotation''s grace period, a portal link''s lifetime, the test event type.';
+
 COMMENT ON FUNCTION postbox._endpoint_state(boolean, boolean, timestamptz, integer) IS 'Internal: an endpoint''s state (suspended, paused, disabled, failing, healthy), decided here only (inlined).';
 
 COMMENT ON FUNCTION postbox._claimable(text, timestamptz) IS 'Internal: whether an outbox row can be claimed at some time: pending and not leased, or its lease ran out (inlined).';
@@ -1437,6 +1614,8 @@ GRANT EXECUTE ON FUNCTION postbox.acknowledge(bigint[], text[], uuid[], uuid[], 
 GRANT EXECUTE ON FUNCTION postbox.claim(text, bigint, uuid[], integer[], integer, text[], integer[], integer, double precision, bigint) TO postbox_worker;
 
 GRANT EXECUTE ON FUNCTION postbox.claimed_endpoints(uuid[]) TO postbox_worker;
+
+GRANT EXECUTE ON FUNCTION postbox.defaults() TO postbox_admin;
 
 GRANT EXECUTE ON FUNCTION postbox.next_due(uuid[], text[]) TO postbox_worker;
 

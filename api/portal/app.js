@@ -399,7 +399,7 @@ async function formView(existing) {
   description.value = e.description || '';
   // A new endpoint's style: the server's default unless one is chosen.
   const style = el('select', { id: 'signature-style', disabled: editing },
-    editing ? null : el('option', { value: '' }, 'Default'),
+    editing ? null : el('option', { value: '' }, `Default (${S.choices.defaults.signature_style})`),
     S.choices.signature_styles.map((s) => el('option', { value: s, selected: s === e.signature_style }, s)));
   const sigHeader = el('input', { type: 'text', id: 'signature-header', value: e.signature_header || '', disabled: editing, placeholder: 'X-Signature' });
   const enabled = el('input', { type: 'checkbox', id: 'enabled', checked: e.enabled });
@@ -509,7 +509,7 @@ function rotate(e, panel) {
   // The grace periods the API offers; the first choice sends none, so the
   // server's default applies. What it was is read back after the rotation.
   const grace = el('select', { id: 'grace' },
-    el('option', { value: '', selected: true }, 'Keep the old secret for the default period'),
+    el('option', { value: '', selected: true }, `Keep the old secret for ${duration(S.choices.defaults.grace_seconds)} (the default)`),
     S.choices.grace_seconds.map((s) => el('option', { value: s }, s ? `Keep the old secret for ${duration(s)}` : 'Stop the old secret now')));
   panel.replaceChildren(el('div', { class: 'card' },
     el('label', { for: 'grace', text: 'Grace period' }), grace,
@@ -545,7 +545,7 @@ function confirmDelete(e, panel) {
 // reload: the delivery log's, to show the test there too.
 function testForm(e, panel, reload) {
   // The first choice sends no type: the server's default test event.
-  const type = el('select', { id: 'test-type' }, el('option', { value: '' }, 'Default test event'),
+  const type = el('select', { id: 'test-type' }, el('option', { value: '' }, `Default test event (${S.choices.defaults.test_event_type})`),
     S.types.map((t) => el('option', { value: t.name }, t.name)));
   const outcome = el('div', { id: 'test-outcome', 'aria-live': 'polite' });
   panel.replaceChildren(el('div', { class: 'card' },

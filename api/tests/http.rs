@@ -1156,6 +1156,13 @@ async fn deliveries_made_through_the_api_arrive_and_verify() {
         .as_array()
         .unwrap()
         .contains(&json!(0)));
+    // The defaults, from SQL's postbox.defaults(), so a client names them
+    // without restating them.
+    assert_eq!(
+        c.body["defaults"],
+        json!({"signature_style": "standard", "grace_seconds": 86400,
+               "portal_link_seconds": 900, "test_event_type": "webhook.test"})
+    );
     worker.stop().await.unwrap();
     api.stop().await;
 }

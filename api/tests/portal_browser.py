@@ -474,6 +474,8 @@ def main():
         text_in(p, "#test-outcome", "succeeded: HTTP 200")
         p.get(base + "/portal/#/new")
         assert "sha256-hex" in [o.get_attribute("value") for o in Select(by_id(p, "signature-style")).options]
+        # The default is named, as the API's /v1/choices tells it.
+        assert Select(by_id(p, "signature-style")).options[0].text == "Default (standard)"
         bad = failed_requests(p)
         assert not bad, bad
         click(p, "#sign-out")
