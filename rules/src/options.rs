@@ -152,8 +152,9 @@ fn parse_gap(v: &Value) -> Result<Duration, RuleError> {
     let d = match v {
         Value::Number(n) => n
             .as_f64()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64),
+            // try_: past u64::MAX seconds from_secs_f64 panics; such a
+            // gap is refused as out of range like any other.
+            .and_then(|s| Duration::try_from_secs_f64(s).ok()),
         Value::String(s) => humantime::parse_duration(s.trim()).ok(),
         _ => None,
     }
