@@ -54,11 +54,31 @@ extension_sql_file!(
         _max_payload_bytes,
     ]
 );
-extension_sql_file!("../../sql/emit.sql", name = "emit", requires = ["endpoints"]);
-extension_sql_file!("../../sql/delivery.sql", name = "delivery", requires = ["emit"]);
-extension_sql_file!("../../sql/queue.sql", name = "queue", requires = ["delivery"]);
-extension_sql_file!("../../sql/retention.sql", name = "retention", requires = ["queue"]);
-extension_sql_file!("../../sql/keys.sql", name = "keys", requires = ["retention"]);
+extension_sql_file!(
+    "../../sql/emit.sql",
+    name = "emit",
+    requires = ["endpoints"]
+);
+extension_sql_file!(
+    "../../sql/delivery.sql",
+    name = "delivery",
+    requires = ["emit"]
+);
+extension_sql_file!(
+    "../../sql/queue.sql",
+    name = "queue",
+    requires = ["delivery"]
+);
+extension_sql_file!(
+    "../../sql/retention.sql",
+    name = "retention",
+    requires = ["queue"]
+);
+extension_sql_file!(
+    "../../sql/keys.sql",
+    name = "keys",
+    requires = ["retention"]
+);
 extension_sql_file!("../../sql/portal.sql", name = "portal", requires = ["keys"]);
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["portal"]);
 // Comments and grants of the Rust functions, and the last word on PUBLIC.
