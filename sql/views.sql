@@ -70,7 +70,8 @@ CREATE VIEW postbox.attempts AS
 SELECT a.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.status_code,
        a.response_excerpt, a.error, a.tenant, a.event_id, a.outcome,
        v.event_type, v.data,
-       a.request_headers,
+       -- {} when nothing was sent (the attempt failed before its request).
+       coalesce(a.request_headers, '{}') AS request_headers,
        a.is_test
   FROM postbox.attempt_log a
   LEFT JOIN postbox.events v ON v.id = a.event_id;

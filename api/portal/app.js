@@ -493,6 +493,8 @@ async function toggle(e) {
   try {
     await api('PATCH', `/v1/endpoints/${e.id}`, { enabled: !e.enabled });
     toast(e.enabled ? 'Paused' : 'Resumed');
+    // A new screen: what the old one polls (a test's outcome) stops.
+    S.view++;
     await endpointView(e.id);
   } catch (err) { failure(err); }
 }
@@ -595,7 +597,9 @@ function attemptNode(a, brief, n) {
       el('span', { class: 'muted', text: `attempt ${n}, ${when(a.started_at)}, ${a.duration_ms} ms` })),
     a.error ? el('p', { class: 'error', text: a.error }) : null,
     a.response && a.response.body_excerpt ? [el('div', { class: 'muted', text: 'Response' }), el('pre', { class: 'response', text: a.response.body_excerpt })] : null,
-    brief ? null : [el('div', { class: 'muted', text: 'Headers sent (without the signature)' }), el('pre', { text: JSON.stringify(a.request.headers, null, 2) }),
+    brief ? null : [el('div', { class: 'muted', text: 'Headers sent (without the signature)' }), Object.keys(a.request.headers || {}).length
+      ? el('pre', { text: JSON.stringify(a.request.headers, null, 2) })
+      : el('p', { class: 'muted', text: 'None: the request was not sent.' }),
       el('div', { class: 'muted', text: 'Payload' }), el('pre', { class: 'payload', text: JSON.stringify(a.request.data, null, 2) })]);
 }
 
