@@ -220,10 +220,10 @@ unsafe fn cstr(p: *const std::ffi::c_char) -> String {
 }
 
 #[pg_trigger(sql = "
-                        CREATE FUNCTION postbox.emit_statement() RETURNS trigger
-                        LANGUAGE c
-                        AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
-                        ")]
+CREATE FUNCTION postbox.emit_statement() RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+")]
 fn emit_statement<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
@@ -234,11 +234,11 @@ fn emit_statement<'a>(
         || !(event.fired_by_insert() || event.fired_by_delete())
     {
         fail(
-                        Code::TriggerMisused,
-                        format!(
-                        "postbox: emit_statement is a statement-level AFTER INSERT or DELETE trigger (use postbox.attach): {}",
-                        f.name()
-                    ),
+            Code::TriggerMisused,
+            format!(
+                "postbox: emit_statement is a statement-level AFTER INSERT or DELETE trigger (use postbox.attach): {}",
+                f.name()
+            ),
         );
     }
     let data = trigger.trigger_data();
