@@ -652,7 +652,7 @@ impl Bench {
         let (mut hanging, mut worker, mut pg, mut recv) =
             (0.0, Duration::ZERO, Duration::ZERO, Duration::ZERO);
         let mut noisy_sum = 0.0;
-        let (mut healthy, mut healthy_runs, mut last) = (rate, 1.0, rate);
+        let (mut healthy, mut last) = (rate, rate);
         for _ in 0..blocks {
             for noisy in [0, NOISY, NOISY, 0] {
                 let (r, w, wk, p, rc, _) = self.throughput(events, 5, 0, noisy).await;
@@ -676,9 +676,9 @@ impl Bench {
             last = self.throughput(events, 0, 0, 0).await.0;
             println!("     figure 2 again: {last:.0}/s (first {rate:.0}/s)");
             healthy += last;
-            healthy_runs += 1.0;
         }
-        let healthy = healthy / healthy_runs * rounds as f64;
+        // The mean of figure 2's blocks + 1 runs, scaled to `rounds` runs.
+        let healthy = healthy / (blocks + 1) as f64 * rounds as f64;
         let n = (events * 5 * rounds as u64) as f64;
         self.add(
             "isolation: healthy deliveries/s",
