@@ -3,9 +3,19 @@
 # PostgreSQL cluster of its own, and shows signed webhooks leaving the
 # database when application rows change; then the HTTP API and a link to the
 # settings portal, which stays up (in a terminal) until Enter is pressed.
+#
+# --sql-only: the same with postbox-sql, the SQL-only flavour of managed
+# services (docs/managed.md), installed by a role that is not a superuser
+# (CREATEROLE and CREATE on the database), instead of the compiled extension.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+SQL_ONLY=""
+case "${1:-}" in
+  --sql-only) SQL_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: scripts/demo.sh [--sql-only]" >&2; exit 2 ;;
+esac
 
 bash scripts/setup.sh
 
@@ -17,8 +27,14 @@ step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-step "build and install the extension (release) into PostgreSQL 15"
-(cd extension && cargo pgrx install --release $SUDO --pg-config "$PG_CONFIG" >/dev/null)
+if [ -z "$SQL_ONLY" ]; then
+  step "build and install the extension (release) into PostgreSQL 15"
+  (cd extension && cargo pgrx install --release $SUDO --pg-config "$PG_CONFIG" >/dev/null)
+else
+  step "assemble postbox-sql from sql/ (scripts/sql-flavour.py)"
+  SQL_SCRIPT=$(python3 scripts/sql-flavour.py | head -1)
+  echo "$SQL_SCRIPT"
+fi
 step "build the worker and the HTTP API (release)"
 cargo build --release -q -p postbox-worker -p postbox-api
 
@@ -46,15 +62,30 @@ touch "$DEMO/secret"
 "$ROOT/target/pyvenv/bin/python" scripts/demo_receiver.py "$RPORT" "$DEMO/secret" > "$DEMO/receiver.log" 2>&1 &
 PIDS+=($!)
 
-step "create the extension, an application table with postbox.attach, and an endpoint"
+if [ -z "$SQL_ONLY" ]; then
+  step "create the extension"
+  psql -c "CREATE EXTENSION postbox"
+  INSECURE="SET postbox.allow_insecure_urls = on"
+else
+  step "install postbox-sql as demo_admin, a role with only CREATEROLE and CREATE on the database (as a managed service's administrator)"
+  psql -c "CREATE ROLE demo_admin LOGIN CREATEROLE" -c "GRANT CREATE ON DATABASE postgres TO demo_admin"
+  "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "postgres://demo_admin@127.0.0.1:$PORT/postgres" -f "$SQL_SCRIPT"
+  psql -At -c "SELECT 'installed by ' || pg_get_userbyid(nspowner) || ', superuser: ' || (SELECT rolsuper FROM pg_roles WHERE oid = nspowner)
+                 FROM pg_namespace WHERE nspname = 'postbox'"
+  # The settings are the owner's rows here, not server settings.
+  "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "postgres://demo_admin@127.0.0.1:$PORT/postgres" \
+    -c "UPDATE postbox.settings SET value = 'on' WHERE name = 'allow_insecure_urls'"
+  INSECURE="SET client_min_messages = warning"  # (nothing to set: the owner did above)
+fi
+
+step "an application table with postbox.attach, and an endpoint"
 psql <<SQL
-CREATE EXTENSION postbox;
 CREATE SCHEMA app;
 CREATE TABLE app.recordings (id serial PRIMARY KEY, workspace_id text NOT NULL, title text, duration_s int);
 SELECT postbox.attach('app.recordings', 'recording', 'workspace_id');
 SQL
 # A local receiver is http on loopback: the development switch admits it.
-psql -At -c "SET postbox.allow_insecure_urls = on" \
+psql -At -c "$INSECURE" \
   -c "SELECT secret FROM postbox.create_endpoint('acme', 'http://127.0.0.1:$RPORT/webhooks', '{recording.*}',
         headers => '{\"Authorization\": \"Bearer demo-token\"}')" > "$DEMO/secret"
 echo "endpoint registered; its secret (shown once): $(cut -c1-14 "$DEMO/secret")..."

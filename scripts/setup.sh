@@ -9,7 +9,7 @@ PG_MAJOR=15
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 need_apt=()
-for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev python3-venv nodejs curl chromium chromium-driver; do
+for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev python3-venv nodejs curl chromium chromium-driver pgbouncer; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -55,6 +55,40 @@ for link in json.load(open(os.path.join(d, 'native', 'pg-symlinks.json'))):
 PY
   echo "$v" > "$dir/version"
 done
+
+# pg_tle, for installing postbox-sql as an extension in its tests (what RDS,
+# Aurora and Supabase offer). It is on no package registry: it is built once
+# from its source (v1.5.2) against PostgreSQL 15's headers, installed into
+# Debian's PostgreSQL 15, and copied into target/pg/15, the installation the
+# test runs it in. The source is $PG_TLE_SRC: a checkout or unpacked archive
+# of its public repository (github.com/aws/pg_tle), or a git directory of it
+# (the tag is taken from it). Where neither the build nor the source is
+# there, the pg_tle test says so and does not run.
+PG_TLE_VERSION=1.5.2
+PG15_PKGLIB=$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --pkglibdir)
+PG15_SHARE=$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --sharedir)
+if [ ! -f "$PG15_PKGLIB/pg_tle.so" ] || [ ! -f "$PG15_SHARE/extension/pg_tle--$PG_TLE_VERSION.sql" ]; then
+  if [ -n "${PG_TLE_SRC:-}" ] && [ -e "$PG_TLE_SRC" ]; then
+    log "pg_tle $PG_TLE_VERSION from $PG_TLE_SRC"
+    build=$(mktemp -d)
+    if git --git-dir="$PG_TLE_SRC" rev-parse -q --verify "v$PG_TLE_VERSION^{commit}" >/dev/null 2>&1; then
+      git --git-dir="$PG_TLE_SRC" archive "v$PG_TLE_VERSION" | tar x -C "$build"
+    elif git -C "$PG_TLE_SRC" rev-parse -q --verify "v$PG_TLE_VERSION^{commit}" >/dev/null 2>&1; then
+      git -C "$PG_TLE_SRC" archive "v$PG_TLE_VERSION" | tar x -C "$build"
+    else
+      cp -r "$PG_TLE_SRC"/. "$build"
+    fi
+    make -s -C "$build" PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config >/dev/null
+    make -s -C "$build" PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config install >/dev/null
+    rm -rf "$build"
+  else
+    log "pg_tle: no build and no source (set PG_TLE_SRC); its test will not run"
+  fi
+fi
+if [ -f "$PG15_PKGLIB/pg_tle.so" ] && [ -d "$PG_CACHE/15/native" ]; then
+  cp "$PG15_PKGLIB/pg_tle.so" "$PG_CACHE/15/native/lib/postgresql/"
+  cp "$PG15_SHARE"/extension/pg_tle* "$PG_CACHE/15/native/share/postgresql/extension/"
+fi
 
 # Python venv with the official Standard Webhooks library, used by the tests
 # to verify real signatures, schemathesis, which fuzzes the HTTP API from its

@@ -50,6 +50,18 @@ t cargo test -p postbox-worker
 step "HTTP API: unit tests, integration tests (real cluster, real HTTP), schemathesis"
 t cargo test -p postbox-api
 
+step "postbox-sql, the SQL-only flavour, on PostgreSQL 14 to 18 (target/pg), installed by a role that is not a superuser"
+# The same end-to-end tests against the SQL flavour: emit, triggers and
+# their privilege cases, delivery with the real worker, and the SQL
+# flavour's own tests (the differential test of the rules, the catalog).
+for major in 14 15 16 17 18; do
+  printf '\n\033[1m-- PostgreSQL %s\033[0m\n' "$(cat "$ROOT/target/pg/$major/version")"
+  export POSTBOX_FLAVOUR=sql POSTBOX_PG_BINDIR="$ROOT/target/pg/$major/native/bin"
+  t cargo test -p postbox-tests --test sql_flavour --test extension
+  t cargo test -p postbox-worker --test delivery
+  unset POSTBOX_FLAVOUR POSTBOX_PG_BINDIR
+done
+
 step "summary"
 mkdir -p target
 awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG" | tee target/test-total.txt

@@ -49,6 +49,10 @@ COMMENT ON FUNCTION postbox._uuid7() IS 'Internal: a time-ordered (version 7) UU
 
 COMMENT ON FUNCTION postbox._max_payload_bytes() IS 'Internal: the current postbox.max_payload_bytes.';
 
+COMMENT ON FUNCTION postbox._allow_insecure_urls() IS 'Internal: whether postbox.allow_insecure_urls is on (development only); the worker honours it too.';
+-- validate_url reads it as its caller; the worker asks it at start.
+GRANT EXECUTE ON FUNCTION postbox._allow_insecure_urls() TO postbox_admin, postbox_worker;
+
 COMMENT ON FUNCTION postbox._raise(text, text, text, text) IS 'Internal: raises a postbox error: the SQLSTATE of its code, the message, and DETAIL {"code", "field", "item"} (docs/errors.md). Every postbox error in SQL goes through it.';
 -- SECURITY INVOKER functions raise as their caller
 GRANT EXECUTE ON FUNCTION postbox._raise(text, text, text, text) TO postbox_admin, postbox_emitter, postbox_worker;

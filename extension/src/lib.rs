@@ -377,10 +377,11 @@ fn _max_payload_bytes() -> i32 {
     MAX_PAYLOAD_BYTES.get()
 }
 
-/// Gone from the SQL API in 0.3.0 (nothing called it), but the frozen 0.1.0
-/// and 0.2.0 install scripts create it, and an upgrade from them loads this
-/// library: the symbol stays, the SQL function does not.
-#[pg_extern(sql = false)]
+/// Whether `postbox.allow_insecure_urls` is on in this session: what the
+/// worker honours (it reads it through here since 0.8.0, so that the SQL
+/// flavour can answer from its settings table). The frozen 0.1.0 and 0.2.0
+/// install scripts create it too.
+#[pg_extern(stable, parallel_safe)]
 fn _allow_insecure_urls() -> bool {
     ALLOW_INSECURE_URLS.get()
 }

@@ -5,14 +5,14 @@
 use crate::error::pg_message;
 
 /// Extension versions the worker and the API can drive.
-pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.7.0"];
+pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.8.0"];
 
 /// Why the database's extension cannot be driven.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtensionError {
-    #[error("the postbox extension is not installed in this database (CREATE EXTENSION postbox)")]
+    #[error("postbox is not installed in this database (CREATE EXTENSION postbox, or postbox-sql: docs/managed.md)")]
     NotInstalled,
-    #[error("the postbox extension is version {0}, which this worker does not support (supported: {supported})", supported = SUPPORTED_EXTENSION_VERSIONS.join(", "))]
+    #[error("postbox is version {0}, which this build of postbox does not support (supported: {supported})", supported = SUPPORTED_EXTENSION_VERSIONS.join(", "))]
     Unsupported(String),
     /// The question could not be asked.
     #[error("database: {0}")]
@@ -26,24 +26,91 @@ impl ExtensionError {
     }
 }
 
-/// The installed extension's version if it is one these binaries drive,
-/// else the error saying why not (not installed, or another version).
-pub async fn extension_version(db: &tokio_postgres::Client) -> Result<String, ExtensionError> {
-    let version: Option<String> = db
-        .query_opt(
-            "SELECT extversion FROM pg_extension WHERE extname = 'postbox'",
-            &[],
-        )
-        .await
-        .map_err(|e| ExtensionError::Db(pg_message(&e)))?
-        .map(|r| r.get(0));
-    match version {
-        None => Err(ExtensionError::NotInstalled),
-        Some(v) if !SUPPORTED_EXTENSION_VERSIONS.contains(&v.as_str()) => {
-            Err(ExtensionError::Unsupported(v))
+/// How postbox is installed in a database. The worker and the API drive
+/// both flavours the same way; `postbox-worker check` reports which it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// The compiled extension (`CREATE EXTENSION postbox`, Rust inside).
+    Extension,
+    /// postbox-sql installed as a pg_tle extension (managed services).
+    SqlTle,
+    /// postbox-sql installed with `psql -f` (no pg_extension row).
+    Sql,
+}
+
+impl Flavour {
+    /// How `check` and the logs name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Flavour::Extension => "the compiled extension",
+            Flavour::SqlTle => "postbox-sql (SQL only), installed through pg_tle",
+            Flavour::Sql => "postbox-sql (SQL only), installed with psql",
         }
-        Some(v) => Ok(v),
     }
+}
+
+/// What is installed: its flavour and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub flavour: Flavour,
+    pub version: String,
+}
+
+/// Reads the flavour from the catalog: the language of `validate_url`
+/// (C in the compiled extension), the pg_extension row (an extension, or
+/// pg_tle's), and, without one, the SQL install's own record of its version.
+const INSTALLED: &str = "
+SELECT (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'postbox'),
+       (SELECT l.lanname::text FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+         WHERE p.oid = pg_catalog.to_regprocedure('postbox.validate_url(text)')),
+       pg_catalog.to_regprocedure('postbox._sql_flavour_version()') IS NOT NULL";
+
+/// What is installed, if these binaries drive it; else why not (not
+/// installed, or a version they do not support).
+pub async fn installed(db: &tokio_postgres::Client) -> Result<Installed, ExtensionError> {
+    let row = db
+        .query_one(INSTALLED, &[])
+        .await
+        .map_err(|e| ExtensionError::Db(pg_message(&e)))?;
+    let (extversion, language, sql_record): (Option<String>, Option<String>, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    let installed = match (extversion, language) {
+        (Some(version), Some(l)) if l == "c" => Installed {
+            flavour: Flavour::Extension,
+            version,
+        },
+        (Some(version), Some(_)) => Installed {
+            flavour: Flavour::SqlTle,
+            version,
+        },
+        (None, Some(_)) if sql_record => {
+            let version: String = db
+                .query_one("SELECT postbox._sql_flavour_version()", &[])
+                .await
+                .map_err(|e| ExtensionError::Db(pg_message(&e)))?
+                .get(0);
+            Installed {
+                flavour: Flavour::Sql,
+                version,
+            }
+        }
+        // An extension row without the function: an older version, which
+        // the version check below names.
+        (Some(version), None) => Installed {
+            flavour: Flavour::Extension,
+            version,
+        },
+        _ => return Err(ExtensionError::NotInstalled),
+    };
+    if !SUPPORTED_EXTENSION_VERSIONS.contains(&installed.version.as_str()) {
+        return Err(ExtensionError::Unsupported(installed.version));
+    }
+    Ok(installed)
+}
+
+/// The installed version if it is one these binaries drive ([`installed`]).
+pub async fn extension_version(db: &tokio_postgres::Client) -> Result<String, ExtensionError> {
+    installed(db).await.map(|i| i.version)
 }
 
 #[cfg(test)]
@@ -55,7 +122,7 @@ mod tests {
         assert!(SUPPORTED_EXTENSION_VERSIONS.contains(&env!("CARGO_PKG_VERSION")));
         let e = ExtensionError::Unsupported("9.9.9".into()).to_string();
         assert!(
-            e.contains("version 9.9.9") && e.contains("supported: 0.7.0"),
+            e.contains("version 9.9.9") && e.contains("supported: 0.8.0"),
             "{e}"
         );
         assert!(ExtensionError::NotInstalled.is_config());

@@ -25,5 +25,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod tls;
 
-pub use extension::{extension_version, ExtensionError, SUPPORTED_EXTENSION_VERSIONS};
+pub use extension::{
+    extension_version, installed, ExtensionError, Flavour, Installed, SUPPORTED_EXTENSION_VERSIONS,
+};
 pub use process::start_process;

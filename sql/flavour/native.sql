@@ -125,8 +125,10 @@ BEGIN
                                             pg_catalog.octet_length(v_text));
             ELSIF v_bad IS NOT NULL THEN
                 v_code := 'header_value_invalid';
+                -- {:04X}: at least four digits (lpad would cut a longer one)
                 v_rule := pg_catalog.format('header value may hold only visible ASCII, space and tab (found U+%s)',
-                                            pg_catalog.lpad(pg_catalog.upper(pg_catalog.to_hex(pg_catalog.ascii(v_bad))), 4, '0'));
+                                            pg_catalog.right('000' || pg_catalog.upper(pg_catalog.to_hex(pg_catalog.ascii(v_bad))),
+                                                             GREATEST(4, pg_catalog.length(pg_catalog.to_hex(pg_catalog.ascii(v_bad))))));
             END IF;
         END IF;
         IF v_code IS NOT NULL THEN
@@ -220,7 +222,7 @@ BEGIN
     IF filters IS NULL THEN
         PERFORM postbox._raise('required', 'event_types', 'postbox: event_types must not be NULL: NULL');
     END IF;
-    IF array_position(filters, NULL) IS NOT NULL THEN
+    IF pg_catalog.array_position(filters, NULL) IS NOT NULL THEN
         PERFORM postbox._raise('required', 'event_types', 'postbox: event_types must not contain NULL: NULL');
     END IF;
     IF pg_catalog.cardinality(filters) = 0 THEN
@@ -247,7 +249,7 @@ BEGIN
             PERFORM postbox._raise('event_type_invalid', 'event_types',
                 'postbox: event type must be two or more dot-separated segments of lowercase letters, digits and underscores: '
                 || postbox._shown(v_f), v_f);
-        ELSIF NOT (v_f = ANY (catalog)) THEN
+        ELSIF pg_catalog.array_position(catalog, v_f) IS NULL THEN
             v_close := postbox._close_names(v_f, catalog);
             PERFORM postbox._raise('event_type_unknown', 'event_types', pg_catalog.format(
                 'postbox: unknown event type (%s): %s',
@@ -378,7 +380,7 @@ $fn$;
 -- range, checked in byte order of the keys as serde_json's map holds them.
 -- Numbers are read as the extension reads them (pgrx hands it jsonb's text,
 -- which serde_json parses): digits only is a whole number, anything else a
--- 64-bit float; messages show values as serde_json writes them (ryu's
+-- 64-bit float; messages show values as serde_json writes them (the
 -- shortest form for floats). Retry gaps written as text are parsed as
 -- humantime 2.4 parses them, overflow and inexact fractions included.
 CREATE FUNCTION postbox._validate_options(options jsonb) RETURNS jsonb
@@ -640,7 +642,9 @@ BEGIN
     IF v_rule IS NULL THEN
         RETURN options;
     END IF;
-    -- The value as serde_json writes it: compact, floats in ryu's form.
+    -- The value as serde_json writes it: compact, floats as its float printer
+    -- (zmij) does: the shortest digits, fixed for exponents -5 to 15, else
+    -- d.ddde+X / d.ddde-X.
     IF v_text IS NULL AND pg_catalog.jsonb_typeof(v_show) = 'number'
        AND NOT (v_show::text ~ '^[0-9]{1,20}$' AND v_show::text::numeric <= c_u64)
        AND NOT (v_show::text ~ '^-[0-9]{1,19}$' AND v_show::text::numeric >= -9223372036854775808) THEN
@@ -664,8 +668,9 @@ BEGIN
                 WHEN v_k >= 0 AND v_kk <= 16 THEN v_digits || pg_catalog.repeat('0', v_k) || '.0'
                 WHEN v_kk > 0 AND v_kk <= 16 THEN pg_catalog.left(v_digits, v_kk) || '.' || pg_catalog.substr(v_digits, v_kk + 1)
                 WHEN v_kk > -5 AND v_kk <= 0 THEN '0.' || pg_catalog.repeat('0', -v_kk) || v_digits
-                WHEN pg_catalog.length(v_digits) = 1 THEN v_digits || 'e' || (v_kk - 1)
-                ELSE pg_catalog.left(v_digits, 1) || '.' || pg_catalog.substr(v_digits, 2) || 'e' || (v_kk - 1) END;
+                WHEN pg_catalog.length(v_digits) = 1 THEN v_digits || 'e' || CASE WHEN v_kk > 0 THEN '+' ELSE '' END || (v_kk - 1)
+                ELSE pg_catalog.left(v_digits, 1) || '.' || pg_catalog.substr(v_digits, 2) || 'e'
+                     || CASE WHEN v_kk > 0 THEN '+' ELSE '' END || (v_kk - 1) END;
             IF v_neg THEN
                 v_text := '-' || v_text;
             END IF;

@@ -9,10 +9,11 @@ use tokio_postgres::Client;
 pub async fn cluster() -> (Cluster, Client) {
     let pg = Cluster::start().await;
     let db = pg.connect("postgres").await;
-    db.batch_execute(
-        "SET postbox.allow_insecure_urls = on;
+    db.batch_execute(&format!(
+        "{}
          SELECT postbox.create_event_type(n) FROM unnest(ARRAY['order.paid', 'order.refunded', 'burst.item', 'single.item']) n;",
-    )
+        pg.allow_insecure_urls_sql()
+    ))
     .await
     .unwrap();
     (pg, db)

@@ -53,10 +53,66 @@ enum Initdb {
     Own,
 }
 
+/// How postbox is installed in a test cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// The compiled extension: `CREATE EXTENSION postbox` as a superuser.
+    Extension,
+    /// postbox-sql (scripts/sql-flavour.py), run as a role that is not a
+    /// superuser and has only CREATEROLE and CREATE on the database, as a
+    /// managed service's administrator has ([`INSTALLER`]).
+    Sql,
+}
+
+impl Flavour {
+    /// `POSTBOX_FLAVOUR=sql` runs a suite against the SQL flavour.
+    pub fn from_env() -> Flavour {
+        match std::env::var("POSTBOX_FLAVOUR").as_deref() {
+            Ok("sql") => Flavour::Sql,
+            _ => Flavour::Extension,
+        }
+    }
+}
+
+/// The role the SQL flavour is installed as: CREATEROLE and CREATE on the
+/// database, not a superuser (RDS's master user, Cloud SQL's cloudsqlsuperuser).
+pub const INSTALLER: &str = "postbox_installer";
+
+/// The SQL flavour's install script, made once per test process by
+/// scripts/sql-flavour.py into target/postbox-sql (or `POSTBOX_SQL_SCRIPT`).
+pub fn sql_flavour_script() -> PathBuf {
+    static SCRIPT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SCRIPT
+        .get_or_init(|| {
+            if let Ok(p) = std::env::var("POSTBOX_SQL_SCRIPT") {
+                return p.into();
+            }
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let out = Command::new("python3")
+                .arg(root.join("scripts/sql-flavour.py"))
+                .arg(root.join("target/postbox-sql"))
+                .output()
+                .expect("python3 scripts/sql-flavour.py");
+            assert!(
+                out.status.success(),
+                "scripts/sql-flavour.py: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .expect("scripts/sql-flavour.py names its script")
+                .into()
+        })
+        .clone()
+}
+
 pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// How postbox was installed in database `postgres`.
+    pub flavour: Flavour,
     /// The harness's own connections use the Unix socket (custom pg_hba.conf).
     socket_only: bool,
 }
@@ -185,6 +241,17 @@ impl Cluster {
         Self::start_from(bin, &[], &[], None, Initdb::Own).await
     }
 
+    /// A cluster of the PostgreSQL in `bin` (its own `initdb`) with
+    /// `settings`, and nothing of postbox installed.
+    pub async fn start_bare(bin: PathBuf, settings: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster::in_new_dir(bin, false);
+        cluster.initdb(&cluster.dir.join("data"));
+        cluster.configure(settings);
+        cluster.start_server();
+        cluster.flavour = Flavour::Sql;
+        cluster
+    }
+
     async fn start_from(
         bin: PathBuf,
         settings: &[(&str, &str)],
@@ -214,15 +281,7 @@ impl Cluster {
                 );
             }
         }
-        let mut conf = format!(
-            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 100\n",
-            cluster.port,
-            cluster.dir.display()
-        );
-        for (k, v) in settings {
-            conf.push_str(&format!("{k} = {v}\n"));
-        }
-        cluster.append_conf(&conf);
+        cluster.configure(settings);
         let mut written: Vec<PathBuf> = Vec::new();
         for (name, bytes) in files {
             let path = data.join(name);
@@ -247,6 +306,10 @@ impl Cluster {
             }
         }
         cluster.start_server();
+        if cluster.flavour == Flavour::Sql {
+            cluster.install_sql_flavour("postgres").await;
+            return cluster;
+        }
         let client = cluster.connect("postgres").await;
         // POSTBOX_EXTENSION_VERSION: an older installed version, for
         // measuring a release against its predecessor on the same machine.
@@ -259,6 +322,48 @@ impl Cluster {
             .await
             .expect("CREATE EXTENSION postbox (is it installed? run scripts/test.sh)");
         cluster
+    }
+
+    /// Installs the SQL flavour into database `db` as [`INSTALLER`] (made
+    /// here if missing: CREATEROLE, CREATE on `db`, no superuser).
+    pub async fn install_sql_flavour(&self, db: &str) {
+        let su = self.connect_to("postgres", db).await;
+        su.batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{INSTALLER}') THEN
+                     CREATE ROLE {INSTALLER} LOGIN CREATEROLE;
+                 END IF;
+             END $$;
+             GRANT CREATE ON DATABASE \"{db}\" TO {INSTALLER};"
+        ))
+        .await
+        .unwrap();
+        let script = sql_flavour_script();
+        let sql = std::fs::read_to_string(&script)
+            .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        self.connect_to(INSTALLER, db)
+            .await
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "installing {} as {INSTALLER}: {}",
+                    script.display(),
+                    crate::pg_error(&e)
+                )
+            });
+    }
+
+    /// What a superuser session runs to let endpoints use http and loopback
+    /// URLs (development only): the session setting of the compiled
+    /// extension, the owner's settings table of the SQL flavour.
+    pub fn allow_insecure_urls_sql(&self) -> &'static str {
+        match self.flavour {
+            Flavour::Extension => "SET postbox.allow_insecure_urls = on;",
+            Flavour::Sql => {
+                "UPDATE postbox.settings SET value = 'on' WHERE name = 'allow_insecure_urls';"
+            }
+        }
     }
 
     /// A cluster not yet made: a new, empty directory (owned by `postgres`
@@ -281,7 +386,21 @@ impl Cluster {
             bin,
             port: free_port(),
             socket_only,
+            flavour: Flavour::from_env(),
         }
+    }
+
+    /// The harness's postgresql.conf lines, then `settings`.
+    fn configure(&self, settings: &[(&str, &str)]) {
+        let mut conf = format!(
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 100\n",
+            self.port,
+            self.dir.display()
+        );
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        self.append_conf(&conf);
     }
 
     /// `initdb` into `data`.
@@ -375,6 +494,11 @@ impl Cluster {
         self.connect_listening(user).await.0
     }
 
+    /// A connection to database `db`.
+    pub async fn connect_to(&self, user: &str, db: &str) -> Client {
+        self.connect_url(user, &self.url_db(user, db)).await.0
+    }
+
     /// A connection and the notifications it receives.
     pub async fn connect_listening(
         &self,
@@ -385,7 +509,15 @@ impl Cluster {
         } else {
             self.url(user)
         };
-        let (client, mut conn) = tokio_postgres::connect(&url, NoTls)
+        self.connect_url(user, &url).await
+    }
+
+    async fn connect_url(
+        &self,
+        user: &str,
+        url: &str,
+    ) -> (Client, mpsc::UnboundedReceiver<Notification>) {
+        let (client, mut conn) = tokio_postgres::connect(url, NoTls)
             .await
             .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -543,4 +675,18 @@ pub fn init_log() {
             .with_test_writer()
             .try_init();
     });
+}
+
+/// A database error's message, SQLSTATE and detail, for test failures
+/// (tokio-postgres's own text says only "db error").
+pub fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!(
+            "{} ({}){}",
+            d.message(),
+            d.code().code(),
+            d.detail().map(|x| format!(": {x}")).unwrap_or_default()
+        ),
+        None => e.to_string(),
+    }
 }

@@ -96,8 +96,12 @@ pub async fn check(config: &Config) -> Vec<Finding> {
             who.0
         )));
     }
-    match postbox_runtime::extension_version(&db).await {
-        Ok(v) => out.push(Finding::Ok(format!("extension postbox {v}"))),
+    match postbox_runtime::installed(&db).await {
+        Ok(i) => out.push(Finding::Ok(format!(
+            "postbox {}: {}",
+            i.version,
+            i.flavour.describe()
+        ))),
         Err(e @ postbox_runtime::ExtensionError::Unsupported(_)) => {
             out.push(Finding::Problem(e.to_string()))
         }

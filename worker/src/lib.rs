@@ -169,7 +169,7 @@ pub async fn run(
     }
 
     let wakeup = Wakeup::new(config.poll_interval, Instant::now());
-    let listen = wakeup.listen(pg, tls, stop.clone());
+    let listen = wakeup.listen(pg, tls, metrics.listen_polling.clone(), stop.clone());
     let listener = listen.abort_handle();
     failure.watch("LISTEN", &me.worker_id, async move {
         match listen.await {
@@ -241,8 +241,9 @@ pub async fn run(
     }
 }
 
-/// Checks the extension's version; returns whether the database allows
-/// insecure URLs (`postbox.allow_insecure_urls`), which the worker honours.
+/// Checks what is installed; returns whether the database allows insecure
+/// URLs (`postbox.allow_insecure_urls`, or the SQL flavour's settings
+/// table), which the worker honours.
 async fn check_database(pool: &Pool) -> Result<bool, RunError> {
     let db = pool
         .get()
@@ -250,7 +251,7 @@ async fn check_database(pool: &Pool) -> Result<bool, RunError> {
         .map_err(|e| RunError::Db(pool_message(&e)))?;
     postbox_runtime::extension_version(&db).await?;
     Ok(db
-        .query_one("SELECT coalesce(current_setting('postbox.allow_insecure_urls', true), 'off') IN ('on', 'true', '1', 'yes')", &[])
+        .query_one("SELECT postbox._allow_insecure_urls()", &[])
         .await
         .map_err(|e| RunError::Db(pg_message(&e)))?
         .get(0))

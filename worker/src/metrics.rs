@@ -48,6 +48,7 @@ pub struct Metrics {
     pub purge_errors: Counter,
     pub released_claims: Family<Labels, Counter>,
     pub heartbeat_errors: Counter,
+    pub listen_polling: Gauge,
     pub health: Health,
 }
 
@@ -218,8 +219,15 @@ impl Metrics {
             ),
             heartbeat_errors.clone(),
         );
+        let listen_polling = Gauge::default();
+        registry.register(
+            "listen_polling",
+            "1 when NOTIFY wake-ups cannot reach this worker (its LISTEN goes through a pooler that does not keep sessions) and it only polls",
+            listen_polling.clone(),
+        );
         Metrics {
             health: Health::new(heartbeat_stale_after),
+            listen_polling,
             released_claims,
             heartbeat_errors,
             expand_errors,

@@ -15,6 +15,12 @@
 //!   emits does not pay a NOTIFY each.
 //! - **Pacing** ([`NotifyPacer`]): any role may NOTIFY, so a NOTIFY forces at
 //!   most one claim per [`NOTIFY_GAP`]; the rest are folded into it.
+//! - **A pooler without sessions** ([`session_kept`]): behind a pooler in
+//!   transaction mode (PgBouncer, Supavisor, RDS Proxy) a LISTEN is left on
+//!   a server connection the worker no longer holds. The LISTEN connection
+//!   checks every [`LISTEN_CHECK`] that it still talks to the backend that
+//!   listens; when not, it warns once, sets the `listen_polling` metric and
+//!   stops: the worker then finds work by polling alone.
 //!
 //! [`Wakeup`] is the state machine, clock-free (the caller passes the time);
 //! the dispatcher drives it and does what it says.
@@ -42,6 +48,18 @@ pub const NOTIFY_GAP: Duration = Duration::from_millis(5);
 /// nothing claimable: one claim gap (`schedule::CLAIM_GAP`), in which a busy
 /// worker would have looked anyway. It doubles up to half the poll interval.
 pub const REARM_MIN: Duration = crate::schedule::CLAIM_GAP;
+
+/// How often the LISTEN connection checks that its session is still the
+/// one that listens (see [`session_kept`]).
+pub const LISTEN_CHECK: Duration = Duration::from_secs(5);
+
+/// Whether a LISTEN still holds: the connection reaches the backend that ran
+/// it (`pid`, which a session keeps for its life), and that backend listens
+/// on [`CHANNEL`]. A pooler in transaction mode hands the next statement to
+/// whichever server connection is free.
+pub fn session_kept(listened_on: i32, pid: i32, listening: bool) -> bool {
+    pid == listened_on && listening
+}
 
 /// The LISTEN connection's reconnect backoff.
 const LISTEN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -155,9 +173,10 @@ impl Wakeup {
         &self,
         pg: tokio_postgres::Config,
         tls: MakeRustls,
+        polling: prometheus_client::metrics::gauge::Gauge,
         stop: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        tokio::spawn(listen(pg, tls, self.notify.clone(), stop))
+        tokio::spawn(listen(pg, tls, self.notify.clone(), polling, stop))
     }
 
     /// What wakes the loop as a NOTIFY does, for other tasks that found work
@@ -294,6 +313,7 @@ pub async fn listen(
     pg: tokio_postgres::Config,
     tls: MakeRustls,
     wake: Arc<Notify>,
+    polling: prometheus_client::metrics::gauge::Gauge,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = LISTEN_BACKOFF;
@@ -317,17 +337,36 @@ pub async fn listen(
                     }
                     None
                 });
-                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-                    Ok(()) => {
+                // One query string: the LISTEN and the pid come from one backend.
+                match backend(&client, &format!("LISTEN {CHANNEL}; ")).await {
+                    Ok((pid, _)) => {
                         backoff.reset();
-                        tracing::debug!("listening for {CHANNEL}");
+                        tracing::debug!(pid, "listening for {CHANNEL}");
                         wake.notify_one();
-                        tokio::select! {
-                            res = &mut pump => {
-                                let err = res.ok().flatten().map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
-                                tracing::warn!(error = %err, "LISTEN connection lost; reconnecting");
+                        let mut check = tokio::time::interval(LISTEN_CHECK);
+                        check.tick().await;
+                        loop {
+                            tokio::select! {
+                                res = &mut pump => {
+                                    let err = res.ok().flatten().map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
+                                    tracing::warn!(error = %err, "LISTEN connection lost; reconnecting");
+                                    break;
+                                }
+                                _ = check.tick() => match backend(&client, "").await {
+                                    Ok((now, listening)) if session_kept(pid, now, listening) => {}
+                                    Ok(_) => {
+                                        pump.abort();
+                                        polling.set(1);
+                                        tracing::warn!(
+                                            "the LISTEN connection goes through a pooler that does not keep sessions (transaction mode): NOTIFY wake-ups cannot arrive, so this worker finds work by polling alone (poll_interval); connect it to the database directly or through a session-mode pooler (docs/managed.md)"
+                                        );
+                                        return;
+                                    }
+                                    // The pump sees a lost connection too.
+                                    Err(e) => tracing::debug!(error = %e, "LISTEN check failed"),
+                                },
+                                _ = stop.changed() => { pump.abort(); return; }
                             }
-                            _ = stop.changed() => { pump.abort(); return; }
                         }
                     }
                     Err(e) => {
@@ -347,11 +386,46 @@ pub async fn listen(
     }
 }
 
+/// Runs `before` (LISTEN, or nothing) and reads the backend's pid and
+/// whether it listens on [`CHANNEL`], in one query string (the simple
+/// protocol: no prepared statement for a pooler to lose).
+async fn backend(client: &tokio_postgres::Client, before: &str) -> Result<(i32, bool), String> {
+    let sql = format!(
+        "{before}SELECT pg_catalog.pg_backend_pid(), '{CHANNEL}' = ANY (ARRAY(SELECT pg_catalog.pg_listening_channels()))"
+    );
+    let messages = client
+        .simple_query(&sql)
+        .await
+        .map_err(|e| postbox_runtime::error::pg_message(&e))?;
+    for m in messages {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+            let pid = row.get(0).and_then(|p| p.parse().ok());
+            if let Some(pid) = pid {
+                return Ok((pid, row.get(1) == Some("t")));
+            }
+        }
+    }
+    Err("no answer to the LISTEN check".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const POLL: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn a_listen_holds_only_on_the_backend_that_listens() {
+        assert!(session_kept(41, 41, true));
+        assert!(
+            !session_kept(41, 42, true),
+            "another backend: a pooler moved the session"
+        );
+        assert!(
+            !session_kept(41, 41, false),
+            "the same pid no longer listening"
+        );
+    }
 
     fn ms(t0: Instant, n: u64) -> Instant {
         t0 + Duration::from_millis(n)

@@ -1,0 +1,684 @@
+//! The SQL flavour (postbox-sql, scripts/sql-flavour.py) beside the compiled
+//! extension.
+//!
+//! - The differential test: every input of the rules crate's generated
+//!   corpus (rules/tests/corpus, the same strategies the property tests
+//!   draw from) goes through the compiled extension's Rust-backed functions
+//!   and the SQL flavour's PL/pgSQL ones, and both must answer exactly as
+//!   postbox-rules does: the same result, or the same SQLSTATE, message and
+//!   DETAIL (code, field, item).
+//! - The install: as a role that is not a superuser, and the settings that
+//!   only the installing role can change.
+
+#[path = "../../rules/tests/corpus/mod.rs"]
+mod corpus;
+
+use postbox_rules::headers::SignatureStyle;
+use postbox_rules::{api_key, error, event, headers, options, secret, url, RuleError};
+use postbox_tests::{pg_error, Cluster, Flavour, INSTALLER};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use tokio_postgres::Client;
+
+/// The database the SQL flavour is installed in, beside the extension's.
+const SQL_DB: &str = "sqlflavour";
+
+/// What a call answers: its result as JSON, or an error.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Ok(Value),
+    Err {
+        state: String,
+        message: String,
+        detail: String,
+    },
+}
+
+impl Outcome {
+    fn of<T>(r: Result<T, RuleError>, ok: impl FnOnce(T) -> Value) -> Outcome {
+        match r {
+            Ok(v) => Outcome::Ok(ok(v)),
+            Err(e) => Outcome::Err {
+                state: e.code.sqlstate().into(),
+                message: e.to_string(),
+                detail: e.detail(),
+            },
+        }
+    }
+}
+
+/// One input: the SQL expression that calls the function under test (a
+/// jsonb), and what postbox-rules answers for it.
+struct Case {
+    rule: &'static str,
+    call: String,
+    want: Outcome,
+}
+
+/// A SQL string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn lit_opt(s: Option<&str>) -> String {
+    s.map_or_else(|| "NULL".into(), lit)
+}
+
+/// Text PostgreSQL can hold (no NUL); the rest never reaches SQL.
+fn storable(s: &str) -> bool {
+    !s.contains('\0')
+}
+
+/// `n` values of `strategy`, the same ones on every run.
+fn draw<S: Strategy>(runner: &mut TestRunner, strategy: S, n: usize) -> Vec<S::Value> {
+    (0..n)
+        .map(|_| strategy.new_tree(runner).expect("a value").current())
+        .collect()
+}
+
+/// Runs each case's call in its own subtransaction and reads what it
+/// answered.
+async fn answers(db: &Client, calls: &[String]) -> Vec<Outcome> {
+    db.batch_execute(
+        "CREATE OR REPLACE FUNCTION pg_temp.attempt(q text) RETURNS jsonb LANGUAGE plpgsql AS $$
+         DECLARE r jsonb; s text; m text; d text;
+         BEGIN
+             EXECUTE q INTO r;
+             RETURN jsonb_build_object('ok', r);
+         EXCEPTION WHEN OTHERS THEN
+             GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
+             RETURN jsonb_build_object('state', s, 'message', m, 'detail', d);
+         END $$;",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::with_capacity(calls.len());
+    for chunk in calls.chunks(2000) {
+        let queries: Vec<String> = chunk.iter().map(|c| format!("SELECT {c}")).collect();
+        let rows = db
+            .query(
+                "SELECT pg_temp.attempt(q) FROM unnest($1::text[]) WITH ORDINALITY AS t(q, n) ORDER BY n",
+                &[&queries],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the calls: {}", pg_error(&e)));
+        for row in rows {
+            let v: Value = row.get(0);
+            out.push(match v.get("ok") {
+                Some(ok) => Outcome::Ok(ok.clone()),
+                None => Outcome::Err {
+                    state: v["state"].as_str().unwrap_or_default().into(),
+                    message: v["message"].as_str().unwrap_or_default().into(),
+                    // The DETAIL's first line is postbox's (a Rust backtrace may follow).
+                    detail: v["detail"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .into(),
+                },
+            });
+        }
+    }
+    out
+}
+
+/// JSON values as the functions receive them: jsonb's own text (passed to
+/// the call as it is), and that text parsed, as pgrx hands a jsonb argument
+/// to Rust. (Parsing a float's long decimal form may move it by a unit in
+/// the last place, so the expectation must come from the same text.)
+async fn through_jsonb(db: &Client, values: &[Value]) -> Vec<(String, Value)> {
+    let texts: Vec<String> = values.iter().map(Value::to_string).collect();
+    db.query(
+        "SELECT x::jsonb::text FROM unnest($1::text[]) WITH ORDINALITY AS t(x, n) ORDER BY n",
+        &[&texts],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        let text: String = r.get(0);
+        let value = serde_json::from_str(&text).unwrap();
+        (text, value)
+    })
+    .collect()
+}
+
+/// The corpus, with what postbox-rules answers for each input. `db` turns
+/// JSON inputs into what a jsonb argument reads as; `insecure` is the
+/// setting the URL cases run with.
+async fn corpus(db: &Client, insecure: bool) -> Vec<Case> {
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    let r = &mut runner;
+    let mut cases = Vec::new();
+
+    // Webhook URLs: the SSRF corpus (every spelling of private and reserved
+    // addresses), URL-shaped strings that vary each part, and anything.
+    let urls = draw(r, corpus::url_like(), 3000)
+        .into_iter()
+        .chain(draw(r, ".{0,300}", 500))
+        .chain(
+            draw(r, (corpus::blocked_v4(), 0..14usize), 1000)
+                .into_iter()
+                .map(|(ip, i)| format!("https://{}/x", corpus::spellings(ip)[i])),
+        );
+    for u in urls.filter(|u| storable(u)) {
+        cases.push(Case {
+            rule: "validate_url",
+            call: format!("to_jsonb(postbox.validate_url({}))", lit(&u)),
+            want: Outcome::of(url::validate(&u, insecure), |n| json!(n.as_str())),
+        });
+    }
+    if insecure {
+        return cases; // the rest does not depend on the setting
+    }
+
+    // Custom headers, with and without a signature header of their own.
+    let raw: Vec<(Value, Option<String>)> = draw(
+        r,
+        (
+            corpus::headers_json(),
+            proptest::option::weighted(0.3, corpus::odd_header_name()),
+        ),
+        3000,
+    );
+    let raw: Vec<_> = raw
+        .into_iter()
+        .filter(|(h, s)| !h.to_string().contains("\\u0000") && s.as_deref().is_none_or(storable))
+        .collect();
+    let headers_in =
+        through_jsonb(db, &raw.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>()).await;
+    for ((text, h), (_, sig)) in headers_in.into_iter().zip(&raw) {
+        cases.push(Case {
+            rule: "_validate_headers",
+            call: format!(
+                "postbox._validate_headers({}::jsonb, {})",
+                lit(&text),
+                lit_opt(sig.as_deref())
+            ),
+            want: Outcome::of(headers::validate(&h, sig.as_deref()), Value::Object),
+        });
+    }
+
+    // Signature styles and headers.
+    for (style, header) in draw(
+        r,
+        (
+            corpus::style_like(),
+            proptest::option::of(corpus::odd_header_name()),
+        ),
+        1500,
+    ) {
+        if !storable(&style) || !header.as_deref().is_none_or(storable) {
+            continue;
+        }
+        let got = SignatureStyle::parse(&style)
+            .and_then(|s| headers::validate_signature(s, header.as_deref()));
+        cases.push(Case {
+            rule: "_validate_signature",
+            call: format!(
+                "to_jsonb(postbox._validate_signature({}, {}))",
+                lit(&style),
+                lit_opt(header.as_deref())
+            ),
+            want: Outcome::of(got, |h| json!(h)),
+        });
+    }
+
+    // Event names, filter lists against a catalog, close names.
+    let names = draw(r, corpus::name_like(), 2000);
+    let lists = draw(
+        r,
+        proptest::collection::vec(corpus::filter_like(), 0..6),
+        2000,
+    );
+    let bulk = draw(
+        r,
+        proptest::prop_oneof![3 => proptest::strategy::Just(0usize), 1 => 94usize..=101],
+        2000,
+    );
+    for ((name, mut filters), bulk) in names.into_iter().zip(lists).zip(bulk) {
+        if !storable(&name) || !filters.iter().all(|f| storable(f)) {
+            continue;
+        }
+        cases.push(Case {
+            rule: "_event_match_keys",
+            call: format!("to_jsonb(postbox._event_match_keys({}))", lit(&name)),
+            want: Outcome::of(event::validate_name(&name), |()| {
+                json!(event::match_keys(&name))
+            }),
+        });
+        filters.extend((0..bulk).map(|i| format!("bulk{i}.*")));
+        if bulk == 0 {
+            filters.push(name.clone());
+        }
+        let catalog = vec![name.as_str(), "order.paid", "order.created", "invoice.paid"];
+        let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+        let array = |items: &[&str]| {
+            format!(
+                "ARRAY[{}]::text[]",
+                items.iter().map(|s| lit(s)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        cases.push(Case {
+            rule: "_validate_filters",
+            call: format!(
+                "to_jsonb(postbox._validate_filters({}, {}))",
+                array(&refs),
+                array(&catalog)
+            ),
+            want: Outcome::of(
+                event::validate_filters(&refs, |n| catalog.contains(&n), || catalog.clone()),
+                |v| json!(v),
+            ),
+        });
+        cases.push(Case {
+            rule: "_close_names",
+            call: format!(
+                "to_jsonb(postbox._close_names({}, {}))",
+                lit(&name),
+                array(&refs)
+            ),
+            want: Outcome::Ok(json!(event::close_names(&name, &refs))),
+        });
+    }
+
+    // Delivery options.
+    let raw = draw(r, corpus::options_json(), 3000);
+    let raw: Vec<Value> = raw
+        .into_iter()
+        .filter(|v| !v.to_string().contains("\\u0000"))
+        .collect();
+    for (text, v) in through_jsonb(db, &raw).await {
+        cases.push(Case {
+            rule: "_validate_options",
+            call: format!("postbox._validate_options({}::jsonb)", lit(&text)),
+            want: Outcome::of(options::parse(&v), |_| v.clone()),
+        });
+    }
+
+    // Secrets for each style.
+    for (s, style) in draw(r, (corpus::secret_like(), corpus::style_like()), 3000) {
+        if !storable(&s) || !storable(&style) {
+            continue;
+        }
+        let got = SignatureStyle::parse(&style).and_then(|st| secret::validate_for(st, &s));
+        cases.push(Case {
+            rule: "_validate_secret",
+            call: format!(
+                // OFFSET 0 and pg_typeof keep the planner from dropping the call.
+                "(SELECT 'null'::jsonb FROM (SELECT postbox._validate_secret({}, {}) AS r OFFSET 0) AS v WHERE pg_typeof(v.r) IS NOT NULL)",
+                lit(&s),
+                lit(&style)
+            ),
+            want: Outcome::of(got, |()| Value::Null),
+        });
+    }
+
+    // How messages show values, and key lists show keys.
+    for t in draw(r, corpus::text_like(), 1500) {
+        if !storable(&t) {
+            continue;
+        }
+        cases.push(Case {
+            rule: "_shown",
+            call: format!("to_jsonb(postbox._shown({}))", lit(&t)),
+            want: Outcome::Ok(json!(error::shown(&t))),
+        });
+        cases.push(Case {
+            rule: "_api_key_prefix",
+            call: format!("to_jsonb(postbox._api_key_prefix({}))", lit(&t)),
+            want: Outcome::Ok(json!(api_key::shown(&t))),
+        });
+    }
+    cases
+}
+
+/// Runs `cases` in `db` and returns the ones answered otherwise, with what
+/// each answered; counts what was run, per rule.
+async fn differences(
+    db: &Client,
+    cases: &[Case],
+    tally: &mut BTreeMap<&'static str, (usize, usize)>,
+) -> Vec<String> {
+    let calls: Vec<String> = cases.iter().map(|c| c.call.clone()).collect();
+    let got = answers(db, &calls).await;
+    let mut out = Vec::new();
+    for (case, got) in cases.iter().zip(got) {
+        let t = tally.entry(case.rule).or_default();
+        match case.want {
+            Outcome::Ok(_) => t.0 += 1,
+            Outcome::Err { .. } => t.1 += 1,
+        }
+        if got != case.want {
+            out.push(format!(
+                "{}: {}\n    want {:?}\n    got  {:?}",
+                case.rule, case.call, case.want, got
+            ));
+        }
+    }
+    out
+}
+
+/// Both flavours answer every input of the corpus exactly as postbox-rules
+/// does.
+#[tokio::test]
+async fn both_flavours_give_the_rules_verdicts_and_messages() {
+    // The compiled extension in `postgres`, the SQL flavour in SQL_DB,
+    // installed as a role that is not a superuser.
+    let pg = Cluster::start().await;
+    let su = pg.connect("postgres").await;
+    if pg.flavour == Flavour::Extension {
+        su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
+            .await
+            .unwrap();
+        pg.install_sql_flavour(SQL_DB).await;
+    }
+    let sql = pg.connect_to("postgres", SQL_DB).await;
+    let flavours: Vec<(&str, &Client)> = if pg.flavour == Flavour::Extension {
+        vec![("extension", &su), ("sql", &sql)]
+    } else {
+        vec![("sql", &su)]
+    };
+
+    let mut report = Vec::new();
+    for insecure in [false, true] {
+        let cases = corpus(&su, insecure).await;
+        for (name, db) in &flavours {
+            let setting = match (*name, insecure) {
+                ("extension", v) => format!("SET postbox.allow_insecure_urls = {v}"),
+                (_, v) => format!(
+                    "UPDATE postbox.settings SET value = '{}' WHERE name = 'allow_insecure_urls'",
+                    if v { "on" } else { "off" }
+                ),
+            };
+            db.batch_execute(&setting).await.unwrap();
+            let mut tally = BTreeMap::new();
+            let diffs = differences(db, &cases, &mut tally).await;
+            eprintln!("{name} (insecure URLs {insecure}): {tally:?} (accepted, refused)");
+            for (rule, (ok, refused)) in &tally {
+                assert!(
+                    *ok > 0 && *refused > 0 || matches!(*rule, "_close_names" | "_shown" | "_api_key_prefix"),
+                    "the corpus of {rule} must land on both sides: {ok} accepted, {refused} refused"
+                );
+            }
+            report.extend(diffs.into_iter().map(|d| format!("[{name}] {d}")));
+        }
+    }
+    // A few of each rule's differences, and how many each has.
+    let mut by_rule: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+    for d in &report {
+        let key = d.split(':').next().unwrap_or_default().to_string();
+        by_rule.entry(key).or_default().push(d);
+    }
+    assert!(
+        report.is_empty(),
+        "{} answers differ from postbox-rules ({}):\n{}",
+        report.len(),
+        by_rule
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.len()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        by_rule
+            .values()
+            .flat_map(|v| v.iter().take(6))
+            .map(|d| d.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The installing role is what a managed service gives: not a superuser.
+    let installer_is_superuser: bool = su
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = $1",
+            &[&INSTALLER],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!installer_is_superuser);
+}
+
+/// What the catalog holds about postbox's objects, one line per fact:
+/// relations and their columns, constraints, indexes, triggers and
+/// options; functions with their signatures, results, attributes, settings
+/// and languages; views' definitions; comments; grants, with the owner
+/// written as OWNER (the extension's owner is the superuser that created it,
+/// the SQL flavour's the role that installed it).
+const CATALOG: &str = r#"
+WITH owner AS (SELECT n.nspowner AS oid FROM pg_namespace n WHERE n.nspname = 'postbox'),
+facts(object, fact) AS (
+    SELECT 'schema postbox', 'comment: ' || coalesce(obj_description('postbox'::regnamespace, 'pg_namespace'), '-')
+    UNION ALL
+    SELECT 'schema postbox', 'acl: ' || coalesce((SELECT string_agg(a::text, ' ' ORDER BY a::text)
+        FROM unnest((SELECT nspacl FROM pg_namespace WHERE nspname = 'postbox')) a), '-')
+    UNION ALL
+    SELECT 'relation ' || c.relname, f
+      FROM pg_class c, LATERAL (VALUES
+          ('kind: ' || c.relkind::text),
+          ('options: ' || coalesce(array_to_string(c.reloptions, ','), '-')),
+          ('comment: ' || coalesce(obj_description(c.oid, 'pg_class'), '-')),
+          ('acl: ' || coalesce((SELECT string_agg(a::text, ' ' ORDER BY a::text) FROM unnest(c.relacl) a), '-')),
+          ('view: ' || CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) ELSE '-' END)) AS v(f)
+     WHERE c.relnamespace = 'postbox'::regnamespace AND c.relkind IN ('r', 'v', 'p', 'S')
+    UNION ALL
+    SELECT 'relation ' || c.relname,
+           format('column %s: %s%s%s acl %s', a.attname, format_type(a.atttypid, a.atttypmod),
+                  CASE WHEN a.attnotnull THEN ' not null' ELSE '' END,
+                  coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), ''),
+                  coalesce((SELECT string_agg(x::text, ' ' ORDER BY x::text) FROM unnest(a.attacl) x), '-'))
+      FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+      LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+     WHERE c.relnamespace = 'postbox'::regnamespace AND c.relkind IN ('r', 'v', 'p')
+    UNION ALL
+    SELECT 'relation ' || c.relname, 'constraint ' || k.conname || ': ' || pg_get_constraintdef(k.oid)
+      FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+     WHERE c.relnamespace = 'postbox'::regnamespace
+    UNION ALL
+    SELECT 'relation ' || c.relname, 'index: ' || pg_get_indexdef(i.indexrelid)
+      FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+     WHERE c.relnamespace = 'postbox'::regnamespace
+    UNION ALL
+    SELECT 'relation ' || c.relname, 'trigger: ' || pg_get_triggerdef(t.oid)
+      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE c.relnamespace = 'postbox'::regnamespace AND NOT t.tgisinternal
+    UNION ALL
+    SELECT 'function ' || p.oid::regprocedure::text, f
+      FROM pg_proc p, LATERAL (VALUES
+          ('result: ' || pg_get_function_result(p.oid)),
+          ('arguments: ' || pg_get_function_arguments(p.oid)),
+          ('attributes: ' || concat_ws(' ', p.prokind, p.provolatile, p.proparallel,
+                                       CASE WHEN p.proisstrict THEN 'strict' END,
+                                       CASE WHEN p.prosecdef THEN 'definer' END,
+                                       CASE WHEN p.proretset THEN 'setof' END)),
+          ('language: ' || (SELECT l.lanname FROM pg_language l WHERE l.oid = p.prolang)),
+          ('settings: ' || coalesce(array_to_string(p.proconfig, ','), '-')),
+          ('comment: ' || coalesce(obj_description(p.oid, 'pg_proc'), '-')),
+          ('acl: ' || coalesce((SELECT string_agg(a::text, ' ' ORDER BY a::text) FROM unnest(p.proacl) a), '-'))) AS v(f)
+     WHERE p.pronamespace = 'postbox'::regnamespace
+)
+SELECT object, replace(fact, (SELECT rolname FROM pg_roles WHERE oid = (SELECT oid FROM owner)), 'OWNER')
+  FROM facts ORDER BY 1, 2
+"#;
+
+/// The facts about the objects the SQL flavour has and the extension does
+/// not: what its SQL does where the extension switches user in C or keeps a
+/// server setting (sql/flavour/settings.sql, triggers.sql), and, installed
+/// with psql, its version, which an extension keeps in pg_extension.
+const SQL_ONLY: &[&str] = &[
+    "relation settings",
+    "function postbox._emit_statement_write(oid,text,json,text[])",
+    "function postbox._emit_row_write(oid,text,json,json,text[])",
+    "function postbox._table_name(oid)",
+    "function postbox._sql_flavour_version()",
+];
+
+/// The facts of a Rust-backed function that may differ: how it is written.
+fn how_written(fact: &str) -> bool {
+    fact.starts_with("language: ") || fact.starts_with("settings: ")
+}
+
+/// Both installs hold the same objects, columns, signatures, attributes,
+/// grants and comments; the only differences are the languages of the
+/// functions written in Rust, and the SQL flavour's own objects (SQL_ONLY).
+#[tokio::test]
+async fn both_installs_have_the_same_catalog() {
+    let pg = Cluster::start().await;
+    if pg.flavour == Flavour::Sql {
+        return; // the comparison needs the compiled extension beside it
+    }
+    let su = pg.connect("postgres").await;
+    su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
+        .await
+        .unwrap();
+    pg.install_sql_flavour(SQL_DB).await;
+    let sql = pg.connect_to("postgres", SQL_DB).await;
+    // Grants are sorted once the owner is written OWNER: the owners' names
+    // sort differently among the roles'.
+    let facts = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<(String, String), ()> {
+        rows.iter()
+            .map(|r| {
+                let (object, fact): (String, String) = (r.get(0), r.get(1));
+                let fact = match fact.strip_prefix("acl: ") {
+                    Some(items) => {
+                        let mut items: Vec<&str> = items.split(' ').collect();
+                        items.sort();
+                        format!("acl: {}", items.join(" "))
+                    }
+                    None => fact,
+                };
+                ((object, fact), ())
+            })
+            .collect()
+    };
+    let ext = facts(su.query(CATALOG, &[]).await.unwrap());
+    let flavour = facts(sql.query(CATALOG, &[]).await.unwrap());
+    // The Rust-backed functions: C in the extension.
+    let rust: Vec<String> = ext
+        .keys()
+        .filter(|(_, f)| f == "language: c")
+        .map(|(o, _)| o.clone())
+        .collect();
+    assert!(rust.len() >= 20, "{rust:?}");
+    let mut differ = Vec::new();
+    for (side, mine, theirs) in [
+        ("only in the extension", &ext, &flavour),
+        ("only in postbox-sql", &flavour, &ext),
+    ] {
+        for (object, fact) in mine.keys() {
+            if theirs.contains_key(&(object.clone(), fact.clone())) {
+                continue;
+            }
+            if SQL_ONLY.contains(&object.as_str()) && side == "only in postbox-sql" {
+                continue;
+            }
+            if rust.contains(object) && how_written(fact) {
+                continue;
+            }
+            differ.push(format!("{side}: {object}: {fact}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "the installs differ:\n{}",
+        differ.join("\n")
+    );
+    // The worker and the API tell them apart from the catalog.
+    let (e, s) = (
+        postbox_runtime::installed(&su).await.unwrap(),
+        postbox_runtime::installed(&sql).await.unwrap(),
+    );
+    assert_eq!(e.flavour, postbox_runtime::Flavour::Extension);
+    assert_eq!(s.flavour, postbox_runtime::Flavour::Sql);
+    assert_eq!(e.version, s.version);
+    // Each SQL-only object exists (the list is not stale).
+    for object in SQL_ONLY {
+        assert!(
+            flavour.keys().any(|(o, _)| o == object),
+            "{object} is listed as the SQL flavour's own but is not installed"
+        );
+    }
+}
+
+/// postbox-sql installs as a pg_tle extension (what RDS, Aurora and
+/// Supabase offer), as a role that is not a superuser: `pgtle_admin`,
+/// CREATEROLE and CREATE on the database. It runs in target/pg/15, a
+/// PostgreSQL 15 without the compiled postbox beside it (pg_tle refuses a
+/// name that a file-based extension has); scripts/setup.sh builds pg_tle
+/// into it when it has pg_tle's source.
+#[tokio::test]
+async fn installs_as_a_pg_tle_extension() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target/pg/15/native/bin");
+    if !bin.join("../lib/postgresql/pg_tle.so").exists() {
+        eprintln!("installs_as_a_pg_tle_extension: not run: pg_tle is not built (scripts/setup.sh builds it from PG_TLE_SRC)");
+        return;
+    }
+    let pg = Cluster::start_bare(bin, &[("shared_preload_libraries", "'pg_tle'")]).await;
+    let su = pg.connect("postgres").await;
+    su.batch_execute(&format!(
+        "CREATE EXTENSION pg_tle;
+         CREATE ROLE {INSTALLER} LOGIN CREATEROLE;
+         GRANT pgtle_admin TO {INSTALLER};
+         GRANT CREATE ON DATABASE postgres TO {INSTALLER};"
+    ))
+    .await
+    .unwrap();
+    let script = postbox_tests::sql_flavour_script();
+    let tle = std::fs::read_to_string(script.with_extension("tle.sql")).unwrap();
+    assert!(!tle.contains("$postbox_sql$"));
+    let version = env!("CARGO_PKG_VERSION");
+    let admin = pg.connect(INSTALLER).await;
+    admin
+        .batch_execute(&format!(
+            "SELECT pgtle.install_extension('postbox', '{version}', 'postbox: signed webhooks straight out of PostgreSQL (SQL only)', $postbox_sql${tle}$postbox_sql$);
+             CREATE EXTENSION postbox;"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("pg_tle install: {}", pg_error(&e)));
+    // What the worker and the API see.
+    let installed = postbox_runtime::installed(&su).await.unwrap();
+    assert_eq!(installed.flavour, postbox_runtime::Flavour::SqlTle);
+    assert_eq!(installed.version, version);
+    // It works: an endpoint, an attached table written by an emitter, expansion.
+    su.batch_execute(
+        "CREATE ROLE app LOGIN IN ROLE postbox_emitter;
+         CREATE SCHEMA s AUTHORIZATION app;
+         SET ROLE app;
+         CREATE TABLE s.orders (id int, tenant text);
+         SELECT postbox.attach('s.orders', 'order', 'tenant');
+         RESET ROLE;
+         SELECT postbox.create_endpoint('t1', 'https://hooks.example.com/in', '{order.*}');
+         SET ROLE app;
+         INSERT INTO s.orders VALUES (1, 't1'), (2, 't1');
+         RESET ROLE;",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let expanded: i32 = su
+        .query_one("SELECT postbox.expand_events()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(expanded, 2);
+    // Its objects belong to the extension: DROP EXTENSION takes them all.
+    admin
+        .batch_execute("DROP EXTENSION postbox CASCADE")
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let left: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'postbox'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
