@@ -9,7 +9,7 @@ PG_MAJOR=15
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 need_apt=()
-for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev python3-venv nodejs curl chromium chromium-driver pgbouncer; do
+for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev python3-venv nodejs curl chromium chromium-driver pgbouncer flex bison libkrb5-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -58,16 +58,15 @@ done
 
 # pg_tle, for installing postbox-sql as an extension in its tests (what RDS,
 # Aurora and Supabase offer). It is on no package registry: it is built once
-# from its source (v1.5.2) against PostgreSQL 15's headers, installed into
-# Debian's PostgreSQL 15, and copied into target/pg/15, the installation the
-# test runs it in. The source is $PG_TLE_SRC: a checkout or unpacked archive
+# from its source (v1.5.2) against PostgreSQL 15's headers and installed into
+# Debian's PostgreSQL 15 (flex, bison and the Kerberos headers build it). The source is $PG_TLE_SRC: a checkout or unpacked archive
 # of its public repository (github.com/aws/pg_tle), or a git directory of it
 # (the tag is taken from it). Where neither the build nor the source is
 # there, the pg_tle test says so and does not run.
 PG_TLE_VERSION=1.5.2
 PG15_PKGLIB=$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --pkglibdir)
 PG15_SHARE=$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --sharedir)
-if [ ! -f "$PG15_PKGLIB/pg_tle.so" ] || [ ! -f "$PG15_SHARE/extension/pg_tle--$PG_TLE_VERSION.sql" ]; then
+if [ ! -f "$PG15_PKGLIB/pg_tle.so" ] || ! grep -q "default_version = '$PG_TLE_VERSION'" "$PG15_SHARE/extension/pg_tle.control" 2>/dev/null; then
   if [ -n "${PG_TLE_SRC:-}" ] && [ -e "$PG_TLE_SRC" ]; then
     log "pg_tle $PG_TLE_VERSION from $PG_TLE_SRC"
     build=$(mktemp -d)
@@ -85,9 +84,18 @@ if [ ! -f "$PG15_PKGLIB/pg_tle.so" ] || [ ! -f "$PG15_SHARE/extension/pg_tle--$P
     log "pg_tle: no build and no source (set PG_TLE_SRC); its test will not run"
   fi
 fi
-if [ -f "$PG15_PKGLIB/pg_tle.so" ] && [ -d "$PG_CACHE/15/native" ]; then
-  cp "$PG15_PKGLIB/pg_tle.so" "$PG_CACHE/15/native/lib/postgresql/"
-  cp "$PG15_SHARE"/extension/pg_tle* "$PG_CACHE/15/native/share/postgresql/extension/"
+# The test runs pg_tle in a copy of Debian's PostgreSQL 15 without the
+# compiled postbox (pg_tle refuses a name that a file-based extension has),
+# under target/pg/15-tle/usr/...: PostgreSQL finds its share and lib
+# directories relative to its programs, so the copy is self-contained.
+TLE_ROOT="$PG_CACHE/15-tle"
+if [ -f "$PG15_PKGLIB/pg_tle.so" ] && \
+   ! cmp -s "$PG15_PKGLIB/pg_tle.so" "$TLE_ROOT/usr/lib/postgresql/$PG_MAJOR/lib/pg_tle.so"; then
+  log "a copy of PostgreSQL $PG_MAJOR with pg_tle, without postbox, in $TLE_ROOT"
+  rm -rf "$TLE_ROOT" && mkdir -p "$TLE_ROOT/usr/lib/postgresql" "$TLE_ROOT/usr/share/postgresql"
+  cp -a "/usr/lib/postgresql/$PG_MAJOR" "$TLE_ROOT/usr/lib/postgresql/"
+  cp -a "/usr/share/postgresql/$PG_MAJOR" "$TLE_ROOT/usr/share/postgresql/"
+  rm -f "$TLE_ROOT/usr/share/postgresql/$PG_MAJOR/extension/"postbox* "$TLE_ROOT/usr/lib/postgresql/$PG_MAJOR/lib/postbox.so"
 fi
 
 # Python venv with the official Standard Webhooks library, used by the tests

@@ -56,14 +56,22 @@ pub struct Installed {
     pub version: String,
 }
 
-/// Reads the flavour from the catalog: the language of `validate_url`
-/// (C in the compiled extension), the pg_extension row (an extension, or
-/// pg_tle's), and, without one, the SQL install's own record of its version.
+/// Reads the flavour from the catalog, which every role may read (a role
+/// without postbox's grants gets its answer too, for `check`): the language
+/// of `validate_url` (C in the compiled extension), the pg_extension row
+/// (an extension, or pg_tle's), and, without one, the version the SQL
+/// install's `_sql_flavour_version()` returns, read from its definition.
 const INSTALLED: &str = "
 SELECT (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'postbox'),
-       (SELECT l.lanname::text FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-         WHERE p.oid = pg_catalog.to_regprocedure('postbox.validate_url(text)')),
-       pg_catalog.to_regprocedure('postbox._sql_flavour_version()') IS NOT NULL";
+       (SELECT l.lanname::text
+          FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+         WHERE n.nspname = 'postbox' AND p.proname = 'validate_url' AND p.pronargs = 1),
+       (SELECT pg_catalog.substring(p.prosrc, '''([^'']+)''')
+          FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'postbox' AND p.proname = '_sql_flavour_version' AND p.pronargs = 0)";
 
 /// What is installed, if these binaries drive it; else why not (not
 /// installed, or a version they do not support).
@@ -72,31 +80,24 @@ pub async fn installed(db: &tokio_postgres::Client) -> Result<Installed, Extensi
         .query_one(INSTALLED, &[])
         .await
         .map_err(|e| ExtensionError::Db(pg_message(&e)))?;
-    let (extversion, language, sql_record): (Option<String>, Option<String>, bool) =
+    let (extversion, language, sql_version): (Option<String>, Option<String>, Option<String>) =
         (row.get(0), row.get(1), row.get(2));
-    let installed = match (extversion, language) {
-        (Some(version), Some(l)) if l == "c" => Installed {
+    let installed = match (extversion, language, sql_version) {
+        (Some(version), Some(l), _) if l == "c" => Installed {
             flavour: Flavour::Extension,
             version,
         },
-        (Some(version), Some(_)) => Installed {
+        (Some(version), Some(_), _) => Installed {
             flavour: Flavour::SqlTle,
             version,
         },
-        (None, Some(_)) if sql_record => {
-            let version: String = db
-                .query_one("SELECT postbox._sql_flavour_version()", &[])
-                .await
-                .map_err(|e| ExtensionError::Db(pg_message(&e)))?
-                .get(0);
-            Installed {
-                flavour: Flavour::Sql,
-                version,
-            }
-        }
+        (None, Some(_), Some(version)) => Installed {
+            flavour: Flavour::Sql,
+            version,
+        },
         // An extension row without the function: an older version, which
         // the version check below names.
-        (Some(version), None) => Installed {
+        (Some(version), None, _) => Installed {
             flavour: Flavour::Extension,
             version,
         },

@@ -12,7 +12,7 @@ pub async fn cluster() -> (Cluster, Client) {
     db.batch_execute(&format!(
         "{}
          SELECT postbox.create_event_type(n) FROM unnest(ARRAY['order.paid', 'order.refunded', 'burst.item', 'single.item']) n;",
-        pg.allow_insecure_urls_sql()
+        pg.insecure_urls_sql(true)
     ))
     .await
     .unwrap();

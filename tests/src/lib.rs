@@ -355,13 +355,18 @@ impl Cluster {
     }
 
     /// What a superuser session runs to let endpoints use http and loopback
-    /// URLs (development only): the session setting of the compiled
-    /// extension, the owner's settings table of the SQL flavour.
-    pub fn allow_insecure_urls_sql(&self) -> &'static str {
-        match self.flavour {
-            Flavour::Extension => "SET postbox.allow_insecure_urls = on;",
-            Flavour::Sql => {
+    /// URLs (development only), or to stop: the session's setting in the
+    /// compiled extension; in the SQL flavour the owner's settings table,
+    /// which holds for the whole database (the worker's sessions too).
+    pub fn insecure_urls_sql(&self, on: bool) -> &'static str {
+        match (self.flavour, on) {
+            (Flavour::Extension, true) => "SET postbox.allow_insecure_urls = on;",
+            (Flavour::Extension, false) => "RESET postbox.allow_insecure_urls;",
+            (Flavour::Sql, true) => {
                 "UPDATE postbox.settings SET value = 'on' WHERE name = 'allow_insecure_urls';"
+            }
+            (Flavour::Sql, false) => {
+                "UPDATE postbox.settings SET value = 'off' WHERE name = 'allow_insecure_urls';"
             }
         }
     }

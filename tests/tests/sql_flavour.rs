@@ -372,19 +372,21 @@ async fn differences(
 async fn both_flavours_give_the_rules_verdicts_and_messages() {
     // The compiled extension in `postgres`, the SQL flavour in SQL_DB,
     // installed as a role that is not a superuser.
+    // (POSTBOX_FLAVOUR=sql: the SQL flavour alone, in `postgres`.)
     let pg = Cluster::start().await;
     let su = pg.connect("postgres").await;
-    if pg.flavour == Flavour::Extension {
+    let beside = if pg.flavour == Flavour::Extension {
         su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
             .await
             .unwrap();
         pg.install_sql_flavour(SQL_DB).await;
-    }
-    let sql = pg.connect_to("postgres", SQL_DB).await;
-    let flavours: Vec<(&str, &Client)> = if pg.flavour == Flavour::Extension {
-        vec![("extension", &su), ("sql", &sql)]
+        Some(pg.connect_to("postgres", SQL_DB).await)
     } else {
-        vec![("sql", &su)]
+        None
+    };
+    let flavours: Vec<(&str, &Client)> = match &beside {
+        Some(sql) => vec![("extension", &su), ("sql", sql)],
+        None => vec![("sql", &su)],
     };
 
     let mut report = Vec::new();
@@ -608,15 +610,15 @@ async fn both_installs_have_the_same_catalog() {
 
 /// postbox-sql installs as a pg_tle extension (what RDS, Aurora and
 /// Supabase offer), as a role that is not a superuser: `pgtle_admin`,
-/// CREATEROLE and CREATE on the database. It runs in target/pg/15, a
-/// PostgreSQL 15 without the compiled postbox beside it (pg_tle refuses a
-/// name that a file-based extension has); scripts/setup.sh builds pg_tle
-/// into it when it has pg_tle's source.
+/// CREATEROLE and CREATE on the database. It runs in target/pg/15-tle, a
+/// copy of Debian's PostgreSQL 15 without the compiled postbox beside it
+/// (pg_tle refuses a name that a file-based extension has), which
+/// scripts/setup.sh makes once it has built pg_tle from its source.
 #[tokio::test]
 async fn installs_as_a_pg_tle_extension() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target/pg/15/native/bin");
-    if !bin.join("../lib/postgresql/pg_tle.so").exists() {
+    let bin = root.join("target/pg/15-tle/usr/lib/postgresql/15/bin");
+    if !bin.join("../lib/pg_tle.so").exists() {
         eprintln!("installs_as_a_pg_tle_extension: not run: pg_tle is not built (scripts/setup.sh builds it from PG_TLE_SRC)");
         return;
     }

@@ -347,6 +347,9 @@ async fn private_targets_are_refused_by_resolved_address() {
         ", options => '{\"retry_schedule\": []}'",
     )
     .await;
+    // The worker honours the database's setting too: the fixture's is the
+    // whole database's in the SQL flavour, so it is turned off again.
+    db.batch_execute(pg.insecure_urls_sql(false)).await.unwrap();
     let mut cfg = test_config(&pg);
     cfg.allow_private_targets = false;
     cfg.resolver = resolver.clone();

@@ -262,7 +262,14 @@ async fn check_reports_readiness_and_exits_2_on_problems() {
     assert_eq!(code, Some(0), "{out}");
     for want in [
         "ok: connected as role courier",
-        &format!("ok: extension postbox {}", env!("CARGO_PKG_VERSION")),
+        &format!(
+            "ok: postbox {}: {}",
+            env!("CARGO_PKG_VERSION"),
+            match postbox_tests::Flavour::from_env() {
+                postbox_tests::Flavour::Extension => "the compiled extension",
+                postbox_tests::Flavour::Sql => "postbox-sql (SQL only), installed with psql",
+            }
+        ),
         "ok: privileges",
         "ok: name resolution works",
     ] {
