@@ -25,14 +25,20 @@ GRANT SELECT ON postbox.settings TO postbox_admin, postbox_emitter, postbox_work
 INSERT INTO postbox.settings (name, value) VALUES ('max_payload_bytes', '262144'), ('allow_insecure_urls', 'off');
 
 -- The extension's Rust functions of the same names read the server settings.
+-- PL/pgSQL, not SQL: its plan is kept for the session (a SQL function's is
+-- made again at every call before PostgreSQL 18), and emit calls it.
 CREATE FUNCTION postbox._max_payload_bytes() RETURNS integer
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 AS $fn$
-    SELECT s.value::integer FROM postbox.settings s WHERE s.name = 'max_payload_bytes'
+BEGIN
+    RETURN (SELECT s.value::integer FROM postbox.settings s WHERE s.name = 'max_payload_bytes');
+END
 $fn$;
 
 CREATE FUNCTION postbox._allow_insecure_urls() RETURNS boolean
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 AS $fn$
-    SELECT s.value = 'on' FROM postbox.settings s WHERE s.name = 'allow_insecure_urls'
+BEGIN
+    RETURN (SELECT s.value = 'on' FROM postbox.settings s WHERE s.name = 'allow_insecure_urls');
+END
 $fn$;

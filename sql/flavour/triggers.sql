@@ -30,6 +30,7 @@ AS $fn$
 DECLARE
     v_max    integer := postbox._max_payload_bytes();
     v_len    integer;
+    v_odd    boolean;
     v_wake   boolean;
     v_why    text;
     v_detail text;
@@ -41,13 +42,19 @@ BEGIN
         PERFORM postbox._raise('trigger_misused', NULL,
             'postbox: _emit_statement_write takes what emit_statement encoded (use postbox.attach)');
     END IF;
-    IF p_rows IS NULL OR json_typeof(p_rows) <> 'array'
-       OR EXISTS (SELECT FROM json_array_elements(p_rows) r WHERE json_typeof(r) <> 'object') THEN
+    IF p_rows IS NULL OR json_typeof(p_rows) <> 'array' THEN
         PERFORM postbox._raise('trigger_misused', NULL,
             'postbox: _emit_statement_write takes a JSON array of rows (use postbox.attach)');
     END IF;
-    SELECT octet_length(r::text) INTO v_len FROM json_array_elements(p_rows) r
-     WHERE octet_length(r::text) > v_max LIMIT 1;
+    -- One pass over the rows: their shape, and the first one too large.
+    SELECT bool_or(json_typeof(r.v) <> 'object'),
+           (array_agg(octet_length(r.v::text) ORDER BY r.n) FILTER (WHERE octet_length(r.v::text) > v_max))[1]
+      INTO v_odd, v_len
+      FROM json_array_elements(p_rows) WITH ORDINALITY AS r(v, n);
+    IF v_odd THEN
+        PERFORM postbox._raise('trigger_misused', NULL,
+            'postbox: _emit_statement_write takes a JSON array of rows (use postbox.attach)');
+    END IF;
     IF v_len IS NOT NULL THEN
         PERFORM postbox._raise('event_data_too_large', NULL, format(
             'postbox: a row of %s is larger than postbox.max_payload_bytes (%s bytes) allows for %s events: %s bytes',
@@ -133,6 +140,7 @@ AS $fn$
 DECLARE
     v_store   name;
     v_cols    text[];
+    v_rows    text;
     v_chunk   record;
 BEGIN
     IF TG_NARGS < 2 THEN
@@ -150,7 +158,8 @@ BEGIN
         PERFORM postbox._raise('trigger_misused', NULL,
             'postbox: emit_statement needs a transition table (REFERENCING NEW/OLD TABLE; use postbox.attach): ' || TG_NAME);
     END IF;
-    IF NOT pg_catalog.has_function_privilege('postbox._emit_statement_write(oid, text, json, text[])', 'EXECUTE') THEN
+    IF NOT (pg_catalog.pg_has_role('postbox_emitter', 'MEMBER')
+            OR pg_catalog.has_function_privilege('postbox._emit_statement_write(oid, text, json, text[])', 'EXECUTE')) THEN
         PERFORM postbox._raise('trigger_misused', NULL, pg_catalog.format(
             'postbox: a role that writes to a table postbox is attached to must be a member of postbox_emitter (the SQL flavour): %s writes %s.%s',
             current_user, TG_TABLE_SCHEMA, TG_TABLE_NAME));
@@ -165,6 +174,19 @@ BEGIN
     -- PL/pgSQL keeps per table; another name, from a trigger made by hand,
     -- with the same query run dynamically (the name quoted).
     IF TG_OP = 'INSERT' AND v_store = 'postbox_new' THEN
+        -- Most statements hold far less than a chunk: one pass.
+        SELECT '[' || pg_catalog.string_agg(
+                   CASE WHEN v_cols IS NULL THEN pg_catalog.row_to_json(t)::text
+                        ELSE (SELECT '{' || pg_catalog.string_agg(pg_catalog.to_json(e.key)::text || ':' || e.value::text, ',') || '}'
+                                FROM pg_catalog.json_each(pg_catalog.row_to_json(t)) AS e
+                               WHERE e.key = ANY (v_cols)) END, ',') || ']'
+          INTO v_rows FROM postbox_new AS t;
+        IF v_rows IS NULL THEN
+            RETURN NULL;
+        ELSIF pg_catalog.octet_length(v_rows) <= 8388608 THEN
+            PERFORM postbox._emit_statement_write(TG_RELID, TG_ARGV[0] || '.created', v_rows::json, TG_ARGV[0:TG_NARGS - 1]);
+            RETURN NULL;
+        END IF;
         FOR v_chunk IN
             SELECT '[' || pg_catalog.string_agg(c.j, ',' ORDER BY c.i) || ']' AS rows
               FROM (SELECT r.i, r.j,
@@ -181,6 +203,19 @@ BEGIN
             PERFORM postbox._emit_statement_write(TG_RELID, TG_ARGV[0] || '.created', v_chunk.rows::json, TG_ARGV[0:TG_NARGS - 1]);
         END LOOP;
     ELSIF TG_OP = 'DELETE' AND v_store = 'postbox_old' THEN
+        -- Most statements hold far less than a chunk: one pass.
+        SELECT '[' || pg_catalog.string_agg(
+                   CASE WHEN v_cols IS NULL THEN pg_catalog.row_to_json(t)::text
+                        ELSE (SELECT '{' || pg_catalog.string_agg(pg_catalog.to_json(e.key)::text || ':' || e.value::text, ',') || '}'
+                                FROM pg_catalog.json_each(pg_catalog.row_to_json(t)) AS e
+                               WHERE e.key = ANY (v_cols)) END, ',') || ']'
+          INTO v_rows FROM postbox_old AS t;
+        IF v_rows IS NULL THEN
+            RETURN NULL;
+        ELSIF pg_catalog.octet_length(v_rows) <= 8388608 THEN
+            PERFORM postbox._emit_statement_write(TG_RELID, TG_ARGV[0] || '.deleted', v_rows::json, TG_ARGV[0:TG_NARGS - 1]);
+            RETURN NULL;
+        END IF;
         FOR v_chunk IN
             SELECT '[' || pg_catalog.string_agg(c.j, ',' ORDER BY c.i) || ']' AS rows
               FROM (SELECT r.i, r.j,
@@ -238,7 +273,8 @@ BEGIN
         PERFORM postbox._raise('trigger_misused', NULL,
             'postbox: emit_row_change is a row-level AFTER INSERT, UPDATE or DELETE trigger (use postbox.attach): ' || TG_NAME);
     END IF;
-    IF NOT pg_catalog.has_function_privilege('postbox._emit_row_write(oid, text, json, json, text[])', 'EXECUTE') THEN
+    IF NOT (pg_catalog.pg_has_role('postbox_emitter', 'MEMBER')
+            OR pg_catalog.has_function_privilege('postbox._emit_row_write(oid, text, json, json, text[])', 'EXECUTE')) THEN
         PERFORM postbox._raise('trigger_misused', NULL, pg_catalog.format(
             'postbox: a role that writes to a table postbox is attached to must be a member of postbox_emitter (the SQL flavour): %s writes %s.%s',
             current_user, TG_TABLE_SCHEMA, TG_TABLE_NAME));

@@ -684,3 +684,166 @@ async fn installs_as_a_pg_tle_extension() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// International domain names, the one documented difference of the URL
+/// rule (docs/managed.md): a host that normalizes to ASCII is judged as
+/// that ASCII (fullwidth digits spelling the loopback address are refused in
+/// both flavours); one that stays non-ASCII is refused by the SQL flavour,
+/// where the extension accepts it, and its xn-- form is accepted by both.
+#[tokio::test]
+async fn international_names_are_the_documented_difference() {
+    let pg = Cluster::start().await;
+    if pg.flavour == Flavour::Sql {
+        return; // the comparison needs the compiled extension beside it
+    }
+    let su = pg.connect("postgres").await;
+    su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
+        .await
+        .unwrap();
+    pg.install_sql_flavour(SQL_DB).await;
+    let sql = pg.connect_to("postgres", SQL_DB).await;
+    let call = |u: &str| format!("to_jsonb(postbox.validate_url({}))", lit(u));
+    let urls = [
+        "https://１２７．０．０．１/hook",
+        "https://ｅｘａｍｐｌｅ．ｃｏｍ/hook",
+        "https://bücher.example/hook",
+        "https://xn--bcher-kva.example/hook",
+    ];
+    let calls: Vec<String> = urls.iter().map(|u| call(u)).collect();
+    let ext = answers(&su, &calls).await;
+    let flavour = answers(&sql, &calls).await;
+    let want = |u: &str| Outcome::of(url::validate(u, false), |n| json!(n.as_str()));
+    // The same in both, and as postbox-rules says.
+    for i in [0, 1, 3] {
+        assert_eq!(ext[i], want(urls[i]), "{}", urls[i]);
+        assert_eq!(flavour[i], want(urls[i]), "{}", urls[i]);
+    }
+    assert!(matches!(&ext[0], Outcome::Err { message, .. } if message.contains("loopback")));
+    assert_eq!(ext[1], Outcome::Ok(json!("https://example.com/hook")));
+    assert_eq!(
+        ext[3],
+        Outcome::Ok(json!("https://xn--bcher-kva.example/hook"))
+    );
+    // The difference: accepted by the extension, refused by the SQL flavour.
+    assert_eq!(
+        ext[2],
+        Outcome::Ok(json!("https://xn--bcher-kva.example/hook"))
+    );
+    match &flavour[2] {
+        Outcome::Err {
+            message, detail, ..
+        } => {
+            assert_eq!(
+                message,
+                "postbox: webhook URL must be a valid absolute URL (invalid international domain name): https://bücher.example/hook"
+            );
+            assert_eq!(detail, r#"{"code":"url_invalid","field":"url"}"#);
+        }
+        other => panic!("the SQL flavour accepted a non-ASCII host: {other:?}"),
+    }
+}
+
+/// The SQL flavour's two settings (postbox.settings): only the installing
+/// role, which owns them, changes them, within the compiled extension's
+/// ranges; postbox_admin, the emitters and the worker cannot, and a
+/// session's SET of the server setting's name changes nothing.
+#[tokio::test]
+async fn only_the_owner_changes_the_settings() {
+    let pg = Cluster::start().await;
+    let su = pg.connect("postgres").await;
+    let db = if pg.flavour == Flavour::Extension {
+        su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
+            .await
+            .unwrap();
+        pg.install_sql_flavour(SQL_DB).await;
+        SQL_DB
+    } else {
+        "postgres"
+    };
+    let sql = pg.connect_to("postgres", db).await;
+    sql.batch_execute(
+        "SELECT postbox.create_event_type('order.paid');
+         CREATE ROLE ops LOGIN IN ROLE postbox_admin;
+         CREATE ROLE app LOGIN IN ROLE postbox_emitter;
+         CREATE ROLE courier LOGIN IN ROLE postbox_worker;",
+    )
+    .await
+    .unwrap();
+    for role in ["ops", "app", "courier"] {
+        let c = pg.connect_to(role, db).await;
+        for change in [
+            "UPDATE postbox.settings SET value = 'on' WHERE name = 'allow_insecure_urls'",
+            "INSERT INTO postbox.settings VALUES ('allow_insecure_urls', 'on')",
+            "DELETE FROM postbox.settings",
+            "ALTER TABLE postbox.settings DROP CONSTRAINT allow_insecure_urls_is_on_or_off",
+        ] {
+            let e = c.batch_execute(change).await.unwrap_err();
+            assert_eq!(
+                e.code().map(|c| c.code()),
+                Some("42501"),
+                "{role}: {change}: {e:?}"
+            );
+        }
+        // The server setting's name, set in the session, is not postbox's setting here.
+        c.batch_execute(
+            "SET postbox.allow_insecure_urls = on; SET postbox.max_payload_bytes = 67108864",
+        )
+        .await
+        .unwrap();
+        if role != "app" {
+            let insecure: bool = c
+                .query_one("SELECT postbox._allow_insecure_urls()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert!(!insecure, "{role}");
+        }
+        if role == "ops" {
+            let e = c
+                .batch_execute("SELECT postbox.create_endpoint('t', 'http://127.0.0.1:8080/hook')")
+                .await
+                .unwrap_err();
+            assert!(pg_error(&e).contains("must use https"), "{}", pg_error(&e));
+        }
+    }
+    // The owner: within the ranges, and the change holds for every session.
+    let owner = pg.connect_to(INSTALLER, db).await;
+    for bad in [
+        "UPDATE postbox.settings SET value = 'yes' WHERE name = 'allow_insecure_urls'",
+        "UPDATE postbox.settings SET value = '1023' WHERE name = 'max_payload_bytes'",
+        "UPDATE postbox.settings SET value = '67108865' WHERE name = 'max_payload_bytes'",
+        "INSERT INTO postbox.settings VALUES ('max_payload', '1')",
+    ] {
+        let e = owner.batch_execute(bad).await.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("23514"), "{bad}: {e:?}");
+    }
+    owner
+        .batch_execute(
+            "UPDATE postbox.settings SET value = '1024' WHERE name = 'max_payload_bytes'",
+        )
+        .await
+        .unwrap();
+    let app = pg.connect_to("app", db).await;
+    let e = app
+        .batch_execute(&format!(
+            "SELECT postbox.emit('t', 'order.paid', '{{\"pad\": \"{}\"}}')",
+            "x".repeat(1100)
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        pg_error(&e).contains("at most postbox.max_payload_bytes (1024) bytes"),
+        "{}",
+        pg_error(&e)
+    );
+    owner
+        .batch_execute(
+            "UPDATE postbox.settings SET value = 'on' WHERE name = 'allow_insecure_urls'",
+        )
+        .await
+        .unwrap();
+    let ops = pg.connect_to("ops", db).await;
+    ops.batch_execute("SELECT postbox.create_endpoint('t', 'http://127.0.0.1:8080/hook')")
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+}
