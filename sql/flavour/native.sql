@@ -399,8 +399,9 @@ DECLARE
     v_connect numeric;
     v_rate    double precision;
     v_gap     jsonb;
-    -- The broken rule, the value it shows (as JSON, or as text) and its key.
+    -- The broken rule, its code, the value it shows (as JSON, or as text) and its key.
     v_rule    text;
+    v_code    text;
     v_show    jsonb;
     v_text    text;
     v_item    text;
@@ -679,10 +680,12 @@ BEGIN
         v_text := pg_catalog.regexp_replace(v_show::text,
             '("(?:[^"\\]|\\.)*"|[^",:\s\[\]{}]+|[\[\]{}])|(,) |(:) ', '\1\2\3', 'g');
     END IF;
-    PERFORM postbox._raise(CASE WHEN v_rule = 'options must be a JSON object' THEN 'options_not_object'
-                                WHEN v_rule LIKE 'options may hold only%' THEN 'options_unknown_key'
-                                ELSE 'options_value_invalid' END,
-                           'options', 'postbox: ' || v_rule || ': ' || postbox._shown(v_text), v_item);
+    v_code := CASE WHEN v_rule = 'options must be a JSON object' THEN 'options_not_object'
+                   WHEN pg_catalog.starts_with(v_rule, 'options may hold only') THEN 'options_unknown_key' END;
+    IF v_code IS NULL THEN
+        v_code := 'options_value_invalid';
+    END IF;
+    PERFORM postbox._raise(v_code, 'options', 'postbox: ' || v_rule || ': ' || postbox._shown(v_text), v_item);
 END
 $fn$;
 
