@@ -107,7 +107,7 @@ async fn postgresql_restarts_lose_nothing() {
         &db,
         "the LISTEN connection re-established",
         "SELECT EXISTS (SELECT FROM pg_stat_activity
-                         WHERE application_name = 'postbox-worker' AND query = 'LISTEN postbox_wakeup')",
+                         WHERE application_name = 'postbox-worker' AND (query LIKE 'LISTEN postbox_wakeup%' OR query LIKE '%pg_listening_channels()%'))",
     )
     .await;
     let seen = arrivals(&rx);
