@@ -847,3 +847,72 @@ async fn only_the_owner_changes_the_settings() {
         .await
         .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
 }
+
+/// In the SQL flavour, a role that writes to an attached table must be a
+/// member of postbox_emitter (docs/managed.md): the emit triggers' write as
+/// the owner is a function granted to it. Any other writer is refused with
+/// 42501 and its statement is undone. (A role without USAGE on the schema
+/// postbox gets PostgreSQL's own "permission denied for schema postbox":
+/// the trigger cannot reach postbox._raise to name the rule.)
+#[tokio::test]
+async fn writers_of_attached_tables_must_be_emitters() {
+    let pg = Cluster::start().await;
+    let su = pg.connect("postgres").await;
+    let db = if pg.flavour == Flavour::Extension {
+        su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
+            .await
+            .unwrap();
+        pg.install_sql_flavour(SQL_DB).await;
+        SQL_DB
+    } else {
+        "postgres"
+    };
+    let sql = pg.connect_to("postgres", db).await;
+    sql.batch_execute(
+        "CREATE ROLE outsider LOGIN;
+         CREATE ROLE app LOGIN IN ROLE postbox_emitter;
+         CREATE SCHEMA s;
+         CREATE TABLE s.orders (id int, tenant text);
+         GRANT USAGE ON SCHEMA s TO outsider, app;
+         GRANT INSERT, UPDATE, DELETE, SELECT ON s.orders TO outsider, app;
+         SELECT postbox.attach('s.orders', 'order', 'tenant');",
+    )
+    .await
+    .unwrap();
+    let outsider = pg.connect_to("outsider", db).await;
+    let app = pg.connect_to("app", db).await;
+    outsider
+        .batch_execute("INSERT INTO s.orders VALUES (1, 't')")
+        .await
+        .expect_err("an outsider's insert into an attached table");
+    app.batch_execute("INSERT INTO s.orders VALUES (2, 't')")
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    // The outsider's UPDATE and DELETE reach the row the emitter wrote.
+    for write in [
+        "INSERT INTO s.orders VALUES (1, 't')",
+        "UPDATE s.orders SET tenant = 'u'",
+        "DELETE FROM s.orders",
+    ] {
+        let e = outsider.batch_execute(write).await.unwrap_err();
+        assert_eq!(
+            e.code().map(|c| c.code()),
+            Some("42501"),
+            "{write}: {}",
+            pg_error(&e)
+        );
+    }
+    let (rows, emitted): (i64, i64) = sql
+        .query_one(
+            "SELECT (SELECT count(*) FROM s.orders WHERE tenant = 't'), (SELECT count(*) FROM postbox.emitted)",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(
+        (rows, emitted),
+        (1, 1),
+        "only the emitter's insert and its event"
+    );
+}
