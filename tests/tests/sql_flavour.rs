@@ -25,6 +25,22 @@ use tokio_postgres::Client;
 /// The database the SQL flavour is installed in, beside the extension's.
 const SQL_DB: &str = "sqlflavour";
 
+/// The database that holds the SQL flavour: [`SQL_DB`], made and installed
+/// here beside the compiled extension's `postgres`; or `postgres` itself
+/// when the suite runs against the SQL flavour (POSTBOX_FLAVOUR=sql).
+async fn sql_flavour_db(pg: &Cluster) -> &'static str {
+    if pg.flavour == Flavour::Sql {
+        return "postgres";
+    }
+    pg.connect("postgres")
+        .await
+        .batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
+        .await
+        .unwrap();
+    pg.install_sql_flavour(SQL_DB).await;
+    SQL_DB
+}
+
 /// What a call answers: its result as JSON, or an error.
 #[derive(Debug, Clone, PartialEq)]
 enum Outcome {
@@ -375,14 +391,9 @@ async fn both_flavours_give_the_rules_verdicts_and_messages() {
     // (POSTBOX_FLAVOUR=sql: the SQL flavour alone, in `postgres`.)
     let pg = Cluster::start().await;
     let su = pg.connect("postgres").await;
-    let beside = if pg.flavour == Flavour::Extension {
-        su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
-            .await
-            .unwrap();
-        pg.install_sql_flavour(SQL_DB).await;
-        Some(pg.connect_to("postgres", SQL_DB).await)
-    } else {
-        None
+    let beside = match sql_flavour_db(&pg).await {
+        SQL_DB => Some(pg.connect_to("postgres", SQL_DB).await),
+        _ => None,
     };
     let flavours: Vec<(&str, &Client)> = match &beside {
         Some(sql) => vec![("extension", &su), ("sql", sql)],
@@ -536,11 +547,7 @@ async fn both_installs_have_the_same_catalog() {
         return; // the comparison needs the compiled extension beside it
     }
     let su = pg.connect("postgres").await;
-    su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
-        .await
-        .unwrap();
-    pg.install_sql_flavour(SQL_DB).await;
-    let sql = pg.connect_to("postgres", SQL_DB).await;
+    let sql = pg.connect_to("postgres", sql_flavour_db(&pg).await).await;
     // Grants are sorted once the owner is written OWNER: the owners' names
     // sort differently among the roles'.
     let facts = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<(String, String), ()> {
@@ -697,11 +704,7 @@ async fn international_names_are_the_documented_difference() {
         return; // the comparison needs the compiled extension beside it
     }
     let su = pg.connect("postgres").await;
-    su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
-        .await
-        .unwrap();
-    pg.install_sql_flavour(SQL_DB).await;
-    let sql = pg.connect_to("postgres", SQL_DB).await;
+    let sql = pg.connect_to("postgres", sql_flavour_db(&pg).await).await;
     let call = |u: &str| format!("to_jsonb(postbox.validate_url({}))", lit(u));
     let urls = [
         "https://１２７．０．０．１/hook",
@@ -750,16 +753,7 @@ async fn international_names_are_the_documented_difference() {
 #[tokio::test]
 async fn only_the_owner_changes_the_settings() {
     let pg = Cluster::start().await;
-    let su = pg.connect("postgres").await;
-    let db = if pg.flavour == Flavour::Extension {
-        su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
-            .await
-            .unwrap();
-        pg.install_sql_flavour(SQL_DB).await;
-        SQL_DB
-    } else {
-        "postgres"
-    };
+    let db = sql_flavour_db(&pg).await;
     let sql = pg.connect_to("postgres", db).await;
     sql.batch_execute(
         "SELECT postbox.create_event_type('order.paid');
@@ -857,16 +851,7 @@ async fn only_the_owner_changes_the_settings() {
 #[tokio::test]
 async fn writers_of_attached_tables_must_be_emitters() {
     let pg = Cluster::start().await;
-    let su = pg.connect("postgres").await;
-    let db = if pg.flavour == Flavour::Extension {
-        su.batch_execute(&format!("CREATE DATABASE {SQL_DB}"))
-            .await
-            .unwrap();
-        pg.install_sql_flavour(SQL_DB).await;
-        SQL_DB
-    } else {
-        "postgres"
-    };
+    let db = sql_flavour_db(&pg).await;
     let sql = pg.connect_to("postgres", db).await;
     sql.batch_execute(
         "CREATE ROLE outsider LOGIN;
