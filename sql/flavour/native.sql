@@ -744,40 +744,40 @@ END
 $fn$;
 
 -- 32 bytes from PostgreSQL's strong random source (pg_strong_random, as
--- gen_random_uuid uses it): the random bytes of three version 4 UUIDs
--- (bytes 0-5 and 9-15 of each; 6 and 8 hold fixed bits). Used by the three
--- generators below, inlined as the same expression.
+-- gen_random_uuid uses it): the random bytes of six version 4 UUIDs
+-- (bytes 0-5 of three and 9-15 of three; 6 and 8 hold fixed bits), for the
+-- three generators below (the Rust ones draw from the OS CSPRNG). The SQL
+-- flavour's own: the extension has no such function.
+CREATE FUNCTION postbox._random_bytes() RETURNS bytea
+LANGUAGE sql VOLATILE STRICT PARALLEL SAFE
+AS $fn$
+    SELECT pg_catalog.substr(
+        pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7)
+     || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7)
+     || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7),
+        1, 32)
+$fn$;
+COMMENT ON FUNCTION postbox._random_bytes() IS 'Internal (SQL flavour): 32 bytes from the strong random source, for the secret, key and token generators.';
+
 -- rules/src/secret.rs `encode`: whsec_ and standard base64.
 CREATE FUNCTION postbox._generate_secret() RETURNS text
 LANGUAGE sql VOLATILE STRICT PARALLEL SAFE
 AS $fn$
-    SELECT 'whsec_' || pg_catalog.encode(pg_catalog.substr(
-        pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7)
-     || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7)
-     || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7),
-        1, 32), 'base64')
+    SELECT 'whsec_' || pg_catalog.encode(postbox._random_bytes(), 'base64')
 $fn$;
 
 -- rules/src/api_key.rs `encode`: pbk_ and unpadded base64url.
 CREATE FUNCTION postbox._generate_api_key() RETURNS text
 LANGUAGE sql VOLATILE STRICT PARALLEL SAFE
 AS $fn$
-    SELECT 'pbk_' || pg_catalog.translate(pg_catalog.rtrim(pg_catalog.encode(pg_catalog.substr(
-        pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7)
-     || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7)
-     || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7),
-        1, 32), 'base64'), '='), '+/', '-_')
+    SELECT 'pbk_' || pg_catalog.translate(pg_catalog.rtrim(pg_catalog.encode(postbox._random_bytes(), 'base64'), '='), '+/', '-_')
 $fn$;
 
 -- rules/src/api_key.rs `encode_with(PORTAL_PREFIX)`: pbp_ and unpadded base64url.
 CREATE FUNCTION postbox._generate_portal_token() RETURNS text
 LANGUAGE sql VOLATILE STRICT PARALLEL SAFE
 AS $fn$
-    SELECT 'pbp_' || pg_catalog.translate(pg_catalog.rtrim(pg_catalog.encode(pg_catalog.substr(
-        pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7)
-     || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7)
-     || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 6) || pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 10, 7),
-        1, 32), 'base64'), '='), '+/', '-_')
+    SELECT 'pbp_' || pg_catalog.translate(pg_catalog.rtrim(pg_catalog.encode(postbox._random_bytes(), 'base64'), '='), '+/', '-_')
 $fn$;
 
 -- rules/src/api_key.rs `shown`: the first 12 bytes (pbk_ and 8

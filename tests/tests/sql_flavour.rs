@@ -529,6 +529,7 @@ const SQL_ONLY: &[&str] = &[
     "function postbox._emit_statement_write(oid,text,json,text[])",
     "function postbox._emit_row_write(oid,text,json,json,text[])",
     "function postbox._table_name(oid)",
+    "function postbox._random_bytes()",
     "function postbox._sql_flavour_version()",
 ];
 
