@@ -169,7 +169,13 @@ pub async fn run(
     }
 
     let wakeup = Wakeup::new(config.poll_interval, Instant::now());
-    let listen = wakeup.listen(pg, tls, metrics.listen_polling.clone(), stop.clone());
+    let listen = wakeup.listen(
+        pg,
+        tls,
+        metrics.listen_polling.clone(),
+        metrics.database_errors.clone(),
+        stop.clone(),
+    );
     let listener = listen.abort_handle();
     failure.watch("LISTEN", &me.worker_id, async move {
         match listen.await {

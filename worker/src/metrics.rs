@@ -184,7 +184,7 @@ impl Metrics {
         let database_errors = Counter::default();
         registry.register(
             "database_errors",
-            "Failed claim cycles and acknowledgement writes (each retried with backoff): an outage shows here",
+            "Failed claim cycles, acknowledgement writes and LISTEN connections (each retried with backoff): an outage shows here",
             database_errors.clone(),
         );
         let purged = Family::<Labels, Counter>::default();

@@ -174,9 +174,10 @@ impl Wakeup {
         pg: tokio_postgres::Config,
         tls: MakeRustls,
         polling: prometheus_client::metrics::gauge::Gauge,
+        errors: prometheus_client::metrics::counter::Counter,
         stop: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        tokio::spawn(listen(pg, tls, self.notify.clone(), polling, stop))
+        tokio::spawn(listen(pg, tls, self.notify.clone(), polling, errors, stop))
     }
 
     /// What wakes the loop as a NOTIFY does, for other tasks that found work
@@ -308,12 +309,16 @@ pub async fn set_waiting(db: &Client, waiting: bool) -> Result<(), ClaimError> {
 }
 
 /// The LISTEN connection: signals `wake` on every NOTIFY, and once after
-/// each (re)connect. Reconnects with backoff until `stop`.
+/// each (re)connect. Reconnects with backoff until `stop`. A lost or
+/// refused connection counts in `errors` (the database errors): this
+/// connection is always open, so every outage shows there, even one that no
+/// claim or acknowledgement happened to meet.
 pub async fn listen(
     pg: tokio_postgres::Config,
     tls: MakeRustls,
     wake: Arc<Notify>,
     polling: prometheus_client::metrics::gauge::Gauge,
+    errors: prometheus_client::metrics::counter::Counter,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = LISTEN_BACKOFF;
@@ -349,6 +354,7 @@ pub async fn listen(
                             tokio::select! {
                                 res = &mut pump => {
                                     let err = res.ok().flatten().map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
+                                    errors.inc();
                                     tracing::warn!(error = %err, "LISTEN connection lost; reconnecting");
                                     break;
                                 }
@@ -371,11 +377,13 @@ pub async fn listen(
                     }
                     Err(e) => {
                         pump.abort();
+                        errors.inc();
                         tracing::warn!(error = %e, "LISTEN failed");
                     }
                 }
             }
             Err(e) => {
+                errors.inc();
                 tracing::warn!(error = %postbox_runtime::error::pg_message(&e), "LISTEN connection failed; retrying in {:?}", backoff.peek())
             }
         }

@@ -122,6 +122,36 @@ async fn postgresql_restarts_lose_nothing() {
     worker.stop().await.unwrap();
 }
 
+/// An outage that no claim or acknowledgement meets still shows in the
+/// metrics: the idle worker (its poll an hour away, nothing to send) loses
+/// its LISTEN connection to a restart, counts it, reconnects, and the next
+/// event is delivered on its NOTIFY.
+#[tokio::test]
+async fn an_outage_of_an_idle_worker_shows_in_the_metrics() {
+    let (pg, db) = cluster().await;
+    let rx = slow_receiver(&db).await;
+    drop(db);
+    let addr = metrics_addr();
+    let mut config = test_config(&pg);
+    config.metrics_addr = Some(addr);
+    config.poll_interval = Duration::from_secs(3600);
+    let worker = Worker::start(config);
+    metric_until(addr, "postbox_database_errors_total", |n| n == 0.0).await;
+    pg.restart("fast");
+    metric_until(addr, "postbox_database_errors_total", |n| n >= 1.0).await;
+    let db = pg.connect("postgres").await;
+    eventually_sql(
+        &db,
+        "the LISTEN connection re-established",
+        "SELECT EXISTS (SELECT FROM pg_stat_activity
+                         WHERE application_name = 'postbox-worker' AND query LIKE '%pg_listening_channels()%')",
+    )
+    .await;
+    emit(&pg, 0, 1).await;
+    all_arrive(&rx, 1).await;
+    worker.stop().await.unwrap();
+}
+
 /// The worker's sessions are terminated again and again during a run: what
 /// it had claimed is sent and acknowledged on new connections (or given
 /// back), never left to wait for its lease, which here is longer than the

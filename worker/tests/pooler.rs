@@ -88,6 +88,7 @@ fn start_listen(url: &str) -> (tokio::task::JoinHandle<()>, Gauge, watch::Sender
         tls,
         Arc::new(Notify::new()),
         polling.clone(),
+        prometheus_client::metrics::counter::Counter::default(),
         stop,
     ));
     (task, polling, stop_tx)
