@@ -12,10 +12,11 @@ Writes, into OUT_DIR (default target/postbox-sql):
 The order is the extension's: the files extension/src/lib.rs lists with
 extension_sql_file!, with the Rust functions' PL/pgSQL forms
 (sql/flavour/*.sql) where pgrx puts the Rust ones: after the bootstrap file,
-and the triggers before the finalize file. Two placeholders in the flavour
-files are filled from the rules crate, so the lists have one home:
-/*@codes@*/ (rules/src/codes.rs) and /*@reserved_headers@*/
-(rules/src/headers.rs). Nothing else is rewritten, but for
+and the triggers before the finalize file. Placeholders in the flavour
+files are filled from the rules crate, so the lists and limits have one
+home: /*@codes@*/ (rules/src/codes.rs), /*@reserved_headers@*/
+(rules/src/headers.rs) and /*@payload_bytes_default|min|max@*/
+(rules/src/event.rs). Nothing else is rewritten, but for
 pg_extension_config_dump, which exists only inside CREATE EXTENSION: the
 psql form leaves those calls out (pg_dump then dumps the rows with the
 tables)."""
@@ -66,9 +67,23 @@ def reserved_headers():
     return ', '.join(f"'{n}'" for n in names)
 
 
+def payload_bytes():
+    """The postbox.max_payload_bytes default and range (rules/src/event.rs)."""
+    body = read('rules/src/event.rs')
+    found = {}
+    for name in ('DEFAULT', 'MIN', 'MAX'):
+        m = re.search(rf'pub const PAYLOAD_BYTES_{name}: i32 = ([0-9_]+);', body)
+        if not m:
+            sys.exit(f'sql-flavour: PAYLOAD_BYTES_{name} in rules/src/event.rs was not found')
+        found[f'/*@payload_bytes_{name.lower()}@*/'] = m.group(1).replace('_', '')
+    return found
+
+
 def flavour(path):
     text = read(path)
     text = text.replace('/*@codes@*/', codes()).replace('/*@reserved_headers@*/', reserved_headers())
+    for placeholder, value in payload_bytes().items():
+        text = text.replace(placeholder, value)
     if '/*@' in text:
         sys.exit(f'sql-flavour: {path} has a placeholder this script does not fill')
     return text

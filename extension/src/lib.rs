@@ -89,7 +89,8 @@ mod rowjson;
 mod trigger;
 
 /// Largest event `data`, in bytes of JSON text.
-static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(262_144);
+static MAX_PAYLOAD_BYTES: GucSetting<i32> =
+    GucSetting::<i32>::new(rules::event::PAYLOAD_BYTES_DEFAULT);
 /// Development only: admit http and private or loopback targets.
 static ALLOW_INSECURE_URLS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
@@ -100,8 +101,8 @@ pub extern "C-unwind" fn _PG_init() {
         c"Largest event data postbox.emit accepts, in bytes of JSON text.",
         c"Larger events are refused with SQLSTATE 22023.",
         &MAX_PAYLOAD_BYTES,
-        1024,
-        64 * 1024 * 1024,
+        rules::event::PAYLOAD_BYTES_MIN,
+        rules::event::PAYLOAD_BYTES_MAX,
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );

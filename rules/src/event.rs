@@ -12,6 +12,14 @@ use crate::error::RuleError;
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_FILTERS: usize = 100;
 
+/// `postbox.max_payload_bytes`, the largest event data in bytes of JSON
+/// text: its default and its range. The compiled extension's setting and
+/// the SQL flavour's settings table (filled in by scripts/sql-flavour.py)
+/// both take them from here.
+pub const PAYLOAD_BYTES_DEFAULT: i32 = 262_144;
+pub const PAYLOAD_BYTES_MIN: i32 = 1024;
+pub const PAYLOAD_BYTES_MAX: i32 = 67_108_864;
+
 fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()

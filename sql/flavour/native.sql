@@ -820,21 +820,22 @@ $fn$;
 -- uuidv7() does the same, per backend). A value more than ten seconds ahead
 -- of the clock is ignored, so setting it by hand cannot push ids into the
 -- future. The timestamp is the epoch as a double times 4,096,000 (4096ths
--- of a millisecond): below 2^53, so exact to a unit, and cheaper than
--- numeric arithmetic on the emit path.
+-- of a millisecond): below 2^53, so exact to a unit; as hex, 15 digits
+-- until the year 10889, the version digit going in after the twelfth.
+-- One SQL expression, so that it is inlined into the statements that call
+-- it: as a PL/pgSQL function it cost the emit path about as much as
+-- writing the row (docs/measurements.md, "postbox-sql's emit"). Not STRICT
+-- (it takes no arguments), which would keep it from being inlined.
 CREATE FUNCTION postbox._uuid7() RETURNS uuid
-LANGUAGE plpgsql VOLATILE STRICT PARALLEL SAFE
+LANGUAGE sql VOLATILE PARALLEL SAFE
 AS $fn$
-DECLARE
-    v_stamp bigint := pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 4096000)::bigint;
-    v_last  text := pg_catalog.current_setting('postbox.uuid7_last', true);
-BEGIN
-    IF v_last ~ '^[0-9]{1,18}$' AND v_last::bigint >= v_stamp AND v_last::bigint < v_stamp + 40960000 THEN
-        v_stamp := v_last::bigint + 1;
-    END IF;
-    PERFORM pg_catalog.set_config('postbox.uuid7_last', v_stamp::text, false);
-    RETURN (pg_catalog.lpad(pg_catalog.to_hex(v_stamp >> 12), 12, '0') || '7'
-            || pg_catalog.lpad(pg_catalog.to_hex(v_stamp & 4095), 3, '0')
-            || pg_catalog.right(pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''), 16))::uuid;
-END
+    SELECT (pg_catalog.overlay(pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.set_config('postbox.uuid7_last',
+                CASE WHEN pg_catalog.current_setting('postbox.uuid7_last', true) ~ '^[0-9]{1,18}$'
+                      AND pg_catalog.current_setting('postbox.uuid7_last', true)::bigint
+                          BETWEEN pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 4096000)::bigint
+                              AND pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 4096000)::bigint + 40960000
+                     THEN pg_catalog.current_setting('postbox.uuid7_last', true)::bigint + 1
+                     ELSE pg_catalog.floor(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 4096000)::bigint END::text,
+                false)::bigint), 15, '0'), '7', 13, 0)
+            || pg_catalog.right(pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''), 16))::uuid
 $fn$;

@@ -14,15 +14,15 @@
 CREATE TABLE postbox.settings (
     name  text PRIMARY KEY CHECK (name IN ('max_payload_bytes', 'allow_insecure_urls')),
     value text NOT NULL,
-    CONSTRAINT max_payload_bytes_is_1024_to_67108864_bytes
-        CHECK (name <> 'max_payload_bytes' OR (value ~ '^[0-9]{1,8}$' AND value::integer BETWEEN 1024 AND 67108864)),
+    CONSTRAINT max_payload_bytes_is_/*@payload_bytes_min@*/_to_/*@payload_bytes_max@*/_bytes
+        CHECK (name <> 'max_payload_bytes' OR (value ~ '^[0-9]{1,8}$' AND value::integer BETWEEN /*@payload_bytes_min@*/ AND /*@payload_bytes_max@*/)),
     CONSTRAINT allow_insecure_urls_is_on_or_off
         CHECK (name <> 'allow_insecure_urls' OR value IN ('on', 'off'))
 );
 COMMENT ON TABLE postbox.settings IS 'The SQL flavour''s settings (the compiled extension''s postbox.* server settings): only the owner changes them.';
 -- Read by the functions below as their callers (the emit triggers run as the application).
 GRANT SELECT ON postbox.settings TO postbox_admin, postbox_emitter, postbox_worker;
-INSERT INTO postbox.settings (name, value) VALUES ('max_payload_bytes', '262144'), ('allow_insecure_urls', 'off');
+INSERT INTO postbox.settings (name, value) VALUES ('max_payload_bytes', '/*@payload_bytes_default@*/'), ('allow_insecure_urls', 'off');
 
 -- The extension's Rust functions of the same names read the server settings.
 -- PL/pgSQL, not SQL: its plan is kept for the session (a SQL function's is

@@ -19,68 +19,94 @@
 -- the table's privileges may): the trigger says so in a 42501 error that
 -- names the rule, before anything is written.
 
+-- Whether valid json text could be refused as jsonb, which only text with
+-- a \u escape (\u0000, a lone surrogate, or one a database not in UTF-8
+-- cannot hold), an exponent of four digits or more (numeric takes at most
+-- 1000) or a run of 255 digits (the most a regex counts; numeric refuses
+-- far longer ones) can be. A false alarm only costs the exact check: a
+-- jsonb conversion inside an exception block, a subtransaction, which
+-- every statement paid before (measured in docs/measurements.md).
+CREATE FUNCTION postbox._jsonb_may_refuse(p_json text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT pg_catalog.strpos(p_json, '\u') > 0 OR p_json ~ '[eE][+-]?0*[0-9]{4}|[0-9]{255}'
+$fn$;
+COMMENT ON FUNCTION postbox._jsonb_may_refuse(text) IS 'Internal (SQL flavour): whether valid json text could be refused as jsonb, so that the triggers'' writes check only then.';
+
 -- The statement trigger's write: one postbox.emitted row for a statement's
--- rows (a JSON array of objects, as the trigger encoded them), after the
+-- rows (each row's JSON, as the trigger encoded them), after the
 -- checks the compiled trigger makes on each row: its size, and that it is
 -- valid jsonb, which expansion stores. p_relid names the table in messages.
-CREATE FUNCTION postbox._emit_statement_write(p_relid oid, p_event_type text, p_rows json, p_args text[])
+-- Both checks take a pass over the rows only when one could fail (measured
+-- in docs/measurements.md, "postbox-sql's emit"): no row is larger than
+-- the whole array, and _jsonb_may_refuse screens for jsonb. The rows come
+-- as an array of texts, so that each one's size is its length. A direct
+-- call can pass texts that are not one object each: the array they make
+-- must still be JSON, no part of it is larger than the text it came in,
+-- and expansion takes an event only from an object with a tenant.
+CREATE FUNCTION postbox._emit_statement_write(p_relid oid, p_event_type text, p_rows text[], p_args text[])
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_max    integer := postbox._max_payload_bytes();
+    v_text   text;
+    v_max    integer;
     v_len    integer;
-    v_odd    boolean;
     v_wake   boolean;
     v_why    text;
     v_detail text;
 BEGIN
     -- What the trigger guarantees, checked again for a direct call.
-    IF p_args IS NULL OR cardinality(p_args) < 2 OR array_position(p_args, NULL) IS NOT NULL
+    -- (Arrays of one dimension first: array_position refuses others.)
+    IF array_ndims(p_args) IS DISTINCT FROM 1 OR array_ndims(p_rows) IS DISTINCT FROM 1
+       OR cardinality(p_args) < 2 OR array_position(p_args, NULL) IS NOT NULL
        OR p_event_type IS NULL
-       OR p_event_type NOT IN (p_args[1] || '.created', p_args[1] || '.deleted') THEN
+       OR p_event_type NOT IN (p_args[1] || '.created', p_args[1] || '.deleted')
+       OR array_position(p_rows, NULL) IS NOT NULL THEN
         PERFORM postbox._raise('trigger_misused', NULL,
             'postbox: _emit_statement_write takes what emit_statement encoded (use postbox.attach)');
     END IF;
-    IF p_rows IS NULL OR json_typeof(p_rows) <> 'array' THEN
-        PERFORM postbox._raise('trigger_misused', NULL,
-            'postbox: _emit_statement_write takes a JSON array of rows (use postbox.attach)');
+    v_text := '[' || array_to_string(p_rows, ',') || ']';
+    -- The setting is looked up only for text longer than its least value.
+    IF octet_length(v_text) > /*@payload_bytes_min@*/ THEN
+        v_max := postbox._max_payload_bytes();
     END IF;
-    -- One pass over the rows: their shape, and the first one too large.
-    SELECT bool_or(json_typeof(r.v) <> 'object'),
-           (array_agg(octet_length(r.v::text) ORDER BY r.n) FILTER (WHERE octet_length(r.v::text) > v_max))[1]
-      INTO v_odd, v_len
-      FROM json_array_elements(p_rows) WITH ORDINALITY AS r(v, n);
-    IF v_odd THEN
-        PERFORM postbox._raise('trigger_misused', NULL,
-            'postbox: _emit_statement_write takes a JSON array of rows (use postbox.attach)');
+    IF octet_length(v_text) > v_max THEN
+        -- The first row too large, in the statement's order.
+        SELECT octet_length(r.v) INTO v_len
+          FROM unnest(p_rows) WITH ORDINALITY AS r(v, n)
+         WHERE octet_length(r.v) > v_max ORDER BY r.n LIMIT 1;
+        IF v_len IS NOT NULL THEN
+            PERFORM postbox._raise('event_data_too_large', NULL, format(
+                'postbox: a row of %s is larger than postbox.max_payload_bytes (%s bytes) allows for %s events: %s bytes',
+                postbox._table_name(p_relid), v_max, p_args[1], v_len));
+        END IF;
     END IF;
-    IF v_len IS NOT NULL THEN
-        PERFORM postbox._raise('event_data_too_large', NULL, format(
-            'postbox: a row of %s is larger than postbox.max_payload_bytes (%s bytes) allows for %s events: %s bytes',
-            postbox._table_name(p_relid), v_max, p_args[1], v_len));
+    IF postbox._jsonb_may_refuse(v_text) THEN
+        BEGIN
+            PERFORM v_text::jsonb;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_why = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+            PERFORM postbox._raise('event_data_invalid', NULL, format(
+                'postbox: a row of %s cannot be sent as %s event data: %s', postbox._table_name(p_relid), p_args[1],
+                v_why || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END));
+        END;
     END IF;
-    BEGIN
-        PERFORM p_rows::jsonb;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_why = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
-        PERFORM postbox._raise('event_data_invalid', NULL, format(
-            'postbox: a row of %s cannot be sent as %s event data: %s', postbox._table_name(p_relid), p_args[1],
-            v_why || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END));
-    END;
-    IF NOT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = p_event_type) THEN
+    -- One statement: written only if the event type is in the catalog.
+    INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
+    SELECT postbox._uuid7(), p_event_type, clock_timestamp(), v_text::json, p_args
+     WHERE EXISTS (SELECT FROM postbox.event_types t WHERE t.name = p_event_type)
+    RETURNING (SELECT w.waiting FROM postbox.wakeup w) INTO v_wake;
+    IF NOT FOUND THEN
         PERFORM postbox._unknown_event_type(p_event_type);  -- raises: the statement is undone
     END IF;
-    INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
-    VALUES (postbox._uuid7(), p_event_type, clock_timestamp(), p_rows, p_args)
-    RETURNING (SELECT w.waiting FROM postbox.wakeup w) INTO v_wake;
     IF v_wake THEN
         PERFORM pg_notify('postbox_wakeup', '');
     END IF;
 END
 $fn$;
-COMMENT ON FUNCTION postbox._emit_statement_write(oid, text, json, text[]) IS 'Internal (SQL flavour): the statement trigger''s write, as the owner, of rows the trigger encoded as its caller; re-checks what a direct call could forge.';
-GRANT EXECUTE ON FUNCTION postbox._emit_statement_write(oid, text, json, text[]) TO postbox_emitter;
+COMMENT ON FUNCTION postbox._emit_statement_write(oid, text, text[], text[]) IS 'Internal (SQL flavour): the statement trigger''s write, as the owner, of rows the trigger encoded as its caller; re-checks what a direct call could forge.';
+GRANT EXECUTE ON FUNCTION postbox._emit_statement_write(oid, text, text[], text[]) TO postbox_emitter;
 
 -- The row trigger's write: postbox._emit_row (sql/emit.sql) as the owner,
 -- after the checks the compiled trigger makes before it calls it. Only the
@@ -91,31 +117,36 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_max    integer := postbox._max_payload_bytes();
     v_sent   json := CASE p_op WHEN 'DELETE' THEN p_old ELSE p_new END;
+    v_max    integer;
     v_why    text;
     v_detail text;
 BEGIN
-    IF p_args IS NULL OR cardinality(p_args) < 2 OR array_position(p_args, NULL) IS NOT NULL
+    IF array_ndims(p_args) IS DISTINCT FROM 1 OR cardinality(p_args) < 2 OR array_position(p_args, NULL) IS NOT NULL
        OR p_op IS NULL OR p_op NOT IN ('INSERT', 'UPDATE', 'DELETE')
        OR (p_op <> 'DELETE' AND p_new IS NULL) OR (p_op <> 'INSERT' AND p_old IS NULL)
        OR json_typeof(coalesce(p_new, p_old)) <> 'object' OR json_typeof(coalesce(p_old, p_new)) <> 'object' THEN
         PERFORM postbox._raise('trigger_misused', NULL,
             'postbox: _emit_row_write takes what emit_row_change encoded (use postbox.attach)');
     END IF;
+    IF octet_length(v_sent::text) > /*@payload_bytes_min@*/ THEN
+        v_max := postbox._max_payload_bytes();
+    END IF;
     IF octet_length(v_sent::text) > v_max THEN
         PERFORM postbox._raise('event_data_too_large', NULL, format(
             'postbox: a row of %s is larger than postbox.max_payload_bytes (%s bytes) allows for %s events: %s bytes',
             postbox._table_name(p_relid), v_max, p_args[1], octet_length(v_sent::text)));
     END IF;
-    BEGIN
-        PERFORM p_new::jsonb, p_old::jsonb;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_why = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
-        PERFORM postbox._raise('event_data_invalid', NULL, format(
-            'postbox: a row of %s cannot be sent as %s event data: %s', postbox._table_name(p_relid), p_args[1],
-            v_why || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END));
-    END;
+    IF postbox._jsonb_may_refuse(p_new::text) OR postbox._jsonb_may_refuse(p_old::text) THEN
+        BEGIN
+            PERFORM p_new::jsonb, p_old::jsonb;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_why = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+            PERFORM postbox._raise('event_data_invalid', NULL, format(
+                'postbox: a row of %s cannot be sent as %s event data: %s', postbox._table_name(p_relid), p_args[1],
+                v_why || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END));
+        END;
+    END IF;
     PERFORM postbox._emit_row(p_relid, p_op, p_new, p_old, p_args);
 END
 $fn$;
@@ -131,6 +162,26 @@ AS $fn$
 $fn$;
 COMMENT ON FUNCTION postbox._table_name(oid) IS 'Internal (SQL flavour): a table''s schema.table, for the emit triggers'' messages.';
 
+-- The SQL expression that encodes a row of p_relid, aliased t, as the
+-- triggers send it, for the queries they make when static SQL cannot name
+-- what they read: an object of the named columns (the tenant and payload
+-- columns) in table order, each value as row_to_json writes it (to_json:
+-- a json column's text as it is, never parsed, since parsing could fail
+-- on a row the compiled trigger refuses by name), or, without columns,
+-- row_to_json itself. Names are quoted.
+CREATE FUNCTION postbox._row_encoding(p_relid oid, p_columns text[]) RETURNS text
+LANGUAGE sql STABLE
+AS $fn$
+    SELECT CASE WHEN p_columns IS NULL THEN 'pg_catalog.row_to_json(t)::text'
+                ELSE '''{'' || ' || coalesce(pg_catalog.string_agg(pg_catalog.format(
+                         '%L || COALESCE(pg_catalog.to_json(t.%I)::text, ''null'')',
+                         pg_catalog.to_json(a.attname::text)::text || ':', a.attname), ' || '','' || ' ORDER BY a.attnum),
+                     '''''') || ' || ''}''' END
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = p_relid AND a.attname = ANY (p_columns) AND a.attnum > 0 AND NOT a.attisdropped
+$fn$;
+COMMENT ON FUNCTION postbox._row_encoding(oid, text[]) IS 'Internal (SQL flavour): the SQL expression the emit triggers encode a row with, when they name columns or read a table static SQL cannot name.';
+
 -- The statement trigger (INSERT and DELETE, with a transition table): one
 -- emitted row per statement holding its rows as a JSON array, split at
 -- about 8 MiB as the compiled trigger splits it. SECURITY INVOKER.
@@ -139,9 +190,9 @@ LANGUAGE plpgsql
 AS $fn$
 DECLARE
     v_store   name;
-    v_cols    text[];
-    v_rows    text;
-    v_chunk   record;
+    v_rows    text[];
+    v_type    text;
+    v_chunk   text[];
 BEGIN
     IF TG_NARGS < 2 THEN
         PERFORM postbox._raise('trigger_misused', NULL,
@@ -151,105 +202,61 @@ BEGIN
         PERFORM postbox._raise('trigger_misused', NULL,
             'postbox: emit_statement is a statement-level AFTER INSERT or DELETE trigger (use postbox.attach): ' || TG_NAME);
     END IF;
-    SELECT CASE TG_OP WHEN 'INSERT' THEN t.tgnewtable ELSE t.tgoldtable END INTO v_store
-      FROM pg_catalog.pg_trigger t
-     WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
+    -- attach's triggers name their transition tables postbox_new and
+    -- postbox_old; others are looked up. (A trigger made by hand under
+    -- attach's name without them fails on the name: the query below reads
+    -- what the caller could read anyway, as the caller.)
+    IF TG_NAME = 'postbox_insert' AND TG_OP = 'INSERT' THEN
+        v_store := 'postbox_new';
+    ELSIF TG_NAME = 'postbox_delete' AND TG_OP = 'DELETE' THEN
+        v_store := 'postbox_old';
+    ELSE
+        SELECT CASE TG_OP WHEN 'INSERT' THEN t.tgnewtable ELSE t.tgoldtable END INTO v_store
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
+    END IF;
     IF v_store IS NULL THEN
         PERFORM postbox._raise('trigger_misused', NULL,
             'postbox: emit_statement needs a transition table (REFERENCING NEW/OLD TABLE; use postbox.attach): ' || TG_NAME);
     END IF;
     IF NOT (pg_catalog.pg_has_role('postbox_emitter', 'MEMBER')
-            OR pg_catalog.has_function_privilege('postbox._emit_statement_write(oid, text, json, text[])', 'EXECUTE')) THEN
+            OR pg_catalog.has_function_privilege('postbox._emit_statement_write(oid, text, text[], text[])', 'EXECUTE')) THEN
         PERFORM postbox._raise('trigger_misused', NULL, pg_catalog.format(
             'postbox: a role that writes to a table postbox is attached to must be a member of postbox_emitter (the SQL flavour): %s writes %s.%s',
             current_user, TG_TABLE_SCHEMA, TG_TABLE_NAME));
     END IF;
-    IF TG_NARGS > 2 THEN
-        v_cols := TG_ARGV[1:];
-    END IF;
-    -- The rows as row_to_json writes them (only the tenant and payload
-    -- columns, in table order, when the trigger names them), in chunks of
-    -- about 8 MiB, as the caller. The transition tables attach names
-    -- (postbox_new, postbox_old) are read with static SQL, whose plan
-    -- PL/pgSQL keeps per table; another name, from a trigger made by hand,
-    -- with the same query run dynamically (the name quoted).
-    IF TG_OP = 'INSERT' AND v_store = 'postbox_new' THEN
-        -- Most statements hold far less than a chunk: one pass.
-        SELECT '[' || pg_catalog.string_agg(
-                   CASE WHEN v_cols IS NULL THEN pg_catalog.row_to_json(t)::text
-                        ELSE (SELECT '{' || pg_catalog.string_agg(pg_catalog.to_json(e.key)::text || ':' || e.value::text, ',') || '}'
-                                FROM pg_catalog.json_each(pg_catalog.row_to_json(t)) AS e
-                               WHERE e.key = ANY (v_cols)) END, ',') || ']'
-          INTO v_rows FROM postbox_new AS t;
-        IF v_rows IS NULL THEN
-            RETURN NULL;
-        ELSIF pg_catalog.octet_length(v_rows) <= 8388608 THEN
-            PERFORM postbox._emit_statement_write(TG_RELID, TG_ARGV[0] || '.created', v_rows::json, TG_ARGV[0:TG_NARGS - 1]);
-            RETURN NULL;
-        END IF;
-        FOR v_chunk IN
-            SELECT '[' || pg_catalog.string_agg(c.j, ',' ORDER BY c.i) || ']' AS rows
-              FROM (SELECT r.i, r.j,
-                           (pg_catalog.sum(pg_catalog.octet_length(r.j) + 1) OVER (ORDER BY r.i)
-                            - pg_catalog.octet_length(r.j) - 1) / 8388608 AS n
-                      FROM (SELECT pg_catalog.row_number() OVER () AS i,
-                                   CASE WHEN v_cols IS NULL THEN pg_catalog.row_to_json(t)::text
-                                        ELSE (SELECT '{' || pg_catalog.string_agg(pg_catalog.to_json(e.key)::text || ':' || e.value::text, ',') || '}'
-                                                FROM pg_catalog.json_each(pg_catalog.row_to_json(t)) AS e
-                                               WHERE e.key = ANY (v_cols)) END AS j
-                              FROM postbox_new AS t) AS r) AS c
-             GROUP BY c.n ORDER BY c.n
-        LOOP
-            PERFORM postbox._emit_statement_write(TG_RELID, TG_ARGV[0] || '.created', v_chunk.rows::json, TG_ARGV[0:TG_NARGS - 1]);
-        END LOOP;
-    ELSIF TG_OP = 'DELETE' AND v_store = 'postbox_old' THEN
-        -- Most statements hold far less than a chunk: one pass.
-        SELECT '[' || pg_catalog.string_agg(
-                   CASE WHEN v_cols IS NULL THEN pg_catalog.row_to_json(t)::text
-                        ELSE (SELECT '{' || pg_catalog.string_agg(pg_catalog.to_json(e.key)::text || ':' || e.value::text, ',') || '}'
-                                FROM pg_catalog.json_each(pg_catalog.row_to_json(t)) AS e
-                               WHERE e.key = ANY (v_cols)) END, ',') || ']'
-          INTO v_rows FROM postbox_old AS t;
-        IF v_rows IS NULL THEN
-            RETURN NULL;
-        ELSIF pg_catalog.octet_length(v_rows) <= 8388608 THEN
-            PERFORM postbox._emit_statement_write(TG_RELID, TG_ARGV[0] || '.deleted', v_rows::json, TG_ARGV[0:TG_NARGS - 1]);
-            RETURN NULL;
-        END IF;
-        FOR v_chunk IN
-            SELECT '[' || pg_catalog.string_agg(c.j, ',' ORDER BY c.i) || ']' AS rows
-              FROM (SELECT r.i, r.j,
-                           (pg_catalog.sum(pg_catalog.octet_length(r.j) + 1) OVER (ORDER BY r.i)
-                            - pg_catalog.octet_length(r.j) - 1) / 8388608 AS n
-                      FROM (SELECT pg_catalog.row_number() OVER () AS i,
-                                   CASE WHEN v_cols IS NULL THEN pg_catalog.row_to_json(t)::text
-                                        ELSE (SELECT '{' || pg_catalog.string_agg(pg_catalog.to_json(e.key)::text || ':' || e.value::text, ',') || '}'
-                                                FROM pg_catalog.json_each(pg_catalog.row_to_json(t)) AS e
-                                               WHERE e.key = ANY (v_cols)) END AS j
-                              FROM postbox_old AS t) AS r) AS c
-             GROUP BY c.n ORDER BY c.n
-        LOOP
-            PERFORM postbox._emit_statement_write(TG_RELID, TG_ARGV[0] || '.deleted', v_chunk.rows::json, TG_ARGV[0:TG_NARGS - 1]);
-        END LOOP;
+    -- Each row encoded as the caller. attach's transition tables, without
+    -- columns, are read with static SQL, whose plan PL/pgSQL keeps; the
+    -- rest with the query _row_encoding makes.
+    IF TG_NARGS = 2 AND v_store = 'postbox_new' THEN
+        v_rows := ARRAY(SELECT pg_catalog.row_to_json(t)::text FROM postbox_new AS t);
+    ELSIF TG_NARGS = 2 AND v_store = 'postbox_old' THEN
+        v_rows := ARRAY(SELECT pg_catalog.row_to_json(t)::text FROM postbox_old AS t);
     ELSE
-        FOR v_chunk IN EXECUTE pg_catalog.format($q$
-            SELECT '[' || pg_catalog.string_agg(c.j, ',' ORDER BY c.i) || ']' AS rows
-              FROM (SELECT r.i, r.j,
-                           (pg_catalog.sum(pg_catalog.octet_length(r.j) + 1) OVER (ORDER BY r.i)
-                            - pg_catalog.octet_length(r.j) - 1) / 8388608 AS n
-                      FROM (SELECT pg_catalog.row_number() OVER () AS i,
-                                   CASE WHEN $1 IS NULL THEN pg_catalog.row_to_json(t)::text
-                                        ELSE (SELECT '{' || pg_catalog.string_agg(pg_catalog.to_json(e.key)::text || ':' || e.value::text, ',') || '}'
-                                                FROM pg_catalog.json_each(pg_catalog.row_to_json(t)) AS e
-                                               WHERE e.key = ANY ($1)) END AS j
-                              FROM %I AS t) AS r) AS c
-             GROUP BY c.n ORDER BY c.n $q$, v_store) USING v_cols
-        LOOP
-            PERFORM postbox._emit_statement_write(TG_RELID,
-                TG_ARGV[0] || CASE TG_OP WHEN 'INSERT' THEN '.created' ELSE '.deleted' END,
-                v_chunk.rows::json, TG_ARGV[0:TG_NARGS - 1]);
-        END LOOP;
+        EXECUTE pg_catalog.format('SELECT ARRAY(SELECT %s FROM %I AS t)',
+            postbox._row_encoding(TG_RELID, CASE WHEN TG_NARGS > 2 THEN TG_ARGV[1:] END), v_store)
+          INTO v_rows;
     END IF;
+    IF pg_catalog.cardinality(v_rows) = 0 THEN
+        RETURN NULL;
+    END IF;
+    v_type := TG_ARGV[0] || CASE TG_OP WHEN 'INSERT' THEN '.created' ELSE '.deleted' END;
+    IF pg_catalog.octet_length(pg_catalog.array_to_string(v_rows, ',')) + 2 <= 8388608 THEN
+        -- Most statements hold far less than a chunk: one write.
+        PERFORM postbox._emit_statement_write(TG_RELID, v_type, v_rows, TG_ARGV[0:TG_NARGS - 1]);
+        RETURN NULL;
+    END IF;
+    -- A row goes to the chunk its start falls in, in the statement's order.
+    FOR v_chunk IN
+        SELECT pg_catalog.array_agg(c.j ORDER BY c.i)
+          FROM (SELECT r.i, r.j,
+                       (pg_catalog.sum(pg_catalog.octet_length(r.j) + 1) OVER (ORDER BY r.i)
+                        - pg_catalog.octet_length(r.j) - 1) / 8388608 AS n
+                  FROM pg_catalog.unnest(v_rows) WITH ORDINALITY AS r(j, i)) AS c
+         GROUP BY c.n ORDER BY c.n
+    LOOP
+        PERFORM postbox._emit_statement_write(TG_RELID, v_type, v_chunk, TG_ARGV[0:TG_NARGS - 1]);
+    END LOOP;
     RETURN NULL;
 END
 $fn$;
@@ -261,7 +268,6 @@ CREATE FUNCTION postbox.emit_row_change() RETURNS trigger
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
-    v_cols   text[];
     v_new    text;
     v_old    text;
 BEGIN
@@ -279,18 +285,21 @@ BEGIN
             'postbox: a role that writes to a table postbox is attached to must be a member of postbox_emitter (the SQL flavour): %s writes %s.%s',
             current_user, TG_TABLE_SCHEMA, TG_TABLE_NAME));
     END IF;
-    IF TG_NARGS > 2 THEN
-        v_cols := TG_ARGV[1:];
-    END IF;
     IF TG_OP <> 'DELETE' THEN
-        v_new := CASE WHEN v_cols IS NULL THEN pg_catalog.row_to_json(NEW)::text
-                      ELSE (SELECT '{' || pg_catalog.string_agg(pg_catalog.to_json(e.key)::text || ':' || e.value::text, ',') || '}'
-                              FROM pg_catalog.json_each(pg_catalog.row_to_json(NEW)) AS e WHERE e.key = ANY (v_cols)) END;
+        IF TG_NARGS = 2 THEN
+            v_new := pg_catalog.row_to_json(NEW)::text;
+        ELSE
+            EXECUTE 'SELECT ' || postbox._row_encoding(TG_RELID, TG_ARGV[1:]) || ' FROM (SELECT ($1).*) AS t'
+              INTO v_new USING NEW;
+        END IF;
     END IF;
     IF TG_OP <> 'INSERT' THEN
-        v_old := CASE WHEN v_cols IS NULL THEN pg_catalog.row_to_json(OLD)::text
-                      ELSE (SELECT '{' || pg_catalog.string_agg(pg_catalog.to_json(e.key)::text || ':' || e.value::text, ',') || '}'
-                              FROM pg_catalog.json_each(pg_catalog.row_to_json(OLD)) AS e WHERE e.key = ANY (v_cols)) END;
+        IF TG_NARGS = 2 THEN
+            v_old := pg_catalog.row_to_json(OLD)::text;
+        ELSE
+            EXECUTE 'SELECT ' || postbox._row_encoding(TG_RELID, TG_ARGV[1:]) || ' FROM (SELECT ($1).*) AS t'
+              INTO v_old USING OLD;
+        END IF;
     END IF;
     PERFORM postbox._emit_row_write(TG_RELID, TG_OP, v_new::json, v_old::json, TG_ARGV[0:TG_NARGS - 1]);
     RETURN NULL;

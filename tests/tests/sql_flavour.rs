@@ -507,7 +507,10 @@ facts(object, fact) AS (
           ('result: ' || pg_get_function_result(p.oid)),
           ('arguments: ' || pg_get_function_arguments(p.oid)),
           ('attributes: ' || concat_ws(' ', p.prokind, p.provolatile, p.proparallel,
-                                       CASE WHEN p.proisstrict THEN 'strict' END,
+                                       -- STRICT decides only calls with a NULL argument:
+                                       -- none without arguments (postbox-sql's _uuid7 is not,
+                                       -- so that it is inlined).
+                                       CASE WHEN p.proisstrict AND p.pronargs > 0 THEN 'strict' END,
                                        CASE WHEN p.prosecdef THEN 'definer' END,
                                        CASE WHEN p.proretset THEN 'setof' END)),
           ('language: ' || (SELECT l.lanname FROM pg_language l WHERE l.oid = p.prolang)),
@@ -526,8 +529,10 @@ SELECT object, replace(fact, (SELECT rolname FROM pg_roles WHERE oid = (SELECT o
 /// with psql, its version, which an extension keeps in pg_extension.
 const SQL_ONLY: &[&str] = &[
     "relation settings",
-    "function postbox._emit_statement_write(oid,text,json,text[])",
+    "function postbox._emit_statement_write(oid,text,text[],text[])",
     "function postbox._emit_row_write(oid,text,json,json,text[])",
+    "function postbox._jsonb_may_refuse(text)",
+    "function postbox._row_encoding(oid,text[])",
     "function postbox._table_name(oid)",
     "function postbox._random_bytes()",
     "function postbox._sql_flavour_version()",
@@ -901,4 +906,172 @@ async fn writers_of_attached_tables_must_be_emitters() {
         (1, 1),
         "only the emitter's insert and its event"
     );
+}
+
+/// A statement as a message shows it: its start.
+fn shown(statement: &str) -> String {
+    statement.chars().take(120).collect()
+}
+
+/// What a statement on an attached table comes to: written, or refused
+/// with a SQLSTATE and message.
+async fn outcome(db: &Client, statement: &str) -> Result<(), (String, String)> {
+    let result = db.batch_execute(&format!("BEGIN; {statement}")).await;
+    db.batch_execute("ROLLBACK").await.unwrap();
+    result.map_err(|e| {
+        let d = e
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{statement}: {e}"));
+        (d.code().code().to_string(), d.message().to_string())
+    })
+}
+
+/// The emit triggers refuse the same rows in both flavours, for the same
+/// reasons, and let through what only looks like a refusal: rows that are
+/// valid json but not jsonb (a json column can hold them), rows larger than
+/// postbox.max_payload_bytes, and statements whose rows together are larger
+/// but each within it. The SQL flavour checks a statement's rows only when a
+/// check could fail (sql/flavour/triggers.sql): the cases on either side of
+/// each shortcut are here. Run against each install the cluster has, and
+/// compared when it has both.
+#[tokio::test]
+async fn both_flavours_refuse_the_same_rows() {
+    let pg = Cluster::start().await;
+    let mut installs = vec![pg.connect_to("postgres", sql_flavour_db(&pg).await).await];
+    if pg.flavour != Flavour::Sql {
+        installs.push(pg.connect("postgres").await);
+    }
+    let digits = format!("1{}", "0".repeat(300));
+    let large = "x".repeat(300_000);
+    // (statement, refused with this message start, or written)
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (r#"INSERT INTO app.docs VALUES (1, 't', '{"ok": 1}')"#.into(), None),
+        (r#"INSERT INTO app.docs VALUES (1, 't', '{"a": "\u00e9\u0001"}')"#.into(), None),
+        (r#"INSERT INTO app.docs VALUES (1, 't', '{"a": 1e1000}')"#.into(), None),
+        (format!(r#"INSERT INTO app.docs VALUES (1, 't', '{{"a": {digits}}}')"#), None),
+        (r#"INSERT INTO app.docs VALUES (1, 't', '{"a": "\u0000"}'), (2, 't', '{}')"#.into(),
+         Some("postbox: a row of app.docs cannot be sent as doc event data: ")),
+        (r#"INSERT INTO app.docs VALUES (1, 't', '{"a": 1e999999}')"#.into(),
+         Some("postbox: a row of app.docs cannot be sent as doc event data: ")),
+        (r#"INSERT INTO app.docs VALUES (2, 't', '{}'), (1, 't', '{"a": "\ud800"}')"#.into(),
+         Some("postbox: a row of app.docs cannot be sent as doc event data: ")),
+        (format!(r#"INSERT INTO app.docs VALUES (1, 't', '{{"a": "{large}"}}')"#),
+         Some("postbox: a row of app.docs is larger than postbox.max_payload_bytes (262144 bytes) allows for doc events: 300038 bytes")),
+        // 400 rows of about 1 KB: the statement is larger than the limit, no row is.
+        ("INSERT INTO app.docs SELECT i, 't', json_build_object('a', repeat('y', 1000)) FROM generate_series(1, 400) i".into(), None),
+        // The first row too large is named, in the statement's order.
+        (format!("INSERT INTO app.docs SELECT i, 't', json_build_object('a', repeat('y', CASE i WHEN 3 THEN 300000 WHEN 5 THEN 400000 ELSE 1000 END)) FROM generate_series(1, 400) i"),
+         Some("postbox: a row of app.docs is larger than postbox.max_payload_bytes (262144 bytes) allows for doc events: 300039 bytes")),
+        (r#"UPDATE app.docs SET body = '{"a": "\u0000"}'"#.into(),
+         Some("postbox: a row of app.docs cannot be sent as doc event data: ")),
+        (r#"UPDATE app.docs SET body = '{"a": 1e1000}'"#.into(), None),
+        ("DELETE FROM app.docs".into(), None),
+    ];
+    let mut seen = Vec::new();
+    for db in &installs {
+        db.batch_execute(
+            r#"CREATE SCHEMA app;
+               CREATE TABLE app.docs (id int, tenant text, body json);
+               SELECT postbox.attach('app.docs', 'doc', 'tenant', '{id, body}');
+               INSERT INTO app.docs VALUES (9, 't', '{"kept": true}');"#,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+        let mut outcomes = Vec::new();
+        for (statement, refused) in &cases {
+            let got = outcome(db, statement).await;
+            match (refused, &got) {
+                (None, Ok(())) => {}
+                (Some(start), Err((state, message)))
+                    if state == "22023" && message.starts_with(start) => {}
+                _ => panic!("{statement}: {got:?}, expected {refused:?}"),
+            }
+            outcomes.push(got);
+        }
+        seen.push(outcomes);
+    }
+    if let [sql, ext] = &seen[..] {
+        for ((statement, _), (s, e)) in cases.iter().zip(sql.iter().zip(ext)) {
+            assert_eq!(
+                s,
+                e,
+                "{}: the SQL flavour, then the extension",
+                shown(statement)
+            );
+        }
+    }
+}
+
+/// The owner's writes behind the SQL flavour's triggers are functions an
+/// emitter may call: called by hand, with what the triggers would never
+/// pass, they write nothing postbox.emit could not. Each forged call is
+/// refused (22023, naming the rule) and leaves postbox.emitted as it was;
+/// what a trigger would pass is written.
+#[tokio::test]
+async fn direct_calls_of_the_writes_write_nothing_emit_could_not() {
+    let pg = Cluster::start().await;
+    let db = sql_flavour_db(&pg).await;
+    let owner = pg.connect_to("postgres", db).await;
+    owner
+        .batch_execute(
+            "CREATE ROLE app LOGIN IN ROLE postbox_emitter;
+             CREATE SCHEMA s;
+             CREATE TABLE s.orders (id int, tenant text);
+             GRANT USAGE ON SCHEMA s TO app;
+             SELECT postbox.attach('s.orders', 'order', 'tenant');",
+        )
+        .await
+        .unwrap();
+    let app = pg.connect_to("app", db).await;
+    let count = || async {
+        owner
+            .query_one("SELECT count(*) FROM postbox.emitted", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let statement = |ty: &str, rows: &str, args: &str| {
+        format!("SELECT postbox._emit_statement_write('s.orders'::regclass, {ty}, {rows}, {args})")
+    };
+    let big = format!("'{{\"a\": \"{}\"}}'", "x".repeat(300_000));
+    let forged = [
+        (statement("'x.created'", "ARRAY['{\"id\":1}']", "'{order,tenant}'"), "emit_statement encoded"),
+        (statement("'order.created'", "ARRAY['{\"id\":1}']", "'{order}'"), "emit_statement encoded"),
+        (statement("'order.created'", "ARRAY['{\"id\":1}']", "ARRAY['order', NULL]"), "emit_statement encoded"),
+        (statement("'order.created'", "NULL", "'{order,tenant}'"), "emit_statement encoded"),
+        (statement("'order.created'", "'{}'::text[]", "'{order,tenant}'"), "emit_statement encoded"),
+        (statement("'order.created'", "'{{\"{}\"},{\"{}\"}}'::text[]", "'{order,tenant}'"), "emit_statement encoded"),
+        (statement("'order.created'", "ARRAY['{}', NULL]", "'{order,tenant}'"), "emit_statement encoded"),
+        (statement("'order.created'", &format!("ARRAY['{{}}', {big}]"), "'{order,tenant}'"), "larger than postbox.max_payload_bytes"),
+        (statement("'order.created'", "ARRAY['{\"a\": \"\\u0000\"}']", "'{order,tenant}'"), "cannot be sent as order event data"),
+        (statement("'order.created'", "ARRAY['{\"id\":1}]', '[{\"id\":2}']", "'{order,tenant}'"), "invalid input syntax for type json"),
+        (statement("'nope.created'", "ARRAY['{\"id\":1}']", "'{nope,tenant}'"), "unknown event type"),
+        (statement("'order.created'", "ARRAY['{}']", "'{{order,tenant},{a,b}}'"), "emit_statement encoded"),
+        ("SELECT postbox._emit_row_write('s.orders'::regclass, 'TRUNCATE', '{}', NULL, '{order,tenant}')".into(), "emit_row_change encoded"),
+        ("SELECT postbox._emit_row_write('s.orders'::regclass, 'INSERT', '{}', NULL, '{{order,tenant},{a,b}}')".into(), "emit_row_change encoded"),
+        ("SELECT postbox._emit_row_write('s.orders'::regclass, 'INSERT', '[1]', NULL, '{order,tenant}')".into(), "emit_row_change encoded"),
+        ("SELECT postbox._emit_row_write('s.orders'::regclass, 'UPDATE', '{}', NULL, '{order,tenant}')".into(), "emit_row_change encoded"),
+        (format!("SELECT postbox._emit_row_write('s.orders'::regclass, 'INSERT', {big}, NULL, '{{order,tenant}}')"), "larger than postbox.max_payload_bytes"),
+    ];
+    for (call, rule) in &forged {
+        let e = app.batch_execute(call).await.expect_err(&shown(call));
+        let d = e.as_db_error().unwrap();
+        assert!(
+            d.message().contains(rule) && ["22023", "22P02"].contains(&d.code().code()),
+            "{}: {} {}",
+            shown(call),
+            d.code().code(),
+            d.message()
+        );
+        assert_eq!(count().await, 0, "{}: nothing written", shown(call));
+    }
+    // What the triggers pass is written: an event emit could send too.
+    app.batch_execute(&statement(
+        "'order.created'",
+        "ARRAY['{\"id\":1,\"tenant\":\"t\"}']",
+        "'{order,tenant}'",
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    assert_eq!(count().await, 1);
 }
