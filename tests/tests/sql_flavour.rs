@@ -960,7 +960,7 @@ async fn both_flavours_refuse_the_same_rows() {
         // 400 rows of about 1 KB: the statement is larger than the limit, no row is.
         ("INSERT INTO app.docs SELECT i, 't', json_build_object('a', repeat('y', 1000)) FROM generate_series(1, 400) i".into(), None),
         // The first row too large is named, in the statement's order.
-        (format!("INSERT INTO app.docs SELECT i, 't', json_build_object('a', repeat('y', CASE i WHEN 3 THEN 300000 WHEN 5 THEN 400000 ELSE 1000 END)) FROM generate_series(1, 400) i"),
+        ("INSERT INTO app.docs SELECT i, 't', json_build_object('a', repeat('y', CASE i WHEN 3 THEN 300000 WHEN 5 THEN 400000 ELSE 1000 END)) FROM generate_series(1, 400) i".into(),
          Some("postbox: a row of app.docs is larger than postbox.max_payload_bytes (262144 bytes) allows for doc events: 300039 bytes")),
         (r#"UPDATE app.docs SET body = '{"a": "\u0000"}'"#.into(),
          Some("postbox: a row of app.docs cannot be sent as doc event data: ")),
