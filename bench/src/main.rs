@@ -369,12 +369,34 @@ impl Bench {
              SELECT count(*) FROM (SELECT postbox.create_endpoint('tenant-' || i, 'https://hooks-' || i || '.example.com/other', '{other.thing}') FROM generate_series(1, 100) i) x;";
         self.sql(setup).await;
         flavour.batch_execute(setup).await.unwrap();
+        // The floor under any PL/pgSQL emit, beside postbox-sql: the leanest
+        // statement trigger that writes the same postbox.emitted row (one
+        // INSERT ... SELECT from the transition table: no check, no second
+        // function, a random id). Measured, not targeted: it shows how much
+        // of postbox-sql's distance to the bare outbox any PL/pgSQL trigger
+        // of this shape would keep (docs/measurements.md).
+        flavour
+            .batch_execute(
+                "CREATE TABLE app.floor (LIKE app.plain INCLUDING ALL);
+                 CREATE FUNCTION app.floor_trigger() RETURNS trigger LANGUAGE plpgsql AS
+                   $$ BEGIN
+                        INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
+                        SELECT gen_random_uuid(), TG_ARGV[0] || '.created', clock_timestamp(), json_agg(t), TG_ARGV[0:1]
+                          FROM postbox_new t;
+                        RETURN NULL;
+                      END $$;
+                 CREATE TRIGGER floor AFTER INSERT ON app.floor REFERENCING NEW TABLE AS postbox_new
+                   FOR EACH STATEMENT EXECUTE FUNCTION app.floor_trigger('item', 'tenant');",
+            )
+            .await
+            .unwrap();
         let script = |t: &str| {
             format!("\\set t random(1, 100)\nINSERT INTO app.{t} (tenant, title, n) VALUES ('tenant-' || :t, 'a recording title', :t);\n")
         };
-        // "sql" is app.items in the SQL flavour's database.
+        // "sql" is app.items in the SQL flavour's database, "floor" app.floor there.
         let run = |variant: &str, clients: u32, secs: u32| match variant {
             "sql" => self.pgbench_in(flavour_db, &script("items"), clients, secs),
+            "floor" => self.pgbench_in(flavour_db, &script("floor"), clients, secs),
             t => self.pgbench(&script(t), clients, secs),
         };
         // Four rounds in mirrored orders (no trigger, bare, postbox; then
@@ -387,26 +409,27 @@ impl Bench {
             self.sql("TRUNCATE postbox.emitted, postbox.events, app.bare_outbox, app.plain, app.bare, app.items")
                 .await;
             flavour
-                .batch_execute("TRUNCATE postbox.emitted, postbox.events, app.items")
+                .batch_execute("TRUNCATE postbox.emitted, postbox.events, app.items, app.floor")
                 .await
                 .unwrap();
             self.sql("CHECKPOINT").await;
             let order = if round % 2 == 1 {
-                ["plain", "bare", "items", "sql"]
+                ["plain", "bare", "items", "sql", "floor"]
             } else {
-                ["sql", "items", "bare", "plain"]
+                ["floor", "sql", "items", "bare", "plain"]
             };
             let mut this = HashMap::new();
             for t in order {
                 this.insert(t, run(t, 8, secs));
             }
             println!(
-                "     round {round} ({}): no trigger {:.0} TPS, bare outbox {:.0}, postbox {:.0}, postbox-sql {:.0}",
+                "     round {round} ({}): no trigger {:.0} TPS, bare outbox {:.0}, postbox {:.0}, postbox-sql {:.0}, PL/pgSQL floor {:.0}",
                 order.join(", "),
                 this["plain"],
                 this["bare"],
                 this["items"],
-                this["sql"]
+                this["sql"],
+                this["floor"]
             );
             for (t, v) in this {
                 *tps.entry(t).or_default() += v;
@@ -450,6 +473,12 @@ impl Bench {
             sql / bare,
             "ratio",
             Some((">=", 0.85)),
+        );
+        self.add(
+            "floor: the leanest PL/pgSQL statement trigger writing postbox.emitted, TPS ratio to the bare outbox",
+            tps["floor"] / bare,
+            "ratio",
+            None,
         );
         self.add(
             "baseline: bare one-row outbox trigger, TPS ratio to no trigger",
