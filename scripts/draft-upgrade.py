@@ -11,6 +11,7 @@ table changes: it lists what else differs on stderr, to be written by hand.
 The upgrade tests (tests/tests/extension.rs) compare the result with a fresh
 install; a shipped script is frozen."""
 import os, re, subprocess, sys
+from sqltext import statements
 OLD_V, NEW_V = sys.argv[1:3]
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 TARGET = f'{ROOT}/sql/postbox--{OLD_V}--{NEW_V}.sql'
@@ -27,49 +28,6 @@ NEW = open(f'{SHARE}/extension/postbox--{NEW_V}.sql').read()
 if 'CREATE SCHEMA IF NOT EXISTS tests' in NEW:
     sys.exit('the installed script is a pg_test build (it has the tests schema): '
              'run `cargo pgrx install` in extension/ first')
-
-def statements(text):
-    i, n, start, out = 0, len(text), 0, []
-    while i < n:
-        if text.startswith('--', i):
-            j = text.find('\n', i); i = n if j < 0 else j + 1; continue
-        if text.startswith('/*', i):
-            i = text.index('*/', i) + 2; continue
-        c = text[i]
-        if c == "'":
-            i += 1
-            while True:
-                j = text.index("'", i)
-                if j + 1 < n and text[j+1] == "'": i = j + 2; continue
-                i = j + 1; break
-            continue
-        if c == '$':
-            m = re.match(r'\$([A-Za-z_]*)\$', text[i:])
-            if m:
-                j = text.index(m.group(0), i + len(m.group(0))); i = j + len(m.group(0)); continue
-        if c == ';':
-            out.append(text[start:i+1]); start = i + 1
-        i += 1
-    merged, k = [], 0
-    while k < len(out):
-        s = out[k]
-        if re.search(r'BEGIN ATOMIC', s):
-            while not re.search(r'(^|\n)\s*END;\s*$', s):
-                k += 1; s += out[k]
-        merged.append(s); k += 1
-    res = []
-    for s in merged:
-        # The statement without the comments and pgrx's markers before it
-        # (a function's body keeps its own comments: they are part of it).
-        lines = s.split('\n')
-        k = 0
-        while k < len(lines) and (not lines[k].strip() or lines[k].lstrip().startswith('--')
-                                  or re.fullmatch(r'\s*/\*.*\*/\s*', lines[k])):
-            k += 1
-        body = '\n'.join(lines[k:]).strip()
-        if body:
-            res.append(body)
-    return res
 
 def nparams(sig):
     depth, q, count, nonempty = 0, False, 0, False

@@ -2,7 +2,8 @@
 # Builds the release archive: the extension's files as `cargo pgrx package`
 # lays them out (usr/lib/postgresql/15/lib, usr/share/postgresql/15/extension),
 # the worker and API binaries, their systemd units and environment files, the example
-# configuration, the README and docs, and install.sh. Prints the archive's path.
+# configuration, postbox-sql's scripts, the README and docs, and install.sh.
+# Prints the archive's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -27,6 +28,11 @@ cp sql/released/*.sql "$STAGE/pg/usr/share/postgresql/$PG_MAJOR/extension/"
 cp target/release/postbox-worker target/release/postbox-api "$STAGE/bin/"
 cp deploy/postbox-worker.service deploy/postbox-worker.env deploy/postbox-api.service deploy/postbox-api.env \
    worker/postbox-worker.example.toml "$STAGE/deploy/"
+# postbox-sql (docs/managed.md): this version's install and upgrade
+# scripts, and the frozen ones of earlier versions.
+mkdir -p "$STAGE/postbox-sql"
+python3 scripts/sql-flavour.py "$STAGE/postbox-sql" >&2
+cp sql/released/flavour/*.sql "$STAGE/postbox-sql/"
 cp README.md "$STAGE/"
 cp -a docs/. "$STAGE/docs/"
 cat > "$STAGE/install.sh" <<'INSTALL'

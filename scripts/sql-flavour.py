@@ -7,7 +7,20 @@ Writes, into OUT_DIR (default target/postbox-sql):
                              is not a superuser (one transaction);
   postbox-sql--VERSION.tle.sql
                              the same objects as a pg_tle extension script
-                             (pgtle.install_extension('postbox', ...)).
+                             (pgtle.install_extension('postbox', ...));
+  postbox-sql--OLD--VERSION.sql and .tle.sql
+                             the upgrade into VERSION from each released
+                             postbox-sql version that the extension has an
+                             upgrade script from (psql: one transaction that
+                             checks the installed version; pg_tle: for
+                             pgtle.install_update_path): the extension's
+                             script with its Rust functions in their flavour
+                             forms, sql/flavour/upgrades/ for the flavour's
+                             own tables, then every flavour function again.
+
+A release freezes its install and the upgrade into it in
+sql/released/flavour, as they shipped; the upgrade tests
+(tests/tests/sql_flavour.rs) take each frozen install to this version.
 
 The order is the extension's: the files extension/src/lib.rs lists with
 extension_sql_file!, with the Rust functions' PL/pgSQL forms
@@ -23,6 +36,9 @@ tables)."""
 import os
 import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sqltext import statements  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, 'target', 'postbox-sql')
@@ -93,6 +109,78 @@ def flavour(path):
 # SQL-language bodies may use the files before it).
 NATIVE = ['settings.sql', 'native.sql', 'validate_url.sql']
 
+# postbox-sql's first version: its upgrade scripts start there.
+FIRST = '0.8.0'
+# The frozen installs of released postbox-sql versions (psql and pg_tle forms).
+RELEASED = os.path.join('sql', 'released', 'flavour')
+
+
+def version_key(v):
+    return tuple(int(x) for x in v.split('.'))
+
+
+def flavour_functions():
+    """The flavour files' function statements (CREATE as CREATE OR REPLACE,
+    and their comments and grants), which every upgrade re-applies: a
+    function holds no data, and its body may have changed. Also each
+    definition by name, for the Rust functions an upgrade script adds."""
+    out, defs = [], {}
+    for f in NATIVE + ['triggers.sql']:
+        for st in statements(flavour(f'sql/flavour/{f}')):
+            m = re.match(r'CREATE FUNCTION postbox\.(\w+)\(', st)
+            if m:
+                st = 'CREATE OR REPLACE FUNCTION' + st[len('CREATE FUNCTION'):]
+                defs[m.group(1)] = st
+                out.append(st)
+            elif re.match(r'(COMMENT ON|GRANT [A-Z, ]+ ON|REVOKE [A-Z, ]+ ON) FUNCTION ', st):
+                out.append(st)
+    return out, defs
+
+
+def upgrade_body(old, new, for_tle):
+    """postbox-sql's upgrade from old to new: the extension's upgrade script
+    (sql/postbox--OLD--NEW.sql) with each Rust function it creates in its
+    flavour's form, then sql/flavour/upgrades/postbox-sql--OLD--NEW.sql
+    (what changes in the flavour's own tables, written by hand, if
+    anything), then the flavour's functions re-applied."""
+    functions, defs = flavour_functions()
+    parts = []
+    for st in statements(read(f'sql/postbox--{old}--{new}.sql')):
+        m = re.match(r'CREATE (?:OR REPLACE )?FUNCTION postbox\."?(\w+)"?\(', st)
+        if m and 'MODULE_PATHNAME' in st:
+            if m.group(1) not in defs:
+                sys.exit(f'sql-flavour: sql/postbox--{old}--{new}.sql creates the Rust function '
+                         f'{m.group(1)}, which sql/flavour does not define')
+            parts.append(defs[m.group(1)])
+        elif not for_tle and st.startswith('SELECT pg_catalog.pg_extension_config_dump('):
+            continue
+        else:
+            parts.append(st)
+    own = f'sql/flavour/upgrades/postbox-sql--{old}--{new}.sql'
+    if os.path.exists(os.path.join(ROOT, own)):
+        parts += statements(flavour(own))
+    return f'-- ===== sql/postbox--{old}--{new}.sql, then the flavour =====\n' + '\n\n'.join(parts + functions) + '\n'
+
+
+def upgrades(current):
+    """(old, current) for the extension's upgrade script into the current
+    version, if postbox-sql had the old one. Upgrades into released
+    versions are frozen in RELEASED, as they shipped (they were generated
+    from the flavour's sources of their day)."""
+    found = []
+    for f in os.listdir(os.path.join(ROOT, 'sql')):
+        m = re.fullmatch(r'postbox--([0-9.]+)--([0-9.]+)\.sql', f)
+        if m and m.group(2) == current and version_key(m.group(1)) >= version_key(FIRST):
+            found.append((m.group(1), m.group(2)))
+    return found
+
+
+def version_function(v):
+    return (f"CREATE OR REPLACE FUNCTION postbox._sql_flavour_version() RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT '{v}' $$;\n"
+            "COMMENT ON FUNCTION postbox._sql_flavour_version() IS "
+            "'Internal (SQL flavour installed with psql): the installed version, which an extension keeps in pg_extension.';\n"
+            'GRANT EXECUTE ON FUNCTION postbox._sql_flavour_version() TO postbox_admin, postbox_emitter, postbox_worker;\n')
+
 
 def body(for_tle):
     parts = ['CREATE SCHEMA postbox;\n']
@@ -122,17 +210,33 @@ def main():
     psql = os.path.join(OUT, f'postbox-sql--{v}.sql')
     with open(psql, 'w', encoding='utf-8') as f:
         f.write(head + '-- Install: psql -v ON_ERROR_STOP=1 -f this file, as the role that will own postbox.\n\n'
-                'BEGIN;\n\n' + body(False) + '\n'
-                f"CREATE FUNCTION postbox._sql_flavour_version() RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT '{v}' $$;\n"
-                "COMMENT ON FUNCTION postbox._sql_flavour_version() IS "
-                "'Internal (SQL flavour installed with psql): the installed version, which an extension keeps in pg_extension.';\n"
-                'GRANT EXECUTE ON FUNCTION postbox._sql_flavour_version() TO postbox_admin, postbox_emitter, postbox_worker;\n'
-                '\nCOMMIT;\n')
+                'BEGIN;\n\n' + body(False) + '\n' + version_function(v).replace('CREATE OR REPLACE', 'CREATE')
+                + '\nCOMMIT;\n')
     tle = os.path.join(OUT, f'postbox-sql--{v}.tle.sql')
     with open(tle, 'w', encoding='utf-8') as f:
         f.write(head + '-- The extension script pg_tle runs (pgtle.install_extension).\n\n' + body(True))
     print(psql)
     print(tle)
+    for old, new in upgrades(v):
+        uhead = (f'-- postbox-sql {old} -> {new}. Generated by scripts/sql-flavour.py from\n'
+                 f'-- sql/postbox--{old}--{new}.sql and sql/flavour; do not edit.\n')
+        path = os.path.join(OUT, f'postbox-sql--{old}--{new}.sql')
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(uhead + '-- Upgrade: psql -v ON_ERROR_STOP=1 -f this file, as the role that owns postbox.\n\n'
+                    'BEGIN;\n\n'
+                    "DO $guard$ BEGIN\n"
+                    f"    IF postbox._sql_flavour_version() IS DISTINCT FROM '{old}' THEN\n"
+                    f"        RAISE EXCEPTION 'postbox-sql: this script upgrades {old} to {new}; % is installed',\n"
+                    "            postbox._sql_flavour_version();\n"
+                    "    END IF;\n"
+                    "END $guard$;\n\n"
+                    + upgrade_body(old, new, False) + '\n' + version_function(new) + '\nCOMMIT;\n')
+        print(path)
+        path = os.path.join(OUT, f'postbox-sql--{old}--{new}.tle.sql')
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(uhead + '-- The update script pg_tle runs (pgtle.install_update_path).\n\n'
+                    + upgrade_body(old, new, True))
+        print(path)
 
 
 if __name__ == '__main__':

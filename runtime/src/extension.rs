@@ -5,7 +5,7 @@
 use crate::error::pg_message;
 
 /// Extension versions the worker and the API can drive.
-pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.8.0"];
+pub const SUPPORTED_EXTENSION_VERSIONS: &[&str] = &["0.9.0"];
 
 /// Why the database's extension cannot be driven.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,7 @@ mod tests {
         assert!(SUPPORTED_EXTENSION_VERSIONS.contains(&env!("CARGO_PKG_VERSION")));
         let e = ExtensionError::Unsupported("9.9.9".into()).to_string();
         assert!(
-            e.contains("version 9.9.9") && e.contains("supported: 0.8.0"),
+            e.contains("version 9.9.9") && e.contains("supported: 0.9.0"),
             "{e}"
         );
         assert!(ExtensionError::NotInstalled.is_config());

@@ -327,6 +327,13 @@ impl Cluster {
     /// Installs the SQL flavour into database `db` as [`INSTALLER`] (made
     /// here if missing: CREATEROLE, CREATE on `db`, no superuser).
     pub async fn install_sql_flavour(&self, db: &str) {
+        self.install_sql_flavour_from(db, &sql_flavour_script())
+            .await;
+    }
+
+    /// Installs postbox-sql into `db` from `script` (a frozen release's, say)
+    /// as [`INSTALLER`], made here if need be.
+    pub async fn install_sql_flavour_from(&self, db: &str, script: &Path) {
         let su = self.connect_to("postgres", db).await;
         su.batch_execute(&format!(
             "DO $$ BEGIN
@@ -338,16 +345,21 @@ impl Cluster {
         ))
         .await
         .unwrap();
-        let script = sql_flavour_script();
-        let sql = std::fs::read_to_string(&script)
-            .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        self.run_as_installer(db, script).await;
+    }
+
+    /// Runs a postbox-sql script (an install or an upgrade) in `db` as
+    /// [`INSTALLER`].
+    pub async fn run_as_installer(&self, db: &str, script: &Path) {
+        let sql =
+            std::fs::read_to_string(script).unwrap_or_else(|e| panic!("{}: {e}", script.display()));
         self.connect_to(INSTALLER, db)
             .await
             .batch_execute(&sql)
             .await
             .unwrap_or_else(|e| {
                 panic!(
-                    "installing {} as {INSTALLER}: {}",
+                    "running {} as {INSTALLER}: {}",
                     script.display(),
                     crate::pg_error(&e)
                 )

@@ -914,8 +914,8 @@ async fn upgrade_from_0_6_0_matches_a_fresh_install() {
 }
 
 /// 0.7.0 -> 0.8.0 (the SQL flavour's release: the worker reads
-/// allow_insecure_urls through postbox._allow_insecure_urls) ends up
-/// exactly like a fresh install, and what 0.7.0 stored keeps working.
+/// allow_insecure_urls through postbox._allow_insecure_urls), then on to the
+/// newest, ends up exactly like a fresh install, and what 0.7.0 stored keeps working.
 /// Needs sql/released/postbox--0.7.0.sql.
 #[tokio::test]
 async fn upgrade_from_0_7_0_matches_a_fresh_install() {
@@ -944,6 +944,37 @@ async fn upgrade_from_0_7_0_matches_a_fresh_install() {
         .unwrap();
     assert!(!insecure);
     assert_eq!(emitted, 1, "the pending event survives the upgrade");
+    old.batch_execute("ALTER EXTENSION postbox UPDATE")
+        .await
+        .unwrap();
+    assert_same_shape(&su, &old).await;
+}
+
+/// 0.8.0 -> 0.9.0 ends up exactly like a fresh install, and what 0.8.0
+/// stored keeps working. Needs sql/released/postbox--0.8.0.sql.
+#[tokio::test]
+async fn upgrade_from_0_8_0_matches_a_fresh_install() {
+    if !compiled_extension("upgrade_from_0_8_0_matches_a_fresh_install") {
+        return;
+    }
+    let pg = Cluster::start().await;
+    let (su, old) = database_to_upgrade(&pg).await;
+    old.batch_execute(
+        "CREATE EXTENSION postbox VERSION '0.8.0';
+         SELECT postbox.create_endpoint('t', 'https://a.example.com/', '{*}');
+         SELECT postbox.emit('t', 'webhook.test', '{\"n\": 1}');",
+    )
+    .await
+    .unwrap();
+    old.batch_execute("ALTER EXTENSION postbox UPDATE TO '0.9.0'")
+        .await
+        .unwrap();
+    let expanded: i32 = old
+        .query_one("SELECT postbox.expand_events()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(expanded, 1, "the pending event survives the upgrade");
     assert_same_shape(&su, &old).await;
 }
 

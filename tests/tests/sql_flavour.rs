@@ -20,6 +20,7 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use tokio_postgres::Client;
 
 /// The database the SQL flavour is installed in, beside the extension's.
@@ -523,6 +524,64 @@ SELECT object, replace(fact, (SELECT rolname FROM pg_roles WHERE oid = (SELECT o
   FROM facts ORDER BY 1, 2
 "#;
 
+/// The [`CATALOG`] facts of a database's postbox. Grants are sorted once
+/// the owner is written OWNER: the owners' names sort differently among the
+/// roles'.
+async fn catalog(db: &Client) -> BTreeMap<(String, String), ()> {
+    db.query(CATALOG, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let (object, fact): (String, String) = (r.get(0), r.get(1));
+            let fact = match fact.strip_prefix("acl: ") {
+                Some(items) => {
+                    let mut items: Vec<&str> = items.split(' ').collect();
+                    items.sort();
+                    format!("acl: {}", items.join(" "))
+                }
+                None => fact,
+            };
+            ((object, fact), ())
+        })
+        .collect()
+}
+
+/// [`catalog`] and each function's whole definition (`pg_get_functiondef`:
+/// its body too), for comparing two installs of the same flavour, whose
+/// bodies must match where the flavours' need not.
+async fn catalog_and_bodies(db: &Client) -> BTreeMap<(String, String), ()> {
+    let mut facts = catalog(db).await;
+    for r in db
+        .query(
+            "SELECT 'function ' || p.oid::regprocedure::text, 'definition: ' || md5(pg_get_functiondef(p.oid))
+               FROM pg_proc p WHERE p.pronamespace = 'postbox'::regnamespace",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        facts.insert((r.get(0), r.get(1)), ());
+    }
+    facts
+}
+
+/// The facts only one of two catalogs has, each marked with its side.
+fn catalog_difference(
+    a: (&str, &BTreeMap<(String, String), ()>),
+    b: (&str, &BTreeMap<(String, String), ()>),
+) -> Vec<String> {
+    let mut differ = Vec::new();
+    for ((side, mine), (_, theirs)) in [(a, b), (b, a)] {
+        for (object, fact) in mine.keys() {
+            if !theirs.contains_key(&(object.clone(), fact.clone())) {
+                differ.push(format!("only in {side}: {object}: {fact}"));
+            }
+        }
+    }
+    differ
+}
+
 /// The facts about the objects the SQL flavour has and the extension does
 /// not: what its SQL does where the extension switches user in C or keeps a
 /// server setting (sql/flavour/settings.sql, triggers.sql), and, installed
@@ -554,26 +613,8 @@ async fn both_installs_have_the_same_catalog() {
     }
     let su = pg.connect("postgres").await;
     let sql = pg.connect_to("postgres", sql_flavour_db(&pg).await).await;
-    // Grants are sorted once the owner is written OWNER: the owners' names
-    // sort differently among the roles'.
-    let facts = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<(String, String), ()> {
-        rows.iter()
-            .map(|r| {
-                let (object, fact): (String, String) = (r.get(0), r.get(1));
-                let fact = match fact.strip_prefix("acl: ") {
-                    Some(items) => {
-                        let mut items: Vec<&str> = items.split(' ').collect();
-                        items.sort();
-                        format!("acl: {}", items.join(" "))
-                    }
-                    None => fact,
-                };
-                ((object, fact), ())
-            })
-            .collect()
-    };
-    let ext = facts(su.query(CATALOG, &[]).await.unwrap());
-    let flavour = facts(sql.query(CATALOG, &[]).await.unwrap());
+    let ext = catalog(&su).await;
+    let flavour = catalog(&sql).await;
     // The Rust-backed functions: C in the extension.
     let rust: Vec<String> = ext
         .keys()
@@ -1074,4 +1115,237 @@ async fn direct_calls_of_the_writes_write_nothing_emit_could_not() {
     .await
     .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
     assert_eq!(count().await, 1);
+}
+
+/// Each released postbox-sql version (its frozen install in
+/// sql/released/flavour), oldest first, with the upgrade scripts that take
+/// it to the current version: frozen ones into released versions, then the
+/// one scripts/sql-flavour.py makes into this one. `form` is "sql" (psql)
+/// or "tle.sql" (pg_tle).
+fn upgrade_chains(form: &str) -> Vec<(String, PathBuf, Vec<(String, PathBuf)>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let released = root.join("sql/released/flavour");
+    let generated = postbox_tests::sql_flavour_script()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let current = env!("CARGO_PKG_VERSION");
+    let step_from = |at: &str| -> (String, PathBuf) {
+        for dir in [&released, &generated] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                let next = name
+                    .strip_prefix(&format!("postbox-sql--{at}--"))
+                    .and_then(|n| n.strip_suffix(&format!(".{form}")))
+                    .filter(|n| n.split('.').count() == 3);
+                if let Some(next) = next {
+                    return (next.to_string(), dir.join(&name));
+                }
+            }
+        }
+        panic!("no postbox-sql upgrade ({form}) from {at} toward {current}")
+    };
+    let mut chains = Vec::new();
+    for entry in std::fs::read_dir(&released).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(v) = name
+            .strip_prefix("postbox-sql--")
+            .and_then(|n| n.strip_suffix(&format!(".{form}")))
+            .filter(|v| !v.contains("--") && v.split('.').count() == 3)
+        else {
+            continue;
+        };
+        let mut steps = Vec::new();
+        let mut at = v.to_string();
+        while at != current {
+            let (next, path) = step_from(&at);
+            steps.push((next.clone(), path));
+            at = next;
+        }
+        chains.push((v.to_string(), released.join(&name), steps));
+    }
+    chains.sort();
+    chains
+}
+
+/// Data an upgrade must keep: an endpoint, an attached table and an event
+/// it emitted, not yet expanded.
+const KEPT: &str = "CREATE SCHEMA s;
+     CREATE TABLE s.orders (id int, tenant text);
+     SELECT postbox.attach('s.orders', 'order', 'tenant');
+     SELECT postbox.create_endpoint('t1', 'https://hooks.example.com/in', '{order.*}');
+     INSERT INTO s.orders VALUES (1, 't1');";
+
+/// What [`KEPT`] left, after an upgrade: the endpoint, and the event, which
+/// expands to one delivery.
+async fn assert_kept(db: &Client) {
+    let endpoints: i64 = db
+        .query_one("SELECT count(*) FROM postbox.endpoints", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(endpoints, 1);
+    let expanded: i32 = db
+        .query_one("SELECT postbox.expand_events()", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)))
+        .get(0);
+    assert_eq!(expanded, 1, "the event emitted before the upgrade");
+}
+
+/// postbox-sql installed with psql upgrades like the extension: each
+/// released version, installed from its frozen script by the installing
+/// role and holding data, then upgraded with psql along its scripts, has
+/// the catalog of a fresh install (every object, column, grant, comment)
+/// and its data.
+#[tokio::test]
+async fn psql_upgrades_match_a_fresh_install() {
+    let pg = Cluster::start().await;
+    let fresh_db = sql_flavour_db(&pg).await;
+    let fresh = catalog_and_bodies(&pg.connect_to("postgres", fresh_db).await).await;
+    let chains = upgrade_chains("sql");
+    assert!(
+        !chains.is_empty(),
+        "no released postbox-sql in sql/released/flavour"
+    );
+    let su = pg.connect("postgres").await;
+    for (version, install, steps) in chains {
+        let db = format!("up_{}", version.replace('.', "_"));
+        su.batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
+        pg.install_sql_flavour_from(&db, &install).await;
+        let old = pg.connect_to("postgres", &db).await;
+        old.batch_execute(KEPT)
+            .await
+            .unwrap_or_else(|e| panic!("{version}: {}", pg_error(&e)));
+        for (_, script) in &steps {
+            pg.run_as_installer(&db, script).await;
+        }
+        let upgraded = catalog_and_bodies(&old).await;
+        let differ =
+            catalog_difference(("a fresh install", &fresh), ("the upgraded one", &upgraded));
+        assert!(
+            differ.is_empty(),
+            "postbox-sql {version} upgraded differs:\n{}",
+            differ.join("\n")
+        );
+        assert_kept(&old).await;
+        // Each script checks what it upgrades: run again, it refuses.
+        if let Some((_, last)) = steps.last() {
+            let sql = std::fs::read_to_string(last).unwrap();
+            let e = pg
+                .connect_to(INSTALLER, &db)
+                .await
+                .batch_execute(&sql)
+                .await
+                .expect_err("an upgrade script run twice");
+            assert!(
+                pg_error(&e).contains("this script upgrades"),
+                "{}",
+                pg_error(&e)
+            );
+        }
+    }
+}
+
+/// A new database `name` with pg_tle, for one install (pg_tle keeps its
+/// extensions per database); a session in it as [`INSTALLER`].
+async fn tle_database(pg: &Cluster, name: &str) -> Client {
+    let su = pg.connect("postgres").await;
+    // Statements of their own: CREATE DATABASE cannot run in a transaction block.
+    su.batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    su.batch_execute(&format!("GRANT CREATE ON DATABASE {name} TO {INSTALLER}"))
+        .await
+        .unwrap();
+    pg.connect_to("postgres", name)
+        .await
+        .batch_execute("CREATE EXTENSION pg_tle")
+        .await
+        .unwrap();
+    pg.connect_to(INSTALLER, name).await
+}
+
+/// postbox-sql as a pg_tle extension upgrades through
+/// pgtle.install_update_path and ALTER EXTENSION ... UPDATE: each released
+/// version, installed from its frozen pg_tle script by a role that is not a
+/// superuser, ends up with the catalog of a fresh pg_tle install of the
+/// current version, and its data.
+#[tokio::test]
+async fn pg_tle_upgrades_match_a_fresh_install() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target/pg/15-tle/usr/lib/postgresql/15/bin");
+    if !bin.join("../lib/pg_tle.so").exists() {
+        eprintln!("pg_tle_upgrades_match_a_fresh_install: not run: pg_tle is not built (scripts/setup.sh builds it from PG_TLE_SRC)");
+        return;
+    }
+    let pg = Cluster::start_bare(bin, &[("shared_preload_libraries", "'pg_tle'")]).await;
+    let su = pg.connect("postgres").await;
+    su.batch_execute(&format!(
+        "CREATE EXTENSION pg_tle; -- makes the role pgtle_admin
+         CREATE ROLE {INSTALLER} LOGIN CREATEROLE;
+         GRANT pgtle_admin TO {INSTALLER};"
+    ))
+    .await
+    .unwrap();
+    let description = "postbox: signed webhooks straight out of PostgreSQL (SQL only)";
+    let current = env!("CARGO_PKG_VERSION");
+    let tle =
+        std::fs::read_to_string(postbox_tests::sql_flavour_script().with_extension("tle.sql"))
+            .unwrap();
+    let fresh_admin = tle_database(&pg, "fresh").await;
+    fresh_admin
+        .batch_execute(&format!(
+            "SELECT pgtle.install_extension('postbox', '{current}', '{description}', $postbox_sql${tle}$postbox_sql$);
+             CREATE EXTENSION postbox;"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let fresh = catalog_and_bodies(&pg.connect_to("postgres", "fresh").await).await;
+    let chains = upgrade_chains("tle.sql");
+    assert!(!chains.is_empty());
+    for (version, install, steps) in chains {
+        let db = format!("up_{}", version.replace('.', "_"));
+        let admin = tle_database(&pg, &db).await;
+        let script = std::fs::read_to_string(&install).unwrap();
+        admin
+            .batch_execute(&format!(
+                "SELECT pgtle.install_extension('postbox', '{version}', '{description}', $postbox_sql${script}$postbox_sql$);
+                 CREATE EXTENSION postbox VERSION '{version}';"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{version}: {}", pg_error(&e)));
+        let old = pg.connect_to("postgres", &db).await;
+        old.batch_execute(KEPT)
+            .await
+            .unwrap_or_else(|e| panic!("{version}: {}", pg_error(&e)));
+        let mut at = version.clone();
+        for (next, path) in &steps {
+            let script = std::fs::read_to_string(path).unwrap();
+            admin
+                .batch_execute(&format!(
+                    "SELECT pgtle.install_update_path('postbox', '{at}', '{next}', $postbox_sql${script}$postbox_sql$);"
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("{at} -> {next}: {}", pg_error(&e)));
+            at = next.clone();
+        }
+        admin
+            .batch_execute(&format!("ALTER EXTENSION postbox UPDATE TO '{current}'"))
+            .await
+            .unwrap_or_else(|e| panic!("{version} -> {current}: {}", pg_error(&e)));
+        let installed = postbox_runtime::installed(&old).await.unwrap();
+        assert_eq!(installed.version, current);
+        let upgraded = catalog_and_bodies(&old).await;
+        let differ =
+            catalog_difference(("a fresh install", &fresh), ("the upgraded one", &upgraded));
+        assert!(
+            differ.is_empty(),
+            "postbox-sql {version} upgraded through pg_tle differs:\n{}",
+            differ.join("\n")
+        );
+        assert_kept(&old).await;
+    }
 }
