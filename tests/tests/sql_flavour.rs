@@ -1117,12 +1117,16 @@ async fn direct_calls_of_the_writes_write_nothing_emit_could_not() {
     assert_eq!(count().await, 1);
 }
 
+/// A released version, its frozen install, and the upgrade steps (each the
+/// version it reaches and its script) to the current version.
+type Chain = (String, PathBuf, Vec<(String, PathBuf)>);
+
 /// Each released postbox-sql version (its frozen install in
 /// sql/released/flavour), oldest first, with the upgrade scripts that take
 /// it to the current version: frozen ones into released versions, then the
 /// one scripts/sql-flavour.py makes into this one. `form` is "sql" (psql)
 /// or "tle.sql" (pg_tle).
-fn upgrade_chains(form: &str) -> Vec<(String, PathBuf, Vec<(String, PathBuf)>)> {
+fn upgrade_chains(form: &str) -> Vec<Chain> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let released = root.join("sql/released/flavour");
     let generated = postbox_tests::sql_flavour_script()
