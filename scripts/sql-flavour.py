@@ -179,6 +179,8 @@ def version_function(v):
     return (f"CREATE OR REPLACE FUNCTION postbox._sql_flavour_version() RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT '{v}' $$;\n"
             "COMMENT ON FUNCTION postbox._sql_flavour_version() IS "
             "'Internal (SQL flavour installed with psql): the installed version, which an extension keeps in pg_extension.';\n"
+            # PUBLIC keeps no EXECUTE, as on every other function (sql/native.sql).
+            'REVOKE ALL ON FUNCTION postbox._sql_flavour_version() FROM PUBLIC;\n'
             'GRANT EXECUTE ON FUNCTION postbox._sql_flavour_version() TO postbox_admin, postbox_emitter, postbox_worker;\n')
 
 
