@@ -32,7 +32,7 @@ if [ -z "$SQL_ONLY" ]; then
   (cd extension && cargo pgrx install --release $SUDO --pg-config "$PG_CONFIG" >/dev/null)
 else
   step "assemble postbox-sql from sql/ (scripts/sql-flavour.py)"
-  SQL_SCRIPT=$(python3 scripts/sql-flavour.py | head -1)
+  SQL_SCRIPT=$(python3 scripts/sql-flavour.py | sed -n 1p)  # the install; upgrades follow
   echo "$SQL_SCRIPT"
 fi
 step "build the worker and the HTTP API (release)"
