@@ -16,7 +16,8 @@ Writes, into OUT_DIR (default target/postbox-sql):
                              pgtle.install_update_path): the extension's
                              script with its Rust functions in their flavour
                              forms, sql/flavour/upgrades/ for the flavour's
-                             own tables, then every flavour function again.
+                             own tables, then every flavour function again,
+                             and PUBLIC's EXECUTE revoked as at an install.
 
 A release freezes its install and the upgrade into it in
 sql/released/flavour, as they shipped; the upgrade tests
@@ -159,7 +160,11 @@ def upgrade_body(old, new, for_tle):
     own = f'sql/flavour/upgrades/postbox-sql--{old}--{new}.sql'
     if os.path.exists(os.path.join(ROOT, own)):
         parts += statements(flavour(own))
-    return f'-- ===== sql/postbox--{old}--{new}.sql, then the flavour =====\n' + '\n\n'.join(parts + functions) + '\n'
+    # As a fresh install ends (sql/native.sql): a function made above keeps
+    # no EXECUTE for PUBLIC.
+    sweep = [st for st in statements(read('sql/native.sql')) if st.startswith('REVOKE ALL ON ALL ')]
+    return (f'-- ===== sql/postbox--{old}--{new}.sql, then the flavour =====\n'
+            + '\n\n'.join(parts + functions + sweep) + '\n')
 
 
 def upgrades(current):

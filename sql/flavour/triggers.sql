@@ -33,13 +33,53 @@ AS $fn$
 $fn$;
 COMMENT ON FUNCTION postbox._jsonb_may_refuse(text) IS 'Internal (SQL flavour): whether valid json text could be refused as jsonb, so that the triggers'' writes check only then.';
 
+-- What the compiled trigger refuses in the rows it sends, raised as it
+-- raises it: the first text of p_sized (in the statement's order) larger
+-- than postbox.max_payload_bytes, or a text of p_parsed that is valid json
+-- but not jsonb, which expansion stores. The jsonb check is a conversion in
+-- an exception block, a subtransaction, so the writes call this only where
+-- a check could fail: past the setting's least value, or where
+-- _jsonb_may_refuse says so. Runs as the owner, inside the writes.
+CREATE FUNCTION postbox._refuse_unsendable(p_relid oid, p_resource text, p_sized text[], p_parsed text[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_max    integer := postbox._max_payload_bytes();
+    v_len    integer;
+    v_text   text;
+    v_why    text;
+    v_detail text;
+BEGIN
+    SELECT octet_length(r.v) INTO v_len
+      FROM unnest(p_sized) WITH ORDINALITY AS r(v, n)
+     WHERE octet_length(r.v) > v_max ORDER BY r.n LIMIT 1;
+    IF v_len IS NOT NULL THEN
+        PERFORM postbox._raise('event_data_too_large', NULL, format(
+            'postbox: a row of %s is larger than postbox.max_payload_bytes (%s bytes) allows for %s events: %s bytes',
+            postbox._table_name(p_relid), v_max, p_resource, v_len));
+    END IF;
+    FOREACH v_text IN ARRAY p_parsed LOOP
+        CONTINUE WHEN v_text IS NULL OR NOT postbox._jsonb_may_refuse(v_text);
+        BEGIN
+            PERFORM v_text::jsonb;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_why = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+            PERFORM postbox._raise('event_data_invalid', NULL, format(
+                'postbox: a row of %s cannot be sent as %s event data: %s', postbox._table_name(p_relid), p_resource,
+                v_why || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END));
+        END;
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION postbox._refuse_unsendable(oid, text, text[], text[]) IS 'Internal (SQL flavour): raises what the compiled trigger raises for rows it cannot send (too large, or not jsonb).';
+
 -- The statement trigger's write: one postbox.emitted row for a statement's
 -- rows (each row's JSON, as the trigger encoded them), after the
 -- checks the compiled trigger makes on each row: its size, and that it is
 -- valid jsonb, which expansion stores. p_relid names the table in messages.
--- Both checks take a pass over the rows only when one could fail (measured
--- in docs/measurements.md, "postbox-sql's emit"): no row is larger than
--- the whole array, and _jsonb_may_refuse screens for jsonb. The rows come
+-- Both checks (_refuse_unsendable) run only when one could fail (measured
+-- in docs/measurements.md, "postbox-sql's emit"). The rows come
 -- as an array of texts, so that each one's size is its length. A direct
 -- call can pass texts that are not one object each: the array they make
 -- must still be JSON, no part of it is larger than the text it came in,
@@ -50,11 +90,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_text   text;
-    v_max    integer;
-    v_len    integer;
     v_wake   boolean;
-    v_why    text;
-    v_detail text;
 BEGIN
     -- What the trigger guarantees, checked again for a direct call.
     -- (Arrays of one dimension first: array_position refuses others.)
@@ -67,30 +103,9 @@ BEGIN
             'postbox: _emit_statement_write takes what emit_statement encoded (use postbox.attach)');
     END IF;
     v_text := '[' || array_to_string(p_rows, ',') || ']';
-    -- The setting is looked up only for text longer than its least value.
-    IF octet_length(v_text) > /*@payload_bytes_min@*/ THEN
-        v_max := postbox._max_payload_bytes();
-    END IF;
-    IF octet_length(v_text) > v_max THEN
-        -- The first row too large, in the statement's order.
-        SELECT octet_length(r.v) INTO v_len
-          FROM unnest(p_rows) WITH ORDINALITY AS r(v, n)
-         WHERE octet_length(r.v) > v_max ORDER BY r.n LIMIT 1;
-        IF v_len IS NOT NULL THEN
-            PERFORM postbox._raise('event_data_too_large', NULL, format(
-                'postbox: a row of %s is larger than postbox.max_payload_bytes (%s bytes) allows for %s events: %s bytes',
-                postbox._table_name(p_relid), v_max, p_args[1], v_len));
-        END IF;
-    END IF;
-    IF postbox._jsonb_may_refuse(v_text) THEN
-        BEGIN
-            PERFORM v_text::jsonb;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS v_why = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
-            PERFORM postbox._raise('event_data_invalid', NULL, format(
-                'postbox: a row of %s cannot be sent as %s event data: %s', postbox._table_name(p_relid), p_args[1],
-                v_why || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END));
-        END;
+    -- Each check only where it could fail (see _refuse_unsendable).
+    IF octet_length(v_text) > /*@payload_bytes_min@*/ OR postbox._jsonb_may_refuse(v_text) THEN
+        PERFORM postbox._refuse_unsendable(p_relid, p_args[1], p_rows, ARRAY[v_text]);
     END IF;
     -- One statement: written only if the event type is in the catalog.
     INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
@@ -118,9 +133,6 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_sent   json := CASE p_op WHEN 'DELETE' THEN p_old ELSE p_new END;
-    v_max    integer;
-    v_why    text;
-    v_detail text;
 BEGIN
     IF array_ndims(p_args) IS DISTINCT FROM 1 OR cardinality(p_args) < 2 OR array_position(p_args, NULL) IS NOT NULL
        OR p_op IS NULL OR p_op NOT IN ('INSERT', 'UPDATE', 'DELETE')
@@ -129,23 +141,9 @@ BEGIN
         PERFORM postbox._raise('trigger_misused', NULL,
             'postbox: _emit_row_write takes what emit_row_change encoded (use postbox.attach)');
     END IF;
-    IF octet_length(v_sent::text) > /*@payload_bytes_min@*/ THEN
-        v_max := postbox._max_payload_bytes();
-    END IF;
-    IF octet_length(v_sent::text) > v_max THEN
-        PERFORM postbox._raise('event_data_too_large', NULL, format(
-            'postbox: a row of %s is larger than postbox.max_payload_bytes (%s bytes) allows for %s events: %s bytes',
-            postbox._table_name(p_relid), v_max, p_args[1], octet_length(v_sent::text)));
-    END IF;
-    IF postbox._jsonb_may_refuse(p_new::text) OR postbox._jsonb_may_refuse(p_old::text) THEN
-        BEGIN
-            PERFORM p_new::jsonb, p_old::jsonb;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS v_why = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
-            PERFORM postbox._raise('event_data_invalid', NULL, format(
-                'postbox: a row of %s cannot be sent as %s event data: %s', postbox._table_name(p_relid), p_args[1],
-                v_why || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END));
-        END;
+    IF octet_length(v_sent::text) > /*@payload_bytes_min@*/
+       OR postbox._jsonb_may_refuse(p_new::text) OR postbox._jsonb_may_refuse(p_old::text) THEN
+        PERFORM postbox._refuse_unsendable(p_relid, p_args[1], ARRAY[v_sent::text], ARRAY[p_new::text, p_old::text]);
     END IF;
     PERFORM postbox._emit_row(p_relid, p_op, p_new, p_old, p_args);
 END

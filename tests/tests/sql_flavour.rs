@@ -592,6 +592,7 @@ const SQL_ONLY: &[&str] = &[
     "function postbox._emit_row_write(oid,text,json,json,text[])",
     "function postbox._jsonb_may_refuse(text)",
     "function postbox._row_encoding(oid,text[])",
+    "function postbox._refuse_unsendable(oid,text,text[],text[])",
     "function postbox._table_name(oid)",
     "function postbox._random_bytes()",
     "function postbox._sql_flavour_version()",
