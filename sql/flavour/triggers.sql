@@ -266,6 +266,7 @@ CREATE FUNCTION postbox.emit_row_change() RETURNS trigger
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
+    v_query  text;
     v_new    text;
     v_old    text;
 BEGIN
@@ -283,21 +284,19 @@ BEGIN
             'postbox: a role that writes to a table postbox is attached to must be a member of postbox_emitter (the SQL flavour): %s writes %s.%s',
             current_user, TG_TABLE_SCHEMA, TG_TABLE_NAME));
     END IF;
-    IF TG_OP <> 'DELETE' THEN
-        IF TG_NARGS = 2 THEN
-            v_new := pg_catalog.row_to_json(NEW)::text;
-        ELSE
-            EXECUTE 'SELECT ' || postbox._row_encoding(TG_RELID, TG_ARGV[1:]) || ' FROM (SELECT ($1).*) AS t'
-              INTO v_new USING NEW;
-        END IF;
+    -- Named columns: the query _row_encoding makes, run on each row.
+    IF TG_NARGS > 2 THEN
+        v_query := 'SELECT ' || postbox._row_encoding(TG_RELID, TG_ARGV[1:]) || ' FROM (SELECT ($1).*) AS t';
     END IF;
-    IF TG_OP <> 'INSERT' THEN
-        IF TG_NARGS = 2 THEN
-            v_old := pg_catalog.row_to_json(OLD)::text;
-        ELSE
-            EXECUTE 'SELECT ' || postbox._row_encoding(TG_RELID, TG_ARGV[1:]) || ' FROM (SELECT ($1).*) AS t'
-              INTO v_old USING OLD;
-        END IF;
+    IF TG_OP <> 'DELETE' AND v_query IS NULL THEN
+        v_new := pg_catalog.row_to_json(NEW)::text;
+    ELSIF TG_OP <> 'DELETE' THEN
+        EXECUTE v_query INTO v_new USING NEW;
+    END IF;
+    IF TG_OP <> 'INSERT' AND v_query IS NULL THEN
+        v_old := pg_catalog.row_to_json(OLD)::text;
+    ELSIF TG_OP <> 'INSERT' THEN
+        EXECUTE v_query INTO v_old USING OLD;
     END IF;
     PERFORM postbox._emit_row_write(TG_RELID, TG_OP, v_new::json, v_old::json, TG_ARGV[0:TG_NARGS - 1]);
     RETURN NULL;
