@@ -27,10 +27,11 @@ The order is the extension's: the files extension/src/lib.rs lists with
 extension_sql_file!, with the Rust functions' PL/pgSQL forms
 (sql/flavour/*.sql) where pgrx puts the Rust ones: after the bootstrap file,
 and the triggers before the finalize file. Placeholders in the flavour
-files are filled from the rules crate, so the lists and limits have one
+files are filled from the Rust sources, so the lists and limits have one
 home: /*@codes@*/ (rules/src/codes.rs), /*@reserved_headers@*/
-(rules/src/headers.rs) and /*@payload_bytes_default|min|max@*/
-(rules/src/event.rs). Nothing else is rewritten, but for
+(rules/src/headers.rs), /*@payload_bytes_default|min|max@*/
+(rules/src/event.rs), and /*@chunk_bytes@*/ from the extension
+(extension/src/trigger.rs). Nothing else is rewritten, but for
 pg_extension_config_dump, which exists only inside CREATE EXTENSION: the
 psql form leaves those calls out (pg_dump then dumps the rows with the
 tables)."""
@@ -96,9 +97,19 @@ def payload_bytes():
     return found
 
 
+def chunk_bytes():
+    """The size the statement trigger splits a statement's rows at
+    (CHUNK_BYTES in extension/src/trigger.rs)."""
+    m = re.search(r'const CHUNK_BYTES: usize = (\d+) << (\d+);', read('extension/src/trigger.rs'))
+    if not m:
+        sys.exit('sql-flavour: CHUNK_BYTES in extension/src/trigger.rs was not found')
+    return str(int(m.group(1)) << int(m.group(2)))
+
+
 def flavour(path):
     text = read(path)
     text = text.replace('/*@codes@*/', codes()).replace('/*@reserved_headers@*/', reserved_headers())
+    text = text.replace('/*@chunk_bytes@*/', chunk_bytes())
     for placeholder, value in payload_bytes().items():
         text = text.replace(placeholder, value)
     if '/*@' in text:
@@ -112,8 +123,6 @@ NATIVE = ['settings.sql', 'native.sql', 'validate_url.sql']
 
 # postbox-sql's first version: its upgrade scripts start there.
 FIRST = '0.8.0'
-# The frozen installs of released postbox-sql versions (psql and pg_tle forms).
-RELEASED = os.path.join('sql', 'released', 'flavour')
 
 
 def version_key(v):
@@ -170,7 +179,7 @@ def upgrade_body(old, new, for_tle):
 def upgrades(current):
     """(old, current) for the extension's upgrade script into the current
     version, if postbox-sql had the old one. Upgrades into released
-    versions are frozen in RELEASED, as they shipped (they were generated
+    versions are frozen in sql/released/flavour, as they shipped (they were generated
     from the flavour's sources of their day)."""
     found = []
     for f in os.listdir(os.path.join(ROOT, 'sql')):

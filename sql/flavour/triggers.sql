@@ -16,8 +16,8 @@
 --
 -- So a role that writes to an attached table must be a member of
 -- postbox_emitter in this flavour (in the compiled extension any role with
--- the table's privileges may): the trigger says so in a 42501 error that
--- names the rule, before anything is written.
+-- the table's privileges may): the trigger says so in a trigger_misused
+-- error (22023) that names the rule, before anything is written.
 
 -- Whether valid json text could be refused as jsonb, which only text with
 -- a \u escape (\u0000, a lone surrogate, or one a database not in UTF-8
@@ -181,12 +181,14 @@ $fn$;
 COMMENT ON FUNCTION postbox._row_encoding(oid, text[]) IS 'Internal (SQL flavour): the SQL expression the emit triggers encode a row with, when they name columns or read a table static SQL cannot name.';
 
 -- The statement trigger (INSERT and DELETE, with a transition table): one
--- emitted row per statement holding its rows as a JSON array, split at
--- about 8 MiB as the compiled trigger splits it. SECURITY INVOKER.
+-- emitted row per statement holding its rows as a JSON array, split into
+-- chunks as the compiled trigger splits it (CHUNK_BYTES in
+-- extension/src/trigger.rs). SECURITY INVOKER.
 CREATE FUNCTION postbox.emit_statement() RETURNS trigger
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
+    c_chunk   constant integer := /*@chunk_bytes@*/;
     v_store   name;
     v_rows    text[];
     v_type    text;
@@ -239,7 +241,7 @@ BEGIN
         RETURN NULL;
     END IF;
     v_type := TG_ARGV[0] || CASE TG_OP WHEN 'INSERT' THEN '.created' ELSE '.deleted' END;
-    IF pg_catalog.octet_length(pg_catalog.array_to_string(v_rows, ',')) + 2 <= 8388608 THEN
+    IF pg_catalog.octet_length(pg_catalog.array_to_string(v_rows, ',')) + 2 <= c_chunk THEN
         -- Most statements hold far less than a chunk: one write.
         PERFORM postbox._emit_statement_write(TG_RELID, v_type, v_rows, TG_ARGV[0:TG_NARGS - 1]);
         RETURN NULL;
@@ -249,7 +251,7 @@ BEGIN
         SELECT pg_catalog.array_agg(c.j ORDER BY c.i)
           FROM (SELECT r.i, r.j,
                        (pg_catalog.sum(pg_catalog.octet_length(r.j) + 1) OVER (ORDER BY r.i)
-                        - pg_catalog.octet_length(r.j) - 1) / 8388608 AS n
+                        - pg_catalog.octet_length(r.j) - 1) / c_chunk AS n
                   FROM pg_catalog.unnest(v_rows) WITH ORDINALITY AS r(j, i)) AS c
          GROUP BY c.n ORDER BY c.n
     LOOP

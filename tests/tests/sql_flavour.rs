@@ -1354,3 +1354,66 @@ async fn pg_tle_upgrades_match_a_fresh_install() {
         assert_kept(&old).await;
     }
 }
+
+/// A statement whose rows are larger together than one chunk (8 MiB,
+/// CHUNK_BYTES in extension/src/trigger.rs) is written as several emitted
+/// rows, in both flavours alike: each row once, in the statement's order,
+/// and every event expanded.
+#[tokio::test]
+async fn large_statements_are_split_into_chunks_alike() {
+    let pg = Cluster::start().await;
+    let mut installs = vec![pg.connect_to("postgres", sql_flavour_db(&pg).await).await];
+    if pg.flavour != Flavour::Sql {
+        installs.push(pg.connect("postgres").await);
+    }
+    let mut seen = Vec::new();
+    for db in &installs {
+        // 3,000 rows of about 4 KB: about 12 MB, more than one chunk.
+        db.batch_execute(
+            "CREATE SCHEMA app;
+             CREATE TABLE app.docs (n int, tenant text, body text);
+             SELECT postbox.attach('app.docs', 'doc', 'tenant');
+             SELECT postbox.create_endpoint('t', 'https://hooks.example.com/in', '{doc.*}');
+             INSERT INTO app.docs SELECT i, 't', repeat('x', 4000) FROM generate_series(1, 3000) i;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+        let chunks: Vec<(i64, i32, i32)> = db
+            .query(
+                "SELECT json_array_length(rows)::int8, (rows -> 0 ->> 'n')::int,
+                        (rows -> (json_array_length(rows) - 1) ->> 'n')::int
+                   FROM postbox.emitted ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert!(chunks.len() >= 2, "{chunks:?}");
+        assert_eq!(chunks.iter().map(|c| c.0).sum::<i64>(), 3000);
+        // In order: each chunk starts where the one before ended.
+        assert_eq!(chunks[0].1, 1);
+        assert_eq!(chunks.last().unwrap().2, 3000);
+        for pair in chunks.windows(2) {
+            assert_eq!(pair[1].1, pair[0].2 + 1, "{chunks:?}");
+        }
+        let mut expanded = 0;
+        loop {
+            let n: i32 = db
+                .query_one("SELECT postbox.expand_events(10000)", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if n == 0 {
+                break;
+            }
+            expanded += n;
+        }
+        assert_eq!(expanded, 3000);
+        seen.push(chunks);
+    }
+    if let [sql, ext] = &seen[..] {
+        assert_eq!(sql, ext, "the SQL flavour's chunks, then the extension's");
+    }
+}
