@@ -663,42 +663,66 @@ async fn both_installs_have_the_same_catalog() {
     }
 }
 
-/// postbox-sql installs as a pg_tle extension (what RDS, Aurora and
-/// Supabase offer), as a role that is not a superuser: `pgtle_admin`,
-/// CREATEROLE and CREATE on the database. It runs in target/pg/15-tle, a
-/// copy of Debian's PostgreSQL 15 without the compiled postbox beside it
-/// (pg_tle refuses a name that a file-based extension has), which
-/// scripts/setup.sh makes once it has built pg_tle from its source.
-#[tokio::test]
-async fn installs_as_a_pg_tle_extension() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+/// A cluster with pg_tle, in target/pg/15-tle (a copy of Debian's
+/// PostgreSQL 15 without the compiled postbox beside it: pg_tle refuses a
+/// name that a file-based extension has, made by scripts/setup.sh once it
+/// has built pg_tle from its source), and [`INSTALLER`] with `pgtle_admin`
+/// and CREATEROLE, no superuser. None, said, where pg_tle is not built.
+async fn tle_cluster(test: &str) -> Option<Cluster> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = root.join("target/pg/15-tle/usr/lib/postgresql/15/bin");
     if !bin.join("../lib/pg_tle.so").exists() {
-        eprintln!("installs_as_a_pg_tle_extension: not run: pg_tle is not built (scripts/setup.sh builds it from PG_TLE_SRC)");
-        return;
+        eprintln!(
+            "{test}: not run: pg_tle is not built (scripts/setup.sh builds it from PG_TLE_SRC)"
+        );
+        return None;
     }
     let pg = Cluster::start_bare(bin, &[("shared_preload_libraries", "'pg_tle'")]).await;
-    let su = pg.connect("postgres").await;
-    su.batch_execute(&format!(
-        "CREATE EXTENSION pg_tle;
-         CREATE ROLE {INSTALLER} LOGIN CREATEROLE;
-         GRANT pgtle_admin TO {INSTALLER};
-         GRANT CREATE ON DATABASE postgres TO {INSTALLER};"
-    ))
-    .await
-    .unwrap();
-    let script = postbox_tests::sql_flavour_script();
-    let tle = std::fs::read_to_string(script.with_extension("tle.sql")).unwrap();
-    assert!(!tle.contains("$postbox_sql$"));
-    let version = env!("CARGO_PKG_VERSION");
-    let admin = pg.connect(INSTALLER).await;
-    admin
+    pg.connect("postgres")
+        .await
         .batch_execute(&format!(
-            "SELECT pgtle.install_extension('postbox', '{version}', 'postbox: signed webhooks straight out of PostgreSQL (SQL only)', $postbox_sql${tle}$postbox_sql$);
-             CREATE EXTENSION postbox;"
+            "CREATE EXTENSION pg_tle; -- makes the role pgtle_admin
+             CREATE ROLE {INSTALLER} LOGIN CREATEROLE;
+             GRANT pgtle_admin TO {INSTALLER};"
         ))
         .await
-        .unwrap_or_else(|e| panic!("pg_tle install: {}", pg_error(&e)));
+        .unwrap();
+    Some(pg)
+}
+
+/// Registers postbox-sql `version` (its pg_tle `script`) with pg_tle in
+/// `admin`'s database and creates the extension at that version.
+async fn tle_install(admin: &Client, version: &str, script: &str) {
+    assert!(!script.contains("$postbox_sql$"));
+    admin
+        .batch_execute(&format!(
+            "SELECT pgtle.install_extension('postbox', '{version}', 'postbox: signed webhooks straight out of PostgreSQL (SQL only)', $postbox_sql${script}$postbox_sql$);
+             CREATE EXTENSION postbox VERSION '{version}';"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("pg_tle install of {version}: {}", pg_error(&e)));
+}
+
+/// The current postbox-sql as a pg_tle script.
+fn tle_script() -> String {
+    std::fs::read_to_string(postbox_tests::sql_flavour_script().with_extension("tle.sql")).unwrap()
+}
+
+/// postbox-sql installs as a pg_tle extension (what RDS, Aurora and
+/// Supabase offer), as a role that is not a superuser: `pgtle_admin`,
+/// CREATEROLE and CREATE on the database ([`tle_cluster`]).
+#[tokio::test]
+async fn installs_as_a_pg_tle_extension() {
+    let Some(pg) = tle_cluster("installs_as_a_pg_tle_extension").await else {
+        return;
+    };
+    let su = pg.connect("postgres").await;
+    su.batch_execute(&format!("GRANT CREATE ON DATABASE postgres TO {INSTALLER}"))
+        .await
+        .unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let admin = pg.connect(INSTALLER).await;
+    tle_install(&admin, version, &tle_script()).await;
     // What the worker and the API see.
     let installed = postbox_runtime::installed(&su).await.unwrap();
     assert_eq!(installed.flavour, postbox_runtime::Flavour::SqlTle);
@@ -950,6 +974,16 @@ async fn writers_of_attached_tables_must_be_emitters() {
     );
 }
 
+/// A session on each install the cluster has: the SQL flavour's, then,
+/// unless the suite runs against the SQL flavour alone, the extension's.
+async fn installs(pg: &Cluster) -> Vec<Client> {
+    let mut installs = vec![pg.connect_to("postgres", sql_flavour_db(pg).await).await];
+    if pg.flavour != Flavour::Sql {
+        installs.push(pg.connect("postgres").await);
+    }
+    installs
+}
+
 /// A statement as a message shows it: its start.
 fn shown(statement: &str) -> String {
     statement.chars().take(120).collect()
@@ -979,10 +1013,7 @@ async fn outcome(db: &Client, statement: &str) -> Result<(), (String, String)> {
 #[tokio::test]
 async fn both_flavours_refuse_the_same_rows() {
     let pg = Cluster::start().await;
-    let mut installs = vec![pg.connect_to("postgres", sql_flavour_db(&pg).await).await];
-    if pg.flavour != Flavour::Sql {
-        installs.push(pg.connect("postgres").await);
-    }
+    let installs = installs(&pg).await;
     let digits = format!("1{}", "0".repeat(300));
     let large = "x".repeat(300_000);
     // (statement, refused with this message start, or written)
@@ -1280,48 +1311,23 @@ async fn tle_database(pg: &Cluster, name: &str) -> Client {
 /// current version, and its data.
 #[tokio::test]
 async fn pg_tle_upgrades_match_a_fresh_install() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target/pg/15-tle/usr/lib/postgresql/15/bin");
-    if !bin.join("../lib/pg_tle.so").exists() {
-        eprintln!("pg_tle_upgrades_match_a_fresh_install: not run: pg_tle is not built (scripts/setup.sh builds it from PG_TLE_SRC)");
+    let Some(pg) = tle_cluster("pg_tle_upgrades_match_a_fresh_install").await else {
         return;
-    }
-    let pg = Cluster::start_bare(bin, &[("shared_preload_libraries", "'pg_tle'")]).await;
-    let su = pg.connect("postgres").await;
-    su.batch_execute(&format!(
-        "CREATE EXTENSION pg_tle; -- makes the role pgtle_admin
-         CREATE ROLE {INSTALLER} LOGIN CREATEROLE;
-         GRANT pgtle_admin TO {INSTALLER};"
-    ))
-    .await
-    .unwrap();
-    let description = "postbox: signed webhooks straight out of PostgreSQL (SQL only)";
+    };
     let current = env!("CARGO_PKG_VERSION");
-    let tle =
-        std::fs::read_to_string(postbox_tests::sql_flavour_script().with_extension("tle.sql"))
-            .unwrap();
-    let fresh_admin = tle_database(&pg, "fresh").await;
-    fresh_admin
-        .batch_execute(&format!(
-            "SELECT pgtle.install_extension('postbox', '{current}', '{description}', $postbox_sql${tle}$postbox_sql$);
-             CREATE EXTENSION postbox;"
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    tle_install(&tle_database(&pg, "fresh").await, current, &tle_script()).await;
     let fresh = catalog_and_bodies(&pg.connect_to("postgres", "fresh").await).await;
     let chains = upgrade_chains("tle.sql");
     assert!(!chains.is_empty());
     for (version, install, steps) in chains {
         let db = format!("up_{}", version.replace('.', "_"));
         let admin = tle_database(&pg, &db).await;
-        let script = std::fs::read_to_string(&install).unwrap();
-        admin
-            .batch_execute(&format!(
-                "SELECT pgtle.install_extension('postbox', '{version}', '{description}', $postbox_sql${script}$postbox_sql$);
-                 CREATE EXTENSION postbox VERSION '{version}';"
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("{version}: {}", pg_error(&e)));
+        tle_install(
+            &admin,
+            &version,
+            &std::fs::read_to_string(&install).unwrap(),
+        )
+        .await;
         let old = pg.connect_to("postgres", &db).await;
         old.batch_execute(KEPT)
             .await
@@ -1362,10 +1368,7 @@ async fn pg_tle_upgrades_match_a_fresh_install() {
 #[tokio::test]
 async fn large_statements_are_split_into_chunks_alike() {
     let pg = Cluster::start().await;
-    let mut installs = vec![pg.connect_to("postgres", sql_flavour_db(&pg).await).await];
-    if pg.flavour != Flavour::Sql {
-        installs.push(pg.connect("postgres").await);
-    }
+    let installs = installs(&pg).await;
     let mut seen = Vec::new();
     for db in &installs {
         // 3,000 rows of about 4 KB: about 12 MB, more than one chunk.
