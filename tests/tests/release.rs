@@ -1,7 +1,8 @@
 //! The release archive (`scripts/release.sh`) on a fresh PostgreSQL
 //! installation: unpacked and installed with its install.sh into a copy of
 //! PostgreSQL 15 that has never seen postbox, the extension is created there,
-//! and the archive's worker checks and delivers against it.
+//! and the archive's worker checks and delivers against it; the archive's
+//! postbox-sql installs too.
 //! `scripts/test.sh` builds the archive and sets POSTBOX_RELEASE_ARCHIVE.
 
 use postbox_tests::Cluster;
@@ -178,6 +179,49 @@ async fn the_release_archive_installs_into_a_fresh_postgresql_and_delivers() {
             .contains("webhook-signature: v1,"),
         "{request}"
     );
+
+    // postbox-sql rides along: this version's install and pg_tle scripts,
+    // and the frozen installs of earlier releases, each with an upgrade
+    // path to this version; the archive's install works as the installing
+    // role, in a database of its own.
+    let flavour = unpacked.join("postbox-sql");
+    let current = env!("CARGO_PKG_VERSION");
+    for name in [
+        format!("postbox-sql--{current}.sql"),
+        format!("postbox-sql--{current}.tle.sql"),
+        "postbox-sql--0.8.0.sql".into(),
+        "postbox-sql--0.8.0.tle.sql".into(),
+    ] {
+        assert!(
+            flavour.join(&name).exists(),
+            "the archive has no postbox-sql/{name}"
+        );
+    }
+    let upgrades = std::fs::read_dir(&flavour)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name().into_string().unwrap();
+            name.ends_with(&format!("--{current}.sql"))
+        })
+        .count();
+    assert!(
+        upgrades >= 1,
+        "the archive has no postbox-sql upgrade into {current}"
+    );
+    db.batch_execute("CREATE DATABASE flavour").await.unwrap();
+    pg.install_sql_flavour_from(
+        "flavour",
+        &flavour.join(format!("postbox-sql--{current}.sql")),
+    )
+    .await;
+    let installed: String = pg
+        .connect_to("postgres", "flavour")
+        .await
+        .query_one("SELECT postbox._sql_flavour_version()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(installed, current);
     drop(pg);
     let _ = std::fs::remove_dir_all(&root);
 }
