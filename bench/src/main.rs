@@ -23,6 +23,7 @@
 //! - `noise.rs`: figure 9's noisy tenant (slow bodies, replays in a loop).
 //! - `procstat.rs`: CPU and peak memory from /proc.
 
+mod ceiling;
 mod load;
 mod noise;
 mod procstat;
@@ -66,6 +67,11 @@ const SETTINGS: &[(&str, &str)] = &[
 const NOISY: usize = 4;
 const NOISY_ENDPOINTS: usize = 8;
 const NOISY_EVENTS: usize = 64;
+
+/// The worker's allocator, for the ceiling's sender (ceiling.rs) and
+/// the receiver alike.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Figure {
     name: String,
@@ -662,6 +668,40 @@ impl Bench {
         )
     }
 
+    // ---------------------------------------------------------------- 0
+    /// Figure 0, the ceiling C (ceiling.rs); returns C.
+    async fn ceiling(&mut self) -> f64 {
+        let (warmup, window) = if self.quick { (1, 3) } else { (5, 20) };
+        println!("\n0. The ceiling C: bare loops (write, claim, sign and POST, delete) together for {window} s");
+        self.stats.reset();
+        let c = ceiling::measure(
+            self,
+            Duration::from_secs(warmup),
+            Duration::from_secs(window),
+        )
+        .await;
+        self.stats.reset();
+        self.add(
+            "ceiling C: deliveries per second",
+            c.rate,
+            "deliveries/s",
+            None,
+        );
+        for (name, cpu) in [
+            ("PostgreSQL", c.postgres),
+            ("sender", c.sender),
+            ("receiver and writer", c.rest),
+        ] {
+            self.add(
+                format!("ceiling C: CPU per delivery, {name}"),
+                1e6 * cpu.as_secs_f64() / c.deliveries as f64,
+                "us",
+                None,
+            );
+        }
+        c.rate
+    }
+
     // ---------------------------------------------------------------- 2, 6, 4
     /// Figures 2 and 6, then 4 (`isolation`) and 7 (`many`) when asked.
     async fn throughput_and_isolation(&mut self, isolation: bool, many: bool) {
@@ -669,6 +709,7 @@ impl Bench {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(if self.quick { 2_000 } else { 100_000 });
+        let c = self.ceiling().await;
         println!("\n2. End-to-end throughput: {events} events x 10 endpoints, emitted in transactions of 1,000 while the worker runs");
         let (rate, wall, worker, pg, recv, rss) = self.throughput(events, 0, 0, 0).await;
         let total = (worker + pg + recv).as_secs_f64();
@@ -682,6 +723,12 @@ impl Bench {
             rate,
             "deliveries/s",
             Some((">=", 10_000.0)),
+        );
+        self.add(
+            "throughput: as a ratio of the ceiling C",
+            rate / c,
+            "x C",
+            Some((">=", 0.5)),
         );
         for (name, cpu) in [
             ("PostgreSQL", pg),
@@ -1400,6 +1447,10 @@ impl Bench {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--ceiling-sender") {
+        ceiling::sender().await;
+        return;
+    }
     if let Some(bad) = args.iter().skip(1).find(|a| *a != "--quick") {
         eprintln!(
             "usage: postbox-bench [--quick]   (unknown argument {bad:?})\n\
@@ -1481,7 +1532,8 @@ async fn run(quick: bool) -> i32 {
         ran_vacuum: false,
     };
     let started = Instant::now();
-    // For development: POSTBOX_BENCH_ONLY=2 runs figure 2 (and 6) only;
+    // For development: POSTBOX_BENCH_ONLY=0 measures the ceiling C only;
+    // =2 runs C, figure 2 (and 6) only;
     // =4 runs 2, 6 and 4; =7 runs 2, 6 and 7. With POSTBOX_WORKER_BIN and
     // POSTBOX_EXTENSION_VERSION, figure 2 of an older release (docs/
     // measurements.md: mirrored rounds).
@@ -1489,6 +1541,9 @@ async fn run(quick: bool) -> i32 {
     let run = |n: &str| only.is_empty() || only.split(',').any(|o| o.trim() == n);
     if run("1") {
         b.emit_overhead().await;
+    }
+    if only == "0" {
+        b.ceiling().await;
     }
     if run("2") || run("4") || run("7") {
         b.throughput_and_isolation(run("4"), run("7")).await;
