@@ -29,9 +29,10 @@ use tokio_postgres::NoTls;
 /// Rows per claim: the worker's batches are about this size at figure 2's
 /// rate (claims of up to 500 rows).
 pub const CLAIM_ROWS: i64 = 500;
-/// Requests in flight: what the worker may hold for figure 2's one tenant
-/// (its default tenant_max_in_flight, 128, over 10 endpoints of 16).
-pub const IN_FLIGHT: usize = 128;
+/// Requests in flight: what the worker has in flight to figure 2's
+/// endpoints, which answer fast (its fast lane, DEFAULT_FAST_IN_FLIGHT:
+/// past 64, each request cost more CPU on this machine kind).
+pub const IN_FLIGHT: usize = 64;
 /// Deliveries the writer keeps ahead of the receiver.
 pub const BACKLOG: u64 = 50_000;
 /// Acknowledgements per delete, at most; a delete also goes when the

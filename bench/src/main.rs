@@ -61,6 +61,11 @@ const SETTINGS: &[(&str, &str)] = &[
     ("autovacuum_naptime", "'10s'"),
 ];
 
+/// Whether POSTBOX_BENCH_STATEMENTS asks for figure 2's statements.
+fn statements() -> bool {
+    std::env::var("POSTBOX_BENCH_STATEMENTS").is_ok_and(|v| v == "1")
+}
+
 /// The second isolation figure: tenants whose endpoints all hang, each
 /// with NOISY_ENDPOINTS of them (at the default 16 in flight each, 128 per
 /// tenant: together twice the worker's slots) and NOISY_EVENTS events.
@@ -134,6 +139,13 @@ struct Bench {
     db: Client,
     stats: Arc<Stats>,
     rx: SocketAddr,
+    /// Where endpoints point (`endpoints`): the plain receiver, or for
+    /// figure 10 an HTTPS one.
+    target: String,
+    /// Environment for every worker started (figure 10: the CA to trust).
+    worker_env: Vec<(String, String)>,
+    /// The ceiling C of this run, once measured (figure 0).
+    ceiling: Option<f64>,
     worker_bin: PathBuf,
     figures: Vec<Figure>,
     notes: Vec<String>,
@@ -227,8 +239,8 @@ impl Bench {
         let mut q = String::from("SET postbox.allow_insecure_urls = on;\n");
         for (tenant, path) in tenants_and_paths {
             q.push_str(&format!(
-                "SELECT postbox.create_endpoint('{tenant}', 'http://127.0.0.1:{}{path}', '{{bench.*}}');\n",
-                self.rx.port()
+                "SELECT postbox.create_endpoint('{tenant}', '{}{path}', '{{bench.*}}');\n",
+                self.target
             ));
         }
         q.push_str("RESET postbox.allow_insecure_urls;");
@@ -244,6 +256,7 @@ impl Bench {
         Started::spawn(
             Command::new(&self.worker_bin)
                 .envs(env.iter().copied())
+                .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
                 .env("POSTBOX_DATABASE_URL", self.pg.url("postgres"))
                 .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
                 .env("POSTBOX_LOG", "warn")
@@ -614,6 +627,9 @@ impl Bench {
         // otherwise land in whichever run crosses it, charging its I/O and
         // full-page writes to that run alone.
         self.sql("CHECKPOINT").await;
+        if statements() {
+            self.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()").await;
+        }
         let worker = self.start_worker();
         self.wait_worker_idle().await;
         if noisy > 0 {
@@ -681,6 +697,7 @@ impl Bench {
         )
         .await;
         self.stats.reset();
+        self.ceiling = Some(c.rate);
         self.add(
             "ceiling C: deliveries per second",
             c.rate,
@@ -704,7 +721,7 @@ impl Bench {
 
     // ---------------------------------------------------------------- 2, 6, 4
     /// Figures 2 and 6, then 4 (`isolation`) and 7 (`many`) when asked.
-    async fn throughput_and_isolation(&mut self, isolation: bool, many: bool) {
+    async fn throughput_and_isolation(&mut self, isolation: bool, many: bool, https: bool) {
         let events = std::env::var("POSTBOX_BENCH_EVENTS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -713,6 +730,11 @@ impl Bench {
         println!("\n2. End-to-end throughput: {events} events x 10 endpoints, emitted in transactions of 1,000 while the worker runs");
         let (rate, wall, worker, pg, recv, rss) = self.throughput(events, 0, 0, 0).await;
         let total = (worker + pg + recv).as_secs_f64();
+        if statements() {
+            for r in self.db.query("SELECT round(total_exec_time::numeric,0)::text, calls::text, rows::text, left(regexp_replace(query, '\\s+', ' ', 'g'), 150) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30", &[]).await.unwrap() {
+                println!("  statement: {:>8} ms {:>9} calls {:>9} rows  {}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3));
+            }
+        }
         println!(
             "     {} deliveries in {:.2} s",
             events * 10,
@@ -756,6 +778,9 @@ impl Bench {
             Some(("<=", 64.0)),
         );
 
+        if https {
+            self.https(events, rate).await;
+        }
         // Figure 7's first round compares with the run of figure 2 right before it.
         let last = if isolation {
             self.isolation(events, rate).await
@@ -764,6 +789,88 @@ impl Bench {
         };
         if many {
             self.many_endpoints(events, last).await;
+        }
+    }
+
+    /// Figure 10: figure 2 to HTTPS receivers (rustls, a certificate from a
+    /// CA made for the run, which the worker is told to trust): over
+    /// HTTP/1.1, and over HTTP/2 (the receiver offers it by ALPN, the
+    /// worker runs with POSTBOX_HTTP2=true). A full run measures each twice,
+    /// mirrored (1.1, 2, 2, 1.1), as figure 4 does. `plain` is figure 2's
+    /// rate, right before.
+    async fn https(&mut self, events: u64, plain: f64) {
+        let ca = postbox_tests::tls::test_ca();
+        let ca_file =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/bench-ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let c = self
+            .ceiling
+            .expect("the ceiling is measured before figure 2");
+        let variants: [(&str, &[&[u8]], &str); 2] = [
+            ("HTTP/1.1", &[b"http/1.1"], "false"),
+            ("HTTP/2", &[b"h2", b"http/1.1"], "true"),
+        ];
+        let order: &[usize] = if self.quick { &[0, 1] } else { &[0, 1, 1, 0] };
+        let mut sums = [(0.0, Duration::ZERO, 0u64); 2];
+        for &v in order {
+            let (name, alpn, http2) = variants[v];
+            println!("\n10. Figure 2 over HTTPS, {name}");
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            let acceptor = postbox_tests::tls::tls_acceptor_alpn(params, &ca, alpn);
+            let rx = receiver::start_tls(self.stats.clone(), acceptor).await;
+            let plain_target =
+                std::mem::replace(&mut self.target, format!("https://localhost:{}", rx.port()));
+            self.worker_env = vec![
+                (
+                    "POSTBOX_EXTRA_ROOT_CERTS".to_string(),
+                    ca_file.display().to_string(),
+                ),
+                ("POSTBOX_HTTP2".to_string(), http2.to_string()),
+            ];
+            let h2_before = self.stats.http2.load(Ordering::SeqCst);
+            let (rate, _, worker, _, _, _) = self.throughput(events, 0, 0, 0).await;
+            let h2 = self.stats.http2.load(Ordering::SeqCst) - h2_before;
+            self.target = plain_target;
+            self.worker_env.clear();
+            println!("     {rate:.0} deliveries/s, {h2} requests over HTTP/2");
+            sums[v].0 += rate;
+            sums[v].1 += worker;
+            sums[v].2 += h2;
+        }
+        let rounds = order.len() as f64 / 2.0;
+        for (v, (name, _, _)) in variants.iter().enumerate() {
+            let (rate_sum, cpu, h2) = sums[v];
+            let rate = rate_sum / rounds;
+            self.add(
+                format!("HTTPS {name}: deliveries per second"),
+                rate,
+                "deliveries/s",
+                None,
+            );
+            self.add(
+                format!("HTTPS {name}: as a ratio of plain HTTP (figure 2)"),
+                rate / plain,
+                "x",
+                None,
+            );
+            self.add(
+                format!("HTTPS {name}: as a ratio of the ceiling C"),
+                rate / c,
+                "x C",
+                None,
+            );
+            self.add(
+                format!("HTTPS {name}: worker CPU per delivery"),
+                1e6 * cpu.as_secs_f64() / (rounds * (events * 10) as f64),
+                "us",
+                None,
+            );
+            self.add(
+                format!("HTTPS {name}: requests that went over HTTP/2"),
+                100.0 * h2 as f64 / (rounds * (events * 10) as f64),
+                "%",
+                None,
+            );
         }
     }
 
@@ -1516,7 +1623,15 @@ async fn run(quick: bool) -> i32 {
                 .join(" ")))
             .unwrap_or_default()
     );
-    let pg = Cluster::start_with(SETTINGS).await;
+    // POSTBOX_BENCH_STATEMENTS=1: PostgreSQL's time by statement in
+    // figure 2 (pg_stat_statements, nested statements included), printed
+    // after it; for finding where PostgreSQL's time goes.
+    let mut settings = SETTINGS.to_vec();
+    if statements() {
+        settings.push(("shared_preload_libraries", "'pg_stat_statements'"));
+        settings.push(("pg_stat_statements.track", "all"));
+    }
+    let pg = Cluster::start_with(&settings).await;
     let db = pg.connect("postgres").await;
     let stats = Arc::new(Stats::default());
     let rx = receiver::start(stats.clone()).await;
@@ -1526,6 +1641,9 @@ async fn run(quick: bool) -> i32 {
         db,
         stats,
         rx,
+        target: format!("http://127.0.0.1:{}", rx.port()),
+        worker_env: Vec::new(),
+        ceiling: None,
         worker_bin,
         figures: Vec::new(),
         notes: Vec::new(),
@@ -1533,7 +1651,7 @@ async fn run(quick: bool) -> i32 {
     };
     let started = Instant::now();
     // For development: POSTBOX_BENCH_ONLY=0 measures the ceiling C only;
-    // =2 runs C, figure 2 (and 6) only;
+    // =2 runs C, figure 2 (and 6) only; =10 runs C, 2, 6 and 10;
     // =4 runs 2, 6 and 4; =7 runs 2, 6 and 7. With POSTBOX_WORKER_BIN and
     // POSTBOX_EXTENSION_VERSION, figure 2 of an older release (docs/
     // measurements.md: mirrored rounds).
@@ -1545,8 +1663,9 @@ async fn run(quick: bool) -> i32 {
     if only == "0" {
         b.ceiling().await;
     }
-    if run("2") || run("4") || run("7") {
-        b.throughput_and_isolation(run("4"), run("7")).await;
+    if run("2") || run("4") || run("7") || run("10") {
+        b.throughput_and_isolation(run("4"), run("7"), run("10"))
+            .await;
     }
     if run("3") {
         b.latency().await;

@@ -1,5 +1,6 @@
 //! The benchmark's receiver: tokio + hyper on 127.0.0.1, answering 204 and
-//! counting. Paths under `/hang/` accept the request and never answer.
+//! counting, over plain HTTP/1.1 or (figure 10) HTTPS with HTTP/2 on
+//! offer. Paths under `/hang/` accept the request and never answer.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -19,6 +20,8 @@ pub struct Stats {
     pub ok: AtomicU64,
     /// Requests to `/hang/` paths received (and never answered).
     pub hanging: AtomicU64,
+    /// Requests that came over HTTP/2 (figure 10), never reset.
+    pub http2: AtomicU64,
     pub last_ok: Mutex<Option<Instant>>,
     /// webhook-id -> arrival, only while `record_arrivals` is on.
     pub arrivals: Mutex<HashMap<String, Instant>>,
@@ -32,6 +35,34 @@ impl Stats {
         *self.last_ok.lock().unwrap() = None;
         self.arrivals.lock().unwrap().clear();
     }
+}
+
+/// The receiver over TLS with `acceptor`, answering HTTP/1.1, or HTTP/2
+/// when the acceptor offers it (ALPN) and the client takes it.
+pub async fn start_tls(stats: Arc<Stats>, acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            let (stats, acceptor) = (stats.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let svc = service_fn(move |req| handle(stats.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    addr
 }
 
 pub async fn start(stats: Arc<Stats>) -> SocketAddr {
@@ -62,6 +93,9 @@ async fn handle(
     if req.uri().path().starts_with("/hang/") {
         stats.hanging.fetch_add(1, Ordering::SeqCst);
         std::future::pending::<()>().await;
+    }
+    if req.version() == hyper::Version::HTTP_2 {
+        stats.http2.fetch_add(1, Ordering::Relaxed);
     }
     let id = req
         .headers()

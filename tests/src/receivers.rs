@@ -31,6 +31,8 @@ pub struct Received {
     pub seq: u64,
     /// The request's path, which tells endpoints on one receiver apart.
     pub path: String,
+    /// The HTTP version it came over ("HTTP/1.1", "HTTP/2.0").
+    pub version: String,
     pub headers: HashMap<String, String>,
     pub body: String,
 }
@@ -87,15 +89,22 @@ impl Receiver {
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
-                    let builder = hyper::server::conn::http1::Builder::new();
                     match tls {
+                        // HTTP/1.1, or HTTP/2 when the acceptor offers it
+                        // (ALPN) and the client takes it.
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(sock).await {
-                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                                let _ = hyper_util::server::conn::auto::Builder::new(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                )
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
                             }
                         }
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(sock), svc).await;
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(sock), svc)
+                                .await;
                         }
                     }
                 });
@@ -142,6 +151,7 @@ async fn handle(
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
     let path = req.uri().path().to_string();
+    let version = format!("{:?}", req.version());
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     struct Leave<'a>(&'a AtomicUsize);
@@ -163,6 +173,7 @@ async fn handle(
         r.push(Received {
             seq,
             path,
+            version,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         });

@@ -44,10 +44,20 @@ pub fn tls_acceptor(
     params: rcgen::CertificateParams,
     ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
 ) -> tokio_rustls::TlsAcceptor {
+    tls_acceptor_alpn(params, ca, &[])
+}
+
+/// [`tls_acceptor`] offering the application protocols `alpn` (e.g. `h2`,
+/// `http/1.1`), most preferred first; none: the client's choice is ignored.
+pub fn tls_acceptor_alpn(
+    params: rcgen::CertificateParams,
+    ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsAcceptor {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, ca).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
@@ -56,5 +66,6 @@ pub fn tls_acceptor(
             tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         )
         .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }

@@ -142,6 +142,9 @@ postbox_runtime::settings! {
     /// Name recorded on claims, unique to each running worker; defaults to host name, process id and a random part.
     #[arg(long, env = "POSTBOX_WORKER_ID")]
     worker_id: String = default_worker_id();
+    /// Offer HTTP/2 to HTTPS receivers (ALPN): a receiver that accepts it gets all requests on one connection. Off by default: not faster here (docs/measurements.md), and one connection reaches one backend behind a TCP load balancer.
+    #[arg(long, env = "POSTBOX_HTTP2", value_parser = parse_bool)]
+    http2: bool = false;
     /// PEM files with extra root certificates to trust, comma-separated.
     #[arg(long, env = "POSTBOX_EXTRA_ROOT_CERTS", value_delimiter = ',')]
     extra_root_certs: Vec<PathBuf> = Vec::new();
@@ -605,6 +608,7 @@ mod tests {
         assert_eq!(c.disable_after_failures, 20);
         assert_eq!(c.disable_after, Duration::from_secs(24 * 3600));
         assert_eq!(c.batch_size, 500);
+        assert!(!c.http2);
         assert_eq!(c.lease, Duration::from_secs(180));
         assert_eq!(c.request_timeout, Duration::from_secs(15));
         assert_eq!(c.connect_timeout, Duration::from_secs(5));

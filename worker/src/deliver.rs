@@ -63,6 +63,8 @@ pub struct SenderSettings {
     pub default_connect_timeout: Duration,
     /// No request takes longer, whatever the endpoint says (below the lease).
     pub max_request_time: Duration,
+    /// Offer HTTP/2 to HTTPS receivers (ALPN); else HTTP/1.1 only.
+    pub http2: bool,
 }
 
 /// The connect timeouts the worker has clients for: an endpoint's
@@ -127,6 +129,9 @@ impl Sender {
                 inner: self.settings.resolver.clone(),
                 allow_private: self.settings.allow_private,
             }));
+        if !self.settings.http2 {
+            b = b.http1_only();
+        }
         for cert in &self.settings.roots {
             b = b.add_root_certificate(cert.clone());
         }
@@ -264,6 +269,7 @@ mod tests {
             default_timeout: Duration::from_millis(200),
             default_connect_timeout: default,
             max_request_time: Duration::from_secs(1),
+            http2: true,
         })
         .unwrap();
         // A job per distinct connect timeout, to a port nobody listens on.

@@ -147,6 +147,7 @@ pub async fn run(
         default_timeout: config.request_timeout,
         default_connect_timeout: config.connect_timeout,
         max_request_time: config.max_request_time(),
+        http2: config.http2,
     })?);
     let metrics = Arc::new(Metrics::new(liveness::STALE_AFTER));
     // Registered before the first claim, so that a death is noticed.

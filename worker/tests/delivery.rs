@@ -4,7 +4,7 @@
 use postbox_tests::fixtures::{cluster, endpoint, one};
 use postbox_tests::receivers::{Behavior, Receiver};
 use postbox_tests::resolver::TestResolver;
-use postbox_tests::tls::{test_ca, tls_receiver_config};
+use postbox_tests::tls::{test_ca, tls_acceptor_alpn, tls_receiver_config};
 use postbox_tests::verify::{python, python_verify, receiver_verify};
 use postbox_tests::worker::{
     metric, metric_until, metrics_addr, test_config, worker_process, Worker,
@@ -442,6 +442,73 @@ async fn https_with_a_test_ca_and_hostname_verification() {
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert_eq!(wrong.count(), 0);
     worker.stop().await.unwrap();
+}
+
+/// With POSTBOX_HTTP2 on, a receiver that offers HTTP/2 (ALPN) gets it and
+/// one that offers only HTTP/1.1 gets that; off (the default), every
+/// receiver gets HTTP/1.1. The requests verify alike.
+#[tokio::test]
+async fn https_receivers_get_http2_when_it_is_turned_on_and_offered() {
+    let (pg, db) = cluster().await;
+    let ca = test_ca();
+    let o = order();
+    let offer = |alpn: &'static [&'static [u8]]| {
+        let params = rcgen::CertificateParams::new(vec!["hooks.example.test".to_string()]).unwrap();
+        tls_acceptor_alpn(params, &ca, alpn)
+    };
+    let h2 = Receiver::start_tls(
+        Behavior::Statuses(vec![200]),
+        o.clone(),
+        Some(offer(&[b"h2", b"http/1.1"])),
+    )
+    .await;
+    let h1 = Receiver::start_tls(
+        Behavior::Statuses(vec![200]),
+        o,
+        Some(offer(&[b"http/1.1"])),
+    )
+    .await;
+    let resolver = Arc::new(TestResolver::default());
+    resolver.set(
+        "hooks.example.test",
+        vec![vec!["127.0.0.1".parse().unwrap()]],
+    );
+    let mut secrets = Vec::new();
+    for rx in [&h2, &h1] {
+        let (_, secret) = endpoint(
+            &db,
+            "t",
+            &format!("https://hooks.example.test:{}/in", rx.addr.port()),
+            "",
+        )
+        .await;
+        secrets.push(secret);
+    }
+    for (http2, versions) in [
+        (true, ["HTTP/2.0", "HTTP/1.1"]),
+        (false, ["HTTP/1.1", "HTTP/1.1"]),
+    ] {
+        let mut cfg = test_config(&pg);
+        cfg.resolver = resolver.clone();
+        cfg.http2 = http2;
+        cfg.root_certificates = vec![reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()];
+        let worker = Worker::start(cfg);
+        let before = h2.count();
+        db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{\"n\": 1}')")
+            .await
+            .unwrap();
+        eventually("both HTTPS deliveries", || {
+            h2.count() == before + 1 && h1.count() == before + 1
+        })
+        .await;
+        for ((rx, version), secret) in [&h2, &h1].into_iter().zip(versions).zip(&secrets) {
+            let got = rx.received().pop().unwrap();
+            assert_eq!(got.version, version, "http2 = {http2}");
+            postbox_tests::verify::python_verify("standard", secret, &got, "")
+                .unwrap_or_else(|e| panic!("{version}: {e}"));
+        }
+        worker.stop().await.unwrap();
+    }
 }
 
 #[tokio::test]
