@@ -15,10 +15,14 @@
 //! judges no target.
 //!
 //! # Layout
-//! - `main.rs`: the figures, in order 1 (emit overhead), 2 (throughput, and
-//!   6, worker memory), 4 (isolation), 7 (many idle endpoints), 3 (latency),
-//!   5 (backlog), 8 (soak: size under retention), 9 (the HTTP API).
-//! - `receiver.rs`: the counting receiver.
+//! - `main.rs`: the figures, in order 1 (emit overhead), 0 (the ceiling C),
+//!   2 (throughput, as a ratio of C too, and 6, worker memory), 10 (figure 2
+//!   over HTTPS, HTTP/1.1 and HTTP/2), 4 (isolation), 7 (many idle
+//!   endpoints), 3 (latency), 5 (backlog), 8 (soak: size under retention),
+//!   9 (the HTTP API).
+//! - `ceiling.rs`: figure 0's bare loops, and the sender it runs as a child
+//!   process (`--ceiling-sender`).
+//! - `receiver.rs`: the counting receiver, plain or HTTPS.
 //! - `load.rs`: the HTTP load generator of figure 9.
 //! - `noise.rs`: figure 9's noisy tenant (slow bodies, replays in a loop).
 //! - `procstat.rs`: CPU and peak memory from /proc.
@@ -1561,7 +1565,7 @@ async fn main() {
     if let Some(bad) = args.iter().skip(1).find(|a| *a != "--quick") {
         eprintln!(
             "usage: postbox-bench [--quick]   (unknown argument {bad:?})\n\
-             Writes target/bench/results.json. POSTBOX_BENCH_ONLY=1,2,3,5 runs only those figures."
+             Writes target/bench/results.json. POSTBOX_BENCH_ONLY=1,2,3,5 runs only those figures (0: the ceiling alone)."
         );
         std::process::exit(2);
     }
