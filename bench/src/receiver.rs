@@ -37,35 +37,18 @@ impl Stats {
     }
 }
 
+/// The receiver over plain HTTP/1.1.
+pub async fn start(stats: Arc<Stats>) -> SocketAddr {
+    listen(stats, None).await
+}
+
 /// The receiver over TLS with `acceptor`, answering HTTP/1.1, or HTTP/2
 /// when the acceptor offers it (ALPN) and the client takes it.
 pub async fn start_tls(stats: Arc<Stats>, acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = sock.set_nodelay(true);
-            let (stats, acceptor) = (stats.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(sock).await else {
-                    return;
-                };
-                let svc = service_fn(move |req| handle(stats.clone(), req));
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
-            });
-        }
-    });
-    addr
+    listen(stats, Some(acceptor)).await
 }
 
-pub async fn start(stats: Arc<Stats>) -> SocketAddr {
+async fn listen(stats: Arc<Stats>, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -74,12 +57,26 @@ pub async fn start(stats: Arc<Stats>) -> SocketAddr {
                 continue;
             };
             let _ = sock.set_nodelay(true);
-            let stats = stats.clone();
+            let (stats, tls) = (stats.clone(), tls.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(stats.clone(), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(sock), svc)
-                    .await;
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(sock).await else {
+                            return;
+                        };
+                        let _ = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                    }
+                    None => {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(sock), svc)
+                            .await;
+                    }
+                }
             });
         }
     });
