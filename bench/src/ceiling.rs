@@ -35,8 +35,8 @@ pub const CLAIM_ROWS: i64 = 500;
 pub const IN_FLIGHT: usize = 64;
 /// Deliveries the writer keeps ahead of the receiver.
 pub const BACKLOG: u64 = 50_000;
-/// Acknowledgements per delete, at most; a delete also goes when the
-/// sender has nothing more to wait for.
+/// Acknowledgements per delete, at most (one delete at a time, of what
+/// arrived meanwhile).
 const ACK_ROWS: usize = 500;
 /// The signing secret (the Standard Webhooks reference one).
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -83,11 +83,7 @@ pub async fn measure(b: &crate::Bench, warmup: Duration, window: Duration) -> Ce
         .expect("the ceiling's tables");
     db.batch_execute("CHECKPOINT").await.unwrap();
     stats.reset();
-    let writer = {
-        let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-        tokio::spawn(conn);
-        client
-    };
+    let writer = b.pg.connect("postgres").await;
     let mut child = crate::Started::spawn(
         std::process::Command::new(std::env::current_exe().unwrap())
             .arg("--ceiling-sender")

@@ -148,8 +148,6 @@ struct Bench {
     target: String,
     /// Environment for every worker started (figure 10: the CA to trust).
     worker_env: Vec<(String, String)>,
-    /// The ceiling C of this run, once measured (figure 0).
-    ceiling: Option<f64>,
     worker_bin: PathBuf,
     figures: Vec<Figure>,
     notes: Vec<String>,
@@ -701,7 +699,6 @@ impl Bench {
         )
         .await;
         self.stats.reset();
-        self.ceiling = Some(c.rate);
         self.add(
             "ceiling C: deliveries per second",
             c.rate,
@@ -724,7 +721,8 @@ impl Bench {
     }
 
     // ---------------------------------------------------------------- 2, 6, 4
-    /// Figures 2 and 6, then 4 (`isolation`) and 7 (`many`) when asked.
+    /// Figures 0, 2 and 6, then 10 (`https`), 4 (`isolation`) and 7
+    /// (`many`) when asked.
     async fn throughput_and_isolation(&mut self, isolation: bool, many: bool, https: bool) {
         let events = std::env::var("POSTBOX_BENCH_EVENTS")
             .ok()
@@ -783,7 +781,7 @@ impl Bench {
         );
 
         if https {
-            self.https(events, rate).await;
+            self.https(events, rate, c).await;
         }
         // Figure 7's first round compares with the run of figure 2 right before it.
         let last = if isolation {
@@ -801,15 +799,12 @@ impl Bench {
     /// HTTP/1.1, and over HTTP/2 (the receiver offers it by ALPN, the
     /// worker runs with POSTBOX_HTTP2=true). A full run measures each twice,
     /// mirrored (1.1, 2, 2, 1.1), as figure 4 does. `plain` is figure 2's
-    /// rate, right before.
-    async fn https(&mut self, events: u64, plain: f64) {
+    /// rate, right before, and `c` the ceiling C of this run.
+    async fn https(&mut self, events: u64, plain: f64, c: f64) {
         let ca = postbox_tests::tls::test_ca();
         let ca_file =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/bench-ca.pem");
         std::fs::write(&ca_file, ca.pem()).unwrap();
-        let c = self
-            .ceiling
-            .expect("the ceiling is measured before figure 2");
         let variants: [(&str, &[&[u8]], &str); 2] = [
             ("HTTP/1.1", &[b"http/1.1"], "false"),
             ("HTTP/2", &[b"h2", b"http/1.1"], "true"),
@@ -1647,7 +1642,6 @@ async fn run(quick: bool) -> i32 {
         rx,
         target: format!("http://127.0.0.1:{}", rx.port()),
         worker_env: Vec::new(),
-        ceiling: None,
         worker_bin,
         figures: Vec::new(),
         notes: Vec::new(),
