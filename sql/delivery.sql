@@ -35,9 +35,11 @@ BEGIN
         PERFORM postbox._raise('delivery_endpoint_deleted', 'id',
             format('postbox: the endpoint of this delivery was deleted: %s', retry_delivery.id));
     END IF;
-    -- A fresh schedule: the attempt count restarts; earlier attempts stay in the log.
+    -- A fresh schedule: the attempt count restarts, and a batching endpoint
+    -- takes it in full batches again; earlier attempts stay in the log.
     UPDATE postbox.outbox
-       SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL
+       SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL,
+           batch_split = 0
      WHERE id = retry_delivery.id;
     PERFORM postbox._wake();
 END
@@ -80,7 +82,8 @@ BEGIN
                     LIMIT max_rows + 1 FOR UPDATE);
     more := cardinality(v_ids) > max_rows;
     UPDATE postbox.outbox d
-       SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL
+       SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL, leased_by = NULL,
+           batch_split = 0
      WHERE d.id = ANY (v_ids[1:max_rows]);
     GET DIAGNOSTICS queued = ROW_COUNT;
     IF queued > 0 THEN

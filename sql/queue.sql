@@ -68,7 +68,8 @@ CREATE FUNCTION postbox.claim(worker_id text, max_rows bigint, endpoint_ids uuid
                               endpoint_room integer, tenants text[], tenant_rooms integer[], tenant_room integer,
                               lease_seconds double precision, max_bytes bigint)
 RETURNS TABLE (id bigint, tenant text, endpoint_id uuid, event_id uuid, attempts integer, is_test boolean,
-               queued_at timestamptz, event_type text, event_time timestamptz, data text, lease_until timestamptz)
+               queued_at timestamptz, event_type text, event_time timestamptz, data text, lease_until timestamptz,
+               batch_split smallint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $fn$
@@ -131,14 +132,14 @@ BEGIN
            SET lease_until = now() + make_interval(secs => claim.lease_seconds), leased_by = claim.worker_id
          WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
         RETURNING o.id, o.tenant, o.endpoint_id, o.event_id, o.attempts, o.is_test, o.created_at,
-                  o.lease_until
+                  o.lease_until, o.batch_split
     )
     SELECT c.id, c.tenant, c.endpoint_id, c.event_id, c.attempts, c.is_test, c.created_at,
-           p.event_type, p.created_at, p.data, c.lease_until
+           p.event_type, p.created_at, p.data, c.lease_until, c.batch_split
       FROM claimed c JOIN picked p ON p.id = c.id;
 END
 $fn$;
-COMMENT ON FUNCTION postbox.claim(text, bigint, uuid[], integer[], integer, text[], integer[], integer, double precision, bigint) IS 'Worker: leases up to max_rows due deliveries fairly (per endpoint and tenant room, max_bytes of payload) to worker_id for lease_seconds, with their events.';
+COMMENT ON FUNCTION postbox.claim(text, bigint, uuid[], integer[], integer, text[], integer[], integer, double precision, bigint) IS 'Worker: leases up to max_rows due deliveries fairly (per endpoint and tenant room, max_bytes of payload) to worker_id for lease_seconds, with their events and how often a batch of theirs was split.';
 GRANT EXECUTE ON FUNCTION postbox.claim(text, bigint, uuid[], integer[], integer, text[], integer[], integer, double precision, bigint) TO postbox_worker;
 
 -- Endpoint settings and valid secrets, newest first, once per endpoint of a
@@ -234,11 +235,18 @@ $fn$;
 COMMENT ON FUNCTION postbox.next_due(uuid[], text[]) IS 'Worker: the earliest attempt time of a claimable delivery of a sending endpoint outside the blocked ones (NULL: none).';
 GRANT EXECUTE ON FUNCTION postbox.next_due(uuid[], text[]) TO postbox_worker;
 
--- One batch of attempts, acknowledged in one call (one transaction):
--- 1. the attempt log gets a row per attempt;
--- 2. succeeded deliveries (status NULL) leave the outbox, their record is
---    the log; the rest are scheduled again (pending, at next_at) or
---    finished (failed); one cancelled meanwhile stays cancelled;
+-- One batch of attempts, acknowledged in one call (one transaction). An
+-- attempt is one request: of one delivery, or of a batching endpoint's
+-- batch of deliveries. Per attempt (ids .. batch_ids, ids and event_ids
+-- being its first delivery's) and per delivery (d_*, d_attempts naming its
+-- attempt by position):
+-- 1. the attempt log gets a row per attempt; a batch's row lists its
+--    deliveries and their events in the body's order;
+-- 2. succeeded deliveries (d_statuses NULL) leave the outbox, their record
+--    is the log; the rest are scheduled again (pending, at d_next_at) or
+--    finished (failed); one cancelled meanwhile stays cancelled. A split
+--    batch's deliveries (d_split) keep their attempt count, and go in
+--    batches half as large from now on;
 -- 3. endpoint health: the failure streak, when it began, the last attempt,
 --    success and error, as the worker computed them per endpoint (h_*);
 -- 4. endpoints are disabled at once on 410 Gone (gone), or when the streak
@@ -251,8 +259,9 @@ GRANT EXECUTE ON FUNCTION postbox.next_due(uuid[], text[]) TO postbox_worker;
 CREATE FUNCTION postbox.acknowledge(
     ids bigint[], tenants text[], endpoint_ids uuid[], event_ids uuid[], attempts integer[],
     started_at timestamptz[], durations_ms integer[], status_codes integer[], excerpts text[], errors text[],
-    outcomes text[], is_tests boolean[], queued_at timestamptz[], request_headers text[],
-    statuses text[], next_at timestamptz[],
+    outcomes text[], is_tests boolean[], queued_at timestamptz[], request_headers text[], batch_ids uuid[],
+    d_attempts integer[], d_ids bigint[], d_event_ids uuid[], d_statuses text[], d_next_at timestamptz[],
+    d_split boolean[],
     h_ids uuid[], h_reset boolean[], h_streak integer[], h_first_fail timestamptz[], h_last_at timestamptz[],
     h_last_ok timestamptz[], h_last_err text[],
     gone uuid[], disable_after_failures integer, disable_after_seconds double precision)
@@ -266,27 +275,34 @@ DECLARE
 BEGIN
     INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at,
                                      duration_ms, status_code, response_excerpt, error, outcome, is_test,
-                                     queued_at, request_headers)
-    SELECT u.d, u.t, u.e, u.v, u.a, u.s, u.du, u.c, u.x, u.er, u.o, u.it, u.q, u.h::jsonb
+                                     queued_at, request_headers, batch_id, delivery_ids, event_ids)
+    SELECT u.d, u.t, u.e, u.v, u.a, u.s, u.du, u.c, u.x, u.er, u.o, u.it, u.q, u.h::jsonb, u.b, m.ids, m.evs
       FROM unnest(acknowledge.ids, acknowledge.tenants, acknowledge.endpoint_ids, acknowledge.event_ids,
                   acknowledge.attempts, acknowledge.started_at, acknowledge.durations_ms,
                   acknowledge.status_codes, acknowledge.excerpts, acknowledge.errors, acknowledge.outcomes,
-                  acknowledge.is_tests, acknowledge.queued_at, acknowledge.request_headers)
-           AS u(d, t, e, v, a, s, du, c, x, er, o, it, q, h);
+                  acknowledge.is_tests, acknowledge.queued_at, acknowledge.request_headers,
+                  acknowledge.batch_ids) WITH ORDINALITY
+           AS u(d, t, e, v, a, s, du, c, x, er, o, it, q, h, b, n)
+      LEFT JOIN (SELECT y.a, array_agg(y.id ORDER BY y.k) AS ids, array_agg(y.ev ORDER BY y.k) AS evs
+                   FROM unnest(acknowledge.d_attempts, acknowledge.d_ids, acknowledge.d_event_ids)
+                        WITH ORDINALITY AS y(a, id, ev, k)
+                  GROUP BY y.a) m ON u.b IS NOT NULL AND m.a = u.n;
 
     DELETE FROM postbox.outbox o
-     WHERE o.id = ANY (ARRAY(SELECT u.id FROM unnest(acknowledge.ids, acknowledge.statuses) AS u(id, st)
-                              WHERE u.st IS NULL));
+     WHERE o.id = ANY (ARRAY(SELECT y.id FROM unnest(acknowledge.d_ids, acknowledge.d_statuses) AS y(id, st)
+                              WHERE y.st IS NULL));
 
     UPDATE postbox.outbox o
-       SET attempts = u.attempts, status = u.status,
-           next_attempt_at = coalesce(u.next_at, o.next_attempt_at),
+       SET attempts = CASE WHEN y.split THEN o.attempts ELSE u.attempt END, status = y.status,
+           next_attempt_at = coalesce(y.next_at, o.next_attempt_at),
            lease_until = NULL, leased_by = NULL, last_attempt_at = u.at,
-           last_status_code = u.code, last_error = u.err
-      FROM unnest(acknowledge.ids, acknowledge.attempts, acknowledge.statuses, acknowledge.next_at,
-                  acknowledge.started_at, acknowledge.status_codes, acknowledge.errors)
-           AS u(id, attempts, status, next_at, at, code, err)
-     WHERE o.id = u.id AND u.status IS NOT NULL AND o.status = 'pending';
+           last_status_code = u.code, last_error = u.err,
+           batch_split = o.batch_split + y.split::integer
+      FROM unnest(acknowledge.d_ids, acknowledge.d_attempts, acknowledge.d_statuses, acknowledge.d_next_at,
+                  acknowledge.d_split) AS y(id, a, status, next_at, split)
+      JOIN unnest(acknowledge.attempts, acknowledge.started_at, acknowledge.status_codes, acknowledge.errors)
+           WITH ORDINALITY AS u(attempt, at, code, err, n) ON u.n = y.a
+     WHERE o.id = y.id AND y.status IS NOT NULL AND o.status = 'pending';
 
     IF cardinality(acknowledge.h_ids) > 0 THEN
         UPDATE postbox.endpoints e
@@ -325,8 +341,8 @@ BEGIN
     END IF;
 END
 $fn$;
-COMMENT ON FUNCTION postbox.acknowledge(bigint[], text[], uuid[], uuid[], integer[], timestamptz[], integer[], integer[], text[], text[], text[], boolean[], timestamptz[], text[], text[], timestamptz[], uuid[], boolean[], integer[], timestamptz[], timestamptz[], timestamptz[], text[], uuid[], integer, double precision) IS 'Worker: records a batch of attempts in one transaction: the attempt log, the outbox (deleted, rescheduled or failed), endpoint health, and endpoints disabled with their pending deliveries cancelled (returned).';
-GRANT EXECUTE ON FUNCTION postbox.acknowledge(bigint[], text[], uuid[], uuid[], integer[], timestamptz[], integer[], integer[], text[], text[], text[], boolean[], timestamptz[], text[], text[], timestamptz[], uuid[], boolean[], integer[], timestamptz[], timestamptz[], timestamptz[], text[], uuid[], integer, double precision) TO postbox_worker;
+COMMENT ON FUNCTION postbox.acknowledge(bigint[], text[], uuid[], uuid[], integer[], timestamptz[], integer[], integer[], text[], text[], text[], boolean[], timestamptz[], text[], uuid[], integer[], bigint[], uuid[], text[], timestamptz[], boolean[], uuid[], boolean[], integer[], timestamptz[], timestamptz[], timestamptz[], text[], uuid[], integer, double precision) IS 'Worker: records a batch of attempts (each of one delivery or of a batch of them) in one transaction: the attempt log, the outbox (deleted, rescheduled or failed), endpoint health, and endpoints disabled with their pending deliveries cancelled (returned).';
+GRANT EXECUTE ON FUNCTION postbox.acknowledge(bigint[], text[], uuid[], uuid[], integer[], timestamptz[], integer[], integer[], text[], text[], text[], boolean[], timestamptz[], text[], uuid[], integer[], bigint[], uuid[], text[], timestamptz[], boolean[], uuid[], boolean[], integer[], timestamptz[], timestamptz[], timestamptz[], text[], uuid[], integer, double precision) TO postbox_worker;
 
 -- The gauges: due deliveries plus emitted rows not yet expanded, each
 -- counted up to cap rows, and the age in seconds of the oldest of either.

@@ -231,7 +231,11 @@ CREATE TABLE postbox.outbox (
     last_attempt_at timestamptz,
     last_status_code integer,
     last_error      text,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    -- A batching endpoint's delivery (0.9.0): how many times a batch that
+    -- carried it was split in halves; it goes in batches of at most
+    -- batch_max_events / 2^batch_split events (worker/src/batch.rs).
+    batch_split     smallint NOT NULL DEFAULT 0
 ) WITH (
     fillfactor = 50,  -- measured: half-full pages make ~93% of claim updates HOT
     -- Every delivery leaves dead tuples at the front of the claim index, which
@@ -270,15 +274,23 @@ CREATE TABLE postbox.attempt_log (
     response_excerpt text,
     error            text,
     -- What the attempt did to its delivery.
-    outcome          text NOT NULL CHECK (outcome IN ('succeeded', 'retrying', 'failed', 'cancelled')),
+    -- split (0.9.0): a batch split in halves, each retried at once.
+    outcome          text NOT NULL CHECK (outcome IN ('succeeded', 'retrying', 'failed', 'cancelled', 'split')),
     is_test          boolean NOT NULL DEFAULT false,
     queued_at        timestamptz NOT NULL,
     -- The headers the attempt sent, as the worker sent them, but the
     -- signature, custom values masked (worker/src/request.rs); NULL: nothing
     -- was sent. Rows written before 0.7.0 hold the custom headers only.
-    request_headers  jsonb
+    request_headers  jsonb,
+    -- A batch's attempt (0.9.0): one row for the request, which carried
+    -- every delivery in delivery_ids (their events in event_ids, in the
+    -- body's order); delivery_id and event_id are the first's. batch_id is
+    -- the request's webhook-id. NULL for a request of one delivery.
+    batch_id         uuid,
+    delivery_ids     bigint[],
+    event_ids        uuid[]
 );
-COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts.';
+COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts: one row per request, a batch''s with every delivery it carried.';
 -- The worker logs every attempt.
 GRANT INSERT ON postbox.attempt_log TO postbox_worker;
 
@@ -287,6 +299,11 @@ CREATE INDEX attempt_log_delivery ON postbox.attempt_log (delivery_id);
 -- windows: index range scans (with the outcome, index-only), never the whole log.
 CREATE INDEX attempt_log_endpoint ON postbox.attempt_log (tenant, endpoint_id, started_at)
     INCLUDE (outcome);
+-- A delivery's attempts in batches (the deliveries and attempts views by
+-- delivery id). Only batch rows enter it, and a GIN index's pending list
+-- makes an insert of a 100-event batch cheap.
+CREATE INDEX attempt_log_batch_deliveries ON postbox.attempt_log USING gin (delivery_ids)
+    WHERE delivery_ids IS NOT NULL;
 -- Purging by age (postbox.purge): the log is appended in time order.
 CREATE INDEX attempt_log_started ON postbox.attempt_log USING brin (started_at);
 

@@ -37,7 +37,10 @@ GRANT SELECT ON postbox.endpoint_settings TO postbox_admin;
 -- Filtered by tenant, each branch reads through an index: pending rows
 -- through the tenant's endpoints (endpoints_tenant, outbox_due), failed and
 -- cancelled ones through outbox_settled, succeeded ones through
--- attempt_log_endpoint.
+-- attempt_log_endpoint. batch_deliveries (0.9.0) is every delivery of the
+-- request that delivered it (itself alone unless it went in a batch): by id,
+-- `WHERE id = $1 AND batch_deliveries @> ARRAY[$1]` finds a delivery that
+-- succeeded in a batch through attempt_log_batch_deliveries.
 CREATE VIEW postbox.deliveries AS
 SELECT d.id, d.tenant, d.endpoint_id, d.event_id, v.event_type,
        CASE WHEN d.lease_until > now() THEN 'in_flight'
@@ -45,37 +48,57 @@ SELECT d.id, d.tenant, d.endpoint_id, d.event_id, v.event_type,
                                                             e.consecutive_failures) IN ('suspended', 'paused')
                  THEN 'held'
             ELSE 'pending' END AS status,
-       d.attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.created_at
+       d.attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.created_at,
+       ARRAY[d.id] AS batch_deliveries
   FROM postbox.endpoints e
   JOIN postbox.outbox d ON d.endpoint_id = e.id AND d.tenant = e.tenant AND d.status = 'pending'
   LEFT JOIN postbox.events v ON v.id = d.event_id
 UNION ALL
 SELECT d.id, d.tenant, d.endpoint_id, d.event_id, v.event_type, d.status, d.attempts, NULL,
-       d.last_status_code, d.last_error, d.created_at
+       d.last_status_code, d.last_error, d.created_at, ARRAY[d.id]
   FROM postbox.outbox d
   LEFT JOIN postbox.events v ON v.id = d.event_id
  WHERE d.status <> 'pending'
 UNION ALL
 SELECT a.delivery_id, a.tenant, a.endpoint_id, a.event_id, v.event_type,
-       'succeeded', a.attempt, NULL, a.status_code, NULL, a.queued_at
+       'succeeded', a.attempt, NULL, a.status_code, NULL, a.queued_at, ARRAY[a.delivery_id]
   FROM postbox.attempt_log a
   LEFT JOIN postbox.events v ON v.id = a.event_id
- WHERE a.outcome = 'succeeded';
-COMMENT ON VIEW postbox.deliveries IS 'Every delivery with its status: pending, in_flight, held, succeeded, failed or cancelled.';
+ WHERE a.outcome = 'succeeded' AND a.delivery_ids IS NULL
+UNION ALL
+-- A batch's deliveries; created_at is the batch's first delivery's.
+SELECT b.delivery_id, a.tenant, a.endpoint_id, b.event_id, v.event_type,
+       'succeeded', a.attempt, NULL, a.status_code, NULL, a.queued_at, a.delivery_ids
+  FROM postbox.attempt_log a
+ CROSS JOIN LATERAL unnest(a.delivery_ids, a.event_ids) AS b(delivery_id, event_id)
+  LEFT JOIN postbox.events v ON v.id = b.event_id
+ WHERE a.outcome = 'succeeded' AND a.delivery_ids IS NOT NULL;
+COMMENT ON VIEW postbox.deliveries IS 'Every delivery with its status: pending, in_flight, held, succeeded, failed or cancelled; batch_deliveries: the deliveries of the request that delivered it.';
 GRANT SELECT ON postbox.deliveries TO postbox_admin;
 
--- The delivery log. Filtered by tenant (and endpoint, and time) it reads
--- through attempt_log_endpoint.
+-- The delivery log: a row per attempt of each delivery, so a batch's
+-- attempt shows once for each of its deliveries, with the batch's id.
+-- Filtered by tenant (and endpoint, and time) it reads through
+-- attempt_log_endpoint; by delivery, as the deliveries view (see there).
 CREATE VIEW postbox.attempts AS
 SELECT a.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.status_code,
        a.response_excerpt, a.error, a.tenant, a.event_id, a.outcome,
        v.event_type, v.data,
        -- {} when nothing was sent (the attempt failed before its request).
        coalesce(a.request_headers, '{}') AS request_headers,
-       a.is_test
+       a.is_test, a.batch_id, ARRAY[a.delivery_id] AS batch_deliveries
   FROM postbox.attempt_log a
-  LEFT JOIN postbox.events v ON v.id = a.event_id;
-COMMENT ON VIEW postbox.attempts IS 'The delivery log: every attempt with its event (type, id, data), the headers it sent but the signature, the status code, the first 4 KiB of the response, the error and the duration.';
+  LEFT JOIN postbox.events v ON v.id = a.event_id
+ WHERE a.delivery_ids IS NULL
+UNION ALL
+SELECT b.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.status_code,
+       a.response_excerpt, a.error, a.tenant, b.event_id, a.outcome,
+       v.event_type, v.data, coalesce(a.request_headers, '{}'), a.is_test, a.batch_id, a.delivery_ids
+  FROM postbox.attempt_log a
+ CROSS JOIN LATERAL unnest(a.delivery_ids, a.event_ids) AS b(delivery_id, event_id)
+  LEFT JOIN postbox.events v ON v.id = b.event_id
+ WHERE a.delivery_ids IS NOT NULL;
+COMMENT ON VIEW postbox.attempts IS 'The delivery log: every attempt of each delivery with its event (type, id, data), the headers it sent but the signature, the status code, the first 4 KiB of the response, the error and the duration; a batch''s attempt once per delivery, with batch_id (its webhook-id) and batch_deliveries.';
 GRANT SELECT ON postbox.attempts TO postbox_admin;
 
 -- Success and failure counts per endpoint over the last hour, day and week,
@@ -94,13 +117,28 @@ SELECT s.id, s.tenant,
           FROM postbox.endpoints e
          CROSS JOIN LATERAL (
                SELECT count(*) FILTER (WHERE a.outcome = 'succeeded' AND a.started_at > now() - interval '1 hour') AS succeeded_1h,
-                      count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed') AND a.started_at > now() - interval '1 hour') AS failed_1h,
+                      count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed', 'split') AND a.started_at > now() - interval '1 hour') AS failed_1h,
                       count(*) FILTER (WHERE a.outcome = 'succeeded' AND a.started_at > now() - interval '24 hours') AS succeeded_24h,
-                      count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed') AND a.started_at > now() - interval '24 hours') AS failed_24h,
+                      count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed', 'split') AND a.started_at > now() - interval '24 hours') AS failed_24h,
                       count(*) FILTER (WHERE a.outcome = 'succeeded') AS succeeded_7d,
-                      count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed')) AS failed_7d
+                      count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed', 'split')) AS failed_7d
                  FROM postbox.attempt_log a
                 WHERE a.tenant = e.tenant AND a.endpoint_id = e.id
                   AND a.started_at > now() - interval '7 days' AND NOT a.is_test) w) s;
 COMMENT ON VIEW postbox.endpoint_stats IS 'Per endpoint: succeeded and failed attempts and the success rate over the last 1 hour, 24 hours and 7 days (test sends left out).';
 GRANT SELECT ON postbox.endpoint_stats TO postbox_admin;
+
+-- endpoint_stats hour by hour over the last 7 days (0.9.0), counted as
+-- endpoint_stats counts: per request, a batch's once. hours_ago 0 is the
+-- last hour. Filtered by tenant and endpoint it reads through
+-- attempt_log_endpoint.
+CREATE VIEW postbox.endpoint_hourly_stats AS
+SELECT a.tenant, a.endpoint_id AS id,
+       floor(extract(epoch FROM now() - a.started_at) / 3600)::integer AS hours_ago,
+       count(*) FILTER (WHERE a.outcome = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE a.outcome IN ('retrying', 'failed', 'split')) AS failed
+  FROM postbox.attempt_log a
+ WHERE a.started_at > now() - interval '7 days' AND NOT a.is_test
+ GROUP BY a.tenant, a.endpoint_id, 3;
+COMMENT ON VIEW postbox.endpoint_hourly_stats IS 'Per endpoint and hour of the last 7 days (hours_ago 0: the last hour): succeeded and failed attempts, test sends left out; a batch''s request counts once, as in endpoint_stats.';
+GRANT SELECT ON postbox.endpoint_hourly_stats TO postbox_admin;

@@ -26,6 +26,19 @@ pub const MAX_IN_FLIGHT: (u64, u64) = (1, 1_000);
 pub const RATE_LIMIT_PER_S: (f64, f64) = (0.01, 100_000.0);
 pub const MAX_RETRIES: usize = 30;
 pub const MAX_RETRY_GAP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Events per request of a batching endpoint: 1 (no batching, the default)
+/// to 1,000, the bound: a 1,000-event body of typical 1 KiB events
+/// is about 1 MiB, the default `batch_max_bytes`.
+pub const BATCH_MAX_EVENTS: (u64, u64) = (1, 1_000);
+/// How long the first event of a batch may wait for company: at most a
+/// minute, so that a batch never waits near a claim's lease.
+pub const BATCH_MAX_WAIT_MS: (u64, u64) = (0, 60_000);
+pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::from_millis(100);
+/// Bytes of event data per batch: 1 KiB to 16 MiB (the claim's default
+/// byte budget, POSTBOX_CLAIM_MAX_BYTES); an event larger than the limit
+/// goes alone.
+pub const BATCH_MAX_BYTES: (u64, u64) = (1024, 16 << 20);
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EndpointOptions {
@@ -34,6 +47,21 @@ pub struct EndpointOptions {
     pub max_in_flight: Option<u32>,
     pub rate_limit_per_s: Option<f64>,
     pub retry_schedule: Option<Vec<Duration>>,
+    pub batch_max_events: Option<u32>,
+    pub batch_max_wait: Option<Duration>,
+    pub batch_max_bytes: Option<usize>,
+}
+
+/// How a batching endpoint's events are grouped into requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// At most this many events per request (2 or more).
+    pub max_events: u32,
+    /// The first event waits at most this long for company.
+    pub max_wait: Duration,
+    /// At most this many bytes of event data per request, but for a single
+    /// event larger than that, which goes alone.
+    pub max_bytes: usize,
 }
 
 impl EndpointOptions {
@@ -43,10 +71,22 @@ impl EndpointOptions {
             .as_deref()
             .unwrap_or(&DEFAULT_RETRY_SCHEDULE)
     }
+
+    /// How this endpoint batches; `None` when it does not
+    /// (`batch_max_events` unset or 1).
+    pub fn batching(&self) -> Option<Batching> {
+        match self.batch_max_events {
+            Some(n) if n > 1 => Some(Batching {
+                max_events: n,
+                max_wait: self.batch_max_wait.unwrap_or(DEFAULT_BATCH_MAX_WAIT),
+                max_bytes: self.batch_max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES),
+            }),
+            _ => None,
+        }
+    }
 }
 
-const KEYS: &str =
-    "timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule";
+const KEYS: &str = "timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule, batch_max_events, batch_max_wait_ms, batch_max_bytes";
 
 fn int_in(key: &str, v: &Value, (lo, hi): (u64, u64)) -> Result<u64, RuleError> {
     match v.as_u64() {
@@ -83,6 +123,15 @@ fn check(v: &Value) -> Result<EndpointOptions, RuleError> {
                     Some(Duration::from_millis(int_in(key, val, CONNECT_TIMEOUT_MS)?))
             }
             "max_in_flight" => o.max_in_flight = Some(int_in(key, val, MAX_IN_FLIGHT)? as u32),
+            "batch_max_events" => {
+                o.batch_max_events = Some(int_in(key, val, BATCH_MAX_EVENTS)? as u32)
+            }
+            "batch_max_wait_ms" => {
+                o.batch_max_wait = Some(Duration::from_millis(int_in(key, val, BATCH_MAX_WAIT_MS)?))
+            }
+            "batch_max_bytes" => {
+                o.batch_max_bytes = Some(int_in(key, val, BATCH_MAX_BYTES)? as usize)
+            }
             "rate_limit_per_s" => {
                 let (lo, hi) = RATE_LIMIT_PER_S;
                 match val.as_f64() {
@@ -174,9 +223,36 @@ mod tests {
     fn accepts_every_option() {
         let o = parse(&json!({
             "timeout_ms": 2000, "connect_timeout_ms": 500, "max_in_flight": 4,
-            "rate_limit_per_s": 2.5, "retry_schedule": ["100ms", "5s", 30, "2h"]
+            "rate_limit_per_s": 2.5, "retry_schedule": ["100ms", "5s", 30, "2h"],
+            "batch_max_events": 100, "batch_max_wait_ms": 250, "batch_max_bytes": 65536
         }))
         .unwrap();
+        assert_eq!(
+            o.batching(),
+            Some(Batching {
+                max_events: 100,
+                max_wait: Duration::from_millis(250),
+                max_bytes: 65536
+            })
+        );
+        // Batching is off unless batch_max_events is above 1; the other
+        // two have defaults.
+        assert_eq!(
+            parse(&json!({"batch_max_wait_ms": 5})).unwrap().batching(),
+            None
+        );
+        assert_eq!(
+            parse(&json!({"batch_max_events": 1})).unwrap().batching(),
+            None
+        );
+        assert_eq!(
+            parse(&json!({"batch_max_events": 2})).unwrap().batching(),
+            Some(Batching {
+                max_events: 2,
+                max_wait: DEFAULT_BATCH_MAX_WAIT,
+                max_bytes: DEFAULT_BATCH_MAX_BYTES
+            })
+        );
         assert_eq!(o.timeout, Some(Duration::from_secs(2)));
         assert_eq!(o.connect_timeout, Some(Duration::from_millis(500)));
         assert_eq!(o.max_in_flight, Some(4));
@@ -215,6 +291,19 @@ mod tests {
             (json!({"timeout_ms": "5s"}), "whole number"),
             (json!({"connect_timeout_ms": 999999}), "connect_timeout_ms"),
             (json!({"max_in_flight": 0}), "max_in_flight"),
+            (
+                json!({"batch_max_events": 1001}),
+                "batch_max_events must be a whole number from 1 to 1000",
+            ),
+            (json!({"batch_max_events": 0}), "batch_max_events"),
+            (
+                json!({"batch_max_wait_ms": 60001}),
+                "batch_max_wait_ms must be a whole number from 0 to 60000",
+            ),
+            (
+                json!({"batch_max_bytes": 1023}),
+                "batch_max_bytes must be a whole number from 1024 to 16777216",
+            ),
             (json!({"rate_limit_per_s": -1}), "rate_limit_per_s"),
             (json!({"retry_schedule": "5s"}), "must be an array"),
             (json!({"retry_schedule": ["soon"]}), "intervals must be"),

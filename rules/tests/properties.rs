@@ -214,7 +214,9 @@ fn gap_oracle(v: &Value) -> Option<Duration> {
 /// `timeout_ms` a whole number 100..=120000, `connect_timeout_ms`
 /// 100..=60000 and not above `timeout_ms`, `max_in_flight` 1..=1000,
 /// `rate_limit_per_s` a number 0.01..=100000, `retry_schedule` an array of
-/// at most 30 gaps. The answer holds what was given.
+/// at most 30 gaps, `batch_max_events` 1..=1000, `batch_max_wait_ms`
+/// 0..=60000, `batch_max_bytes` 1024..=16 MiB. The answer holds what was
+/// given.
 fn options_oracle(v: &Value) -> Option<options::EndpointOptions> {
     let map = v.as_object()?;
     let whole = |key: &str, lo: u64, hi: u64| -> Option<Option<u64>> {
@@ -230,6 +232,9 @@ fn options_oracle(v: &Value) -> Option<options::EndpointOptions> {
             "max_in_flight",
             "rate_limit_per_s",
             "retry_schedule",
+            "batch_max_events",
+            "batch_max_wait_ms",
+            "batch_max_bytes",
         ]
         .contains(&k.as_str())
     }) {
@@ -259,6 +264,9 @@ fn options_oracle(v: &Value) -> Option<options::EndpointOptions> {
         max_in_flight: whole("max_in_flight", 1, 1000)?.map(|n| n as u32),
         rate_limit_per_s: rate,
         retry_schedule: schedule,
+        batch_max_events: whole("batch_max_events", 1, 1000)?.map(|n| n as u32),
+        batch_max_wait: whole("batch_max_wait_ms", 0, 60_000)?.map(Duration::from_millis),
+        batch_max_bytes: whole("batch_max_bytes", 1024, 16 << 20)?.map(|n| n as usize),
     })
 }
 

@@ -388,7 +388,7 @@ LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 AS $fn$
 DECLARE
     c_u64     constant numeric := 18446744073709551615;
-    c_keys    constant text := 'timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule';
+    c_keys    constant text := 'timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule, batch_max_events, batch_max_wait_ms, batch_max_bytes';
     c_gap     constant text := 'options.retry_schedule intervals must be seconds or durations like "500ms", "30s", "5m", "2h", from 1ms to 7 days';
     c_space   constant text := E'[\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
     v_key     text;
@@ -438,10 +438,12 @@ BEGIN
     END IF;
     FOR v_key, v_val IN SELECT e.key, e.value FROM pg_catalog.jsonb_each(
             CASE WHEN v_rule IS NULL THEN options ELSE '{}' END) e ORDER BY e.key COLLATE "C" LOOP
-        IF v_key IN ('timeout_ms', 'connect_timeout_ms', 'max_in_flight') THEN
+        IF v_key IN ('timeout_ms', 'connect_timeout_ms', 'max_in_flight', 'batch_max_events',
+                     'batch_max_wait_ms', 'batch_max_bytes') THEN
             SELECT r.lo, r.hi INTO v_lo, v_hi
               FROM (VALUES ('timeout_ms', 100, 120000), ('connect_timeout_ms', 100, 60000),
-                           ('max_in_flight', 1, 1000)) AS r(key, lo, hi)
+                           ('max_in_flight', 1, 1000), ('batch_max_events', 1, 1000),
+                           ('batch_max_wait_ms', 0, 60000), ('batch_max_bytes', 1024, 16777216)) AS r(key, lo, hi)
              WHERE r.key = v_key;
             IF pg_catalog.jsonb_typeof(v_val) = 'number' AND v_val::text ~ '^[0-9]{1,20}$'
                AND v_val::text::numeric <= c_u64 AND v_val::text::numeric BETWEEN v_lo AND v_hi THEN

@@ -23,6 +23,8 @@ pub enum Behavior {
     Hang,
     /// Answer 200 after a delay.
     Slow(Duration),
+    /// Answer `status` to a body that contains `needle`, 200 to any other.
+    Refuse { needle: String, status: u16 },
 }
 
 #[derive(Clone, Debug)]
@@ -189,6 +191,13 @@ async fn handle(
         Behavior::Slow(d) => {
             tokio::time::sleep(d).await;
             200
+        }
+        Behavior::Refuse { needle, status } => {
+            if String::from_utf8_lossy(&body).contains(&needle) {
+                status
+            } else {
+                200
+            }
         }
     };
     Ok(Response::builder()

@@ -51,6 +51,9 @@ pub enum Verdict {
     Failed,
     /// 410 Gone: the endpoint is disabled at once.
     Gone,
+    /// A batch split in halves, sent again at once
+    /// ([`crate::batch::splits`]); not an attempt of its deliveries.
+    Split,
 }
 
 impl Verdict {
@@ -60,6 +63,7 @@ impl Verdict {
             Verdict::Succeeded => "succeeded",
             Verdict::Retry(_) => "retrying",
             Verdict::Failed | Verdict::Gone => "failed",
+            Verdict::Split => "split",
         }
     }
 
@@ -70,6 +74,7 @@ impl Verdict {
             Verdict::Retry(_) => "retrying",
             Verdict::Failed => "failed",
             Verdict::Gone => "gone",
+            Verdict::Split => "split",
         }
     }
 }
@@ -99,7 +104,16 @@ pub fn decide(
     }
 }
 
-/// One attempt's outcome, as the acker writes it.
+/// A batch's attempt: its id and every delivery it carried, with its event,
+/// in the body's order.
+#[derive(Debug, Clone)]
+pub struct BatchOutcome {
+    pub id: Uuid,
+    pub deliveries: Vec<(i64, Uuid)>,
+}
+
+/// One attempt's outcome, as the acker writes it: of one delivery, or of a
+/// batch (whose first delivery and event are `delivery_id` and `event_id`).
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub delivery_id: i64,
@@ -112,6 +126,19 @@ pub struct Outcome {
     pub queued_at: SystemTime,
     pub result: Attempt,
     pub verdict: Verdict,
+    pub batch: Option<BatchOutcome>,
+}
+
+impl Outcome {
+    /// Its deliveries and their events.
+    fn deliveries(&self) -> impl Iterator<Item = (i64, Uuid)> + '_ {
+        let one = self
+            .batch
+            .is_none()
+            .then_some((self.delivery_id, self.event_id));
+        one.into_iter()
+            .chain(self.batch.iter().flat_map(|b| b.deliveries.iter().copied()))
+    }
 }
 
 /// When an endpoint is disabled for failing: its failure streak has both
@@ -139,10 +166,11 @@ pub async fn run_acker(
                         tracing::warn!(endpoint_id = %d.endpoint_id, reason = %d.reason, "endpoint disabled");
                     }
                     for o in &batch {
+                        let n = o.batch.as_ref().map_or(1, |b| b.deliveries.len());
                         metrics
                             .deliveries
                             .get_or_create(&vec![("outcome".into(), o.verdict.label().into())])
-                            .inc();
+                            .inc_by(n as u64);
                     }
                     break;
                 }
@@ -217,14 +245,27 @@ async fn write_batch(
         .iter()
         .map(|o| o.result.request_headers.as_deref())
         .collect();
-    let statuses: Vec<Option<&str>> = batch.iter().map(|o| status_after(o.verdict)).collect();
-    let next: Vec<Option<SystemTime>> = batch
+    let batch_ids: Vec<Option<Uuid>> = batch
         .iter()
-        .map(|o| match o.verdict {
+        .map(|o| o.batch.as_ref().map(|b| b.id))
+        .collect();
+    // Per delivery: its attempt (by position, from 1) and new state.
+    let (mut d_attempts, mut d_ids, mut d_events) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut d_statuses, mut d_next, mut d_split) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, o) in batch.iter().enumerate() {
+        let next = match o.verdict {
             Verdict::Retry(t) => Some(t),
             _ => None,
-        })
-        .collect();
+        };
+        for (id, event) in o.deliveries() {
+            d_attempts.push(i as i32 + 1);
+            d_ids.push(id);
+            d_events.push(event);
+            d_statuses.push(status_after(o.verdict));
+            d_next.push(next);
+            d_split.push(o.verdict == Verdict::Split);
+        }
+    }
     let health = health(batch);
     let h_ids: Vec<Uuid> = health.keys().copied().collect();
     let hs: Vec<&Health> = h_ids.iter().map(|id| &health[id]).collect();
@@ -253,8 +294,13 @@ async fn write_batch(
                 &tests,
                 &queued,
                 &headers,
-                &statuses,
-                &next,
+                &batch_ids,
+                &d_attempts,
+                &d_ids,
+                &d_events,
+                &d_statuses,
+                &d_next,
+                &d_split,
                 &h_ids,
                 &reset,
                 &streak,
@@ -281,18 +327,19 @@ async fn write_batch(
 const ACKNOWLEDGE: &str = "SELECT * FROM postbox.acknowledge(
     ids => $1, tenants => $2, endpoint_ids => $3, event_ids => $4, attempts => $5,
     started_at => $6, durations_ms => $7, status_codes => $8, excerpts => $9, errors => $10,
-    outcomes => $11, is_tests => $12, queued_at => $13, request_headers => $14,
-    statuses => $15, next_at => $16,
-    h_ids => $17, h_reset => $18, h_streak => $19, h_first_fail => $20, h_last_at => $21,
-    h_last_ok => $22, h_last_err => $23,
-    gone => $24, disable_after_failures => $25, disable_after_seconds => $26)";
+    outcomes => $11, is_tests => $12, queued_at => $13, request_headers => $14, batch_ids => $15,
+    d_attempts => $16, d_ids => $17, d_event_ids => $18, d_statuses => $19, d_next_at => $20,
+    d_split => $21,
+    h_ids => $22, h_reset => $23, h_streak => $24, h_first_fail => $25, h_last_at => $26,
+    h_last_ok => $27, h_last_err => $28,
+    gone => $29, disable_after_failures => $30, disable_after_seconds => $31)";
 
 /// The outbox status an attempt leaves its delivery in; `None`: it
 /// succeeded, and leaves the outbox (its record is the attempt log).
 fn status_after(verdict: Verdict) -> Option<&'static str> {
     match verdict {
         Verdict::Succeeded => None,
-        Verdict::Retry(_) => Some("pending"),
+        Verdict::Retry(_) | Verdict::Split => Some("pending"),
         _ => Some("failed"),
     }
 }
@@ -442,6 +489,7 @@ mod tests {
             queued_at: T0,
             result,
             verdict,
+            batch: None,
         }
     }
 

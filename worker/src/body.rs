@@ -1,7 +1,7 @@
-//! The request body: an event's data in its endpoint's envelope, as compact
-//! JSON. Knows nothing of claims or the database: [`render`] takes the
-//! envelope and the event's parts ([`crate::claim::Claimed::body`] passes
-//! them).
+//! The request body: an event's data in its endpoint's envelope, or a
+//! batch of events ([`render_batch`]), as compact JSON. Knows nothing of
+//! claims or the database: [`render`] takes the envelope and the event's
+//! parts ([`crate::claim::Claimed::body`] passes them).
 
 use std::time::SystemTime;
 use uuid::Uuid;
@@ -95,6 +95,34 @@ pub fn render(envelope: Envelope, event: &Event<'_>) -> String {
             s.push('}');
         }
     }
+    s
+}
+
+/// A batch's body: `{"id":batch_id,"events":[...]}`, each event
+/// `{"id","type","timestamp","data"}` in the order given (emit order), so a
+/// receiver deduplicates per event. Every endpoint's batches have this
+/// shape, whatever its envelope (which shapes single events).
+pub fn render_batch(batch_id: Uuid, events: &[Event<'_>]) -> String {
+    let size: usize = events.iter().map(|e| e.data.len() + ENVELOPE_BYTES).sum();
+    let mut s = String::with_capacity(size + 64);
+    s.push_str("{\"id\":\"");
+    s.push_str(&batch_id.to_string());
+    s.push_str("\",\"events\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str("{\"id\":\"");
+        s.push_str(&e.id.to_string());
+        s.push_str("\",\"type\":");
+        s.push_str(&serde_json::Value::String(e.event_type.to_string()).to_string());
+        s.push_str(",\"timestamp\":\"");
+        s.push_str(&humantime::format_rfc3339_micros(e.time).to_string());
+        s.push_str("\",\"data\":");
+        push_compact(&mut s, e.data);
+        s.push('}');
+    }
+    s.push_str("]}");
     s
 }
 
@@ -219,6 +247,40 @@ mod tests {
             r#""note":"a, b: \"c\" caf\u00e9","order_id":42,"items":[1,2.50,{"x":null}]}"#,
             "the data's members in their order, compact, values as stored"
         );
+    }
+
+    #[test]
+    fn a_batch_is_its_id_and_its_events_in_order_each_with_id_type_timestamp_data() {
+        let id = |n| Uuid::from_u128(n);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        let events = [
+            Event {
+                id: id(1),
+                event_type: "order.paid",
+                time: t,
+                data: DATA,
+            },
+            Event {
+                id: id(2),
+                event_type: "a\"b",
+                time: t,
+                data: "{}",
+            },
+        ];
+        let body = render_batch(id(9), &events);
+        assert_eq!(
+            body,
+            concat!(
+                r#"{"id":"00000000-0000-0000-0000-000000000009","events":["#,
+                r#"{"id":"00000000-0000-0000-0000-000000000001","type":"order.paid","#,
+                r#""timestamp":"2023-11-14T22:13:20.123456Z","#,
+                r#""data":{"id":9,"note":"a, b: \"c\" caf\u00e9","order_id":42,"items":[1,2.50,{"x":null}]}},"#,
+                r#"{"id":"00000000-0000-0000-0000-000000000002","type":"a\"b","#,
+                r#""timestamp":"2023-11-14T22:13:20.123456Z","data":{}}]}"#
+            )
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["events"][1]["type"], "a\"b");
     }
 
     #[test]

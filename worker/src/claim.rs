@@ -56,21 +56,25 @@ pub struct Claimed {
     pub event_time: SystemTime,
     pub data: String,
     pub endpoint: Arc<Endpoint>,
+    /// How often a batch that carried it was split (a batching endpoint's).
+    pub batch_split: i16,
 }
 
 impl Claimed {
-    /// The request body: the endpoint's envelope around the event's data
-    /// ([`crate::body::render`]).
+    /// Its event, for a body.
+    pub fn event(&self) -> crate::body::Event<'_> {
+        crate::body::Event {
+            id: self.event_id,
+            event_type: &self.event_type,
+            time: self.event_time,
+            data: &self.data,
+        }
+    }
+
+    /// The request body of this delivery alone: the endpoint's envelope
+    /// around the event's data ([`crate::body::render`]).
     pub fn body(&self) -> String {
-        crate::body::render(
-            self.endpoint.envelope,
-            &crate::body::Event {
-                id: self.event_id,
-                event_type: &self.event_type,
-                time: self.event_time,
-                data: &self.data,
-            },
-        )
+        crate::body::render(self.endpoint.envelope, &self.event())
     }
 }
 
@@ -81,7 +85,22 @@ impl crate::schedule::Job for Claimed {
             tenant: &self.tenant,
             max_in_flight: self.endpoint.options.max_in_flight,
             rate_limit_per_s: self.endpoint.options.rate_limit_per_s,
+            batching: self.endpoint.options.batching(),
         }
+    }
+
+    /// Deliveries at the same attempt and split count go together: a batch
+    /// that failed is retried together, and one split goes in smaller
+    /// batches. Test sends always go alone.
+    fn batch_key(&self) -> Option<crate::schedule::BatchKey> {
+        (!self.is_test).then_some(crate::schedule::BatchKey {
+            group: ((self.attempts as u32 as u64) << 16) | self.batch_split as u16 as u64,
+            halvings: self.batch_split.max(0) as u32,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.data.len()
     }
 }
 
@@ -172,6 +191,7 @@ pub async fn claim(
                 event_time: r.get(8),
                 data: r.get(9),
                 endpoint,
+                batch_split: r.get(11),
             })
         })
         .collect();
@@ -311,6 +331,7 @@ pub(crate) mod tests {
             event_type: event_type.into(),
             event_time: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
             data: data.into(),
+            batch_split: 0,
             endpoint: Arc::new(Endpoint {
                 url: "https://hooks.example.com/in".into(),
                 headers: Vec::new(),

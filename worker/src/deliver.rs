@@ -6,7 +6,7 @@
 //! ...) are ignored: through a proxy, the proxy resolves the name, past the
 //! check. Redirects are never followed.
 
-use crate::claim::Claimed;
+use crate::batch::Request;
 use crate::resolve::{CheckedResolver, Resolve};
 use postbox_rules::{options::EndpointOptions, url as url_rules};
 use std::collections::HashMap;
@@ -140,8 +140,10 @@ impl Sender {
         Ok(client)
     }
 
-    /// Makes one attempt. Never fails: every problem becomes the attempt's error.
-    pub async fn send(&self, job: &Claimed, opts: &EndpointOptions) -> Attempt {
+    /// Makes one attempt of `request`. Never fails: every problem becomes
+    /// the attempt's error.
+    pub async fn send(&self, request: &Request, opts: &EndpointOptions) -> Attempt {
+        let job = request.first();
         let started_at = SystemTime::now();
         let start = Instant::now();
         let done = |status: Option<u16>, retry_after, excerpt, error: Option<String>| Attempt {
@@ -169,15 +171,16 @@ impl Sender {
             Ok(c) => c,
             Err(e) => return done(None, None, None, Some(e.to_string())),
         };
-        let body = job.body();
+        let body = request.body();
         let unix = started_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let headers = match crate::request::headers(job, unix, body.as_bytes()) {
-            Ok(h) => h,
-            Err(e) => return done(None, None, None, Some(e.to_string())),
-        };
+        let headers =
+            match crate::request::headers(job, request.message_id(), unix, body.as_bytes()) {
+                Ok(h) => h,
+                Err(e) => return done(None, None, None, Some(e.to_string())),
+            };
         let mut req = client.post(url).timeout(timeout);
         for (name, value) in &headers.sent {
             req = req.header(name.as_str(), value.as_str());
@@ -284,12 +287,13 @@ mod tests {
             &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
         );
         Arc::get_mut(&mut job.endpoint).unwrap().url = format!("http://127.0.0.1:{port}/hook");
+        let request = Request::new(vec![job]);
         for ms in (100..=60_000).step_by(97) {
             let opts = EndpointOptions {
                 connect_timeout: Some(Duration::from_millis(ms)),
                 ..Default::default()
             };
-            let a = sender.send(&job, &opts).await;
+            let a = sender.send(&request, &opts).await;
             assert!(a.error.is_some());
         }
         let clients = sender.clients.lock().unwrap().len();

@@ -14,6 +14,7 @@
 
 use crate::ack::{self, Outcome};
 use crate::backoff::Backoff;
+use crate::batch::Request;
 use crate::claim::{self, ClaimError, Claimed};
 use crate::config::Config;
 use crate::deliver::Sender;
@@ -40,11 +41,11 @@ const EXPAND_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duratio
 /// `now()` must have passed it, or the wake-up finds nothing.
 const AFTER_DUE: Duration = Duration::from_millis(1);
 
-/// A request in flight: what it counts against, and its delivery (to give
+/// A request in flight: what it counts against, and its deliveries (to give
 /// back if it must be aborted).
 struct Running {
     slot: Slot,
-    delivery_id: i64,
+    delivery_ids: Vec<i64>,
 }
 
 /// Expansion's pacing: when it last ran, and after a failure when it may
@@ -297,11 +298,20 @@ impl Dispatcher {
             metrics,
             ..
         } = self;
-        schedule.pump(|job, slot| {
-            let delivery_id = job.id;
-            let handle = tasks.spawn(deliver(job, sender.clone(), ack.clone(), metrics.clone()));
-            running.insert(handle.id(), Running { slot, delivery_id });
-        });
+        schedule.pump(
+            |jobs, slot| {
+                let delivery_ids = jobs.iter().map(|j| j.id).collect();
+                let request = Request::new(jobs);
+                let handle = tasks.spawn(deliver(
+                    request,
+                    sender.clone(),
+                    ack.clone(),
+                    metrics.clone(),
+                ));
+                running.insert(handle.id(), Running { slot, delivery_ids });
+            },
+            Instant::now(),
+        );
     }
 
     /// A request ended (or was aborted): its slot is free; start more.
@@ -342,6 +352,9 @@ impl Dispatcher {
         if let Some(token) = self.schedule.next_token(now) {
             deadline = deadline.min(token);
         }
+        if let Some(batch) = self.schedule.next_batch_due() {
+            deadline = deadline.min(batch);
+        }
         deadline
     }
 
@@ -370,7 +383,11 @@ impl Dispatcher {
             }
         }
         if !self.tasks.is_empty() {
-            let ids: Vec<i64> = self.running.values().map(|r| r.delivery_id).collect();
+            let ids: Vec<i64> = self
+                .running
+                .values()
+                .flat_map(|r| r.delivery_ids.iter().copied())
+                .collect();
             self.tasks.abort_all();
             while let Some(res) = self.tasks.join_next_with_id().await {
                 self.finish(res);
@@ -395,44 +412,57 @@ impl Dispatcher {
     }
 }
 
-/// One delivery: the attempt, its outcome decided, and the outcome sent to
-/// the acknowledgement pipeline. Returns the attempt's duration.
+/// One request: the attempt, its outcome decided (a failed batch maybe
+/// split: [`crate::batch::splits`]), and the outcome sent to the
+/// acknowledgement pipeline. Returns the attempt's duration.
 async fn deliver(
-    job: Claimed,
+    request: Request,
     sender: Arc<Sender>,
     ack: mpsc::Sender<Outcome>,
     metrics: Arc<Metrics>,
 ) -> Duration {
     metrics.in_flight.inc();
+    let job = request.first();
     let opts = &job.endpoint.options;
-    let result = sender.send(&job, opts).await;
+    let result = sender.send(&request, opts).await;
     let took = result.duration;
     metrics.in_flight.dec();
     metrics.attempt_seconds.observe(took.as_secs_f64());
     let attempt = job.attempts + 1;
-    let verdict = ack::decide(
+    let mut verdict = ack::decide(
         &result,
         attempt as u32,
         job.is_test,
         opts.retry_gaps(),
         SystemTime::now(),
     );
+    if crate::batch::splits(request.jobs.len(), result.status, verdict) {
+        verdict = ack::Verdict::Split;
+    }
     tracing::debug!(
         delivery_id = job.id, endpoint_id = %job.endpoint_id, attempt, status = ?result.status,
-        error = ?result.error, outcome = verdict.label(), "attempt"
+        error = ?result.error, outcome = verdict.label(), events = request.jobs.len(), "attempt"
     );
-    let _ = ack
-        .send(Outcome {
-            delivery_id: job.id,
-            tenant: job.tenant,
-            endpoint_id: job.endpoint_id,
-            event_id: job.event_id,
-            attempt,
-            is_test: job.is_test,
-            queued_at: job.queued_at,
-            result,
-            verdict,
-        })
-        .await;
+    let outcome = Outcome {
+        delivery_id: job.id,
+        tenant: job.tenant.clone(),
+        endpoint_id: job.endpoint_id,
+        event_id: job.event_id,
+        attempt,
+        is_test: job.is_test,
+        queued_at: request
+            .jobs
+            .iter()
+            .map(|j| j.queued_at)
+            .min()
+            .unwrap_or(job.queued_at),
+        batch: request.batch_id.map(|id| ack::BatchOutcome {
+            id,
+            deliveries: request.jobs.iter().map(|j| (j.id, j.event_id)).collect(),
+        }),
+        result,
+        verdict,
+    };
+    let _ = ack.send(outcome).await;
     took
 }

@@ -20,7 +20,10 @@
 //!   re-arming and NOTIFY pacing.
 //! - [`claim`]: expansion, the claim, release and next-due, as calls of the
 //!   extension's functions (sql/queue.sql); what a claimed delivery is.
-//! - [`body`]: the request body, an event in its endpoint's envelope.
+//! - [`batch`]: a request's deliveries (one, or a batch) and what happens
+//!   to a batch that fails.
+//! - [`body`]: the request body, an event in its endpoint's envelope, or a
+//!   batch of events.
 //! - [`request`]: an attempt's headers, once: what it sends, and what the
 //!   attempt log keeps of them.
 //! - [`sign`]: the signature headers of an attempt.
@@ -40,6 +43,7 @@
 
 pub mod ack;
 pub mod backoff;
+pub mod batch;
 pub mod body;
 pub mod check;
 pub mod claim;

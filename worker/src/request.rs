@@ -19,11 +19,17 @@ pub struct Headers {
     pub logged: String,
 }
 
-/// The headers of `job`'s attempt at `unix` with `body`: the content type,
+/// The headers of an attempt to `job`'s endpoint at `unix` with `body`,
+/// signed as `message_id` (the event's id, or a batch's): the content type,
 /// the User-Agent, the endpoint's custom headers, then the signature
 /// headers of its style ([`crate::sign::headers`]).
-pub fn headers(job: &Claimed, unix: i64, body: &[u8]) -> Result<Headers, RuleError> {
-    let signed = crate::sign::headers(job, unix, body)?;
+pub fn headers(
+    job: &Claimed,
+    message_id: uuid::Uuid,
+    unix: i64,
+    body: &[u8],
+) -> Result<Headers, RuleError> {
+    let signed = crate::sign::headers(job, message_id, unix, body)?;
     let mut sent: Vec<(String, String)> = vec![
         ("content-type".into(), "application/json".into()),
         ("user-agent".into(), USER_AGENT.into()),
@@ -63,7 +69,7 @@ mod tests {
         let mut job = sample_job(SignatureStyle::Standard, None, &[SECRET]);
         Arc::get_mut(&mut job.endpoint).unwrap().headers =
             vec![("Authorization".into(), "Bearer s3cr3t".into())];
-        let h = headers(&job, 1614265330, b"{}").unwrap();
+        let h = headers(&job, job.event_id, 1614265330, b"{}").unwrap();
         let names: Vec<&str> = h.sent.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,
@@ -98,7 +104,7 @@ mod tests {
             Some("X-Hub-Signature-256"),
             &[SECRET],
         );
-        let h = headers(&job, 1614265330, b"{}").unwrap();
+        let h = headers(&job, job.event_id, 1614265330, b"{}").unwrap();
         assert_eq!(h.sent.last().unwrap().0, "X-Hub-Signature-256");
         assert!(!h.logged.contains("X-Hub-Signature-256") && !h.logged.contains("sha256="));
     }

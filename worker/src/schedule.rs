@@ -32,7 +32,15 @@
 //!   had work for has room for a good batch again, or every [`CLAIM_GAP`].
 //! - **Rooms**: what each endpoint and tenant may still have claimed, which
 //!   the claim statement obeys ([`Schedule::rooms`]).
+//! - **Batches**: a batching endpoint's request carries up to its
+//!   `batch_max_events` queued deliveries with the same [`BatchKey`] (fewer
+//!   for one split before: [`BatchKey::halvings`]) within `batch_max_bytes`;
+//!   one that is not full waits for company until its first delivery has
+//!   been queued `batch_max_wait` ([`Schedule::next_batch_due`]). Its limits
+//!   count requests as for any endpoint, and its rooms rows: a request's
+//!   worth of rows per request.
 
+use postbox_rules::options::Batching;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,11 +144,30 @@ pub struct EndpointFacts<'a> {
     pub max_in_flight: Option<u32>,
     /// Its `rate_limit_per_s` option.
     pub rate_limit_per_s: Option<f64>,
+    /// How it batches (its `batch_max_*` options); None: one per request.
+    pub batching: Option<Batching>,
 }
 
-/// A claimed delivery, as far as the policy is concerned: its endpoint.
+/// Which queued deliveries of a batching endpoint may share a request: those
+/// with the same `group`, at most `batch_max_events / 2^halvings` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchKey {
+    pub group: u64,
+    pub halvings: u32,
+}
+
+/// A claimed delivery, as far as the policy is concerned: its endpoint, and
+/// for batching what it may go with and its size.
 pub trait Job {
     fn endpoint(&self) -> EndpointFacts<'_>;
+    /// None: it always goes alone (a test send).
+    fn batch_key(&self) -> Option<BatchKey> {
+        None
+    }
+    /// Bytes of event data it adds to a batch.
+    fn bytes(&self) -> usize {
+        0
+    }
 }
 
 /// What a started request counts against; handed back to
@@ -214,6 +241,7 @@ struct Known {
     latency: Option<Duration>,
     /// Last claimed or finished.
     seen: Instant,
+    batching: Option<Batching>,
 }
 
 /// The policy's state: what this worker holds, per endpoint and tenant.
@@ -229,8 +257,9 @@ pub struct Schedule<J> {
     /// their sum.
     tenant_running: HashMap<Arc<str>, u32>,
     slow_running: usize,
-    /// Claimed deliveries waiting for a slot, per endpoint.
-    queues: HashMap<Uuid, VecDeque<J>>,
+    /// Claimed deliveries waiting for a slot, per endpoint, with when each
+    /// was queued.
+    queues: HashMap<Uuid, VecDeque<(Instant, J)>>,
     queued: usize,
     /// Endpoints this worker has had deliveries for.
     known: HashMap<Uuid, Known>,
@@ -317,20 +346,33 @@ impl<J> Schedule<J> {
         }
     }
 
-    /// What may be held of an endpoint, in flight or waiting: its limit, and
-    /// for a fast endpoint [`QUEUED_ROUNDS`] of it.
-    fn allowance(&self, ep: &Uuid, share: u32) -> u32 {
-        let cap = self.cap(ep, share);
-        if self.is_fast(ep) {
-            cap * QUEUED_ROUNDS
-        } else {
-            cap
-        }
+    /// Deliveries per request: a batching endpoint's `batch_max_events`,
+    /// else 1. Holdings and rooms count deliveries (rows), limits requests.
+    fn per_request(&self, ep: &Uuid) -> u32 {
+        self.known
+            .get(ep)
+            .and_then(|k| k.batching)
+            .map_or(1, |b| b.max_events.max(1))
     }
 
-    /// Requests in flight plus claimed deliveries waiting to start.
+    /// What may be held of an endpoint, in flight or waiting, in
+    /// deliveries: its limit, and for a fast endpoint [`QUEUED_ROUNDS`] of
+    /// it, in requests' worth of deliveries.
+    fn allowance(&self, ep: &Uuid, share: u32) -> u32 {
+        let cap = self.cap(ep, share);
+        let rounds = if self.is_fast(ep) { QUEUED_ROUNDS } else { 1 };
+        cap.saturating_mul(rounds)
+            .saturating_mul(self.per_request(ep))
+    }
+
+    /// Deliveries in flight (a request's worth each) plus claimed
+    /// deliveries waiting to start.
     fn held_by(&self, ep: &Uuid) -> u32 {
-        self.in_flight.get(ep).copied().unwrap_or(0)
+        self.in_flight
+            .get(ep)
+            .copied()
+            .unwrap_or(0)
+            .saturating_mul(self.per_request(ep))
             + self.queues.get(ep).map_or(0, |q| q.len() as u32)
     }
 
@@ -339,6 +381,7 @@ impl<J> Schedule<J> {
         let special = self.known.get(&ep).is_some_and(|k| {
             k.latency.is_some_and(|d| d < FAST_ENDPOINT)
                 || k.own_cap != self.limits.endpoint_max_in_flight
+                || k.batching.is_some()
         });
         if special {
             self.special.insert(ep);
@@ -386,6 +429,7 @@ impl<J> Schedule<J> {
             } else {
                 cap
             };
+            let batch = batch.saturating_mul(self.per_request(ep));
             self.allowance(ep, share).saturating_sub(self.held_by(ep)) >= batch.max(1)
         })
     }
@@ -435,8 +479,11 @@ impl<J> Schedule<J> {
             }
             if let Some(k) = self.known.get(ep) {
                 // A fast endpoint's whole room comes on top of the tenant's
-                // (it does not count against the limit); others count.
-                if self.is_fast(ep) {
+                // (it does not count against the limit), and so does a
+                // batching one's (its rooms are rows, the tenant's
+                // requests; starting its requests obeys the tenant's limit);
+                // others count.
+                if self.is_fast(ep) || k.batching.is_some() {
                     *tenant_extra.entry(k.tenant.clone()).or_default() += room;
                 } else {
                     *tenant_held.entry(k.tenant.clone()).or_default() += held;
@@ -446,7 +493,12 @@ impl<J> Schedule<J> {
         }
         for (ep, b) in self.buckets.iter_mut() {
             b.refill(now);
-            let tokens = b.tokens.max(0.0).floor() as u32;
+            let per_request = self
+                .known
+                .get(ep)
+                .and_then(|k| k.batching)
+                .map_or(1, |b| b.max_events.max(1));
+            let tokens = (b.tokens.max(0.0).floor() as u32).saturating_mul(per_request);
             let room = endpoints.get(ep).copied().unwrap_or(default_room);
             endpoints.insert(*ep, room.min(tokens));
         }
@@ -487,9 +539,11 @@ impl<J> Schedule<J> {
             own_cap,
             latency: None,
             seen: now,
+            batching: ep.batching,
         });
         known.own_cap = own_cap;
         known.seen = now;
+        known.batching = ep.batching;
         if &*known.tenant != ep.tenant {
             known.tenant = Arc::from(ep.tenant);
         }
@@ -499,7 +553,8 @@ impl<J> Schedule<J> {
         if self.held_by(&id) >= self.allowance(&id, share) {
             return Err(job);
         }
-        if let Some(rate) = rate {
+        // A batching endpoint's tokens are taken per request, when one starts.
+        if let (Some(rate), None) = (rate, ep.batching) {
             let b = self
                 .buckets
                 .entry(id)
@@ -510,18 +565,28 @@ impl<J> Schedule<J> {
                 return Err(job);
             }
             b.tokens -= 1.0;
+        } else if let Some(rate) = rate {
+            let b = self
+                .buckets
+                .entry(id)
+                .or_insert_with(|| Bucket::new(rate, now));
+            b.rate = rate;
         } else {
             self.buckets.remove(&id);
         }
         self.in_flight.entry(id).or_insert(0);
-        self.queues.entry(id).or_default().push_back(job);
+        self.queues.entry(id).or_default().push_back((now, job));
         self.queued += 1;
         Ok(())
     }
 
     /// Starts queued deliveries while their endpoints, their tenants and the
-    /// worker have room: `start` gets each with what it counts against.
-    pub fn pump(&mut self, mut start: impl FnMut(J, Slot)) {
+    /// worker have room: `start` gets each request's deliveries (one, or a
+    /// batch: [`take`]) with what it counts against.
+    pub fn pump(&mut self, mut start: impl FnMut(Vec<J>, Slot), now: Instant)
+    where
+        J: Job,
+    {
         if self.queued == 0 {
             return;
         }
@@ -534,6 +599,7 @@ impl<J> Schedule<J> {
                 continue;
             };
             let fast = self.is_fast(&ep);
+            let batching = self.known.get(&ep).and_then(|k| k.batching);
             loop {
                 if self.running >= self.limits.max_in_flight {
                     return;
@@ -549,11 +615,23 @@ impl<J> Schedule<J> {
                 {
                     break;
                 }
-                let Some(job) = self.queues.get_mut(&ep).and_then(VecDeque::pop_front) else {
+                let Some(q) = self.queues.get_mut(&ep).filter(|q| !q.is_empty()) else {
                     self.queues.remove(&ep);
                     break;
                 };
-                self.queued -= 1;
+                if let (Some(_), Some(b)) = (batching, self.buckets.get_mut(&ep)) {
+                    b.refill(now);
+                    if b.tokens < 1.0 {
+                        break;
+                    }
+                }
+                let Some(jobs) = take(q, batching, now) else {
+                    break;
+                };
+                if let (Some(_), Some(b)) = (batching, self.buckets.get_mut(&ep)) {
+                    b.tokens -= 1.0;
+                }
+                self.queued -= jobs.len();
                 self.running += 1;
                 *self.in_flight.entry(ep).or_insert(0) += 1;
                 let counted = (!fast).then(|| tenant.clone());
@@ -562,7 +640,7 @@ impl<J> Schedule<J> {
                     self.slow_running += 1;
                 }
                 start(
-                    job,
+                    jobs,
                     Slot {
                         endpoint: ep,
                         tenant: counted,
@@ -654,8 +732,66 @@ impl<J> Schedule<J> {
     /// Every claimed delivery not started yet (to give back at shutdown).
     pub fn take_queued(&mut self) -> Vec<J> {
         self.queued = 0;
-        self.queues.drain().flat_map(|(_, q)| q).collect()
+        self.queues
+            .drain()
+            .flat_map(|(_, q)| q.into_iter().map(|(_, j)| j))
+            .collect()
     }
+
+    /// When the first batch waiting for company must go, if one waits: the
+    /// time its first delivery was queued plus its endpoint's
+    /// `batch_max_wait`.
+    pub fn next_batch_due(&self) -> Option<Instant>
+    where
+        J: Job,
+    {
+        self.queues
+            .iter()
+            .filter_map(|(ep, q)| {
+                let b = self.known.get(ep)?.batching?;
+                let (at, first) = q.front()?;
+                first.batch_key()?;
+                Some(*at + b.max_wait)
+            })
+            .min()
+    }
+}
+
+/// The next request's deliveries from the front of an endpoint's queue: the
+/// first alone, or for a batching endpoint the run of deliveries after it
+/// with its [`BatchKey`], at most `max_events / 2^halvings` of them and
+/// `max_bytes` of data (the first goes whatever its size). None while such
+/// a batch is not full, nothing else is queued behind it, and its first
+/// delivery has waited less than `max_wait`: more may come with the next
+/// claim.
+pub fn take<J: Job>(
+    q: &mut VecDeque<(Instant, J)>,
+    batching: Option<Batching>,
+    now: Instant,
+) -> Option<Vec<J>> {
+    let (queued_at, first) = q.front()?;
+    let (Some(b), Some(key)) = (batching, first.batch_key()) else {
+        return q.pop_front().map(|(_, j)| vec![j]);
+    };
+    let limit = (b.max_events >> key.halvings.min(31)).max(1) as usize;
+    let (mut n, mut bytes, mut full) = (0, 0usize, false);
+    for (_, j) in q.iter() {
+        if n == limit || j.batch_key() != Some(key) {
+            full = true;
+            break;
+        }
+        if n > 0 && bytes + j.bytes() > b.max_bytes {
+            full = true;
+            break;
+        }
+        bytes += j.bytes();
+        n += 1;
+    }
+    full |= n == limit;
+    if !full && now < *queued_at + b.max_wait {
+        return None;
+    }
+    Some(q.drain(..n).map(|(_, j)| j).collect())
 }
 
 #[cfg(test)]
@@ -692,6 +828,7 @@ mod tests {
                 tenant: self.tenant,
                 max_in_flight: self.max_in_flight,
                 rate_limit_per_s: self.rate_limit_per_s,
+                batching: None,
             }
         }
     }
@@ -714,7 +851,13 @@ mod tests {
     /// Starts everything `pump` lets start; returns the slots.
     fn start_all(s: &mut Schedule<F>) -> Vec<(F, Slot)> {
         let mut started = Vec::new();
-        s.pump(|job, slot| started.push((job, slot)));
+        s.pump(
+            |jobs, slot| {
+                assert_eq!(jobs.len(), 1, "one delivery per request");
+                started.extend(jobs.into_iter().map(|j| (j, slot.clone())));
+            },
+            Instant::now(),
+        );
         started
     }
 
@@ -1194,5 +1337,160 @@ mod tests {
         back.sort();
         assert_eq!(back, [1, 2]);
         assert_eq!(s.queued(), 0);
+    }
+
+    /// A batching endpoint's job: number, key group, halvings, bytes.
+    #[derive(Debug, Clone, Copy)]
+    struct B {
+        n: u32,
+        group: u64,
+        halvings: u32,
+        bytes: usize,
+        test: bool,
+    }
+
+    const BATCHING: Batching = Batching {
+        max_events: 10,
+        max_wait: Duration::from_millis(100),
+        max_bytes: 1000,
+    };
+
+    impl Job for B {
+        fn endpoint(&self) -> EndpointFacts<'_> {
+            EndpointFacts {
+                id: ep(7),
+                tenant: "t",
+                max_in_flight: Some(2),
+                rate_limit_per_s: None,
+                batching: Some(BATCHING),
+            }
+        }
+        fn batch_key(&self) -> Option<BatchKey> {
+            (!self.test).then_some(BatchKey {
+                group: self.group,
+                halvings: self.halvings,
+            })
+        }
+        fn bytes(&self) -> usize {
+            self.bytes
+        }
+    }
+
+    fn b(n: u32) -> B {
+        B {
+            n,
+            group: 0,
+            halvings: 0,
+            bytes: 10,
+            test: false,
+        }
+    }
+
+    fn numbers(jobs: Option<Vec<B>>) -> Option<Vec<u32>> {
+        jobs.map(|j| j.into_iter().map(|j| j.n).collect())
+    }
+
+    #[test]
+    fn a_batch_takes_the_run_of_its_key_within_its_limits_and_waits_for_company() {
+        let t0 = Instant::now();
+        let later = t0 + BATCHING.max_wait;
+        let q = |jobs: &[B]| -> VecDeque<(Instant, B)> { jobs.iter().map(|j| (t0, *j)).collect() };
+        // Three of one key, nothing behind: it waits, then goes.
+        let mut three = q(&[b(1), b(2), b(3)]);
+        assert_eq!(numbers(take(&mut three, Some(BATCHING), t0)), None);
+        assert_eq!(three.len(), 3, "nothing taken while it waits");
+        assert_eq!(
+            numbers(take(&mut three, Some(BATCHING), later)),
+            Some(vec![1, 2, 3])
+        );
+        // Full at max_events: goes at once, the rest stays.
+        let mut many = q(&(1..=12).map(b).collect::<Vec<_>>());
+        assert_eq!(
+            numbers(take(&mut many, Some(BATCHING), t0)),
+            Some((1..=10).collect())
+        );
+        assert_eq!(many.len(), 2);
+        // Another key behind it: the run cannot grow, so it goes at once.
+        let mut mixed = q(&[b(1), b(2), B { group: 1, ..b(3) }, b(4)]);
+        assert_eq!(
+            numbers(take(&mut mixed, Some(BATCHING), t0)),
+            Some(vec![1, 2])
+        );
+        assert_eq!(numbers(take(&mut mixed, Some(BATCHING), t0)), Some(vec![3]));
+        // Split twice: at most 10 / 4 = 2 together.
+        let split = |n| B {
+            halvings: 2,
+            ..b(n)
+        };
+        let mut halves = q(&[split(1), split(2), split(3)]);
+        assert_eq!(
+            numbers(take(&mut halves, Some(BATCHING), t0)),
+            Some(vec![1, 2])
+        );
+        // Halved past one: one at a time.
+        let mut alone = q(&[
+            B {
+                halvings: 9,
+                ..b(1)
+            },
+            B {
+                halvings: 9,
+                ..b(2)
+            },
+        ]);
+        assert_eq!(numbers(take(&mut alone, Some(BATCHING), t0)), Some(vec![1]));
+        // Bytes: 400 + 400 fit, the third would pass 1000; the first goes
+        // whatever its size.
+        let big = |n, bytes| B { bytes, ..b(n) };
+        let mut sized = q(&[big(1, 400), big(2, 400), big(3, 400)]);
+        assert_eq!(
+            numbers(take(&mut sized, Some(BATCHING), t0)),
+            Some(vec![1, 2])
+        );
+        let mut huge = q(&[big(1, 5000), big(2, 10)]);
+        assert_eq!(numbers(take(&mut huge, Some(BATCHING), t0)), Some(vec![1]));
+        // A test send goes alone and at once; so does anything of an
+        // endpoint that does not batch.
+        let mut test = q(&[B { test: true, ..b(1) }, b(2)]);
+        assert_eq!(numbers(take(&mut test, Some(BATCHING), t0)), Some(vec![1]));
+        let mut plain = q(&[b(1), b(2)]);
+        assert_eq!(numbers(take(&mut plain, None, t0)), Some(vec![1]));
+    }
+
+    #[test]
+    fn a_batching_endpoint_counts_requests_against_its_limits_and_rows_in_its_room() {
+        let t0 = Instant::now();
+        let mut s: Schedule<B> = Schedule::new(LIMITS, t0);
+        // max_in_flight 2, 10 a batch: it may hold 20 deliveries.
+        for n in 0..20 {
+            s.enqueue(b(n), t0).unwrap();
+        }
+        assert_eq!(s.enqueue(b(20), t0).map_err(|j| j.n), Err(20));
+        assert_eq!(s.rooms(t0).endpoints.get(&ep(7)), Some(&0));
+        let mut started = Vec::new();
+        s.pump(|jobs, slot| started.push((jobs.len(), slot)), t0);
+        assert_eq!(
+            started.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            [10, 10],
+            "two requests of ten"
+        );
+        assert_eq!(s.running(), 2);
+        assert_eq!(s.queued(), 0);
+        // One request ends: room for a request's worth of rows.
+        let (_, slot) = started.pop().unwrap();
+        s.finish(slot, Some(Duration::from_secs(1)), t0);
+        assert_eq!(s.rooms(t0).endpoints.get(&ep(7)), Some(&10));
+        // Three queued wait for company, and say until when.
+        for n in 0..3 {
+            s.enqueue(b(n), t0).unwrap();
+        }
+        let mut none = 0;
+        s.pump(|_, _| none += 1, t0);
+        assert_eq!(none, 0);
+        assert_eq!(s.next_batch_due(), Some(t0 + BATCHING.max_wait));
+        let mut late = Vec::new();
+        s.pump(|jobs, _| late.push(jobs.len()), t0 + BATCHING.max_wait);
+        assert_eq!(late, [3]);
+        assert_eq!(s.next_batch_due(), None);
     }
 }

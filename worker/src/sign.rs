@@ -6,8 +6,14 @@ use postbox_rules::headers::SignatureStyle;
 use postbox_rules::{sign, RuleError};
 
 /// (name, value) pairs to add to the request, the signature last (the
-/// attempt log keeps the others). `unix` is this attempt's time.
-pub fn headers(job: &Claimed, unix: i64, body: &[u8]) -> Result<Vec<(String, String)>, RuleError> {
+/// attempt log keeps the others). `message_id` is the request's
+/// `webhook-id` (the event's, or a batch's), `unix` this attempt's time.
+pub fn headers(
+    job: &Claimed,
+    message_id: uuid::Uuid,
+    unix: i64,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, RuleError> {
     let endpoint = &job.endpoint;
     if endpoint.secrets.is_empty() {
         return Err(RuleError::new(
@@ -30,7 +36,7 @@ pub fn headers(job: &Claimed, unix: i64, body: &[u8]) -> Result<Vec<(String, Str
             sign::hex(&endpoint.secrets[0], body),
         )]),
         _ => {
-            let id = job.event_id.to_string();
+            let id = message_id.to_string();
             let secrets: Vec<&str> = endpoint.secrets.iter().map(String::as_str).collect();
             let sig = sign::standard(&id, unix, body, &secrets)?;
             Ok(vec![
@@ -71,7 +77,7 @@ mod tests {
     fn standard_style_matches_a_fixed_vector() {
         let job = sample_job(SignatureStyle::Standard, None, &[SECRET]);
         assert_eq!(
-            pairs(&headers(&job, TS, BODY).unwrap()),
+            pairs(&headers(&job, job.event_id, TS, BODY).unwrap()),
             [
                 ("webhook-id", "0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b"),
                 ("webhook-timestamp", "1614265330"),
@@ -80,7 +86,7 @@ mod tests {
         );
         // During a rotation: one signature per valid secret, newest first.
         let job = sample_job(SignatureStyle::Standard, None, &[OTHER, SECRET]);
-        let got = headers(&job, TS, BODY).unwrap();
+        let got = headers(&job, job.event_id, TS, BODY).unwrap();
         assert_eq!(got[2].1, format!("{STANDARD_OTHER} {STANDARD}"));
     }
 
@@ -92,7 +98,7 @@ mod tests {
             &[SECRET],
         );
         assert_eq!(
-            pairs(&headers(&job, TS, BODY).unwrap()),
+            pairs(&headers(&job, job.event_id, TS, BODY).unwrap()),
             [("X-Hub-Signature-256", HEX)]
         );
         let job = sample_job(
@@ -101,7 +107,7 @@ mod tests {
             &[OTHER, SECRET],
         );
         assert_eq!(
-            pairs(&headers(&job, TS, BODY).unwrap()),
+            pairs(&headers(&job, job.event_id, TS, BODY).unwrap()),
             [("X-Hub-Signature-256", HEX_OTHER)]
         );
     }
@@ -109,7 +115,9 @@ mod tests {
     #[test]
     fn no_secret_no_request() {
         let job = sample_job(SignatureStyle::Standard, None, &[]);
-        let e = headers(&job, TS, BODY).unwrap_err().to_string();
+        let e = headers(&job, job.event_id, TS, BODY)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no valid signing secret"), "{e}");
         assert!(!e.contains("whsec_"), "{e}");
     }

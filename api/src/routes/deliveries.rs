@@ -95,13 +95,26 @@ pub struct Attempt {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,
-    /// succeeded, retrying, failed or cancelled.
+    /// succeeded, retrying, failed, cancelled, or split (a batch the
+    /// receiver refused, or that ran out of attempts, sent again at once
+    /// in halves; it does not count as an attempt of its deliveries).
     pub outcome: String,
     pub test: bool,
     pub request: SentRequest,
     pub response: Option<Received>,
     /// Why it failed without an HTTP answer (connection, timeout, ...).
     pub error: Option<String>,
+    /// The batch this attempt's request carried, for an endpoint that
+    /// batches (its `batch_max_events` option); absent otherwise.
+    pub batch: Option<BatchInfo>,
+}
+
+/// A batch request: its id (the `webhook-id` it was sent with) and how many
+/// events it carried.
+#[derive(Serialize, ToSchema)]
+pub struct BatchInfo {
+    pub id: Uuid,
+    pub events: i32,
 }
 
 /// What an attempt sent: its headers (but the signature) and the event data.
@@ -215,7 +228,8 @@ pub async fn get(
     let db = scope.db().await?;
     let st = db
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM postbox.deliveries WHERE tenant = $1 AND id = $2 LIMIT 1"
+            "SELECT {COLUMNS} FROM postbox.deliveries
+              WHERE tenant = $1 AND id = $2 AND batch_deliveries @> ARRAY[$2] LIMIT 1"
         ))
         .await?;
     let row = db
@@ -225,8 +239,10 @@ pub async fn get(
     let st = db
         .prepare_cached(
             "SELECT attempt, started_at, duration_ms, outcome, is_test, request_headers, data, status_code,
-                    response_excerpt, error
-               FROM postbox.attempts WHERE tenant = $1 AND delivery_id = $2 ORDER BY started_at, attempt",
+                    response_excerpt, error, batch_id, cardinality(batch_deliveries)
+               FROM postbox.attempts
+              WHERE tenant = $1 AND delivery_id = $2 AND batch_deliveries @> ARRAY[$2]
+              ORDER BY started_at, attempt",
         )
         .await?;
     let attempts = db
@@ -248,6 +264,10 @@ pub async fn get(
                 body_excerpt: a.get(8),
             }),
             error: a.get(9),
+            batch: a.get::<_, Option<Uuid>>(10).map(|id| BatchInfo {
+                id,
+                events: a.get(11),
+            }),
         })
         .collect();
     Ok(Json(DeliveryDetail {

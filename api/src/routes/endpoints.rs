@@ -750,12 +750,8 @@ async fn stats_of(
     // Hour by hour, through the attempt log's (tenant, endpoint, time) index.
     let st = db
         .prepare_cached(
-            "SELECT endpoint_id, floor(extract(epoch FROM now() - started_at) / 3600)::int,
-                    count(*) FILTER (WHERE outcome = 'succeeded'),
-                    count(*) FILTER (WHERE outcome IN ('retrying', 'failed'))
-               FROM postbox.attempts
-              WHERE tenant = $1 AND endpoint_id = ANY($2) AND started_at > now() - interval '7 days' AND NOT is_test
-              GROUP BY 1, 2",
+            "SELECT id, hours_ago, succeeded, failed FROM postbox.endpoint_hourly_stats
+              WHERE tenant = $1 AND id = ANY($2)",
         )
         .await?;
     let counts: Vec<(Uuid, (i32, i64, i64))> = db

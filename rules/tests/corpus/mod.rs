@@ -413,9 +413,14 @@ pub fn options_json() -> impl Strategy<Value = Value> {
         prop::option::of(schedule()),
         prop::option::of(("[a-z_]{0,16}", whole_around(1, 10))),
         prop_oneof![12 => Just(None), 1 => Just(Some(json!([1]))), 1 => Just(Some(json!(5)))],
+        (
+            prop::option::of(whole_around(1, 1_000)),
+            prop::option::of(whole_around(0, 60_000)),
+            prop::option::of(whole_around(1024, 16 << 20)),
+        ),
     )
         .prop_map(
-            |(timeout, connect, in_flight, rate, schedule, other, not_object)| {
+            |(timeout, connect, in_flight, rate, schedule, other, not_object, batch)| {
                 if let Some(v) = not_object {
                     return v;
                 }
@@ -433,6 +438,9 @@ pub fn options_json() -> impl Strategy<Value = Value> {
                     ("max_in_flight", in_flight),
                     ("rate_limit_per_s", rate),
                     ("retry_schedule", schedule),
+                    ("batch_max_events", batch.0),
+                    ("batch_max_wait_ms", batch.1),
+                    ("batch_max_bytes", batch.2),
                 ] {
                     if let Some(v) = v {
                         map.insert(key.to_string(), v);

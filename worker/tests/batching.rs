@@ -1,0 +1,263 @@
+//! Batched deliveries end to end: a real cluster with the extension, the
+//! worker through `run()` (or as a process, to kill), and receivers on
+//! 127.0.0.1 that record each request.
+
+use postbox_tests::fixtures::{cluster, endpoint, one};
+use postbox_tests::receivers::{Behavior, Received, Receiver};
+use postbox_tests::verify::python_verify;
+use postbox_tests::worker::{test_config, worker_process, Worker};
+use postbox_tests::{eventually, eventually_sql};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+fn order() -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(0))
+}
+
+/// The event ids a batch request carried, in the body's order.
+fn event_ids(r: &Received) -> Vec<String> {
+    r.json()["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a batch: {}", r.body))
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// How often each event arrived, over `requests`.
+fn arrivals<'a>(requests: impl IntoIterator<Item = &'a Received>) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for r in requests {
+        for id in event_ids(r) {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn batches_carry_events_in_emit_order_signed_as_a_whole() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
+    let (endpoint_id, secret) = endpoint(
+        &db,
+        "acme",
+        &rx.url(),
+        r#", '{order.*}', options => '{"batch_max_events": 25, "batch_max_wait_ms": 300}'"#,
+    )
+    .await;
+    // A plain endpoint of the same tenant still gets one event per request.
+    let plain = Receiver::start(Behavior::Statuses(vec![200]), order()).await;
+    endpoint(&db, "acme", &plain.url(), ", '{order.*}'").await;
+    // 60 events in one transaction, so they are due together.
+    let emitted: Vec<String> = db
+        .query(
+            "SELECT postbox.emit('acme', 'order.paid', jsonb_build_object('n', i))::text
+               FROM generate_series(1, 60) i",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let worker = Worker::start(test_config(&pg));
+    eventually("60 events in batches", || {
+        arrivals(&rx.received()).len() == 60
+    })
+    .await;
+    eventually("60 single deliveries", || plain.count() == 60).await;
+
+    let requests = rx.received();
+    assert!(
+        requests.len() >= 3 && requests.len() < 60,
+        "{} requests",
+        requests.len()
+    );
+    let seen = arrivals(&requests);
+    assert!(seen.values().all(|n| *n == 1), "each event once: {seen:?}");
+    for r in &requests {
+        // The official library verifies the batch as it came.
+        python_verify("standard", &secret, r, "").expect("standardwebhooks verifies a batch");
+        let body = r.json();
+        assert_eq!(r.header("webhook-id"), body["id"].as_str().unwrap());
+        let ids = event_ids(r);
+        assert!(!ids.is_empty() && ids.len() <= 25, "{} events", ids.len());
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "emit order (UUIDv7) within a batch");
+        for e in body["events"].as_array().unwrap() {
+            assert_eq!(e["type"], "order.paid");
+            assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
+            assert!(e["data"]["n"].is_i64());
+        }
+    }
+    assert!(
+        emitted.iter().all(|id| seen.contains_key(id)),
+        "every emitted event arrived"
+    );
+    let single = plain.received();
+    assert!(single[0].json()["events"].is_null(), "not a batch");
+
+    // The log: each delivery succeeded in a batch whose id was its webhook-id.
+    let logged: i64 = one(
+        &db,
+        &format!(
+            "SELECT count(*) FROM postbox.deliveries
+              WHERE endpoint_id = '{endpoint_id}' AND status = 'succeeded' AND cardinality(batch_deliveries) > 1"
+        ),
+    )
+    .await;
+    assert_eq!(logged, 60);
+    let batch_ids: Vec<String> = db
+        .query(
+            &format!(
+                "SELECT DISTINCT batch_id::text FROM postbox.attempts WHERE endpoint_id = '{endpoint_id}'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut sent: Vec<String> = requests
+        .iter()
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    sent.sort();
+    let mut batch_ids = batch_ids;
+    batch_ids.sort();
+    assert_eq!(batch_ids, sent, "one log row per request, by its id");
+    // By id, a delivery that went in a batch is found with its attempt.
+    let (id, batch): (i64, String) = {
+        let r = db
+            .query_one(
+                &format!(
+                    "SELECT d.id, a.batch_id::text FROM postbox.deliveries d
+                       JOIN postbox.attempts a ON a.delivery_id = d.id AND a.batch_deliveries @> ARRAY[d.id]
+                      WHERE d.endpoint_id = '{endpoint_id}' ORDER BY d.id DESC LIMIT 1"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(sent.contains(&batch), "{id} went in {batch}");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_event_is_found_by_splitting_and_the_rest_is_delivered() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(
+        Behavior::Refuse {
+            needle: "\"poison\":true".into(),
+            status: 400,
+        },
+        order(),
+    )
+    .await;
+    let (endpoint_id, _) = endpoint(
+        &db,
+        "acme",
+        &rx.url(),
+        r#", '{*}', options => '{"batch_max_events": 16, "batch_max_wait_ms": 200, "retry_schedule": ["1h"]}'"#,
+    )
+    .await;
+    db.batch_execute(
+        "SELECT postbox.emit('acme', 'order.paid', jsonb_build_object('n', i, 'poison', i = 11))
+           FROM generate_series(1, 16) i",
+    )
+    .await
+    .unwrap();
+    let worker = Worker::start(test_config(&pg));
+    eventually_sql(
+        &db,
+        "15 delivered, the poisoned one waiting for its retry",
+        &format!(
+            "SELECT count(*) FILTER (WHERE status = 'succeeded') = 15
+                AND count(*) FILTER (WHERE status = 'pending' AND attempts = 1) = 1
+               FROM postbox.deliveries WHERE endpoint_id = '{endpoint_id}'"
+        ),
+    )
+    .await;
+    // Halving 16 finds it in four splits, then it fails alone on its
+    // schedule; the 15 others were accepted exactly once.
+    let accepted: Vec<Received> = rx
+        .received()
+        .into_iter()
+        .filter(|r| !r.body.contains("\"poison\":true"))
+        .collect();
+    let seen = arrivals(&accepted);
+    assert_eq!(seen.len(), 15);
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    let splits: i64 = one(
+        &db,
+        &format!(
+            "SELECT count(DISTINCT batch_id) FROM postbox.attempts
+              WHERE endpoint_id = '{endpoint_id}' AND outcome = 'split'"
+        ),
+    )
+    .await;
+    assert_eq!(splits, 4, "16, 8, 4 and 2 events with the poisoned one");
+    let poisoned: String = one(
+        &db,
+        &format!(
+            "SELECT d.last_error FROM postbox.deliveries d JOIN postbox.events v ON v.id = d.event_id
+              WHERE d.endpoint_id = '{endpoint_id}' AND d.status = 'pending' AND v.data->>'poison' = 'true'"
+        ),
+    )
+    .await;
+    assert_eq!(poisoned, "HTTP 400");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_worker_loses_no_batched_event() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Hang, order()).await;
+    endpoint(
+        &db,
+        "t",
+        &rx.url(),
+        r#", '{*}', options => '{"batch_max_events": 20, "batch_max_wait_ms": 50}'"#,
+    )
+    .await;
+    db.batch_execute(
+        "SELECT postbox.emit('t', 'order.paid', jsonb_build_object('n', i)) FROM generate_series(1, 100) i",
+    )
+    .await
+    .unwrap();
+    // A real worker process, killed with SIGKILL while its batches hang.
+    let mut child = worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg)
+        .env("POSTBOX_LEASE", "4s")
+        .spawn()
+        .unwrap();
+    eventually("batches in flight", || rx.count() >= 2).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let hung = arrivals(&rx.received());
+    rx.set_behavior(Behavior::Statuses(vec![200]));
+    let before = rx.count();
+    let worker = Worker::start(test_config(&pg));
+    eventually_sql(
+        &db,
+        "all 100 delivered",
+        "SELECT count(*) = 100 FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
+    let after = rx.received();
+    let seen = arrivals(&after[before..]);
+    assert_eq!(seen.len(), 100, "every event arrived after the kill");
+    // Repeats only of events in the batches that were in flight.
+    for (id, n) in &seen {
+        assert!(
+            *n == 1 || hung.contains_key(id),
+            "{id} arrived {n} times and was not in flight"
+        );
+    }
+    worker.stop().await.unwrap();
+}
