@@ -148,6 +148,9 @@ struct Bench {
     target: String,
     /// Environment for every worker started (figure 10: the CA to trust).
     worker_env: Vec<(String, String)>,
+    /// The `options` of every endpoint made (figure 11: batching); empty:
+    /// none.
+    endpoint_options: String,
     worker_bin: PathBuf,
     figures: Vec<Figure>,
     notes: Vec<String>,
@@ -239,9 +242,14 @@ impl Bench {
     /// Endpoints on the receiver: `paths` like "/e0" or "/hang/1", for one tenant each or a shared one.
     async fn endpoints(&self, tenants_and_paths: &[(String, String)]) {
         let mut q = String::from("SET postbox.allow_insecure_urls = on;\n");
+        let options = if self.endpoint_options.is_empty() {
+            String::new()
+        } else {
+            format!(", options => '{}'", self.endpoint_options)
+        };
         for (tenant, path) in tenants_and_paths {
             q.push_str(&format!(
-                "SELECT postbox.create_endpoint('{tenant}', '{}{path}', '{{bench.*}}');\n",
+                "SELECT postbox.create_endpoint('{tenant}', '{}{path}', '{{bench.*}}'{options});\n",
                 self.target
             ));
         }
@@ -631,6 +639,21 @@ impl Bench {
         self.sql("CHECKPOINT").await;
         if statements() {
             self.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()").await;
+            if std::env::var("POSTBOX_BENCH_EXPLAIN").is_ok() {
+                // Plans of statements over 3 ms, with their row counts and
+                // times (which auto_explain's timing inflates), in the
+                // server log; batched() copies it out.
+                for q in [
+                    "LOAD 'auto_explain'",
+                    "ALTER SYSTEM SET session_preload_libraries = 'auto_explain'",
+                    "ALTER SYSTEM SET auto_explain.log_min_duration = '3ms'",
+                    "ALTER SYSTEM SET auto_explain.log_analyze = on",
+                    "ALTER SYSTEM SET auto_explain.log_nested_statements = on",
+                    "SELECT pg_reload_conf()",
+                ] {
+                    self.sql(q).await;
+                }
+            }
         }
         let worker = self.start_worker();
         self.wait_worker_idle().await;
@@ -721,9 +744,15 @@ impl Bench {
     }
 
     // ---------------------------------------------------------------- 2, 6, 4
-    /// Figures 0, 2 and 6, then 10 (`https`), 4 (`isolation`) and 7
-    /// (`many`) when asked.
-    async fn throughput_and_isolation(&mut self, isolation: bool, many: bool, https: bool) {
+    /// Figures 0, 2 and 6, then 10 (`https`), 11 (`batched`), 4
+    /// (`isolation`) and 7 (`many`) when asked.
+    async fn throughput_and_isolation(
+        &mut self,
+        isolation: bool,
+        many: bool,
+        https: bool,
+        batched: bool,
+    ) {
         let events = std::env::var("POSTBOX_BENCH_EVENTS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -782,6 +811,9 @@ impl Bench {
 
         if https {
             self.https(events, rate, c).await;
+        }
+        if batched {
+            self.batched(events, c).await;
         }
         // Figure 7's first round compares with the run of figure 2 right before it.
         let last = if isolation {
@@ -868,6 +900,55 @@ impl Bench {
                 format!("HTTPS {name}: requests that went over HTTP/2"),
                 100.0 * h2 as f64 / (rounds * (events * 10) as f64),
                 "%",
+                None,
+            );
+        }
+    }
+
+    /// Figure 11: figure 2 to endpoints that batch (`batch_max_events` 100),
+    /// whose receiver parses each batch and counts its events; events
+    /// delivered per second (each event to each endpoint counts once, as a
+    /// delivery does in figure 2), as a ratio of C, and the CPU per event.
+    async fn batched(&mut self, events: u64, c: f64) {
+        println!("\n11. Batched: figure 2 to 10 endpoints with batch_max_events 100");
+        self.endpoint_options = r#"{"batch_max_events": 100}"#.to_string();
+        let plain_target = self.target.clone();
+        self.target = format!("{plain_target}/batch");
+        let (rate, wall, worker, pg, recv, _) = self.throughput(events, 0, 0, 0).await;
+        self.target = plain_target;
+        self.endpoint_options.clear();
+        if std::env::var("POSTBOX_BENCH_EXPLAIN").is_ok() {
+            let to = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/server.log");
+            std::fs::copy(self.pg.dir().join("server.log"), &to).unwrap();
+            println!("     server log with plans: {}", to.display());
+        }
+        if statements() {
+            for r in self.db.query("SELECT round(total_exec_time::numeric,0)::text, calls::text, rows::text, left(regexp_replace(query, '\\s+', ' ', 'g'), 150) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30", &[]).await.unwrap() {
+                println!("  statement: {:>8} ms {:>9} calls {:>9} rows  {}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3));
+            }
+        }
+        println!("     {} events in {:.2} s", events * 10, wall.as_secs_f64());
+        self.add(
+            "batched: events per second (batch_max_events 100, 10 endpoints)",
+            rate,
+            "events/s",
+            Some((">=", 50_000.0)),
+        );
+        self.add(
+            "batched: as a ratio of the ceiling C",
+            rate / c,
+            "x C",
+            Some((">=", 1.2)),
+        );
+        for (name, cpu) in [
+            ("PostgreSQL", pg),
+            ("worker", worker),
+            ("receiver and emitter", recv),
+        ] {
+            self.add(
+                format!("batched: CPU per event, {name}"),
+                1e6 * cpu.as_secs_f64() / (events * 10) as f64,
+                "us",
                 None,
             );
         }
@@ -1642,6 +1723,7 @@ async fn run(quick: bool) -> i32 {
         rx,
         target: format!("http://127.0.0.1:{}", rx.port()),
         worker_env: Vec::new(),
+        endpoint_options: String::new(),
         worker_bin,
         figures: Vec::new(),
         notes: Vec::new(),
@@ -1649,7 +1731,9 @@ async fn run(quick: bool) -> i32 {
     };
     let started = Instant::now();
     // For development: POSTBOX_BENCH_ONLY=0 measures the ceiling C only;
-    // =2 runs C, figure 2 (and 6) only; =10 runs C, 2, 6 and 10;
+    // =2 runs C, figure 2 (and 6) only; =10 runs C, 2, 6 and 10; =11 runs
+    // C, 2, 6 and 11 (with POSTBOX_BENCH_STATEMENTS=1 and
+    // POSTBOX_BENCH_EXPLAIN=1, figure 11's plans are in target/bench/server.log);
     // =4 runs 2, 6 and 4; =7 runs 2, 6 and 7. With POSTBOX_WORKER_BIN and
     // POSTBOX_EXTENSION_VERSION, figure 2 of an older release (docs/
     // measurements.md: mirrored rounds).
@@ -1661,8 +1745,8 @@ async fn run(quick: bool) -> i32 {
     if only == "0" {
         b.ceiling().await;
     }
-    if run("2") || run("4") || run("7") || run("10") {
-        b.throughput_and_isolation(run("4"), run("7"), run("10"))
+    if run("2") || run("4") || run("7") || run("10") || run("11") {
+        b.throughput_and_isolation(run("4"), run("7"), run("10"), run("11"))
             .await;
     }
     if run("3") {

@@ -54,7 +54,9 @@ pub struct Claimed {
     pub queued_at: SystemTime,
     pub event_type: String,
     pub event_time: SystemTime,
-    pub data: String,
+    /// Shared by the event's deliveries in one claim (the claim returns
+    /// it once per event).
+    pub data: Arc<str>,
     pub endpoint: Arc<Endpoint>,
     /// How often a batch that carried it was split (a batching endpoint's).
     pub batch_split: i16,
@@ -174,6 +176,11 @@ pub async fn claim(
     ids.dedup();
     let endpoints = endpoints(db, &ids).await?;
     let lease_until = rows.first().map(|r| r.get(10));
+    // Each event's data comes on one of its rows; the others share it.
+    let data: HashMap<Uuid, Arc<str>> = rows
+        .iter()
+        .filter_map(|r| Some((r.get(3), Arc::from(r.get::<_, Option<&str>>(9)?))))
+        .collect();
     let jobs = rows
         .into_iter()
         .filter_map(|r| {
@@ -189,7 +196,7 @@ pub async fn claim(
                 queued_at: r.get(6),
                 event_type: r.get(7),
                 event_time: r.get(8),
-                data: r.get(9),
+                data: data.get(&r.get::<_, Uuid>(3))?.clone(),
                 endpoint,
                 batch_split: r.get(11),
             })
@@ -330,7 +337,7 @@ pub(crate) mod tests {
             queued_at: SystemTime::UNIX_EPOCH,
             event_type: event_type.into(),
             event_time: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
-            data: data.into(),
+            data: Arc::from(data),
             batch_split: 0,
             endpoint: Arc::new(Endpoint {
                 url: "https://hooks.example.com/in".into(),

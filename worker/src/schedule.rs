@@ -71,6 +71,13 @@ pub const FAST_BATCH_ROUNDS: u32 = 2;
 /// is wanted: a claim has a fixed cost, and a handful of rows does not pay it.
 pub const MIN_CLAIM_FRACTION: usize = 4;
 
+/// While the worker serves endpoints that batch, a claim may take this many
+/// times POSTBOX_BATCH_SIZE rows: their rows go a hundred or so to a
+/// request, and a claim's fixed cost (finding the endpoints with work: 2 to
+/// 3 ms with a busy outbox, docs/measurements.md) is better paid per several
+/// requests than per few.
+pub const BATCHING_CLAIM_ROUNDS: usize = 4;
+
 /// With large payloads, ask for about this many times the rows
 /// POSTBOX_CLAIM_MAX_BYTES holds: enough to fill the bound, without
 /// PostgreSQL rendering many payloads per claim only to leave them.
@@ -273,6 +280,8 @@ pub struct Schedule<J> {
     /// Payload bytes per claimed row, recently (see [`Schedule::claim_size`]).
     bytes_per_row: usize,
     last_prune: Instant,
+    /// When a delivery of an endpoint that batches was last queued.
+    batching_seen: Option<Instant>,
 }
 
 impl<J> Schedule<J> {
@@ -292,6 +301,7 @@ impl<J> Schedule<J> {
             claimed_from: HashSet::new(),
             bytes_per_row: 0,
             last_prune: now,
+            batching_seen: None,
         }
     }
 
@@ -391,16 +401,26 @@ impl<J> Schedule<J> {
     }
 
     /// How many rows to claim now, or None when a claim is not worth it: no
-    /// free slot, less than [`MIN_CLAIM_FRACTION`] of a batch wanted, or
+    /// free slot, less than [`MIN_CLAIM_FRACTION`] of a batch wanted (a
+    /// batch: POSTBOX_BATCH_SIZE rows, [`BATCHING_CLAIM_ROUNDS`] of them while
+    /// the worker serves endpoints that batch), or
     /// (unless `forced`, by a NOTIFY) too soon after the last claim for the
     /// endpoints it had work for. An idle worker always claims.
     pub fn claim_size(&self, now: Instant, forced: bool) -> Option<usize> {
         let free = self.limits.max_in_flight.saturating_sub(self.running);
-        let want = self.limits.batch_size.saturating_sub(self.queued);
+        let batching = self
+            .batching_seen
+            .is_some_and(|t| now.saturating_duration_since(t) < KNOWN_TTL);
+        let size = if batching {
+            self.limits.batch_size * BATCHING_CLAIM_ROUNDS
+        } else {
+            self.limits.batch_size
+        };
+        let want = size.saturating_sub(self.queued);
         let idle = self.running == 0 && self.queued == 0;
         if !idle
             && (free == 0
-                || want < (self.limits.batch_size / MIN_CLAIM_FRACTION).max(1)
+                || want < (size / MIN_CLAIM_FRACTION).max(1)
                 || !(forced || self.claim_wanted(now)))
         {
             return None;
@@ -544,6 +564,9 @@ impl<J> Schedule<J> {
         known.own_cap = own_cap;
         known.seen = now;
         known.batching = ep.batching;
+        if ep.batching.is_some() {
+            self.batching_seen = Some(now);
+        }
         if &*known.tenant != ep.tenant {
             known.tenant = Arc::from(ep.tenant);
         }
@@ -1461,6 +1484,13 @@ mod tests {
     fn a_batching_endpoint_counts_requests_against_its_limits_and_rows_in_its_room() {
         let t0 = Instant::now();
         let mut s: Schedule<B> = Schedule::new(LIMITS, t0);
+        s.enqueue(b(0), t0).unwrap();
+        assert_eq!(
+            s.claim_size(t0, true),
+            Some(LIMITS.batch_size * BATCHING_CLAIM_ROUNDS - 1),
+            "claims of several batches' worth"
+        );
+        s.take_queued();
         // max_in_flight 2, 10 a batch: it may hold 20 deliveries.
         for n in 0..20 {
             s.enqueue(b(n), t0).unwrap();
