@@ -123,6 +123,7 @@ const RULE_WORDS = {
   api_keys_kept_limit: 'You have as many API keys as you may, counting recently revoked ones. Try again later.',
   api_key_revoked: 'This key is revoked: it cannot be rotated.',
   length_out_of_range: 'This is empty or too long.',
+  options_value_invalid: 'Out of range: send 2 to 1000 events per request, and wait 0 to 60000 ms for more.',
   idempotency_key_reused: 'This was already sent with other details. Reload the page and try again.',
 };
 
@@ -155,7 +156,8 @@ function placeError(err, headers) {
     input.after(spot);
   }
   if (!spot) return false;
-  spot.textContent = err.item ? `${err.item}: ${err.message}` : err.message;
+  // An option's words name it already; other items (a header) are prefixed.
+  spot.textContent = err.item && err.field !== 'options' ? `${err.item}: ${err.message}` : err.message;
   return true;
 }
 
@@ -389,12 +391,45 @@ function headerRows(initial) {
   };
 }
 
+// The endpoint's batching options (docs/sql-api.md: batch_max_events,
+// batch_max_wait_ms): off, or up to N events a request, the first waiting
+// up to M ms for company. `options(base)` returns the endpoint's options
+// with these set or removed; the API checks the values and names the rule.
+function batchingFields(options) {
+  const on = (options.batch_max_events || 1) > 1;
+  const box = el('input', { type: 'checkbox', id: 'batching', checked: on });
+  const events = el('input', { type: 'number', id: 'batch-max-events', min: '2', max: '1000', step: '1',
+    value: String(on ? options.batch_max_events : 100), disabled: !on });
+  const wait = el('input', { type: 'number', id: 'batch-max-wait', min: '0', max: '60000', step: '1',
+    value: String(options.batch_max_wait_ms ?? 100), disabled: !on });
+  box.addEventListener('change', () => { events.disabled = !box.checked; wait.disabled = !box.checked; });
+  const value = (base) => {
+    const o = { ...base };
+    delete o.batch_max_events;
+    delete o.batch_max_wait_ms;
+    if (box.checked) {
+      o.batch_max_events = Number(events.value);
+      o.batch_max_wait_ms = Number(wait.value);
+    }
+    return o;
+  };
+  return {
+    node: el('fieldset', { class: 'field' }, el('legend', { text: 'Batching' }),
+      el('label', { class: 'inline', for: 'batching' }, box, 'Send several events per request'),
+      el('div', { class: 'field' }, el('label', { for: 'batch-max-events', text: 'Most events per request' }), events),
+      el('div', { class: 'field' }, el('label', { for: 'batch-max-wait', text: 'Longest wait for more events (ms)' }), wait),
+      fieldError('options')),
+    value,
+  };
+}
+
 async function formView(existing) {
   const editing = !!existing;
   const e = existing || { url: '', event_types: ['*'], headers: {}, description: '', enabled: true };
   const url = el('input', { type: 'url', id: 'url', value: shownUrl(e.url), required: true, 'aria-describedby': 'error-url' });
   const events = eventPicker(e.event_types);
   const headers = headerRows(e.headers);
+  const batching = batchingFields(e.options || {});
   const description = el('textarea', { id: 'description' });
   description.value = e.description || '';
   // A new endpoint's style: the server's default unless one is chosen.
@@ -409,6 +444,7 @@ async function formView(existing) {
     events.node,
     headers.node,
     el('div', { class: 'field' }, el('label', { for: 'description', text: 'Description' }), description),
+    batching.node,
     el('div', { class: 'field' }, el('label', { for: 'signature-style', text: 'Signature style' }), style),
     el('div', { class: 'field' }, el('label', { for: 'signature-header', text: 'Signature header (hex styles)' }), sigHeader),
     el('div', { class: 'field' }, el('label', { class: 'inline', for: 'enabled' }, enabled, 'Enable deliveries')),
@@ -423,7 +459,8 @@ async function formView(existing) {
     const chosen = events.chosen();
     if (!chosen.length) { document.getElementById('error-events').textContent = 'Choose at least one event, or all events'; return; }
     if (!headers.check()) return;
-    const body = { url: url.value.trim(), event_types: chosen, headers: headers.value(), description: description.value, enabled: enabled.checked };
+    const body = { url: url.value.trim(), event_types: chosen, headers: headers.value(), description: description.value, enabled: enabled.checked,
+      options: batching.value(e.options || {}) };
     if (!editing) {
       if (style.value) body.signature_style = style.value;
       if (sigHeader.value.trim()) body.signature_header = sigHeader.value.trim();
@@ -483,6 +520,9 @@ async function endpointView(endpointId) {
     el('p', { class: 'events', text: `Events: ${e.event_types.join(', ')}` }),
     Object.keys(e.headers).length ? el('p', { class: 'muted headers', text: `Headers: ${Object.entries(e.headers).map(([k, v]) => `${k}: ${v}`).join('; ')}` }) : null,
     el('p', { class: 'muted', text: `Signature: ${e.signature_style}${e.signature_header ? ` (${e.signature_header})` : ''}` }),
+    (e.options.batch_max_events || 1) > 1
+      ? el('p', { class: 'muted batching', text: `Batches: up to ${e.options.batch_max_events} events a request, waiting up to ${e.options.batch_max_wait_ms ?? 100} ms for more` })
+      : null,
     el('h2', { text: 'Health' }), statsBox,
     actions, panel,
     el('h2', { text: 'Signing secrets' }), el('ul', {}, secrets),
@@ -595,6 +635,7 @@ function attemptNode(a, brief, n) {
   return el('div', { class: 'card attempt' },
     el('div', { class: 'row' }, el('strong', { class: 'outcome', text: `${a.outcome}: ${result}` }),
       el('span', { class: 'muted', text: `attempt ${n}, ${when(a.started_at)}, ${a.duration_ms} ms` })),
+    a.batch ? el('p', { class: 'muted batch', text: `In batch ${a.batch.id} of ${a.batch.events} events${a.outcome === 'split' ? ': sent again at once in halves' : ''}` }) : null,
     a.error ? el('p', { class: 'error', text: a.error }) : null,
     a.response && a.response.body_excerpt ? [el('div', { class: 'muted', text: 'Response' }), el('pre', { class: 'response', text: a.response.body_excerpt })] : null,
     brief ? null : [el('div', { class: 'muted', text: 'Headers sent (without the signature)' }), Object.keys(a.request.headers || {}).length

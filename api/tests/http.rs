@@ -191,6 +191,57 @@ async fn every_route_with_every_kind_of_key() {
         .await;
     assert_eq!(a.body["status"], "healthy");
 
+    // Batching is an option like the others: set, refused out of range
+    // with the rule's code and nothing written, and off again.
+    let batching = json!({"timeout_ms": 5000, "batch_max_events": 100, "batch_max_wait_ms": 250});
+    let a = api
+        .call(
+            M::PATCH,
+            &ep,
+            Some(&admin),
+            Some(json!({"options": batching})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, &a.body["options"]),
+        (200, &batching),
+        "{:?}",
+        a.body
+    );
+    let a = api
+        .call(
+            M::PATCH,
+            &ep,
+            Some(&admin),
+            Some(json!({"options": {"batch_max_events": 1001}})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (422, "rule_violation"),
+        "{:?}",
+        a.body
+    );
+    assert_eq!(a.body["error"]["rule"], "options_value_invalid");
+    assert_eq!(a.body["error"]["item"], "batch_max_events");
+    assert!(
+        a.message()
+            .contains("batch_max_events must be a whole number from 1 to 1000"),
+        "{}",
+        a.message()
+    );
+    let a = api.call(M::GET, &ep, Some(&member), None).await;
+    assert_eq!(a.body["options"], batching, "nothing written");
+    let a = api
+        .call(
+            M::PATCH,
+            &ep,
+            Some(&admin),
+            Some(json!({"options": {"timeout_ms": 5000}})),
+        )
+        .await;
+    assert_eq!(a.body["options"], json!({"timeout_ms": 5000}));
+
     // Register by URL: created, then found with the same secret.
     let reg = json!({"url": "https://agent.example.com/hook", "event_types": ["order.paid"]});
     let first = api

@@ -280,6 +280,38 @@ def main():
         by_id(d, "save").click()
         text_in(d, ".description", "billing hooks")
 
+        step("edit: batching, kept with the endpoint's other options; a value out of range names the rule")
+        endpoint_id = endpoint_url.rsplit("/", 1)[1]
+        operator("PATCH", f"/v1/tenants/{TENANT}/endpoints/{endpoint_id}", {"options": {"timeout_ms": 4000}})
+        d.refresh()
+        by_id(d, "edit").click()
+        assert not by_id(d, "batching").is_selected()
+        assert not by_id(d, "batch-max-events").is_enabled()
+        by_id(d, "batching").click()
+        events = by_id(d, "batch-max-events")
+        events.clear()
+        events.send_keys("5000")
+        by_id(d, "save").click()
+        text_in(d, "#error-options", "Out of range: send 2 to 1000 events per request")
+        shot(d, "16-batching-error-1440")
+        events.clear()
+        events.send_keys("50")
+        wait_ms = by_id(d, "batch-max-wait")
+        wait_ms.clear()
+        wait_ms.send_keys("250")
+        by_id(d, "save").click()
+        text_in(d, ".batching", "up to 50 events a request, waiting up to 250 ms")
+        got = operator("GET", f"/v1/tenants/{TENANT}/endpoints/{endpoint_id}")["options"]
+        assert got == {"timeout_ms": 4000, "batch_max_events": 50, "batch_max_wait_ms": 250}, got
+        by_id(d, "edit").click()
+        assert by_id(d, "batching").is_selected() and by_id(d, "batch-max-events").get_attribute("value") == "50"
+        by_id(d, "batching").click()  # off again
+        by_id(d, "save").click()
+        text_in(d, ".description", "billing hooks")
+        assert not d.find_elements(By.CSS_SELECTOR, ".batching")
+        got = operator("GET", f"/v1/tenants/{TENANT}/endpoints/{endpoint_id}")["options"]
+        assert got == {"timeout_ms": 4000}, got
+
         step("rotate the secret, with the grace period")
         by_id(d, "rotate").click()
         by_id(d, "rotate-confirm").click()

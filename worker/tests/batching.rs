@@ -4,7 +4,7 @@
 
 use postbox_tests::fixtures::{cluster, endpoint, one};
 use postbox_tests::receivers::{Behavior, Received, Receiver};
-use postbox_tests::verify::python_verify;
+use postbox_tests::verify::{python, python_verify, receiver_verify};
 use postbox_tests::worker::{test_config, worker_process, Worker};
 use postbox_tests::{eventually, eventually_sql};
 use std::collections::HashMap;
@@ -14,6 +14,54 @@ use std::sync::Arc;
 fn order() -> Arc<AtomicU64> {
     Arc::new(AtomicU64::new(0))
 }
+
+/// The README's batch receiver in `lang`: the code block after its
+/// `<!-- receiver: lang -->` marker, as written there.
+fn readme_receiver(lang: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let at = readme
+        .find(&format!("<!-- receiver: {lang} -->"))
+        .unwrap_or_else(|| panic!("no {lang} receiver in the README"));
+    let fence = at + readme[at..].find("```").unwrap();
+    let code = fence + readme[fence..].find('\n').unwrap() + 1;
+    let end = code + readme[code..].find("```").unwrap();
+    readme[code..end].to_string()
+}
+
+/// Runs the README's Python receiver on a batch as received: it must
+/// verify it and hand over its events, and refuse it once a byte changed.
+const PYTHON_HARNESS: &str = r#"
+import json, sys
+case = json.load(sys.stdin)
+got = []
+def handle(event_type, data):
+    got.append(event_type)
+receive_batch(case["body"], case["headers"], case["secret"], set())
+assert got and all(t == "order.paid" for t in got), got
+try:
+    receive_batch(case["body"].replace("order.paid", "order.pain"), case["headers"], case["secret"], set())
+    sys.exit("a changed body verified")
+except SystemExit:
+    raise
+except Exception:
+    pass
+print("verified")
+"#;
+
+/// The same for the README's Node receiver.
+const NODE_HARNESS: &str = r#"
+let input = '';
+process.stdin.on('data', (d) => (input += d));
+process.stdin.on('end', () => {
+  const c = JSON.parse(input);
+  const batch = receiveBatch(c.body, c.headers, c.secret);
+  if (!batch.events.length || batch.id !== c.headers['webhook-id']) { console.error('not the batch'); process.exit(1); }
+  let refused = false;
+  try { receiveBatch(c.body.replace('order.paid', 'order.pain'), c.headers, c.secret); } catch (e) { refused = true; }
+  if (!refused) { console.error('a changed body verified'); process.exit(1); }
+  console.log('verified');
+});
+"#;
 
 /// The event ids a batch request carried, in the body's order.
 fn event_ids(r: &Received) -> Vec<String> {
@@ -77,9 +125,17 @@ async fn batches_carry_events_in_emit_order_signed_as_a_whole() {
     );
     let seen = arrivals(&requests);
     assert!(seen.values().all(|n| *n == 1), "each event once: {seen:?}");
+    let py = python();
+    let python_receiver = format!("{}\n{PYTHON_HARNESS}", readme_receiver("python"));
+    let node_receiver = format!("{}\n{NODE_HARNESS}", readme_receiver("node"));
     for r in &requests {
-        // The official library verifies the batch as it came.
+        // The official library verifies the batch as it came, and so do the
+        // README's receivers.
         python_verify("standard", &secret, r, "").expect("standardwebhooks verifies a batch");
+        receiver_verify(&py, &["-c", &python_receiver], &secret, r)
+            .expect("the README's Python receiver");
+        receiver_verify("node", &["-e", &node_receiver], &secret, r)
+            .expect("the README's Node receiver");
         let body = r.json();
         assert_eq!(r.header("webhook-id"), body["id"].as_str().unwrap());
         let ids = event_ids(r);
