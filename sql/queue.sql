@@ -121,7 +121,8 @@ BEGIN
         SELECT * FROM capped UNION ALL SELECT * FROM tests
     ), ev AS (
         -- Each event once, by primary key (a lookup per id: the generic plan
-        -- must not scan the table); its text made once and returned as is.
+        -- must not scan the table); its data is stored as text (json), and
+        -- returned as it is.
         SELECT v.id, v.event_type, v.created_at, v.data
           FROM (SELECT DISTINCT t.event_id FROM taken t) d
          CROSS JOIN LATERAL (SELECT v.id, v.event_type, v.created_at, v.data::text AS data

@@ -83,7 +83,7 @@ GRANT SELECT ON postbox.deliveries TO postbox_admin;
 CREATE VIEW postbox.attempts AS
 SELECT a.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.status_code,
        a.response_excerpt, a.error, a.tenant, a.event_id, a.outcome,
-       v.event_type, v.data,
+       v.event_type, v.data::jsonb AS data,
        -- {} when nothing was sent (the attempt failed before its request).
        coalesce(a.request_headers, '{}') AS request_headers,
        a.is_test, a.batch_id, ARRAY[a.delivery_id] AS batch_deliveries
@@ -93,7 +93,7 @@ SELECT a.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.s
 UNION ALL
 SELECT b.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.status_code,
        a.response_excerpt, a.error, a.tenant, b.event_id, a.outcome,
-       v.event_type, v.data, coalesce(a.request_headers, '{}'), a.is_test, a.batch_id, a.delivery_ids
+       v.event_type, v.data::jsonb, coalesce(a.request_headers, '{}'), a.is_test, a.batch_id, a.delivery_ids
   FROM postbox.attempt_log a
  CROSS JOIN LATERAL unnest(a.delivery_ids, a.event_ids) AS b(delivery_id, event_id)
   LEFT JOIN postbox.events v ON v.id = b.event_id

@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(one::<i32>("SELECT postbox.expand_events()"), 1);
         assert_eq!(
             count(&format!(
-                "SELECT FROM postbox.events WHERE id = '{id}' AND event_type = 'demo.viewed' AND data = '{{\"demo_id\": 1}}'"
+                "SELECT FROM postbox.events WHERE id = '{id}' AND event_type = 'demo.viewed' AND data::jsonb = '{{\"demo_id\": 1}}'"
             )),
             1
         );
@@ -687,7 +687,7 @@ mod tests {
         run("SELECT postbox.expand_events(100000)");
         Spi::connect(|c| {
             c.select(
-                &format!("SELECT data FROM postbox.events WHERE event_type = 'recording.{kind}' ORDER BY id"),
+                &format!("SELECT data::jsonb FROM postbox.events WHERE event_type = 'recording.{kind}' ORDER BY id"),
                 None,
                 &[],
             )
@@ -750,8 +750,10 @@ mod tests {
         run("SELECT postbox.expand_events()");
         assert_eq!(pending(&ep), 3);
         assert_eq!(
-            one::<pgrx::JsonB>("SELECT data FROM postbox.events WHERE event_type = 'odd.created'")
-                .0,
+            one::<pgrx::JsonB>(
+                "SELECT data::jsonb FROM postbox.events WHERE event_type = 'odd.created'"
+            )
+            .0,
             serde_json::json!({"odd": {"n": 1, "o": 2, "j": "x", "r": "y", "tenant": "w", "postbox_new": 3}})
         );
     }
@@ -935,7 +937,7 @@ mod tests {
         assert_eq!(
             count(&format!(
                 "SELECT FROM postbox.outbox d JOIN postbox.events v ON v.id = d.event_id
-                  WHERE d.endpoint_id = '{ep}' AND v.data ? 'during'"
+                  WHERE d.endpoint_id = '{ep}' AND v.data::jsonb ? 'during'"
             )),
             0
         );
