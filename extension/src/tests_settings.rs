@@ -222,7 +222,7 @@
         let id = ep_at("t", "x");
         let sent = |ty: &str| {
             let event = one::<pgrx::Uuid>(&format!("SELECT postbox.send_test('t', '{id}', '{ty}')"));
-            one::<pgrx::JsonB>(&format!("SELECT data FROM postbox.events WHERE id = '{event}'")).0
+            one::<pgrx::JsonB>(&format!("SELECT data::jsonb FROM postbox.events WHERE id = '{event}'")).0
         };
         assert_eq!(sent("order.shipped"), serde_json::json!({"order_id": 7, "carrier": "ups"}));
         assert_eq!(sent("order.paid")["message"], "This is a test event from postbox.");
