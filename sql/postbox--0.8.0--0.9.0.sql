@@ -27,7 +27,7 @@ COMMENT ON TABLE postbox.attempt_log IS 'Append-only log of delivery attempts: o
 CREATE INDEX attempt_log_batch_deliveries ON postbox.attempt_log USING gin (delivery_ids)
     WHERE delivery_ids IS NOT NULL;
 
--- The claim returns batch_split and each event's data once; the
+-- The claim returns batch_split and reads events as json; the
 -- acknowledgement takes batches.
 DROP FUNCTION postbox.claim(text, bigint, uuid[], integer[], integer, text[], integer[], integer, double precision, bigint);
 CREATE FUNCTION postbox.claim(worker_id text, max_rows bigint, endpoint_ids uuid[], endpoint_rooms integer[],
@@ -82,24 +82,18 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     ), taken AS (
         SELECT * FROM capped UNION ALL SELECT * FROM tests
-    ), ev AS (
-        -- Each event once, by primary key (a lookup per id: the generic plan
-        -- must not scan the table); its data is stored as text (json), and
-        -- returned as it is.
-        SELECT v.id, v.event_type, v.created_at, v.data
-          FROM (SELECT DISTINCT t.event_id FROM taken t) d
-         CROSS JOIN LATERAL (SELECT v.id, v.event_type, v.created_at, v.data::text AS data
-                               FROM postbox.events v WHERE v.id = d.event_id OFFSET 0) v
     ), picked AS (
-        -- Narrow rows through the windows (the data joins back at the end:
-        -- sorting it along cost a third of a large claim, measured).
-        SELECT s.id, s.ctid, s.first
-          FROM (SELECT p.id, p.ctid, v.size,
-                       sum(v.size) OVER (ORDER BY p.r, p.next_attempt_at, p.id
-                                         ROWS UNBOUNDED PRECEDING) AS upto,
-                       row_number() OVER (PARTITION BY p.event_id ORDER BY p.r, p.next_attempt_at, p.id) = 1 AS first
+        SELECT s.id, s.ctid, s.event_type, s.created_at, s.data
+          FROM (SELECT p.id, p.ctid, v.event_type, v.created_at, v.data,
+                       octet_length(v.data) AS size,
+                       sum(octet_length(v.data)) OVER (ORDER BY p.r, p.next_attempt_at, p.id
+                                                       ROWS UNBOUNDED PRECEDING) AS upto
                   FROM taken p
-                  JOIN (SELECT ev.id, octet_length(ev.data) AS size FROM ev) v ON v.id = p.event_id) s
+                 -- Events fetched per row, by primary key (the generic plan
+                 -- cannot scan the table); their data is stored as text
+                 -- (json) and returned as it is.
+                 CROSS JOIN LATERAL (SELECT v.event_type, v.created_at, v.data::text AS data
+                                       FROM postbox.events v WHERE v.id = p.event_id OFFSET 0) v) s
          WHERE s.upto <= claim.max_bytes OR s.upto = s.size
     ), claimed AS (
         -- By ctid (a TID scan: no index probe per row); the rows are locked
@@ -111,8 +105,8 @@ BEGIN
                   o.lease_until, o.batch_split
     )
     SELECT c.id, c.tenant, c.endpoint_id, c.event_id, c.attempts, c.is_test, c.created_at,
-           v.event_type, v.created_at, CASE WHEN p.first THEN v.data END, c.lease_until, c.batch_split
-      FROM claimed c JOIN picked p ON p.id = c.id JOIN ev v ON v.id = c.event_id;
+           p.event_type, p.created_at, p.data, c.lease_until, c.batch_split
+      FROM claimed c JOIN picked p ON p.id = c.id;
 END
 $fn$;
 COMMENT ON FUNCTION postbox.claim(text, bigint, uuid[], integer[], integer, text[], integer[], integer, double precision, bigint) IS 'Worker: leases up to max_rows due deliveries fairly (per endpoint and tenant room, max_bytes of payload) to worker_id for lease_seconds, with their events and how often a batch of theirs was split.';
@@ -149,6 +143,8 @@ BEGIN
       LEFT JOIN (SELECT y.a, array_agg(y.id ORDER BY y.k) AS ids, array_agg(y.ev ORDER BY y.k) AS evs
                    FROM unnest(acknowledge.d_attempts, acknowledge.d_ids, acknowledge.d_event_ids)
                         WITH ORDINALITY AS y(a, id, ev, k)
+                  -- Batches' deliveries only: a single delivery's row lists none.
+                  WHERE acknowledge.batch_ids[y.a] IS NOT NULL
                   GROUP BY y.a) m ON u.b IS NOT NULL AND m.a = u.n;
 
     DELETE FROM postbox.outbox o

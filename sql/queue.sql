@@ -59,10 +59,11 @@ GRANT SELECT ON postbox._due_endpoints TO postbox_worker;
 -- most the tenant's room (tenant_room unless listed). A running sum over
 -- the events' sizes stops the claim at max_bytes (the first row goes
 -- whatever its size, so a large payload still goes out). Only then are rows
--- leased, so rows cut by a cap are never leased. Each event is read and
--- rendered once, and its data returned on one of its rows only (NULL on
--- the others): an event goes to many endpoints (0.9.0; measured: its
--- fetch and rendering were a fifth of the claim's time per row). A second branch takes up
+-- leased, so rows cut by a cap are never leased. Events keep their data as
+-- text (json, 0.9.0): rendering jsonb for every claimed row was most of a
+-- large claim's time (docs/measurements.md); fetching each event once per
+-- claim instead of once per row cost more than it saved (measured: 1.8
+-- against 1.0 ms for a claim of 120 rows over 10 endpoints). A second branch takes up
 -- to 16 test sends to endpoints that are paused or disabled: they are rare
 -- and attempted once, and the cap keeps a flood of them from filling a
 -- claim meant for sending endpoints (a literal: the generic plan then knows
@@ -119,24 +120,18 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     ), taken AS (
         SELECT * FROM capped UNION ALL SELECT * FROM tests
-    ), ev AS (
-        -- Each event once, by primary key (a lookup per id: the generic plan
-        -- must not scan the table); its data is stored as text (json), and
-        -- returned as it is.
-        SELECT v.id, v.event_type, v.created_at, v.data
-          FROM (SELECT DISTINCT t.event_id FROM taken t) d
-         CROSS JOIN LATERAL (SELECT v.id, v.event_type, v.created_at, v.data::text AS data
-                               FROM postbox.events v WHERE v.id = d.event_id OFFSET 0) v
     ), picked AS (
-        -- Narrow rows through the windows (the data joins back at the end:
-        -- sorting it along cost a third of a large claim, measured).
-        SELECT s.id, s.ctid, s.first
-          FROM (SELECT p.id, p.ctid, v.size,
-                       sum(v.size) OVER (ORDER BY p.r, p.next_attempt_at, p.id
-                                         ROWS UNBOUNDED PRECEDING) AS upto,
-                       row_number() OVER (PARTITION BY p.event_id ORDER BY p.r, p.next_attempt_at, p.id) = 1 AS first
+        SELECT s.id, s.ctid, s.event_type, s.created_at, s.data
+          FROM (SELECT p.id, p.ctid, v.event_type, v.created_at, v.data,
+                       octet_length(v.data) AS size,
+                       sum(octet_length(v.data)) OVER (ORDER BY p.r, p.next_attempt_at, p.id
+                                                       ROWS UNBOUNDED PRECEDING) AS upto
                   FROM taken p
-                  JOIN (SELECT ev.id, octet_length(ev.data) AS size FROM ev) v ON v.id = p.event_id) s
+                 -- Events fetched per row, by primary key (the generic plan
+                 -- cannot scan the table); their data is stored as text
+                 -- (json) and returned as it is.
+                 CROSS JOIN LATERAL (SELECT v.event_type, v.created_at, v.data::text AS data
+                                       FROM postbox.events v WHERE v.id = p.event_id OFFSET 0) v) s
          WHERE s.upto <= claim.max_bytes OR s.upto = s.size
     ), claimed AS (
         -- By ctid (a TID scan: no index probe per row); the rows are locked
@@ -148,8 +143,8 @@ BEGIN
                   o.lease_until, o.batch_split
     )
     SELECT c.id, c.tenant, c.endpoint_id, c.event_id, c.attempts, c.is_test, c.created_at,
-           v.event_type, v.created_at, CASE WHEN p.first THEN v.data END, c.lease_until, c.batch_split
-      FROM claimed c JOIN picked p ON p.id = c.id JOIN ev v ON v.id = c.event_id;
+           p.event_type, p.created_at, p.data, c.lease_until, c.batch_split
+      FROM claimed c JOIN picked p ON p.id = c.id;
 END
 $fn$;
 COMMENT ON FUNCTION postbox.claim(text, bigint, uuid[], integer[], integer, text[], integer[], integer, double precision, bigint) IS 'Worker: leases up to max_rows due deliveries fairly (per endpoint and tenant room, max_bytes of payload) to worker_id for lease_seconds, with their events and how often a batch of theirs was split.';
@@ -299,6 +294,8 @@ BEGIN
       LEFT JOIN (SELECT y.a, array_agg(y.id ORDER BY y.k) AS ids, array_agg(y.ev ORDER BY y.k) AS evs
                    FROM unnest(acknowledge.d_attempts, acknowledge.d_ids, acknowledge.d_event_ids)
                         WITH ORDINALITY AS y(a, id, ev, k)
+                  -- Batches' deliveries only: a single delivery's row lists none.
+                  WHERE acknowledge.batch_ids[y.a] IS NOT NULL
                   GROUP BY y.a) m ON u.b IS NOT NULL AND m.a = u.n;
 
     DELETE FROM postbox.outbox o

@@ -54,8 +54,7 @@ pub struct Claimed {
     pub queued_at: SystemTime,
     pub event_type: String,
     pub event_time: SystemTime,
-    /// Shared by the event's deliveries in one claim (the claim returns
-    /// it once per event).
+    /// Shared by the event's deliveries in one claim.
     pub data: Arc<str>,
     pub endpoint: Arc<Endpoint>,
     /// How often a batch that carried it was split (a batching endpoint's).
@@ -176,11 +175,12 @@ pub async fn claim(
     ids.dedup();
     let endpoints = endpoints(db, &ids).await?;
     let lease_until = rows.first().map(|r| r.get(10));
-    // Each event's data comes on one of its rows; the others share it.
-    let data: HashMap<Uuid, Arc<str>> = rows
-        .iter()
-        .filter_map(|r| Some((r.get(3), Arc::from(r.get::<_, Option<&str>>(9)?))))
-        .collect();
+    // An event's rows (one per endpoint) share one copy of its data.
+    let mut data: HashMap<Uuid, Arc<str>> = HashMap::new();
+    for r in &rows {
+        data.entry(r.get(3))
+            .or_insert_with(|| Arc::from(r.get::<_, &str>(9)));
+    }
     let jobs = rows
         .into_iter()
         .filter_map(|r| {
