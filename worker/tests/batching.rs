@@ -206,6 +206,69 @@ async fn batches_carry_events_in_emit_order_signed_as_a_whole() {
 }
 
 #[tokio::test]
+async fn a_failing_batch_is_retried_whole_and_each_event_arrives_once() {
+    let (pg, db) = cluster().await;
+    // Two failures that say nothing about the events, then success.
+    let rx = Receiver::start(Behavior::Statuses(vec![503, 500, 200]), order()).await;
+    let (endpoint_id, secret) = endpoint(
+        &db,
+        "acme",
+        &rx.url(),
+        r#", '{*}', options => '{"batch_max_events": 50, "batch_max_wait_ms": 200, "retry_schedule": ["100ms", "100ms"]}'"#,
+    )
+    .await;
+    db.batch_execute(
+        "SELECT postbox.emit('acme', 'order.paid', jsonb_build_object('n', i)) FROM generate_series(1, 40) i",
+    )
+    .await
+    .unwrap();
+    let worker = Worker::start(test_config(&pg));
+    eventually_sql(
+        &db,
+        "40 delivered",
+        &format!(
+            "SELECT count(*) = 40 FROM postbox.deliveries
+              WHERE endpoint_id = '{endpoint_id}' AND status = 'succeeded'"
+        ),
+    )
+    .await;
+    let requests = rx.received();
+    assert_eq!(requests.len(), 3, "one batch of 40, sent three times");
+    let ids: Vec<Vec<String>> = requests.iter().map(event_ids).collect();
+    assert!(
+        ids.iter().all(|b| b.len() == 40 && *b == ids[0]),
+        "retried whole"
+    );
+    let batch_ids: std::collections::HashSet<&str> =
+        requests.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(batch_ids.len(), 3, "each attempt is a request of its own");
+    for r in &requests {
+        python_verify("standard", &secret, r, "").expect("each attempt verifies");
+    }
+    // Each delivery's log: two retries and a success, each in its batch.
+    let log: Vec<String> = db
+        .query(
+            &format!(
+                "SELECT string_agg(outcome || ':' || attempt, ',' ORDER BY started_at)
+                   FROM postbox.attempts WHERE endpoint_id = '{endpoint_id}'
+                  GROUP BY delivery_id"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(log.len(), 40);
+    assert!(
+        log.iter().all(|l| l == "retrying:1,retrying:2,succeeded:3"),
+        "{log:?}"
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_refused_event_is_found_by_splitting_and_the_rest_is_delivered() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(
