@@ -257,6 +257,33 @@ impl Bench {
         self.sql(&q).await;
     }
 
+    /// With POSTBOX_BENCH_STATEMENTS=1: the statements of the last
+    /// throughput run (`throughput` resets the counts), by time.
+    async fn print_statements(&self) {
+        if !statements() {
+            return;
+        }
+        let rows = self
+            .db
+            .query(
+                "SELECT round(total_exec_time::numeric, 0)::text, calls::text, rows::text,
+                        left(regexp_replace(query, '\\s+', ' ', 'g'), 150)
+                   FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30",
+                &[],
+            )
+            .await
+            .unwrap();
+        for r in rows {
+            println!(
+                "  statement: {:>8} ms {:>9} calls {:>9} rows  {}",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, String>(3)
+            );
+        }
+    }
+
     fn start_worker(&self) -> Started {
         self.start_worker_with(&[])
     }
@@ -761,11 +788,7 @@ impl Bench {
         println!("\n2. End-to-end throughput: {events} events x 10 endpoints, emitted in transactions of 1,000 while the worker runs");
         let (rate, wall, worker, pg, recv, rss) = self.throughput(events, 0, 0, 0).await;
         let total = (worker + pg + recv).as_secs_f64();
-        if statements() {
-            for r in self.db.query("SELECT round(total_exec_time::numeric,0)::text, calls::text, rows::text, left(regexp_replace(query, '\\s+', ' ', 'g'), 150) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30", &[]).await.unwrap() {
-                println!("  statement: {:>8} ms {:>9} calls {:>9} rows  {}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3));
-            }
-        }
+        self.print_statements().await;
         println!(
             "     {} deliveries in {:.2} s",
             events * 10,
@@ -922,11 +945,7 @@ impl Bench {
             std::fs::copy(self.pg.dir().join("server.log"), &to).unwrap();
             println!("     server log with plans: {}", to.display());
         }
-        if statements() {
-            for r in self.db.query("SELECT round(total_exec_time::numeric,0)::text, calls::text, rows::text, left(regexp_replace(query, '\\s+', ' ', 'g'), 150) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30", &[]).await.unwrap() {
-                println!("  statement: {:>8} ms {:>9} calls {:>9} rows  {}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3));
-            }
-        }
+        self.print_statements().await;
         println!("     {} events in {:.2} s", events * 10, wall.as_secs_f64());
         self.add(
             "batched: events per second (batch_max_events 100, 10 endpoints)",
