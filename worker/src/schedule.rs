@@ -707,10 +707,13 @@ impl<J> Schedule<J> {
     /// tokens) and tenants that may start nothing more ([`tenant_room`]).
     pub fn blocked(&self) -> Blocked<'_> {
         let share = self.fast_share();
+        // Held counts deliveries, the limit requests: a request's worth each.
         let endpoints = self
             .in_flight
             .keys()
-            .filter(|ep| self.held_by(ep) >= self.cap(ep, share))
+            .filter(|ep| {
+                self.held_by(ep) >= self.cap(ep, share).saturating_mul(self.per_request(ep))
+            })
             .copied()
             .chain(
                 self.buckets
@@ -1506,10 +1509,12 @@ mod tests {
         );
         assert_eq!(s.running(), 2);
         assert_eq!(s.queued(), 0);
+        assert_eq!(s.blocked().endpoints, [ep(7)], "both requests in flight");
         // One request ends: room for a request's worth of rows.
         let (_, slot) = started.pop().unwrap();
         s.finish(slot, Some(Duration::from_secs(1)), t0);
         assert_eq!(s.rooms(t0).endpoints.get(&ep(7)), Some(&10));
+        assert!(s.blocked().endpoints.is_empty(), "room for a request");
         // Three queued wait for company, and say until when.
         for n in 0..3 {
             s.enqueue(b(n), t0).unwrap();
