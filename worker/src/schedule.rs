@@ -359,10 +359,7 @@ impl<J> Schedule<J> {
     /// Deliveries per request: a batching endpoint's `batch_max_events`,
     /// else 1. Holdings and rooms count deliveries (rows), limits requests.
     fn per_request(&self, ep: &Uuid) -> u32 {
-        self.known
-            .get(ep)
-            .and_then(|k| k.batching)
-            .map_or(1, |b| b.max_events.max(1))
+        per_request(&self.known, ep)
     }
 
     /// What may be held of an endpoint, in flight or waiting, in
@@ -513,12 +510,8 @@ impl<J> Schedule<J> {
         }
         for (ep, b) in self.buckets.iter_mut() {
             b.refill(now);
-            let per_request = self
-                .known
-                .get(ep)
-                .and_then(|k| k.batching)
-                .map_or(1, |b| b.max_events.max(1));
-            let tokens = (b.tokens.max(0.0).floor() as u32).saturating_mul(per_request);
+            let tokens =
+                (b.tokens.max(0.0).floor() as u32).saturating_mul(per_request(&self.known, ep));
             let room = endpoints.get(ep).copied().unwrap_or(default_room);
             endpoints.insert(*ep, room.min(tokens));
         }
@@ -781,6 +774,15 @@ impl<J> Schedule<J> {
             })
             .min()
     }
+}
+
+/// Deliveries per request of `ep`: its `batch_max_events` if it batches,
+/// else 1 ([`Schedule`]'s holdings and rooms count deliveries).
+fn per_request(known: &HashMap<Uuid, Known>, ep: &Uuid) -> u32 {
+    known
+        .get(ep)
+        .and_then(|k| k.batching)
+        .map_or(1, |b| b.max_events.max(1))
 }
 
 /// The next request's deliveries from the front of an endpoint's queue: the
@@ -1373,6 +1375,7 @@ mod tests {
         halvings: u32,
         bytes: usize,
         test: bool,
+        rate: Option<f64>,
     }
 
     const BATCHING: Batching = Batching {
@@ -1387,7 +1390,7 @@ mod tests {
                 id: ep(7),
                 tenant: "t",
                 max_in_flight: Some(2),
-                rate_limit_per_s: None,
+                rate_limit_per_s: self.rate,
                 batching: Some(BATCHING),
             }
         }
@@ -1409,6 +1412,7 @@ mod tests {
             halvings: 0,
             bytes: 10,
             test: false,
+            rate: None,
         }
     }
 
@@ -1527,5 +1531,28 @@ mod tests {
         s.pump(|jobs, _| late.push(jobs.len()), t0 + BATCHING.max_wait);
         assert_eq!(late, [3]);
         assert_eq!(s.next_batch_due(), None);
+    }
+
+    #[test]
+    fn a_batching_endpoints_rate_limit_counts_requests() {
+        let t0 = Instant::now();
+        let mut s: Schedule<B> = Schedule::new(LIMITS, t0);
+        let limited = |n| B {
+            rate: Some(1.0),
+            ..b(n)
+        };
+        // One token a second: its room is a request's worth of rows.
+        for n in 0..20 {
+            s.enqueue(limited(n), t0).unwrap();
+        }
+        let mut started = Vec::new();
+        s.pump(|jobs, _| started.push(jobs.len()), t0);
+        assert_eq!(started, [10], "one request of ten, not one of one");
+        assert_eq!(s.next_token(t0), Some(t0 + Duration::from_secs(1)));
+        s.pump(
+            |jobs, _| started.push(jobs.len()),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(started, [10, 10], "the next with the next token");
     }
 }
