@@ -202,6 +202,26 @@ async fn batches_carry_events_in_emit_order_signed_as_a_whole() {
         (r.get(0), r.get(1))
     };
     assert!(sent.contains(&batch), "{id} went in {batch}");
+
+    // A test send still goes alone, in the endpoint's envelope.
+    let test: String = one(
+        &db,
+        &format!("SELECT postbox.send_test('acme', '{endpoint_id}', 'order.paid')::text"),
+    )
+    .await;
+    eventually("the test send", || {
+        rx.received().iter().any(|r| r.header("webhook-id") == test)
+    })
+    .await;
+    let got = rx.received();
+    let single = got.iter().find(|r| r.header("webhook-id") == test).unwrap();
+    let body = single.json();
+    assert!(body["events"].is_null(), "not a batch: {body}");
+    assert_eq!(
+        (body["id"].as_str(), body["event"].as_str()),
+        (Some(test.as_str()), Some("order.paid"))
+    );
+    python_verify("standard", &secret, single, "").expect("the test send verifies");
     worker.stop().await.unwrap();
 }
 
