@@ -1127,6 +1127,7 @@ async fn deliveries_made_through_the_api_arrive_and_verify() {
         (Some("succeeded"), Some(200))
     );
     assert_eq!(at["request"]["data"], json!({"order": 42}));
+    assert!(at["batch"].is_null(), "not a batch: {at}");
     // Sent as configured (the receiver saw "billing" above); logged masked.
     assert_eq!(
         at["request"]["headers"]["X-Team"],
@@ -1214,6 +1215,88 @@ async fn deliveries_made_through_the_api_arrive_and_verify() {
         json!({"signature_style": "standard", "grace_seconds": 86400,
                "portal_link_seconds": 900, "test_event_type": "webhook.test"})
     );
+
+    // A batching endpoint's delivery shows the batch its attempt went in:
+    // the request's webhook-id and how many events it held; the stats count
+    // the request once.
+    let brx = Receiver::start(Behavior::Statuses(vec![200]), Arc::new(AtomicU64::new(0))).await;
+    let b = api
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({
+                "url": format!("{}/batch", brx.url()), "event_types": ["order.refunded"],
+                "options": {"batch_max_events": 10, "batch_max_wait_ms": 500}
+            })),
+        )
+        .await;
+    assert_eq!(b.status, 201, "{:?}", b.body);
+    let bid = b.body["id"].as_str().unwrap().to_string();
+    for n in 0..3 {
+        let e = api
+            .call(
+                Method::POST,
+                "/v1/tenants/acme/events",
+                Some(&op),
+                Some(json!({"event_type": "order.refunded", "data": {"n": n}})),
+            )
+            .await;
+        assert_eq!(e.status, 202);
+    }
+    let did = postbox_tests::wait_until(Duration::from_secs(30), "the batch logged", || async {
+        let d = api
+            .call(
+                Method::GET,
+                &format!("/v1/endpoints/{bid}/deliveries?status=succeeded"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        (d.body["data"].as_array().map_or(0, Vec::len) == 3)
+            .then(|| d.body["data"][0]["id"].as_i64())?
+    })
+    .await;
+    let sent: Vec<String> = brx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    assert_eq!(sent.len(), 1, "one request for the three events");
+    let one = api
+        .call(
+            Method::GET,
+            &format!("/v1/deliveries/{did}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let at = &one.body["attempts"][0];
+    assert_eq!(
+        one.body["attempts"].as_array().unwrap().len(),
+        1,
+        "{}",
+        one.body
+    );
+    assert_eq!(
+        (
+            at["outcome"].as_str(),
+            at["batch"]["id"].as_str(),
+            at["batch"]["events"].as_i64()
+        ),
+        (Some("succeeded"), Some(sent[0].as_str()), Some(3)),
+        "{at}"
+    );
+    let s = api
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/{bid}/stats"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s.body["hourly"][23]["succeeded"], 1, "{}", s.body);
+    assert_eq!(s.body["succeeded_1h"], 1, "{}", s.body);
     worker.stop().await.unwrap();
     api.stop().await;
 }

@@ -355,6 +355,68 @@ async fn a_refused_event_is_found_by_splitting_and_the_rest_is_delivered() {
 }
 
 #[tokio::test]
+async fn a_batch_out_of_attempts_is_split_so_only_the_failing_event_is_given_up() {
+    let (pg, db) = cluster().await;
+    // A 500 for the poisoned event: no refusal, so only running out of
+    // attempts (none left to retry: an empty schedule) splits the batch.
+    let rx = Receiver::start(
+        Behavior::Refuse {
+            needle: "\"poison\":true".into(),
+            status: 500,
+        },
+        order(),
+    )
+    .await;
+    let (endpoint_id, _) = endpoint(
+        &db,
+        "acme",
+        &rx.url(),
+        r#", '{*}', options => '{"batch_max_events": 4, "batch_max_wait_ms": 200, "retry_schedule": []}'"#,
+    )
+    .await;
+    db.batch_execute(
+        "SELECT postbox.emit('acme', 'order.paid', jsonb_build_object('n', i, 'poison', i = 3))
+           FROM generate_series(1, 4) i",
+    )
+    .await
+    .unwrap();
+    let worker = Worker::start(test_config(&pg));
+    eventually_sql(
+        &db,
+        "3 delivered, the poisoned one given up alone",
+        &format!(
+            "SELECT count(*) FILTER (WHERE status = 'succeeded') = 3
+                AND count(*) FILTER (WHERE status = 'failed') = 1
+               FROM postbox.deliveries WHERE endpoint_id = '{endpoint_id}'"
+        ),
+    )
+    .await;
+    let outcomes: String = one(
+        &db,
+        &format!(
+            "SELECT string_agg(outcome || ':' || cardinality(batch_deliveries), ',' ORDER BY started_at, outcome)
+               FROM (SELECT DISTINCT batch_id, outcome, started_at, batch_deliveries
+                       FROM postbox.attempts WHERE endpoint_id = '{endpoint_id}') a"
+        ),
+    )
+    .await;
+    let mut got: Vec<&str> = outcomes.split(',').collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "failed:1",
+            "split:2",
+            "split:4",
+            "succeeded:1",
+            "succeeded:2"
+        ],
+        "4 and 2 split when out of attempts; only the poisoned one failed"
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_killed_worker_loses_no_batched_event() {
     let (pg, db) = cluster().await;
     let rx = Receiver::start(Behavior::Hang, order()).await;
