@@ -58,7 +58,7 @@ for major in 14 15 16 17 18; do
   printf '\n\033[1m-- PostgreSQL %s\033[0m\n' "$(cat "$ROOT/target/pg/$major/version")"
   export POSTBOX_FLAVOUR=sql POSTBOX_PG_BINDIR="$ROOT/target/pg/$major/native/bin"
   t cargo test -p postbox-tests --test sql_flavour --test extension
-  t cargo test -p postbox-worker --test delivery
+  t cargo test -p postbox-worker --test delivery --test ordering
   unset POSTBOX_FLAVOUR POSTBOX_PG_BINDIR
 done
 

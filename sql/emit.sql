@@ -75,7 +75,8 @@ COMMENT ON FUNCTION postbox._check_data(jsonb) IS 'Internal: raises unless event
 -- and the wake-up flag in a single statement), one lean row in
 -- postbox.emitted, and a NOTIFY only while a worker is waiting. Routing
 -- happens at expansion, after commit.
-CREATE FUNCTION postbox.emit(tenant text, event_type text, data jsonb, idempotency_key text DEFAULT NULL)
+CREATE FUNCTION postbox.emit(tenant text, event_type text, data jsonb, idempotency_key text DEFAULT NULL,
+                             ordering_key text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
@@ -97,6 +98,9 @@ BEGIN
     END IF;
     IF octet_length(idempotency_key) > postbox._max_key_bytes() THEN
         PERFORM postbox._too_long('idempotency_key', idempotency_key);
+    END IF;
+    IF octet_length(ordering_key) > postbox._max_key_bytes() THEN
+        PERFORM postbox._too_long('ordering_key', ordering_key);
     END IF;
     PERFORM postbox._check_data(data);
 
@@ -120,8 +124,8 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data)
-    VALUES (v_id, tenant, event_type, clock_timestamp(), data);
+    INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data, ordering_key)
+    VALUES (v_id, tenant, event_type, clock_timestamp(), data, ordering_key);
 
     IF v_wake THEN
         PERFORM pg_notify('postbox_wakeup', '');
@@ -129,8 +133,52 @@ BEGIN
     RETURN v_id;
 END
 $fn$;
-COMMENT ON FUNCTION postbox.emit(text, text, jsonb, text) IS 'Records an event in the caller''s transaction; its webhooks go out if and only if the transaction commits.';
-GRANT EXECUTE ON FUNCTION postbox.emit(text, text, jsonb, text) TO postbox_emitter;
+COMMENT ON FUNCTION postbox.emit(text, text, jsonb, text, text) IS 'Records an event in the caller''s transaction; its webhooks go out if and only if the transaction commits. Ordered endpoints receive the events of one ordering_key one at a time, in emit order.';
+GRANT EXECUTE ON FUNCTION postbox.emit(text, text, jsonb, text, text) TO postbox_emitter;
+
+-- An ordering key as the outbox keeps it: hashed to 64 bits, so that the
+-- claim's walk over keys is over fixed-width index entries spread evenly
+-- (it starts at a random point, so no key waits for the others); NULL (no
+-- key) is the empty key. Two keys that collide are only ordered together.
+-- hashtextextended is the hash of hash partitioning, which must not change
+-- between PostgreSQL versions.
+CREATE FUNCTION postbox._ordering_hash(p_key text)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT pg_catalog.hashtextextended(coalesce(p_key, ''), 0);
+END;
+COMMENT ON FUNCTION postbox._ordering_hash(text) IS 'Internal: an ordering key as the outbox keeps it, hashed (NULL: the empty key).';
+
+-- The triggers' arguments (attach): resource, tenant column, the payload
+-- columns, then, after an empty string (no column has an empty name), the
+-- table's primary key columns. Tables attached before 0.9.0 have no key
+-- columns. The payload columns:
+CREATE FUNCTION postbox._trigger_columns(p_args text[])
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT p_args[3:coalesce(pg_catalog.array_position(p_args, ''), cardinality(p_args) + 1) - 1];
+END;
+COMMENT ON FUNCTION postbox._trigger_columns(text[]) IS 'Internal: the payload columns among an emit trigger''s arguments.';
+GRANT EXECUTE ON FUNCTION postbox._trigger_columns(text[]) TO postbox_admin;
+
+-- A row's ordering key: the resource and its primary key, as order:42
+-- (one column) or order:[1, "eu"] (several: a JSON array as jsonb writes
+-- it), so that every change of one row is one key. NULL when the triggers
+-- name no key columns (attached before 0.9.0): the endpoint is then one key.
+CREATE FUNCTION postbox._row_key(p_row jsonb, p_args text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT p_args[1] || ':' || CASE WHEN cardinality(k.cols) = 1 THEN p_row ->> k.cols[1]
+                                    ELSE (SELECT pg_catalog.jsonb_agg(p_row -> c ORDER BY n)
+                                            FROM unnest(k.cols) WITH ORDINALITY AS u(c, n))::text END
+      FROM (SELECT p_args[pg_catalog.array_position(p_args, '') + 1:] AS cols) k
+     WHERE cardinality(k.cols) > 0;
+END;
+COMMENT ON FUNCTION postbox._row_key(jsonb, text[]) IS 'Internal: an attached row''s ordering key, its resource and primary key (NULL: attached without key columns).';
+GRANT EXECUTE ON FUNCTION postbox._row_key(jsonb, text[]) TO postbox_admin;
 
 -- The payload of a row: all its columns, or only p_columns.
 CREATE FUNCTION postbox._row_payload(p_row jsonb, p_columns text[])
@@ -163,7 +211,7 @@ DECLARE
                                             WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END;
     v_row     jsonb := coalesce(p_new, p_old)::jsonb;
     v_tenant  text := v_row ->> p_args[2];
-    v_columns text[] := CASE WHEN cardinality(p_args) > 2 THEN p_args[3:] END;
+    v_columns text[] := postbox._trigger_columns(p_args);
     v_new     jsonb;
     v_old     jsonb;
     v_changed text[];
@@ -193,8 +241,8 @@ BEGIN
         v_data := jsonb_build_object(p_args[1], v_new);
     END IF;
     WITH ins AS (
-        INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data)
-        VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_data)
+        INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data, ordering_key)
+        VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_data, postbox._row_key(v_row, p_args))
         RETURNING 1)
     SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
            (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
@@ -269,8 +317,16 @@ BEGIN
             format('postbox: columns must name each column once: %s', v_col), v_col);
     END IF;
 
-    SELECT string_agg(quote_literal(a), ', ') INTO v_args
-      FROM unnest(ARRAY[resource, tenant_column] || coalesce(columns, '{}')) AS a;
+    -- After an empty string, the primary key's columns (none: no key), for
+    -- each row's ordering key (_row_key).
+    SELECT string_agg(quote_literal(a), ', ' ORDER BY n) INTO v_args
+      FROM unnest(ARRAY[resource, tenant_column] || coalesce(columns, '{}') || ''::text
+                  || ARRAY(SELECT a.attname::text
+                             FROM pg_index i
+                             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
+                             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                            WHERE i.indrelid = tbl AND i.indisprimary
+                            ORDER BY k.pos)) WITH ORDINALITY AS u(a, n);
 
     -- Statement-level with transition tables for INSERT and DELETE, in Rust
     -- (postbox.emit_statement): one emitted row per statement. UPDATE needs
@@ -342,6 +398,16 @@ $fn$;
 COMMENT ON FUNCTION postbox.send_test(text, uuid, text, jsonb) IS 'Queues one test delivery to one of the tenant''s endpoints, even while paused, whatever its filter; without data, the event type''s example.';
 GRANT EXECUTE ON FUNCTION postbox.send_test(text, uuid, text, jsonb) TO postbox_admin;
 
+-- The advisory lock that expansion holds, and update_endpoint takes to turn
+-- ordering on (a constant: the bytes of 'pbox' and 'expd').
+CREATE FUNCTION postbox._expansion_lock()
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT 8098157642854723684::bigint;
+END;
+COMMENT ON FUNCTION postbox._expansion_lock() IS 'Internal: the advisory lock key that serializes expansions (and turning ordering on).';
+
 -- Turns committed postbox.emitted rows into events and outbox rows, oldest
 -- first; concurrent workers skip each other's rows. A row that cannot be
 -- expanded (data PostgreSQL refuses, say from before 0.3.0 checked rows at
@@ -367,6 +433,13 @@ BEGIN
         PERFORM postbox._raise('out_of_range', 'max_events', format(
             'postbox: max_events must be between 1 and 1000000: %s', coalesce(max_events::text, 'NULL')));
     END IF;
+    -- One expansion at a time: outbox ids then commit in the order they
+    -- are drawn, so the claim never sees a key's later delivery before an
+    -- earlier one (ordered endpoints). Another worker's expansion takes
+    -- milliseconds; this one waits for it, then takes the rows after its.
+    -- The lock also keeps an endpoint's change to ordered (update_endpoint)
+    -- from crossing an expansion.
+    PERFORM pg_advisory_xact_lock(postbox._expansion_lock());
     v_rows := ARRAY(SELECT e.ctid FROM postbox.emitted e
                      ORDER BY e.id LIMIT max_events FOR UPDATE SKIP LOCKED);
     IF cardinality(v_rows) = 0 THEN
@@ -387,8 +460,9 @@ BEGIN
                 DELETE FROM postbox.emitted m WHERE m.ctid = v_row RETURNING m.*
             )
             INSERT INTO postbox.emitted_rejects (id, tenant, event_type, created_at, data, rows,
-                                                 trigger_args, reason)
-            SELECT g.id, g.tenant, g.event_type, g.created_at, g.data, g.rows, g.trigger_args, v_reason
+                                                 trigger_args, ordering_key, reason)
+            SELECT g.id, g.tenant, g.event_type, g.created_at, g.data, g.rows, g.trigger_args, g.ordering_key,
+                   v_reason
               FROM gone g;
         END;
     END LOOP;
@@ -399,6 +473,40 @@ COMMENT ON FUNCTION postbox.expand_events(integer) IS 'Worker: turns committed e
 -- The worker expands in every cycle.
 GRANT EXECUTE ON FUNCTION postbox.expand_events(integer) TO postbox_worker;
 
+-- Whether an endpoint's options make it ordered (rules/src/options.rs:
+-- "ordering": "key"). Inlined.
+CREATE FUNCTION postbox._ordered(p_options jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce(p_options ->> 'ordering' = 'key', false);
+END;
+COMMENT ON FUNCTION postbox._ordered(jsonb) IS 'Internal: whether endpoint options ask for ordered delivery per key (inlined).';
+GRANT EXECUTE ON FUNCTION postbox._ordered(jsonb) TO postbox_admin, postbox_worker;
+
+-- Whether an ordered endpoint's given-up delivery holds its key
+-- ("ordering_given_up": "hold"). Inlined.
+CREATE FUNCTION postbox._holds(p_options jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce(p_options ->> 'ordering_given_up' = 'hold', false);
+END;
+COMMENT ON FUNCTION postbox._holds(jsonb) IS 'Internal: whether an ordered endpoint''s given-up delivery keeps its key waiting (inlined).';
+GRANT EXECUTE ON FUNCTION postbox._holds(jsonb) TO postbox_worker;
+
+-- Whether an endpoint's options make it coalesce ("coalesce": true): of
+-- its waiting deliveries with one ordering key and event type, only the
+-- newest is sent. Inlined.
+CREATE FUNCTION postbox._coalesces(p_options jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce((p_options -> 'coalesce')::text = 'true', false);
+END;
+COMMENT ON FUNCTION postbox._coalesces(jsonb) IS 'Internal: whether an endpoint sends only the newest of its waiting events per ordering key and type (inlined).';
+GRANT EXECUTE ON FUNCTION postbox._coalesces(jsonb) TO postbox_admin;
+
 -- The one routing rule, for expansion and for endpoint_status.pending: the
 -- endpoints that get an event of p_event_type for p_tenant emitted at p_at.
 -- They are the tenant's endpoints whose filter matches, that existed then,
@@ -407,10 +515,10 @@ GRANT EXECUTE ON FUNCTION postbox.expand_events(integer) TO postbox_worker;
 -- A SQL-standard body: parsed once at creation (no search_path at call
 -- time), and inlined into its callers' plans, so no function runs per event.
 CREATE FUNCTION postbox._routes(p_tenant text, p_event_type text, p_at timestamptz)
-RETURNS TABLE (endpoint_id uuid)
+RETURNS TABLE (endpoint_id uuid, ordered boolean, coalesces boolean)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT e.id
+    SELECT e.id, postbox._ordered(e.options), postbox._coalesces(e.options)
       FROM postbox.event_types t
       JOIN postbox.endpoints e ON e.tenant = p_tenant AND e.event_types && t.match_keys
      WHERE t.name = p_event_type
@@ -422,7 +530,7 @@ BEGIN ATOMIC
                         WHERE p.endpoint_id = e.id AND p.paused_at <= p_at
                           AND (p.resumed_at IS NULL OR p.resumed_at > p_at));
 END;
-COMMENT ON FUNCTION postbox._routes(text, text, timestamptz) IS 'Internal: the routing rule, the endpoints an event emitted at a time goes to (inlined).';
+COMMENT ON FUNCTION postbox._routes(text, text, timestamptz) IS 'Internal: the routing rule, the endpoints an event emitted at a time goes to, and whether each is ordered and coalesces (inlined).';
 -- endpoint_status.pending inlines the routing rule, and an inlined
 -- function runs with the caller's rights (columns granted in schema.sql).
 GRANT EXECUTE ON FUNCTION postbox._routes(text, text, timestamptz) TO postbox_admin;
@@ -430,24 +538,34 @@ GRANT EXECUTE ON FUNCTION postbox._routes(text, text, timestamptz) TO postbox_ad
 -- The events an emitted row holds, for expansion and endpoint_status.pending:
 -- the row itself (emit, row triggers), or one per row of a statement whose
 -- tenant column is set, as {resource: payload columns}. Inlined like _routes.
--- n is the row's position in its statement (0 for a single event).
-CREATE FUNCTION postbox._emitted_events(p_tenant text, p_data jsonb, p_rows jsonb, p_args text[])
-RETURNS TABLE (tenant text, data jsonb, n bigint)
+-- n is the row's position in its statement (0 for a single event); a
+-- statement's row has its row key (_row_key), a single event its own.
+CREATE FUNCTION postbox._emitted_events(p_tenant text, p_data jsonb, p_rows jsonb, p_args text[], p_key text)
+RETURNS TABLE (tenant text, data jsonb, n bigint, ordering_key text)
 LANGUAGE sql IMMUTABLE
 BEGIN ATOMIC
-    SELECT p_tenant, p_data, 0::bigint WHERE p_rows IS NULL
+    SELECT p_tenant, p_data, 0::bigint, p_key WHERE p_rows IS NULL
     UNION ALL
     SELECT r.value ->> p_args[2],
-           jsonb_build_object(p_args[1], CASE WHEN cardinality(p_args) > 2
-                                              THEN postbox._row_payload(r.value, p_args[3:])
-                                              ELSE r.value END),
-           r.n
+           jsonb_build_object(p_args[1], postbox._row_payload(r.value, postbox._trigger_columns(p_args))),
+           r.n,
+           postbox._row_key(r.value, p_args)
       FROM jsonb_array_elements(p_rows) WITH ORDINALITY r(value, n)
      WHERE r.value ->> p_args[2] IS NOT NULL;
 END;
-COMMENT ON FUNCTION postbox._emitted_events(text, jsonb, jsonb, text[]) IS 'Internal: the events an emitted row holds, with tenant and data (inlined).';
+COMMENT ON FUNCTION postbox._emitted_events(text, jsonb, jsonb, text[], text) IS 'Internal: the events an emitted row holds, with tenant, data and ordering key (inlined).';
 -- Inlined by endpoint_status.pending, as _routes.
-GRANT EXECUTE ON FUNCTION postbox._emitted_events(text, jsonb, jsonb, text[]) TO postbox_admin;
+GRANT EXECUTE ON FUNCTION postbox._emitted_events(text, jsonb, jsonb, text[], text) TO postbox_admin;
+
+-- Why a delivery was coalesced, as its last_error says: a newer event of
+-- its key and type replaced it.
+CREATE FUNCTION postbox._coalesced_by(p_event_type text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT 'coalesced: a newer ' || p_event_type || ' event of its ordering key was queued';
+END;
+COMMENT ON FUNCTION postbox._coalesced_by(text) IS 'Internal: the last_error of a coalesced delivery.';
 
 -- expand_events' work for the emitted rows at p_rows (locked by the caller):
 -- their events, and an outbox row for each endpoint each event routes to.
@@ -474,25 +592,55 @@ BEGIN
         SELECT CASE WHEN b.rows IS NULL THEN b.id ELSE postbox._event_id(b.id, x.n) END AS id,
                CASE WHEN octet_length(x.tenant) <= postbox._max_key_bytes() THEN x.tenant
                     ELSE postbox._too_long('tenant', x.tenant) END AS tenant,
-               b.event_type, b.created_at, x.data
+               -- emit checked its key's length; a row's key is its primary
+               -- key, which the table's index bounds.
+               b.event_type, b.created_at, x.data, x.ordering_key
           FROM batch b
-         CROSS JOIN LATERAL postbox._emitted_events(b.tenant, b.data, b.rows::jsonb, b.trigger_args) x
+         CROSS JOIN LATERAL postbox._emitted_events(b.tenant, b.data, b.rows::jsonb, b.trigger_args,
+                                                    b.ordering_key) x
     ), stored AS (
-        INSERT INTO postbox.events (id, tenant, event_type, created_at, data)
-        SELECT id, tenant, event_type, created_at, data FROM ev
-        RETURNING id, tenant, event_type, created_at
-    ), queued AS (
-        INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, next_attempt_at, created_at)
-        SELECT s.tenant, r.endpoint_id, s.id, s.created_at, s.created_at
+        INSERT INTO postbox.events (id, tenant, event_type, created_at, data, ordering_key)
+        SELECT id, tenant, event_type, created_at, data, ordering_key FROM ev
+        RETURNING id, tenant, event_type, created_at, ordering_key
+    ), routed AS (
+        -- An ordered or coalescing endpoint's deliveries carry their key
+        -- (hashed): the claim sends the oldest of each key first, and of a
+        -- coalescing endpoint's events of one key and type only the newest
+        -- of this expansion waits to be sent (newest: n = 1).
+        SELECT s.tenant, r.endpoint_id, s.id, s.created_at, s.event_type, r.coalesces,
+               CASE WHEN r.ordered OR r.coalesces THEN postbox._ordering_hash(s.ordering_key) END AS ordering_key,
+               CASE WHEN r.coalesces
+                    THEN row_number() OVER (PARTITION BY r.endpoint_id, s.ordering_key, s.event_type
+                                            ORDER BY s.id DESC) END AS n
           FROM stored s
          CROSS JOIN LATERAL postbox._routes(s.tenant, s.event_type, s.created_at) r
+    ), queued AS (
+        INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, next_attempt_at, created_at, ordering_key,
+                                    status, last_error)
+        SELECT r.tenant, r.endpoint_id, r.id, r.created_at, r.created_at, r.ordering_key,
+               CASE WHEN r.n > 1 THEN 'coalesced' ELSE 'pending' END,
+               CASE WHEN r.n > 1 THEN postbox._coalesced_by(r.event_type) END
+          FROM routed r
          -- Each endpoint's rows on pages of their own: pages of a healthy
          -- endpoint empty out whole, and those of a stuck one stay all-visible,
          -- so vacuum skips them instead of rescanning them every cycle.
-         ORDER BY r.endpoint_id, s.id
+         ORDER BY r.endpoint_id, r.id
+        RETURNING 1
+    ), superseded AS (
+        -- A coalescing endpoint's deliveries queued before, of the same key
+        -- and type, that are still waiting (pending, not in flight: a claim
+        -- that holds one makes this wait, then finds it leased) are
+        -- coalesced too. Rows queued by this statement are not visible here.
+        UPDATE postbox.outbox o
+           SET status = 'coalesced', last_error = postbox._coalesced_by(r.event_type)
+          FROM routed r
+         WHERE r.n = 1 AND o.endpoint_id = r.endpoint_id AND o.ordering_key = r.ordering_key
+           AND o.status = 'pending' AND postbox._claimable(o.status, o.lease_until) AND NOT o.is_test
+           AND EXISTS (SELECT FROM postbox.events v WHERE v.id = o.event_id AND v.event_type = r.event_type)
         RETURNING 1
     )
     SELECT count(*)::integer INTO v_expanded FROM stored;
+    -- The data-modifying CTEs run whether or not they are read.
     RETURN v_expanded;
 END
 $fn$;

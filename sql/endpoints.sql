@@ -440,8 +440,10 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     e postbox.endpoints;
+    v_was_keyed boolean;
 BEGIN
     e := postbox._endpoint(update_endpoint.tenant, update_endpoint.id);
+    v_was_keyed := postbox._ordered(e.options) OR postbox._coalesces(e.options);
     IF update_endpoint.url IS NOT NULL THEN
         e.url := postbox.validate_url(update_endpoint.url);
     END IF;
@@ -472,6 +474,17 @@ BEGIN
             e.consecutive_failures := 0;
             e.failing_since := NULL;
         END IF;
+    END IF;
+    -- Turning ordering or coalescing on: the deliveries already queued for
+    -- the endpoint take their events' keys now. The expansion lock waits
+    -- for an expansion that read the old options, and keeps the next one
+    -- until this commits, so no delivery is queued without its key.
+    IF (postbox._ordered(e.options) OR postbox._coalesces(e.options)) AND NOT v_was_keyed THEN
+        PERFORM pg_advisory_xact_lock(postbox._expansion_lock());
+        UPDATE postbox.outbox d
+           SET ordering_key = postbox._ordering_hash(v.ordering_key)
+          FROM postbox.events v
+         WHERE d.endpoint_id = e.id AND d.ordering_key IS NULL AND NOT d.is_test AND v.id = d.event_id;
     END IF;
     UPDATE postbox.endpoints
        SET url = e.url, event_types = e.event_types, headers = e.headers, description = e.description,

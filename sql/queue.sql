@@ -52,6 +52,66 @@ SELECT endpoint_id FROM due;
 COMMENT ON VIEW postbox._due_endpoints IS 'Internal: the endpoints with pending deliveries, by a loose scan of outbox_due; the last row is NULL.';
 GRANT SELECT ON postbox._due_endpoints TO postbox_worker;
 
+-- The heads of an ordered endpoint's keys: for each key with pending
+-- deliveries, its oldest pending one, which alone may be sent. A walk over
+-- outbox_key_heads, one index probe per key however many deliveries wait
+-- behind a head (a scan of the endpoint's due rows would step over all of
+-- them), starting at a random key and wrapping around, so that no key
+-- waits on the ones that sort before it. A head counts when it is not
+-- leased (in flight), with p_due_only when its time has come, and under
+-- p_holds when no given-up delivery of its key is older. At most p_limit
+-- (NULL: all). The claim takes them; next_due reads the earliest.
+CREATE FUNCTION postbox._key_heads(p_endpoint uuid, p_holds boolean, p_due_only boolean, p_limit integer)
+RETURNS TABLE (id bigint, next_attempt_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    -- A random 64-bit start; keys are hashes, spread evenly.
+    v_start bigint := ((random() - 0.5) * 18446744073709551615.0)::numeric::bigint;
+BEGIN
+    RETURN QUERY
+    WITH RECURSIVE upper_keys AS (
+        (SELECT h.ordering_key, h.id, h.next_attempt_at, h.lease_until
+           FROM postbox.outbox h
+          WHERE h.endpoint_id = p_endpoint AND h.status = 'pending' AND h.ordering_key IS NOT NULL
+            AND h.ordering_key >= v_start
+          ORDER BY h.ordering_key, h.id LIMIT 1)
+        UNION ALL
+        SELECT n.* FROM upper_keys w CROSS JOIN LATERAL (
+            SELECT h.ordering_key, h.id, h.next_attempt_at, h.lease_until
+              FROM postbox.outbox h
+             WHERE h.endpoint_id = p_endpoint AND h.status = 'pending' AND h.ordering_key IS NOT NULL
+               AND h.ordering_key > w.ordering_key
+             ORDER BY h.ordering_key, h.id LIMIT 1) n
+    ), lower_keys AS (
+        (SELECT h.ordering_key, h.id, h.next_attempt_at, h.lease_until
+           FROM postbox.outbox h
+          WHERE h.endpoint_id = p_endpoint AND h.status = 'pending' AND h.ordering_key IS NOT NULL
+            AND h.ordering_key < v_start
+          ORDER BY h.ordering_key, h.id LIMIT 1)
+        UNION ALL
+        SELECT n.* FROM lower_keys w CROSS JOIN LATERAL (
+            SELECT h.ordering_key, h.id, h.next_attempt_at, h.lease_until
+              FROM postbox.outbox h
+             WHERE h.endpoint_id = p_endpoint AND h.status = 'pending' AND h.ordering_key IS NOT NULL
+               AND h.ordering_key > w.ordering_key AND h.ordering_key < v_start
+             ORDER BY h.ordering_key, h.id LIMIT 1) n
+    )
+    SELECT w.id, w.next_attempt_at
+      FROM (SELECT * FROM upper_keys UNION ALL SELECT * FROM lower_keys) w
+     WHERE postbox._claimable('pending', w.lease_until)
+       AND (NOT p_due_only OR w.next_attempt_at <= now())
+       AND NOT (p_holds AND EXISTS (SELECT FROM postbox.outbox f
+                                     WHERE f.endpoint_id = p_endpoint AND f.status = 'failed'
+                                       AND f.ordering_key = w.ordering_key AND f.id < w.id))
+     LIMIT p_limit;
+END
+$fn$;
+COMMENT ON FUNCTION postbox._key_heads(uuid, boolean, boolean, integer) IS 'Internal: the sendable heads of an ordered endpoint''s keys (oldest pending delivery of each, not in flight, not held), from a random key on.';
+GRANT EXECUTE ON FUNCTION postbox._key_heads(uuid, boolean, boolean, integer) TO postbox_worker;
+
 -- Fair claim: each sending endpoint with due rows, in random order, offers
 -- at most its room (computed by the worker: its in-flight limit minus what
 -- the worker holds, within its rate limit; endpoint_room for endpoints the
@@ -84,9 +144,11 @@ BEGIN
         SELECT e.id, e.tenant,
                least(coalesce(r.room, claim.endpoint_room), coalesce(t.room, claim.tenant_room)) AS room,
                coalesce(t.room, claim.tenant_room) AS tenant_room,
-               random() AS r
+               random() AS r, e.ordered, e.holds
           FROM postbox._due_endpoints d
-         CROSS JOIN LATERAL (SELECT e.id, e.tenant FROM postbox.endpoints e
+         CROSS JOIN LATERAL (SELECT e.id, e.tenant, postbox._ordered(e.options) AS ordered,
+                                    postbox._holds(e.options) AS holds
+                               FROM postbox.endpoints e
                               WHERE e.id = d.endpoint_id
                                 AND postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
                                                             e.consecutive_failures) IN ('healthy', 'failing')
@@ -95,7 +157,7 @@ BEGIN
           LEFT JOIN unnest(claim.tenants, claim.tenant_rooms) AS t(tenant, room) ON t.tenant = e.tenant
     ), fair AS (
         SELECT d.id, d.ctid, d.event_id, d.next_attempt_at, o.tenant, o.tenant_room, o.r
-          FROM (SELECT * FROM eps WHERE eps.room > 0 ORDER BY eps.r) o
+          FROM (SELECT * FROM eps WHERE eps.room > 0 AND NOT eps.ordered ORDER BY eps.r) o
          CROSS JOIN LATERAL (
                SELECT d.id, d.ctid, d.event_id, d.next_attempt_at FROM postbox.outbox d
                 WHERE d.endpoint_id = o.id AND postbox._due(d.status, d.next_attempt_at, d.lease_until)
@@ -103,18 +165,37 @@ BEGIN
                 LIMIT o.room
                   FOR UPDATE SKIP LOCKED) d
          LIMIT claim.max_rows
+    ), heads AS (
+        -- Ordered endpoints: only the heads of their keys (_key_heads),
+        -- locked as above; a head another claim took meanwhile is no longer
+        -- due when its lock is granted, and drops out.
+        SELECT d.id, d.ctid, d.event_id, d.next_attempt_at, o.tenant, o.tenant_room, o.r
+          FROM (SELECT * FROM eps WHERE eps.room > 0 AND eps.ordered ORDER BY eps.r) o
+         CROSS JOIN LATERAL (
+               SELECT d.id, d.ctid, d.event_id, d.next_attempt_at FROM postbox.outbox d
+                WHERE d.id = ANY (ARRAY(SELECT k.id FROM postbox._key_heads(o.id, o.holds, true, o.room) k))
+                  AND d.endpoint_id = o.id AND postbox._due(d.status, d.next_attempt_at, d.lease_until)
+                  FOR UPDATE SKIP LOCKED) d
+         LIMIT claim.max_rows
     ), capped AS (
         SELECT f.id, f.ctid, f.event_id, f.r, f.next_attempt_at
           FROM (SELECT f.*, row_number() OVER (PARTITION BY f.tenant ORDER BY f.r, f.next_attempt_at) AS n
-                  FROM fair f) f
+                  FROM (SELECT * FROM fair UNION ALL SELECT * FROM heads) f) f
          WHERE f.n <= f.tenant_room
+         ORDER BY f.r, f.next_attempt_at
+         LIMIT claim.max_rows
     ), tests AS (
+        -- Test sends to paused or disabled endpoints, and to ordered ones
+        -- (a test send has no key: it is never a key's head).
         SELECT d.id, d.ctid, d.event_id, 2.0::float8 AS r, d.next_attempt_at FROM postbox.outbox d
          WHERE d.is_test AND postbox._due(d.status, d.next_attempt_at, d.lease_until)
            AND EXISTS (SELECT FROM postbox.endpoints e
                         WHERE e.id = d.endpoint_id
-                          AND postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
-                                                      e.consecutive_failures) IN ('paused', 'disabled'))
+                          AND (postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
+                                                       e.consecutive_failures) IN ('paused', 'disabled')
+                               OR (postbox._ordered(e.options)
+                                   AND postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
+                                                               e.consecutive_failures) IN ('healthy', 'failing'))))
          ORDER BY d.next_attempt_at
          LIMIT 16
            FOR UPDATE SKIP LOCKED
@@ -227,17 +308,23 @@ AS $fn$
 BEGIN
     RETURN (
         SELECT min(x.n) FROM postbox._due_endpoints d
-         CROSS JOIN LATERAL (SELECT FROM postbox.endpoints e
+         CROSS JOIN LATERAL (SELECT postbox._ordered(e.options) AS ordered, postbox._holds(e.options) AS holds
+                               FROM postbox.endpoints e
                               WHERE e.id = d.endpoint_id
                                 AND postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at,
                                                             e.consecutive_failures) IN ('healthy', 'failing')
                                 AND e.id <> ALL (next_due.blocked_endpoints)
                                 AND e.tenant <> ALL (next_due.blocked_tenants)
                              OFFSET 0) e
-         CROSS JOIN LATERAL (SELECT o.next_attempt_at AS n FROM postbox.outbox o
-                              WHERE o.endpoint_id = d.endpoint_id
-                                AND postbox._claimable(o.status, o.lease_until)
-                              ORDER BY o.next_attempt_at LIMIT 1) x);
+         -- An ordered endpoint's rows behind a head wait for it, whatever
+         -- their time: only heads count (all of them: the walk has no end).
+         CROSS JOIN LATERAL ((SELECT o.next_attempt_at AS n FROM postbox.outbox o
+                               WHERE NOT e.ordered AND o.endpoint_id = d.endpoint_id
+                                 AND postbox._claimable(o.status, o.lease_until)
+                               ORDER BY o.next_attempt_at LIMIT 1)
+                             UNION ALL
+                             (SELECT min(k.next_attempt_at) FROM postbox._key_heads(d.endpoint_id, e.holds, false, NULL) k
+                               WHERE e.ordered)) x);
 END
 $fn$;
 COMMENT ON FUNCTION postbox.next_due(uuid[], text[]) IS 'Worker: the earliest attempt time of a claimable delivery of a sending endpoint outside the blocked ones (NULL: none).';

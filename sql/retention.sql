@@ -101,13 +101,14 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     kind := 'attempts'; deleted := v_n; RETURN NEXT;
 
-    -- Cancelled deliveries, and failed ones whose endpoint is gone (they can
-    -- never be retried), through outbox_settled, which holds only those.
+    -- Cancelled and coalesced deliveries, and failed ones whose endpoint is
+    -- gone (they can never be retried), through outbox_settled, which holds
+    -- only those.
     DELETE FROM postbox.outbox d
      WHERE d.id = ANY (ARRAY(
            SELECT x.id FROM postbox.outbox x
             WHERE x.status <> 'pending' AND x.created_at < v_now - r.cancelled_deliveries
-              AND (x.status = 'cancelled'
+              AND (x.status IN ('cancelled', 'coalesced')
                    OR NOT EXISTS (SELECT FROM postbox.endpoints e WHERE e.id = x.endpoint_id))
             LIMIT purge.max_rows FOR UPDATE SKIP LOCKED));
     GET DIAGNOSTICS v_n = ROW_COUNT;

@@ -101,7 +101,7 @@ GRANT SELECT ON postbox.endpoints TO postbox_worker;
 -- Admins read the columns routing reads (endpoint_status.pending inlines
 -- the routing rule, and an inlined function's tables are read with the
 -- caller's rights); none of them is secret.
-GRANT SELECT (id, tenant, event_types, created_at, disabled_at) ON postbox.endpoints TO postbox_admin;
+GRANT SELECT (id, tenant, event_types, created_at, disabled_at, options) ON postbox.endpoints TO postbox_admin;
 -- The worker records each endpoint's health after its attempts.
 GRANT UPDATE (disabled_at, disabled_reason, consecutive_failures, failing_since,
               last_attempt_at, last_success_at, last_error, updated_at)
@@ -150,11 +150,14 @@ CREATE TABLE postbox.emitted (
     created_at   timestamptz NOT NULL,
     data         jsonb,  -- one event (emit, row triggers)
     rows         json,   -- or a statement's rows, one event each
-    -- With rows: resource, tenant column, payload columns (emit_row_change's arguments).
+    -- With rows: resource, tenant column, payload columns, and after an
+    -- empty string the key columns (the triggers' arguments, sql/emit.sql).
     -- No CHECK that exactly one of data and rows is set: only postbox's own
     -- functions write here, and a CHECK is re-read from the catalog text on
     -- every insert (measured: ~12% of the statement trigger's insert).
-    trigger_args text[]
+    trigger_args text[],
+    -- With data: the event's ordering key (0.9.0), emit's or the row's.
+    ordering_key text
 ) WITH (
     -- A queue: every row is deleted soon after it is written. Vacuum early.
     autovacuum_vacuum_scale_factor = 0.0,
@@ -187,7 +190,8 @@ CREATE TABLE postbox.emitted_rejects (
     rows         json,
     trigger_args text[],
     reason       text NOT NULL,
-    rejected_at  timestamptz NOT NULL DEFAULT now()
+    rejected_at  timestamptz NOT NULL DEFAULT now(),
+    ordering_key text  -- 0.9.0
 );
 COMMENT ON TABLE postbox.emitted_rejects IS 'Emitted rows expansion could not turn into events, with the reason; nothing of them was sent.';
 GRANT SELECT ON postbox.emitted_rejects TO postbox_admin;
@@ -202,7 +206,10 @@ CREATE TABLE postbox.events (
     -- jsonb to text on every claim was most of the claim's time (measured:
     -- 13 of 20 ms for 1,600 600-byte events), and an event is claimed once
     -- per endpoint. Views cast it back to jsonb.
-    data       json NOT NULL
+    data       json NOT NULL,
+    -- The key whose events an ordered endpoint receives one at a time
+    -- (0.9.0): emit's ordering_key, or an attached table's row; NULL: none.
+    ordering_key text
 );
 COMMENT ON TABLE postbox.events IS 'Events, written by the worker when it expands postbox.emitted; deliveries point here.';
 -- The worker's claim reads the event of each delivery.
@@ -226,7 +233,9 @@ CREATE TABLE postbox.outbox (
     endpoint_id     uuid NOT NULL,
     event_id        uuid NOT NULL,
     status          text NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'failed', 'cancelled')),
+                    -- coalesced (0.9.0): a newer event of its key and type
+                    -- was queued before it was sent (option coalesce).
+                    CHECK (status IN ('pending', 'failed', 'cancelled', 'coalesced')),
     is_test         boolean NOT NULL DEFAULT false,
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL,
@@ -240,7 +249,13 @@ CREATE TABLE postbox.outbox (
     -- A batching endpoint's delivery (0.9.0): how many times a batch that
     -- carried it was split in halves; it goes in batches of at most
     -- batch_max_events / 2^batch_split events (worker/src/batch.rs).
-    batch_split     smallint NOT NULL DEFAULT 0
+    batch_split     smallint NOT NULL DEFAULT 0,
+    -- An ordered endpoint's delivery (0.9.0): its event's ordering key,
+    -- hashed (postbox._ordering_hash; an event without a key has the empty
+    -- key, so the endpoint is one key). The claim sends only the oldest
+    -- pending delivery of a key. NULL: the endpoint was not ordered when
+    -- the delivery was queued.
+    ordering_key    bigint
 ) WITH (
     fillfactor = 50,  -- measured: half-full pages make ~93% of claim updates HOT
     -- Every delivery leaves dead tuples at the front of the claim index, which
@@ -259,6 +274,15 @@ CREATE INDEX outbox_due ON postbox.outbox (endpoint_id, next_attempt_at)
     WHERE status = 'pending';
 -- Test sends to paused or disabled endpoints, which the fair claim skips. Tiny:
 -- only test rows enter it.
+-- The head of each ordering key: the claim's walk over an ordered
+-- endpoint's keys, one step per key however many deliveries wait behind
+-- its head.
+CREATE INDEX outbox_key_heads ON postbox.outbox (endpoint_id, ordering_key, id)
+    WHERE status = 'pending' AND ordering_key IS NOT NULL;
+-- Given-up deliveries of ordered endpoints: under ordering_given_up "hold"
+-- they keep the later deliveries of their key waiting.
+CREATE INDEX outbox_key_held ON postbox.outbox (endpoint_id, ordering_key, id)
+    WHERE status = 'failed' AND ordering_key IS NOT NULL;
 CREATE INDEX outbox_tests_due ON postbox.outbox (next_attempt_at)
     WHERE is_test AND status = 'pending';
 -- Failed and cancelled deliveries by tenant and endpoint: the deliveries view

@@ -9,7 +9,7 @@ SELECT e.id, e.tenant, e.url, e.event_types, e.enabled,
          WHERE d.endpoint_id = e.id AND d.status = 'pending')
      + (SELECT count(*)  -- emitted, not yet expanded, and routed to e
           FROM postbox.emitted m
-         CROSS JOIN LATERAL postbox._emitted_events(m.tenant, m.data, m.rows::jsonb, m.trigger_args) x
+         CROSS JOIN LATERAL postbox._emitted_events(m.tenant, m.data, m.rows::jsonb, m.trigger_args, m.ordering_key) x
          WHERE x.tenant = e.tenant
            AND e.id IN (SELECT r.endpoint_id FROM postbox._routes(x.tenant, m.event_type, m.created_at) r))
        AS pending,

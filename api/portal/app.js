@@ -423,6 +423,38 @@ function batchingFields(options) {
   };
 }
 
+// The endpoint's ordering options (docs/sql-api.md: ordering,
+// ordering_given_up, coalesce): events of one key one at a time, in emit
+// order; what a key does when its delivery is given up; and whether only
+// the newest waiting event of a key and type is sent.
+function orderingFields(options) {
+  const box = el('input', { type: 'checkbox', id: 'ordering', checked: options.ordering === 'key' });
+  const givenUp = el('select', { id: 'ordering-given-up', disabled: !box.checked },
+    el('option', { value: 'skip', selected: options.ordering_given_up !== 'hold' }, 'Send the next event of the key'),
+    el('option', { value: 'hold', selected: options.ordering_given_up === 'hold' }, 'Hold the key until the delivery is retried'));
+  box.addEventListener('change', () => { givenUp.disabled = !box.checked; });
+  const coalesce = el('input', { type: 'checkbox', id: 'coalesce', checked: options.coalesce === true });
+  const value = (base) => {
+    const o = { ...base };
+    delete o.ordering;
+    delete o.ordering_given_up;
+    delete o.coalesce;
+    if (box.checked) {
+      o.ordering = 'key';
+      o.ordering_given_up = givenUp.value;
+    }
+    if (coalesce.checked) o.coalesce = true;
+    return o;
+  };
+  return {
+    node: el('fieldset', { class: 'field' }, el('legend', { text: 'Ordering' }),
+      el('label', { class: 'inline', for: 'ordering' }, box, 'Deliver the events of one key one at a time, in order'),
+      el('div', { class: 'field' }, el('label', { for: 'ordering-given-up', text: 'When a delivery is given up' }), givenUp),
+      el('label', { class: 'inline', for: 'coalesce' }, coalesce, 'Send only the newest waiting event of a key and type')),
+    value,
+  };
+}
+
 async function formView(existing) {
   const editing = !!existing;
   const e = existing || { url: '', event_types: ['*'], headers: {}, description: '', enabled: true };
@@ -430,6 +462,7 @@ async function formView(existing) {
   const events = eventPicker(e.event_types);
   const headers = headerRows(e.headers);
   const batching = batchingFields(e.options || {});
+  const ordering = orderingFields(e.options || {});
   const description = el('textarea', { id: 'description' });
   description.value = e.description || '';
   // A new endpoint's style: the server's default unless one is chosen.
@@ -445,6 +478,7 @@ async function formView(existing) {
     headers.node,
     el('div', { class: 'field' }, el('label', { for: 'description', text: 'Description' }), description),
     batching.node,
+    ordering.node,
     el('div', { class: 'field' }, el('label', { for: 'signature-style', text: 'Signature style' }), style),
     el('div', { class: 'field' }, el('label', { for: 'signature-header', text: 'Signature header (hex styles)' }), sigHeader),
     el('div', { class: 'field' }, el('label', { class: 'inline', for: 'enabled' }, enabled, 'Enable deliveries')),
@@ -460,7 +494,7 @@ async function formView(existing) {
     if (!chosen.length) { document.getElementById('error-events').textContent = 'Choose at least one event, or all events'; return; }
     if (!headers.check()) return;
     const body = { url: url.value.trim(), event_types: chosen, headers: headers.value(), description: description.value, enabled: enabled.checked,
-      options: batching.value(e.options || {}) };
+      options: ordering.value(batching.value(e.options || {})) };
     if (!editing) {
       if (style.value) body.signature_style = style.value;
       if (sigHeader.value.trim()) body.signature_header = sigHeader.value.trim();
@@ -522,6 +556,12 @@ async function endpointView(endpointId) {
     el('p', { class: 'muted', text: `Signature: ${e.signature_style}${e.signature_header ? ` (${e.signature_header})` : ''}` }),
     (e.options.batch_max_events || 1) > 1
       ? el('p', { class: 'muted batching', text: `Batches: up to ${e.options.batch_max_events} events a request, waiting up to ${e.options.batch_max_wait_ms ?? 100} ms for more` })
+      : null,
+    e.options.ordering === 'key'
+      ? el('p', { class: 'muted ordering', text: `Ordered per key; a given-up delivery ${e.options.ordering_given_up === 'hold' ? 'holds its key until retried' : 'lets its key go on'}` })
+      : null,
+    e.options.coalesce === true
+      ? el('p', { class: 'muted coalesce', text: 'Coalesced: only the newest waiting event of a key and type is sent' })
       : null,
     el('h2', { text: 'Health' }), statsBox,
     actions, panel,

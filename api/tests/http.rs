@@ -241,6 +241,47 @@ async fn every_route_with_every_kind_of_key() {
         )
         .await;
     assert_eq!(a.body["options"], json!({"timeout_ms": 5000}));
+    // So is ordering, with the rule named for a value it does not know.
+    let ordering = json!({"ordering": "key", "ordering_given_up": "hold"});
+    let a = api
+        .call(
+            M::PATCH,
+            &ep,
+            Some(&admin),
+            Some(json!({"options": ordering})),
+        )
+        .await;
+    assert_eq!(
+        (a.status, &a.body["options"]),
+        (200, &ordering),
+        "{:?}",
+        a.body
+    );
+    let a = api
+        .call(
+            M::PATCH,
+            &ep,
+            Some(&admin),
+            Some(json!({"options": {"ordering": "fifo"}})),
+        )
+        .await;
+    assert_eq!(
+        (
+            a.status,
+            a.body["error"]["rule"].as_str(),
+            a.body["error"]["item"].as_str()
+        ),
+        (422, Some("options_value_invalid"), Some("ordering"))
+    );
+    let a = api
+        .call(
+            M::PATCH,
+            &ep,
+            Some(&admin),
+            Some(json!({"options": {"timeout_ms": 5000}})),
+        )
+        .await;
+    assert_eq!(a.body["options"], json!({"timeout_ms": 5000}));
 
     // Register by URL: created, then found with the same secret.
     let reg = json!({"url": "https://agent.example.com/hook", "event_types": ["order.paid"]});
@@ -727,6 +768,21 @@ async fn an_idempotency_key_gets_the_first_answer() {
         .await;
     assert_eq!((e1.status, e1.body.clone()), (202, e2.body));
     assert_eq!(api.count("SELECT count(*) FROM postbox.emitted").await, 1);
+    // An ordering key is emit's own, kept with the event.
+    let keyed = api
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/events",
+            Some(&op),
+            Some(json!({"event_type": "order.paid", "data": {"n": 2}, "ordering_key": "order-42"})),
+        )
+        .await;
+    assert_eq!(keyed.status, 202, "{:?}", keyed.body);
+    assert_eq!(
+        api.count("SELECT count(*) FROM postbox.emitted WHERE ordering_key = 'order-42'")
+            .await,
+        1
+    );
     api.stop().await;
 }
 

@@ -312,6 +312,31 @@ def main():
         got = operator("GET", f"/v1/tenants/{TENANT}/endpoints/{endpoint_id}")["options"]
         assert got == {"timeout_ms": 4000}, got
 
+        step("edit: ordering per key, what a given-up delivery does to its key, coalescing")
+        by_id(d, "edit").click()
+        assert not by_id(d, "ordering").is_selected()
+        assert not by_id(d, "ordering-given-up").is_enabled()
+        by_id(d, "ordering").click()
+        Select(by_id(d, "ordering-given-up")).select_by_value("hold")
+        by_id(d, "coalesce").click()
+        shot(d, "17-ordering-1440")
+        by_id(d, "save").click()
+        text_in(d, ".ordering", "holds its key until retried")
+        text_in(d, ".coalesce", "only the newest waiting event")
+        got = operator("GET", f"/v1/tenants/{TENANT}/endpoints/{endpoint_id}")["options"]
+        assert got == {"timeout_ms": 4000, "ordering": "key", "ordering_given_up": "hold", "coalesce": True}, got
+        by_id(d, "edit").click()
+        assert by_id(d, "ordering").is_selected() and by_id(d, "coalesce").is_selected()
+        assert Select(by_id(d, "ordering-given-up")).first_selected_option.get_attribute("value") == "hold"
+        by_id(d, "ordering").click()  # off again
+        by_id(d, "coalesce").click()
+        by_id(d, "save").click()
+        text_in(d, ".description", "billing hooks")
+        assert not d.find_elements(By.CSS_SELECTOR, ".ordering")
+        assert not d.find_elements(By.CSS_SELECTOR, ".coalesce")
+        got = operator("GET", f"/v1/tenants/{TENANT}/endpoints/{endpoint_id}")["options"]
+        assert got == {"timeout_ms": 4000}, got
+
         step("rotate the secret, with the grace period")
         by_id(d, "rotate").click()
         by_id(d, "rotate-confirm").click()

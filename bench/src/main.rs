@@ -151,6 +151,9 @@ struct Bench {
     /// The `options` of every endpoint made (figure 11: batching); empty:
     /// none.
     endpoint_options: String,
+    /// Figure 12: events carry one of this many ordering keys (event i has
+    /// key i mod n); 0: no key.
+    ordering_keys: u64,
     worker_bin: PathBuf,
     figures: Vec<Figure>,
     notes: Vec<String>,
@@ -352,8 +355,13 @@ impl Bench {
         let mut i = 0;
         while i < events {
             let n = 1000.min(events - i);
+            let key = match self.ordering_keys {
+                0 => "NULL".to_string(),
+                k => format!("(i % {k})::text"),
+            };
             self.sql(&format!(
-                "SELECT count(postbox.emit('bench', 'bench.event', jsonb_build_object('i', i, 'pad', repeat('x', 560))))
+                "SELECT count(postbox.emit('bench', 'bench.event', jsonb_build_object('i', i, 'pad', repeat('x', 560)),
+                                           NULL, {key}))
                    FROM generate_series({}, {}) i",
                 i + 1,
                 i + n
@@ -771,7 +779,7 @@ impl Bench {
     }
 
     // ---------------------------------------------------------------- 2, 6, 4
-    /// Figures 0, 2 and 6, then 10 (`https`), 11 (`batched`), 4
+    /// Figures 0, 2 and 6, then 10 (`https`), 11 (`batched`), 12 (`ordered`), 4
     /// (`isolation`) and 7 (`many`) when asked.
     async fn throughput_and_isolation(
         &mut self,
@@ -779,6 +787,7 @@ impl Bench {
         many: bool,
         https: bool,
         batched: bool,
+        ordered: bool,
     ) {
         let events = std::env::var("POSTBOX_BENCH_EVENTS")
             .ok()
@@ -837,6 +846,9 @@ impl Bench {
         }
         if batched {
             self.batched(events, c).await;
+        }
+        if ordered {
+            self.ordered(events, rate, c).await;
         }
         // Figure 7's first round compares with the run of figure 2 right before it.
         let last = if isolation {
@@ -971,6 +983,65 @@ impl Bench {
                 None,
             );
         }
+    }
+
+    /// Figure 12: figure 2 to endpoints ordered per key (`"ordering": "key"`),
+    /// the events spread over 100 keys, so 1,000 keys over the 10 endpoints,
+    /// as a ratio of unordered delivery in the same run. A full run measures
+    /// ordered, figure 2 again, ordered, and compares the means (`plain` is
+    /// the figure 2 right before), as figure 4 mirrors its runs.
+    async fn ordered(&mut self, events: u64, plain: f64, c: f64) {
+        const KEYS: u64 = 100;
+        let rounds = if self.quick { 1 } else { 2 };
+        let (mut ordered_sum, mut plain_sum) = (0.0, plain);
+        let mut pg_cpu = Duration::ZERO;
+        for round in 0..rounds {
+            if round > 0 {
+                println!("\n12. Figure 2 again, between the ordered runs");
+                let (rate, ..) = self.throughput(events, 0, 0, 0).await;
+                println!("     {rate:.0} deliveries/s");
+                plain_sum += rate;
+            }
+            println!("\n12. Ordered: figure 2 to 10 endpoints ordered per key, {KEYS} keys each");
+            self.endpoint_options = r#"{"ordering": "key"}"#.to_string();
+            self.ordering_keys = KEYS;
+            let (rate, wall, _, pg, _, _) = self.throughput(events, 0, 0, 0).await;
+            self.endpoint_options.clear();
+            self.ordering_keys = 0;
+            println!(
+                "     {} deliveries in {:.2} s: {rate:.0}/s",
+                events * 10,
+                wall.as_secs_f64()
+            );
+            ordered_sum += rate;
+            pg_cpu += pg;
+        }
+        let rate = ordered_sum / rounds as f64;
+        let plain = plain_sum / rounds as f64;
+        self.add(
+            "ordered: deliveries per second (1,000 keys over 10 endpoints)",
+            rate,
+            "deliveries/s",
+            None,
+        );
+        self.add(
+            "ordered: as a ratio of unordered (figure 2, same run)",
+            rate / plain,
+            "x",
+            Some((">=", 0.8)),
+        );
+        self.add(
+            "ordered: as a ratio of the ceiling C",
+            rate / c,
+            "x C",
+            None,
+        );
+        self.add(
+            "ordered: CPU per delivery, PostgreSQL",
+            1e6 * pg_cpu.as_secs_f64() / (rounds * events * 10) as f64,
+            "us",
+            None,
+        );
     }
 
     /// Figure 4: figure 2 with 5 of its 10 endpoints hanging, and the same
@@ -1743,6 +1814,7 @@ async fn run(quick: bool) -> i32 {
         target: format!("http://127.0.0.1:{}", rx.port()),
         worker_env: Vec::new(),
         endpoint_options: String::new(),
+        ordering_keys: 0,
         worker_bin,
         figures: Vec::new(),
         notes: Vec::new(),
@@ -1753,6 +1825,7 @@ async fn run(quick: bool) -> i32 {
     // =2 runs C, figure 2 (and 6) only; =10 runs C, 2, 6 and 10; =11 runs
     // C, 2, 6 and 11 (with POSTBOX_BENCH_STATEMENTS=1 and
     // POSTBOX_BENCH_EXPLAIN=1, figure 11's plans are in target/bench/server.log);
+    // =12 runs C, 2, 6 and 12 (ordered);
     // =4 runs 2, 6 and 4; =7 runs 2, 6 and 7. With POSTBOX_WORKER_BIN and
     // POSTBOX_EXTENSION_VERSION, figure 2 of an older release (docs/
     // measurements.md: mirrored rounds).
@@ -1764,8 +1837,8 @@ async fn run(quick: bool) -> i32 {
     if only == "0" {
         b.ceiling().await;
     }
-    if run("2") || run("4") || run("7") || run("10") || run("11") {
-        b.throughput_and_isolation(run("4"), run("7"), run("10"), run("11"))
+    if run("2") || run("4") || run("7") || run("10") || run("11") || run("12") {
+        b.throughput_and_isolation(run("4"), run("7"), run("10"), run("11"), run("12"))
             .await;
     }
     if run("3") {

@@ -363,7 +363,17 @@ fn _event_id(emitted: pgrx::Uuid, n: i64) -> pgrx::Uuid {
 /// their primary key index instead of on random pages.
 #[pg_extern(volatile, parallel_safe)]
 fn _uuid7() -> pgrx::Uuid {
-    pgrx::Uuid::from_bytes(uuid::Uuid::now_v7().into_bytes())
+    UUID7.with(|c| pgrx::Uuid::from_bytes(uuid::Uuid::new_v7(uuid::Timestamp::now(c)).into_bytes()))
+}
+
+thread_local! {
+    // 12 bits of the millisecond's fraction after the milliseconds (RFC
+    // 9562, method 3, as PostgreSQL 18's uuidv7() and the SQL flavour do):
+    // ids from different sessions then sort by when they were made to
+    // about a quarter of a microsecond, so a change that waited for
+    // another transaction's commit (a row lock) gets the later id, and
+    // ordered endpoints receive the two in commit order.
+    static UUID7: uuid::ContextV7 = uuid::ContextV7::new().with_additional_precision();
 }
 
 /// `postbox.max_payload_bytes`, for the triggers' per-row check.

@@ -783,6 +783,109 @@ mod tests {
         );
     }
 
+    /// The statuses of an endpoint's deliveries of `event_type`, by id.
+    fn statuses(endpoint: &str, event_type: &str) -> String {
+        one::<String>(&format!(
+            "SELECT string_agg(d.status, ',' ORDER BY d.id) FROM postbox.outbox d
+               JOIN postbox.events v ON v.id = d.event_id
+              WHERE d.endpoint_id = '{endpoint}' AND v.event_type = '{event_type}'"
+        ))
+    }
+
+    #[pg_test]
+    fn ordering_keys_and_coalescing_at_expansion() {
+        app_table();
+        run("CREATE TABLE app.pairs (a int, b text, workspace_id text, note text, PRIMARY KEY (b, a))");
+        // Payload columns that leave the key out: the key is still read.
+        run("SELECT postbox.attach('app.pairs', 'pair', 'workspace_id', '{note}')");
+        let ordered = one::<String>(
+            r#"SELECT id::text FROM postbox.create_endpoint('w1', 'https://hooks.example.com/o',
+                   '{recording.*, pair.*, demo.viewed}', options => '{"ordering": "key", "coalesce": true}')"#,
+        );
+        let plain = endpoint("w1", "'{recording.*, pair.*, demo.viewed}'");
+        run("INSERT INTO app.recordings (workspace_id, title) VALUES ('w1', 'a'), ('w1', 'other')");
+        run("UPDATE app.recordings SET title = 'b' WHERE id = 1");
+        run("UPDATE app.recordings SET title = 'c' WHERE id = 1");
+        run("INSERT INTO app.pairs VALUES (7, 'eu', 'w1', 'n')");
+        run("SELECT postbox.emit('w1', 'demo.viewed', '{}', ordering_key => 'k1')");
+        run("SELECT postbox.emit('w1', 'demo.viewed', '{}')");
+        run("SELECT postbox.expand_events(1000)");
+        let keys = one::<String>(
+            "SELECT string_agg(coalesce(ordering_key, '-'), ' ' ORDER BY id) FROM postbox.events",
+        );
+        assert_eq!(
+            keys,
+            r#"recording:1 recording:2 recording:1 recording:1 pair:["eu", 7] k1 -"#
+        );
+        assert_eq!(
+            one::<pgrx::JsonB>(
+                "SELECT data::jsonb FROM postbox.events WHERE event_type = 'pair.created'"
+            )
+            .0,
+            serde_json::json!({"pair": {"note": "n"}}),
+            "the key columns are read, not sent"
+        );
+        // Keys (hashed) only for the endpoint that needs them; no key is
+        // the empty key.
+        assert_eq!(
+            count(&format!("SELECT FROM postbox.outbox WHERE endpoint_id = '{plain}' AND ordering_key IS NOT NULL")),
+            0
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.outbox d JOIN postbox.events v ON v.id = d.event_id
+                  WHERE d.endpoint_id = '{ordered}' AND d.ordering_key = postbox._ordering_hash(v.ordering_key)"
+            )),
+            7
+        );
+        assert_eq!(
+            one::<i64>("SELECT postbox._ordering_hash(NULL)"),
+            one::<i64>("SELECT postbox._ordering_hash('')")
+        );
+        // Coalescing: of one key's updates only the newest waits; other
+        // keys, types and endpoints are untouched.
+        assert_eq!(statuses(&ordered, "recording.updated"), "coalesced,pending");
+        assert_eq!(statuses(&ordered, "recording.created"), "pending,pending");
+        assert_eq!(statuses(&plain, "recording.updated"), "pending,pending");
+        // A later expansion coalesces what still waits from an earlier one,
+        // but never a delivery in flight.
+        run("UPDATE app.recordings SET title = 'd' WHERE id = 1");
+        run("SELECT postbox.expand_events(1000)");
+        assert_eq!(
+            statuses(&ordered, "recording.updated"),
+            "coalesced,coalesced,pending"
+        );
+        run(&format!(
+            "UPDATE postbox.outbox SET lease_until = now() + interval '1 minute'
+              WHERE endpoint_id = '{ordered}' AND status = 'pending'"
+        ));
+        run("UPDATE app.recordings SET title = 'e' WHERE id = 1");
+        run("SELECT postbox.expand_events(1000)");
+        assert_eq!(
+            statuses(&ordered, "recording.updated"),
+            "coalesced,coalesced,pending,pending"
+        );
+        let why = one::<String>(&format!(
+            "SELECT last_error FROM postbox.deliveries WHERE endpoint_id = '{ordered}' AND status = 'coalesced' LIMIT 1"
+        ));
+        assert_eq!(
+            why,
+            "coalesced: a newer recording.updated event of its ordering key was queued"
+        );
+        // Turning ordering on keys what is queued.
+        run(&format!("SELECT postbox.update_endpoint('w1', '{plain}', options => '{{\"ordering\": \"key\"}}')"));
+        assert_eq!(
+            count(&format!(
+                "SELECT FROM postbox.outbox WHERE endpoint_id = '{plain}' AND ordering_key IS NULL"
+            )),
+            0
+        );
+        rejects(
+            "SELECT postbox.emit('w1', 'demo.viewed', '{}', ordering_key => repeat('k', 100000))",
+            "ordering_key",
+        );
+    }
+
     #[pg_test]
     fn row_trigger_used_directly_and_rolled_back_emits() {
         catalog();
@@ -1099,7 +1202,7 @@ mod tests {
             ("send_test(text,uuid,text,jsonb)", "admin API: writes events and outbox"),
             ("retry_delivery(text,bigint)", "admin API: writes outbox"),
             ("replay(text,uuid,timestamp with time zone,timestamp with time zone,integer)", "admin API: writes outbox, a bounded batch per call"),
-            ("emit(text,text,jsonb,text)", "emitter API: writes emitted and idempotency_keys; takes only text and jsonb"),
+            ("emit(text,text,jsonb,text,text)", "emitter API: writes emitted and idempotency_keys; takes only text and jsonb"),
             ("_register_resource(text)", "attach (invoker) registers event types through it; takes only a name"),
             ("_check_tenant_limit(text)", "called by create_endpoint; reads limits and counts endpoints"),
             ("_catalog_names()", "called by validation; reads the catalog"),

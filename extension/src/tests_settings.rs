@@ -674,7 +674,7 @@
                 ("valid_for", _) | ("lasts", _) => "'15 minutes'".into(),
                 ("status", _) => "201".into(),
                 ("body", _) => "'{}'".into(),
-                ("idempotency_key", _) => "'sweep'".into(),
+                ("idempotency_key", _) | ("ordering_key", _) => "'sweep'".into(),
                 ("credential", _) => "gen_random_uuid()".into(),
                 // No portal session (a key, or SQL), from the first page.
                 ("session", _) | ("after", _) => "NULL".into(),
@@ -732,7 +732,7 @@
             "update_endpoint.url", "update_endpoint.event_types", "update_endpoint.headers",
             "update_endpoint.description", "update_endpoint.enabled", "update_endpoint.options",
             "update_endpoint.envelope", "rotate_secret.own_secret", "set_tenant_limit.max_endpoints",
-            "emit.idempotency_key", "attach.columns", "send_test.data", "validate_headers.signature_header",
+            "emit.idempotency_key", "emit.ordering_key", "attach.columns", "send_test.data", "validate_headers.signature_header",
             "set_retention.succeeded_attempts", "set_retention.failed_attempts", "set_retention.events",
             "set_retention.cancelled_deliveries", "set_retention.idempotency_keys",
             // No key has a NULL hash: no row, as for any unknown key (or link, or session).
@@ -1041,6 +1041,9 @@
             "update_endpoint.description:text", "create_endpoint.config:key.description.long_string",
             // An idempotency key is any string of at most 256 bytes, '' too.
             "emit.idempotency_key:text.inject", "emit.idempotency_key:text.odd", "emit.idempotency_key:text.empty",
+            // So is an ordering key: stored as given, and hashed for the
+            // outbox; '' is the empty key, an event without one.
+            "emit.ordering_key:text.inject", "emit.ordering_key:text.odd", "emit.ordering_key:text.empty",
             // A worker id of 1 to 256 bytes; worker_stopped removes the row of
             // a registered worker, and any other id matches nothing.
             "worker_heartbeat.worker_id:text.inject", "worker_heartbeat.worker_id:text.odd",

@@ -68,7 +68,7 @@ thread_local! {
 struct Firing {
     rel: pg_sys::Relation,
     trigger: *const pg_sys::Trigger,
-    /// resource, tenant column, payload columns.
+    /// resource, tenant column, payload columns, "", key columns.
     args: Vec<String>,
     desc: pg_sys::TupleDesc,
 }
@@ -114,9 +114,13 @@ impl Firing {
         }
     }
 
-    /// The columns to encode: the tenant and payload columns, or all.
+    /// The columns to encode: the tenant and payload columns, and the key
+    /// columns after the empty-string separator (`postbox.attach`); all of
+    /// them when no payload columns are named. No column has an empty
+    /// name, so the separator itself matches none.
     fn columns(&self) -> Option<&[String]> {
-        (self.args.len() > 2).then(|| &self.args[1..])
+        let payload = self.args.get(2).is_some_and(|a| !a.is_empty());
+        payload.then(|| &self.args[1..])
     }
 
     /// Raises 22023 unless one encoded row may be stored (see the header);

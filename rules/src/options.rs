@@ -40,6 +40,27 @@ pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::from_millis(100);
 pub const BATCH_MAX_BYTES: (u64, u64) = (1024, 16 << 20);
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
 
+/// Whether an endpoint receives the events of one ordering key one at a
+/// time, in emit order (`"ordering": "key"`), or as they come (`"none"`,
+/// the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ordering {
+    #[default]
+    None,
+    Key,
+}
+
+/// What an ordered endpoint does with a key whose delivery is given up
+/// (`ordering_given_up`): `skip` (the default) sends the key's next event;
+/// `hold` keeps the key waiting until the given-up delivery is retried or
+/// replayed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GivenUp {
+    #[default]
+    Skip,
+    Hold,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EndpointOptions {
     pub timeout: Option<Duration>,
@@ -50,6 +71,11 @@ pub struct EndpointOptions {
     pub batch_max_events: Option<u32>,
     pub batch_max_wait: Option<Duration>,
     pub batch_max_bytes: Option<usize>,
+    pub ordering: Option<Ordering>,
+    pub ordering_given_up: Option<GivenUp>,
+    /// Of the waiting events with one ordering key and event type, only the
+    /// newest is sent (`coalesce`); the older ones are marked `coalesced`.
+    pub coalesce: Option<bool>,
 }
 
 /// How a batching endpoint's events are grouped into requests.
@@ -86,7 +112,24 @@ impl EndpointOptions {
     }
 }
 
-const KEYS: &str = "timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule, batch_max_events, batch_max_wait_ms, batch_max_bytes";
+const KEYS: &str = "timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule, batch_max_events, batch_max_wait_ms, batch_max_bytes, ordering, ordering_given_up, coalesce";
+
+/// One of a fixed set of words, for `ordering` and `ordering_given_up`.
+fn word_in<T: Copy>(key: &str, v: &Value, words: &[(&str, T)]) -> Result<T, RuleError> {
+    words
+        .iter()
+        .find(|(w, _)| v.as_str() == Some(w))
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let list: Vec<String> = words.iter().map(|(w, _)| format!("\"{w}\"")).collect();
+            RuleError::new(
+                Code::OptionsValueInvalid,
+                format!("options.{key} must be {}", list.join(" or ")),
+                v,
+            )
+            .with_item(key)
+        })
+}
 
 fn int_in(key: &str, v: &Value, (lo, hi): (u64, u64)) -> Result<u64, RuleError> {
     match v.as_u64() {
@@ -131,6 +174,30 @@ fn check(v: &Value) -> Result<EndpointOptions, RuleError> {
             }
             "batch_max_bytes" => {
                 o.batch_max_bytes = Some(int_in(key, val, BATCH_MAX_BYTES)? as usize)
+            }
+            "ordering" => {
+                o.ordering = Some(word_in(
+                    key,
+                    val,
+                    &[("none", Ordering::None), ("key", Ordering::Key)],
+                )?)
+            }
+            "ordering_given_up" => {
+                o.ordering_given_up = Some(word_in(
+                    key,
+                    val,
+                    &[("skip", GivenUp::Skip), ("hold", GivenUp::Hold)],
+                )?)
+            }
+            "coalesce" => {
+                o.coalesce = Some(val.as_bool().ok_or_else(|| {
+                    RuleError::new(
+                        Code::OptionsValueInvalid,
+                        "options.coalesce must be true or false",
+                        val,
+                    )
+                    .with_item(key)
+                })?)
             }
             "rate_limit_per_s" => {
                 let (lo, hi) = RATE_LIMIT_PER_S;
@@ -224,9 +291,18 @@ mod tests {
         let o = parse(&json!({
             "timeout_ms": 2000, "connect_timeout_ms": 500, "max_in_flight": 4,
             "rate_limit_per_s": 2.5, "retry_schedule": ["100ms", "5s", 30, "2h"],
-            "batch_max_events": 100, "batch_max_wait_ms": 250, "batch_max_bytes": 65536
+            "batch_max_events": 100, "batch_max_wait_ms": 250, "batch_max_bytes": 65536,
+            "ordering": "key", "ordering_given_up": "hold", "coalesce": true
         }))
         .unwrap();
+        assert_eq!(o.ordering, Some(Ordering::Key));
+        assert_eq!(o.ordering_given_up, Some(GivenUp::Hold));
+        assert_eq!(o.coalesce, Some(true));
+        let o2 = parse(&json!({"ordering": "none", "ordering_given_up": "skip"})).unwrap();
+        assert_eq!(
+            (o2.ordering, o2.ordering_given_up),
+            (Some(Ordering::None), Some(GivenUp::Skip))
+        );
         assert_eq!(
             o.batching(),
             Some(Batching {
@@ -305,6 +381,19 @@ mod tests {
                 "batch_max_bytes must be a whole number from 1024 to 16777216",
             ),
             (json!({"rate_limit_per_s": -1}), "rate_limit_per_s"),
+            (
+                json!({"ordering": "fifo"}),
+                "options.ordering must be \"none\" or \"key\"",
+            ),
+            (json!({"ordering": true}), "options.ordering must be"),
+            (
+                json!({"coalesce": "yes"}),
+                "options.coalesce must be true or false",
+            ),
+            (
+                json!({"ordering_given_up": "drop"}),
+                "options.ordering_given_up must be \"skip\" or \"hold\"",
+            ),
             (json!({"retry_schedule": "5s"}), "must be an array"),
             (json!({"retry_schedule": ["soon"]}), "intervals must be"),
             (json!({"retry_schedule": ["30d"]}), "intervals must be"),

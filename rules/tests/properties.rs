@@ -215,8 +215,9 @@ fn gap_oracle(v: &Value) -> Option<Duration> {
 /// 100..=60000 and not above `timeout_ms`, `max_in_flight` 1..=1000,
 /// `rate_limit_per_s` a number 0.01..=100000, `retry_schedule` an array of
 /// at most 30 gaps, `batch_max_events` 1..=1000, `batch_max_wait_ms`
-/// 0..=60000, `batch_max_bytes` 1024..=16 MiB. The answer holds what was
-/// given.
+/// 0..=60000, `batch_max_bytes` 1024..=16 MiB, `ordering` "none" or "key",
+/// `ordering_given_up` "skip" or "hold", `coalesce` a boolean. The answer
+/// holds what was given.
 fn options_oracle(v: &Value) -> Option<options::EndpointOptions> {
     let map = v.as_object()?;
     let whole = |key: &str, lo: u64, hi: u64| -> Option<Option<u64>> {
@@ -235,6 +236,9 @@ fn options_oracle(v: &Value) -> Option<options::EndpointOptions> {
             "batch_max_events",
             "batch_max_wait_ms",
             "batch_max_bytes",
+            "ordering",
+            "ordering_given_up",
+            "coalesce",
         ]
         .contains(&k.as_str())
     }) {
@@ -267,6 +271,22 @@ fn options_oracle(v: &Value) -> Option<options::EndpointOptions> {
         batch_max_events: whole("batch_max_events", 1, 1000)?.map(|n| n as u32),
         batch_max_wait: whole("batch_max_wait_ms", 0, 60_000)?.map(Duration::from_millis),
         batch_max_bytes: whole("batch_max_bytes", 1024, 16 << 20)?.map(|n| n as usize),
+        ordering: match map.get("ordering").map(|v| v.as_str()) {
+            None => None,
+            Some(Some("none")) => Some(options::Ordering::None),
+            Some(Some("key")) => Some(options::Ordering::Key),
+            Some(_) => return None,
+        },
+        ordering_given_up: match map.get("ordering_given_up").map(|v| v.as_str()) {
+            None => None,
+            Some(Some("skip")) => Some(options::GivenUp::Skip),
+            Some(Some("hold")) => Some(options::GivenUp::Hold),
+            Some(_) => return None,
+        },
+        coalesce: match map.get("coalesce") {
+            None => None,
+            Some(v) => Some(v.as_bool()?),
+        },
     })
 }
 

@@ -388,7 +388,7 @@ LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 AS $fn$
 DECLARE
     c_u64     constant numeric := 18446744073709551615;
-    c_keys    constant text := 'timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule, batch_max_events, batch_max_wait_ms, batch_max_bytes';
+    c_keys    constant text := 'timeout_ms, connect_timeout_ms, max_in_flight, rate_limit_per_s, retry_schedule, batch_max_events, batch_max_wait_ms, batch_max_bytes, ordering, ordering_given_up, coalesce';
     c_gap     constant text := 'options.retry_schedule intervals must be seconds or durations like "500ms", "30s", "5m", "2h", from 1ms to 7 days';
     c_space   constant text := E'[\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
     v_key     text;
@@ -451,6 +451,20 @@ BEGIN
                 IF v_key = 'connect_timeout_ms' THEN v_connect := v_val::text::numeric; END IF;
             ELSE
                 v_rule := pg_catalog.format('options.%s must be a whole number from %s to %s', v_key, v_lo, v_hi);
+                v_show := v_val;
+                v_item := v_key;
+            END IF;
+        ELSIF v_key IN ('ordering', 'ordering_given_up') THEN
+            IF NOT (v_val = ANY (CASE v_key WHEN 'ordering' THEN ARRAY['"none"', '"key"']::jsonb[]
+                                            ELSE ARRAY['"skip"', '"hold"']::jsonb[] END)) THEN
+                v_rule := pg_catalog.format('options.%s must be %s', v_key,
+                              CASE v_key WHEN 'ordering' THEN '"none" or "key"' ELSE '"skip" or "hold"' END);
+                v_show := v_val;
+                v_item := v_key;
+            END IF;
+        ELSIF v_key = 'coalesce' THEN
+            IF pg_catalog.jsonb_typeof(v_val) <> 'boolean' THEN
+                v_rule := 'options.coalesce must be true or false';
                 v_show := v_val;
                 v_item := v_key;
             END IF;

@@ -228,13 +228,17 @@ BEGIN
     -- Each row encoded as the caller. attach's transition tables, without
     -- columns, are read with static SQL, whose plan PL/pgSQL keeps; the
     -- rest with the query _row_encoding makes.
-    IF TG_NARGS = 2 AND v_store = 'postbox_new' THEN
+    -- Payload columns are named when the third argument is not the empty
+    -- string before the key columns (attach); the encoding then takes the
+    -- tenant, payload and key columns.
+    IF NOT (TG_NARGS > 2 AND TG_ARGV[2] <> '') AND v_store = 'postbox_new' THEN
         v_rows := ARRAY(SELECT pg_catalog.row_to_json(t)::text FROM postbox_new AS t);
-    ELSIF TG_NARGS = 2 AND v_store = 'postbox_old' THEN
+    ELSIF NOT (TG_NARGS > 2 AND TG_ARGV[2] <> '') AND v_store = 'postbox_old' THEN
         v_rows := ARRAY(SELECT pg_catalog.row_to_json(t)::text FROM postbox_old AS t);
     ELSE
         EXECUTE pg_catalog.format('SELECT ARRAY(SELECT %s FROM %I AS t)',
-            postbox._row_encoding(TG_RELID, CASE WHEN TG_NARGS > 2 THEN TG_ARGV[1:] END), v_store)
+            postbox._row_encoding(TG_RELID, CASE WHEN TG_NARGS > 2 AND TG_ARGV[2] <> '' THEN TG_ARGV[1:] END),
+            v_store)
           INTO v_rows;
     END IF;
     IF pg_catalog.cardinality(v_rows) = 0 THEN
@@ -287,7 +291,7 @@ BEGIN
             current_user, TG_TABLE_SCHEMA, TG_TABLE_NAME));
     END IF;
     -- Named columns: the query _row_encoding makes, run on each row.
-    IF TG_NARGS > 2 THEN
+    IF TG_NARGS > 2 AND TG_ARGV[2] <> '' THEN
         v_query := 'SELECT ' || postbox._row_encoding(TG_RELID, TG_ARGV[1:]) || ' FROM (SELECT ($1).*) AS t';
     END IF;
     IF TG_OP <> 'DELETE' AND v_query IS NULL THEN

@@ -25,6 +25,10 @@ pub enum Behavior {
     Slow(Duration),
     /// Answer `status` to a body that contains `needle`, 200 to any other.
     Refuse { needle: String, status: u16 },
+    /// Answer 503 to about `per_mille` of every 1,000 requests, spread by a
+    /// hash of the arrival number (the same run fails the same requests),
+    /// 200 to the rest.
+    Flaky { per_mille: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -143,6 +147,13 @@ impl Receiver {
     }
 }
 
+/// Whether a [`Behavior::Flaky`] receiver fails the request that arrived
+/// `seq`th: a multiplicative hash (2^64 / the golden ratio, Knuth's) of the
+/// arrival number spreads the failures evenly.
+pub fn flaky_fails(seq: u64, per_mille: u64) -> bool {
+    (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 1000 < per_mille
+}
+
 async fn handle(
     state: Arc<State>,
     req: Request<hyper::body::Incoming>,
@@ -191,6 +202,13 @@ async fn handle(
         Behavior::Slow(d) => {
             tokio::time::sleep(d).await;
             200
+        }
+        Behavior::Flaky { per_mille } => {
+            if flaky_fails(seq, per_mille) {
+                503
+            } else {
+                200
+            }
         }
         Behavior::Refuse { needle, status } => {
             if String::from_utf8_lossy(&body).contains(&needle) {

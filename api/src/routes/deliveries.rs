@@ -27,17 +27,19 @@ pub enum DeliveryStatus {
     Succeeded,
     Failed,
     Cancelled,
+    Coalesced,
 }
 
 impl DeliveryStatus {
     /// Every status, in a delivery's life order (`GET /v1/choices`).
-    pub const ALL: [DeliveryStatus; 6] = [
+    pub const ALL: [DeliveryStatus; 7] = [
         DeliveryStatus::Pending,
         DeliveryStatus::InFlight,
         DeliveryStatus::Held,
         DeliveryStatus::Succeeded,
         DeliveryStatus::Failed,
         DeliveryStatus::Cancelled,
+        DeliveryStatus::Coalesced,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +50,7 @@ impl DeliveryStatus {
             DeliveryStatus::Succeeded => "succeeded",
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Cancelled => "cancelled",
+            DeliveryStatus::Coalesced => "coalesced",
         }
     }
 }
@@ -58,7 +61,9 @@ pub struct Delivery {
     pub endpoint_id: Uuid,
     pub event_id: Uuid,
     pub event_type: Option<String>,
-    /// pending, in_flight, held (its endpoint is paused), succeeded, failed or cancelled.
+    /// pending, in_flight, held (its endpoint is paused), succeeded, failed,
+    /// cancelled, or coalesced (a newer event of its ordering key and type
+    /// was sent instead).
     pub status: String,
     pub attempts: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -323,7 +328,8 @@ mod tests {
             | DeliveryStatus::Held
             | DeliveryStatus::Succeeded
             | DeliveryStatus::Failed
-            | DeliveryStatus::Cancelled => (),
+            | DeliveryStatus::Cancelled
+            | DeliveryStatus::Coalesced => (),
         };
     }
 }

@@ -67,6 +67,12 @@ pub struct NewEvent {
     /// The event's data: a JSON object.
     #[schema(value_type = Object)]
     pub data: Value,
+    /// Endpoints with `"ordering": "key"` receive the events of one
+    /// ordering key one at a time, in emit order (for example the id of
+    /// the resource the event is about). Without one, such an endpoint
+    /// orders all its events as one key.
+    #[serde(default)]
+    pub ordering_key: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -95,7 +101,7 @@ pub async fn emit(
     let db = app.db.get().await?;
     let st = db
         .prepare_cached(
-            "SELECT a.role, CASE WHEN a.role = 'operator' THEN postbox.emit($2, $3, $4, $5) END
+            "SELECT a.role, CASE WHEN a.role = 'operator' THEN postbox.emit($2, $3, $4, $5, $6) END
                FROM postbox.authenticate_api_key($1) a",
         )
         .await?;
@@ -108,6 +114,7 @@ pub async fn emit(
                 &body.value.event_type,
                 &body.value.data,
                 &key,
+                &body.value.ordering_key,
             ],
         )
         .await?;

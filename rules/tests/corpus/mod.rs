@@ -383,6 +383,17 @@ pub fn gap() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// One of the words, mostly; near misses (case, spaces) and other types
+/// now and then.
+pub fn word(words: &'static [&'static str]) -> impl Strategy<Value = Value> {
+    prop_oneof![
+        6 => prop::sample::select(words).prop_map(|w| json!(w)),
+        1 => prop::sample::select(words).prop_map(|w| json!(w.to_uppercase())),
+        1 => prop::sample::select(words).prop_map(|w| json!(format!(" {w}"))),
+        1 => prop_oneof![Just(Value::Null), Just(json!(1)), Just(json!(true)), Just(json!([]))],
+    ]
+}
+
 pub fn schedule() -> impl Strategy<Value = Value> {
     prop_oneof![
         8 => prop::collection::vec(gap(), 0..5).prop_map(Value::Array),
@@ -418,9 +429,17 @@ pub fn options_json() -> impl Strategy<Value = Value> {
             prop::option::of(whole_around(0, 60_000)),
             prop::option::of(whole_around(1024, 16 << 20)),
         ),
+        (
+            prop::option::of(word(&["none", "key"])),
+            prop::option::of(word(&["skip", "hold"])),
+            prop::option::of(prop_oneof![
+                4 => any::<bool>().prop_map(Value::Bool),
+                1 => prop_oneof![Just(json!("true")), Just(json!(1)), Just(Value::Null)],
+            ]),
+        ),
     )
         .prop_map(
-            |(timeout, connect, in_flight, rate, schedule, other, not_object, batch)| {
+            |(timeout, connect, in_flight, rate, schedule, other, not_object, batch, ordering)| {
                 if let Some(v) = not_object {
                     return v;
                 }
@@ -441,6 +460,9 @@ pub fn options_json() -> impl Strategy<Value = Value> {
                     ("batch_max_events", batch.0),
                     ("batch_max_wait_ms", batch.1),
                     ("batch_max_bytes", batch.2),
+                    ("ordering", ordering.0),
+                    ("ordering_given_up", ordering.1),
+                    ("coalesce", ordering.2),
                 ] {
                     if let Some(v) = v {
                         map.insert(key.to_string(), v);
