@@ -752,7 +752,7 @@ async function deliveriesSection(e) {
 
 async function deliveryView(deliveryId) {
   const d = await api('GET', `/v1/deliveries/${deliveryId}`);
-  const retry = admin() && (d.status === 'failed' || d.status === 'cancelled')
+  const retry = admin() && ['failed', 'cancelled', 'coalesced'].includes(d.status)
     ? el('button', {
       type: 'button', id: 'retry',
       onclick: async () => {

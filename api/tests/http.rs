@@ -1257,7 +1257,8 @@ async fn deliveries_made_through_the_api_arrive_and_verify() {
             "held",
             "succeeded",
             "failed",
-            "cancelled"
+            "cancelled",
+            "coalesced"
         ])
     );
     assert!(c.body["grace_seconds"]
