@@ -1008,6 +1008,7 @@ impl Bench {
             let (rate, wall, _, pg, _, _) = self.throughput(events, 0, 0, 0).await;
             self.endpoint_options.clear();
             self.ordering_keys = 0;
+            self.print_statements().await;
             println!(
                 "     {} deliveries in {:.2} s: {rate:.0}/s",
                 events * 10,

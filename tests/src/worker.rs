@@ -57,6 +57,30 @@ pub fn worker_process(bin: &str, pg: &Cluster) -> std::process::Command {
     c
 }
 
+/// A worker process that is killed if the test ends (or fails) first, so
+/// a failed test leaves no worker behind.
+pub struct Running(pub Option<std::process::Child>);
+
+impl Running {
+    pub fn new(child: std::process::Child) -> Running {
+        Running(Some(child))
+    }
+
+    /// Kills it with SIGKILL (-9) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Fast settings for tests: short poll, lease and timeouts, private targets on.
 pub fn test_config(pg: &Cluster) -> Config {
     let mut c = Config::new(pg.url("postgres"));

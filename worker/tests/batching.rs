@@ -5,7 +5,7 @@
 use postbox_tests::fixtures::{cluster, endpoint, one};
 use postbox_tests::receivers::{Behavior, Received, Receiver};
 use postbox_tests::verify::{python, python_verify, receiver_verify};
-use postbox_tests::worker::{test_config, worker_process, Worker};
+use postbox_tests::worker::{test_config, worker_process, Running, Worker};
 use postbox_tests::{eventually, eventually_sql};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -433,13 +433,14 @@ async fn a_killed_worker_loses_no_batched_event() {
     .await
     .unwrap();
     // A real worker process, killed with SIGKILL while its batches hang.
-    let mut child = worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg)
-        .env("POSTBOX_LEASE", "4s")
-        .spawn()
-        .unwrap();
+    let mut child = Running::new(
+        worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg)
+            .env("POSTBOX_LEASE", "4s")
+            .spawn()
+            .unwrap(),
+    );
     eventually("batches in flight", || rx.count() >= 2).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let hung = arrivals(&rx.received());
     rx.set_behavior(Behavior::Statuses(vec![200]));
     let before = rx.count();

@@ -7,7 +7,7 @@ use postbox_tests::resolver::TestResolver;
 use postbox_tests::tls::{test_ca, tls_acceptor_alpn, tls_receiver_config};
 use postbox_tests::verify::{python, python_verify, receiver_verify};
 use postbox_tests::worker::{
-    metric, metric_until, metrics_addr, test_config, worker_process, Worker,
+    metric, metric_until, metrics_addr, test_config, worker_process, Running, Worker,
 };
 use postbox_tests::{eventually, eventually_sql};
 use std::collections::HashSet;
@@ -641,13 +641,14 @@ async fn a_killed_worker_loses_nothing() {
     endpoint(&db, "t", &rx.url(), "").await;
     db.batch_execute("SELECT postbox.emit('t', 'order.paid', jsonb_build_object('n', i)) FROM generate_series(1, 20) i").await.unwrap();
     // A real worker process, killed with SIGKILL while its requests hang.
-    let mut child = worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg)
-        .env("POSTBOX_LEASE", "4s")
-        .spawn()
-        .unwrap();
+    let mut child = Running::new(
+        worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg)
+            .env("POSTBOX_LEASE", "4s")
+            .spawn()
+            .unwrap(),
+    );
     eventually("requests in flight", || rx.count() >= 8).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     rx.set_behavior(Behavior::Statuses(vec![200]));
     let worker = Worker::start(test_config(&pg));
     eventually_sql(

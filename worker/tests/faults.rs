@@ -5,7 +5,9 @@
 
 use postbox_tests::fixtures::{cluster, endpoint, one};
 use postbox_tests::receivers::{Behavior, Receiver};
-use postbox_tests::worker::{metric_until, metrics_addr, test_config, worker_process, Worker};
+use postbox_tests::worker::{
+    metric_until, metrics_addr, test_config, worker_process, Running, Worker,
+};
 use postbox_tests::{eventually, eventually_sql, Cluster};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -203,12 +205,14 @@ async fn a_crash_loop_loses_nothing_and_strands_nothing() {
     let mut total: usize = 10_000;
     emit(&pg, 0, total as i64).await;
     let spawn = |id: &str| {
-        worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg)
-            .env("POSTBOX_WORKER_ID", id)
-            .env("POSTBOX_LEASE", "600s")
-            .env("POSTBOX_POLL_INTERVAL", "200ms")
-            .spawn()
-            .unwrap()
+        Running::new(
+            worker_process(env!("CARGO_BIN_EXE_postbox-worker"), &pg)
+                .env("POSTBOX_WORKER_ID", id)
+                .env("POSTBOX_LEASE", "600s")
+                .env("POSTBOX_POLL_INTERVAL", "200ms")
+                .spawn()
+                .unwrap(),
+        )
     };
     // The kill moments come from a seed: POSTBOX_TEST_SEED replays a run
     // (the seed is printed), a random one otherwise.
@@ -239,8 +243,7 @@ async fn a_crash_loop_loses_nothing_and_strands_nothing() {
                              WHERE leased_by = '{dead}' AND lease_until > now())"
         );
         eventually_sql(&db, "the worker holding claims", &holding).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         // Its sessions end when PostgreSQL sees the sockets close; after
         // that nothing of its can commit.
         eventually_sql(
@@ -291,8 +294,7 @@ async fn a_crash_loop_loses_nothing_and_strands_nothing() {
     }
     all_arrive(&rx, total).await;
     all_acknowledged(&db).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     // Duplicates only of deliveries the killed workers held.
     let mut sent: HashMap<String, usize> = HashMap::new();
     for r in rx.received() {

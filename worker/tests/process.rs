@@ -4,7 +4,7 @@
 use postbox_tests::fixtures::{cluster, endpoint};
 use postbox_tests::receivers::{Behavior, Receiver};
 use postbox_tests::verify::python_verify;
-use postbox_tests::worker::worker_process;
+use postbox_tests::worker::{worker_process, Running};
 use postbox_tests::{eventually, eventually_sql, Cluster};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -330,18 +330,6 @@ fn a_remote_database_without_verify_full_is_warned_about() {
     );
     for text in [&text, &log] {
         assert!(!text.contains("hunter2"), "{text}");
-    }
-}
-
-/// A worker process that is killed if the test ends (or fails) first.
-struct Running(Option<std::process::Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
