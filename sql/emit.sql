@@ -631,12 +631,23 @@ BEGIN
         -- and type, that are still waiting (pending, not in flight: a claim
         -- that holds one makes this wait, then finds it leased) are
         -- coalesced too. Rows queued by this statement are not visible here.
+        -- Found per new delivery through outbox_key_heads (LATERAL, so the
+        -- generic plan, made when the outbox may be empty, cannot turn it
+        -- into a scan of the outbox per row), updated by ctid; the state is
+        -- checked again on the row as locked.
         UPDATE postbox.outbox o
-           SET status = 'coalesced', last_error = postbox._coalesced_by(r.event_type)
-          FROM routed r
-         WHERE r.n = 1 AND o.endpoint_id = r.endpoint_id AND o.ordering_key = r.ordering_key
-           AND o.status = 'pending' AND postbox._claimable(o.status, o.lease_until) AND NOT o.is_test
-           AND EXISTS (SELECT FROM postbox.events v WHERE v.id = o.event_id AND v.event_type = r.event_type)
+           SET status = 'coalesced', last_error = postbox._coalesced_by(x.event_type)
+          FROM (SELECT r.event_type, c.ctid
+                  FROM routed r
+                 CROSS JOIN LATERAL (
+                       SELECT c.ctid FROM postbox.outbox c
+                        WHERE c.endpoint_id = r.endpoint_id AND c.ordering_key = r.ordering_key
+                          AND c.status = 'pending' AND NOT c.is_test
+                          AND EXISTS (SELECT FROM postbox.events v
+                                       WHERE v.id = c.event_id AND v.event_type = r.event_type)) c
+                 WHERE r.n = 1) x
+         WHERE o.ctid = x.ctid
+           AND o.status = 'pending' AND postbox._claimable(o.status, o.lease_until)
         RETURNING 1
     )
     SELECT count(*)::integer INTO v_expanded FROM stored;

@@ -136,6 +136,12 @@ RETURNS TABLE (id bigint, tenant text, endpoint_id uuid, event_id uuid, attempts
                batch_split smallint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+-- Every table here is read through an index or by ctid. A generic plan made
+-- while the outbox looked empty (a worker started on an idle database)
+-- chose a scan of the whole outbox for the lease update by ctid, which it
+-- kept until the next ANALYZE (measured: 17 of 23 ms for a claim of 160
+-- rows from 20,000).
+SET enable_seqscan = off
 AS $fn$
 #variable_conflict use_column
 BEGIN
@@ -171,13 +177,15 @@ BEGIN
         -- due when its lock is granted, and drops out.
         SELECT d.id, d.ctid, d.event_id, d.next_attempt_at, o.tenant, o.tenant_room, o.r
           FROM (SELECT * FROM eps WHERE eps.room > 0 AND eps.ordered ORDER BY eps.r) o
+         CROSS JOIN LATERAL postbox._key_heads(o.id, o.holds, true, o.room) k
          CROSS JOIN LATERAL (
-               -- By ctid (a TID scan, no index probe per head). A head
-               -- changed since the walk read it (leased, acknowledged) is
-               -- read again at its newest version once locked, and drops out
-               -- unless still due.
+               -- Each head by its ctid (a TID scan: one ctid per lookup, so
+               -- no plan, however small it thinks the outbox, prefers an
+               -- index). A head changed since the walk read it (leased,
+               -- acknowledged) is read again at its newest version once
+               -- locked, and drops out unless still due.
                SELECT d.id, d.ctid, d.event_id, d.next_attempt_at FROM postbox.outbox d
-                WHERE d.ctid = ANY (ARRAY(SELECT k.row_ctid FROM postbox._key_heads(o.id, o.holds, true, o.room) k))
+                WHERE d.ctid = k.row_ctid
                   AND d.endpoint_id = o.id AND postbox._due(d.status, d.next_attempt_at, d.lease_until)
                   FOR UPDATE SKIP LOCKED) d
          LIMIT claim.max_rows

@@ -884,6 +884,27 @@ mod tests {
             "SELECT postbox.emit('w1', 'demo.viewed', '{}', ordering_key => repeat('k', 100000))",
             "ordering_key",
         );
+        // Coalescing without ordering; a coalesced delivery can be sent
+        // after all.
+        let coalescing = one::<String>(
+            r#"SELECT id::text FROM postbox.create_endpoint('w1', 'https://hooks.example.com/c',
+                   '{recording.*}', options => '{"coalesce": true}')"#,
+        );
+        run("UPDATE app.recordings SET title = 'f' WHERE id = 1");
+        run("UPDATE app.recordings SET title = 'g' WHERE id = 1");
+        run("SELECT postbox.expand_events(1000)");
+        assert_eq!(
+            statuses(&coalescing, "recording.updated"),
+            "coalesced,pending"
+        );
+        run(&format!(
+            "SELECT postbox.retry_delivery('w1', id) FROM postbox.outbox
+              WHERE endpoint_id = '{coalescing}' AND status = 'coalesced'"
+        ));
+        assert_eq!(
+            statuses(&coalescing, "recording.updated"),
+            "pending,pending"
+        );
     }
 
     #[pg_test]

@@ -400,3 +400,46 @@ async fn a_burst_of_updates_to_one_row_coalesces_and_the_last_delivery_has_the_f
     assert_eq!(coalesced as usize, 1000 - updates.len());
     worker.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn test_sends_to_an_ordered_endpoint_go_and_turning_ordering_off_lets_a_key_go_at_once() {
+    let (pg, db) = cluster().await;
+    let rx = Receiver::start(Behavior::Slow(Duration::from_millis(300)), order()).await;
+    let (id, _) = endpoint(
+        &db,
+        "acme",
+        &rx.url(),
+        r#", '{*}', options => '{"ordering": "key"}'"#,
+    )
+    .await;
+    for n in 1..=12 {
+        emit(&db, "acme", "k", &format!("k{n:02}"), "{}").await;
+    }
+    let worker = Worker::start(test_config(&pg));
+    eventually("the key's first event", || rx.count() >= 1).await;
+    // A test send has no key: it goes while the key's events wait.
+    let test: String = one(
+        &db,
+        &format!("SELECT postbox.send_test('acme', '{id}', 'order.paid', '{{\"label\": \"test\"}}')::text"),
+    )
+    .await;
+    eventually("the test send", || {
+        rx.received().iter().any(|r| r.header("webhook-id") == test)
+    })
+    .await;
+    assert!(
+        rx.max_concurrent() <= 2,
+        "the key's head and the test send: {}",
+        rx.max_concurrent()
+    );
+    // Ordering off: what waits behind the head goes at once, side by side.
+    db.batch_execute(&format!(
+        "SELECT postbox.update_endpoint('acme', '{id}', options => '{{}}')"
+    ))
+    .await
+    .unwrap();
+    rx.reset_max_concurrent();
+    eventually("every event", || rx.count() == 13).await;
+    assert!(rx.max_concurrent() > 2, "{}", rx.max_concurrent());
+    worker.stop().await.unwrap();
+}
