@@ -60,6 +60,12 @@ struct State {
     order: Arc<AtomicU64>,
 }
 
+/// A fresh arrival counter, for receivers whose requests are ordered among
+/// themselves only (receivers that share one count arrivals across them).
+pub fn order() -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(0))
+}
+
 pub struct Receiver {
     pub addr: SocketAddr,
     state: Arc<State>,

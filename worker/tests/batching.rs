@@ -3,17 +3,11 @@
 //! 127.0.0.1 that record each request.
 
 use postbox_tests::fixtures::{cluster, endpoint, one};
-use postbox_tests::receivers::{Behavior, Received, Receiver};
+use postbox_tests::receivers::{order, Behavior, Received, Receiver};
 use postbox_tests::verify::{python, python_verify, receiver_verify};
 use postbox_tests::worker::{test_config, worker_process, Running, Worker};
 use postbox_tests::{eventually, eventually_sql};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-
-fn order() -> Arc<AtomicU64> {
-    Arc::new(AtomicU64::new(0))
-}
 
 /// The README's batch receiver in `lang`: the code block after its
 /// `<!-- receiver: lang -->` marker, as written there.

@@ -2,7 +2,7 @@
 //! worker through `run()`, and real HTTP receivers on 127.0.0.1.
 
 use postbox_tests::fixtures::{cluster, endpoint, one};
-use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::receivers::{order, Behavior, Receiver};
 use postbox_tests::resolver::TestResolver;
 use postbox_tests::tls::{test_ca, tls_acceptor_alpn, tls_receiver_config};
 use postbox_tests::verify::{python, python_verify, receiver_verify};
@@ -12,13 +12,8 @@ use postbox_tests::worker::{
 use postbox_tests::{eventually, eventually_sql};
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn order() -> Arc<AtomicU64> {
-    Arc::new(AtomicU64::new(0))
-}
 
 #[tokio::test]
 async fn signed_deliveries_verify_in_both_styles_and_during_rotation() {

@@ -5,12 +5,10 @@
 //! worker/tests/ordering.rs, which the SQL flavour runs too.)
 
 use postbox_tests::fixtures::{cluster, endpoint};
-use postbox_tests::receivers::{flaky_fails, Behavior, Received, Receiver};
+use postbox_tests::receivers::{flaky_fails, order, Behavior, Received, Receiver};
 use postbox_tests::worker::{test_config, worker_process, Running, Worker};
 use postbox_tests::{eventually, eventually_sql, wait_until};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Checks that each key's events arrived at each endpoint in emit order:
@@ -56,7 +54,7 @@ async fn a_hundred_thousand_events_keep_their_order_through_failures_and_kills()
         Behavior::Flaky {
             per_mille: FAIL_PER_MILLE,
         },
-        Arc::new(AtomicU64::new(0)),
+        order(),
     )
     .await;
     let port = rx.addr.port();

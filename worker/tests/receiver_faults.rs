@@ -15,7 +15,7 @@
 
 use bytes::Bytes;
 use postbox_tests::fixtures::{cluster, endpoint, one};
-use postbox_tests::receivers::{Behavior, Receiver};
+use postbox_tests::receivers::{order, Behavior, Receiver};
 use postbox_tests::resolver::TestResolver;
 use postbox_tests::tls::{test_ca, test_ca_named, tls_acceptor, tls_receiver_config, trust};
 use postbox_tests::worker::{test_config, Worker};
@@ -24,7 +24,7 @@ use postbox_worker::deliver::EXCERPT_BYTES;
 use postbox_worker::retry::{JITTER, RETRY_AFTER_MAX};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,10 +133,6 @@ const HEALTHY: usize = 20;
 
 /// Faulty endpoints get one attempt: the log's outcome is then final.
 const ONE_ATTEMPT: &str = r#"{"retry_schedule": []}"#;
-
-fn order() -> Arc<AtomicU64> {
-    Arc::new(AtomicU64::new(0))
-}
 
 /// A receiver answering 200 and its endpoint: tenant "healthy", order.paid.
 struct Healthy {
