@@ -905,6 +905,20 @@ mod tests {
             statuses(&coalescing, "recording.updated"),
             "pending,pending"
         );
+        // ...or replayed, as a failed one is.
+        run("UPDATE app.recordings SET title = 'h' WHERE id = 1");
+        run("SELECT postbox.expand_events(1000)");
+        assert_eq!(
+            statuses(&coalescing, "recording.updated"),
+            "coalesced,coalesced,pending"
+        );
+        run(&format!(
+            "SELECT * FROM postbox.replay('w1', '{coalescing}', since => '-infinity')"
+        ));
+        assert_eq!(
+            statuses(&coalescing, "recording.updated"),
+            "pending,pending,pending"
+        );
     }
 
     #[pg_test]
