@@ -98,6 +98,51 @@ if [ -f "$PG15_PKGLIB/pg_tle.so" ] && \
   rm -f "$TLE_ROOT/usr/share/postgresql/$PG_MAJOR/extension/"postbox* "$TLE_ROOT/usr/lib/postgresql/$PG_MAJOR/lib/postbox.so"
 fi
 
+# Citus, for the tests of postbox past one database (tests/tests/citus.rs).
+# It is on no package registry: it is built once from its source (tag
+# v$CITUS_VERSION, the 13.x line, the last to support PostgreSQL 15) against
+# PostgreSQL 15's headers, cached under target/citus/$CITUS_VERSION, and
+# installed into Debian's PostgreSQL 15 (lz4 and zstd headers build its
+# columnar storage). The source is $CITUS_SRC: a checkout or unpacked archive
+# of its public repository (github.com/citusdata/citus), or a git directory of
+# it (the tag is taken from it). Where neither the build nor the source is
+# there, the Citus tests say so and do not run.
+CITUS_VERSION=13.2.2
+CITUS_CACHE="$(cd "$(dirname "$0")/.." && pwd)/target/citus/$CITUS_VERSION"
+if [ ! -f "$PG15_PKGLIB/citus.so" ] || ! grep -q "default_version = '13.2-" "$PG15_SHARE/extension/citus.control" 2>/dev/null; then
+  if [ ! -f "$CITUS_CACHE/src/backend/distributed/citus.so" ] && [ -n "${CITUS_SRC:-}" ] && [ -e "$CITUS_SRC" ]; then
+    log "Citus $CITUS_VERSION from $CITUS_SRC into $CITUS_CACHE (takes about 3 minutes)"
+    for pkg in liblz4-dev libzstd-dev; do
+      dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+    done
+    rm -rf "$CITUS_CACHE" && mkdir -p "$CITUS_CACHE"
+    if git --git-dir="$CITUS_SRC" rev-parse -q --verify "v$CITUS_VERSION^{commit}" >/dev/null 2>&1; then
+      git --git-dir="$CITUS_SRC" archive "v$CITUS_VERSION" | tar x -C "$CITUS_CACHE"
+    elif git -C "$CITUS_SRC" rev-parse -q --verify "v$CITUS_VERSION^{commit}" >/dev/null 2>&1; then
+      git -C "$CITUS_SRC" archive "v$CITUS_VERSION" | tar x -C "$CITUS_CACHE"
+    else
+      cp -r "$CITUS_SRC"/. "$CITUS_CACHE"
+    fi
+    # PostgreSQL 15.14 and later export have_createdb_privilege(), which
+    # Citus 13.2 still defines as a static compatibility shim for older 15.x:
+    # the two declarations clash. Renaming the shim leaves callers on the
+    # server's own function (the same check).
+    if grep -q "have_createdb_privilege" "$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --includedir-server)/commands/dbcommands.h"; then
+      sed -i 's/^have_createdb_privilege(void)$/citus_shim_have_createdb_privilege(void)/' \
+        "$CITUS_CACHE/src/include/pg_version_compat.h"
+    fi
+    (cd "$CITUS_CACHE" && PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config ./configure --without-libcurl >/dev/null \
+      && make -s -j"$(nproc)" >/dev/null 2>&1)
+  fi
+  if [ -f "$CITUS_CACHE/src/backend/distributed/citus.so" ]; then
+    log "installing Citus $CITUS_VERSION into PostgreSQL $PG_MAJOR"
+    make -s -C "$CITUS_CACHE" install >/dev/null
+  else
+    log "Citus: no build and no source (set CITUS_SRC); its tests will not run"
+  fi
+fi
+
 # Python venv with the official Standard Webhooks library, used by the tests
 # to verify real signatures, schemathesis, which fuzzes the HTTP API from its
 # OpenAPI document, and selenium, which drives Debian's chromium (through

@@ -483,16 +483,24 @@ COMMENT ON FUNCTION postbox.queue_gauges(bigint) IS 'Worker: due deliveries plus
 GRANT EXECUTE ON FUNCTION postbox.queue_gauges(bigint) TO postbox_worker;
 
 -- Sets the wake-up flag that tells emitters to NOTIFY (see the wakeup table
--- in schema.sql); writes only when it changes.
+-- in schema.sql); writes only when it changes. Never raised where Citus is
+-- installed: Citus commits a write to several nodes with PREPARE
+-- TRANSACTION, which PostgreSQL refuses to a transaction that has sent a
+-- NOTIFY, so an emit that woke the worker would fail the application's
+-- write (found by tests/tests/citus.rs). Workers there find new events by
+-- their poll (POSTBOX_POLL_INTERVAL) and, while busy, every claim.
 CREATE FUNCTION postbox.set_waiting(waiting boolean)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    v_waiting boolean := set_waiting.waiting
+                         AND NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus');
 BEGIN
-    INSERT INTO postbox.wakeup AS w (singleton, waiting) VALUES (true, set_waiting.waiting)
+    INSERT INTO postbox.wakeup AS w (singleton, waiting) VALUES (true, v_waiting)
     ON CONFLICT (singleton) DO UPDATE SET waiting = EXCLUDED.waiting
      WHERE w.waiting IS DISTINCT FROM EXCLUDED.waiting;
 END
 $fn$;
-COMMENT ON FUNCTION postbox.set_waiting(boolean) IS 'Worker: raises (a worker waits) or clears the wake-up flag that makes emitters NOTIFY.';
+COMMENT ON FUNCTION postbox.set_waiting(boolean) IS 'Worker: raises (a worker waits) or clears the wake-up flag that makes emitters NOTIFY; never raised where Citus is installed (a NOTIFY cannot be part of its two-phase commit).';
 GRANT EXECUTE ON FUNCTION postbox.set_waiting(boolean) TO postbox_worker;

@@ -81,6 +81,7 @@ extension_sql_file!(
 );
 extension_sql_file!("../../sql/portal.sql", name = "portal", requires = ["keys"]);
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["portal"]);
+extension_sql_file!("../../sql/citus.sql", name = "citus", requires = ["views"]);
 // Comments and grants of the Rust functions, and the last word on PUBLIC.
 extension_sql_file!("../../sql/native.sql", name = "native", finalize);
 

@@ -16,6 +16,8 @@
 //! - [`wait_until`], [`eventually`], [`eventually_sql`]: poll a condition
 //!   with a deadline instead of sleeping.
 //! - [`init_log`]: the log of in-process workers and APIs, for any test.
+//! - [`citus`]: a Citus cluster (a coordinator and N worker nodes) in one
+//!   call.
 //! - [`fixtures`]: a cluster set up for delivery tests, endpoints, one-value
 //!   queries.
 //! - [`receivers`]: HTTP(S) receivers on loopback that record and answer as
@@ -27,6 +29,7 @@
 //! - [`verify`]: deliveries verified with the official standardwebhooks
 //!   library, Python's hmac, or a receiver's own code.
 
+pub mod citus;
 pub mod fixtures;
 pub mod receivers;
 pub mod resolver;
@@ -263,23 +266,7 @@ impl Cluster {
         let data = cluster.dir.join("data");
         match initdb {
             Initdb::Own => cluster.initdb(&data),
-            Initdb::Template => {
-                let template = template(&cluster.bin);
-                // -a: the owner (postgres, when we are root) and modes kept.
-                let out = Command::new("cp")
-                    .arg("-a")
-                    .arg(&template)
-                    .arg(&data)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "cp -a {} {}: {}",
-                    template.display(),
-                    data.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            Initdb::Template => cluster.copy_template(),
         }
         cluster.configure(settings);
         let mut written: Vec<PathBuf> = Vec::new();
@@ -322,6 +309,37 @@ impl Cluster {
             .await
             .expect("CREATE EXTENSION postbox (is it installed? run scripts/test.sh)");
         cluster
+    }
+
+    /// A cluster of the default PostgreSQL (a copy of its template) with
+    /// `settings`, started, and nothing of postbox installed: a node of
+    /// [`citus::Citus`].
+    pub(crate) fn start_plain(settings: &[(&str, &str)]) -> Cluster {
+        let cluster = Cluster::in_new_dir(pg_bindir(), false);
+        cluster.copy_template();
+        cluster.configure(settings);
+        cluster.start_server();
+        cluster
+    }
+
+    /// The data directory as a copy of the template of this PostgreSQL.
+    fn copy_template(&self) {
+        let template = template(&self.bin);
+        let data = self.dir.join("data");
+        // -a: the owner (postgres, when we are root) and modes kept.
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&template)
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cp -a {} {}: {}",
+            template.display(),
+            data.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Installs the SQL flavour into database `db` as [`INSTALLER`] (made

@@ -1,0 +1,144 @@
+-- postbox on Citus (docs/design.md, "Past one database: Citus"). Every node
+-- runs its own postbox: the triggers on a distributed table fire on the
+-- shards, on the worker node that holds them, and write the node's own
+-- emitted table in the writing transaction (Citus commits both with its
+-- two-phase commit); a postbox-worker per node expands, claims and
+-- delivers there. What every node must share is the configuration, which
+-- is managed on the coordinator: the catalog, endpoints, their secrets and
+-- pauses, and retention. It reaches the worker nodes by PostgreSQL's
+-- logical replication (a publication on the coordinator, a subscription on
+-- each worker node), applied in the coordinator's commit order.
+--
+-- Not Citus reference tables: every statement over one is planned by Citus,
+-- which cannot plan the generic plans postbox's functions keep (measured:
+-- the row trigger's insert failed with "could not create distributed plan"
+-- on a worker node), and the health a worker writes would become a
+-- two-phase commit over every node.
+
+-- The replicated tables and columns, the one list. An endpoint's health
+-- (consecutive failures, failing since, last attempt, success and error,
+-- and an automatic disable) is left out: the node that delivers an
+-- endpoint's events writes it, and a configuration change must not
+-- overwrite it.
+CREATE FUNCTION postbox._citus_publication_tables()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT 'postbox.event_types, postbox.endpoints (id, tenant, url, event_types, headers, description, '
+           'signature_style, signature_header, envelope, options, enabled, suspended, created_at, updated_at), '
+           'postbox.endpoint_secrets, postbox.endpoint_pauses, postbox.retention';
+END;
+COMMENT ON FUNCTION postbox._citus_publication_tables() IS 'Internal: the tables and columns the coordinator replicates to Citus worker nodes (postbox.citus_replicate_config).';
+
+-- Run on the coordinator by a superuser (CREATE SUBSCRIPTION needs one on
+-- PostgreSQL 14 and 15), outside a transaction block: a subscription's
+-- replication slot on the coordinator cannot be made while this
+-- transaction holds writes, so the publication is committed first.
+-- Idempotent: a worker node that already subscribes is left alone, so it
+-- is run again after citus_add_node. A node whose replicated tables hold
+-- anything but what CREATE EXTENSION wrote (the catalog's webhook.test) is
+-- refused: its rows would clash with the coordinator's copy.
+-- conninfo: what a worker node adds to reach the coordinator (password,
+-- sslmode, ...), beside the coordinator's host and port from Citus's
+-- metadata, this database and the calling role.
+-- No SET search_path: a procedure with a SET clause cannot COMMIT. It runs
+-- with its caller's rights only, and names what it uses in pg_catalog.
+CREATE PROCEDURE postbox.citus_replicate_config(conninfo text DEFAULT '')
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_node   record;
+    v_coord  record;
+    v_result text;
+    v_ok     boolean;
+    v_conn   text;
+    v_deadline timestamptz;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'postbox: citus_replicate_config needs Citus (CREATE EXTENSION citus)'
+            USING ERRCODE = '55000';
+    END IF;
+    SELECT nodename, nodeport INTO v_coord FROM pg_catalog.pg_dist_node WHERE groupid = 0 AND noderole = 'primary';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'postbox: citus_replicate_config runs on the coordinator, once it is registered (citus_set_coordinator_host)'
+            USING ERRCODE = '55000';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'postbox_config') THEN
+        -- Citus would create the publication on every node as well.
+        SET LOCAL citus.enable_ddl_propagation = off;
+        EXECUTE 'CREATE PUBLICATION postbox_config FOR TABLE ' || postbox._citus_publication_tables();
+    END IF;
+    COMMIT;
+    v_conn := pg_catalog.format('host=%s port=%s dbname=%s user=%s %s', v_coord.nodename, v_coord.nodeport,
+                     pg_catalog.current_database(), current_user, conninfo);
+    FOR v_node IN SELECT nodename, nodeport, groupid FROM pg_catalog.pg_dist_node
+                   WHERE groupid <> 0 AND noderole = 'primary' AND isactive ORDER BY groupid LOOP
+        SELECT success, result INTO v_ok, v_result
+          FROM pg_catalog.master_run_on_worker(ARRAY[v_node.nodename], ARRAY[v_node.nodeport],
+                                    ARRAY[pg_catalog.format('SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = %L',
+                                                 'postbox_config_' || v_node.groupid)], false);
+        IF NOT v_ok THEN
+            RAISE EXCEPTION 'postbox: worker node %:% could not be asked: %', v_node.nodename, v_node.nodeport, v_result
+                USING ERRCODE = '55000';
+        END IF;
+        CONTINUE WHEN v_result <> '0';
+        SELECT success, result INTO v_ok, v_result
+          FROM pg_catalog.master_run_on_worker(ARRAY[v_node.nodename], ARRAY[v_node.nodeport],
+                                    ARRAY['SELECT (SELECT count(*) FROM postbox.event_types WHERE name <> ''webhook.test'')'
+                                          ' + (SELECT count(*) FROM postbox.endpoints)'
+                                          ' + (SELECT count(*) FROM postbox.retention)'], false);
+        IF NOT v_ok OR v_result <> '0' THEN
+            RAISE EXCEPTION 'postbox: worker node %:% already holds postbox configuration of its own; it cannot subscribe to the coordinator''s',
+                v_node.nodename, v_node.nodeport USING ERRCODE = '55000';
+        END IF;
+        FOR v_result IN
+            SELECT 'DELETE FROM postbox.event_types'
+            UNION ALL
+            SELECT pg_catalog.format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION postbox_config',
+                          'postbox_config_' || v_node.groupid, v_conn)
+        LOOP
+            SELECT success, result INTO v_ok, v_result
+              FROM pg_catalog.master_run_on_worker(ARRAY[v_node.nodename], ARRAY[v_node.nodeport], ARRAY[v_result], false);
+            IF NOT v_ok THEN
+                RAISE EXCEPTION 'postbox: worker node %:% could not subscribe to the configuration: %',
+                    v_node.nodename, v_node.nodeport, v_result USING ERRCODE = '55000';
+            END IF;
+        END LOOP;
+        -- Until the node has copied every table: before that, a change to a
+        -- table still being copied reaches the node later than changes to
+        -- the others, and citus_config_replicated could not tell.
+        v_deadline := pg_catalog.clock_timestamp() + interval '60 seconds';
+        LOOP
+            SELECT success, result INTO v_ok, v_result
+              FROM pg_catalog.master_run_on_worker(ARRAY[v_node.nodename], ARRAY[v_node.nodeport],
+                       ARRAY[pg_catalog.format('SELECT count(*) FROM pg_catalog.pg_subscription_rel r'
+                                               ' JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid'
+                                               ' WHERE s.subname = %L AND r.srsubstate <> ''r''',
+                                               'postbox_config_' || v_node.groupid)], false);
+            EXIT WHEN v_ok AND v_result = '0';
+            IF pg_catalog.clock_timestamp() > v_deadline THEN
+                RAISE EXCEPTION 'postbox: worker node %:% has not copied the configuration within 60 seconds (its server log says why)',
+                    v_node.nodename, v_node.nodeport USING ERRCODE = '55000';
+            END IF;
+            PERFORM pg_catalog.pg_sleep(0.05);
+        END LOOP;
+    END LOOP;
+END
+$fn$;
+COMMENT ON PROCEDURE postbox.citus_replicate_config(text) IS 'Citus coordinator, superuser: replicates postbox''s configuration to every worker node that does not have it yet (a publication here, a subscription there). Run again after adding a node.';
+
+-- Whether every worker node's subscription has applied the coordinator's
+-- WAL up to since: a change committed before since is then on every node.
+CREATE FUNCTION postbox.citus_config_replicated(since pg_lsn DEFAULT pg_current_wal_lsn())
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT count(*) = (SELECT count(*) FROM pg_replication_slots s WHERE s.slot_name LIKE 'postbox\_config\_%')
+           AND count(*) > 0
+      FROM pg_stat_replication r
+      JOIN pg_replication_slots s ON s.active_pid = r.pid AND s.slot_name LIKE 'postbox\_config\_%'
+     WHERE r.replay_lsn >= since;
+END;
+COMMENT ON FUNCTION postbox.citus_config_replicated(pg_lsn) IS 'Citus coordinator: whether every worker node has applied the configuration committed here before since (default: now).';
+-- ALL FUNCTIONS in sql/native.sql does not cover procedures.
+REVOKE ALL ON PROCEDURE postbox.citus_replicate_config(text) FROM PUBLIC;

@@ -1,0 +1,122 @@
+//! A Citus cluster in one call: a coordinator and N worker nodes, each a
+//! [`Cluster`] of Debian's PostgreSQL 15 on its own loopback port, with
+//! Citus (built and installed by scripts/setup.sh from `CITUS_SRC`), the
+//! nodes registered, and postbox created on the coordinator (Citus creates
+//! it on every worker node) with its configuration replicated to them
+//! (`postbox.citus_replicate_config`).
+
+use crate::Cluster;
+use std::path::Path;
+use std::process::Command;
+use tokio_postgres::Client;
+
+/// Every node's settings besides the harness's: Citus preloaded, prepared
+/// transactions for its two-phase commit, and logical WAL for shard moves
+/// and postbox's configuration replication.
+const NODE_SETTINGS: &[(&str, &str)] = &[
+    ("shared_preload_libraries", "'citus'"),
+    ("max_prepared_transactions", "100"),
+    ("wal_level", "logical"),
+    ("max_replication_slots", "16"),
+    ("max_wal_senders", "16"),
+    ("max_connections", "200"),
+];
+
+pub struct Citus {
+    pub coordinator: Cluster,
+    pub workers: Vec<Cluster>,
+}
+
+/// Whether Citus is installed into the PostgreSQL the tests run.
+pub fn installed() -> bool {
+    let out = Command::new("pg_config").arg("--pkglibdir").output();
+    out.map(|o| {
+        Path::new(String::from_utf8_lossy(&o.stdout).trim())
+            .join("citus.so")
+            .exists()
+    })
+    .unwrap_or(false)
+}
+
+impl Citus {
+    /// A coordinator and `workers` worker nodes, postbox installed and its
+    /// configuration replicated. None, said on stderr, where Citus is not
+    /// installed (`test` names the caller).
+    pub async fn start(workers: usize, test: &str) -> Option<Citus> {
+        if !installed() {
+            eprintln!(
+                "{test}: not run: Citus is not installed (scripts/setup.sh builds it from CITUS_SRC)"
+            );
+            return None;
+        }
+        let coordinator = Cluster::start_plain(NODE_SETTINGS);
+        let workers: Vec<Cluster> = (0..workers)
+            .map(|_| Cluster::start_plain(NODE_SETTINGS))
+            .collect();
+        for node in std::iter::once(&coordinator).chain(&workers) {
+            node.connect("postgres")
+                .await
+                .batch_execute("CREATE EXTENSION citus")
+                .await
+                .unwrap_or_else(|e| panic!("CREATE EXTENSION citus: {}", crate::pg_error(&e)));
+        }
+        let db = coordinator.connect("postgres").await;
+        let mut setup = format!(
+            "SELECT citus_set_coordinator_host('127.0.0.1', {});",
+            coordinator.port
+        );
+        for w in &workers {
+            setup.push_str(&format!("SELECT citus_add_node('127.0.0.1', {});", w.port));
+        }
+        setup.push_str("CREATE EXTENSION postbox;");
+        db.batch_execute(&setup)
+            .await
+            .unwrap_or_else(|e| panic!("Citus set-up: {}", crate::pg_error(&e)));
+        db.batch_execute("CALL postbox.citus_replicate_config()")
+            .await
+            .unwrap_or_else(|e| panic!("citus_replicate_config: {}", crate::pg_error(&e)));
+        Some(Citus {
+            coordinator,
+            workers,
+        })
+    }
+
+    /// Every node: the coordinator first, then the worker nodes.
+    pub fn nodes(&self) -> impl Iterator<Item = &Cluster> {
+        std::iter::once(&self.coordinator).chain(&self.workers)
+    }
+
+    /// A superuser session on the coordinator.
+    pub async fn coordinator(&self) -> Client {
+        self.coordinator.connect("postgres").await
+    }
+
+    /// Waits until every worker node has applied what the coordinator has
+    /// committed so far to postbox's replicated configuration.
+    pub async fn config_replicated(&self) {
+        let db = self.coordinator().await;
+        crate::wait_until(
+            std::time::Duration::from_secs(30),
+            "the configuration replicated to every worker node",
+            || async {
+                let row = db
+                    .query_one("SELECT postbox.citus_config_replicated()", &[])
+                    .await
+                    .unwrap();
+                row.get::<_, bool>(0).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// The worker's test settings ([`crate::worker::test_config`]) for `node`,
+/// without TLS: Citus makes each node a self-signed X.509 version 1
+/// certificate, which rustls refuses to read even where it verifies nothing
+/// ("UnsupportedCertVersion"); a production cluster gives its nodes real
+/// certificates (docs/design.md, "Past one database: Citus").
+pub fn worker_config(node: &Cluster) -> postbox_worker::Config {
+    let mut c = crate::worker::test_config(node);
+    c.database_url = format!("{}?sslmode=disable", node.url("postgres")).into();
+    c
+}

@@ -1,0 +1,210 @@
+//! postbox on Citus (docs/design.md, "Past one database: Citus"): a
+//! coordinator and two worker nodes ([`postbox_tests::citus`]), the
+//! application's table distributed by its tenant column and attached.
+//! Each test says so and does not run where Citus is not installed
+//! (scripts/setup.sh builds it from CITUS_SRC).
+
+use postbox_tests::citus::{self, Citus};
+use postbox_tests::fixtures::one;
+use postbox_tests::receivers::{self, Behavior, Receiver};
+use postbox_tests::worker::Worker;
+use postbox_tests::{eventually, pg_error, verify, Cluster};
+use std::collections::{BTreeMap, HashMap};
+use tokio_postgres::Client;
+
+/// The application's table, as a product that moves to Citus has it.
+const APP: &str = "
+CREATE SCHEMA app;
+CREATE TABLE app.recordings (workspace_id text NOT NULL, id bigint NOT NULL, title text,
+                             PRIMARY KEY (workspace_id, id));";
+
+/// Distributes it by tenant (4 shards over the two worker nodes), then
+/// attaches it: Citus creates triggers on a distributed table only with
+/// citus.enable_unsafe_triggers (postbox's write only the node's own
+/// tables, which is what makes them safe here).
+const DISTRIBUTE: &str = "
+SET citus.shard_count = 4;
+SELECT create_distributed_table('app.recordings', 'workspace_id');
+SET citus.enable_unsafe_triggers = on;";
+
+const ATTACH: &str = "SELECT postbox.attach('app.recordings', 'recording', 'workspace_id');";
+
+/// Writes of every shape: multi-row and multi-shard (Citus sends a
+/// multi-row INSERT ... SELECT to the shards as COPY), router (one
+/// shard), updates and deletes over several shards and over one, a
+/// transaction of several statements, and a rolled-back one.
+const WRITES: &[&str] = &[
+    "INSERT INTO app.recordings SELECT 'ws' || (i % 8), i, 'title ' || i FROM generate_series(1, 40) i",
+    "INSERT INTO app.recordings VALUES ('ws1', 100, 'router')",
+    "UPDATE app.recordings SET title = title || '!' WHERE id % 5 = 0",
+    "UPDATE app.recordings SET title = 'one' WHERE workspace_id = 'ws2' AND id = 2",
+    "BEGIN; INSERT INTO app.recordings VALUES ('ws3', 200, 'kept'), ('ws4', 201, 'kept');
+     UPDATE app.recordings SET title = 'both' WHERE id IN (3, 4); COMMIT",
+    "BEGIN; INSERT INTO app.recordings VALUES ('ws3', 300, 'gone'), ('ws6', 301, 'gone');
+     UPDATE app.recordings SET title = 'gone' WHERE id < 10; DELETE FROM app.recordings WHERE id = 11; ROLLBACK",
+    "DELETE FROM app.recordings WHERE id > 35 AND id < 100",
+    "DELETE FROM app.recordings WHERE workspace_id = 'ws1' AND id = 100",
+];
+
+/// An event as a receiver would compare it: tenant, type, payload and
+/// ordering key (ids and times differ from run to run).
+type Event = (String, String, String, Option<String>);
+
+/// Expands what `db`'s node emitted and returns its events.
+async fn expanded(db: &Client) -> Vec<Event> {
+    while one::<i32>(db, "SELECT postbox.expand_events(1000)").await > 0 {}
+    db.query(
+        "SELECT tenant, event_type, data::jsonb::text, ordering_key FROM postbox.events",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+async fn run_writes(db: &Client) {
+    for w in WRITES {
+        db.batch_execute(w)
+            .await
+            .unwrap_or_else(|e| panic!("{w}: {}", pg_error(&e)));
+    }
+}
+
+/// Writes on the coordinator emit, on the worker node that holds each row's
+/// shard and in the writing transaction, exactly the events the same
+/// writes emit on one node: the same types, payloads and keys, and nothing
+/// for the rolled-back transaction.
+#[tokio::test]
+async fn writes_on_a_distributed_table_emit_as_on_one_node() {
+    let Some(citus) = Citus::start(2, "writes_on_a_distributed_table_emit_as_on_one_node").await
+    else {
+        return;
+    };
+    let db = citus.coordinator().await;
+    db.batch_execute(&format!("{APP}{DISTRIBUTE}{ATTACH}"))
+        .await
+        .unwrap_or_else(|e| panic!("attach on Citus: {}", pg_error(&e)));
+    citus.config_replicated().await;
+    run_writes(&db).await;
+
+    let single = Cluster::start().await;
+    let sdb = single.connect("postgres").await;
+    sdb.batch_execute(&format!("{APP}{ATTACH}")).await.unwrap();
+    run_writes(&sdb).await;
+    let mut want = expanded(&sdb).await;
+    want.sort();
+
+    let mut got = Vec::new();
+    let mut tenants_by_node: Vec<Vec<String>> = Vec::new();
+    for node in citus.nodes() {
+        let events = expanded(&node.connect("postgres").await).await;
+        let mut tenants: Vec<String> = events.iter().map(|e| e.0.clone()).collect();
+        tenants.sort();
+        tenants.dedup();
+        tenants_by_node.push(tenants);
+        got.extend(events);
+    }
+    got.sort();
+    assert_eq!(got.len(), want.len(), "as many events as on one node");
+    assert_eq!(got, want, "the same events as on one node");
+    assert!(
+        !got.iter().any(|e| e.2.contains("gone")),
+        "nothing from the rolled-back transaction"
+    );
+
+    // Each tenant's events are on the node that holds its shard, and the
+    // coordinator (which holds none) has none.
+    assert!(
+        tenants_by_node[0].is_empty(),
+        "the coordinator emitted nothing"
+    );
+    for (i, node) in citus.workers.iter().enumerate() {
+        for tenant in &tenants_by_node[i + 1] {
+            let port: i32 = one(
+                &db,
+                &format!(
+                    "SELECT p.nodeport FROM pg_dist_placement pl JOIN pg_dist_node p ON p.groupid = pl.groupid
+                      WHERE pl.shardid = get_shard_id_for_distribution_column('app.recordings', '{tenant}')"
+                ),
+            )
+            .await;
+            assert_eq!(
+                port, node.port as i32,
+                "{tenant}'s events are on its shard's node"
+            );
+        }
+    }
+    assert!(
+        tenants_by_node[1..].iter().all(|t| !t.is_empty()),
+        "both worker nodes hold tenants: {tenants_by_node:?}"
+    );
+}
+
+/// A postbox-worker per node delivers every committed event once, signed
+/// with the endpoint's secret that was created on the coordinator and
+/// replicated to the node, and verified by the official library.
+#[tokio::test]
+async fn a_worker_per_node_delivers_every_event_once() {
+    let Some(citus) = Citus::start(2, "a_worker_per_node_delivers_every_event_once").await else {
+        return;
+    };
+    let db = citus.coordinator().await;
+    db.batch_execute(&format!("{APP}{DISTRIBUTE}{ATTACH}"))
+        .await
+        .unwrap();
+    let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
+    let mut secrets = HashMap::new();
+    db.batch_execute("SET postbox.allow_insecure_urls = on")
+        .await
+        .unwrap();
+    for t in 0..8 {
+        let tenant = format!("ws{t}");
+        let (_, secret) =
+            postbox_tests::fixtures::endpoint(&db, &tenant, &rx.url(), ", ARRAY['recording.*']")
+                .await;
+        secrets.insert(tenant, secret);
+    }
+    citus.config_replicated().await;
+
+    let workers: Vec<Worker> = citus
+        .workers
+        .iter()
+        .map(|node| Worker::start(citus::worker_config(node)))
+        .collect();
+    // Separate strings: a BEGIN in a string of several statements takes
+    // the ones before it into its transaction, and ROLLBACK would undo them.
+    for w in [
+        "INSERT INTO app.recordings SELECT 'ws' || (i % 8), i, 'title ' || i FROM generate_series(1, 200) i",
+        "UPDATE app.recordings SET title = 'changed' WHERE id % 10 = 0",
+        "BEGIN; INSERT INTO app.recordings VALUES ('ws5', 1000, 'gone'); ROLLBACK",
+    ] {
+        db.batch_execute(w).await.unwrap();
+    }
+    let want = 200 + 20;
+    eventually("every committed event delivered", || rx.count() >= want).await;
+    for w in workers {
+        w.stop().await.unwrap();
+    }
+
+    let received = rx.received();
+    assert_eq!(received.len(), want, "each event once");
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &received {
+        *ids.entry(r.header("webhook-id").to_string()).or_default() += 1;
+    }
+    assert!(ids.values().all(|&n| n == 1), "no event twice");
+    for r in received.iter().step_by(17) {
+        let tenant = r.json()["data"]["recording"]["workspace_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        verify::python_verify("standard", &secrets[&tenant], r, "")
+            .unwrap_or_else(|e| panic!("{tenant}'s delivery does not verify: {e}"));
+    }
+    assert!(
+        !received.iter().any(|r| r.body.contains("gone")),
+        "nothing from the rolled-back transaction"
+    );
+}
