@@ -11,8 +11,8 @@ use std::process::Command;
 use tokio_postgres::Client;
 
 /// Every node's settings besides the harness's: Citus preloaded, prepared
-/// transactions for its two-phase commit, and logical WAL for shard moves
-/// and postbox's configuration replication.
+/// transactions for its two-phase commit, logical WAL for shard moves and
+/// postbox's configuration replication, and durable commits.
 const NODE_SETTINGS: &[(&str, &str)] = &[
     ("shared_preload_libraries", "'citus'"),
     ("max_prepared_transactions", "100"),
@@ -20,6 +20,10 @@ const NODE_SETTINGS: &[(&str, &str)] = &[
     ("max_replication_slots", "16"),
     ("max_wal_senders", "16"),
     ("max_connections", "200"),
+    // A commit the application was told of survives a kill -9 of the node
+    // (the harness turns it off for speed; fsync off is still safe from a
+    // killed process, whose writes are in the kernel's cache).
+    ("synchronous_commit", "on"),
 ];
 
 pub struct Citus {

@@ -628,6 +628,68 @@ impl Cluster {
         self.pg(&["pg_ctl", "-D", data.to_str().unwrap(), "-w", "promote"]);
     }
 
+    /// Kills the server with SIGKILL (-9), the postmaster and every
+    /// process it started, as the kernel's OOM killer or a power cut would
+    /// leave it; [`Cluster::start_again`] recovers it.
+    pub fn kill_9(&self) {
+        let pid_file = self.dir.join("data").join("postmaster.pid");
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Its children first (their parent is still there to name them).
+        let children: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).ok()?;
+                // pid (comm) state ppid ...: the comm may hold spaces.
+                let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+                (ppid == pid.to_string()).then_some(name)
+            })
+            .collect();
+        let ok = Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .args(&children)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -9 {pid}");
+        // Gone before anyone starts it again: a new postmaster refuses to
+        // start while the old shared memory is still attached.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // A zombie (state Z) holds nothing; whoever adopted it reaps it.
+        let alive = |p: &str| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .is_some_and(|zombie| !zombie)
+        };
+        while alive(&pid.to_string()) || children.iter().any(|c| alive(c)) {
+            assert!(Instant::now() < deadline, "postgres {pid} outlived kill -9");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts a server that was killed, and waits until it accepts
+    /// connections (after its crash recovery).
+    pub fn start_again(&self) {
+        // The killed postmaster may stay a zombie (whoever adopted it need
+        // not reap it), and PostgreSQL takes a lock file (the data
+        // directory's, the socket's) naming a process that exists for a
+        // server still running.
+        let _ = std::fs::remove_file(self.dir.join("data").join("postmaster.pid"));
+        let _ = std::fs::remove_file(self.dir.join(format!(".s.PGSQL.{}.lock", self.port)));
+        self.start_server();
+    }
+
     /// Stops the server at once, as a crash would.
     pub fn kill(&self) {
         let data = self.dir.join("data");

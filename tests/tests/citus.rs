@@ -208,3 +208,259 @@ async fn a_worker_per_node_delivers_every_event_once() {
         "nothing from the rolled-back transaction"
     );
 }
+
+/// Moving a tenant's shard to the other worker node while the application
+/// writes and the workers deliver loses nothing and repeats nothing:
+/// Citus copies the rows without firing the triggers (they are made on the
+/// new placement after the copy, and its catch-up is logical replication),
+/// what the old node emitted is delivered from there, and writes after the
+/// move emit on the new node.
+#[tokio::test]
+async fn moving_a_shard_while_events_flow_loses_nothing() {
+    let Some(citus) = Citus::start(2, "moving_a_shard_while_events_flow_loses_nothing").await
+    else {
+        return;
+    };
+    let db = citus.coordinator().await;
+    db.batch_execute(&format!("{APP}{DISTRIBUTE}{ATTACH}"))
+        .await
+        .unwrap();
+    let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
+    db.batch_execute("SET postbox.allow_insecure_urls = on")
+        .await
+        .unwrap();
+    for t in 0..8 {
+        postbox_tests::fixtures::endpoint(
+            &db,
+            &format!("ws{t}"),
+            &rx.url(),
+            ", ARRAY['recording.*']",
+        )
+        .await;
+    }
+    citus.config_replicated().await;
+    let workers: Vec<Worker> = citus
+        .workers
+        .iter()
+        .map(|node| Worker::start(citus::worker_config(node)))
+        .collect();
+
+    // ws1's shard, where it is, and the other worker node.
+    let (shard, from): (i64, i32) = {
+        let r = db
+            .query_one(
+                "SELECT pl.shardid, n.nodeport FROM pg_dist_placement pl JOIN pg_dist_node n ON n.groupid = pl.groupid
+                  WHERE pl.shardid = get_shard_id_for_distribution_column('app.recordings', 'ws1')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let to = citus
+        .workers
+        .iter()
+        .map(|w| w.port as i32)
+        .find(|p| *p != from)
+        .unwrap();
+
+    // The application writes one row at a time, every tenant in turn,
+    // before, during and after the move (a bounded loop).
+    const WRITES: i64 = 600;
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let writer = {
+        let app = citus.coordinator().await;
+        let written = written.clone();
+        tokio::spawn(async move {
+            for i in 1..=WRITES {
+                written.store(i, std::sync::atomic::Ordering::SeqCst);
+                app.execute(
+                    "INSERT INTO app.recordings VALUES ('ws' || ($1::bigint % 8), $1::bigint, 'during')",
+                    &[&i],
+                )
+                .await
+                .unwrap();
+            }
+        })
+    };
+    // Once some of ws1's rows are in, move its shard (logical replication,
+    // so writes go on meanwhile).
+    eventually("the move starts with rows in the shard", || {
+        rx.count() >= 40
+    })
+    .await;
+    let before = written.load(std::sync::atomic::Ordering::SeqCst);
+    db.execute(
+        "SELECT citus_move_shard_placement($1, '127.0.0.1', $2, '127.0.0.1', $3, shard_transfer_mode => 'force_logical')",
+        &[&shard, &from, &to],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("citus_move_shard_placement: {}", pg_error(&e)));
+    let during = written.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        during > 0 && before < WRITES,
+        "the application wrote while the shard moved ({before} before, {during} during)"
+    );
+    writer.await.unwrap();
+    let moved_to: i32 = one(
+        &db,
+        "SELECT n.nodeport FROM pg_dist_placement pl JOIN pg_dist_node n ON n.groupid = pl.groupid
+          WHERE pl.shardid = get_shard_id_for_distribution_column('app.recordings', 'ws1')",
+    )
+    .await;
+    assert_eq!(moved_to, to, "ws1's shard moved");
+    // A write after the move emits on the new node.
+    db.batch_execute("INSERT INTO app.recordings VALUES ('ws1', 100001, 'after')")
+        .await
+        .unwrap();
+
+    let want = WRITES as usize + 1;
+    eventually("every committed event delivered", || rx.count() >= want).await;
+    // Nothing more arrives: no event was emitted twice by the move.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for w in workers {
+        w.stop().await.unwrap();
+    }
+    let received = rx.received();
+    let mut ids: BTreeMap<i64, usize> = BTreeMap::new();
+    for r in &received {
+        let id = r.json()["data"]["recording"]["id"].as_i64().unwrap();
+        *ids.entry(id).or_default() += 1;
+    }
+    assert_eq!(received.len(), want, "each write's event once");
+    assert_eq!(ids.len(), want, "every write's event");
+    let after = received
+        .iter()
+        .find(|r| r.body.contains("\"after\""))
+        .expect("the write after the move was delivered");
+    assert!(after.body.contains("100001"));
+    let on_new_node: i64 = one(
+        &citus
+            .workers
+            .iter()
+            .find(|w| w.port as i32 == to)
+            .unwrap()
+            .connect("postgres")
+            .await,
+        "SELECT count(*) FROM postbox.events WHERE data::jsonb #>> '{recording,id}' = '100001'",
+    )
+    .await;
+    assert_eq!(
+        on_new_node, 1,
+        "the write after the move emitted on the new node"
+    );
+}
+
+/// A worker node killed with -9 while the application writes and the
+/// workers deliver, then started again: every write that committed is
+/// delivered (the node's emitted rows and outbox are in its WAL), and the
+/// only repeats are of deliveries that were in flight when it died.
+#[tokio::test]
+async fn a_worker_node_killed_with_9_loses_no_committed_event() {
+    let Some(citus) = Citus::start(2, "a_worker_node_killed_with_9_loses_no_committed_event").await
+    else {
+        return;
+    };
+    let db = citus.coordinator().await;
+    db.batch_execute(&format!("{APP}{DISTRIBUTE}{ATTACH}"))
+        .await
+        .unwrap();
+    let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
+    db.batch_execute("SET postbox.allow_insecure_urls = on")
+        .await
+        .unwrap();
+    for t in 0..8 {
+        postbox_tests::fixtures::endpoint(
+            &db,
+            &format!("ws{t}"),
+            &rx.url(),
+            ", ARRAY['recording.*']",
+        )
+        .await;
+    }
+    citus.config_replicated().await;
+    let workers: Vec<Worker> = citus
+        .workers
+        .iter()
+        .map(|node| Worker::start(citus::worker_config(node)))
+        .collect();
+
+    // One row at a time (a bounded loop); a write to the dead node's
+    // shards fails, and is not counted as committed.
+    const WRITES: i64 = 600;
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let writer = {
+        let app = citus.coordinator().await;
+        let written = written.clone();
+        tokio::spawn(async move {
+            let mut committed = Vec::new();
+            for i in 1..=WRITES {
+                written.store(i, std::sync::atomic::Ordering::SeqCst);
+                let r = app
+                    .execute(
+                        "INSERT INTO app.recordings VALUES ('ws' || ($1::bigint % 8), $1::bigint, 'x')",
+                        &[&i],
+                    )
+                    .await;
+                if r.is_ok() {
+                    committed.push(i);
+                }
+            }
+            committed
+        })
+    };
+    eventually("deliveries under way", || rx.count() >= 50).await;
+    let victim = &citus.workers[0];
+    victim.kill_9();
+    let at_kill = written.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    victim.start_again();
+    let committed = writer.await.unwrap();
+    assert!(
+        at_kill < WRITES,
+        "the node died while the application wrote ({at_kill} of {WRITES})"
+    );
+    assert!(
+        committed.len() < WRITES as usize,
+        "some writes met the dead node"
+    );
+
+    let delivered = |rx: &Receiver| -> BTreeMap<i64, usize> {
+        let mut ids = BTreeMap::new();
+        for r in rx.received() {
+            let id = r.json()["data"]["recording"]["id"].as_i64().unwrap();
+            *ids.entry(id).or_default() += 1;
+        }
+        ids
+    };
+    // What committed: every write the application was told of, and any
+    // whose answer the kill cut off but which committed all the same.
+    let rows: Vec<i64> = db
+        .query("SELECT id FROM app.recordings", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        committed.iter().all(|i| rows.contains(i)),
+        "every write the application was told of is there after the crash"
+    );
+    eventually("every committed write delivered", || {
+        let ids = delivered(&rx);
+        rows.iter().all(|i| ids.contains_key(i))
+    })
+    .await;
+    for w in workers {
+        w.stop().await.unwrap();
+    }
+    let ids = delivered(&rx);
+    assert_eq!(
+        ids.len(),
+        rows.len(),
+        "no event of a write that did not commit"
+    );
+    let repeats = ids.values().filter(|&&n| n > 1).count();
+    // In flight at the kill: at most the worker's requests in flight.
+    assert!(repeats <= 64, "{repeats} events delivered twice");
+}

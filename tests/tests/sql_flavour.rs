@@ -505,7 +505,7 @@ facts(object, fact) AS (
     UNION ALL
     SELECT 'function ' || p.oid::regprocedure::text, f
       FROM pg_proc p, LATERAL (VALUES
-          ('result: ' || pg_get_function_result(p.oid)),
+          ('result: ' || coalesce(pg_get_function_result(p.oid), '-')),  -- none: a procedure
           ('arguments: ' || pg_get_function_arguments(p.oid)),
           ('attributes: ' || concat_ws(' ', p.prokind, p.provolatile, p.proparallel,
                                        -- STRICT decides only calls with a NULL argument:
