@@ -464,3 +464,74 @@ async fn a_worker_node_killed_with_9_loses_no_committed_event() {
     // In flight at the kill: at most the worker's requests in flight.
     assert!(repeats <= 64, "{repeats} events delivered twice");
 }
+
+/// An emitter-only role gains nothing on any node: on the coordinator and
+/// on each worker node (connecting there directly), it cannot read the
+/// replicated secrets, the queue or the subscription's connection string,
+/// forge emitted rows, run the worker's or the admin's functions, or set up
+/// replication; its writes to the distributed table still emit.
+#[tokio::test]
+async fn an_emitter_gains_nothing_on_any_node() {
+    let Some(citus) = Citus::start(2, "an_emitter_gains_nothing_on_any_node").await else {
+        return;
+    };
+    let db = citus.coordinator().await;
+    db.batch_execute(&format!(
+        "{APP}{DISTRIBUTE}{ATTACH}
+         SET postbox.allow_insecure_urls = on;
+         SELECT postbox.create_endpoint('ws1', 'http://127.0.0.1:9999/x', ARRAY['recording.*']);
+         CREATE ROLE mallory LOGIN IN ROLE postbox_emitter;
+         GRANT USAGE ON SCHEMA app TO mallory;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON app.recordings TO mallory;"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    citus.config_replicated().await;
+
+    let m = citus.coordinator.connect("mallory").await;
+    m.batch_execute(
+        "INSERT INTO app.recordings SELECT 'ws' || i, i, 't' FROM generate_series(1, 8) i",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("mallory's write: {}", pg_error(&e)));
+    let mut emitted = 0;
+    for node in citus.nodes() {
+        emitted += one::<i64>(
+            &node.connect("postgres").await,
+            "SELECT count(*) FROM postbox.emitted",
+        )
+        .await;
+        let m = node.connect("mallory").await;
+        for sql in [
+            "SELECT * FROM postbox.endpoint_secrets",
+            "SELECT * FROM postbox.endpoints",
+            "SELECT * FROM postbox.emitted",
+            "SELECT * FROM postbox.outbox",
+            "SELECT subconninfo FROM pg_subscription",
+            "INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data) VALUES (gen_random_uuid(), 'ws1', 'recording.created', now(), '{}')",
+            "SELECT postbox.expand_events()",
+            "SELECT postbox.set_waiting(true)",
+            "SELECT postbox.create_endpoint('ws1', 'https://example.com/hook')",
+            "CALL postbox.citus_replicate_config()",
+        ] {
+            let e = m
+                .batch_execute(sql)
+                .await
+                .expect_err(&format!("mallory on node {}: {sql}", node.port));
+            assert_eq!(
+                e.code().map(|c| c.code()),
+                Some("42501"),
+                "mallory on node {}: {sql}: {}",
+                node.port,
+                pg_error(&e)
+            );
+        }
+    }
+    assert!(emitted > 0, "mallory's writes emitted");
+    let su: bool = one(
+        &db,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'",
+    )
+    .await;
+    assert!(!su);
+}
