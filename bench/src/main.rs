@@ -28,6 +28,7 @@
 //! - `procstat.rs`: CPU and peak memory from /proc.
 
 mod ceiling;
+mod citus;
 mod load;
 mod noise;
 mod procstat;
@@ -379,34 +380,7 @@ impl Bench {
 
     /// pgbench's TPS for `script` in database `db`.
     fn pgbench_in(&self, db: &str, script: &str, clients: u32, secs: u32) -> f64 {
-        let path = self.pg.dir().join("bench.sql");
-        std::fs::write(&path, script).unwrap();
-        let out = Command::new(self.pg.bindir().join("pgbench"))
-            .args([
-                "-n",
-                "-c",
-                &clients.to_string(),
-                "-j",
-                &clients.min(2).to_string(),
-                "-T",
-                &secs.to_string(),
-                "-f",
-            ])
-            .arg(&path)
-            .arg(self.pg.url_db("postgres", db))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "pgbench: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text.lines()
-            .find(|l| l.starts_with("tps = "))
-            .and_then(|l| l.split_whitespace().nth(2))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no tps in: {text}"))
+        pgbench_on(&self.pg, db, script, clients, secs)
     }
 
     // ---------------------------------------------------------------- 1
@@ -1722,6 +1696,39 @@ impl Bench {
     }
 }
 
+/// pgbench's TPS for `script` in database `db` of `pg`, with `clients`
+/// clients for `secs` seconds.
+fn pgbench_on(pg: &Cluster, db: &str, script: &str, clients: u32, secs: u32) -> f64 {
+    let path = pg.dir().join("bench.sql");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new(pg.bindir().join("pgbench"))
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &secs.to_string(),
+            "-f",
+        ])
+        .arg(&path)
+        .arg(pg.url_db("postgres", db))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in: {text}"))
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -1850,6 +1857,9 @@ async fn run(quick: bool) -> i32 {
     }
     if run("9") {
         b.http_api().await;
+    }
+    if run("13") {
+        b.citus_emit().await;
     }
     if run("8") {
         b.soak().await;
