@@ -8,6 +8,20 @@ PG_MAJOR=15
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
+# Source of a project on no registry into DEST: tag TAG of SRC when SRC is a
+# git directory or a checkout that has it, else SRC's files as they are (an
+# unpacked archive).
+unpack_source() {
+  local src=$1 tag=$2 dest=$3
+  if git --git-dir="$src" rev-parse -q --verify "$tag^{commit}" >/dev/null 2>&1; then
+    git --git-dir="$src" archive "$tag" | tar x -C "$dest"
+  elif git -C "$src" rev-parse -q --verify "$tag^{commit}" >/dev/null 2>&1; then
+    git -C "$src" archive "$tag" | tar x -C "$dest"
+  else
+    cp -r "$src"/. "$dest"
+  fi
+}
+
 need_apt=()
 for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev python3-venv nodejs curl chromium chromium-driver pgbouncer flex bison libkrb5-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
@@ -70,13 +84,7 @@ if [ ! -f "$PG15_PKGLIB/pg_tle.so" ] || ! grep -q "default_version = '$PG_TLE_VE
   if [ -n "${PG_TLE_SRC:-}" ] && [ -e "$PG_TLE_SRC" ]; then
     log "pg_tle $PG_TLE_VERSION from $PG_TLE_SRC"
     build=$(mktemp -d)
-    if git --git-dir="$PG_TLE_SRC" rev-parse -q --verify "v$PG_TLE_VERSION^{commit}" >/dev/null 2>&1; then
-      git --git-dir="$PG_TLE_SRC" archive "v$PG_TLE_VERSION" | tar x -C "$build"
-    elif git -C "$PG_TLE_SRC" rev-parse -q --verify "v$PG_TLE_VERSION^{commit}" >/dev/null 2>&1; then
-      git -C "$PG_TLE_SRC" archive "v$PG_TLE_VERSION" | tar x -C "$build"
-    else
-      cp -r "$PG_TLE_SRC"/. "$build"
-    fi
+    unpack_source "$PG_TLE_SRC" "v$PG_TLE_VERSION" "$build"
     make -s -C "$build" PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config >/dev/null
     make -s -C "$build" PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config install >/dev/null
     rm -rf "$build"
@@ -117,13 +125,7 @@ if [ ! -f "$PG15_PKGLIB/citus.so" ] || ! grep -q "default_version = '13.2-" "$PG
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
     done
     rm -rf "$CITUS_CACHE" && mkdir -p "$CITUS_CACHE"
-    if git --git-dir="$CITUS_SRC" rev-parse -q --verify "v$CITUS_VERSION^{commit}" >/dev/null 2>&1; then
-      git --git-dir="$CITUS_SRC" archive "v$CITUS_VERSION" | tar x -C "$CITUS_CACHE"
-    elif git -C "$CITUS_SRC" rev-parse -q --verify "v$CITUS_VERSION^{commit}" >/dev/null 2>&1; then
-      git -C "$CITUS_SRC" archive "v$CITUS_VERSION" | tar x -C "$CITUS_CACHE"
-    else
-      cp -r "$CITUS_SRC"/. "$CITUS_CACHE"
-    fi
+    unpack_source "$CITUS_SRC" "v$CITUS_VERSION" "$CITUS_CACHE"
     # PostgreSQL 15.14 and later export have_createdb_privilege(), which
     # Citus 13.2 still defines as a static compatibility shim for older 15.x:
     # the two declarations clash. Renaming the shim leaves callers on the
@@ -137,7 +139,7 @@ if [ ! -f "$PG15_PKGLIB/citus.so" ] || ! grep -q "default_version = '13.2-" "$PG
   fi
   if [ -f "$CITUS_CACHE/src/backend/distributed/citus.so" ]; then
     log "installing Citus $CITUS_VERSION into PostgreSQL $PG_MAJOR"
-    make -s -C "$CITUS_CACHE" install >/dev/null
+    make -s -C "$CITUS_CACHE" install >/dev/null 2>&1
   else
     log "Citus: no build and no source (set CITUS_SRC); its tests will not run"
   fi

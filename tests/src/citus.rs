@@ -95,6 +95,22 @@ impl Citus {
         self.coordinator.connect("postgres").await
     }
 
+    /// The shard of `table` that holds distribution value `value`, and the
+    /// port of the node that holds it.
+    pub async fn placement(&self, table: &str, value: &str) -> (i64, u16) {
+        let r = self
+            .coordinator()
+            .await
+            .query_one(
+                "SELECT pl.shardid, n.nodeport FROM pg_dist_placement pl JOIN pg_dist_node n ON n.groupid = pl.groupid
+                  WHERE pl.shardid = get_shard_id_for_distribution_column($1::text::regclass, $2::text)",
+                &[&table, &value],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("placement of {value} in {table}: {}", crate::pg_error(&e)));
+        (r.get(0), r.get::<_, i32>(1) as u16)
+    }
+
     /// Waits until every worker node has applied what the coordinator has
     /// committed so far to postbox's replicated configuration.
     pub async fn config_replicated(&self) {

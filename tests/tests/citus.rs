@@ -72,6 +72,47 @@ async fn run_writes(db: &Client) {
     }
 }
 
+/// The application's table distributed and attached, an endpoint per
+/// tenant ws0 to ws7 (all of its events) on one receiver, replicated to the
+/// worker nodes, and a worker per worker node.
+struct Delivering {
+    db: Client,
+    rx: Receiver,
+    workers: Vec<Worker>,
+    /// Each tenant's signing secret.
+    secrets: HashMap<String, String>,
+}
+
+async fn delivering(citus: &Citus) -> Delivering {
+    let db = citus.coordinator().await;
+    db.batch_execute(&format!(
+        "{APP}{DISTRIBUTE}{ATTACH} SET postbox.allow_insecure_urls = on;"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
+    let mut secrets = HashMap::new();
+    for t in 0..8 {
+        let tenant = format!("ws{t}");
+        let (_, secret) =
+            postbox_tests::fixtures::endpoint(&db, &tenant, &rx.url(), ", ARRAY['recording.*']")
+                .await;
+        secrets.insert(tenant, secret);
+    }
+    citus.config_replicated().await;
+    let workers = citus
+        .workers
+        .iter()
+        .map(|node| Worker::start(citus::worker_config(node)))
+        .collect();
+    Delivering {
+        db,
+        rx,
+        workers,
+        secrets,
+    }
+}
+
 /// Writes on the coordinator emit, on the worker node that holds each row's
 /// shard and in the writing transaction, exactly the events the same
 /// writes emit on one node: the same types, payloads and keys, and nothing
@@ -122,18 +163,8 @@ async fn writes_on_a_distributed_table_emit_as_on_one_node() {
     );
     for (i, node) in citus.workers.iter().enumerate() {
         for tenant in &tenants_by_node[i + 1] {
-            let port: i32 = one(
-                &db,
-                &format!(
-                    "SELECT p.nodeport FROM pg_dist_placement pl JOIN pg_dist_node p ON p.groupid = pl.groupid
-                      WHERE pl.shardid = get_shard_id_for_distribution_column('app.recordings', '{tenant}')"
-                ),
-            )
-            .await;
-            assert_eq!(
-                port, node.port as i32,
-                "{tenant}'s events are on its shard's node"
-            );
+            let (_, port) = citus.placement("app.recordings", tenant).await;
+            assert_eq!(port, node.port, "{tenant}'s events are on its shard's node");
         }
     }
     assert!(
@@ -150,29 +181,12 @@ async fn a_worker_per_node_delivers_every_event_once() {
     let Some(citus) = Citus::start(2, "a_worker_per_node_delivers_every_event_once").await else {
         return;
     };
-    let db = citus.coordinator().await;
-    db.batch_execute(&format!("{APP}{DISTRIBUTE}{ATTACH}"))
-        .await
-        .unwrap();
-    let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
-    let mut secrets = HashMap::new();
-    db.batch_execute("SET postbox.allow_insecure_urls = on")
-        .await
-        .unwrap();
-    for t in 0..8 {
-        let tenant = format!("ws{t}");
-        let (_, secret) =
-            postbox_tests::fixtures::endpoint(&db, &tenant, &rx.url(), ", ARRAY['recording.*']")
-                .await;
-        secrets.insert(tenant, secret);
-    }
-    citus.config_replicated().await;
-
-    let workers: Vec<Worker> = citus
-        .workers
-        .iter()
-        .map(|node| Worker::start(citus::worker_config(node)))
-        .collect();
+    let Delivering {
+        db,
+        rx,
+        workers,
+        secrets,
+    } = delivering(&citus).await;
     // Separate strings: a BEGIN in a string of several statements takes
     // the ones before it into its transaction, and ROLLBACK would undo them.
     for w in [
@@ -221,46 +235,16 @@ async fn moving_a_shard_while_events_flow_loses_nothing() {
     else {
         return;
     };
-    let db = citus.coordinator().await;
-    db.batch_execute(&format!("{APP}{DISTRIBUTE}{ATTACH}"))
-        .await
-        .unwrap();
-    let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
-    db.batch_execute("SET postbox.allow_insecure_urls = on")
-        .await
-        .unwrap();
-    for t in 0..8 {
-        postbox_tests::fixtures::endpoint(
-            &db,
-            &format!("ws{t}"),
-            &rx.url(),
-            ", ARRAY['recording.*']",
-        )
-        .await;
-    }
-    citus.config_replicated().await;
-    let workers: Vec<Worker> = citus
-        .workers
-        .iter()
-        .map(|node| Worker::start(citus::worker_config(node)))
-        .collect();
+    let Delivering {
+        db, rx, workers, ..
+    } = delivering(&citus).await;
 
     // ws1's shard, where it is, and the other worker node.
-    let (shard, from): (i64, i32) = {
-        let r = db
-            .query_one(
-                "SELECT pl.shardid, n.nodeport FROM pg_dist_placement pl JOIN pg_dist_node n ON n.groupid = pl.groupid
-                  WHERE pl.shardid = get_shard_id_for_distribution_column('app.recordings', 'ws1')",
-                &[],
-            )
-            .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let (shard, from) = citus.placement("app.recordings", "ws1").await;
     let to = citus
         .workers
         .iter()
-        .map(|w| w.port as i32)
+        .map(|w| w.port)
         .find(|p| *p != from)
         .unwrap();
 
@@ -292,7 +276,7 @@ async fn moving_a_shard_while_events_flow_loses_nothing() {
     let before = written.load(std::sync::atomic::Ordering::SeqCst);
     db.execute(
         "SELECT citus_move_shard_placement($1, '127.0.0.1', $2, '127.0.0.1', $3, shard_transfer_mode => 'force_logical')",
-        &[&shard, &from, &to],
+        &[&shard, &(from as i32), &(to as i32)],
     )
     .await
     .unwrap_or_else(|e| panic!("citus_move_shard_placement: {}", pg_error(&e)));
@@ -302,12 +286,7 @@ async fn moving_a_shard_while_events_flow_loses_nothing() {
         "the application wrote while the shard moved ({before} before, {during} during)"
     );
     writer.await.unwrap();
-    let moved_to: i32 = one(
-        &db,
-        "SELECT n.nodeport FROM pg_dist_placement pl JOIN pg_dist_node n ON n.groupid = pl.groupid
-          WHERE pl.shardid = get_shard_id_for_distribution_column('app.recordings', 'ws1')",
-    )
-    .await;
+    let (_, moved_to) = citus.placement("app.recordings", "ws1").await;
     assert_eq!(moved_to, to, "ws1's shard moved");
     // A write after the move emits on the new node.
     db.batch_execute("INSERT INTO app.recordings VALUES ('ws1', 100001, 'after')")
@@ -338,7 +317,7 @@ async fn moving_a_shard_while_events_flow_loses_nothing() {
         &citus
             .workers
             .iter()
-            .find(|w| w.port as i32 == to)
+            .find(|w| w.port == to)
             .unwrap()
             .connect("postgres")
             .await,
@@ -361,29 +340,9 @@ async fn a_worker_node_killed_with_9_loses_no_committed_event() {
     else {
         return;
     };
-    let db = citus.coordinator().await;
-    db.batch_execute(&format!("{APP}{DISTRIBUTE}{ATTACH}"))
-        .await
-        .unwrap();
-    let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
-    db.batch_execute("SET postbox.allow_insecure_urls = on")
-        .await
-        .unwrap();
-    for t in 0..8 {
-        postbox_tests::fixtures::endpoint(
-            &db,
-            &format!("ws{t}"),
-            &rx.url(),
-            ", ARRAY['recording.*']",
-        )
-        .await;
-    }
-    citus.config_replicated().await;
-    let workers: Vec<Worker> = citus
-        .workers
-        .iter()
-        .map(|node| Worker::start(citus::worker_config(node)))
-        .collect();
+    let Delivering {
+        db, rx, workers, ..
+    } = delivering(&citus).await;
 
     // One row at a time (a bounded loop); a write to the dead node's
     // shards fails, and is not counted as committed.
