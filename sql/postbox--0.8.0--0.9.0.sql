@@ -1223,9 +1223,10 @@ COMMENT ON FUNCTION postbox._citus_publication_tables() IS 'Internal: the tables
 -- is run again after citus_add_node. A node whose replicated tables hold
 -- anything but what CREATE EXTENSION wrote (the catalog's webhook.test) is
 -- refused: its rows would clash with the coordinator's copy.
--- conninfo: what a worker node adds to reach the coordinator (password,
--- sslmode, ...), beside the coordinator's host and port from Citus's
--- metadata, this database and the calling role.
+-- conninfo: what a worker node adds to reach the coordinator (sslmode,
+-- sslrootcert, ...), beside the coordinator's host and port from Citus's
+-- metadata, this database and the calling role; never a password (a
+-- .pgpass file on each worker node holds it).
 -- No SET search_path: a procedure with a SET clause cannot COMMIT. It runs
 -- with its caller's rights only, and names what it uses in pg_catalog.
 CREATE PROCEDURE postbox.citus_replicate_config(conninfo text DEFAULT '')
@@ -1239,14 +1240,19 @@ DECLARE
     v_conn   text;
     v_deadline timestamptz;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        RAISE EXCEPTION 'postbox: citus_replicate_config needs Citus (CREATE EXTENSION citus)'
-            USING ERRCODE = '55000';
+    IF conninfo OPERATOR(pg_catalog.~*) '(^|[[:space:]])password[[:space:]]*=' THEN
+        PERFORM postbox._raise('citus_conninfo_has_password', 'conninfo',
+            'postbox: conninfo holds a password, which a failed CREATE SUBSCRIPTION would write to a worker node''s log; give each worker node a .pgpass file instead');
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        PERFORM postbox._raise('citus_not_coordinator', 'citus',
+            'postbox: citus_replicate_config needs Citus (CREATE EXTENSION citus)');
+    END IF;
+    -- Worker nodes have Citus's metadata too, the coordinator's row included.
     SELECT nodename, nodeport INTO v_coord FROM pg_catalog.pg_dist_node WHERE groupid = 0 AND noderole = 'primary';
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'postbox: citus_replicate_config runs on the coordinator, once it is registered (citus_set_coordinator_host)'
-            USING ERRCODE = '55000';
+    IF NOT FOUND OR NOT pg_catalog.citus_is_coordinator() THEN
+        PERFORM postbox._raise('citus_not_coordinator', 'citus',
+            'postbox: citus_replicate_config runs on the coordinator, once it is registered (citus_set_coordinator_host)');
     END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'postbox_config') THEN
         -- Citus would create the publication on every node as well.
@@ -1263,8 +1269,9 @@ BEGIN
                                     ARRAY[pg_catalog.format('SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = %L',
                                                  'postbox_config_' || v_node.groupid)], false);
         IF NOT v_ok THEN
-            RAISE EXCEPTION 'postbox: worker node %:% could not be asked: %', v_node.nodename, v_node.nodeport, v_result
-                USING ERRCODE = '55000';
+            PERFORM postbox._raise('citus_node_failed', 'node',
+                pg_catalog.format('postbox: worker node %s:%s could not be asked: %s', v_node.nodename, v_node.nodeport, v_result),
+                v_node.nodename || ':' || v_node.nodeport);
         END IF;
         CONTINUE WHEN v_result <> '0';
         SELECT success, result INTO v_ok, v_result
@@ -1273,8 +1280,10 @@ BEGIN
                                           ' + (SELECT count(*) FROM postbox.endpoints)'
                                           ' + (SELECT count(*) FROM postbox.retention)'], false);
         IF NOT v_ok OR v_result <> '0' THEN
-            RAISE EXCEPTION 'postbox: worker node %:% already holds postbox configuration of its own; it cannot subscribe to the coordinator''s',
-                v_node.nodename, v_node.nodeport USING ERRCODE = '55000';
+            PERFORM postbox._raise('citus_node_has_configuration', 'node',
+                pg_catalog.format('postbox: worker node %s:%s already holds postbox configuration of its own; it cannot subscribe to the coordinator''s',
+                                  v_node.nodename, v_node.nodeport),
+                v_node.nodename || ':' || v_node.nodeport);
         END IF;
         FOR v_result IN
             SELECT 'DELETE FROM postbox.event_types'
@@ -1284,9 +1293,12 @@ BEGIN
         LOOP
             SELECT success, result INTO v_ok, v_result
               FROM pg_catalog.master_run_on_worker(ARRAY[v_node.nodename], ARRAY[v_node.nodeport], ARRAY[v_result], false);
+            -- Not the node's answer: it may quote the connection string.
             IF NOT v_ok THEN
-                RAISE EXCEPTION 'postbox: worker node %:% could not subscribe to the configuration: %',
-                    v_node.nodename, v_node.nodeport, v_result USING ERRCODE = '55000';
+                PERFORM postbox._raise('citus_node_failed', 'node',
+                    pg_catalog.format('postbox: worker node %s:%s could not subscribe to the configuration (its server log says why)',
+                                      v_node.nodename, v_node.nodeport),
+                    v_node.nodename || ':' || v_node.nodeport);
             END IF;
         END LOOP;
         -- Until the node has copied every table: before that, a change to a
@@ -1302,8 +1314,10 @@ BEGIN
                                                'postbox_config_' || v_node.groupid)], false);
             EXIT WHEN v_ok AND v_result = '0';
             IF pg_catalog.clock_timestamp() > v_deadline THEN
-                RAISE EXCEPTION 'postbox: worker node %:% has not copied the configuration within 60 seconds (its server log says why)',
-                    v_node.nodename, v_node.nodeport USING ERRCODE = '55000';
+                PERFORM postbox._raise('citus_node_failed', 'node',
+                    pg_catalog.format('postbox: worker node %s:%s has not copied the configuration within 60 seconds (its server log says why)',
+                                      v_node.nodename, v_node.nodeport),
+                    v_node.nodename || ':' || v_node.nodeport);
             END IF;
             PERFORM pg_catalog.pg_sleep(0.05);
         END LOOP;

@@ -122,6 +122,7 @@ fn sqlstate(code: Code) -> PgSqlErrorCode {
     match code.sqlstate() {
         "22023" => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         "42501" => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "55000" => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         "55006" => PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
         _ => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
     }

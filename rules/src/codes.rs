@@ -221,6 +221,16 @@ codes! {
     /// Another running worker uses this worker_id.
     WorkerIdInUse = "worker_id_in_use" @ "55006",
 
+    // Citus (postbox.citus_replicate_config).
+    /// Citus is not installed here, or this is not its registered coordinator (citus_set_coordinator_host).
+    CitusNotCoordinator = "citus_not_coordinator" @ "55000",
+    /// conninfo holds a password, which a failed CREATE SUBSCRIPTION would write to a node's log (use a .pgpass file on each worker node).
+    CitusConninfoHasPassword = "citus_conninfo_has_password",
+    /// A worker node already holds postbox configuration of its own; item the node.
+    CitusNodeHasConfiguration = "citus_node_has_configuration" @ "55000",
+    /// A worker node could not be asked, could not subscribe to the configuration, or did not copy it within 60 seconds; item the node.
+    CitusNodeFailed = "citus_node_failed" @ "55000",
+
     // postbox itself.
     /// postbox failed where it should not have (a bug, or an unknown code given to postbox._raise).
     Internal = "internal" @ "XX000",

@@ -494,3 +494,61 @@ async fn an_emitter_gains_nothing_on_any_node() {
     .await;
     assert!(!su);
 }
+
+/// citus_replicate_config refuses a password in its connection string (a
+/// failed CREATE SUBSCRIPTION would write it to a node's log), and
+/// anywhere but a Citus coordinator, each with its code; it is idempotent.
+#[tokio::test]
+async fn replicating_the_configuration_refuses_what_it_must() {
+    let Some(citus) = Citus::start(1, "replicating_the_configuration_refuses_what_it_must").await
+    else {
+        return;
+    };
+    let db = citus.coordinator().await;
+    let e = db
+        .batch_execute("CALL postbox.citus_replicate_config('sslmode=prefer password=hunter2')")
+        .await
+        .unwrap_err();
+    let text = pg_error(&e);
+    assert!(text.contains("citus_conninfo_has_password"), "{text}");
+    assert!(
+        !text.contains("hunter2"),
+        "the password is not shown: {text}"
+    );
+    // Again, with every node subscribed: nothing to do, nothing fails.
+    db.batch_execute("CALL postbox.citus_replicate_config()")
+        .await
+        .unwrap_or_else(|e| panic!("a second call: {}", pg_error(&e)));
+    let subscriptions: i64 = one(
+        &citus.workers[0].connect("postgres").await,
+        "SELECT count(*) FROM pg_subscription",
+    )
+    .await;
+    assert_eq!(subscriptions, 1);
+    // A worker node is no coordinator.
+    let e = citus.workers[0]
+        .connect("postgres")
+        .await
+        .batch_execute("CALL postbox.citus_replicate_config()")
+        .await
+        .unwrap_err();
+    assert!(
+        pg_error(&e).contains("citus_not_coordinator"),
+        "{}",
+        pg_error(&e)
+    );
+    // Nor is a cluster without Citus.
+    let single = Cluster::start().await;
+    let e = single
+        .connect("postgres")
+        .await
+        .batch_execute("CALL postbox.citus_replicate_config()")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("55000"));
+    assert!(
+        pg_error(&e).contains("citus_not_coordinator"),
+        "{}",
+        pg_error(&e)
+    );
+}
