@@ -10,6 +10,9 @@ use postbox_tests::receivers::{self, Behavior, Receiver};
 use postbox_tests::worker::Worker;
 use postbox_tests::{eventually, pg_error, verify, Cluster};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 /// The application's table, as a product that moves to Citus has it.
@@ -111,6 +114,30 @@ async fn delivering(citus: &Citus) -> Delivering {
         workers,
         secrets,
     }
+}
+
+/// The application writing rows 1 to `n` through the coordinator, one
+/// statement each and every tenant in turn (a bounded loop); `written`
+/// follows the row being written. Ends with the rows whose INSERT was
+/// answered with success.
+async fn write_rows(citus: &Citus, n: i64, written: Arc<AtomicI64>) -> JoinHandle<Vec<i64>> {
+    let app = citus.coordinator().await;
+    tokio::spawn(async move {
+        let mut committed = Vec::new();
+        for i in 1..=n {
+            written.store(i, Ordering::SeqCst);
+            let r = app
+                .execute(
+                    "INSERT INTO app.recordings VALUES ('ws' || ($1::bigint % 8), $1::bigint, 'x')",
+                    &[&i],
+                )
+                .await;
+            if r.is_ok() {
+                committed.push(i);
+            }
+        }
+        committed
+    })
 }
 
 /// Writes on the coordinator emit, on the worker node that holds each row's
@@ -251,41 +278,31 @@ async fn moving_a_shard_while_events_flow_loses_nothing() {
     // The application writes one row at a time, every tenant in turn,
     // before, during and after the move (a bounded loop).
     const WRITES: i64 = 600;
-    let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let writer = {
-        let app = citus.coordinator().await;
-        let written = written.clone();
-        tokio::spawn(async move {
-            for i in 1..=WRITES {
-                written.store(i, std::sync::atomic::Ordering::SeqCst);
-                app.execute(
-                    "INSERT INTO app.recordings VALUES ('ws' || ($1::bigint % 8), $1::bigint, 'during')",
-                    &[&i],
-                )
-                .await
-                .unwrap();
-            }
-        })
-    };
+    let written = Arc::new(AtomicI64::new(0));
+    let writer = write_rows(&citus, WRITES, written.clone()).await;
     // Once some of ws1's rows are in, move its shard (logical replication,
     // so writes go on meanwhile).
     eventually("the move starts with rows in the shard", || {
         rx.count() >= 40
     })
     .await;
-    let before = written.load(std::sync::atomic::Ordering::SeqCst);
+    let before = written.load(Ordering::SeqCst);
     db.execute(
         "SELECT citus_move_shard_placement($1, '127.0.0.1', $2, '127.0.0.1', $3, shard_transfer_mode => 'force_logical')",
         &[&shard, &(from as i32), &(to as i32)],
     )
     .await
     .unwrap_or_else(|e| panic!("citus_move_shard_placement: {}", pg_error(&e)));
-    let during = written.load(std::sync::atomic::Ordering::SeqCst) - before;
+    let during = written.load(Ordering::SeqCst) - before;
     assert!(
         during > 0 && before < WRITES,
         "the application wrote while the shard moved ({before} before, {during} during)"
     );
-    writer.await.unwrap();
+    assert_eq!(
+        writer.await.unwrap().len(),
+        WRITES as usize,
+        "every write committed"
+    );
     let (_, moved_to) = citus.placement("app.recordings", "ws1").await;
     assert_eq!(moved_to, to, "ws1's shard moved");
     // A write after the move emits on the new node.
@@ -347,31 +364,12 @@ async fn a_worker_node_killed_with_9_loses_no_committed_event() {
     // One row at a time (a bounded loop); a write to the dead node's
     // shards fails, and is not counted as committed.
     const WRITES: i64 = 600;
-    let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let writer = {
-        let app = citus.coordinator().await;
-        let written = written.clone();
-        tokio::spawn(async move {
-            let mut committed = Vec::new();
-            for i in 1..=WRITES {
-                written.store(i, std::sync::atomic::Ordering::SeqCst);
-                let r = app
-                    .execute(
-                        "INSERT INTO app.recordings VALUES ('ws' || ($1::bigint % 8), $1::bigint, 'x')",
-                        &[&i],
-                    )
-                    .await;
-                if r.is_ok() {
-                    committed.push(i);
-                }
-            }
-            committed
-        })
-    };
+    let written = Arc::new(AtomicI64::new(0));
+    let writer = write_rows(&citus, WRITES, written.clone()).await;
     eventually("deliveries under way", || rx.count() >= 50).await;
     let victim = &citus.workers[0];
     victim.kill_9();
-    let at_kill = written.load(std::sync::atomic::Ordering::SeqCst);
+    let at_kill = written.load(Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     victim.start_again();
     let committed = writer.await.unwrap();
