@@ -54,6 +54,8 @@ DECLARE
     v_ok     boolean;
     v_conn   text;
     v_deadline timestamptz;
+    v_sub    text;  -- the node's subscription, also its slot here
+    v_label  text;  -- host:port, as errors name the node
 BEGIN
     IF conninfo OPERATOR(pg_catalog.~*) '(^|[[:space:]])password[[:space:]]*=' THEN
         PERFORM postbox._raise('citus_conninfo_has_password', 'conninfo',
@@ -79,14 +81,15 @@ BEGIN
                      pg_catalog.current_database(), current_user, conninfo);
     FOR v_node IN SELECT nodename, nodeport, groupid FROM pg_catalog.pg_dist_node
                    WHERE groupid <> 0 AND noderole = 'primary' AND isactive ORDER BY groupid LOOP
+        v_sub := 'postbox_config_' || v_node.groupid;
+        v_label := v_node.nodename || ':' || v_node.nodeport;
         SELECT success, result INTO v_ok, v_result
           FROM pg_catalog.master_run_on_worker(ARRAY[v_node.nodename], ARRAY[v_node.nodeport],
                                     ARRAY[pg_catalog.format('SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = %L',
-                                                 'postbox_config_' || v_node.groupid)], false);
+                                                 v_sub)], false);
         IF NOT v_ok THEN
             PERFORM postbox._raise('citus_node_failed', 'node',
-                pg_catalog.format('postbox: worker node %s:%s could not be asked: %s', v_node.nodename, v_node.nodeport, v_result),
-                v_node.nodename || ':' || v_node.nodeport);
+                pg_catalog.format('postbox: worker node %s could not be asked: %s', v_label, v_result), v_label);
         END IF;
         CONTINUE WHEN v_result <> '0';
         SELECT success, result INTO v_ok, v_result
@@ -96,24 +99,23 @@ BEGIN
                                           ' + (SELECT count(*) FROM postbox.retention)'], false);
         IF NOT v_ok OR v_result <> '0' THEN
             PERFORM postbox._raise('citus_node_has_configuration', 'node',
-                pg_catalog.format('postbox: worker node %s:%s already holds postbox configuration of its own; it cannot subscribe to the coordinator''s',
-                                  v_node.nodename, v_node.nodeport),
-                v_node.nodename || ':' || v_node.nodeport);
+                pg_catalog.format('postbox: worker node %s already holds postbox configuration of its own; it cannot subscribe to the coordinator''s',
+                                  v_label),
+                v_label);
         END IF;
         FOR v_result IN
             SELECT 'DELETE FROM postbox.event_types'
             UNION ALL
-            SELECT pg_catalog.format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION postbox_config',
-                          'postbox_config_' || v_node.groupid, v_conn)
+            SELECT pg_catalog.format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION postbox_config', v_sub, v_conn)
         LOOP
             SELECT success, result INTO v_ok, v_result
               FROM pg_catalog.master_run_on_worker(ARRAY[v_node.nodename], ARRAY[v_node.nodeport], ARRAY[v_result], false);
             -- Not the node's answer: it may quote the connection string.
             IF NOT v_ok THEN
                 PERFORM postbox._raise('citus_node_failed', 'node',
-                    pg_catalog.format('postbox: worker node %s:%s could not subscribe to the configuration (its server log says why)',
-                                      v_node.nodename, v_node.nodeport),
-                    v_node.nodename || ':' || v_node.nodeport);
+                    pg_catalog.format('postbox: worker node %s could not subscribe to the configuration (its server log says why)',
+                                      v_label),
+                    v_label);
             END IF;
         END LOOP;
         -- Until the node has copied every table: before that, a change to a
@@ -126,13 +128,13 @@ BEGIN
                        ARRAY[pg_catalog.format('SELECT count(*) FROM pg_catalog.pg_subscription_rel r'
                                                ' JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid'
                                                ' WHERE s.subname = %L AND r.srsubstate <> ''r''',
-                                               'postbox_config_' || v_node.groupid)], false);
+                                               v_sub)], false);
             EXIT WHEN v_ok AND v_result = '0';
             IF pg_catalog.clock_timestamp() > v_deadline THEN
                 PERFORM postbox._raise('citus_node_failed', 'node',
-                    pg_catalog.format('postbox: worker node %s:%s has not copied the configuration within 60 seconds (its server log says why)',
-                                      v_node.nodename, v_node.nodeport),
-                    v_node.nodename || ':' || v_node.nodeport);
+                    pg_catalog.format('postbox: worker node %s has not copied the configuration within 60 seconds (its server log says why)',
+                                      v_label),
+                    v_label);
             END IF;
             PERFORM pg_catalog.pg_sleep(0.05);
         END LOOP;

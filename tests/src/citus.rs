@@ -31,9 +31,12 @@ pub struct Citus {
     pub workers: Vec<Cluster>,
 }
 
-/// Whether Citus is installed into the PostgreSQL the tests run.
+/// Whether Citus is installed into the PostgreSQL the tests run (the one
+/// [`Cluster::start_plain`] starts).
 pub fn installed() -> bool {
-    let out = Command::new("pg_config").arg("--pkglibdir").output();
+    let out = Command::new(crate::pg_bindir().join("pg_config"))
+        .arg("--pkglibdir")
+        .output();
     out.map(|o| {
         Path::new(String::from_utf8_lossy(&o.stdout).trim())
             .join("citus.so")
@@ -112,15 +115,25 @@ impl Citus {
     }
 
     /// Waits until every worker node has applied what the coordinator has
-    /// committed so far to postbox's replicated configuration.
+    /// committed so far to postbox's replicated configuration (up to the
+    /// coordinator's WAL position now, not a position that moves on while
+    /// it waits).
     pub async fn config_replicated(&self) {
         let db = self.coordinator().await;
+        let now: String = db
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
         crate::wait_until(
             std::time::Duration::from_secs(30),
             "the configuration replicated to every worker node",
             || async {
                 let row = db
-                    .query_one("SELECT postbox.citus_config_replicated()", &[])
+                    .query_one(
+                        "SELECT postbox.citus_config_replicated($1::text::pg_lsn)",
+                        &[&now],
+                    )
                     .await
                     .unwrap();
                 row.get::<_, bool>(0).then_some(())
