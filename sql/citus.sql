@@ -25,10 +25,36 @@ RETURNS text
 LANGUAGE sql IMMUTABLE
 BEGIN ATOMIC
     SELECT 'postbox.event_types, postbox.endpoints (id, tenant, url, event_types, headers, description, '
-           'signature_style, signature_header, envelope, options, enabled, suspended, created_at, updated_at), '
+           'signature_style, signature_header, envelope, options, enabled, suspended, created_at, updated_at, resumed_at), '
            'postbox.endpoint_secrets, postbox.endpoint_pauses, postbox.retention';
 END;
 COMMENT ON FUNCTION postbox._citus_publication_tables() IS 'Internal: the tables and columns the coordinator replicates to Citus worker nodes (postbox.citus_replicate_config).';
+
+-- Resuming an endpoint (update_endpoint enabled => true) on the coordinator
+-- clears its health there, but the health that counts is the worker node's,
+-- which replication leaves alone: this trigger clears it on the node when
+-- the resume arrives (resumed_at changes). It fires only in replication's
+-- apply (ENABLE REPLICA), so never on the coordinator or on one node.
+-- SECURITY INVOKER: it runs as the subscription's owner and only sets NEW.
+CREATE FUNCTION postbox._resumed_on_node()
+RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NEW.resumed_at IS DISTINCT FROM OLD.resumed_at THEN
+        NEW.disabled_at := NULL;
+        NEW.disabled_reason := NULL;
+        NEW.consecutive_failures := 0;
+        NEW.failing_since := NULL;
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+COMMENT ON FUNCTION postbox._resumed_on_node() IS 'Internal: on a Citus worker node, clears an endpoint''s health when a resume replicated from the coordinator arrives.';
+CREATE TRIGGER resumed_on_node BEFORE UPDATE ON postbox.endpoints
+    FOR EACH ROW EXECUTE FUNCTION postbox._resumed_on_node();
+ALTER TABLE postbox.endpoints ENABLE REPLICA TRIGGER resumed_on_node;
+COMMENT ON TRIGGER resumed_on_node ON postbox.endpoints IS 'Citus worker nodes: a replicated resume clears the health this node keeps (fires in replication''s apply only).';
 
 -- Run on the coordinator by a superuser (CREATE SUBSCRIPTION needs one on
 -- PostgreSQL 14 and 15), outside a transaction block: a subscription's

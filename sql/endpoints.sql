@@ -473,6 +473,7 @@ BEGIN
             e.disabled_reason := NULL;
             e.consecutive_failures := 0;
             e.failing_since := NULL;
+            e.resumed_at := now();
         END IF;
     END IF;
     -- Turning ordering or coalescing on: the deliveries already queued for
@@ -490,7 +491,7 @@ BEGIN
        SET url = e.url, event_types = e.event_types, headers = e.headers, description = e.description,
            options = e.options, envelope = e.envelope, enabled = e.enabled, disabled_at = e.disabled_at,
            disabled_reason = e.disabled_reason, consecutive_failures = e.consecutive_failures,
-           failing_since = e.failing_since, updated_at = now()
+           failing_since = e.failing_since, resumed_at = e.resumed_at, updated_at = now()
      WHERE id = e.id;
 END
 $fn$;

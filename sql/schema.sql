@@ -92,7 +92,11 @@ CREATE TABLE postbox.endpoints (
     last_success_at      timestamptz,
     last_error           text,
     created_at           timestamptz NOT NULL DEFAULT now(),
-    updated_at           timestamptz NOT NULL DEFAULT now()
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    -- When an admin last resumed it (update_endpoint enabled => true, 0.9.0):
+    -- on Citus, the worker node that keeps its health clears it on seeing
+    -- this change (sql/citus.sql).
+    resumed_at           timestamptz
 ) WITH (fillfactor = 70);  -- the worker updates health columns often: room for HOT updates
 SELECT pg_catalog.pg_extension_config_dump('postbox.endpoints', '');
 COMMENT ON TABLE postbox.endpoints IS 'Webhook endpoints: configuration and health. Secrets live in endpoint_secrets.';

@@ -19,9 +19,11 @@
 //!   2 (throughput, as a ratio of C too, and 6, worker memory), 10 (figure 2
 //!   over HTTPS, HTTP/1.1 and HTTP/2), 4 (isolation), 7 (many idle
 //!   endpoints), 3 (latency), 5 (backlog), 8 (soak: size under retention),
-//!   9 (the HTTP API).
+//!   9 (the HTTP API), 13 and 14 (Citus).
 //! - `ceiling.rs`: figure 0's bare loops, and the sender it runs as a child
 //!   process (`--ceiling-sender`).
+//! - `citus.rs`: figures 13 (emit overhead) and 14 (deliveries and CPU
+//!   per delivery with 1 and 2 worker nodes) on a Citus cluster.
 //! - `receiver.rs`: the counting receiver, plain or HTTPS.
 //! - `load.rs`: the HTTP load generator of figure 9.
 //! - `noise.rs`: figure 9's noisy tenant (slow bodies, replays in a loop).
@@ -221,8 +223,7 @@ impl Bench {
     }
 
     fn postmaster(&self) -> u32 {
-        let pid = std::fs::read_to_string(self.pg.dir().join("data/postmaster.pid")).unwrap();
-        pid.lines().next().unwrap().trim().parse().unwrap()
+        postmaster_of(&self.pg)
     }
 
     async fn reset(&self) {
@@ -294,11 +295,16 @@ impl Bench {
 
     /// The worker with extra environment variables.
     fn start_worker_with(&self, env: &[(&str, &str)]) -> Started {
+        self.start_worker_on(&self.pg.url("postgres"), env)
+    }
+
+    /// A worker against the database at `url` (figure 14: a Citus node).
+    fn start_worker_on(&self, url: &str, env: &[(&str, &str)]) -> Started {
         Started::spawn(
             Command::new(&self.worker_bin)
                 .envs(env.iter().copied())
                 .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
-                .env("POSTBOX_DATABASE_URL", self.pg.url("postgres"))
+                .env("POSTBOX_DATABASE_URL", url)
                 .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
                 .env("POSTBOX_LOG", "warn")
                 .stdout(Stdio::null())
@@ -1696,6 +1702,12 @@ impl Bench {
     }
 }
 
+/// The postmaster's pid of `pg`, for its CPU ([`procstat::cluster_cpu`]).
+fn postmaster_of(pg: &Cluster) -> u32 {
+    let pid = std::fs::read_to_string(pg.dir().join("data/postmaster.pid")).unwrap();
+    pid.lines().next().unwrap().trim().parse().unwrap()
+}
+
 /// pgbench's TPS for `script` in database `db` of `pg`, with `clients`
 /// clients for `secs` seconds.
 fn pgbench_on(pg: &Cluster, db: &str, script: &str, clients: u32, secs: u32) -> f64 {
@@ -1860,6 +1872,9 @@ async fn run(quick: bool) -> i32 {
     }
     if run("13") {
         b.citus_emit().await;
+    }
+    if run("14") {
+        b.citus_throughput().await;
     }
     if run("8") {
         b.soak().await;

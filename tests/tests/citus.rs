@@ -422,6 +422,72 @@ async fn a_worker_node_killed_with_9_loses_no_committed_event() {
     assert!(repeats <= 64, "{repeats} events delivered twice");
 }
 
+/// An endpoint that a worker node disabled (its receiver answered 410
+/// Gone) is resumed through the coordinator, as a tenant resumes it in the
+/// portal: the node, which keeps the endpoint's health, clears it when the
+/// resume arrives by replication, and delivers the tenant's next event.
+#[tokio::test]
+async fn an_endpoint_disabled_on_a_node_is_resumed_through_the_coordinator() {
+    let Some(citus) = Citus::start(
+        2,
+        "an_endpoint_disabled_on_a_node_is_resumed_through_the_coordinator",
+    )
+    .await
+    else {
+        return;
+    };
+    let Delivering {
+        db, rx, workers, ..
+    } = delivering(&citus).await;
+    rx.set_behavior(Behavior::Refuse {
+        needle: "refuse me".into(),
+        status: 410,
+    });
+    let (_, port) = citus.placement("app.recordings", "ws1").await;
+    let node = citus
+        .workers
+        .iter()
+        .find(|n| n.port == port)
+        .unwrap()
+        .connect("postgres")
+        .await;
+    let status = "SELECT status FROM postbox.endpoint_status WHERE tenant = 'ws1'";
+    db.batch_execute("INSERT INTO app.recordings VALUES ('ws1', 1, 'refuse me')")
+        .await
+        .unwrap();
+    postbox_tests::wait_until(
+        std::time::Duration::from_secs(30),
+        "the node to disable ws1's endpoint",
+        || async { (one::<String>(&node, status).await == "disabled").then_some(()) },
+    )
+    .await;
+
+    rx.set_behavior(Behavior::Statuses(vec![204]));
+    db.batch_execute(
+        "SELECT postbox.update_endpoint('ws1', id, enabled => true) FROM postbox.endpoints WHERE tenant = 'ws1'",
+    )
+    .await
+    .unwrap();
+    citus.config_replicated().await;
+    assert_eq!(
+        one::<String>(&node, status).await,
+        "healthy",
+        "the resume cleared the node's health"
+    );
+    db.batch_execute("INSERT INTO app.recordings VALUES ('ws1', 2, 'after the resume')")
+        .await
+        .unwrap();
+    eventually("the next event delivered", || {
+        rx.received()
+            .iter()
+            .any(|r| r.body.contains("after the resume"))
+    })
+    .await;
+    for w in workers {
+        w.stop().await.unwrap();
+    }
+}
+
 /// An emitter-only role gains nothing on any node: on the coordinator and
 /// on each worker node (connecting there directly), it cannot read the
 /// replicated secrets, the queue or the subscription's connection string,
