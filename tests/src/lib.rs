@@ -31,6 +31,7 @@
 
 pub mod citus;
 pub mod fixtures;
+pub mod privileges;
 pub mod receivers;
 pub mod resolver;
 pub mod tls;

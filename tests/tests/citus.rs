@@ -8,7 +8,7 @@ use postbox_tests::citus::{self, Citus};
 use postbox_tests::fixtures::one;
 use postbox_tests::receivers::{self, Behavior, Receiver};
 use postbox_tests::worker::Worker;
-use postbox_tests::{eventually, pg_error, verify, Cluster};
+use postbox_tests::{eventually, pg_error, privileges, verify, Cluster};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -485,6 +485,22 @@ async fn an_endpoint_disabled_on_a_node_is_resumed_through_the_coordinator() {
     .await;
     for w in workers {
         w.stop().await.unwrap();
+    }
+}
+
+/// The project's privilege tests (tests/src/privileges.rs) on every node:
+/// the coordinator and each worker node, reached directly, each with its
+/// own postbox (the roles made once, on the coordinator, which makes them
+/// on every node).
+#[tokio::test]
+async fn the_privilege_tests_pass_on_every_node() {
+    let Some(citus) = Citus::start(2, "the_privilege_tests_pass_on_every_node").await else {
+        return;
+    };
+    privileges::make_roles(&citus.coordinator().await).await;
+    for node in citus.nodes() {
+        privileges::login_roles_get_only_their_grants(node).await;
+        privileges::an_emitter_cannot_run_its_code_as_the_owner(node).await;
     }
 }
 
