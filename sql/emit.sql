@@ -428,6 +428,8 @@ DECLARE
     v_row      tid;
     v_expanded integer := 0;
     v_reason   text;
+    v_fenced   boolean;
+    v_safe     pg_snapshot;
 BEGIN
     IF max_events IS NULL OR max_events < 1 OR max_events > 1000000 THEN
         PERFORM postbox._raise('out_of_range', 'max_events', format(
@@ -440,7 +442,14 @@ BEGIN
     -- The lock also keeps an endpoint's change to ordered (update_endpoint)
     -- from crossing an expansion.
     PERFORM pg_advisory_xact_lock(postbox._expansion_lock());
+    -- On a Citus worker node, only rows its copy of the configuration is
+    -- current for (sql/citus.sql, config_fence); elsewhere v_safe is NULL.
+    SELECT f.fenced, f.safe INTO v_fenced, v_safe FROM postbox._config_fence() f;
+    IF v_fenced AND v_safe IS NULL THEN
+        RETURN 0;
+    END IF;
     v_rows := ARRAY(SELECT e.ctid FROM postbox.emitted e
+                     WHERE v_safe IS NULL OR postbox._committed_in(e.xmin, v_safe)
                      ORDER BY e.id LIMIT max_events FOR UPDATE SKIP LOCKED);
     IF cardinality(v_rows) = 0 THEN
         RETURN 0;

@@ -657,6 +657,8 @@ DECLARE
     v_row      tid;
     v_expanded integer := 0;
     v_reason   text;
+    v_fenced   boolean;
+    v_safe     pg_snapshot;
 BEGIN
     IF max_events IS NULL OR max_events < 1 OR max_events > 1000000 THEN
         PERFORM postbox._raise('out_of_range', 'max_events', format(
@@ -669,7 +671,14 @@ BEGIN
     -- The lock also keeps an endpoint's change to ordered (update_endpoint)
     -- from crossing an expansion.
     PERFORM pg_advisory_xact_lock(postbox._expansion_lock());
+    -- On a Citus worker node, only rows its copy of the configuration is
+    -- current for (sql/citus.sql, config_fence); elsewhere v_safe is NULL.
+    SELECT f.fenced, f.safe INTO v_fenced, v_safe FROM postbox._config_fence() f;
+    IF v_fenced AND v_safe IS NULL THEN
+        RETURN 0;
+    END IF;
     v_rows := ARRAY(SELECT e.ctid FROM postbox.emitted e
+                     WHERE v_safe IS NULL OR postbox._committed_in(e.xmin, v_safe)
                      ORDER BY e.id LIMIT max_events FOR UPDATE SKIP LOCKED);
     IF cardinality(v_rows) = 0 THEN
         RETURN 0;
@@ -1372,6 +1381,134 @@ BEGIN ATOMIC
      WHERE r.replay_lsn >= since;
 END;
 COMMENT ON FUNCTION postbox.citus_config_replicated(pg_lsn) IS 'Citus coordinator: whether every worker node has applied the configuration committed here before since (default: now).';
+-- The configuration fence of a Citus worker node. The node routes events
+-- by its copy of the configuration, which trails the coordinator's by
+-- replication's lag (milliseconds, or without bound if replication
+-- stops): an endpoint made on the coordinator just before a write would
+-- miss the write's event. So a node expands only the emitted rows that
+-- committed before a moment at which its copy was known current: it takes
+-- a snapshot, then asks the coordinator for its flushed WAL position (every
+-- configuration change committed before the snapshot is below it), and the
+-- snapshot becomes safe once the node's subscription has applied up to
+-- that position. One question at a time, at most every
+-- _config_fence_interval(), pipelined: while one waits for replication,
+-- the rows of the previous safe snapshot are expanded.
+CREATE TABLE postbox.config_fence (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    safe        pg_snapshot,   -- rows committed in it may be expanded
+    pending     pg_snapshot,   -- taken just before asking the coordinator
+    pending_lsn pg_lsn,        -- the coordinator's flushed WAL then
+    asked_at    timestamptz
+);
+COMMENT ON TABLE postbox.config_fence IS 'Citus worker nodes: the snapshot whose emitted rows may be expanded (the configuration was current for them) and the question pending to the coordinator; one row.';
+
+-- How often a node may ask the coordinator (a new connection each time,
+-- Citus's run_command_on_coordinator): 100 ms bounds it to 10 a second
+-- per node while adding at most that to an event's way out.
+CREATE FUNCTION postbox._config_fence_interval()
+RETURNS interval
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT interval '100 milliseconds';
+END;
+COMMENT ON FUNCTION postbox._config_fence_interval() IS 'Internal: the least time between two questions of a Citus worker node to the coordinator for the configuration fence.';
+
+-- Whether a row whose xmin is p_xmin committed in p_snap. xmin is 32 bits
+-- and a snapshot's ids 64: the row's epoch is its snapshot's, or the one
+-- before when the 32 bits are above the snapshot's. A row older than 2^30
+-- transactions is taken as committed (emitted rows live seconds).
+CREATE FUNCTION postbox._committed_in(p_xmin xid, p_snap pg_snapshot)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT CASE WHEN pg_catalog.age(p_xmin) > 1073741824 THEN true
+                ELSE pg_catalog.pg_visible_in_snapshot(
+                       (((x.xmax8 OPERATOR(pg_catalog.>>) 32)
+                         OPERATOR(pg_catalog.-) (p_xmin::text::bigint OPERATOR(pg_catalog.>) (x.xmax8 OPERATOR(pg_catalog.&) 4294967295))::integer)
+                        OPERATOR(pg_catalog.<<) 32
+                        OPERATOR(pg_catalog.|) p_xmin::text::bigint)::text::xid8,
+                       p_snap) END
+      FROM (SELECT pg_catalog.pg_snapshot_xmax(p_snap)::text::bigint AS xmax8) x;
+END;
+COMMENT ON FUNCTION postbox._committed_in(xid, pg_snapshot) IS 'Internal: whether the transaction with 32-bit id p_xmin (a row''s xmin) had committed in snapshot p_snap.';
+
+-- How far this node has applied the coordinator's configuration: the
+-- position in the last message of the coordinator's walsender, which pings
+-- with its position once it has sent everything (and the apply worker
+-- applies what came before a ping before reading it). NULL while the
+-- subscription is not running.
+CREATE FUNCTION postbox._config_applied()
+RETURNS pg_lsn
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT min(s.latest_end_lsn)
+      FROM pg_stat_subscription s
+     WHERE s.subname LIKE 'postbox\_config\_%' AND s.relid IS NULL AND s.pid IS NOT NULL;
+END;
+COMMENT ON FUNCTION postbox._config_applied() IS 'Internal: on a Citus worker node, the coordinator''s WAL position up to which the configuration''s subscription has applied (NULL: not running).';
+
+-- Called by expand_events under the expansion lock. fenced: this node
+-- subscribes to the coordinator's configuration (elsewhere: false, and
+-- nothing else is done); safe: the snapshot whose rows may be expanded
+-- (NULL: none yet). SECURITY INVOKER: it runs as expand_events' owner,
+-- asks the coordinator one fixed statement, and writes config_fence.
+CREATE FUNCTION postbox._config_fence(OUT fenced boolean, OUT safe pg_snapshot)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    f         postbox.config_fence;
+    v_applied pg_lsn;
+    v_snap    pg_snapshot;
+    v_ok      boolean;
+    v_result  text;
+BEGIN
+    fenced := EXISTS (SELECT FROM pg_subscription s
+                       WHERE s.subname LIKE 'postbox\_config\_%'
+                         AND s.subdbid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()));
+    IF NOT fenced THEN
+        RETURN;
+    END IF;
+    SELECT * INTO f FROM postbox.config_fence;
+    v_applied := postbox._config_applied();
+    IF f.pending_lsn IS NOT NULL AND v_applied >= f.pending_lsn THEN
+        f.safe := f.pending;
+        f.pending := NULL;
+        f.pending_lsn := NULL;
+    END IF;
+    IF f.pending_lsn IS NULL AND EXISTS (SELECT FROM postbox.emitted)
+       AND (f.asked_at IS NULL OR f.asked_at < clock_timestamp() - postbox._config_fence_interval()) THEN
+        v_snap := pg_current_snapshot();
+        SELECT c.success, c.result INTO v_ok, v_result
+          FROM run_command_on_coordinator('SELECT pg_current_wal_flush_lsn()') c;
+        f.asked_at := clock_timestamp();
+        IF v_ok THEN
+            f.pending := v_snap;
+            f.pending_lsn := v_result::pg_lsn;
+            -- A replication that keeps up answers within milliseconds: wait
+            -- that long for it here (a manual expand_events then works in
+            -- one call), and no longer (the caller holds the expansion lock).
+            LOOP
+                IF postbox._config_applied() >= f.pending_lsn THEN
+                    f.safe := f.pending;
+                    f.pending := NULL;
+                    f.pending_lsn := NULL;
+                    EXIT;
+                END IF;
+                EXIT WHEN clock_timestamp() > f.asked_at + interval '50 milliseconds';
+                PERFORM pg_sleep(0.002);
+            END LOOP;
+        END IF;
+    END IF;
+    INSERT INTO postbox.config_fence AS c (singleton, safe, pending, pending_lsn, asked_at)
+    VALUES (true, f.safe, f.pending, f.pending_lsn, f.asked_at)
+    ON CONFLICT (singleton) DO UPDATE
+       SET safe = EXCLUDED.safe, pending = EXCLUDED.pending, pending_lsn = EXCLUDED.pending_lsn,
+           asked_at = EXCLUDED.asked_at;
+    safe := f.safe;
+END
+$fn$;
+COMMENT ON FUNCTION postbox._config_fence() IS 'Internal: on a Citus worker node, the snapshot whose emitted rows were written under configuration the node has applied (see config_fence).';
+
 -- ALL FUNCTIONS in sql/native.sql does not cover procedures.
 REVOKE ALL ON PROCEDURE postbox.citus_replicate_config(text) FROM PUBLIC;
 

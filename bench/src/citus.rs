@@ -74,13 +74,7 @@ impl Bench {
         let mut emitted_rows = 0i64;
         for node in &citus.workers {
             let n = node.connect("postgres").await;
-            while n
-                .query_one("SELECT postbox.expand_events(10000)", &[])
-                .await
-                .unwrap()
-                .get::<_, i32>(0)
-                > 0
-            {}
+            postbox_tests::fixtures::expand_all(&n).await;
             emitted_rows += n
                 .query_one("SELECT count(*) FROM postbox.events", &[])
                 .await

@@ -143,6 +143,38 @@ mod tests {
         );
     }
 
+    /// The configuration fence's visibility test (sql/citus.sql): a row
+    /// committed before the snapshot is in it, one of this (open)
+    /// transaction is not, and a 32-bit xmin takes its snapshot's epoch, or
+    /// the one before when its bits are above the snapshot's.
+    #[pg_test]
+    fn committed_in_a_snapshot() {
+        assert!(one::<bool>(
+            "SELECT postbox._committed_in(xmin, pg_current_snapshot()) FROM pg_namespace WHERE nspname = 'postbox'"
+        ));
+        Spi::run("CREATE TEMP TABLE fresh AS SELECT 1 AS x").unwrap();
+        assert!(!one::<bool>(
+            "SELECT postbox._committed_in(xmin, pg_current_snapshot()) FROM fresh"
+        ));
+        // Epoch 1, xmax 2^32 + 4: xid 3 is 2^32 + 3 (before xmax: committed);
+        // xid 2^32 - 6 is from epoch 0, committed unless in progress.
+        for (xid, snap, want) in [
+            ("3", "4294967300:4294967300:", true),
+            ("5", "4294967300:4294967300:", true), // epoch 0: 5, long committed
+            ("4294967290", "4294967300:4294967300:", true),
+            ("4294967290", "4294967290:4294967300:4294967290", false),
+            ("3", "4294967299:4294967300:4294967299", false),
+        ] {
+            assert_eq!(
+                one::<bool>(&format!(
+                    "SELECT postbox._committed_in('{xid}'::xid, '{snap}'::pg_snapshot)"
+                )),
+                want,
+                "{xid} in {snap}"
+            );
+        }
+    }
+
     #[pg_test]
     fn url_rules() {
         assert_eq!(

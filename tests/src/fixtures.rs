@@ -40,3 +40,23 @@ pub async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(db: &Client, sql
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
 }
+
+/// Expands everything emitted on `db`'s node, as its worker would, and
+/// returns how many events. A Citus worker node expands only rows its copy
+/// of the configuration is current for (sql/citus.sql, config_fence), which
+/// may take more than one call: this calls until nothing is left.
+pub async fn expand_all(db: &Client) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut total = 0i64;
+    loop {
+        total += i64::from(one::<i32>(db, "SELECT postbox.expand_events(1000)").await);
+        if one::<i64>(db, "SELECT count(*) FROM postbox.emitted").await == 0 {
+            return total;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "emitted rows left unexpanded after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

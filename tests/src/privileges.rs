@@ -235,12 +235,7 @@ pub async fn an_emitter_cannot_run_its_code_as_the_owner(pg: &Cluster) {
         .unwrap()
         .get(0);
     assert_eq!(emitted, before + 6);
-    let expanded: i32 = su
-        .query_one("SELECT postbox.expand_events()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(i64::from(expanded), emitted);
+    assert_eq!(crate::fixtures::expand_all(&su).await, emitted);
     let data: String = su
         .query_one(
             "SELECT data::text FROM postbox.events WHERE event_type = 'mal.created'",

@@ -55,7 +55,7 @@ type Event = (String, String, String, Option<String>);
 
 /// Expands what `db`'s node emitted and returns its events.
 async fn expanded(db: &Client) -> Vec<Event> {
-    while one::<i32>(db, "SELECT postbox.expand_events(1000)").await > 0 {}
+    postbox_tests::fixtures::expand_all(db).await;
     db.query(
         "SELECT tenant, event_type, data::jsonb::text, ordering_key FROM postbox.events",
         &[],
@@ -486,6 +486,75 @@ async fn an_endpoint_disabled_on_a_node_is_resumed_through_the_coordinator() {
     for w in workers {
         w.stop().await.unwrap();
     }
+}
+
+/// A worker node routes no event by a configuration older than the event:
+/// with the node's subscription stopped, an endpoint made on the
+/// coordinator has not reached the node, and the event of a write made
+/// after it waits, unexpanded, instead of being routed without it; once
+/// replication runs again, the event is delivered to that endpoint.
+#[tokio::test]
+async fn a_node_routes_no_event_by_a_stale_configuration() {
+    let Some(citus) = Citus::start(1, "a_node_routes_no_event_by_a_stale_configuration").await
+    else {
+        return;
+    };
+    let db = citus.coordinator().await;
+    db.batch_execute(&format!(
+        "{APP}{DISTRIBUTE}{ATTACH} SET postbox.allow_insecure_urls = on;"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    citus.config_replicated().await;
+    let node = citus.workers[0].connect("postgres").await;
+    let sub: String = one(&node, "SELECT subname::text FROM pg_subscription").await;
+    node.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))
+        .await
+        .unwrap();
+    let worker = Worker::start(citus::worker_config(&citus.workers[0]));
+
+    let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
+    postbox_tests::fixtures::endpoint(&db, "ws1", &rx.url(), ", ARRAY['recording.*']").await;
+    db.batch_execute("INSERT INTO app.recordings VALUES ('ws1', 1, 'after the endpoint')")
+        .await
+        .unwrap();
+    // The worker has asked the coordinator where its configuration is, and
+    // waits for the node to apply it.
+    postbox_tests::wait_until(
+        std::time::Duration::from_secs(30),
+        "the node's worker to ask the coordinator",
+        || async {
+            (one::<i64>(
+                &node,
+                "SELECT count(*) FROM postbox.config_fence WHERE pending_lsn IS NOT NULL",
+            )
+            .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    // Several of its cycles (200 ms apart) later, the event is still waiting.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(
+        one::<i64>(&node, "SELECT count(*) FROM postbox.emitted").await,
+        1,
+        "the event waits for the configuration"
+    );
+    assert_eq!(
+        one::<i64>(&node, "SELECT count(*) FROM postbox.events").await,
+        0
+    );
+
+    node.batch_execute(&format!("ALTER SUBSCRIPTION {sub} ENABLE"))
+        .await
+        .unwrap();
+    eventually("the event delivered to the new endpoint", || {
+        rx.count() == 1
+    })
+    .await;
+    worker.stop().await.unwrap();
+    assert!(rx.received()[0].body.contains("after the endpoint"));
 }
 
 /// The project's privilege tests (tests/src/privileges.rs) on every node:
