@@ -240,13 +240,8 @@ impl Bench {
         let workers: Vec<Started> = nodes
             .iter()
             .map(|n| {
-                let url = if citus {
-                    format!("{}?sslmode=disable", n.url("postgres"))
-                } else {
-                    n.url("postgres")
-                };
                 // No NOTIFY on Citus: the worker polls (docs/design.md).
-                self.start_worker_on(&url, &[("POSTBOX_POLL_INTERVAL", "50ms")])
+                self.start_worker_on(&n.url("postgres"), &[("POSTBOX_POLL_INTERVAL", "50ms")])
             })
             .collect();
         for n in nodes {

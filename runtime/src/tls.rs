@@ -189,6 +189,63 @@ where
     }
 }
 
+/// The TLS handshake with the server failed (what [`connect`] falls back
+/// from under `sslmode=prefer`).
+#[derive(Debug)]
+pub struct HandshakeFailed(String);
+
+impl std::fmt::Display for HandshakeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS handshake failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for HandshakeFailed {}
+
+/// Whether `e` is a failed TLS handshake (not a refused login, a closed
+/// port, ...).
+fn handshake_failed(e: &tokio_postgres::Error) -> bool {
+    use std::error::Error;
+    e.source()
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| inner.is::<HandshakeFailed>())
+}
+
+/// A connection as `pg` asks, and as libpq makes it: under `sslmode=prefer`,
+/// a server whose TLS handshake fails (a certificate rustls cannot read,
+/// such as the X.509 version 1 ones Citus makes for its nodes) is tried
+/// again without TLS. `prefer` never authenticated the server, so this
+/// gives nothing away that `prefer` kept; it is logged once per process.
+pub async fn connect(
+    pg: &tokio_postgres::Config,
+    tls: &MakeRustls,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, RustlsStream<tokio_postgres::Socket>>,
+    ),
+    tokio_postgres::Error,
+> {
+    match pg.connect(tls.clone()).await {
+        Err(e)
+            if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer
+                && handshake_failed(&e) =>
+        {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "TLS to the database failed ({e}); connecting without TLS, as sslmode=prefer allows (libpq does the same); set sslmode=disable to skip the attempt, or give the server a certificate rustls reads"
+                )
+            });
+            let mut plain = pg.clone();
+            plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            plain.connect(tls.clone()).await
+        }
+        r => r,
+    }
+}
+
 pub struct RustlsConnect {
     domain: String,
     config: Arc<ClientConfig>,
@@ -212,7 +269,8 @@ where
             })?;
             let tls = tokio_rustls::TlsConnector::from(self.config)
                 .connect(name, stream)
-                .await?;
+                .await
+                .map_err(|e| io::Error::other(HandshakeFailed(e.to_string())))?;
             Ok(RustlsStream(tls))
         })
     }

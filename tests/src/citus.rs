@@ -10,6 +10,23 @@ use std::path::Path;
 use std::process::Command;
 use tokio_postgres::Client;
 
+/// The application's table, as a product that moves to Citus has it.
+pub const APP: &str = "
+CREATE SCHEMA app;
+CREATE TABLE app.recordings (workspace_id text NOT NULL, id bigint NOT NULL, title text,
+                             PRIMARY KEY (workspace_id, id));";
+
+/// Distributes it by tenant (4 shards over the two worker nodes), then
+/// attaches it: Citus creates triggers on a distributed table only with
+/// citus.enable_unsafe_triggers (postbox's write only the node's own
+/// tables, which is what makes them safe here).
+pub const DISTRIBUTE: &str = "
+SET citus.shard_count = 4;
+SELECT create_distributed_table('app.recordings', 'workspace_id');
+SET citus.enable_unsafe_triggers = on;";
+
+pub const ATTACH: &str = "SELECT postbox.attach('app.recordings', 'recording', 'workspace_id');";
+
 /// Every node's settings besides the harness's: Citus preloaded, prepared
 /// transactions for its two-phase commit, logical WAL for shard moves and
 /// postbox's configuration replication, and durable commits.
@@ -141,15 +158,4 @@ impl Citus {
         )
         .await;
     }
-}
-
-/// The worker's test settings ([`crate::worker::test_config`]) for `node`,
-/// without TLS: Citus makes each node a self-signed X.509 version 1
-/// certificate, which rustls refuses to read even where it verifies nothing
-/// ("UnsupportedCertVersion"); a production cluster gives its nodes real
-/// certificates (docs/design.md, "Past one database: Citus").
-pub fn worker_config(node: &Cluster) -> postbox_worker::Config {
-    let mut c = crate::worker::test_config(node);
-    c.database_url = format!("{}?sslmode=disable", node.url("postgres")).into();
-    c
 }

@@ -4,33 +4,16 @@
 //! Each test says so and does not run where Citus is not installed
 //! (scripts/setup.sh builds it from CITUS_SRC).
 
-use postbox_tests::citus::{self, Citus};
+use postbox_tests::citus::{Citus, APP, ATTACH, DISTRIBUTE};
 use postbox_tests::fixtures::one;
 use postbox_tests::receivers::{self, Behavior, Receiver};
-use postbox_tests::worker::Worker;
+use postbox_tests::worker::{test_config, Worker};
 use postbox_tests::{eventually, pg_error, privileges, verify, Cluster};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
-
-/// The application's table, as a product that moves to Citus has it.
-const APP: &str = "
-CREATE SCHEMA app;
-CREATE TABLE app.recordings (workspace_id text NOT NULL, id bigint NOT NULL, title text,
-                             PRIMARY KEY (workspace_id, id));";
-
-/// Distributes it by tenant (4 shards over the two worker nodes), then
-/// attaches it: Citus creates triggers on a distributed table only with
-/// citus.enable_unsafe_triggers (postbox's write only the node's own
-/// tables, which is what makes them safe here).
-const DISTRIBUTE: &str = "
-SET citus.shard_count = 4;
-SELECT create_distributed_table('app.recordings', 'workspace_id');
-SET citus.enable_unsafe_triggers = on;";
-
-const ATTACH: &str = "SELECT postbox.attach('app.recordings', 'recording', 'workspace_id');";
 
 /// Writes of every shape: multi-row and multi-shard (Citus sends a
 /// multi-row INSERT ... SELECT to the shards as COPY), router (one
@@ -106,7 +89,7 @@ async fn delivering(citus: &Citus) -> Delivering {
     let workers = citus
         .workers
         .iter()
-        .map(|node| Worker::start(citus::worker_config(node)))
+        .map(|node| Worker::start(test_config(node)))
         .collect();
     Delivering {
         db,
@@ -511,7 +494,7 @@ async fn a_node_routes_no_event_by_a_stale_configuration() {
     node.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))
         .await
         .unwrap();
-    let worker = Worker::start(citus::worker_config(&citus.workers[0]));
+    let worker = Worker::start(test_config(&citus.workers[0]));
 
     let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
     postbox_tests::fixtures::endpoint(&db, "ws1", &rx.url(), ", ARRAY['recording.*']").await;

@@ -326,7 +326,7 @@ pub async fn listen(
         if *stop.borrow() {
             return;
         }
-        match pg.connect(tls.clone()).await {
+        match postbox_runtime::tls::connect(&pg, &tls).await {
             Ok((client, mut conn)) => {
                 let wake2 = wake.clone();
                 let mut pump = tokio::spawn(async move {
