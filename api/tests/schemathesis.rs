@@ -9,7 +9,7 @@ use postbox_tests::Cluster;
 use std::process::Command;
 
 /// Test cases per operation and phase: enough to cover each parameter's
-/// shapes; the three runs take a few minutes on two cores.
+/// shapes; the three runs, at once, take about two minutes on two cores.
 const MAX_EXAMPLES: &str = "50";
 
 fn schemathesis() -> String {
@@ -66,54 +66,62 @@ async fn schemathesis_finds_nothing_with_any_kind_of_key() {
 
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/schemathesis");
     std::fs::create_dir_all(dir).unwrap();
-    for (role, key) in keys {
-        let (base, key) = (base.clone(), key.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(schemathesis())
-                .env(
-                    "SCHEMATHESIS_HOOKS",
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis_hooks.py"),
-                )
-                .env("POSTBOX_ST_ROLE", role)
-                .env("NO_COLOR", "1")
-                .args([
-                    "run",
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"),
-                    "--url",
-                    &base,
-                ])
-                .args(["--header", &format!("Authorization: Bearer {key}")])
-                // Every check but positive_data_acceptance: input the
-                // document allows can still break one of postbox's rules
-                // (https only, a public host, a known event type): 422.
-                // The stateful checks need links the document does not have.
-                .args([
-                    "--checks",
-                    "all",
-                    "--exclude-checks",
-                    "positive_data_acceptance,use_after_free,ensure_resource_availability",
-                ])
-                .args([
-                    "--phases",
-                    "examples,coverage,fuzzing",
-                    "--max-examples",
-                    MAX_EXAMPLES,
-                    "--seed",
-                    "16",
-                ])
-                .args([
-                    "--workers",
-                    "1",
-                    "--request-timeout",
-                    "10",
-                    "--generation-database",
-                    "none",
-                ])
-                .output()
-                .expect("schemathesis: run scripts/setup.sh")
+    // The three runs at once: each is one Python process (--workers 1),
+    // mostly waiting on the API and each other's CPU, so together they take
+    // about half the time of one after another on two cores.
+    let runs: Vec<_> = keys
+        .into_iter()
+        .map(|(role, key)| {
+            let base = base.clone();
+            let run = tokio::task::spawn_blocking(move || {
+                Command::new(schemathesis())
+                    .env(
+                        "SCHEMATHESIS_HOOKS",
+                        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis_hooks.py"),
+                    )
+                    .env("POSTBOX_ST_ROLE", role)
+                    .env("NO_COLOR", "1")
+                    .args([
+                        "run",
+                        concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"),
+                        "--url",
+                        &base,
+                    ])
+                    .args(["--header", &format!("Authorization: Bearer {key}")])
+                    // Every check but positive_data_acceptance: input the
+                    // document allows can still break one of postbox's rules
+                    // (https only, a public host, a known event type): 422.
+                    // The stateful checks need links the document does not have.
+                    .args([
+                        "--checks",
+                        "all",
+                        "--exclude-checks",
+                        "positive_data_acceptance,use_after_free,ensure_resource_availability",
+                    ])
+                    .args([
+                        "--phases",
+                        "examples,coverage,fuzzing",
+                        "--max-examples",
+                        MAX_EXAMPLES,
+                        "--seed",
+                        "16",
+                    ])
+                    .args([
+                        "--workers",
+                        "1",
+                        "--request-timeout",
+                        "10",
+                        "--generation-database",
+                        "none",
+                    ])
+                    .output()
+                    .expect("schemathesis: run scripts/setup.sh")
+            });
+            (role, run)
         })
-        .await
-        .unwrap();
+        .collect();
+    for (role, run) in runs {
+        let out = run.await.unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         std::fs::write(format!("{dir}/{role}.log"), &text).unwrap();
