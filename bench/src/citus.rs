@@ -245,22 +245,7 @@ impl Bench {
             })
             .collect();
         for n in nodes {
-            let c = n.connect("postgres").await;
-            postbox_tests::wait_until(Duration::from_secs(60), "the worker to connect", || {
-                let c = &c;
-                async move {
-                    let n: i64 = c
-                        .query_one(
-                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'postbox-worker'",
-                            &[],
-                        )
-                        .await
-                        .ok()?
-                        .get(0);
-                    (n >= 1).then_some(())
-                }
-            })
-            .await;
+            crate::worker_sessions(&n.connect("postgres").await, 1).await;
         }
         self.stats.reset();
         let mut clusters: Vec<(String, &Cluster)> = Vec::new();

@@ -330,19 +330,7 @@ impl Bench {
     /// Waits until the worker's pool and LISTEN sessions are open (its
     /// loop starts right after), and returns when that was seen.
     async fn wait_worker_connected(&self) -> Instant {
-        let db = &self.db;
-        postbox_tests::wait_until(Duration::from_secs(60), "the worker to connect", || async move {
-            let n: i64 = db
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'postbox-worker'",
-                    &[],
-                )
-                .await
-                .ok()?
-                .get(0);
-            (n >= 2).then(Instant::now)
-        })
-        .await
+        worker_sessions(&self.db, 2).await
     }
 
     async fn wait_delivered(&self, n: u64, limit: Duration) -> Instant {
@@ -1700,6 +1688,28 @@ impl Bench {
             );
         }
     }
+}
+
+/// Waits until `db`'s database has at least `n` sessions of postbox-worker
+/// (its pool and LISTEN sessions; on Citus, no LISTEN), and returns when
+/// that was seen.
+async fn worker_sessions(db: &Client, n: i64) -> Instant {
+    postbox_tests::wait_until(
+        Duration::from_secs(60),
+        "the worker to connect",
+        || async move {
+            let seen: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'postbox-worker'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+            (seen >= n).then(Instant::now)
+        },
+    )
+    .await
 }
 
 /// The postmaster's pid of `pg`, for its CPU ([`procstat::cluster_cpu`]).
