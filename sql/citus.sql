@@ -56,6 +56,20 @@ CREATE TRIGGER resumed_on_node BEFORE UPDATE ON postbox.endpoints
 ALTER TABLE postbox.endpoints ENABLE REPLICA TRIGGER resumed_on_node;
 COMMENT ON TRIGGER resumed_on_node ON postbox.endpoints IS 'Citus worker nodes: a replicated resume clears the health this node keeps (fires in replication''s apply only).';
 
+-- Delivery ids on Citus: a worker node draws its deliveries' ids from its
+-- own range, starting at its group id shifted left by this many bits (the
+-- coordinator, group 0, keeps the ids from 1), so an id names the node
+-- that holds the delivery, and postbox-api sends a request about it there.
+-- 48 bits: 2^48 deliveries per node, 2^15 nodes, within bigint.
+CREATE FUNCTION postbox._delivery_node_bits()
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT 48;
+END;
+COMMENT ON FUNCTION postbox._delivery_node_bits() IS 'Internal: on Citus, a delivery id shifted right by this many bits is the group id of the node that holds it.';
+GRANT EXECUTE ON FUNCTION postbox._delivery_node_bits() TO postbox_admin;
+
 -- Run on the coordinator by a superuser (CREATE SUBSCRIPTION needs one on
 -- PostgreSQL 14 and 15), outside a transaction block: a subscription's
 -- replication slot on the coordinator cannot be made while this
@@ -131,6 +145,10 @@ BEGIN
         END IF;
         FOR v_result IN
             SELECT 'DELETE FROM postbox.event_types'
+            UNION ALL
+            -- The node's deliveries take ids from its own range.
+            SELECT pg_catalog.format('SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence(''postbox.outbox'', ''id''), %s, false)',
+                                     (v_node.groupid::bigint OPERATOR(pg_catalog.<<) postbox._delivery_node_bits()) OPERATOR(pg_catalog.+) 1)
             UNION ALL
             SELECT pg_catalog.format('CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION postbox_config', v_sub, v_conn)
         LOOP

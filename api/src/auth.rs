@@ -205,6 +205,11 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Citus's worker nodes (none off Citus).
+    pub fn nodes(&self) -> &crate::nodes::Nodes {
+        &self.app.nodes
+    }
+
     /// A connection for this tenant's work, within its share.
     pub async fn db(&self) -> Result<Conn, ApiError> {
         self.app.db.for_tenant(&self.tenant).await

@@ -3,14 +3,16 @@
 //! `postbox_admin`'s rights and no more, and statement parameters that are
 //! not logged (they carry new keys and secrets).
 
+use crate::nodes::Nodes;
 use crate::{Config, RunError};
 use deadpool_postgres::Pool;
 use postbox_runtime::conninfo;
 use postbox_runtime::error::{pg_message, pool_message};
 
 /// Connects (a warning when the connection is open to a network attacker),
-/// then checks the database; an error says what to change.
-pub async fn connect(config: &Config) -> Result<Pool, RunError> {
+/// then checks the database; an error says what to change. On a Citus
+/// coordinator, also the worker nodes ([`Nodes`]).
+pub async fn connect(config: &Config) -> Result<(Pool, Nodes), RunError> {
     if let Some(warning) = conninfo::transport_warning(config.database_url.as_str()) {
         tracing::warn!("{warning}");
     }
@@ -18,8 +20,9 @@ pub async fn connect(config: &Config) -> Result<Pool, RunError> {
         conninfo::parse(config.database_url.as_str()).map_err(|e| RunError::Db(e.to_string()))?;
     let tls = postbox_runtime::tls::connector(&tls).map_err(|e| RunError::Db(e.to_string()))?;
     pg.application_name("postbox-api");
-    let pool = postbox_runtime::pool::pool(pg, tls, config.db_pool_size)
+    let pool = postbox_runtime::pool::pool(pg.clone(), tls.clone(), config.db_pool_size)
         .map_err(|e| RunError::Db(e.to_string()))?;
+    let nodes;
     {
         // The API calls the extension's functions: only the version it was built with.
         let db = pool
@@ -47,8 +50,10 @@ pub async fn connect(config: &Config) -> Result<Pool, RunError> {
             ));
         }
         parameters_unlogged(&db, config.allow_parameter_logging).await?;
+        nodes =
+            Nodes::discover(&db, &pg, &tls, config.db_pool_size, config.db_wait_timeout).await?;
     }
-    Ok(pool)
+    Ok((pool, nodes))
 }
 
 /// Refuses to start when the database would log the API's statement

@@ -17,6 +17,8 @@
 //! - [`database`]: the pool, and what the API requires of its database
 //!   before it serves (extension version, role, unlogged parameters).
 //! - [`connections`]: database connections: a wait deadline, a share per tenant.
+//! - [`nodes`]: on a Citus coordinator, the worker nodes, which keep
+//!   deliveries, their log and health.
 //! - [`server`]: the HTTP/1.1 connection loop: header deadline, graceful stop.
 //! - [`request_id`]: clients' `X-Request-Id`, kept only when it is a plain token.
 //! - [`auth`]: who is calling (API keys, portal sessions), roles, and the
@@ -44,6 +46,7 @@ pub mod error;
 pub mod idempotency;
 pub mod limit;
 pub mod metrics;
+pub mod nodes;
 pub mod openapi;
 pub mod portal;
 pub mod request_id;
@@ -71,6 +74,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 /// What every request shares.
 pub struct Shared {
     pub db: connections::Connections,
+    /// Citus's worker nodes (none off Citus).
+    pub nodes: nodes::Nodes,
     pub limiter: limit::Limiter,
     /// How long a client may take to send a body.
     pub body_timeout: Duration,
@@ -160,9 +165,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let pool = database::connect(&config).await?;
+    let (pool, nodes) = database::connect(&config).await?;
     let app = App(Arc::new(Shared {
         db: connections::Connections::new(pool, config.db_wait_timeout, config.per_tenant()),
+        nodes,
         limiter: limit::Limiter::new(
             limit::Rate::new(config.rate_limit, config.rate_burst),
             limit::Rate::new(config.auth_failure_rate, config.auth_failure_burst),

@@ -187,29 +187,32 @@ pub async fn list(
     let limit = page_size(q.limit)?;
     let db = scope.db().await?;
     exists(&*db, &scope.tenant, p.id).await?;
-    let st = db
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM postbox.deliveries
-              WHERE tenant = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR status = $3)
-                AND ($4::text IS NULL OR event_type = $4) AND ($5::bigint IS NULL OR id < $5)
-              ORDER BY id DESC LIMIT $6"
-        ))
-        .await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM postbox.deliveries
+          WHERE tenant = $1 AND endpoint_id = $2 AND ($3::text IS NULL OR status = $3)
+            AND ($4::text IS NULL OR event_type = $4) AND ($5::bigint IS NULL OR id < $5)
+          ORDER BY id DESC LIMIT $6"
+    );
     let status = q.status.map(DeliveryStatus::as_str);
-    let rows = db
-        .query(
-            &st,
-            &[
-                &scope.tenant,
-                &p.id,
-                &status,
-                &q.event_type,
-                &q.before,
-                &(limit + 1),
-            ],
-        )
-        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &scope.tenant,
+        &p.id,
+        &status,
+        &q.event_type,
+        &q.before,
+        &(limit + 1),
+    ];
+    let st = db.prepare_cached(&sql).await?;
+    let mut rows = db.query(&st, &params).await?;
+    // On Citus, each worker node's page too: ids are in disjoint ranges,
+    // so newest-first by id is one order over every node.
+    for node in scope.nodes().iter() {
+        let n = scope.nodes().connect(node).await?;
+        let st = n.prepare_cached(&sql).await?;
+        rows.extend(n.query(&st, &params).await?);
+    }
     let mut data: Vec<Delivery> = rows.iter().map(delivery).collect();
+    data.sort_by_key(|d| std::cmp::Reverse(d.id));
     let next = (data.len() as i64 > limit).then(|| data[limit as usize - 1].id);
     data.truncate(limit as usize);
     Ok(Json(DeliveryPage { data, next }))
@@ -230,7 +233,18 @@ pub async fn get(
     scope: Scope,
     ApiPath(p): ApiPath<DeliveryPath>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
-    let db = scope.db().await?;
+    // On Citus, the node whose range the id is in holds it.
+    let (on_node, here);
+    let db: &deadpool_postgres::Object = match scope.nodes().of_delivery(p.id) {
+        Some(node) => {
+            on_node = scope.nodes().connect(node).await?;
+            &on_node
+        }
+        None => {
+            here = scope.db().await?;
+            &here
+        }
+    };
     let st = db
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM postbox.deliveries
@@ -292,10 +306,20 @@ pub async fn retry(
 ) -> Result<Response, ApiError> {
     write
         .run(&scope, &[], async |tx, tenant| {
-            let st = tx
-                .prepare_cached("SELECT postbox.retry_delivery($1, $2)")
-                .await?;
-            tx.execute(&st, &[&tenant, &p.id]).await?;
+            const RETRY: &str = "SELECT postbox.retry_delivery($1, $2)";
+            // On Citus, on the node that holds it (the answer is kept on
+            // the coordinator, in this transaction).
+            match scope.nodes().of_delivery(p.id) {
+                Some(node) => {
+                    let n = scope.nodes().connect(node).await?;
+                    let st = n.prepare_cached(RETRY).await?;
+                    n.execute(&st, &[&tenant, &p.id]).await?;
+                }
+                None => {
+                    let st = tx.prepare_cached(RETRY).await?;
+                    tx.execute(&st, &[&tenant, &p.id]).await?;
+                }
+            }
             Ok(Reply::new(
                 StatusCode::ACCEPTED,
                 Retried {

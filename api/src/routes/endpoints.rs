@@ -391,6 +391,40 @@ pub async fn read(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<End
     }
 }
 
+/// On Citus, each endpoint's status as the worker nodes keep it too: the
+/// node that delivers for the tenant keeps its health and disables it
+/// ([`crate::nodes::merged_status`]). Nothing off Citus.
+pub async fn node_health(scope: &Scope, endpoints: &mut [Endpoint]) -> Result<(), ApiError> {
+    if endpoints.is_empty() || scope.nodes().iter().next().is_none() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
+    type Health = (String, Option<DateTime<Utc>>, Option<String>);
+    let mut copies: BTreeMap<Uuid, Vec<Health>> = BTreeMap::new();
+    for node in scope.nodes().iter() {
+        let n = scope.nodes().connect(node).await?;
+        let st = n
+            .prepare_cached(
+                "SELECT id, status, disabled_at, disabled_reason FROM postbox.endpoint_settings
+                  WHERE tenant = $1 AND id = ANY($2)",
+            )
+            .await?;
+        for r in n.query(&st, &[&scope.tenant, &ids]).await? {
+            copies
+                .entry(r.get(0))
+                .or_default()
+                .push((r.get(1), r.get(2), r.get(3)));
+        }
+    }
+    for e in endpoints.iter_mut() {
+        let here = (e.status.clone(), e.disabled_at, e.disabled_reason.clone());
+        let (status, at, reason) =
+            crate::nodes::merged_status(here, copies.remove(&e.id).unwrap_or_default());
+        (e.status, e.disabled_at, e.disabled_reason) = (status, at, reason);
+    }
+    Ok(())
+}
+
 /// Raises the unknown-endpoint error unless the tenant has this endpoint.
 pub async fn exists(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<(), ApiError> {
     let st = db
@@ -436,6 +470,7 @@ pub async fn list(
         .take(limit as usize)
         .map(|r| endpoint(r).map(|e| e.seen_by(scope.caller.role)))
         .collect::<Result<Vec<_>, _>>()?;
+    node_health(&scope, &mut data).await?;
     let next = (rows.len() as i64 > limit)
         .then(|| data.last().map(|e| e.id))
         .flatten();
@@ -480,11 +515,10 @@ pub async fn create(
     responses((status = 200, body = Endpoint)))]
 pub async fn get(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Endpoint>, ApiError> {
     let db = scope.db().await?;
-    Ok(Json(
-        read(&*db, &scope.tenant, p.id)
-            .await?
-            .seen_by(scope.caller.role),
-    ))
+    let mut e = [read(&*db, &scope.tenant, p.id).await?];
+    node_health(&scope, &mut e).await?;
+    let [e] = e;
+    Ok(Json(e.seen_by(scope.caller.role)))
 }
 
 /// Changes an endpoint; fields left out stay as they are.
@@ -661,22 +695,23 @@ pub async fn replay(
     let b = &body.value;
     write
         .run(&scope, &body.raw, async |tx, tenant| {
-            let st = tx
-                .prepare_cached(
-                    "SELECT queued, more FROM postbox.replay($1, $2, $3::timestamptz,
-                    coalesce($4::timestamptz, 'infinity'), coalesce($5::int, 1000))",
-                )
-                .await?;
-            let row = tx
-                .query_one(&st, &[&tenant, &p.id, &b.since, &b.until, &b.limit])
-                .await?;
-            Ok(Reply::new(
-                StatusCode::ACCEPTED,
-                Replayed {
-                    queued: row.get(0),
-                    more: row.get(1),
-                },
-            ))
+            const REPLAY: &str = "SELECT queued, more FROM postbox.replay($1, $2, $3::timestamptz,
+                    coalesce($4::timestamptz, 'infinity'), coalesce($5::int, 1000))";
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&tenant, &p.id, &b.since, &b.until, &b.limit];
+            let st = tx.prepare_cached(REPLAY).await?;
+            let row = tx.query_one(&st, &params).await?;
+            let (mut queued, mut more): (i32, bool) = (row.get(0), row.get(1));
+            // On Citus, every worker node replays what it delivered (up to
+            // the limit each: `more` says whether to call again).
+            for node in scope.nodes().iter() {
+                let n = scope.nodes().connect(node).await?;
+                let st = n.prepare_cached(REPLAY).await?;
+                let row = n.query_one(&st, &params).await?;
+                queued += row.get::<_, i32>(0);
+                more |= row.get::<_, bool>(1);
+            }
+            Ok(Reply::new(StatusCode::ACCEPTED, Replayed { queued, more }))
         })
         .await
 }
