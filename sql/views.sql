@@ -101,6 +101,18 @@ SELECT b.delivery_id, a.endpoint_id, a.attempt, a.started_at, a.duration_ms, a.s
 COMMENT ON VIEW postbox.attempts IS 'The delivery log: every attempt of each delivery with its event (type, id, data), the headers it sent but the signature, the status code, the first 4 KiB of the response, the error and the duration; a batch''s attempt once per delivery, with batch_id (its webhook-id) and batch_deliveries.';
 GRANT SELECT ON postbox.attempts TO postbox_admin;
 
+-- An endpoint's success rate over a window: succeeded over all attempts,
+-- to 4 places; NULL without attempts. endpoint_stats uses it, and
+-- postbox-api on Citus, for counts summed over the nodes.
+CREATE FUNCTION postbox._success_rate(p_succeeded bigint, p_failed bigint)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT round(p_succeeded::numeric / nullif(p_succeeded + p_failed, 0), 4);
+END;
+COMMENT ON FUNCTION postbox._success_rate(bigint, bigint) IS 'Internal: succeeded over all attempts, to 4 places (NULL without attempts).';
+GRANT EXECUTE ON FUNCTION postbox._success_rate(bigint, bigint) TO postbox_admin;
+
 -- Success and failure counts per endpoint over the last hour, day and week,
 -- from attempts (test sends left out; a retry that failed counts as a
 -- failure). Each endpoint's week is an index-only range scan of
@@ -108,11 +120,11 @@ GRANT SELECT ON postbox.attempts TO postbox_admin;
 CREATE VIEW postbox.endpoint_stats AS
 SELECT s.id, s.tenant,
        s.succeeded_1h, s.failed_1h,
-       round(s.succeeded_1h::numeric / nullif(s.succeeded_1h + s.failed_1h, 0), 4) AS success_rate_1h,
+       postbox._success_rate(s.succeeded_1h, s.failed_1h) AS success_rate_1h,
        s.succeeded_24h, s.failed_24h,
-       round(s.succeeded_24h::numeric / nullif(s.succeeded_24h + s.failed_24h, 0), 4) AS success_rate_24h,
+       postbox._success_rate(s.succeeded_24h, s.failed_24h) AS success_rate_24h,
        s.succeeded_7d, s.failed_7d,
-       round(s.succeeded_7d::numeric / nullif(s.succeeded_7d + s.failed_7d, 0), 4) AS success_rate_7d
+       postbox._success_rate(s.succeeded_7d, s.failed_7d) AS success_rate_7d
   FROM (SELECT e.id, e.tenant, w.*
           FROM postbox.endpoints e
          CROSS JOIN LATERAL (

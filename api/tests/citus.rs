@@ -168,7 +168,8 @@ async fn the_api_and_the_portal_manage_endpoints_through_the_coordinator() {
 /// endpoint a node disabled (its receiver answered 410) shows as disabled
 /// with the node's reason; its deliveries are listed and shown with their
 /// attempts, under ids of the node's range; once resumed, a retry and a
-/// replay, sent to the node, deliver them.
+/// replay, sent to the node, deliver them; its statistics count the node's
+/// attempts.
 #[tokio::test]
 async fn the_api_shows_and_acts_on_what_the_worker_nodes_keep() {
     let Some(citus) = Citus::start(1, "the_api_shows_and_acts_on_what_the_worker_nodes_keep").await
@@ -321,6 +322,27 @@ async fn the_api_shows_and_acts_on_what_the_worker_nodes_keep() {
     .await;
     let (_, e) = answer(get(format!("/v1/endpoints/{id}"))).await;
     assert_eq!(e["status"], "healthy", "{e}");
+    // The statistics count the node's attempts: the 410s and both successes.
+    let stats = postbox_tests::wait_until(
+        Duration::from_secs(30),
+        "both successes counted",
+        || async {
+            let (_, st) = answer(get(format!("/v1/endpoints/{id}/stats"))).await;
+            (st["succeeded_1h"] == 2).then_some(st)
+        },
+    )
+    .await;
+    let failed = stats["failed_1h"].as_i64().unwrap();
+    assert!(failed >= 1, "{stats}");
+    let rate = stats["success_rate_1h"].as_f64().unwrap();
+    assert!((rate - 2.0 / (2.0 + failed as f64)).abs() < 1e-4, "{stats}");
+    let hourly: i64 = stats["hourly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["succeeded"].as_i64().unwrap())
+        .sum();
+    assert_eq!(hourly, 2, "{stats}");
     worker.stop().await.unwrap();
     served.stop().await;
 }

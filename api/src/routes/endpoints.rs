@@ -722,7 +722,7 @@ pub async fn replay(
     responses((status = 200, body = Stats)))]
 pub async fn stats(scope: Scope, ApiPath(p): ApiPath<IdPath>) -> Result<Json<Stats>, ApiError> {
     let db = scope.db().await?;
-    let found = stats_of(&*db, &scope.tenant, &[p.id]).await?;
+    let found = stats_of(&scope, &*db, &[p.id]).await?;
     match found.into_iter().next() {
         Some(one) => Ok(Json(one.stats)),
         None => Err(no_endpoint(p.id)),
@@ -740,7 +740,7 @@ pub async fn stats_of_many(
     let ids = parse_ids(&q.ids)?;
     let db = scope.db().await?;
     Ok(Json(StatsList {
-        data: stats_of(&*db, &scope.tenant, &ids).await?,
+        data: stats_of(&scope, &*db, &ids).await?,
     }))
 }
 
@@ -768,37 +768,89 @@ fn parse_ids(list: &str) -> Result<Vec<Uuid>, ApiError> {
 }
 
 /// The tenant's endpoints among `ids`, each with its statistics, in the
-/// order of `ids`.
+/// order of `ids`. On Citus, the attempts are counted on every worker node
+/// too (each logs the attempts it made), and the rates made again from the
+/// sums by `postbox._success_rate`, as the view makes them.
 async fn stats_of(
+    scope: &Scope,
     db: &impl GenericClient,
-    tenant: &str,
     ids: &[Uuid],
 ) -> Result<Vec<EndpointStats>, ApiError> {
-    let st = db
-        .prepare_cached(
-            "SELECT id, succeeded_1h, failed_1h, success_rate_1h::float8, succeeded_24h, failed_24h,
-                    success_rate_24h::float8, succeeded_7d, failed_7d, success_rate_7d::float8
-               FROM postbox.endpoint_stats WHERE tenant = $1 AND id = ANY($2)",
-        )
-        .await?;
-    let rows = db.query(&st, &[&tenant, &ids]).await?;
+    const COUNTS: &str = "SELECT id, succeeded_1h, failed_1h, succeeded_24h, failed_24h, succeeded_7d, failed_7d,
+                                 success_rate_1h::float8, success_rate_24h::float8, success_rate_7d::float8
+                            FROM postbox.endpoint_stats WHERE tenant = $1 AND id = ANY($2)";
     // Hour by hour, through the attempt log's (tenant, endpoint, time) index.
-    let st = db
-        .prepare_cached(
-            "SELECT id, hours_ago, succeeded, failed FROM postbox.endpoint_hourly_stats
-              WHERE tenant = $1 AND id = ANY($2)",
-        )
-        .await?;
-    let counts: Vec<(Uuid, (i32, i64, i64))> = db
-        .query(&st, &[&tenant, &ids])
+    const HOURLY: &str =
+        "SELECT id, hours_ago, succeeded, failed FROM postbox.endpoint_hourly_stats
+                           WHERE tenant = $1 AND id = ANY($2)";
+    let tenant = &scope.tenant;
+    let st = db.prepare_cached(COUNTS).await?;
+    let rows = db.query(&st, &[tenant, &ids]).await?;
+    let st = db.prepare_cached(HOURLY).await?;
+    let mut counts: Vec<(Uuid, (i32, i64, i64))> = db
+        .query(&st, &[tenant, &ids])
         .await?
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
         .collect();
-    let mut found: Vec<EndpointStats> = rows
+    // (id, the six counts, the three rates), the endpoints the tenant has.
+    let mut sums: Vec<(Uuid, [i64; 6], [Option<f64>; 3])> = rows
         .iter()
-        .map(|row| {
-            let id: Uuid = row.get(0);
+        .map(|r| {
+            (
+                r.get(0),
+                [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)],
+                [r.get(7), r.get(8), r.get(9)],
+            )
+        })
+        .collect();
+    if scope.nodes().iter().next().is_some() {
+        for node in scope.nodes().iter() {
+            let n = scope.nodes().connect(node).await?;
+            let st = n.prepare_cached(COUNTS).await?;
+            for r in n.query(&st, &[tenant, &ids]).await? {
+                let id: Uuid = r.get(0);
+                if let Some((_, c, _)) = sums.iter_mut().find(|(e, _, _)| *e == id) {
+                    for (i, v) in c.iter_mut().enumerate() {
+                        *v += r.get::<_, i64>(i + 1);
+                    }
+                }
+            }
+            let st = n.prepare_cached(HOURLY).await?;
+            counts.extend(
+                n.query(&st, &[tenant, &ids])
+                    .await?
+                    .iter()
+                    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3)))),
+            );
+        }
+        let succeeded: Vec<i64> = sums
+            .iter()
+            .flat_map(|(_, c, _)| [c[0], c[2], c[4]])
+            .collect();
+        let failed: Vec<i64> = sums
+            .iter()
+            .flat_map(|(_, c, _)| [c[1], c[3], c[5]])
+            .collect();
+        let st = db
+            .prepare_cached(
+                "SELECT postbox._success_rate(s, f)::float8
+                   FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS x(s, f, n) ORDER BY n",
+            )
+            .await?;
+        let rates: Vec<Option<f64>> = db
+            .query(&st, &[&succeeded, &failed])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (i, (_, _, r)) in sums.iter_mut().enumerate() {
+            *r = [rates[3 * i], rates[3 * i + 1], rates[3 * i + 2]];
+        }
+    }
+    let mut found: Vec<EndpointStats> = sums
+        .into_iter()
+        .map(|(id, c, r)| {
             let mine: Vec<_> = counts
                 .iter()
                 .filter(|(e, _)| *e == id)
@@ -810,15 +862,15 @@ async fn stats_of(
                 stats: Stats {
                     hourly,
                     daily,
-                    succeeded_1h: row.get(1),
-                    failed_1h: row.get(2),
-                    success_rate_1h: row.get(3),
-                    succeeded_24h: row.get(4),
-                    failed_24h: row.get(5),
-                    success_rate_24h: row.get(6),
-                    succeeded_7d: row.get(7),
-                    failed_7d: row.get(8),
-                    success_rate_7d: row.get(9),
+                    succeeded_1h: c[0],
+                    failed_1h: c[1],
+                    success_rate_1h: r[0],
+                    succeeded_24h: c[2],
+                    failed_24h: c[3],
+                    success_rate_24h: r[1],
+                    succeeded_7d: c[4],
+                    failed_7d: c[5],
+                    success_rate_7d: r[2],
                 },
             }
         })
