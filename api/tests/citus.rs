@@ -24,16 +24,17 @@ async fn answer(req: RequestBuilder) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
-async fn the_api_and_the_portal_manage_endpoints_through_the_coordinator() {
-    let Some(citus) = Citus::start(
-        2,
-        "the_api_and_the_portal_manage_endpoints_through_the_coordinator",
-    )
-    .await
-    else {
-        return;
-    };
+/// The coordinator with the application's table distributed and attached,
+/// the API serving on it as a role granted postbox_admin, and an admin key
+/// of tenant ws1.
+struct Coordinator {
+    db: tokio_postgres::Client,
+    served: Served,
+    base: String,
+    key: String,
+}
+
+async fn api_on_coordinator(citus: &Citus) -> Coordinator {
     let db = citus.coordinator().await;
     db.batch_execute(&format!(
         "{APP}{DISTRIBUTE}{ATTACH}
@@ -51,11 +52,6 @@ async fn the_api_and_the_portal_manage_endpoints_through_the_coordinator() {
         config
     })
     .await;
-    let base = served.base.clone();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     let key: String = db
         .query_one(
             "SELECT key FROM postbox.create_api_key('ws1', 'admin', 'test')",
@@ -64,6 +60,34 @@ async fn the_api_and_the_portal_manage_endpoints_through_the_coordinator() {
         .await
         .unwrap()
         .get(0);
+    Coordinator {
+        db,
+        base: served.base.clone(),
+        served,
+        key,
+    }
+}
+
+#[tokio::test]
+async fn the_api_and_the_portal_manage_endpoints_through_the_coordinator() {
+    let Some(citus) = Citus::start(
+        2,
+        "the_api_and_the_portal_manage_endpoints_through_the_coordinator",
+    )
+    .await
+    else {
+        return;
+    };
+    let Coordinator {
+        db,
+        served,
+        base,
+        key,
+    } = api_on_coordinator(&citus).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
 
     // An endpoint made through the API, on the coordinator.
     let rx = Receiver::start(Behavior::Statuses(vec![204]), receivers::order()).await;
@@ -176,33 +200,13 @@ async fn the_api_shows_and_acts_on_what_the_worker_nodes_keep() {
     else {
         return;
     };
-    let db = citus.coordinator().await;
-    db.batch_execute(&format!(
-        "{APP}{DISTRIBUTE}{ATTACH}
-         CREATE ROLE postbox_api LOGIN IN ROLE postbox_admin, postbox_emitter;
-         ALTER ROLE postbox_api SET log_parameter_max_length = 0;
-         ALTER ROLE postbox_api SET log_parameter_max_length_on_error = 0;
-         ALTER ROLE postbox_api SET postbox.allow_insecure_urls = on;"
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
-    let url = citus.coordinator.url("postbox_api");
-    let served = Served::start(|_| {
-        let mut config = postbox_api::Config::new(url);
-        config.shutdown_timeout = Duration::from_secs(5);
-        config
-    })
-    .await;
-    let base = served.base.clone();
+    let Coordinator {
+        db,
+        served,
+        base,
+        key,
+    } = api_on_coordinator(&citus).await;
     let http = reqwest::Client::new();
-    let key: String = db
-        .query_one(
-            "SELECT key FROM postbox.create_api_key('ws1', 'admin', 'test')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
     let get = |path: String| http.get(format!("{base}{path}")).bearer_auth(&key);
     let post = |path: String| http.post(format!("{base}{path}")).bearer_auth(&key);
 
