@@ -23,7 +23,7 @@ unpack_source() {
 }
 
 need_apt=()
-for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev python3-venv nodejs curl chromium chromium-driver pgbouncer flex bison libkrb5-dev; do
+for pkg in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config libssl-dev openssl python3-venv nodejs curl chromium chromium-driver pgbouncer flex bison libkrb5-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

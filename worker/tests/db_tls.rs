@@ -204,3 +204,106 @@ async fn verify_modes_without_a_root_certificate_are_configuration_errors() {
         "{stderr}"
     );
 }
+
+/// A certificate rustls cannot read: X.509 version 1, as Citus makes for its
+/// nodes, made here by the `openssl` command (`x509 -req` without
+/// extensions writes version 1). (certificate PEM, key PEM).
+fn version_1_certificate(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "v1.key",
+        "-subj",
+        "/CN=localhost",
+        "-out",
+        "v1.csr",
+    ]);
+    run(&[
+        "x509", "-req", "-in", "v1.csr", "-signkey", "v1.key", "-days", "2", "-out", "v1.crt",
+    ]);
+    (
+        std::fs::read(dir.join("v1.crt")).unwrap(),
+        std::fs::read(dir.join("v1.key")).unwrap(),
+    )
+}
+
+/// Under sslmode=prefer (the default) a server whose TLS handshake fails is
+/// reached without TLS, as libpq does: the worker connects and delivers,
+/// over plain connections. Under require it does not fall back, and says
+/// why.
+#[tokio::test]
+async fn prefer_falls_back_to_plain_when_the_handshake_fails_and_require_does_not() {
+    let dir = std::env::temp_dir().join(format!("postbox-v1-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = version_1_certificate(&dir);
+    let pg = Cluster::start_custom(
+        &[
+            ("ssl", "on"),
+            ("ssl_cert_file", "'server.crt'"),
+            ("ssl_key_file", "'server.key'"),
+        ],
+        &[("server.crt", &cert), ("server.key", &key)],
+        None,
+    )
+    .await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let db = pg.connect("postgres").await;
+    db.batch_execute(
+        "SET postbox.allow_insecure_urls = on;
+         SELECT postbox.create_event_type('order.paid');",
+    )
+    .await
+    .unwrap();
+    let rx = Receiver::start(Behavior::Statuses(vec![200]), Arc::new(AtomicU64::new(0))).await;
+    endpoint(&db, "t", &rx.url(), "").await;
+
+    // test_config's URL names no sslmode: prefer.
+    let worker = Worker::start(test_config(&pg));
+    db.batch_execute("SELECT postbox.emit('t', 'order.paid', '{}')")
+        .await
+        .unwrap();
+    eventually("the delivery", || rx.count() == 1).await;
+    let (all, tls): (i64, i64) = {
+        let r = db
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE s.ssl)
+                   FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+                  WHERE a.application_name = 'postbox-worker'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(
+        all >= 2 && tls == 0,
+        "{tls} of {all} worker connections use TLS"
+    );
+    worker.stop().await.unwrap();
+
+    let e = start_up_error(
+        &pg,
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=require",
+            pg.port
+        ),
+    )
+    .await;
+    assert!(e.contains("TLS handshake failed"), "{e}");
+}
