@@ -73,6 +73,21 @@ async fn ssl_cluster(ca: &Ca) -> (Cluster, tokio_postgres::Client, String) {
     (pg, db, ca_file.display().to_string())
 }
 
+/// The worker's connections to `db`'s server (pool and LISTEN): how many,
+/// and how many of them use TLS.
+async fn worker_connections(db: &tokio_postgres::Client) -> (i64, i64) {
+    let r = db
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl)
+               FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+              WHERE a.application_name = 'postbox-worker'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
 /// What `run` returns when it cannot get going (it ends at start-up).
 async fn start_up_error(pg: &Cluster, url: String) -> String {
     let mut cfg = test_config(pg);
@@ -115,18 +130,7 @@ async fn verify_full_connects_over_tls_and_refuses_a_wrong_host_name() {
     )
     .await;
     // Every worker connection (pool and LISTEN) is encrypted.
-    let (all, tls): (i64, i64) = {
-        let r = db
-            .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE s.ssl)
-                   FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
-                  WHERE a.application_name = 'postbox-worker'",
-                &[],
-            )
-            .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let (all, tls) = worker_connections(&db).await;
     assert!(
         all >= 2 && tls == all,
         "{tls} of {all} worker connections use TLS"
@@ -279,18 +283,7 @@ async fn prefer_falls_back_to_plain_when_the_handshake_fails_and_require_does_no
         .await
         .unwrap();
     eventually("the delivery", || rx.count() == 1).await;
-    let (all, tls): (i64, i64) = {
-        let r = db
-            .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE s.ssl)
-                   FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
-                  WHERE a.application_name = 'postbox-worker'",
-                &[],
-            )
-            .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let (all, tls) = worker_connections(&db).await;
     assert!(
         all >= 2 && tls == 0,
         "{tls} of {all} worker connections use TLS"
