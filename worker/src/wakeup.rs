@@ -4,8 +4,9 @@
 //! - **The flag** (`postbox.wakeup.waiting`): emitters NOTIFY only while it
 //!   is set, so a busy worker costs them nothing. The worker sets it when a
 //!   claim finds nothing, then claims once more (an event committed before
-//!   the flag was visible would otherwise wait for the poll), and clears it
-//!   the moment it wakes.
+//!   the flag was visible would otherwise wait for the poll; one that read
+//!   the flag down and commits after that look still does, see
+//!   docs/design.md), and clears it the moment it wakes.
 //! - **The LISTEN connection** ([`listen`]): a NOTIFY is only a hint; the
 //!   worker also polls. It reconnects with backoff, and wakes the worker
 //!   after each (re)connect, as NOTIFYs may have been missed meanwhile.

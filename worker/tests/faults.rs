@@ -142,11 +142,22 @@ async fn an_outage_of_an_idle_worker_shows_in_the_metrics() {
     pg.restart("fast");
     metric_until(addr, "postbox_database_errors_total", |n| n >= 1.0).await;
     let db = pg.connect("postgres").await;
+    // Idle: its LISTEN has committed.
     eventually_sql(
         &db,
         "the LISTEN connection re-established",
         "SELECT EXISTS (SELECT FROM pg_stat_activity
-                         WHERE application_name = 'postbox-worker' AND query LIKE '%pg_listening_channels()%')",
+                         WHERE application_name = 'postbox-worker' AND state = 'idle'
+                           AND query LIKE '%pg_listening_channels()%')",
+    )
+    .await;
+    // Emit only once the worker says it waits: an emit that reads the flag
+    // down and commits after the worker's last look waits for the poll
+    // (docs/design.md, "The wake-up"), an hour here.
+    eventually_sql(
+        &db,
+        "the worker waiting",
+        "SELECT waiting FROM postbox.wakeup",
     )
     .await;
     emit(&pg, 0, 1).await;
