@@ -376,8 +376,7 @@ BEGIN
     -- schema.sql): what the HTTP API and the page pass.
     send_test.event_type := coalesce(send_test.event_type, (postbox.defaults()).test_event_type);
     IF postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures) = 'suspended' THEN
-        PERFORM postbox._raise('tenant_suspended', NULL,
-            format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', e.tenant));
+        PERFORM postbox._suspended(e.tenant);
     END IF;
     SELECT coalesce(send_test.data, t.example) INTO v_data FROM postbox.event_types t WHERE t.name = send_test.event_type;
     IF NOT FOUND THEN

@@ -64,6 +64,30 @@ END
 $fn$;
 COMMENT ON FUNCTION postbox._require_tenant(text) IS 'Internal: raises unless the tenant is a non-empty string of at most _max_key_bytes.';
 
+-- Whether the tenant's plan has no webhooks (its endpoint limit is 0). Its
+-- endpoints are suspended, and its API keys refused (create_api_key,
+-- rotate_api_key, authenticate_api_key) until the limit is raised.
+CREATE FUNCTION postbox._is_suspended(p_tenant text)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT EXISTS (SELECT FROM postbox.tenant_limits l WHERE l.tenant = p_tenant AND l.max_endpoints = 0);
+END;
+COMMENT ON FUNCTION postbox._is_suspended(text) IS 'Internal: whether the tenant''s endpoint limit is 0 (its plan has no webhooks).';
+
+-- Raises tenant_suspended: the one error for everything a tenant whose plan
+-- has no webhooks is refused.
+CREATE FUNCTION postbox._suspended(p_tenant text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM postbox._raise('tenant_suspended', NULL,
+        format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', p_tenant));
+END
+$fn$;
+COMMENT ON FUNCTION postbox._suspended(text) IS 'Internal: raises tenant_suspended for a tenant whose plan has no webhooks.';
+
 -- Raises unless p_tenant may have one more endpoint. Locks the tenant's limit
 -- row, so concurrent creates for a limited tenant cannot both slip under it.
 CREATE FUNCTION postbox._check_tenant_limit(p_tenant text)
@@ -80,8 +104,7 @@ BEGIN
         RETURN;
     END IF;
     IF v_max = 0 THEN
-        PERFORM postbox._raise('tenant_suspended', NULL,
-            format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', p_tenant));
+        PERFORM postbox._suspended(p_tenant);
     END IF;
     SELECT count(*) INTO v_count FROM postbox.endpoints WHERE tenant = p_tenant;
     IF v_count >= v_max THEN
@@ -613,7 +636,7 @@ BEGIN
     END LOOP;
 END
 $fn$;
-COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (NULL: no limit). 0 means no webhooks: its endpoints are suspended until the limit is raised.';
+COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (NULL: no limit). 0 means no webhooks: its endpoints are suspended and its API keys refused until the limit is raised.';
 GRANT EXECUTE ON FUNCTION postbox.set_tenant_limit(text, integer) TO postbox_admin;
 
 -- An endpoint's state: the one place it is decided. suspended (its tenant's

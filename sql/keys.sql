@@ -94,6 +94,9 @@ BEGIN
     END IF;
     IF role <> 'operator' THEN
         PERFORM postbox._require_tenant(tenant);
+        IF postbox._is_suspended(tenant) THEN
+            PERFORM postbox._suspended(tenant);  -- keys follow the plan
+        END IF;
     END IF;
     IF label IS NULL OR length(label) NOT BETWEEN 1 AND 200 THEN
         PERFORM postbox._raise('length_out_of_range', 'label', format(
@@ -169,6 +172,9 @@ BEGIN
         PERFORM postbox._raise('api_key_revoked', 'id',
             format('postbox: a revoked api key cannot be rotated: %s', id));
     END IF;
+    IF k.tenant IS NOT NULL AND postbox._is_suspended(k.tenant) THEN
+        PERFORM postbox._suspended(k.tenant);  -- keys follow the plan
+    END IF;
     UPDATE postbox.api_keys x
        SET key_hash = sha256(convert_to(v_key, 'UTF8')), key_prefix = postbox._api_key_prefix(v_key), rotated_at = now()
      WHERE x.id = k.id;
@@ -241,7 +247,8 @@ COMMENT ON FUNCTION postbox.list_api_keys(text, uuid, uuid, integer) IS 'A page 
 GRANT EXECUTE ON FUNCTION postbox.list_api_keys(text, uuid, uuid, integer) TO postbox_admin;
 
 -- Who holds the key whose SHA-256 is key_hash: its id, tenant and role, or
--- no row (unknown or revoked). The caller hashes the key, so the key itself
+-- no row (unknown or revoked); a key of a tenant whose plan has no webhooks
+-- raises tenant_suspended. The caller hashes the key, so the key itself
 -- never reaches the server, its statement log or its parameter log. Records
 -- the use at most once a minute per key, so most calls write nothing.
 -- PL/pgSQL, not SQL: the API calls it on every request, and PL/pgSQL keeps
@@ -261,6 +268,11 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    -- Keys follow the plan: a live key of a tenant without webhooks is
+    -- refused with its reason (the API answers 403), not taken for unknown.
+    IF k.tenant IS NOT NULL AND postbox._is_suspended(k.tenant) THEN
+        PERFORM postbox._suspended(k.tenant);
+    END IF;
     IF k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' THEN
         -- Concurrent callers wait here for one another, re-check, and skip.
         UPDATE postbox.api_keys x SET last_used_at = now()
@@ -272,7 +284,7 @@ BEGIN
     RETURN NEXT;
 END
 $fn$;
-COMMENT ON FUNCTION postbox.authenticate_api_key(bytea) IS 'postbox-api: the id, tenant and role of the live key with this SHA-256, if any; records its use at most once a minute.';
+COMMENT ON FUNCTION postbox.authenticate_api_key(bytea) IS 'postbox-api: the id, tenant and role of the live key with this SHA-256, if any; records its use at most once a minute. A key of a tenant whose endpoint limit is 0 raises tenant_suspended.';
 GRANT EXECUTE ON FUNCTION postbox.authenticate_api_key(bytea) TO postbox_admin;
 
 -- Starts a POST with an Idempotency-Key, in the transaction that will do

@@ -1208,6 +1208,201 @@ END
 $fn$;
 COMMENT ON FUNCTION postbox.set_waiting(boolean) IS 'Worker: raises (a worker waits) or clears the wake-up flag that makes emitters NOTIFY; never raised where Citus is installed (a NOTIFY cannot be part of its two-phase commit).';
 
+-- Keys follow the plan: a tenant whose endpoint limit is 0 has its API keys
+-- refused (tenant_suspended; postbox-api answers 403) and may not make or
+-- rotate keys until the limit is raised. One error for every refusal.
+
+CREATE FUNCTION postbox._is_suspended(p_tenant text)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT EXISTS (SELECT FROM postbox.tenant_limits l WHERE l.tenant = p_tenant AND l.max_endpoints = 0);
+END;
+COMMENT ON FUNCTION postbox._is_suspended(text) IS 'Internal: whether the tenant''s endpoint limit is 0 (its plan has no webhooks).';
+
+CREATE FUNCTION postbox._suspended(p_tenant text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM postbox._raise('tenant_suspended', NULL,
+        format('postbox: webhooks are not available to this tenant (its endpoint limit is 0): %s', p_tenant));
+END
+$fn$;
+COMMENT ON FUNCTION postbox._suspended(text) IS 'Internal: raises tenant_suspended for a tenant whose plan has no webhooks.';
+
+CREATE OR REPLACE FUNCTION postbox._check_tenant_limit(p_tenant text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_max   integer;
+    v_count bigint;
+BEGIN
+    PERFORM postbox._require_tenant(p_tenant);
+    SELECT max_endpoints INTO v_max FROM postbox.tenant_limits WHERE tenant = p_tenant FOR UPDATE;
+    IF v_max IS NULL THEN
+        RETURN;
+    END IF;
+    IF v_max = 0 THEN
+        PERFORM postbox._suspended(p_tenant);
+    END IF;
+    SELECT count(*) INTO v_count FROM postbox.endpoints WHERE tenant = p_tenant;
+    IF v_count >= v_max THEN
+        PERFORM postbox._raise('tenant_endpoint_limit', NULL,
+            format('postbox: tenant may have at most %s endpoints: %s', v_max, p_tenant));
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION postbox._check_tenant_limit(text) IS 'Internal: raises unless the tenant may have one more endpoint.';
+
+CREATE OR REPLACE FUNCTION postbox.send_test(tenant text, id uuid, event_type text DEFAULT NULL, data jsonb DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    e       postbox.endpoints;
+    v_event uuid := postbox._uuid7();
+    v_data  jsonb;
+    v_now   timestamptz := clock_timestamp();
+BEGIN
+    e := postbox._endpoint(send_test.tenant, send_test.id);
+    -- NULL is the default (postbox.defaults; its catalog row is in
+    -- schema.sql): what the HTTP API and the page pass.
+    send_test.event_type := coalesce(send_test.event_type, (postbox.defaults()).test_event_type);
+    IF postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures) = 'suspended' THEN
+        PERFORM postbox._suspended(e.tenant);
+    END IF;
+    SELECT coalesce(send_test.data, t.example) INTO v_data FROM postbox.event_types t WHERE t.name = send_test.event_type;
+    IF NOT FOUND THEN
+        PERFORM postbox._unknown_event_type(send_test.event_type);
+    END IF;
+    v_data := coalesce(v_data, jsonb_build_object(
+        'message', 'This is a test event from postbox.', 'endpoint_id', e.id));
+    PERFORM postbox._check_data(v_data);
+
+    INSERT INTO postbox.events (id, tenant, event_type, created_at, data)
+    VALUES (v_event, e.tenant, send_test.event_type, v_now, v_data);
+    INSERT INTO postbox.outbox (tenant, endpoint_id, event_id, is_test, next_attempt_at, created_at)
+    VALUES (e.tenant, e.id, v_event, true, v_now, v_now);
+    PERFORM postbox._wake();
+    RETURN v_event;
+END
+$fn$;
+COMMENT ON FUNCTION postbox.send_test(text, uuid, text, jsonb) IS 'Queues one test delivery to one of the tenant''s endpoints, even while paused, whatever its filter; without data, the event type''s example.';
+
+CREATE OR REPLACE FUNCTION postbox.create_api_key(tenant text, role text, label text, session uuid DEFAULT NULL)
+RETURNS TABLE (id uuid, key text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_id  uuid := postbox._uuid7();
+    v_key text := postbox._generate_api_key();
+    s     postbox.portal_sessions;
+BEGIN
+    IF role IS NULL OR role NOT IN ('admin', 'member', 'operator') THEN
+        PERFORM postbox._raise('role_unknown', 'role', format(
+            'postbox: role must be admin, member or operator: %s', coalesce(postbox._shown(role), 'NULL')));
+    END IF;
+    IF role = 'operator' AND (tenant IS NOT NULL OR session IS NOT NULL) THEN
+        PERFORM postbox._raise('operator_key_scoped', 'tenant', format(
+            'postbox: operator keys act for every tenant and take no tenant or session (pass NULL): %s',
+            coalesce(postbox._shown(tenant), session::text)));
+    END IF;
+    IF role <> 'operator' THEN
+        PERFORM postbox._require_tenant(tenant);
+        IF postbox._is_suspended(tenant) THEN
+            PERFORM postbox._suspended(tenant);  -- keys follow the plan
+        END IF;
+    END IF;
+    IF label IS NULL OR length(label) NOT BETWEEN 1 AND 200 THEN
+        PERFORM postbox._raise('length_out_of_range', 'label', format(
+            'postbox: api key label must be 1 to 200 characters: %s', coalesce(postbox._shown(label), 'NULL')));
+    END IF;
+    s := postbox._key_session(tenant, session);
+    -- Serialised per tenant, so concurrent creations cannot pass the limits.
+    PERFORM pg_advisory_xact_lock(hashtextextended('postbox.create_api_key ' || coalesce(tenant, ''), 0));
+    IF (SELECT count(*) FROM postbox.api_keys k
+         WHERE k.tenant IS NOT DISTINCT FROM create_api_key.tenant AND k.revoked_at IS NULL)
+       >= postbox._max_api_keys() THEN
+        PERFORM postbox._raise('api_key_limit', NULL, format(
+            'postbox: a tenant has at most %s active api keys (revoke one first): %s',
+            postbox._max_api_keys(), coalesce(postbox._shown(tenant), 'operator keys')));
+    END IF;
+    IF (SELECT count(*) FROM postbox.api_keys k WHERE k.tenant IS NOT DISTINCT FROM create_api_key.tenant)
+       >= postbox._max_api_keys_kept() THEN
+        PERFORM postbox._raise('api_keys_kept_limit', NULL, format(
+            'postbox: a tenant has at most %s api keys, revoked ones included until the revoked_api_keys window (%s) ends: %s',
+            postbox._max_api_keys_kept(), (postbox._retention()).revoked_api_keys,
+            coalesce(postbox._shown(tenant), 'operator keys')));
+    END IF;
+    INSERT INTO postbox.api_keys (id, tenant, role, label, key_hash, key_prefix, made_by_session, for_user)
+    VALUES (v_id, tenant, role, label, sha256(convert_to(v_key, 'UTF8')), postbox._api_key_prefix(v_key), s.id, s.user_id);
+    id := v_id;
+    key := v_key;
+    RETURN NEXT;
+END
+$fn$;
+COMMENT ON FUNCTION postbox.create_api_key(text, text, text, uuid) IS 'Makes an HTTP API key (admin or member of a tenant, or operator with tenant NULL) and returns it, the only time it is shown; with session, for that portal session (allowed to manage keys), which it records with its user.';
+
+CREATE OR REPLACE FUNCTION postbox.rotate_api_key(tenant text, id uuid, session uuid DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    k     postbox.api_keys := postbox._api_key(tenant, id, session);
+    v_key text := postbox._generate_api_key();
+BEGIN
+    IF k.revoked_at IS NOT NULL THEN
+        PERFORM postbox._raise('api_key_revoked', 'id',
+            format('postbox: a revoked api key cannot be rotated: %s', id));
+    END IF;
+    IF k.tenant IS NOT NULL AND postbox._is_suspended(k.tenant) THEN
+        PERFORM postbox._suspended(k.tenant);  -- keys follow the plan
+    END IF;
+    UPDATE postbox.api_keys x
+       SET key_hash = sha256(convert_to(v_key, 'UTF8')), key_prefix = postbox._api_key_prefix(v_key), rotated_at = now()
+     WHERE x.id = k.id;
+    RETURN v_key;
+END
+$fn$;
+COMMENT ON FUNCTION postbox.rotate_api_key(text, uuid, uuid) IS 'Gives an HTTP API key (tenant NULL: an operator key) a new value, returned once; the old one stops working at commit. With session, only a key that portal session may manage.';
+
+CREATE OR REPLACE FUNCTION postbox.authenticate_api_key(key_hash bytea)
+RETURNS TABLE (id uuid, tenant text, role text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    k postbox.api_keys;
+BEGIN
+    SELECT * INTO k FROM postbox.api_keys x
+     WHERE x.key_hash = authenticate_api_key.key_hash AND x.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- Keys follow the plan: a live key of a tenant without webhooks is
+    -- refused with its reason (the API answers 403), not taken for unknown.
+    IF k.tenant IS NOT NULL AND postbox._is_suspended(k.tenant) THEN
+        PERFORM postbox._suspended(k.tenant);
+    END IF;
+    IF k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' THEN
+        -- Concurrent callers wait here for one another, re-check, and skip.
+        UPDATE postbox.api_keys x SET last_used_at = now()
+         WHERE x.id = k.id AND (x.last_used_at IS NULL OR x.last_used_at < now() - interval '1 minute');
+    END IF;
+    id := k.id;
+    tenant := k.tenant;
+    role := k.role;
+    RETURN NEXT;
+END
+$fn$;
+COMMENT ON FUNCTION postbox.authenticate_api_key(bytea) IS 'postbox-api: the id, tenant and role of the live key with this SHA-256, if any; records its use at most once a minute. A key of a tenant whose endpoint limit is 0 raises tenant_suspended.';
+
+COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (NULL: no limit). 0 means no webhooks: its endpoints are suspended and its API keys refused until the limit is raised.';
+
 -- ===== postbox on Citus (sql/citus.sql, new in 0.9.0) =====
 -- postbox on Citus (docs/design.md, "Past one database: Citus"). Every node
 -- runs its own postbox: the triggers on a distributed table fire on the

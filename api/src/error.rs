@@ -119,6 +119,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest { status, .. } => *status,
             ApiError::Rule(b) if not_found(b.rule) => StatusCode::NOT_FOUND,
+            // The tenant's plan has no webhooks: its keys, and what it asks, are refused.
+            ApiError::Rule(b) if b.rule == Code::TenantSuspended => StatusCode::FORBIDDEN,
             ApiError::Rule(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited(_) | ApiError::AuthFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -778,6 +778,78 @@ async fn revoked_keys_are_bounded_purged_and_paged() {
     api.stop().await;
 }
 
+/// Keys follow the plan: the keys of a tenant whose endpoint limit is 0
+/// are refused on every route with a 403 that names the rule, not taken
+/// for unknown (no failed-authentication count), until the limit is
+/// raised; the operator's key goes on, but cannot make the tenant a key.
+#[tokio::test]
+async fn a_tenant_without_webhooks_has_its_keys_refused() {
+    let api = Api::start().await;
+    let (_, admin) = api.key(Some("acme"), "admin").await;
+    let (_, operator) = api.key(None, "operator").await;
+    let (_, other) = api.key(Some("other"), "admin").await;
+    let a = api
+        .call(Method::GET, "/v1/endpoints", Some(&admin), None)
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    api.db
+        .batch_execute("SELECT postbox.set_tenant_limit('acme', 0)")
+        .await
+        .unwrap();
+    let new_key = json!({"role": "member", "label": "more"});
+    for (method, path, body) in [
+        (Method::GET, "/v1/endpoints", None),
+        (Method::GET, "/v1/api-keys", None),
+        (Method::POST, "/v1/api-keys", Some(new_key.clone())),
+    ] {
+        let a = api.call(method.clone(), path, Some(&admin), body).await;
+        assert_eq!(a.status, 403, "{method} {path}: {:?}", a.body);
+        assert_eq!(a.body["error"]["rule"], "tenant_suspended", "{:?}", a.body);
+        assert!(a.message().contains("not available"), "{:?}", a.body);
+    }
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/api-keys",
+            Some(&operator),
+            Some(new_key),
+        )
+        .await;
+    assert_eq!(a.status, 403, "{:?}", a.body);
+    assert_eq!(a.body["error"]["rule"], "tenant_suspended");
+    let a = api
+        .call(
+            Method::GET,
+            "/v1/tenants/acme/endpoints",
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "the operator still reads: {:?}", a.body);
+    let a = api
+        .call(Method::GET, "/v1/endpoints", Some(&other), None)
+        .await;
+    assert_eq!(a.status, 200, "another tenant is untouched");
+    assert_eq!(
+        api.count("SELECT count(*) FROM postbox.api_keys WHERE tenant = 'acme'")
+            .await,
+        1
+    );
+    api.db
+        .batch_execute("SELECT postbox.set_tenant_limit('acme', 5)")
+        .await
+        .unwrap();
+    let a = api
+        .call(Method::GET, "/v1/endpoints", Some(&admin), None)
+        .await;
+    assert_eq!(
+        a.status, 200,
+        "the same key once the plan allows: {:?}",
+        a.body
+    );
+    api.stop().await;
+}
+
 /// With every statement logged (`log_statement = all`,
 /// `log_min_duration_statement = 0`, parameters in full by default, on
 /// errors too), the server log holds no key, secret, link token, session

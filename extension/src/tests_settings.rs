@@ -167,6 +167,32 @@
         assert_eq!(count(&format!("SELECT FROM postbox.outbox WHERE endpoint_id = '{id}'")), 1);
     }
 
+    /// Keys follow the plan: a tenant at limit 0 has its live API keys
+    /// refused with tenant_suspended (not taken for unknown), and may not
+    /// make or rotate keys, until the limit is raised; operator keys, which
+    /// belong to no tenant, go on.
+    #[pg_test]
+    fn a_tenant_at_limit_zero_has_its_keys_refused() {
+        let key = one::<String>("SELECT key FROM postbox.create_api_key('t', 'admin', 'ci')");
+        let id = one::<String>("SELECT id::text FROM postbox.api_keys WHERE tenant = 't'");
+        let other = one::<String>("SELECT id::text FROM postbox.create_api_key('t', 'member', 'to revoke')");
+        let auth = format!("SELECT tenant FROM postbox.authenticate_api_key(sha256(convert_to('{key}', 'UTF8')))");
+        assert_eq!(one::<String>(&auth), "t");
+        run("SELECT postbox.set_tenant_limit('t', 0)");
+        let (_, msg) = error_of(&auth);
+        assert!(msg.contains("not available"), "{msg}");
+        assert_eq!(code_of(&auth).0, "tenant_suspended");
+        rejects("SELECT postbox.create_api_key('t', 'member', 'more')", "not available");
+        rejects(&format!("SELECT postbox.rotate_api_key('t', '{id}')"), "not available");
+        // Revoking stays allowed: it only takes access away.
+        run(&format!("SELECT postbox.revoke_api_key('t', '{other}')"));
+        run("SELECT postbox.create_api_key('other', 'admin', 'ci')");
+        run("SELECT postbox.create_api_key(NULL, 'operator', 'the product')");
+        assert_eq!(count("SELECT FROM postbox.api_keys WHERE tenant = 't'"), 2, "nothing made for t");
+        run("SELECT postbox.set_tenant_limit('t', 3)");
+        assert_eq!(one::<String>(&auth), "t", "the same key works again");
+    }
+
     /// A tenant at limit 0 has no webhooks: its endpoints are suspended
     /// (events emitted meanwhile never go out, queued ones wait) until the
     /// limit is raised; an admin's own pause outlives it.
