@@ -12,7 +12,9 @@ bash scripts/setup.sh
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="--sudo"
-step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
+# Each step says how long the run has taken so far (bash's SECONDS), so a
+# CI log shows where its time goes.
+step() { printf '\n\033[1;34m==> [%dm%02ds] %s\033[0m\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 # Every test command's output also goes to $LOG, for the total at the end.
@@ -62,6 +64,6 @@ for major in 14 15 16 17 18; do
   unset POSTBOX_FLAVOUR POSTBOX_PG_BINDIR
 done
 
-step "summary"
+step "summary (setup included)"
 mkdir -p target
 awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG" | tee target/test-total.txt
