@@ -1861,33 +1861,49 @@ async fn run(quick: bool) -> i32 {
     // measurements.md: mirrored rounds).
     let only = std::env::var("POSTBOX_BENCH_ONLY").unwrap_or_default();
     let run = |n: &str| only.is_empty() || only.split(',').any(|o| o.trim() == n);
+    // Where a run's time goes (CI runs the quick mode on every change).
+    let lap = |what: &str| {
+        println!(
+            "   [{what}: done at {:.0} s]",
+            started.elapsed().as_secs_f64()
+        )
+    };
     if run("1") {
         b.emit_overhead().await;
+        lap("emit_overhead");
     }
     if only == "0" {
         b.ceiling().await;
+        lap("ceiling");
     }
     if run("2") || run("4") || run("7") || run("10") || run("11") || run("12") {
         b.throughput_and_isolation(run("4"), run("7"), run("10"), run("11"), run("12"))
             .await;
+        lap("throughput_and_isolation");
     }
     if run("3") {
         b.latency().await;
+        lap("latency");
     }
     if run("5") {
         b.backlog().await;
+        lap("backlog");
     }
     if run("9") {
         b.http_api().await;
+        lap("http_api");
     }
     if run("13") {
         b.citus_emit().await;
+        lap("citus_emit");
     }
     if run("14") {
         b.citus_throughput().await;
+        lap("citus_throughput");
     }
     if run("8") {
         b.soak().await;
+        lap("soak");
     }
 
     let figures: Vec<serde_json::Value> = b
