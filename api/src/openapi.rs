@@ -46,7 +46,7 @@ const COMMON: &[(&str, &str)] = &[
         "401",
         "No valid API key (missing, malformed, unknown or revoked).",
     ),
-    ("403", "The key's role or kind may not do this."),
+    ("403", "The key's role or kind may not do this, or its tenant's plan has no webhooks (rule tenant_suspended)."),
     (
         "404",
         "No such route, or nothing with this id for this tenant.",
