@@ -64,19 +64,8 @@ END
 $fn$;
 COMMENT ON FUNCTION postbox._require_tenant(text) IS 'Internal: raises unless the tenant is a non-empty string of at most _max_key_bytes.';
 
--- Whether the tenant's plan has no webhooks (its endpoint limit is 0). Its
--- endpoints are suspended, and its API keys refused (create_api_key,
--- rotate_api_key, authenticate_api_key) until the limit is raised.
-CREATE FUNCTION postbox._is_suspended(p_tenant text)
-RETURNS boolean
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT EXISTS (SELECT FROM postbox.tenant_limits l WHERE l.tenant = p_tenant AND l.max_endpoints = 0);
-END;
-COMMENT ON FUNCTION postbox._is_suspended(text) IS 'Internal: whether the tenant''s endpoint limit is 0 (its plan has no webhooks).';
-
 -- Raises tenant_suspended: the one error for everything a tenant whose plan
--- has no webhooks is refused.
+-- has no webhooks (its endpoint limit is 0) is refused.
 CREATE FUNCTION postbox._suspended(p_tenant text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -87,6 +76,21 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION postbox._suspended(text) IS 'Internal: raises tenant_suspended for a tenant whose plan has no webhooks.';
+
+-- Keys follow the plan: raises tenant_suspended if the tenant's endpoint
+-- limit is 0 (create_api_key, rotate_api_key, authenticate_api_key). NULL
+-- (an operator key's) belongs to no tenant: nothing.
+CREATE FUNCTION postbox._refuse_suspended(p_tenant text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF EXISTS (SELECT FROM postbox.tenant_limits l WHERE l.tenant = p_tenant AND l.max_endpoints = 0) THEN
+        PERFORM postbox._suspended(p_tenant);
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION postbox._refuse_suspended(text) IS 'Internal: raises tenant_suspended if the tenant''s endpoint limit is 0 (its plan has no webhooks); nothing for NULL.';
 
 -- Raises unless p_tenant may have one more endpoint. Locks the tenant's limit
 -- row, so concurrent creates for a limited tenant cannot both slip under it.

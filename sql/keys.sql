@@ -94,9 +94,7 @@ BEGIN
     END IF;
     IF role <> 'operator' THEN
         PERFORM postbox._require_tenant(tenant);
-        IF postbox._is_suspended(tenant) THEN
-            PERFORM postbox._suspended(tenant);  -- keys follow the plan
-        END IF;
+        PERFORM postbox._refuse_suspended(tenant);
     END IF;
     IF label IS NULL OR length(label) NOT BETWEEN 1 AND 200 THEN
         PERFORM postbox._raise('length_out_of_range', 'label', format(
@@ -172,9 +170,7 @@ BEGIN
         PERFORM postbox._raise('api_key_revoked', 'id',
             format('postbox: a revoked api key cannot be rotated: %s', id));
     END IF;
-    IF k.tenant IS NOT NULL AND postbox._is_suspended(k.tenant) THEN
-        PERFORM postbox._suspended(k.tenant);  -- keys follow the plan
-    END IF;
+    PERFORM postbox._refuse_suspended(k.tenant);
     UPDATE postbox.api_keys x
        SET key_hash = sha256(convert_to(v_key, 'UTF8')), key_prefix = postbox._api_key_prefix(v_key), rotated_at = now()
      WHERE x.id = k.id;
@@ -270,9 +266,7 @@ BEGIN
     END IF;
     -- Keys follow the plan: a live key of a tenant without webhooks is
     -- refused with its reason (the API answers 403), not taken for unknown.
-    IF k.tenant IS NOT NULL AND postbox._is_suspended(k.tenant) THEN
-        PERFORM postbox._suspended(k.tenant);
-    END IF;
+    PERFORM postbox._refuse_suspended(k.tenant);
     IF k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' THEN
         -- Concurrent callers wait here for one another, re-check, and skip.
         UPDATE postbox.api_keys x SET last_used_at = now()

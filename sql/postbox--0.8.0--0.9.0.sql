@@ -1212,14 +1212,6 @@ COMMENT ON FUNCTION postbox.set_waiting(boolean) IS 'Worker: raises (a worker wa
 -- refused (tenant_suspended; postbox-api answers 403) and may not make or
 -- rotate keys until the limit is raised. One error for every refusal.
 
-CREATE FUNCTION postbox._is_suspended(p_tenant text)
-RETURNS boolean
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT EXISTS (SELECT FROM postbox.tenant_limits l WHERE l.tenant = p_tenant AND l.max_endpoints = 0);
-END;
-COMMENT ON FUNCTION postbox._is_suspended(text) IS 'Internal: whether the tenant''s endpoint limit is 0 (its plan has no webhooks).';
-
 CREATE FUNCTION postbox._suspended(p_tenant text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -1230,6 +1222,18 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION postbox._suspended(text) IS 'Internal: raises tenant_suspended for a tenant whose plan has no webhooks.';
+
+CREATE FUNCTION postbox._refuse_suspended(p_tenant text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF EXISTS (SELECT FROM postbox.tenant_limits l WHERE l.tenant = p_tenant AND l.max_endpoints = 0) THEN
+        PERFORM postbox._suspended(p_tenant);
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION postbox._refuse_suspended(text) IS 'Internal: raises tenant_suspended if the tenant''s endpoint limit is 0 (its plan has no webhooks); nothing for NULL.';
 
 CREATE OR REPLACE FUNCTION postbox._check_tenant_limit(p_tenant text)
 RETURNS void
@@ -1313,9 +1317,7 @@ BEGIN
     END IF;
     IF role <> 'operator' THEN
         PERFORM postbox._require_tenant(tenant);
-        IF postbox._is_suspended(tenant) THEN
-            PERFORM postbox._suspended(tenant);  -- keys follow the plan
-        END IF;
+        PERFORM postbox._refuse_suspended(tenant);
     END IF;
     IF label IS NULL OR length(label) NOT BETWEEN 1 AND 200 THEN
         PERFORM postbox._raise('length_out_of_range', 'label', format(
@@ -1360,9 +1362,7 @@ BEGIN
         PERFORM postbox._raise('api_key_revoked', 'id',
             format('postbox: a revoked api key cannot be rotated: %s', id));
     END IF;
-    IF k.tenant IS NOT NULL AND postbox._is_suspended(k.tenant) THEN
-        PERFORM postbox._suspended(k.tenant);  -- keys follow the plan
-    END IF;
+    PERFORM postbox._refuse_suspended(k.tenant);
     UPDATE postbox.api_keys x
        SET key_hash = sha256(convert_to(v_key, 'UTF8')), key_prefix = postbox._api_key_prefix(v_key), rotated_at = now()
      WHERE x.id = k.id;
@@ -1385,9 +1385,7 @@ BEGIN
     END IF;
     -- Keys follow the plan: a live key of a tenant without webhooks is
     -- refused with its reason (the API answers 403), not taken for unknown.
-    IF k.tenant IS NOT NULL AND postbox._is_suspended(k.tenant) THEN
-        PERFORM postbox._suspended(k.tenant);
-    END IF;
+    PERFORM postbox._refuse_suspended(k.tenant);
     IF k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' THEN
         -- Concurrent callers wait here for one another, re-check, and skip.
         UPDATE postbox.api_keys x SET last_used_at = now()
