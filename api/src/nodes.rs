@@ -13,6 +13,8 @@ use deadpool_postgres::{Object, Pool};
 use postbox_runtime::error::pg_message;
 use postbox_runtime::tls::MakeRustls;
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 /// A worker node: its Citus group and a pool of its own.
 pub struct Node {
@@ -72,9 +74,8 @@ impl Nodes {
             .await
             .map_err(|e| RunError::Db(pg_message(&e)))?;
         let mut nodes = Nodes {
-            nodes: Vec::new(),
-            bits: 63,
             wait,
+            ..Nodes::none()
         };
         for r in &rows {
             let (group, host, port, bits): (i32, String, i32, i32) =
@@ -97,8 +98,25 @@ impl Nodes {
         Ok(nodes)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter()
+    /// Whether there are none (not a Citus coordinator).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Runs `sql` on every node, one after another: their rows, node by
+    /// node (none off Citus).
+    pub async fn query_all(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ApiError> {
+        let mut rows = Vec::new();
+        for node in &self.nodes {
+            let n = self.connect(node).await?;
+            let st = n.prepare_cached(sql).await?;
+            rows.extend(n.query(&st, params).await?);
+        }
+        Ok(rows)
     }
 
     /// The node that holds delivery `id`; None: the coordinator (or the

@@ -206,11 +206,7 @@ pub async fn list(
     let mut rows = db.query(&st, &params).await?;
     // On Citus, each worker node's page too: ids are in disjoint ranges,
     // so newest-first by id is one order over every node.
-    for node in scope.nodes().iter() {
-        let n = scope.nodes().connect(node).await?;
-        let st = n.prepare_cached(&sql).await?;
-        rows.extend(n.query(&st, &params).await?);
-    }
+    rows.extend(scope.nodes().query_all(&sql, &params).await?);
     let mut data: Vec<Delivery> = rows.iter().map(delivery).collect();
     data.sort_by_key(|d| std::cmp::Reverse(d.id));
     let next = (data.len() as i64 > limit).then(|| data[limit as usize - 1].id);

@@ -395,26 +395,25 @@ pub async fn read(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<End
 /// node that delivers for the tenant keeps its health and disables it
 /// ([`crate::nodes::merged_status`]). Nothing off Citus.
 pub async fn node_health(scope: &Scope, endpoints: &mut [Endpoint]) -> Result<(), ApiError> {
-    if endpoints.is_empty() || scope.nodes().iter().next().is_none() {
+    if endpoints.is_empty() || scope.nodes().is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
     type Health = (String, Option<DateTime<Utc>>, Option<String>);
     let mut copies: BTreeMap<Uuid, Vec<Health>> = BTreeMap::new();
-    for node in scope.nodes().iter() {
-        let n = scope.nodes().connect(node).await?;
-        let st = n
-            .prepare_cached(
-                "SELECT id, status, disabled_at, disabled_reason FROM postbox.endpoint_settings
-                  WHERE tenant = $1 AND id = ANY($2)",
-            )
-            .await?;
-        for r in n.query(&st, &[&scope.tenant, &ids]).await? {
-            copies
-                .entry(r.get(0))
-                .or_default()
-                .push((r.get(1), r.get(2), r.get(3)));
-        }
+    let rows = scope
+        .nodes()
+        .query_all(
+            "SELECT id, status, disabled_at, disabled_reason FROM postbox.endpoint_settings
+              WHERE tenant = $1 AND id = ANY($2)",
+            &[&scope.tenant, &ids],
+        )
+        .await?;
+    for r in rows {
+        copies
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2), r.get(3)));
     }
     for e in endpoints.iter_mut() {
         let here = (e.status.clone(), e.disabled_at, e.disabled_reason.clone());
@@ -704,10 +703,7 @@ pub async fn replay(
             let (mut queued, mut more): (i32, bool) = (row.get(0), row.get(1));
             // On Citus, every worker node replays what it delivered (up to
             // the limit each: `more` says whether to call again).
-            for node in scope.nodes().iter() {
-                let n = scope.nodes().connect(node).await?;
-                let st = n.prepare_cached(REPLAY).await?;
-                let row = n.query_one(&st, &params).await?;
+            for row in scope.nodes().query_all(REPLAY, &params).await? {
                 queued += row.get::<_, i32>(0);
                 more |= row.get::<_, bool>(1);
             }
@@ -787,9 +783,10 @@ async fn stats_of(
     let st = db.prepare_cached(COUNTS).await?;
     let rows = db.query(&st, &[tenant, &ids]).await?;
     let st = db.prepare_cached(HOURLY).await?;
-    let mut counts: Vec<(Uuid, (i32, i64, i64))> = db
-        .query(&st, &[tenant, &ids])
-        .await?
+    let mut hours = db.query(&st, &[tenant, &ids]).await?;
+    // On Citus, every worker node's hours too (none off Citus).
+    hours.extend(scope.nodes().query_all(HOURLY, &[tenant, &ids]).await?);
+    let counts: Vec<(Uuid, (i32, i64, i64))> = hours
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
         .collect();
@@ -804,25 +801,14 @@ async fn stats_of(
             )
         })
         .collect();
-    if scope.nodes().iter().next().is_some() {
-        for node in scope.nodes().iter() {
-            let n = scope.nodes().connect(node).await?;
-            let st = n.prepare_cached(COUNTS).await?;
-            for r in n.query(&st, &[tenant, &ids]).await? {
-                let id: Uuid = r.get(0);
-                if let Some((_, c, _)) = sums.iter_mut().find(|(e, _, _)| *e == id) {
-                    for (i, v) in c.iter_mut().enumerate() {
-                        *v += r.get::<_, i64>(i + 1);
-                    }
+    if !scope.nodes().is_empty() {
+        for r in scope.nodes().query_all(COUNTS, &[tenant, &ids]).await? {
+            let id: Uuid = r.get(0);
+            if let Some((_, c, _)) = sums.iter_mut().find(|(e, _, _)| *e == id) {
+                for (i, v) in c.iter_mut().enumerate() {
+                    *v += r.get::<_, i64>(i + 1);
                 }
             }
-            let st = n.prepare_cached(HOURLY).await?;
-            counts.extend(
-                n.query(&st, &[tenant, &ids])
-                    .await?
-                    .iter()
-                    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3)))),
-            );
         }
         let succeeded: Vec<i64> = sums
             .iter()
