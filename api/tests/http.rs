@@ -790,10 +790,7 @@ async fn an_idempotency_key_gets_the_first_answer() {
 /// request id (the client's, if it sent one); bodies are bounded.
 #[tokio::test]
 async fn errors_are_json_with_stable_codes() {
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], postbox_tests::free_port()));
     let api = Api::start_with(|c| {
         c.max_body = 4096;
         c.metrics_addr = Some(metrics);

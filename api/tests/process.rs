@@ -27,11 +27,7 @@ async fn sigterm_drains_requests_in_flight_and_exits_0() {
         .await
         .unwrap()
         .get(0);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = postbox_tests::free_port();
     let mut api = Command::new(env!("CARGO_BIN_EXE_postbox-api"))
         .env("POSTBOX_API_DATABASE_URL", pg.url("postbox_api"))
         .env("POSTBOX_API_LISTEN", format!("127.0.0.1:{port}"))

@@ -593,10 +593,7 @@ async fn members_see_header_names_not_values() {
 /// in the metrics, a URL's password in an error.
 #[tokio::test]
 async fn the_edges_refuse_what_could_mislead() {
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], postbox_tests::free_port()));
     let api = Api::start_with(|c| c.metrics_addr = Some(metrics_addr)).await;
     let (_, admin) = api.key(Some("acme"), "admin").await;
     let http = reqwest::Client::new();

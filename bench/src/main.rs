@@ -1246,11 +1246,7 @@ impl Bench {
         let operator: String = self
             .one("SELECT key FROM postbox.create_api_key(NULL, 'operator', 'bench')")
             .await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = postbox_tests::free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let api_bin = self.worker_bin.with_file_name("postbox-api");
         let api = Started::spawn(

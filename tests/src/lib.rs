@@ -204,12 +204,38 @@ fn template(bin: &Path) -> PathBuf {
     dir.join("data")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port on 127.0.0.1 that nothing listens on now, for a server the test
+/// starts later (a cluster, a pooler, a worker's metrics) or for a port that
+/// must refuse connections.
+///
+/// Not the kernel's `bind(0)`: a port it hands out and we release sits in
+/// the ephemeral range, where any outgoing connection (the worker's, the
+/// harness's) or another test's `bind(0)` may take it before our server
+/// binds it, and the server then fails to start (seen in CI: "could not
+/// bind", pg_ctl "stopped waiting"). So the ports come from below that range
+/// (`ip_local_port_range`), which the kernel never picks by itself: each
+/// process starts at its own place in it (its pid) and hands each port out
+/// once, skipping any that something holds.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Below the ephemeral range's low end (Linux's default 32768), above
+    // the registered ports most services take.
+    const LOW: usize = 20_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<usize>().ok())
+        .filter(|&low| low > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    let start = (std::process::id() as usize * 7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {LOW}..{high}");
 }
 
 impl Cluster {

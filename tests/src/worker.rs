@@ -95,10 +95,7 @@ pub fn test_config(pg: &Cluster) -> Config {
 
 /// A free port on 127.0.0.1 for a worker's metrics.
 pub fn metrics_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], crate::free_port()))
 }
 
 /// The value of the sample `series` (name and labels, as exposed) in the

@@ -276,11 +276,7 @@ mod tests {
         })
         .unwrap();
         // A job per distinct connect timeout, to a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = postbox_tests::free_port();
         let mut job = crate::claim::tests::sample_job(
             postbox_rules::headers::SignatureStyle::Standard,
             None,
@@ -353,11 +349,7 @@ mod tests {
     async fn errors_carry_their_causes_and_timeouts_their_length() {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         // A port nobody listens on: the reason is three layers down.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = postbox_tests::free_port();
         let e = client
             .post(format!("http://127.0.0.1:{port}/hook"))
             .send()

@@ -7,7 +7,6 @@
 use postbox_tests::{wait_until, Cluster};
 use postbox_worker::wakeup;
 use prometheus_client::metrics::gauge::Gauge;
-use std::net::TcpListener;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +22,7 @@ struct Bouncer {
 
 impl Bouncer {
     fn start(pg: &Cluster) -> Bouncer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = postbox_tests::free_port();
         let dir = pg.dir().join("pgbouncer");
         std::fs::create_dir_all(&dir).unwrap();
         let ini = dir.join("pgbouncer.ini");

@@ -305,12 +305,8 @@ const MB: u64 = 1024 * 1024;
 async fn connection_refused() {
     let (pg, db) = cluster().await;
     let healthy = Healthy::start(&db).await;
-    // Bound, then dropped: nobody listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Handed to nobody else, and nobody listens there.
+    let port = postbox_tests::free_port();
     let ep = faulty(&db, &format!("http://127.0.0.1:{port}/hook"), ONE_ATTEMPT).await;
     let worker = Worker::start(test_config(&pg));
     emit_faulty(&db).await;
