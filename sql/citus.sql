@@ -76,7 +76,7 @@ GRANT EXECUTE ON FUNCTION postbox._delivery_node_bits() TO postbox_admin;
 -- transaction holds writes, so the publication is committed first.
 -- Idempotent: a worker node that already subscribes is left alone, so it
 -- is run again after citus_add_node. A node whose replicated tables hold
--- anything but what CREATE EXTENSION wrote (the catalog's webhook.test) is
+-- anything but what CREATE EXTENSION wrote (the catalog's builtin types) is
 -- refused: its rows would clash with the coordinator's copy.
 -- conninfo: what a worker node adds to reach the coordinator (sslmode,
 -- sslrootcert, ...), beside the coordinator's host and port from Citus's
@@ -134,7 +134,7 @@ BEGIN
         CONTINUE WHEN v_result <> '0';
         SELECT success, result INTO v_ok, v_result
           FROM pg_catalog.master_run_on_worker(ARRAY[v_node.nodename], ARRAY[v_node.nodeport],
-                                    ARRAY['SELECT (SELECT count(*) FROM postbox.event_types WHERE name <> ''webhook.test'')'
+                                    ARRAY['SELECT (SELECT count(*) FROM postbox.event_types WHERE NOT builtin)'
                                           ' + (SELECT count(*) FROM postbox.endpoints)'
                                           ' + (SELECT count(*) FROM postbox.retention)'], false);
         IF NOT v_ok OR v_result <> '0' THEN

@@ -1,6 +1,70 @@
 -- postbox: the event catalog, emit and attach (the application's side), and
 -- routing: expansion of emitted rows into events and deliveries.
 
+-- postbox's own events (operator notifications): their types are the
+-- catalog's postbox.* names (sql/schema.sql), which no emitter, attach or
+-- create_event_type may use, and they go only to the operator tenant, which
+-- gets nothing else (_routes). Only postbox._operator_events writes them.
+CREATE FUNCTION postbox.operator_tenant()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT 'postbox:operator';
+END;
+COMMENT ON FUNCTION postbox.operator_tenant() IS 'The reserved tenant whose endpoints receive postbox''s own events (postbox.endpoint.failing, ...); emit refuses it.';
+GRANT EXECUTE ON FUNCTION postbox.operator_tenant() TO postbox_emitter, postbox_admin, postbox_worker;
+
+CREATE FUNCTION postbox._reserved_type(p_name text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT starts_with(p_name, 'postbox.');
+END;
+COMMENT ON FUNCTION postbox._reserved_type(text) IS 'Internal: whether an event type is one of postbox''s own (postbox.*), which only postbox emits (inlined).';
+-- Inlined into _routes, which endpoint_status inlines with the caller's rights.
+GRANT EXECUTE ON FUNCTION postbox._reserved_type(text) TO postbox_admin;
+
+-- The one shape of an operator event's data: whose endpoint, which, and why.
+CREATE FUNCTION postbox._notice(p_tenant text, p_endpoint uuid, p_url text, p_reason text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT jsonb_build_object('tenant', p_tenant, 'endpoint_id', p_endpoint, 'url', p_url, 'reason', p_reason);
+END;
+COMMENT ON FUNCTION postbox._notice(text, uuid, text, text) IS 'Internal: an operator event''s data: the tenant, the endpoint, its URL and the reason.';
+
+-- Writes operator events of one type, one per element of p_data (built by
+-- _notice), into postbox.emitted for the operator tenant; they are expanded
+-- and delivered like any event. Events about the operator tenant's own
+-- endpoints are dropped: its endpoints failing would otherwise feed
+-- themselves. Each event's ordering key is its endpoint, so an ordered
+-- operator endpoint hears of one endpoint's changes in order.
+-- SECURITY DEFINER because acknowledge runs as postbox_worker, which may
+-- not write emitted: this writes only postbox.* events to the operator
+-- tenant, so a caller can at worst send the operator a false notice, never
+-- a tenant anything.
+CREATE FUNCTION postbox._operator_events(p_type text, p_data jsonb[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT postbox._reserved_type(p_type)
+       OR NOT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = p_type AND t.builtin) THEN
+        PERFORM postbox._raise('event_type_unknown', 'event_type',
+            format('postbox: not one of postbox''s own event types: %s', postbox._shown(p_type)), p_type);
+    END IF;
+    INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data, ordering_key)
+    SELECT postbox._uuid7(), postbox.operator_tenant(), p_type, clock_timestamp(), d, d ->> 'endpoint_id'
+      FROM unnest(p_data) AS d
+     WHERE d ->> 'tenant' IS DISTINCT FROM postbox.operator_tenant();
+    IF FOUND THEN
+        PERFORM postbox._wake();
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION postbox._operator_events(text, jsonb[]) IS 'Internal: writes postbox''s own events (postbox.*) for the operator tenant, none about its own endpoints.';
+GRANT EXECUTE ON FUNCTION postbox._operator_events(text, jsonb[]) TO postbox_worker;
+
 CREATE FUNCTION postbox.create_event_type(name text, description text DEFAULT NULL, schema jsonb DEFAULT NULL,
                                           example jsonb DEFAULT NULL)
 RETURNS void
@@ -10,6 +74,9 @@ AS $fn$
 BEGIN
     IF create_event_type.name IS NULL THEN
         PERFORM postbox._raise('required', 'name', 'postbox: event type name must not be NULL: NULL');
+    END IF;
+    IF postbox._reserved_type(create_event_type.name) THEN
+        PERFORM postbox._reserved_type_error(create_event_type.name);
     END IF;
     IF create_event_type.schema IS NOT NULL
        AND jsonb_typeof(create_event_type.schema) NOT IN ('object', 'boolean') THEN
@@ -41,6 +108,9 @@ BEGIN
     BEGIN
         PERFORM postbox._event_match_keys(p_name);  -- raises if the name is malformed
     END;
+    IF postbox._reserved_type(p_name) THEN
+        PERFORM postbox._reserved_type_error(p_name);
+    END IF;
     v_close := postbox._close_names(p_name, postbox._catalog_names());
     PERFORM postbox._raise('event_type_unknown', 'event_type', format('postbox: unknown event type (%s): %s',
         CASE WHEN cardinality(v_close) > 0 THEN 'did you mean ' || array_to_string(v_close, ', ') || '?'
@@ -48,7 +118,18 @@ BEGIN
         coalesce(p_name, 'NULL')), p_name);
 END
 $fn$;
-COMMENT ON FUNCTION postbox._unknown_event_type(text) IS 'Internal: raises the unknown-event-type error with the closest names.';
+COMMENT ON FUNCTION postbox._unknown_event_type(text) IS 'Internal: raises the unknown-event-type error with the closest names (or event_type_reserved for postbox.*).';
+
+CREATE FUNCTION postbox._reserved_type_error(p_name text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    PERFORM postbox._raise('event_type_reserved', 'event_type', format(
+        'postbox: event types postbox.* are postbox''s own; only postbox sends them: %s', postbox._shown(p_name)), p_name);
+END
+$fn$;
+COMMENT ON FUNCTION postbox._reserved_type_error(text) IS 'Internal: raises event_type_reserved.';
 
 CREATE FUNCTION postbox._check_data(p_data jsonb)
 RETURNS void
@@ -96,6 +177,10 @@ BEGIN
     IF octet_length(tenant) > postbox._max_key_bytes() THEN
         PERFORM postbox._too_long('tenant', tenant);
     END IF;
+    IF tenant = postbox.operator_tenant() THEN
+        PERFORM postbox._raise('tenant_reserved', 'tenant', format(
+            'postbox: the operator tenant (%s) receives only postbox''s own events', tenant));
+    END IF;
     IF octet_length(idempotency_key) > postbox._max_key_bytes() THEN
         PERFORM postbox._too_long('idempotency_key', idempotency_key);
     END IF;
@@ -107,7 +192,7 @@ BEGIN
     SELECT true, (SELECT w.waiting FROM postbox.wakeup w)
       INTO v_known, v_wake
       FROM postbox.event_types t
-     WHERE t.name = emit.event_type;
+     WHERE t.name = emit.event_type AND NOT postbox._reserved_type(t.name);
     IF v_known IS NULL THEN
         PERFORM postbox._unknown_event_type(event_type);
     END IF;
@@ -244,7 +329,7 @@ BEGIN
         INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data, ordering_key)
         VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_data, postbox._row_key(v_row, p_args))
         RETURNING 1)
-    SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
+    SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type AND NOT postbox._reserved_type(t.name)),
            (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
       INTO v_known, v_wake;
     IF NOT v_known THEN
@@ -270,6 +355,9 @@ BEGIN
                              coalesce(postbox._shown(p_resource), 'NULL')));
     END IF;
     PERFORM postbox._event_match_keys(p_resource || '.created');  -- raises on a bad resource name
+    IF postbox._reserved_type(p_resource || '.created') THEN
+        PERFORM postbox._reserved_type_error(p_resource || '.created');
+    END IF;
     FOREACH v_suffix IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
         INSERT INTO postbox.event_types (name, description, match_keys)
         VALUES (p_resource || '.' || v_suffix,
@@ -530,6 +618,8 @@ BEGIN ATOMIC
       FROM postbox.event_types t
       JOIN postbox.endpoints e ON e.tenant = p_tenant AND e.event_types && t.match_keys
      WHERE t.name = p_event_type
+       -- The operator tenant gets postbox's own events, and only those.
+       AND (p_tenant = postbox.operator_tenant()) = postbox._reserved_type(p_event_type)
        -- Not the state: routing ignores pauses now (the pause history
        -- decides, as of p_at); only a disabled endpoint, whose deliveries
        -- are cancelled, gets none.

@@ -247,6 +247,7 @@ BEGIN
         INSERT INTO postbox.endpoint_pauses (endpoint_id, tenant, paused_at) VALUES (v_id, p_tenant, v_now);
     END IF;
     INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (v_id, v_secret);
+    PERFORM postbox._operator_events('postbox.endpoint.created', ARRAY[postbox._notice(p_tenant, v_id, v_url, 'created')]);
     id := v_id;
     secret := v_secret;
     RETURN NEXT;
@@ -372,7 +373,11 @@ BEGIN
     IF event_types IS NOT NULL THEN  -- NULL keeps them
         UPDATE postbox.endpoints e
            SET event_types = postbox._validate_filters(event_types, postbox._catalog_names()), updated_at = now()
-         WHERE e.id = v_id;
+         WHERE e.id = v_id AND e.event_types IS DISTINCT FROM postbox._validate_filters(event_types, postbox._catalog_names());
+        IF FOUND THEN
+            PERFORM postbox._operator_events('postbox.endpoint.updated',
+                ARRAY[postbox._notice(tenant, v_id, v_url, 'changed: event_types')]);
+        END IF;
     END IF;
     RETURN QUERY SELECT v_id, NULL::text, false;
 END
@@ -467,9 +472,12 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     e postbox.endpoints;
+    v_was postbox.endpoints;
     v_was_keyed boolean;
+    v_changes text[];
 BEGIN
     e := postbox._endpoint(update_endpoint.tenant, update_endpoint.id);
+    v_was := e;
     v_was_keyed := postbox._ordered(e.options) OR postbox._coalesces(e.options);
     IF update_endpoint.url IS NOT NULL THEN
         e.url := postbox.validate_url(update_endpoint.url);
@@ -520,6 +528,21 @@ BEGIN
            disabled_reason = e.disabled_reason, consecutive_failures = e.consecutive_failures,
            failing_since = e.failing_since, resumed_at = e.resumed_at, updated_at = now()
      WHERE id = e.id;
+    -- The operator hears what changed, by name (never a header's value).
+    v_changes := ARRAY(SELECT c.name FROM (VALUES
+            ('url', v_was.url IS DISTINCT FROM e.url), ('event_types', v_was.event_types IS DISTINCT FROM e.event_types),
+            ('headers', v_was.headers IS DISTINCT FROM e.headers),
+            ('description', v_was.description IS DISTINCT FROM e.description),
+            ('options', v_was.options IS DISTINCT FROM e.options),
+            ('envelope', v_was.envelope IS DISTINCT FROM e.envelope)) AS c(name, changed)
+        WHERE c.changed);
+    IF v_was.enabled <> e.enabled OR v_was.disabled_at IS DISTINCT FROM e.disabled_at OR cardinality(v_changes) > 0 THEN
+        PERFORM postbox._operator_events('postbox.endpoint.updated', ARRAY[postbox._notice(e.tenant, e.id, e.url,
+            concat_ws('; ', CASE WHEN v_was.enabled AND NOT e.enabled THEN 'paused'
+                                 WHEN v_was.disabled_at IS NOT NULL AND e.disabled_at IS NULL THEN 'resumed after being disabled'
+                                 WHEN NOT v_was.enabled AND e.enabled THEN 'resumed' END,
+                      'changed: ' || nullif(array_to_string(v_changes, ', '), '')))]);
+    END IF;
 END
 $fn$;
 COMMENT ON FUNCTION postbox.update_endpoint(text, uuid, text, text[], json, text, boolean, jsonb, text) IS 'Changes one of the tenant''s endpoints; NULL leaves a field as it is. enabled => false pauses it, true resumes it.';
@@ -530,9 +553,12 @@ CREATE FUNCTION postbox._delete_endpoint(p_tenant text, p_id uuid)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    e postbox.endpoints;
 BEGIN
-    PERFORM postbox._endpoint(p_tenant, p_id);
+    e := postbox._endpoint(p_tenant, p_id);
     DELETE FROM postbox.endpoints WHERE id = p_id;  -- secrets and pauses go with it (cascade)
+    PERFORM postbox._operator_events('postbox.endpoint.deleted', ARRAY[postbox._notice(p_tenant, p_id, e.url, 'deleted')]);
     UPDATE postbox.outbox
        SET status = 'cancelled', last_error = 'endpoint deleted', lease_until = NULL
      WHERE endpoint_id = p_id AND status = 'pending';
@@ -577,6 +603,8 @@ BEGIN
      WHERE endpoint_id = e.id;
     DELETE FROM postbox.endpoint_secrets WHERE endpoint_id = e.id AND expires_at <= clock_timestamp();
     INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (e.id, v_secret);
+    PERFORM postbox._operator_events('postbox.endpoint.updated',
+        ARRAY[postbox._notice(e.tenant, e.id, e.url, 'secret rotated')]);
     RETURN v_secret;
 END
 $fn$;

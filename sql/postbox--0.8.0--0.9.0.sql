@@ -9,6 +9,110 @@
 -- nodes clear its health on seeing it, sql/citus.sql).
 ALTER TABLE postbox.endpoints ADD COLUMN resumed_at timestamptz;
 
+-- Operator notifications (sql/schema.sql, sql/emit.sql): whether the
+-- operator was told an endpoint is failing, postbox's own event types, and
+-- the helpers the routing rule and emit paths use to keep them postbox's.
+ALTER TABLE postbox.endpoints ADD COLUMN notified_failing boolean NOT NULL DEFAULT false;
+GRANT UPDATE (notified_failing) ON postbox.endpoints TO postbox_worker;
+
+-- postbox's own events, for the product that runs it (0.9.0): they go only
+-- to the operator tenant's endpoints (postbox.operator_tenant()), and only
+-- postbox writes them (postbox._operator_events). Their data: the tenant,
+-- the endpoint, its URL and the reason (a delivery's ids too, for
+-- exhausted). Each name's match keys as _event_match_keys makes them.
+INSERT INTO postbox.event_types (name, description, example, match_keys, builtin)
+SELECT 'postbox.' || x.name, x.description,
+       jsonb_build_object('tenant', 'acme', 'endpoint_id', '01900000-0000-7000-8000-000000000000',
+                          'url', 'https://example.com/webhooks', 'reason', x.reason),
+       ARRAY['*', 'postbox.*', 'postbox.' || split_part(x.name, '.', 1) || '.*', 'postbox.' || x.name], true
+  FROM (VALUES
+        ('endpoint.failing', 'An endpoint''s attempts started failing (its first failure after a success, or ever).',
+         'HTTP 500'),
+        ('endpoint.disabled', 'An endpoint was disabled automatically; its pending deliveries were cancelled.',
+         '5 consecutive failed attempts since 2026-01-01 00:00:00 UTC'),
+        ('endpoint.recovered', 'An endpoint that was failing, or disabled and resumed, delivered again.',
+         'a delivery succeeded'),
+        ('delivery.exhausted', 'A delivery failed for good: its retries ran out, or the endpoint refused it.',
+         'HTTP 500'),
+        ('endpoint.created', 'A tenant''s endpoint was created.', 'created'),
+        ('endpoint.updated', 'A tenant''s endpoint was changed, paused or resumed.', 'changed: url'),
+        ('endpoint.deleted', 'A tenant''s endpoint was deleted.', 'deleted')) AS x(name, description, reason);
+
+-- postbox's own events (operator notifications): their types are the
+-- catalog's postbox.* names (sql/schema.sql), which no emitter, attach or
+-- create_event_type may use, and they go only to the operator tenant, which
+-- gets nothing else (_routes). Only postbox._operator_events writes them.
+CREATE FUNCTION postbox.operator_tenant()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT 'postbox:operator';
+END;
+COMMENT ON FUNCTION postbox.operator_tenant() IS 'The reserved tenant whose endpoints receive postbox''s own events (postbox.endpoint.failing, ...); emit refuses it.';
+GRANT EXECUTE ON FUNCTION postbox.operator_tenant() TO postbox_emitter, postbox_admin, postbox_worker;
+
+CREATE FUNCTION postbox._reserved_type(p_name text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT starts_with(p_name, 'postbox.');
+END;
+COMMENT ON FUNCTION postbox._reserved_type(text) IS 'Internal: whether an event type is one of postbox''s own (postbox.*), which only postbox emits (inlined).';
+-- Inlined into _routes, which endpoint_status inlines with the caller's rights.
+GRANT EXECUTE ON FUNCTION postbox._reserved_type(text) TO postbox_admin;
+
+-- The one shape of an operator event's data: whose endpoint, which, and why.
+CREATE FUNCTION postbox._notice(p_tenant text, p_endpoint uuid, p_url text, p_reason text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT jsonb_build_object('tenant', p_tenant, 'endpoint_id', p_endpoint, 'url', p_url, 'reason', p_reason);
+END;
+COMMENT ON FUNCTION postbox._notice(text, uuid, text, text) IS 'Internal: an operator event''s data: the tenant, the endpoint, its URL and the reason.';
+
+-- Writes operator events of one type, one per element of p_data (built by
+-- _notice), into postbox.emitted for the operator tenant; they are expanded
+-- and delivered like any event. Events about the operator tenant's own
+-- endpoints are dropped: its endpoints failing would otherwise feed
+-- themselves. Each event's ordering key is its endpoint, so an ordered
+-- operator endpoint hears of one endpoint's changes in order.
+-- SECURITY DEFINER because acknowledge runs as postbox_worker, which may
+-- not write emitted: this writes only postbox.* events to the operator
+-- tenant, so a caller can at worst send the operator a false notice, never
+-- a tenant anything.
+CREATE FUNCTION postbox._operator_events(p_type text, p_data jsonb[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT postbox._reserved_type(p_type)
+       OR NOT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = p_type AND t.builtin) THEN
+        PERFORM postbox._raise('event_type_unknown', 'event_type',
+            format('postbox: not one of postbox''s own event types: %s', postbox._shown(p_type)), p_type);
+    END IF;
+    INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data, ordering_key)
+    SELECT postbox._uuid7(), postbox.operator_tenant(), p_type, clock_timestamp(), d, d ->> 'endpoint_id'
+      FROM unnest(p_data) AS d
+     WHERE d ->> 'tenant' IS DISTINCT FROM postbox.operator_tenant();
+    IF FOUND THEN
+        PERFORM postbox._wake();
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION postbox._operator_events(text, jsonb[]) IS 'Internal: writes postbox''s own events (postbox.*) for the operator tenant, none about its own endpoints.';
+GRANT EXECUTE ON FUNCTION postbox._operator_events(text, jsonb[]) TO postbox_worker;
+
+CREATE FUNCTION postbox._reserved_type_error(p_name text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    PERFORM postbox._raise('event_type_reserved', 'event_type', format(
+        'postbox: event types postbox.* are postbox''s own; only postbox sends them: %s', postbox._shown(p_name)), p_name);
+END
+$fn$;
+COMMENT ON FUNCTION postbox._reserved_type_error(text) IS 'Internal: raises event_type_reserved.';
+
 -- Batched deliveries: how often a batch carrying a delivery was split, and
 -- the attempt log's batch rows (sql/schema.sql says what each holds).
 ALTER TABLE postbox.outbox ADD COLUMN batch_split smallint NOT NULL DEFAULT 0;
@@ -166,7 +270,11 @@ SET plan_cache_mode = force_generic_plan
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_disabled record;
+    v_disabled  record;
+    v_notices   jsonb[] := '{}';
+    v_failing   jsonb[];
+    v_recovered jsonb[];
+    v_exhausted jsonb[];
 BEGIN
     INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at,
                                      duration_ms, status_code, response_excerpt, error, outcome, is_test,
@@ -189,31 +297,69 @@ BEGIN
      WHERE o.id = ANY (ARRAY(SELECT y.id FROM unnest(acknowledge.d_ids, acknowledge.d_statuses) AS y(id, st)
                               WHERE y.st IS NULL));
 
-    UPDATE postbox.outbox o
-       SET attempts = CASE WHEN y.split THEN o.attempts ELSE u.attempt END, status = y.status,
-           next_attempt_at = coalesce(y.next_at, o.next_attempt_at),
-           lease_until = NULL, leased_by = NULL, last_attempt_at = u.at,
-           last_status_code = u.code, last_error = u.err,
-           batch_split = o.batch_split + y.split::integer
-      FROM unnest(acknowledge.d_ids, acknowledge.d_attempts, acknowledge.d_statuses, acknowledge.d_next_at,
-                  acknowledge.d_split) AS y(id, a, status, next_at, split)
-      JOIN unnest(acknowledge.attempts, acknowledge.started_at, acknowledge.status_codes, acknowledge.errors)
-           WITH ORDINALITY AS u(attempt, at, code, err, n) ON u.n = y.a
-     WHERE o.id = y.id AND y.status IS NOT NULL AND o.status = 'pending';
+    WITH rescheduled AS (
+        UPDATE postbox.outbox o
+           SET attempts = CASE WHEN y.split THEN o.attempts ELSE u.attempt END, status = y.status,
+               next_attempt_at = coalesce(y.next_at, o.next_attempt_at),
+               lease_until = NULL, leased_by = NULL, last_attempt_at = u.at,
+               last_status_code = u.code, last_error = u.err,
+               batch_split = o.batch_split + y.split::integer
+          FROM unnest(acknowledge.d_ids, acknowledge.d_attempts, acknowledge.d_statuses, acknowledge.d_next_at,
+                      acknowledge.d_split) AS y(id, a, status, next_at, split)
+          JOIN unnest(acknowledge.attempts, acknowledge.started_at, acknowledge.status_codes, acknowledge.errors)
+               WITH ORDINALITY AS u(attempt, at, code, err, n) ON u.n = y.a
+         WHERE o.id = y.id AND y.status IS NOT NULL AND o.status = 'pending'
+        RETURNING o.*
+    )
+    SELECT array_agg(postbox._notice(r.tenant, r.endpoint_id,
+                                     (SELECT e.url FROM postbox.endpoints e WHERE e.id = r.endpoint_id), r.last_error)
+                     || jsonb_build_object('delivery_id', r.id, 'event_id', r.event_id, 'attempts', r.attempts,
+                                           'event_type', (SELECT v.event_type FROM postbox.events v WHERE v.id = r.event_id))
+                     ORDER BY r.id)
+           FILTER (WHERE r.status = 'failed' AND NOT r.is_test)
+      INTO v_exhausted
+      FROM rescheduled r;
 
     IF cardinality(acknowledge.h_ids) > 0 THEN
-        UPDATE postbox.endpoints e
-           SET consecutive_failures = CASE WHEN h.reset THEN h.streak ELSE e.consecutive_failures + h.streak END,
-               failing_since = CASE WHEN h.streak = 0 THEN NULL
-                                    WHEN h.reset THEN h.first_fail
-                                    ELSE coalesce(e.failing_since, h.first_fail) END,
-               last_attempt_at = greatest(e.last_attempt_at, h.last_at),
-               last_success_at = coalesce(h.last_ok, e.last_success_at),
-               last_error = coalesce(h.last_err, e.last_error)
-          FROM unnest(acknowledge.h_ids, acknowledge.h_reset, acknowledge.h_streak, acknowledge.h_first_fail,
-                      acknowledge.h_last_at, acknowledge.h_last_ok, acknowledge.h_last_err)
-               AS h(id, reset, streak, first_fail, last_at, last_ok, last_err)
-         WHERE e.id = h.id;
+        -- Each endpoint's health as it is now, locked (a concurrent
+        -- acknowledge waits), so that what the operator was told is read
+        -- and changed by one acknowledge at a time.
+        WITH was AS (
+            SELECT e.id, e.notified_failing FROM postbox.endpoints e
+             WHERE e.id = ANY (acknowledge.h_ids)
+               FOR NO KEY UPDATE
+        ), updated AS (
+            UPDATE postbox.endpoints e
+               SET consecutive_failures = CASE WHEN h.reset THEN h.streak ELSE e.consecutive_failures + h.streak END,
+                   failing_since = CASE WHEN h.streak = 0 THEN NULL
+                                        WHEN h.reset THEN h.first_fail
+                                        ELSE coalesce(e.failing_since, h.first_fail) END,
+                   last_attempt_at = greatest(e.last_attempt_at, h.last_at),
+                   last_success_at = coalesce(h.last_ok, e.last_success_at),
+                   last_error = coalesce(h.last_err, e.last_error),
+                   notified_failing = CASE WHEN h.streak > 0 THEN true WHEN h.reset THEN false
+                                           ELSE e.notified_failing END
+              FROM unnest(acknowledge.h_ids, acknowledge.h_reset, acknowledge.h_streak, acknowledge.h_first_fail,
+                          acknowledge.h_last_at, acknowledge.h_last_ok, acknowledge.h_last_err)
+                   AS h(id, reset, streak, first_fail, last_at, last_ok, last_err)
+              JOIN was ON was.id = h.id
+             WHERE e.id = h.id
+            RETURNING e.id, e.tenant, e.url, e.last_error, was.notified_failing AS was_failing, h.reset, h.streak
+        )
+        -- A success after the operator heard of failures: recovered; failures
+        -- the operator has not heard of (or after such a success): failing.
+        SELECT array_agg(postbox._notice(u.tenant, u.id, u.url, 'a delivery succeeded') ORDER BY u.id)
+                   FILTER (WHERE u.reset AND u.was_failing),
+               array_agg(postbox._notice(u.tenant, u.id, u.url, u.last_error) ORDER BY u.id)
+                   FILTER (WHERE u.streak > 0 AND (u.reset OR NOT u.was_failing))
+          INTO v_recovered, v_failing
+          FROM updated u;
+        IF v_recovered IS NOT NULL THEN
+            PERFORM postbox._operator_events('postbox.endpoint.recovered', v_recovered);
+        END IF;
+        IF v_failing IS NOT NULL THEN
+            PERFORM postbox._operator_events('postbox.endpoint.failing', v_failing);
+        END IF;
 
         FOR v_disabled IN
             UPDATE postbox.endpoints e
@@ -226,15 +372,23 @@ BEGIN
                AND (e.id = ANY (acknowledge.gone)
                     OR (e.consecutive_failures >= acknowledge.disable_after_failures
                         AND e.failing_since <= now() - make_interval(secs => acknowledge.disable_after_seconds)))
-            RETURNING e.id, e.disabled_reason
+            RETURNING e.id, e.tenant, e.url, e.disabled_reason
         LOOP
             UPDATE postbox.outbox o
                SET status = 'cancelled', lease_until = NULL, last_error = 'endpoint disabled: ' || v_disabled.disabled_reason
              WHERE o.endpoint_id = v_disabled.id AND o.status = 'pending' AND NOT o.is_test;
+            v_notices := v_notices || postbox._notice(v_disabled.tenant, v_disabled.id, v_disabled.url,
+                                                      v_disabled.disabled_reason);
             endpoint_id := v_disabled.id;
             reason := v_disabled.disabled_reason;
             RETURN NEXT;
         END LOOP;
+        IF cardinality(v_notices) > 0 THEN
+            PERFORM postbox._operator_events('postbox.endpoint.disabled', v_notices);
+        END IF;
+    END IF;
+    IF v_exhausted IS NOT NULL THEN
+        PERFORM postbox._operator_events('postbox.delivery.exhausted', v_exhausted);
     END IF;
 END
 $fn$;
@@ -461,6 +615,10 @@ BEGIN
     IF octet_length(tenant) > postbox._max_key_bytes() THEN
         PERFORM postbox._too_long('tenant', tenant);
     END IF;
+    IF tenant = postbox.operator_tenant() THEN
+        PERFORM postbox._raise('tenant_reserved', 'tenant', format(
+            'postbox: the operator tenant (%s) receives only postbox''s own events', tenant));
+    END IF;
     IF octet_length(idempotency_key) > postbox._max_key_bytes() THEN
         PERFORM postbox._too_long('idempotency_key', idempotency_key);
     END IF;
@@ -472,7 +630,7 @@ BEGIN
     SELECT true, (SELECT w.waiting FROM postbox.wakeup w)
       INTO v_known, v_wake
       FROM postbox.event_types t
-     WHERE t.name = emit.event_type;
+     WHERE t.name = emit.event_type AND NOT postbox._reserved_type(t.name);
     IF v_known IS NULL THEN
         PERFORM postbox._unknown_event_type(event_type);
     END IF;
@@ -575,7 +733,7 @@ BEGIN
         INSERT INTO postbox.emitted (id, tenant, event_type, created_at, data, ordering_key)
         VALUES (postbox._uuid7(), v_tenant, v_type, clock_timestamp(), v_data, postbox._row_key(v_row, p_args))
         RETURNING 1)
-    SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type),
+    SELECT EXISTS (SELECT FROM postbox.event_types t WHERE t.name = v_type AND NOT postbox._reserved_type(t.name)),
            (SELECT w.waiting FROM postbox.wakeup w) AND EXISTS (SELECT FROM ins)
       INTO v_known, v_wake;
     IF NOT v_known THEN
@@ -764,6 +922,8 @@ BEGIN ATOMIC
       FROM postbox.event_types t
       JOIN postbox.endpoints e ON e.tenant = p_tenant AND e.event_types && t.match_keys
      WHERE t.name = p_event_type
+       -- The operator tenant gets postbox's own events, and only those.
+       AND (p_tenant = postbox.operator_tenant()) = postbox._reserved_type(p_event_type)
        -- Not the state: routing ignores pauses now (the pause history
        -- decides, as of p_at); only a disabled endpoint, whose deliveries
        -- are cancelled, gets none.
@@ -1006,9 +1166,12 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     e postbox.endpoints;
+    v_was postbox.endpoints;
     v_was_keyed boolean;
+    v_changes text[];
 BEGIN
     e := postbox._endpoint(update_endpoint.tenant, update_endpoint.id);
+    v_was := e;
     v_was_keyed := postbox._ordered(e.options) OR postbox._coalesces(e.options);
     IF update_endpoint.url IS NOT NULL THEN
         e.url := postbox.validate_url(update_endpoint.url);
@@ -1059,6 +1222,21 @@ BEGIN
            disabled_reason = e.disabled_reason, consecutive_failures = e.consecutive_failures,
            failing_since = e.failing_since, resumed_at = e.resumed_at, updated_at = now()
      WHERE id = e.id;
+    -- The operator hears what changed, by name (never a header's value).
+    v_changes := ARRAY(SELECT c.name FROM (VALUES
+            ('url', v_was.url IS DISTINCT FROM e.url), ('event_types', v_was.event_types IS DISTINCT FROM e.event_types),
+            ('headers', v_was.headers IS DISTINCT FROM e.headers),
+            ('description', v_was.description IS DISTINCT FROM e.description),
+            ('options', v_was.options IS DISTINCT FROM e.options),
+            ('envelope', v_was.envelope IS DISTINCT FROM e.envelope)) AS c(name, changed)
+        WHERE c.changed);
+    IF v_was.enabled <> e.enabled OR v_was.disabled_at IS DISTINCT FROM e.disabled_at OR cardinality(v_changes) > 0 THEN
+        PERFORM postbox._operator_events('postbox.endpoint.updated', ARRAY[postbox._notice(e.tenant, e.id, e.url,
+            concat_ws('; ', CASE WHEN v_was.enabled AND NOT e.enabled THEN 'paused'
+                                 WHEN v_was.disabled_at IS NOT NULL AND e.disabled_at IS NULL THEN 'resumed after being disabled'
+                                 WHEN NOT v_was.enabled AND e.enabled THEN 'resumed' END,
+                      'changed: ' || nullif(array_to_string(v_changes, ', '), '')))]);
+    END IF;
 END
 $fn$;
 COMMENT ON FUNCTION postbox.update_endpoint(text, uuid, text, text[], json, text, boolean, jsonb, text) IS 'Changes one of the tenant''s endpoints; NULL leaves a field as it is. enabled => false pauses it, true resumes it.';
@@ -1401,6 +1579,241 @@ COMMENT ON FUNCTION postbox.authenticate_api_key(bytea) IS 'postbox-api: the id,
 
 COMMENT ON FUNCTION postbox.set_tenant_limit(text, integer) IS 'Sets how many endpoints a tenant may have (NULL: no limit). 0 means no webhooks: its endpoints are suspended and its API keys refused until the limit is raised.';
 
+CREATE OR REPLACE FUNCTION postbox.create_event_type(name text, description text DEFAULT NULL, schema jsonb DEFAULT NULL,
+                                          example jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    IF create_event_type.name IS NULL THEN
+        PERFORM postbox._raise('required', 'name', 'postbox: event type name must not be NULL: NULL');
+    END IF;
+    IF postbox._reserved_type(create_event_type.name) THEN
+        PERFORM postbox._reserved_type_error(create_event_type.name);
+    END IF;
+    IF create_event_type.schema IS NOT NULL
+       AND jsonb_typeof(create_event_type.schema) NOT IN ('object', 'boolean') THEN
+        PERFORM postbox._raise('event_type_schema_invalid', 'schema',
+            format('postbox: event type schema must be a JSON Schema (an object or a boolean): %s',
+                             left(create_event_type.schema::text, 100)));
+    END IF;
+    IF create_event_type.example IS NOT NULL THEN
+        PERFORM postbox._check_data(create_event_type.example);  -- what send_test will send
+    END IF;
+    INSERT INTO postbox.event_types AS t (name, description, schema, example, match_keys)
+    VALUES (create_event_type.name, create_event_type.description, create_event_type.schema,
+            create_event_type.example, postbox._event_match_keys(create_event_type.name))
+    ON CONFLICT (name) DO UPDATE
+        SET description = EXCLUDED.description, schema = EXCLUDED.schema, example = EXCLUDED.example,
+            updated_at = now();
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox._unknown_event_type(p_name text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_close text[];
+BEGIN
+    BEGIN
+        PERFORM postbox._event_match_keys(p_name);  -- raises if the name is malformed
+    END;
+    IF postbox._reserved_type(p_name) THEN
+        PERFORM postbox._reserved_type_error(p_name);
+    END IF;
+    v_close := postbox._close_names(p_name, postbox._catalog_names());
+    PERFORM postbox._raise('event_type_unknown', 'event_type', format('postbox: unknown event type (%s): %s',
+        CASE WHEN cardinality(v_close) > 0 THEN 'did you mean ' || array_to_string(v_close, ', ') || '?'
+             ELSE 'create it with postbox.create_event_type first' END,
+        coalesce(p_name, 'NULL')), p_name);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox._register_resource(p_resource text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_suffix text;
+BEGIN
+    IF p_resource IS NULL OR p_resource ~ '[.](created|updated|deleted)$' THEN
+        PERFORM postbox._raise('resource_invalid', 'resource',
+            format('postbox: resource must be a name such as recording: %s',
+                             coalesce(postbox._shown(p_resource), 'NULL')));
+    END IF;
+    PERFORM postbox._event_match_keys(p_resource || '.created');  -- raises on a bad resource name
+    IF postbox._reserved_type(p_resource || '.created') THEN
+        PERFORM postbox._reserved_type_error(p_resource || '.created');
+    END IF;
+    FOREACH v_suffix IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
+        INSERT INTO postbox.event_types (name, description, match_keys)
+        VALUES (p_resource || '.' || v_suffix,
+                format('A %s row was %s (emitted by postbox.attach).', p_resource, v_suffix),
+                postbox._event_match_keys(p_resource || '.' || v_suffix))
+        ON CONFLICT (name) DO NOTHING;
+    END LOOP;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox._create_endpoint(
+    p_tenant text, p_url text, p_event_types text[], p_headers json, p_description text,
+    p_signature_style text, p_signature_header text, p_own_secret text, p_options jsonb,
+    p_enabled boolean, p_envelope text)
+RETURNS TABLE (id uuid, secret text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_id      uuid := postbox._uuid7();
+    v_url     text;
+    v_style   text := coalesce(p_signature_style, (postbox.defaults()).signature_style);
+    v_sig     text;
+    v_headers jsonb;
+    v_filters text[];
+    v_secret  text;
+    v_now     timestamptz := clock_timestamp();
+BEGIN
+    PERFORM postbox._check_tenant_limit(p_tenant);
+    v_url := postbox.validate_url(p_url);
+    v_sig := postbox._validate_signature(v_style, p_signature_header);
+    v_headers := postbox._headers(coalesce(p_headers, '{}'), v_sig);
+    v_filters := postbox._validate_filters(coalesce(p_event_types, '{*}'), postbox._catalog_names());
+    PERFORM postbox._validate_options(postbox._check_depth('options', coalesce(p_options, '{}')));
+    PERFORM postbox._check_envelope(coalesce(p_envelope, 'postbox'));
+    IF p_own_secret IS NULL THEN
+        v_secret := postbox._generate_secret();
+    ELSE
+        PERFORM postbox._validate_secret(p_own_secret, v_style);
+        v_secret := p_own_secret;
+    END IF;
+
+    -- created_at from the clock, as emit's: routing sends an endpoint only
+    -- events emitted after it was created, even within one transaction.
+    INSERT INTO postbox.endpoints (id, tenant, url, event_types, headers, description,
+                                   signature_style, signature_header, options, envelope,
+                                   enabled, created_at)
+    VALUES (v_id, p_tenant, v_url, v_filters, v_headers, p_description, v_style, v_sig,
+            coalesce(p_options, '{}'), coalesce(p_envelope, 'postbox'), coalesce(p_enabled, true), v_now);
+    IF NOT coalesce(p_enabled, true) THEN
+        -- Created switched off: paused from its first moment, as if paused at once.
+        INSERT INTO postbox.endpoint_pauses (endpoint_id, tenant, paused_at) VALUES (v_id, p_tenant, v_now);
+    END IF;
+    INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (v_id, v_secret);
+    PERFORM postbox._operator_events('postbox.endpoint.created', ARRAY[postbox._notice(p_tenant, v_id, v_url, 'created')]);
+    id := v_id;
+    secret := v_secret;
+    RETURN NEXT;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.register_endpoint(
+    tenant text,
+    url text,
+    event_types text[] DEFAULT '{*}',
+    headers json DEFAULT '{}',
+    description text DEFAULT NULL,
+    signature_style text DEFAULT NULL,
+    signature_header text DEFAULT NULL,
+    own_secret text DEFAULT NULL,
+    options jsonb DEFAULT '{}',
+    enabled boolean DEFAULT true,
+    envelope text DEFAULT 'postbox')
+RETURNS TABLE (id uuid, secret text, created boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_url text;
+    v_id  uuid;
+BEGIN
+    PERFORM postbox._require_tenant(tenant);
+    v_url := postbox.validate_url(url);
+    PERFORM pg_advisory_xact_lock(hashtextextended('postbox.register_endpoint ' || tenant || ' ' || v_url, 0));
+    SELECT e.id INTO v_id FROM postbox.endpoints e
+     WHERE e.tenant = register_endpoint.tenant AND e.url = v_url
+     ORDER BY e.created_at, e.id LIMIT 1 FOR UPDATE;
+    IF v_id IS NULL THEN
+        RETURN QUERY SELECT c.id, c.secret, true FROM postbox._create_endpoint(
+            tenant, url, event_types, headers, description, signature_style, signature_header,
+            own_secret, options, enabled, envelope) c;
+        RETURN;
+    END IF;
+    IF event_types IS NOT NULL THEN  -- NULL keeps them
+        UPDATE postbox.endpoints e
+           SET event_types = postbox._validate_filters(event_types, postbox._catalog_names()), updated_at = now()
+         WHERE e.id = v_id AND e.event_types IS DISTINCT FROM postbox._validate_filters(event_types, postbox._catalog_names());
+        IF FOUND THEN
+            PERFORM postbox._operator_events('postbox.endpoint.updated',
+                ARRAY[postbox._notice(tenant, v_id, v_url, 'changed: event_types')]);
+        END IF;
+    END IF;
+    RETURN QUERY SELECT v_id, NULL::text, false;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox._delete_endpoint(p_tenant text, p_id uuid)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    e postbox.endpoints;
+BEGIN
+    e := postbox._endpoint(p_tenant, p_id);
+    DELETE FROM postbox.endpoints WHERE id = p_id;  -- secrets and pauses go with it (cascade)
+    PERFORM postbox._operator_events('postbox.endpoint.deleted', ARRAY[postbox._notice(p_tenant, p_id, e.url, 'deleted')]);
+    UPDATE postbox.outbox
+       SET status = 'cancelled', last_error = 'endpoint deleted', lease_until = NULL
+     WHERE endpoint_id = p_id AND status = 'pending';
+    -- Events not yet expanded are routed to existing endpoints only.
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION postbox.rotate_secret(tenant text, id uuid, grace interval DEFAULT NULL, own_secret text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    e        postbox.endpoints;
+    v_secret text;
+BEGIN
+    e := postbox._endpoint(rotate_secret.tenant, rotate_secret.id);
+    -- NULL is the default (postbox.defaults): what the HTTP API and the page pass.
+    rotate_secret.grace := coalesce(rotate_secret.grace, (postbox.defaults()).rotation_grace);
+    IF rotate_secret.grace IS NULL OR rotate_secret.grace < interval '0' OR rotate_secret.grace > interval '30 days' THEN
+        PERFORM postbox._raise('out_of_range', 'grace',
+            format('postbox: grace must be between 0 and 30 days: %s', coalesce(rotate_secret.grace::text, 'NULL')));
+    END IF;
+    IF rotate_secret.own_secret IS NULL THEN
+        v_secret := postbox._generate_secret();
+    ELSE
+        PERFORM postbox._validate_secret(rotate_secret.own_secret, e.signature_style);
+        v_secret := rotate_secret.own_secret;
+    END IF;
+    -- Older secrets stay valid until the grace period ends (never longer
+    -- than they already were).
+    UPDATE postbox.endpoint_secrets
+       SET expires_at = least(coalesce(expires_at, 'infinity'), clock_timestamp() + rotate_secret.grace)
+     WHERE endpoint_id = e.id;
+    DELETE FROM postbox.endpoint_secrets WHERE endpoint_id = e.id AND expires_at <= clock_timestamp();
+    INSERT INTO postbox.endpoint_secrets (endpoint_id, secret) VALUES (e.id, v_secret);
+    PERFORM postbox._operator_events('postbox.endpoint.updated',
+        ARRAY[postbox._notice(e.tenant, e.id, e.url, 'secret rotated')]);
+    RETURN v_secret;
+END
+$fn$;
+
+CREATE VIEW postbox.operator_events AS
+SELECT v.id, v.event_type, v.created_at, v.data ->> 'tenant' AS tenant,
+       (v.data ->> 'endpoint_id')::uuid AS endpoint_id, v.data ->> 'reason' AS reason, v.data::jsonb AS data
+  FROM postbox.events v
+ WHERE v.tenant = postbox.operator_tenant() AND postbox._reserved_type(v.event_type);
+
+COMMENT ON FUNCTION postbox._unknown_event_type(text) IS 'Internal: raises the unknown-event-type error with the closest names (or event_type_reserved for postbox.*).';
+COMMENT ON VIEW postbox.operator_events IS 'postbox''s own events (postbox.endpoint.failing, disabled, recovered, created, updated, deleted; postbox.delivery.exhausted), expanded, with the tenant, endpoint and reason each is about.';
+GRANT SELECT ON postbox.operator_events TO postbox_admin;
+
 -- ===== postbox on Citus (sql/citus.sql, new in 0.9.0) =====
 -- postbox on Citus (docs/design.md, "Past one database: Citus"). Every node
 -- runs its own postbox: the triggers on a distributed table fire on the
@@ -1480,7 +1893,7 @@ GRANT EXECUTE ON FUNCTION postbox._delivery_node_bits() TO postbox_admin;
 -- transaction holds writes, so the publication is committed first.
 -- Idempotent: a worker node that already subscribes is left alone, so it
 -- is run again after citus_add_node. A node whose replicated tables hold
--- anything but what CREATE EXTENSION wrote (the catalog's webhook.test) is
+-- anything but what CREATE EXTENSION wrote (the catalog's builtin types) is
 -- refused: its rows would clash with the coordinator's copy.
 -- conninfo: what a worker node adds to reach the coordinator (sslmode,
 -- sslrootcert, ...), beside the coordinator's host and port from Citus's
@@ -1538,7 +1951,7 @@ BEGIN
         CONTINUE WHEN v_result <> '0';
         SELECT success, result INTO v_ok, v_result
           FROM pg_catalog.master_run_on_worker(ARRAY[v_node.nodename], ARRAY[v_node.nodeport],
-                                    ARRAY['SELECT (SELECT count(*) FROM postbox.event_types WHERE name <> ''webhook.test'')'
+                                    ARRAY['SELECT (SELECT count(*) FROM postbox.event_types WHERE NOT builtin)'
                                           ' + (SELECT count(*) FROM postbox.endpoints)'
                                           ' + (SELECT count(*) FROM postbox.retention)'], false);
         IF NOT v_ok OR v_result <> '0' THEN

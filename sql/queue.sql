@@ -362,6 +362,10 @@ GRANT EXECUTE ON FUNCTION postbox.next_due(uuid[], text[]) TO postbox_worker;
 --    and one statement per endpoint keeps even a generic plan on its index
 --    range (a single statement with the cancellation in a CTE scanned the
 --    whole outbox on every batch).
+-- 5. the operator hears of it (postbox._operator_events): endpoints that
+--    started failing, recovered (a success while the operator was told they
+--    were failing: a disable and resume keeps that), were disabled, and
+--    deliveries that failed for good (not test sends).
 -- Returns the endpoints it disabled, with the reason.
 CREATE FUNCTION postbox.acknowledge(
     ids bigint[], tenants text[], endpoint_ids uuid[], event_ids uuid[], attempts integer[],
@@ -378,7 +382,11 @@ SET plan_cache_mode = force_generic_plan
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_disabled record;
+    v_disabled  record;
+    v_notices   jsonb[] := '{}';
+    v_failing   jsonb[];
+    v_recovered jsonb[];
+    v_exhausted jsonb[];
 BEGIN
     INSERT INTO postbox.attempt_log (delivery_id, tenant, endpoint_id, event_id, attempt, started_at,
                                      duration_ms, status_code, response_excerpt, error, outcome, is_test,
@@ -401,31 +409,69 @@ BEGIN
      WHERE o.id = ANY (ARRAY(SELECT y.id FROM unnest(acknowledge.d_ids, acknowledge.d_statuses) AS y(id, st)
                               WHERE y.st IS NULL));
 
-    UPDATE postbox.outbox o
-       SET attempts = CASE WHEN y.split THEN o.attempts ELSE u.attempt END, status = y.status,
-           next_attempt_at = coalesce(y.next_at, o.next_attempt_at),
-           lease_until = NULL, leased_by = NULL, last_attempt_at = u.at,
-           last_status_code = u.code, last_error = u.err,
-           batch_split = o.batch_split + y.split::integer
-      FROM unnest(acknowledge.d_ids, acknowledge.d_attempts, acknowledge.d_statuses, acknowledge.d_next_at,
-                  acknowledge.d_split) AS y(id, a, status, next_at, split)
-      JOIN unnest(acknowledge.attempts, acknowledge.started_at, acknowledge.status_codes, acknowledge.errors)
-           WITH ORDINALITY AS u(attempt, at, code, err, n) ON u.n = y.a
-     WHERE o.id = y.id AND y.status IS NOT NULL AND o.status = 'pending';
+    WITH rescheduled AS (
+        UPDATE postbox.outbox o
+           SET attempts = CASE WHEN y.split THEN o.attempts ELSE u.attempt END, status = y.status,
+               next_attempt_at = coalesce(y.next_at, o.next_attempt_at),
+               lease_until = NULL, leased_by = NULL, last_attempt_at = u.at,
+               last_status_code = u.code, last_error = u.err,
+               batch_split = o.batch_split + y.split::integer
+          FROM unnest(acknowledge.d_ids, acknowledge.d_attempts, acknowledge.d_statuses, acknowledge.d_next_at,
+                      acknowledge.d_split) AS y(id, a, status, next_at, split)
+          JOIN unnest(acknowledge.attempts, acknowledge.started_at, acknowledge.status_codes, acknowledge.errors)
+               WITH ORDINALITY AS u(attempt, at, code, err, n) ON u.n = y.a
+         WHERE o.id = y.id AND y.status IS NOT NULL AND o.status = 'pending'
+        RETURNING o.*
+    )
+    SELECT array_agg(postbox._notice(r.tenant, r.endpoint_id,
+                                     (SELECT e.url FROM postbox.endpoints e WHERE e.id = r.endpoint_id), r.last_error)
+                     || jsonb_build_object('delivery_id', r.id, 'event_id', r.event_id, 'attempts', r.attempts,
+                                           'event_type', (SELECT v.event_type FROM postbox.events v WHERE v.id = r.event_id))
+                     ORDER BY r.id)
+           FILTER (WHERE r.status = 'failed' AND NOT r.is_test)
+      INTO v_exhausted
+      FROM rescheduled r;
 
     IF cardinality(acknowledge.h_ids) > 0 THEN
-        UPDATE postbox.endpoints e
-           SET consecutive_failures = CASE WHEN h.reset THEN h.streak ELSE e.consecutive_failures + h.streak END,
-               failing_since = CASE WHEN h.streak = 0 THEN NULL
-                                    WHEN h.reset THEN h.first_fail
-                                    ELSE coalesce(e.failing_since, h.first_fail) END,
-               last_attempt_at = greatest(e.last_attempt_at, h.last_at),
-               last_success_at = coalesce(h.last_ok, e.last_success_at),
-               last_error = coalesce(h.last_err, e.last_error)
-          FROM unnest(acknowledge.h_ids, acknowledge.h_reset, acknowledge.h_streak, acknowledge.h_first_fail,
-                      acknowledge.h_last_at, acknowledge.h_last_ok, acknowledge.h_last_err)
-               AS h(id, reset, streak, first_fail, last_at, last_ok, last_err)
-         WHERE e.id = h.id;
+        -- Each endpoint's health as it is now, locked (a concurrent
+        -- acknowledge waits), so that what the operator was told is read
+        -- and changed by one acknowledge at a time.
+        WITH was AS (
+            SELECT e.id, e.notified_failing FROM postbox.endpoints e
+             WHERE e.id = ANY (acknowledge.h_ids)
+               FOR NO KEY UPDATE
+        ), updated AS (
+            UPDATE postbox.endpoints e
+               SET consecutive_failures = CASE WHEN h.reset THEN h.streak ELSE e.consecutive_failures + h.streak END,
+                   failing_since = CASE WHEN h.streak = 0 THEN NULL
+                                        WHEN h.reset THEN h.first_fail
+                                        ELSE coalesce(e.failing_since, h.first_fail) END,
+                   last_attempt_at = greatest(e.last_attempt_at, h.last_at),
+                   last_success_at = coalesce(h.last_ok, e.last_success_at),
+                   last_error = coalesce(h.last_err, e.last_error),
+                   notified_failing = CASE WHEN h.streak > 0 THEN true WHEN h.reset THEN false
+                                           ELSE e.notified_failing END
+              FROM unnest(acknowledge.h_ids, acknowledge.h_reset, acknowledge.h_streak, acknowledge.h_first_fail,
+                          acknowledge.h_last_at, acknowledge.h_last_ok, acknowledge.h_last_err)
+                   AS h(id, reset, streak, first_fail, last_at, last_ok, last_err)
+              JOIN was ON was.id = h.id
+             WHERE e.id = h.id
+            RETURNING e.id, e.tenant, e.url, e.last_error, was.notified_failing AS was_failing, h.reset, h.streak
+        )
+        -- A success after the operator heard of failures: recovered; failures
+        -- the operator has not heard of (or after such a success): failing.
+        SELECT array_agg(postbox._notice(u.tenant, u.id, u.url, 'a delivery succeeded') ORDER BY u.id)
+                   FILTER (WHERE u.reset AND u.was_failing),
+               array_agg(postbox._notice(u.tenant, u.id, u.url, u.last_error) ORDER BY u.id)
+                   FILTER (WHERE u.streak > 0 AND (u.reset OR NOT u.was_failing))
+          INTO v_recovered, v_failing
+          FROM updated u;
+        IF v_recovered IS NOT NULL THEN
+            PERFORM postbox._operator_events('postbox.endpoint.recovered', v_recovered);
+        END IF;
+        IF v_failing IS NOT NULL THEN
+            PERFORM postbox._operator_events('postbox.endpoint.failing', v_failing);
+        END IF;
 
         FOR v_disabled IN
             UPDATE postbox.endpoints e
@@ -438,15 +484,23 @@ BEGIN
                AND (e.id = ANY (acknowledge.gone)
                     OR (e.consecutive_failures >= acknowledge.disable_after_failures
                         AND e.failing_since <= now() - make_interval(secs => acknowledge.disable_after_seconds)))
-            RETURNING e.id, e.disabled_reason
+            RETURNING e.id, e.tenant, e.url, e.disabled_reason
         LOOP
             UPDATE postbox.outbox o
                SET status = 'cancelled', lease_until = NULL, last_error = 'endpoint disabled: ' || v_disabled.disabled_reason
              WHERE o.endpoint_id = v_disabled.id AND o.status = 'pending' AND NOT o.is_test;
+            v_notices := v_notices || postbox._notice(v_disabled.tenant, v_disabled.id, v_disabled.url,
+                                                      v_disabled.disabled_reason);
             endpoint_id := v_disabled.id;
             reason := v_disabled.disabled_reason;
             RETURN NEXT;
         END LOOP;
+        IF cardinality(v_notices) > 0 THEN
+            PERFORM postbox._operator_events('postbox.endpoint.disabled', v_notices);
+        END IF;
+    END IF;
+    IF v_exhausted IS NOT NULL THEN
+        PERFORM postbox._operator_events('postbox.delivery.exhausted', v_exhausted);
     END IF;
 END
 $fn$;

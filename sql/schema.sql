@@ -59,6 +59,29 @@ INSERT INTO postbox.event_types (name, description, match_keys, builtin)
 VALUES ('webhook.test', 'A test event sent by postbox.send_test.',
         ARRAY['*', 'webhook.*', 'webhook.test'], true);
 
+-- postbox's own events, for the product that runs it (0.9.0): they go only
+-- to the operator tenant's endpoints (postbox.operator_tenant()), and only
+-- postbox writes them (postbox._operator_events). Their data: the tenant,
+-- the endpoint, its URL and the reason (a delivery's ids too, for
+-- exhausted). Each name's match keys as _event_match_keys makes them.
+INSERT INTO postbox.event_types (name, description, example, match_keys, builtin)
+SELECT 'postbox.' || x.name, x.description,
+       jsonb_build_object('tenant', 'acme', 'endpoint_id', '01900000-0000-7000-8000-000000000000',
+                          'url', 'https://example.com/webhooks', 'reason', x.reason),
+       ARRAY['*', 'postbox.*', 'postbox.' || split_part(x.name, '.', 1) || '.*', 'postbox.' || x.name], true
+  FROM (VALUES
+        ('endpoint.failing', 'An endpoint''s attempts started failing (its first failure after a success, or ever).',
+         'HTTP 500'),
+        ('endpoint.disabled', 'An endpoint was disabled automatically; its pending deliveries were cancelled.',
+         '5 consecutive failed attempts since 2026-01-01 00:00:00 UTC'),
+        ('endpoint.recovered', 'An endpoint that was failing, or disabled and resumed, delivered again.',
+         'a delivery succeeded'),
+        ('delivery.exhausted', 'A delivery failed for good: its retries ran out, or the endpoint refused it.',
+         'HTTP 500'),
+        ('endpoint.created', 'A tenant''s endpoint was created.', 'created'),
+        ('endpoint.updated', 'A tenant''s endpoint was changed, paused or resumed.', 'changed: url'),
+        ('endpoint.deleted', 'A tenant''s endpoint was deleted.', 'deleted')) AS x(name, description, reason);
+
 CREATE TABLE postbox.tenant_limits (
     tenant        text PRIMARY KEY,
     max_endpoints integer NOT NULL CHECK (max_endpoints >= 0),
@@ -96,7 +119,10 @@ CREATE TABLE postbox.endpoints (
     -- When an admin last resumed it (update_endpoint enabled => true, 0.9.0):
     -- on Citus, the worker node that keeps its health clears it on seeing
     -- this change (sql/citus.sql).
-    resumed_at           timestamptz
+    resumed_at           timestamptz,
+    -- The operator was told it is failing (postbox.endpoint.failing) and
+    -- not yet that it recovered (0.9.0): so each is told once.
+    notified_failing     boolean NOT NULL DEFAULT false
 ) WITH (fillfactor = 70);  -- the worker updates health columns often: room for HOT updates
 SELECT pg_catalog.pg_extension_config_dump('postbox.endpoints', '');
 COMMENT ON TABLE postbox.endpoints IS 'Webhook endpoints: configuration and health. Secrets live in endpoint_secrets.';
@@ -108,7 +134,7 @@ GRANT SELECT ON postbox.endpoints TO postbox_worker;
 GRANT SELECT (id, tenant, event_types, created_at, disabled_at, options) ON postbox.endpoints TO postbox_admin;
 -- The worker records each endpoint's health after its attempts.
 GRANT UPDATE (disabled_at, disabled_reason, consecutive_failures, failing_since,
-              last_attempt_at, last_success_at, last_error, updated_at)
+              last_attempt_at, last_success_at, last_error, updated_at, notified_failing)
    ON postbox.endpoints TO postbox_worker;
 
 -- Expansion routes by tenant; management and the views filter by it.

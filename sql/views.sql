@@ -154,3 +154,15 @@ SELECT a.tenant, a.endpoint_id AS id,
  GROUP BY a.tenant, a.endpoint_id, 3;
 COMMENT ON VIEW postbox.endpoint_hourly_stats IS 'Per endpoint and hour of the last 7 days (hours_ago 0: the last hour): succeeded and failed attempts, test sends left out; a batch''s request counts once, as in endpoint_stats.';
 GRANT SELECT ON postbox.endpoint_hourly_stats TO postbox_admin;
+
+-- postbox's own events (operator notifications), for a product that would
+-- rather poll than receive them: newest last by id (UUIDv7, time-ordered),
+-- so `WHERE id > $last ORDER BY id` reads on from where it stopped. They
+-- are kept as long as other events (postbox.set_retention).
+CREATE VIEW postbox.operator_events AS
+SELECT v.id, v.event_type, v.created_at, v.data ->> 'tenant' AS tenant,
+       (v.data ->> 'endpoint_id')::uuid AS endpoint_id, v.data ->> 'reason' AS reason, v.data::jsonb AS data
+  FROM postbox.events v
+ WHERE v.tenant = postbox.operator_tenant() AND postbox._reserved_type(v.event_type);
+COMMENT ON VIEW postbox.operator_events IS 'postbox''s own events (postbox.endpoint.failing, disabled, recovered, created, updated, deleted; postbox.delivery.exhausted), expanded, with the tenant, endpoint and reason each is about.';
+GRANT SELECT ON postbox.operator_events TO postbox_admin;

@@ -162,7 +162,10 @@ async fn every_route_with_every_kind_of_key() {
         .await;
     assert_eq!(a.status, 403, "only operator keys emit");
     assert_eq!(
-        api.count("SELECT count(*) FROM postbox.emitted").await,
+        api.count(
+            "SELECT count(*) FROM postbox.emitted WHERE tenant IS DISTINCT FROM 'postbox:operator'"
+        )
+        .await,
         0,
         "and nothing was emitted"
     );
@@ -767,7 +770,13 @@ async fn an_idempotency_key_gets_the_first_answer() {
         )
         .await;
     assert_eq!((e1.status, e1.body.clone()), (202, e2.body));
-    assert_eq!(api.count("SELECT count(*) FROM postbox.emitted").await, 1);
+    assert_eq!(
+        api.count(
+            "SELECT count(*) FROM postbox.emitted WHERE tenant IS DISTINCT FROM 'postbox:operator'"
+        )
+        .await,
+        1
+    );
     // An ordering key is emit's own, kept with the event.
     let keyed = api
         .call(

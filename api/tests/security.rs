@@ -237,7 +237,10 @@ async fn a_429_is_never_answered_for_an_emitted_event() {
         "the burst holds from the first request: {statuses:?}"
     );
     assert_eq!(
-        api.count("SELECT count(*) FROM postbox.emitted").await,
+        api.count(
+            "SELECT count(*) FROM postbox.emitted WHERE tenant IS DISTINCT FROM 'postbox:operator'"
+        )
+        .await,
         accepted,
         "exactly the accepted events were emitted"
     );

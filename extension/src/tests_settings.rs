@@ -3,10 +3,14 @@
 // indexes, replay, plans, examples, signature styles and event order.
 // Included into `tests.rs`'s module, whose helpers it uses.
 
+    /// An endpoint of `tenant` at `path`, its operator's notice dropped (as
+    /// `endpoint`'s).
     fn ep_at(tenant: &str, path: &str) -> String {
-        one::<String>(&format!(
+        let id = one::<String>(&format!(
             "SELECT id::text FROM postbox.create_endpoint('{tenant}', 'https://hooks.example.com/{path}')"
-        ))
+        ));
+        drop_notices();
+        id
     }
 
     fn orders_catalog() {

@@ -80,6 +80,8 @@ codes! {
     TenantSuspended = "tenant_suspended",
     /// The tenant already has as many endpoints as its limit allows.
     TenantEndpointLimit = "tenant_endpoint_limit",
+    /// The tenant is the operator tenant (postbox.operator_tenant()), which receives only postbox's own events.
+    TenantReserved = "tenant_reserved",
 
     // Webhook URLs; field `url`.
     /// The webhook URL is not a valid absolute URL with a host.
@@ -140,6 +142,8 @@ codes! {
     EventTypeTooLong = "event_type_too_long",
     /// An event type is not in the catalog (create it with postbox.create_event_type first).
     EventTypeUnknown = "event_type_unknown",
+    /// An event type is one of postbox's own (postbox.*): only postbox sends them.
+    EventTypeReserved = "event_type_reserved",
     /// An event type's schema is not a JSON Schema (an object or a boolean).
     EventTypeSchemaInvalid = "event_type_schema_invalid",
     /// An event_types pattern is not '*' or name segments followed by '.*'.

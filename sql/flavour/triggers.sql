@@ -110,7 +110,7 @@ BEGIN
     -- One statement: written only if the event type is in the catalog.
     INSERT INTO postbox.emitted (id, event_type, created_at, rows, trigger_args)
     SELECT postbox._uuid7(), p_event_type, clock_timestamp(), v_text::json, p_args
-     WHERE EXISTS (SELECT FROM postbox.event_types t WHERE t.name = p_event_type)
+     WHERE EXISTS (SELECT FROM postbox.event_types t WHERE t.name = p_event_type AND NOT postbox._reserved_type(t.name))
     RETURNING (SELECT w.waiting FROM postbox.wakeup w) INTO v_wake;
     IF NOT FOUND THEN
         PERFORM postbox._unknown_event_type(p_event_type);  -- raises: the statement is undone
