@@ -28,7 +28,8 @@ async fn every_route_with_every_kind_of_key() {
     let (_, op) = api.key(None, "operator").await;
     use Method as M;
 
-    // The catalog: every kind of key.
+    // The catalog: every kind of key; postbox's own events (which go only
+    // to the operator tenant) for operator keys only.
     for k in [&admin, &member, &op] {
         let a = api.call(M::GET, "/v1/event-types", Some(k), None).await;
         assert_eq!(a.status, 200);
@@ -37,8 +38,16 @@ async fn every_route_with_every_kind_of_key() {
             .unwrap()
             .iter()
             .map(|t| t["name"].as_str().unwrap())
+            .filter(|n| !n.starts_with("postbox."))
             .collect();
         assert_eq!(names, ["order.paid", "order.refunded", "webhook.test"]);
+        let own = a.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["name"].as_str().unwrap().starts_with("postbox."))
+            .count();
+        assert_eq!(own, if k == &op { 7 } else { 0 });
     }
 
     // Create with every field, as an admin.
@@ -1362,4 +1371,62 @@ async fn deliveries_made_through_the_api_arrive_and_verify() {
     assert_eq!(s.body["succeeded_1h"], 1, "{}", s.body);
     worker.stop().await.unwrap();
     api.stop().await;
+}
+
+/// Operator notifications over HTTP: an operator key registers the product's
+/// own endpoint under the operator tenant (`postbox:operator`, for
+/// `postbox.*`); a tenant admin's new endpoint is then announced to it,
+/// signed with the secret the API returned; emitting to the operator tenant
+/// is refused with the rule's name.
+#[tokio::test]
+async fn the_operator_registers_for_postbox_events_over_http() {
+    let api = Api::start().await;
+    let (_, admin) = api.key(Some("acme"), "admin").await;
+    let (_, op) = api.key(None, "operator").await;
+    let ops = Receiver::start(Behavior::Statuses(vec![200]), Arc::new(AtomicU64::new(0))).await;
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/tenants/postbox:operator/endpoints",
+            Some(&op),
+            Some(
+                json!({"url": format!("{}/ops", ops.url()), "event_types": ["postbox.endpoint.*"]}),
+            ),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let secret = a.body["secret"].as_str().unwrap().to_string();
+    let b = api
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            Some(&admin),
+            Some(json!({"url": "https://hooks.example.com/acme", "event_types": ["order.paid"]})),
+        )
+        .await;
+    assert_eq!(b.status, 201, "{:?}", b.body);
+    let worker = Worker::start(test_config(&api.pg));
+    eventually("the operator hears of it", || ops.count() >= 1).await;
+    worker.stop().await.unwrap();
+    let got = ops.received();
+    assert_eq!(got.len(), 1);
+    python_verify("standard", &secret, &got[0], "").expect("standardwebhooks verifies it");
+    let body = got[0].json();
+    assert_eq!(body["event"], "postbox.endpoint.created");
+    assert_eq!(body["data"]["tenant"], "acme");
+    assert_eq!(body["data"]["endpoint_id"], b.body["id"]);
+    let e = api
+        .call(
+            Method::POST,
+            "/v1/tenants/postbox:operator/events",
+            Some(&op),
+            Some(json!({"event_type": "order.paid", "data": {}})),
+        )
+        .await;
+    assert_eq!(
+        (e.status, e.body["error"]["rule"].as_str()),
+        (422, Some("tenant_reserved")),
+        "{:?}",
+        e.body
+    );
 }

@@ -1389,7 +1389,7 @@ async fn large_statements_are_split_into_chunks_alike() {
             .query(
                 "SELECT json_array_length(rows)::int8, (rows -> 0 ->> 'n')::int,
                         (rows -> (json_array_length(rows) - 1) ->> 'n')::int
-                   FROM postbox.emitted ORDER BY id",
+                   FROM postbox.emitted WHERE rows IS NOT NULL ORDER BY id",
                 &[],
             )
             .await
@@ -1417,7 +1417,11 @@ async fn large_statements_are_split_into_chunks_alike() {
             }
             expanded += n;
         }
-        assert_eq!(expanded, 3000);
+        assert_eq!(
+            expanded,
+            3000 + 1,
+            "the rows, and the operator's notice of the endpoint"
+        );
         seen.push(chunks);
     }
     if let [sql, ext] = &seen[..] {

@@ -33,20 +33,24 @@ pub struct EventTypeList {
     pub data: Vec<EventType>,
 }
 
-/// The event catalog: what endpoints may subscribe to.
+/// The event catalog: what endpoints may subscribe to. postbox's own
+/// events (`postbox.*`, which go only to the operator tenant) are listed
+/// for operator keys only.
 #[utoipa::path(get, path = "/v1/event-types", tag = "events", responses((status = 200, body = EventTypeList)))]
 pub async fn event_types(
-    _: Caller,
+    caller: Caller,
     axum::extract::State(app): axum::extract::State<crate::App>,
 ) -> Result<Json<EventTypeList>, ApiError> {
     let db = app.db.get().await?;
     let st = db
         .prepare_cached(
-            "SELECT name, description, schema, example FROM postbox.event_types ORDER BY name",
+            "SELECT name, description, schema, example FROM postbox.event_types
+              WHERE $1 OR NOT postbox._reserved_type(name) ORDER BY name",
         )
         .await?;
+    let operator = caller.tenant.is_none();
     let data = db
-        .query(&st, &[])
+        .query(&st, &[&operator])
         .await?
         .iter()
         .map(|r| EventType {
