@@ -36,7 +36,11 @@ SELECT 'postbox.' || x.name, x.description,
          'HTTP 500'),
         ('endpoint.created', 'A tenant''s endpoint was created.', 'created'),
         ('endpoint.updated', 'A tenant''s endpoint was changed, paused or resumed.', 'changed: url'),
-        ('endpoint.deleted', 'A tenant''s endpoint was deleted.', 'deleted')) AS x(name, description, reason);
+        ('endpoint.deleted', 'A tenant''s endpoint was deleted.', 'deleted')) AS x(name, description, reason)
+-- A type of one of these names made before 0.9.0 becomes postbox's own.
+ON CONFLICT (name) DO UPDATE
+    SET description = EXCLUDED.description, example = EXCLUDED.example, match_keys = EXCLUDED.match_keys,
+        builtin = true, updated_at = now();
 
 -- postbox's own events (operator notifications): their types are the
 -- catalog's postbox.* names (sql/schema.sql), which no emitter, attach or
@@ -1169,6 +1173,9 @@ DECLARE
     v_was postbox.endpoints;
     v_was_keyed boolean;
     v_changes text[];
+    v_from text;
+    v_to text;
+    v_reason text;
 BEGIN
     e := postbox._endpoint(update_endpoint.tenant, update_endpoint.id);
     v_was := e;
@@ -1222,7 +1229,8 @@ BEGIN
            disabled_reason = e.disabled_reason, consecutive_failures = e.consecutive_failures,
            failing_since = e.failing_since, resumed_at = e.resumed_at, updated_at = now()
      WHERE id = e.id;
-    -- The operator hears what changed, by name (never a header's value).
+    -- The operator hears what changed, by name (never a header's value),
+    -- and how the endpoint's state changed (postbox._endpoint_state).
     v_changes := ARRAY(SELECT c.name FROM (VALUES
             ('url', v_was.url IS DISTINCT FROM e.url), ('event_types', v_was.event_types IS DISTINCT FROM e.event_types),
             ('headers', v_was.headers IS DISTINCT FROM e.headers),
@@ -1230,12 +1238,16 @@ BEGIN
             ('options', v_was.options IS DISTINCT FROM e.options),
             ('envelope', v_was.envelope IS DISTINCT FROM e.envelope)) AS c(name, changed)
         WHERE c.changed);
-    IF v_was.enabled <> e.enabled OR v_was.disabled_at IS DISTINCT FROM e.disabled_at OR cardinality(v_changes) > 0 THEN
-        PERFORM postbox._operator_events('postbox.endpoint.updated', ARRAY[postbox._notice(e.tenant, e.id, e.url,
-            concat_ws('; ', CASE WHEN v_was.enabled AND NOT e.enabled THEN 'paused'
-                                 WHEN v_was.disabled_at IS NOT NULL AND e.disabled_at IS NULL THEN 'resumed after being disabled'
-                                 WHEN NOT v_was.enabled AND e.enabled THEN 'resumed' END,
-                      'changed: ' || nullif(array_to_string(v_changes, ', '), '')))]);
+    v_from := postbox._endpoint_state(v_was.enabled, v_was.suspended, v_was.disabled_at, v_was.consecutive_failures);
+    v_to := postbox._endpoint_state(e.enabled, e.suspended, e.disabled_at, e.consecutive_failures);
+    v_reason := concat_ws('; ', CASE WHEN v_to = v_from THEN NULL
+                                     WHEN v_to = 'paused' THEN 'paused'
+                                     WHEN v_from = 'disabled' THEN 'resumed after being disabled'
+                                     ELSE 'resumed' END,  -- from paused, or failing (the streak cleared)
+                          'changed: ' || nullif(array_to_string(v_changes, ', '), ''));
+    IF v_reason <> '' THEN
+        PERFORM postbox._operator_events('postbox.endpoint.updated',
+            ARRAY[postbox._notice(e.tenant, e.id, e.url, v_reason)]);
     END IF;
 END
 $fn$;

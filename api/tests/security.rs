@@ -45,7 +45,7 @@ async fn a_tenant_with_slow_bodies_and_replays_cannot_stop_the_others() {
         .unwrap();
     let event: uuid::Uuid = api
         .db
-        .query_one("SELECT id FROM postbox.events LIMIT 1", &[])
+        .query_one("SELECT id FROM postbox.events WHERE tenant = 'noisy'", &[])
         .await
         .unwrap()
         .get(0);

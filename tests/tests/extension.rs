@@ -65,7 +65,8 @@ async fn webhooks_follow_the_transaction() {
             .await
             .unwrap()
             .get::<_, i32>(0),
-        1
+        2,
+        "the kept row's event, and the operator's notice of the endpoint"
     );
     let status: String = other
         .query_one(

@@ -226,7 +226,7 @@ async fn changes_to_one_row_arrive_in_commit_order() {
     // Each row is a key of its own: the resource and its primary key.
     let keys: Vec<String> = db
         .query(
-            "SELECT DISTINCT ordering_key FROM postbox.events ORDER BY 1",
+            "SELECT DISTINCT ordering_key FROM postbox.events WHERE tenant IS DISTINCT FROM 'postbox:operator' ORDER BY 1",
             &[],
         )
         .await
