@@ -11,5 +11,6 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="--sudo"
 
 (cd extension && cargo pgrx install --release $SUDO --pg-config "$PG_CONFIG" >/dev/null)
+# The package set of scripts/release.sh and demo.sh (one build of each binary).
 cargo build --release -q -p postbox-worker -p postbox-api -p postbox-bench
 exec target/release/postbox-bench "$@"

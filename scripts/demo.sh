@@ -36,7 +36,8 @@ else
   echo "$SQL_SCRIPT"
 fi
 step "build the worker and the HTTP API (release)"
-cargo build --release -q -p postbox-worker -p postbox-api
+# The package set of scripts/release.sh and bench.sh (one build of each binary).
+cargo build --release -q -p postbox-worker -p postbox-api -p postbox-bench
 
 DEMO="$ROOT/target/demo"
 rm -rf "$DEMO" && mkdir -p "$DEMO"
