@@ -73,6 +73,8 @@ BEGIN ATOMIC
     SELECT jsonb_build_object('tenant', p_tenant, 'endpoint_id', p_endpoint, 'url', p_url, 'reason', p_reason);
 END;
 COMMENT ON FUNCTION postbox._notice(text, uuid, text, text) IS 'Internal: an operator event''s data: the tenant, the endpoint, its URL and the reason.';
+-- acknowledge, which runs as the worker's role, builds its notices with it.
+GRANT EXECUTE ON FUNCTION postbox._notice(text, uuid, text, text) TO postbox_worker;
 
 -- Writes operator events of one type, one per element of p_data (built by
 -- _notice), into postbox.emitted for the operator tenant; they are expanded

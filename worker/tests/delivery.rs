@@ -1281,6 +1281,13 @@ async fn deliveries_go_out_while_expansion_fails() {
     cfg.metrics_addr = Some(addr);
     let worker = Worker::start(cfg);
     eventually("the queued deliveries", || rx.count() == 5).await;
+    // Acknowledged by the worker's role with its own grants only.
+    eventually_sql(
+        &db,
+        "the five acknowledged",
+        "SELECT count(*) = 5 FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
     metric_until(addr, "postbox_expand_errors_total", |n| n > 0.0).await;
     assert_eq!(rx.count(), 5, "the emitted rows wait for expansion");
     db.batch_execute("GRANT EXECUTE ON FUNCTION postbox.expand_events(integer) TO postbox_worker")

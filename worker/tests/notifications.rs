@@ -3,11 +3,12 @@
 //! changes), delivered by the real worker, signed, to an endpoint of the
 //! operator tenant, and verified by the official Standard Webhooks package.
 
-use postbox_tests::eventually_sql;
 use postbox_tests::fixtures::{cluster, endpoint, one};
 use postbox_tests::receivers::{order, Behavior, Received, Receiver};
 use postbox_tests::verify::python_verify;
 use postbox_tests::worker::{test_config, Worker};
+use postbox_tests::{eventually_sql, Cluster};
+use postbox_worker::Config;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -25,6 +26,18 @@ fn notices(rx: &Receiver) -> Vec<(String, Value)> {
             )
         })
         .collect()
+}
+
+/// The worker's settings, logged in as a role with postbox_worker's grants
+/// only (not the superuser the other tests use): the acknowledgement that
+/// reports health runs with those rights.
+async fn as_worker_role(pg: &Cluster, db: &tokio_postgres::Client) -> Config {
+    db.batch_execute("CREATE ROLE worker_login LOGIN IN ROLE postbox_worker")
+        .await
+        .unwrap();
+    let mut cfg = test_config(pg);
+    cfg.database_url = pg.url("worker_login").into();
+    cfg
 }
 
 fn count(got: &[(String, Value)], event: &str) -> usize {
@@ -58,7 +71,7 @@ async fn the_operator_hears_failing_disabled_and_recovered_once_each() {
     db.batch_execute("SELECT postbox.emit('acme', 'order.paid', jsonb_build_object('n', i)) FROM generate_series(1, 3) i")
         .await
         .unwrap();
-    let mut cfg = test_config(&pg);
+    let mut cfg = as_worker_role(&pg, &db).await;
     cfg.disable_after_failures = 3;
     cfg.disable_after = Duration::ZERO;
     cfg.endpoint_max_in_flight = 1;
@@ -180,7 +193,7 @@ async fn the_operators_endpoint_hears_only_of_tenants() {
     db.batch_execute("SELECT postbox.emit('acme', 'order.paid', '{}')")
         .await
         .unwrap();
-    let worker = Worker::start(test_config(&pg));
+    let worker = Worker::start(as_worker_role(&pg, &db).await);
     eventually_sql(
         &db,
         "the operator's endpoint failed",
