@@ -169,6 +169,13 @@ async fn the_release_archive_installs_into_a_fresh_postgresql_and_delivers() {
     let request = tokio::task::spawn_blocking(move || got.join().unwrap())
         .await
         .unwrap();
+    // And acknowledged, by a role with the worker's grants only.
+    postbox_tests::eventually_sql(
+        &db,
+        "the delivery acknowledged",
+        "SELECT count(*) = 1 FROM postbox.deliveries WHERE status = 'succeeded'",
+    )
+    .await;
     let _ = worker.kill();
     let _ = worker.wait();
     assert!(request.starts_with("POST /hook "), "{request}");
