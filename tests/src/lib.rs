@@ -119,7 +119,16 @@ pub struct Cluster {
     pub flavour: Flavour,
     /// The harness's own connections use the Unix socket (custom pg_hba.conf).
     socket_only: bool,
+    /// The role workers log in as ([`crate::worker::test_config`]): a LOGIN
+    /// role with postbox_worker's grants only where the harness installed
+    /// postbox, so the worker's SQL runs with the rights it has in
+    /// production (a missing grant fails the tests); the superuser on
+    /// clusters installed otherwise (Citus nodes, bare clusters).
+    pub worker_role: &'static str,
 }
+
+/// The LOGIN role of [`Cluster::worker_role`].
+pub const WORKER_ROLE: &str = "postbox_test_worker";
 
 fn pg_bindir() -> PathBuf {
     if let Ok(dir) = std::env::var("POSTBOX_PG_BINDIR") {
@@ -320,8 +329,10 @@ impl Cluster {
             }
         }
         cluster.start_server();
+        let mut cluster = cluster;
         if cluster.flavour == Flavour::Sql {
             cluster.install_sql_flavour("postgres").await;
+            cluster.add_worker_role().await;
             return cluster;
         }
         let client = cluster.connect("postgres").await;
@@ -335,7 +346,21 @@ impl Cluster {
             .batch_execute(&create)
             .await
             .expect("CREATE EXTENSION postbox (is it installed? run scripts/test.sh)");
+        cluster.add_worker_role().await;
         cluster
+    }
+
+    /// Makes [`WORKER_ROLE`] (postbox_worker's grants, nothing else) the
+    /// role workers log in as.
+    async fn add_worker_role(&mut self) {
+        self.connect("postgres")
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {WORKER_ROLE} LOGIN IN ROLE postbox_worker"
+            ))
+            .await
+            .unwrap();
+        self.worker_role = WORKER_ROLE;
     }
 
     /// A cluster of the default PostgreSQL (a copy of its template) with
@@ -449,6 +474,7 @@ impl Cluster {
             port: free_port(),
             socket_only,
             flavour: Flavour::from_env(),
+            worker_role: "postgres",
         }
     }
 

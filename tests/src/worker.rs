@@ -48,7 +48,7 @@ impl Worker {
 /// caller adds its own settings and spawns it.
 pub fn worker_process(bin: &str, pg: &Cluster) -> std::process::Command {
     let mut c = std::process::Command::new(bin);
-    c.env("POSTBOX_DATABASE_URL", pg.url("postgres"))
+    c.env("POSTBOX_DATABASE_URL", pg.url(pg.worker_role))
         .env("POSTBOX_ALLOW_PRIVATE_TARGETS", "true")
         .env("POSTBOX_REQUEST_TIMEOUT", "2s")
         .env("POSTBOX_CONNECT_TIMEOUT", "1s")
@@ -81,9 +81,10 @@ impl Drop for Running {
     }
 }
 
-/// Fast settings for tests: short poll, lease and timeouts, private targets on.
+/// Fast settings for tests: short poll, lease and timeouts, private targets
+/// on; logged in as the cluster's worker role (postbox_worker's grants).
 pub fn test_config(pg: &Cluster) -> Config {
-    let mut c = Config::new(pg.url("postgres"));
+    let mut c = Config::new(pg.url(pg.worker_role));
     c.allow_private_targets = true;
     c.poll_interval = Duration::from_millis(200);
     c.request_timeout = Duration::from_secs(2);

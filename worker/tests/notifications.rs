@@ -2,13 +2,14 @@
 //! `.disabled`, `.recovered`, `postbox.delivery.exhausted`, and the admin
 //! changes), delivered by the real worker, signed, to an endpoint of the
 //! operator tenant, and verified by the official Standard Webhooks package.
+//! The worker logs in with postbox_worker's grants only (`test_config`), as
+//! in production: the acknowledgement that reports health runs with them.
 
+use postbox_tests::eventually_sql;
 use postbox_tests::fixtures::{cluster, endpoint, one};
 use postbox_tests::receivers::{order, Behavior, Received, Receiver};
 use postbox_tests::verify::python_verify;
 use postbox_tests::worker::{test_config, Worker};
-use postbox_tests::{eventually_sql, Cluster};
-use postbox_worker::Config;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -26,18 +27,6 @@ fn notices(rx: &Receiver) -> Vec<(String, Value)> {
             )
         })
         .collect()
-}
-
-/// The worker's settings, logged in as a role with postbox_worker's grants
-/// only (not the superuser the other tests use): the acknowledgement that
-/// reports health runs with those rights.
-async fn as_worker_role(pg: &Cluster, db: &tokio_postgres::Client) -> Config {
-    db.batch_execute("CREATE ROLE worker_login LOGIN IN ROLE postbox_worker")
-        .await
-        .unwrap();
-    let mut cfg = test_config(pg);
-    cfg.database_url = pg.url("worker_login").into();
-    cfg
 }
 
 fn count(got: &[(String, Value)], event: &str) -> usize {
@@ -71,7 +60,7 @@ async fn the_operator_hears_failing_disabled_and_recovered_once_each() {
     db.batch_execute("SELECT postbox.emit('acme', 'order.paid', jsonb_build_object('n', i)) FROM generate_series(1, 3) i")
         .await
         .unwrap();
-    let mut cfg = as_worker_role(&pg, &db).await;
+    let mut cfg = test_config(&pg);
     cfg.disable_after_failures = 3;
     cfg.disable_after = Duration::ZERO;
     cfg.endpoint_max_in_flight = 1;
@@ -193,7 +182,7 @@ async fn the_operators_endpoint_hears_only_of_tenants() {
     db.batch_execute("SELECT postbox.emit('acme', 'order.paid', '{}')")
         .await
         .unwrap();
-    let worker = Worker::start(as_worker_role(&pg, &db).await);
+    let worker = Worker::start(test_config(&pg));
     eventually_sql(
         &db,
         "the operator's endpoint failed",
