@@ -355,8 +355,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
-    v_url text;
-    v_id  uuid;
+    v_url     text;
+    v_id      uuid;
+    v_filters text[];
 BEGIN
     PERFORM postbox._require_tenant(tenant);
     v_url := postbox.validate_url(url);
@@ -371,9 +372,10 @@ BEGIN
         RETURN;
     END IF;
     IF event_types IS NOT NULL THEN  -- NULL keeps them
+        v_filters := postbox._validate_filters(event_types, postbox._catalog_names());
         UPDATE postbox.endpoints e
-           SET event_types = postbox._validate_filters(event_types, postbox._catalog_names()), updated_at = now()
-         WHERE e.id = v_id AND e.event_types IS DISTINCT FROM postbox._validate_filters(event_types, postbox._catalog_names());
+           SET event_types = v_filters, updated_at = now()
+         WHERE e.id = v_id AND e.event_types IS DISTINCT FROM v_filters;
         IF FOUND THEN
             PERFORM postbox._operator_events('postbox.endpoint.updated',
                 ARRAY[postbox._notice(tenant, v_id, v_url, 'changed: event_types')]);
